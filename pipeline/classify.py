@@ -1,0 +1,78 @@
+"""Stage 3 — classify: face crops → fake probability per face (SRM → EfficientNet → MLP head)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.batch import Batch, batch_size, object_column
+from pipeline.checkpoint import ModelCard, load_checkpoint
+from pipeline.config import ClassifyConfig, resolve_device
+from pipeline.model import DeepfakeDetector
+from pipeline.preprocess import crops_to_tensor
+
+log = logging.getLogger(__name__)
+
+
+class FaceClassifier:
+    """A loaded detector network with its model card; scores uint8 crops in fixed-size batches."""
+
+    def __init__(self, model: DeepfakeDetector, card: ModelCard, device: str = "cpu", batch_size: int = 32):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.card = card
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_checkpoint(cls, path: Path | str, device: str = "auto", batch_size: int = 32) -> "FaceClassifier":
+        model, card = load_checkpoint(path, device="cpu")
+        return cls(model, card, device, batch_size)
+
+    @property
+    def input_size(self) -> int:
+        return self.card.architecture.input_size
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """Fake probability for each crop (N, S, S, 3 uint8) as float32 (N,)."""
+        if len(crops) == 0:
+            return np.zeros(0, np.float32)
+        if crops.shape[1] != self.input_size:
+            raise ValueError(f"crops are {crops.shape[1]} px but the model expects {self.input_size} px")
+        scores = []
+        with torch.inference_mode():
+            for start in range(0, len(crops), self.batch_size):
+                pixels = crops_to_tensor(crops[start:start + self.batch_size], self.device)
+                scores.append(torch.sigmoid(self.model(pixels).float()).cpu().numpy())
+        return np.concatenate(scores).astype(np.float32)
+
+
+class ClassifyStage:
+    """Batch stage: ``crops`` → ``face_scores``. All crops of the batch go through the network together."""
+
+    def __init__(self, config: ClassifyConfig | None = None, device: str = "auto",
+                 classifier: FaceClassifier | None = None, keep_crops: bool = False):
+        self.config = config or ClassifyConfig()
+        self.classifier = classifier or FaceClassifier.from_checkpoint(self.config.checkpoint, device, self.config.batch_size)
+        self.keep_crops = keep_crops
+
+    @property
+    def card(self) -> ModelCard:
+        return self.classifier.card
+
+    def __call__(self, batch: Batch) -> Batch:
+        start = time.perf_counter()
+        n = batch_size(batch)
+        crops = [np.asarray(c, np.uint8) for c in batch["crops"]]
+        counts = [len(c) for c in crops]
+        nonempty = [c for c in crops if len(c)]
+        flat = self.classifier.predict(np.concatenate(nonempty)) if nonempty else np.zeros(0, np.float32)
+        splits = np.split(flat, np.cumsum(counts)[:-1]) if n else []
+        out = {k: v for k, v in batch.items() if self.keep_crops or k != "crops"}
+        out["face_scores"] = object_column(splits)
+        per_row_ms = (time.perf_counter() - start) * 1000 / max(n, 1)
+        out["classify_ms"] = np.full(n, per_row_ms, np.float64)
+        return out

@@ -1,0 +1,116 @@
+"""One typed home for every tunable of the model graph.
+
+Precedence (highest first): CLI flags (passed as overrides) > environment (``DFS_`` prefix, ``__`` for
+nesting, e.g. ``DFS_DECODE__NUM_FRAMES=16``) > a config file (YAML/JSON/TOML, ``--config`` or
+``DFS_CONFIG``) > the defaults below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "detector.safetensors"
+
+
+class DecodeConfig(BaseModel):
+    num_frames: int = Field(32, ge=1, le=512, description="frames sampled evenly over the video")
+    max_duration_s: float = Field(3600.0, gt=0, description="longer videos are refused")
+    max_pixels: int = Field(4096 * 4096, gt=0, description="frames larger than this are refused")
+    max_bytes: int = Field(4 * 1024**3, gt=0, description="larger objects are refused before reading")
+
+
+class DetectConfig(BaseModel):
+    detect_max_side: int = Field(640, ge=64, description="frames are downscaled to this long side for MTCNN")
+    batch_size: int = Field(16, ge=1, description="frames per MTCNN call")
+    min_face_px: int = Field(40, ge=8, description="faces smaller than this (original pixels) are dropped")
+    min_probability: float = Field(0.90, ge=0, le=1)
+    max_faces_per_frame: int = Field(4, ge=1)
+    crop_size: int | None = Field(None, ge=32, description="crop side; None = the checkpoint's input size")
+    margin: float = Field(0.3, ge=0, le=2, description="crop margin as a fraction of the box size")
+    track_iou: float = Field(0.3, gt=0, lt=1, description="IoU that links a face to a track")
+    track_max_gap: int = Field(4, ge=0, description="sampled frames a track survives without a face")
+
+
+class ClassifyConfig(BaseModel):
+    checkpoint: Path = DEFAULT_CHECKPOINT
+    batch_size: int = Field(32, ge=1)
+    threshold: float | None = Field(None, ge=0, le=1, description="override the model card's threshold")
+    aggregation: Literal["mean", "confident", "track_max"] | None = Field(
+        None, description="override the model card's aggregation strategy"
+    )
+
+
+class Settings(BaseSettings):
+    """Everything the pipeline stages read."""
+
+    model_config = SettingsConfigDict(env_prefix="DFS_", env_nested_delimiter="__", extra="ignore")
+
+    device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
+    torch_threads: int = Field(0, ge=0, description="0 = leave torch's default")
+    decode: DecodeConfig = DecodeConfig()
+    detect: DetectConfig = DetectConfig()
+    classify: ClassifyConfig = ClassifyConfig()
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, not {value!r}")
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    if path.suffix == ".toml":
+        return tomllib.loads(text)
+    return json.loads(text)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build settings from file < environment < overrides (dotted keys like ``decode.num_frames``)."""
+    config_file = config_file or os.environ.get("DFS_CONFIG")
+    file_values = _read_config_file(Path(config_file)) if config_file else {}
+    env_values = Settings().model_dump(exclude_unset=True)  # only what the environment set
+    nested: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = nested
+        *parents, leaf = dotted.replace("__", ".").split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    merged = _deep_merge(_deep_merge(file_values, env_values), nested)
+    return Settings.model_validate(merged)
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``auto`` into ``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but no CUDA GPU is visible")
+    return device

@@ -1,0 +1,124 @@
+"""Stage 2 — detect: MTCNN faces on sampled frames → margin crops, boxes, landmarks, tracks."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline.batch import Batch, batch_size, errors_of, object_column
+from pipeline.config import DetectConfig, resolve_device
+from pipeline.crop import crop_face
+from pipeline.tracking import link_tracks
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CROP_SIZE = 224
+
+
+class FaceDetector:
+    """Batched MTCNN (weights ship inside facenet-pytorch) on downscaled frames, boxes in original pixels."""
+
+    def __init__(self, config: DetectConfig | None = None, device: str = "auto"):
+        from facenet_pytorch import MTCNN
+
+        self.config = config or DetectConfig()
+        self.device = resolve_device(device)
+        self.mtcnn = MTCNN(keep_all=True, device=self.device, select_largest=False, post_process=False)
+
+    def detect(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """For each frame (N, H, W, 3 uint8): (boxes (k, 4), probs (k,), landmarks (k, 5, 2)), filtered."""
+        if len(frames) == 0:
+            return []
+        height, width = frames.shape[1:3]
+        scale = min(1.0, self.config.detect_max_side / max(height, width))
+        small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        self.mtcnn.min_face_size = max(12, int(self.config.min_face_px * scale))
+        results = []
+        for start in range(0, len(frames), self.config.batch_size):
+            chunk = frames[start:start + self.config.batch_size]
+            if scale < 1.0:
+                chunk = np.stack([cv2.resize(f, small_size, interpolation=cv2.INTER_AREA) for f in chunk])
+            with torch.inference_mode():
+                boxes, probs, points = self.mtcnn.detect(chunk, landmarks=True)
+            for b, p, lm in zip(boxes, probs, points):
+                results.append(self._filter(b, p, lm, scale))
+        return results
+
+    def _filter(self, boxes, probs, landmarks, scale: float):
+        if boxes is None or len(boxes) == 0:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4) / scale
+        probs = np.asarray(probs, np.float32).reshape(-1)
+        landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2) / scale
+        sizes = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        keep = (probs >= self.config.min_probability) & (sizes >= self.config.min_face_px)
+        keep_idx = np.flatnonzero(keep)
+        keep_idx = keep_idx[np.argsort(-probs[keep_idx])][: self.config.max_faces_per_frame]
+        return boxes[keep_idx], probs[keep_idx], landmarks[keep_idx]
+
+
+class DetectStage:
+    """Batch stage: ``frames`` → per-row face ``crops`` with box, landmarks, probability, frame and track.
+
+    The decoded frames are dropped from the output: only crops travel further down the graph.
+    """
+
+    def __init__(self, config: DetectConfig | None = None, device: str = "auto", crop_size: int | None = None):
+        self.config = config or DetectConfig()
+        self.crop_size = crop_size or self.config.crop_size or DEFAULT_CROP_SIZE
+        self.detector = FaceDetector(self.config, device)
+
+    def faces_of(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        """All faces of one video's sampled frames, cropped and linked into tracks."""
+        crops, frame_ids, boxes, probs, landmarks = [], [], [], [], []
+        for frame_id, (b, p, lm) in enumerate(self.detector.detect(frames)):
+            for box, prob, points in zip(b, p, lm):
+                try:
+                    crop, _ = crop_face(frames[frame_id], box, self.crop_size, self.config.margin)
+                except ValueError:
+                    continue
+                crops.append(crop)
+                frame_ids.append(frame_id)
+                boxes.append(box)
+                probs.append(prob)
+                landmarks.append(points)
+        frame_ids_arr = np.array(frame_ids, np.int64)
+        boxes_arr = np.array(boxes, np.float32).reshape(-1, 4)
+        return {
+            "crops": np.stack(crops) if crops else np.zeros((0, self.crop_size, self.crop_size, 3), np.uint8),
+            "face_frame": frame_ids_arr,
+            "face_boxes": boxes_arr,
+            "face_landmarks": np.array(landmarks, np.float32).reshape(-1, 5, 2),
+            "face_probs": np.array(probs, np.float32),
+            "face_track": link_tracks(frame_ids_arr, boxes_arr, self.config.track_iou, self.config.track_max_gap),
+        }
+
+    def __call__(self, batch: Batch) -> Batch:
+        n = batch_size(batch)
+        errors = errors_of(batch)
+        per_row: list[dict[str, np.ndarray]] = []
+        elapsed = []
+        for i in range(n):
+            start = time.perf_counter()
+            frames = batch["frames"][i]
+            if errors[i] or frames is None or len(frames) == 0:
+                per_row.append(self.faces_of(np.zeros((0, 1, 1, 3), np.uint8)))
+            else:
+                try:
+                    per_row.append(self.faces_of(np.asarray(frames, np.uint8)))
+                except Exception as exc:  # noqa: BLE001 - one bad video never stops the batch
+                    log.exception("face detection failed on %s", batch["uri"][i])
+                    errors[i] = f"face detection failed: {type(exc).__name__}: {exc}"
+                    per_row.append(self.faces_of(np.zeros((0, 1, 1, 3), np.uint8)))
+            elapsed.append((time.perf_counter() - start) * 1000)
+        out = {k: v for k, v in batch.items() if k != "frames"}
+        for key in per_row[0] if per_row else []:
+            out[key] = object_column(row[key] for row in per_row)
+        out["frames_sampled"] = np.array([len(batch["frames"][i]) for i in range(n)], np.int64)
+        out["error"] = object_column(errors)
+        out["detect_ms"] = np.array(elapsed, np.float64)
+        return out

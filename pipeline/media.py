@@ -1,0 +1,67 @@
+"""Opening media by path, fsspec URI or bytes, and telling its type from the bytes themselves."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import fsspec
+
+from pipeline.errors import MediaError, MediaTooLargeError, UnsupportedMediaError
+
+MediaKind = Literal["image", "video"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts")
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+
+
+def sniff_media(head: bytes) -> tuple[MediaKind, str]:
+    """Return (kind, mime type) from the first bytes of a file; the name is never trusted."""
+    if not head:
+        raise MediaError("file is empty (0 bytes)")
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image", "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image", "image/png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image", "image/webp"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand.startswith(b"qt"):
+            return "video", "video/quicktime"
+        if brand in (b"avif", b"avis", b"heic", b"heix", b"mif1"):
+            raise UnsupportedMediaError(f"unsupported still-image container (brand {brand.decode(errors='replace')})")
+        return "video", "video/mp4"
+    if head[4:8] in (b"moov", b"mdat", b"wide", b"free"):
+        return "video", "video/quicktime"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video", "video/webm" if b"webm" in head[:64] else "video/x-matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "video", "video/x-msvideo"
+    if head.startswith(b"\x00\x00\x01\xba") or head.startswith(b"\x00\x00\x01\xb3"):
+        return "video", "video/mpeg"
+    if head[0] == 0x47 and len(head) > 188 and head[188] == 0x47:
+        return "video", "video/mp2t"
+    raise UnsupportedMediaError("not a supported image or video (unrecognised file signature)")
+
+
+def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = None) -> bytes:
+    """Read a whole object through fsspec, refusing objects over ``max_bytes`` before reading them."""
+    try:
+        fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+        size = fs.size(path)
+        if size is not None and size > max_bytes:
+            raise MediaTooLargeError(f"object is {size} bytes, over the {max_bytes}-byte limit")
+        with fs.open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except MediaError:
+        raise
+    except FileNotFoundError as exc:
+        raise MediaError(f"not found: {uri}") from exc
+    except IsADirectoryError as exc:
+        raise MediaError(f"is a directory, not a file: {uri}") from exc
+    except Exception as exc:  # noqa: BLE001 - any storage failure becomes a readable message
+        raise MediaError(f"could not read {uri}: {type(exc).__name__}: {exc}") from exc
+    if len(data) > max_bytes:
+        raise MediaTooLargeError(f"object is over the {max_bytes}-byte limit")
+    return data

@@ -1,0 +1,66 @@
+"""The classifier network: SRM noise filters → EfficientNet (timm) → a small MLP head → fake logit."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import timm
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+
+from pipeline.preprocess import RGB_MEAN, RGB_STD, SRM_TRUNCATE
+from pipeline.srm import SRMFilter
+
+
+class ModelSpec(BaseModel):
+    """Everything needed to rebuild the network; stored in the model card and checked on load."""
+
+    encoder: str = "tf_efficientnet_lite0"
+    input_mode: Literal["srm", "rgb+srm"] = "rgb+srm"
+    input_size: int = Field(224, ge=32)
+    head_hidden: int = Field(128, ge=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+
+
+class DeepfakeDetector(nn.Module):
+    """Takes raw 0..255 RGB crops (B, 3, S, S); returns one fake logit per crop (B,)."""
+
+    def __init__(self, spec: ModelSpec | None = None):
+        super().__init__()
+        self.spec = spec or ModelSpec()
+        in_chans = 3 if self.spec.input_mode == "srm" else 6
+        self.srm = SRMFilter(truncate=SRM_TRUNCATE)
+        self.encoder = timm.create_model(self.spec.encoder, pretrained=False, num_classes=0, in_chans=in_chans)
+        self.head = nn.Sequential(
+            nn.Linear(self.encoder.num_features, self.spec.head_hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(self.spec.dropout),
+            nn.Linear(self.spec.head_hidden, 1),
+        )
+        self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("rgb_std", torch.tensor(RGB_STD).view(1, 3, 1, 1) * 255, persistent=False)
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """0..255 pixels → the encoder's input channels (RGB in [-1, 1] and/or SRM residuals in [-1, 1])."""
+        srm = self.srm(pixels) / SRM_TRUNCATE
+        if self.spec.input_mode == "srm":
+            return srm
+        return torch.cat([(pixels - self.rgb_mean) / self.rgb_std, srm], dim=1)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.normalise(pixels))).squeeze(1)
+
+    def load_encoder_imagenet(self, state: dict[str, torch.Tensor]) -> None:
+        """Load ImageNet encoder weights (3-channel stem) into this encoder, adapting the stem if needed.
+
+        For ``rgb+srm`` the RGB half of the stem keeps the ImageNet filters and the SRM half starts from
+        the same filters, halved, so the first activations keep their ImageNet scale.
+        """
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        stem = state["conv_stem.weight"]
+        if self.spec.input_mode == "rgb+srm":
+            state["conv_stem.weight"] = torch.cat([stem, stem], dim=1) * 0.5
+        missing, unexpected = self.encoder.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f"ImageNet weights do not fit {self.spec.encoder}: missing={missing} unexpected={unexpected}")
