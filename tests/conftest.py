@@ -96,3 +96,44 @@ def ray_session(detector_env):
     except Exception:  # noqa: BLE001
         pass
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real local S3 server (moto's server mode on 127.0.0.1, free port) for the whole session.
+
+    Yields a dict with ``endpoint_url`` and ``storage_options`` (for s3fs/fsspec); credentials are
+    set in the environment so child processes (Ray workers) can reach it too.
+    """
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_ENDPOINT_URL=endpoint)
+    yield {"endpoint_url": endpoint,
+           "storage_options": {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint}}}
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture()
+def s3_bucket(s3_server):
+    """A fresh, empty bucket on the local S3 server; returns its name."""
+    import uuid
+
+    import boto3
+
+    name = f"dfs-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server["endpoint_url"]).create_bucket(Bucket=name)
+    return name
