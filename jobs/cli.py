@@ -102,6 +102,100 @@ def samples() -> None:
 # Further commands register here (scan/query/report: jobs.scan; serve: serve.app; prepare/train/evaluate).
 
 
+@app.command()
+def prepare(
+    source: Path = typer.Argument(..., help="labels CSV, DFDC folder (metadata.json) or FaceForensics++ folder"),
+    output: Path = typer.Option(Path("data-cache/crops"), "--output", "-o", help="crop dataset folder"),
+    crop_size: int = typer.Option(160, help="crop side in pixels (= the model's input size)"),
+    frames_real: int = typer.Option(48, help="frames sampled per real video"),
+    frames_fake: int = typer.Option(16, help="frames sampled per fake video"),
+    seed: int = typer.Option(0, help="identity-group split seed"),
+    use_ray: bool = typer.Option(False, "--ray", help="run on Ray Data (scales past one machine)"),
+    limit: Optional[int] = typer.Option(None, help="only the first N videos (smoke runs)"),
+    config: Optional[Path] = ConfigOpt,
+    device: Optional[str] = DeviceOpt,
+) -> None:
+    """Videos + labels → face-crop dataset (Parquet), split by identity group into train/val/test."""
+    setup_logging()
+    from jobs.prepare import prepare as run_prepare
+
+    settings = settings_from_cli(config, device=device)
+    try:
+        manifest = run_prepare(source, output, settings, crop_size=crop_size, frames_real=frames_real,
+                               frames_fake=frames_fake, seed=seed, use_ray=use_ray, limit=limit)
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    console.print(f"{manifest['faces']} face crops from {len(manifest['results'])} videos "
+                  f"({len(manifest['failed'])} failed) → {output}")
+    for name, info in manifest["splits"].items():
+        console.print(f"  {name}: {info['videos']} videos, {len(info['groups'])} identity groups")
+
+
+@app.command()
+def train(
+    dataset: Path = typer.Argument(..., help="folder made by `deepfakestream prepare`"),
+    output: Path = typer.Option(Path("runs/train"), "--output", "-o"),
+    input_mode: str = typer.Option("rgb+srm", help="srm or rgb+srm"),
+    epochs: int = typer.Option(8),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(3e-4),
+    real_fakes: bool = typer.Option(False, help="also train on the train split's manipulated videos"),
+    sbi: bool = typer.Option(True, help="self-blended pseudo-fakes from the reals"),
+    max_crops_per_video: int = typer.Option(48),
+    patience: int = typer.Option(3, help="early stopping: epochs without validation AUC gain"),
+    seed: int = typer.Option(0),
+    num_workers: int = typer.Option(0, help="Ray Train data-parallel workers (0 = single process)"),
+    gpu: bool = typer.Option(False, "--gpu", help="train on CUDA (mixed precision)"),
+    threads: int = typer.Option(0, help="torch CPU threads (0 = default)"),
+    resume: bool = typer.Option(False, help="continue from OUTPUT/last.pt"),
+    version: str = typer.Option("dev", help="model version written to the card"),
+) -> None:
+    """Train the detector; writes OUTPUT/best.safetensors + model card, last.pt, history.json."""
+    setup_logging()
+    from pydantic import ValidationError
+
+    from jobs.train import TrainConfig, train as run_train
+
+    try:
+        cfg = TrainConfig(dataset=dataset, out_dir=output, input_mode=input_mode, epochs=epochs, batch_size=batch_size,
+                          lr=lr, real_fakes=real_fakes, sbi=sbi, max_crops_per_video=max_crops_per_video,
+                          patience=patience, seed=seed, num_workers=num_workers, use_gpu=gpu, threads=threads,
+                          resume=resume, version=version)
+        state = run_train(cfg)
+    except (ValidationError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    console.print(f"done: {json.dumps(state.get('history', [])[-1:] or state, default=str)[:400]}")
+    console.print(f"best checkpoint: {output / 'best.safetensors'}")
+
+
+@app.command()
+def evaluate(
+    source: Path = typer.Argument(..., help="labelled videos (CSV, DFDC or FaceForensics++ layout)"),
+    split: str = typer.Option("test", help="train, val, test or all (identity-group split, same seed as prepare)"),
+    output: Path = typer.Option(Path("runs/eval"), "--output", "-o"),
+    fit: bool = typer.Option(False, "--fit", help="validation only: choose aggregation + threshold here and write them to the card"),
+    seed: int = typer.Option(0),
+    config: Optional[Path] = ConfigOpt,
+    device: Optional[str] = DeviceOpt,
+    checkpoint: Optional[Path] = CheckpointOpt,
+    frames: Optional[int] = FramesOpt,
+) -> None:
+    """Score a labelled set through the full graph; write report-SPLIT.json/.md (F1, AUC, log loss...)."""
+    setup_logging()
+    from jobs.evaluate import evaluate as run_evaluate
+    from pipeline.errors import DeepfakeStreamError
+
+    settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint, "decode.num_frames": frames})
+    try:
+        result = run_evaluate(source, split, settings, output, fit=fit, seed=seed)
+    except (DeepfakeStreamError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    print((output / f"report-{split}.md").read_text())
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

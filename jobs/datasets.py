@@ -1,0 +1,137 @@
+"""Labelled video sets in the three layouts people have, and identity-safe splits.
+
+Layouts (``load_labelled_videos`` detects which):
+- a labels CSV: ``path,label[,method,group]`` (``ids`` like ``033_097`` is read as the group's identities);
+- DFDC: folders with ``metadata.json`` mapping file → {label: REAL|FAKE, original};
+- FaceForensics++: ``original_sequences/**.mp4`` and ``manipulated_sequences/<method>/**.mp4``.
+
+Splits are made over *identity groups*: every identity that appears together in a fake (target and
+source of a swap) lands in the same split, so no face is seen in training and validated on.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.media import MEDIA_EXTENSIONS
+
+
+@dataclass
+class LabelledVideo:
+    path: str
+    label: str  # REAL or FAKE
+    method: str = "unknown"
+    identities: list[str] = field(default_factory=list)
+    group: str = ""
+
+    @property
+    def target(self) -> int:
+        return int(self.label == "FAKE")
+
+
+def _ids_from_stem(stem: str) -> list[str]:
+    return [part for part in stem.split("_") if part]
+
+
+def _read_csv(path: Path) -> list[LabelledVideo]:
+    videos = []
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            label = row["label"].strip().upper()
+            if label not in ("REAL", "FAKE"):
+                raise ValueError(f"{path}: label must be REAL or FAKE, got {row['label']!r} for {row['path']}")
+            file_path = row["path"] if "://" in row["path"] else str((path.parent / row["path"]).resolve())
+            ids = _ids_from_stem(row.get("ids") or Path(row["path"]).stem)
+            method = row.get("method") or ("original" if label == "REAL" else "unknown")
+            videos.append(LabelledVideo(file_path, label, method, ids, row.get("group") or ""))
+    return videos
+
+
+def _read_dfdc(root: Path) -> list[LabelledVideo]:
+    videos = []
+    for metadata in sorted(root.rglob("metadata.json")):
+        for name, info in json.loads(metadata.read_text()).items():
+            label = str(info["label"]).upper()
+            original = info.get("original") or name
+            ids = [Path(name).stem] if label == "REAL" else [Path(original).stem]
+            videos.append(LabelledVideo(str(metadata.parent / name), label, "original" if label == "REAL" else "dfdc", ids))
+    return videos
+
+
+def _read_ffpp(root: Path) -> list[LabelledVideo]:
+    videos = []
+    for path in sorted((root / "original_sequences").rglob("*")):
+        if path.suffix.lower() in MEDIA_EXTENSIONS:
+            videos.append(LabelledVideo(str(path), "REAL", "original", _ids_from_stem(path.stem)))
+    manipulated = root / "manipulated_sequences"
+    for method_dir in sorted(p for p in manipulated.iterdir() if p.is_dir()):
+        for path in sorted(method_dir.rglob("*")):
+            if path.suffix.lower() in MEDIA_EXTENSIONS:
+                videos.append(LabelledVideo(str(path), "FAKE", method_dir.name, _ids_from_stem(path.stem)))
+    return videos
+
+
+def load_labelled_videos(source: Path | str) -> list[LabelledVideo]:
+    """Read any supported layout; assigns identity groups where the layout did not give them."""
+    source = Path(source)
+    if source.is_file() and source.suffix == ".csv":
+        videos = _read_csv(source)
+    elif source.is_dir() and (source / "labels.csv").exists():
+        videos = _read_csv(source / "labels.csv")
+    elif source.is_dir() and (source / "original_sequences").is_dir():
+        videos = _read_ffpp(source)
+    elif source.is_dir() and any(source.rglob("metadata.json")):
+        videos = _read_dfdc(source)
+    else:
+        raise ValueError(f"{source}: not a labels CSV, a DFDC folder (metadata.json) or a FaceForensics++ folder")
+    if not videos:
+        raise ValueError(f"{source}: no labelled videos found")
+    assign_identity_groups(videos)
+    return videos
+
+
+def assign_identity_groups(videos: list[LabelledVideo]) -> None:
+    """Union-find over identities that co-occur in one video; an explicit group is kept as given."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for video in videos:
+        ids = video.identities or [Path(video.path).stem]
+        for other in ids[1:]:
+            parent[find(other)] = find(ids[0])
+    for video in videos:
+        if not video.group:
+            video.group = find((video.identities or [Path(video.path).stem])[0])
+
+
+def split_by_group(videos: list[LabelledVideo], fractions: dict[str, float], seed: int = 0) -> dict[str, list[LabelledVideo]]:
+    """Assign whole identity groups to splits (deterministic for a seed), sizes close to ``fractions``."""
+    groups = sorted({v.group for v in videos}, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
+    random.Random(seed).shuffle(groups)
+    names = list(fractions)
+    total = sum(fractions.values())
+    bounds, acc = [], 0.0
+    for name in names:
+        acc += fractions[name] / total
+        bounds.append(round(acc * len(groups)))
+    assignment = {}
+    start = 0
+    for name, end in zip(names, bounds):
+        for group in groups[start:end]:
+            assignment[group] = name
+        start = end
+    return {name: [v for v in videos if assignment[v.group] == name] for name in names}
+
+
+DEFAULT_SPLIT = {"train": 0.5, "val": 0.25, "test": 0.25}

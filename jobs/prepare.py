@@ -1,0 +1,165 @@
+"""``deepfakestream prepare``: labelled videos → a face-crop dataset, through the pipeline's own stages.
+
+Output folder: one Parquet file per video (``crops/<split>/<video-hash>.parquet``, written to a temp name
+then renamed, so an interrupted run resumes where it stopped) plus ``manifest.json``. Each row is one
+face crop (PNG bytes, lossless) with its video, label, method, identity group, split, frame, track and
+the face box and 5 landmarks in crop coordinates (what self-blending needs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from jobs.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
+from pipeline.batch import object_column
+from pipeline.config import Settings
+from pipeline.crop import crop_transform
+from pipeline.decode import DecodeStage
+from pipeline.detect import DetectStage
+
+log = logging.getLogger(__name__)
+
+CROP_SCHEMA = pa.schema([
+    ("video", pa.string()), ("label", pa.string()), ("method", pa.string()), ("group", pa.string()),
+    ("split", pa.string()), ("frame", pa.int32()), ("timestamp", pa.float32()), ("track", pa.int32()),
+    ("det_prob", pa.float32()), ("box", pa.list_(pa.float32(), 4)), ("landmarks", pa.list_(pa.float32(), 10)),
+    ("crop_png", pa.binary()),
+])
+
+
+def video_key(path: str) -> str:
+    return hashlib.sha1(path.encode()).hexdigest()[:16]
+
+
+def encode_png(crop: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(crop).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def crop_rows(video: LabelledVideo, split: str, row: dict, crop_size: int, margin: float, main_track_only: bool) -> pa.Table:
+    """Face rows of one detected video; fakes keep only their main track (other faces there are real)."""
+    tracks = np.asarray(row["face_track"])
+    keep = np.ones(len(tracks), bool)
+    if main_track_only and len(tracks):
+        keep = tracks == np.bincount(tracks).argmax()
+    frame_shape = (int(row["height"]), int(row["width"]))
+    boxes, landmarks = [], []
+    for box, points in zip(row["face_boxes"][keep], row["face_landmarks"][keep]):
+        _, transform = crop_transform(frame_shape, box, crop_size, margin)
+        boxes.append(transform.apply(np.asarray(box).reshape(2, 2)).reshape(4).tolist())
+        landmarks.append(transform.apply(points).reshape(10).tolist())
+    n = int(keep.sum())
+    columns = {
+        "video": [video.path] * n, "label": [video.label] * n, "method": [video.method] * n,
+        "group": [video.group] * n, "split": [split] * n,
+        "frame": np.asarray(row["frame_indices"])[np.asarray(row["face_frame"])[keep]].astype(np.int32),
+        "timestamp": np.asarray(row["timestamps"])[np.asarray(row["face_frame"])[keep]].astype(np.float32),
+        "track": tracks[keep].astype(np.int32), "det_prob": np.asarray(row["face_probs"])[keep].astype(np.float32),
+        "box": boxes, "landmarks": landmarks, "crop_png": [encode_png(c) for c in np.asarray(row["crops"])[keep]],
+    }
+    return pa.table(columns, schema=CROP_SCHEMA)
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+class VideoCropper:
+    """Decode → Detect (the pipeline's stages) → crop rows written per video. Usable as a Ray actor."""
+
+    def __init__(self, settings: Settings, crop_size: int, out_dir: Path, frames_real: int, frames_fake: int):
+        self.settings = settings
+        self.crop_size = crop_size
+        self.out_dir = Path(out_dir)
+        self.decode_real = DecodeStage(settings.decode.model_copy(update={"num_frames": frames_real}))
+        self.decode_fake = DecodeStage(settings.decode.model_copy(update={"num_frames": frames_fake}))
+        self.detect = DetectStage(settings.detect, settings.device, crop_size=crop_size)
+
+    def process(self, video: LabelledVideo, split: str) -> dict:
+        target = self.out_dir / "crops" / split / f"{video_key(video.path)}.parquet"
+        if target.exists():
+            return {"video": video.path, "split": split, "faces": pq.read_metadata(target).num_rows, "error": "", "skipped": True}
+        decode = self.decode_real if video.label == "REAL" else self.decode_fake
+        batch = self.detect(decode({"uri": object_column([video.path])}))
+        row = {k: v[0] for k, v in batch.items()}
+        if row["error"]:
+            log.warning("skipping %s: %s", video.path, row["error"])
+            return {"video": video.path, "split": split, "faces": 0, "error": str(row["error"]), "skipped": False}
+        table = crop_rows(video, split, row, self.crop_size, self.settings.detect.margin, main_track_only=video.label == "FAKE")
+        write_atomic(table, target)
+        return {"video": video.path, "split": split, "faces": table.num_rows, "error": "", "skipped": False}
+
+    def __call__(self, batch: dict) -> dict:
+        """Ray Data entry: rows carry a JSON-encoded LabelledVideo and its split."""
+        results = [self.process(LabelledVideo(**json.loads(v)), s) for v, s in zip(batch["video"], batch["split"])]
+        return {key: np.array([r[key] for r in results]) for key in results[0]} if results else {}
+
+
+def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_size: int = 160, frames_real: int = 48,
+            frames_fake: int = 16, split_fractions: dict[str, float] | None = None, seed: int = 0,
+            use_ray: bool = False, limit: int | None = None) -> dict:
+    """Build (or resume) the crop dataset; returns and writes the manifest."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    videos = load_labelled_videos(source)
+    splits = split_by_group(videos, split_fractions or DEFAULT_SPLIT, seed)
+    work = [(v, name) for name, members in splits.items() for v in members][: limit or None]
+    if use_ray:
+        results = _prepare_on_ray(work, settings, crop_size, out_dir, frames_real, frames_fake)
+    else:
+        cropper = VideoCropper(settings, crop_size, out_dir, frames_real, frames_fake)
+        results = [cropper.process(v, s) for v, s in tqdm(work, desc="prepare", unit="video")]
+    manifest = {
+        "source": str(source), "crop_size": crop_size, "margin": settings.detect.margin, "seed": seed,
+        "frames_real": frames_real, "frames_fake": frames_fake, "split_fractions": split_fractions or DEFAULT_SPLIT,
+        "splits": {name: {"videos": len(m), "groups": sorted({v.group for v in m})} for name, m in splits.items()},
+        "videos": [{**asdict(v), "split": s} for v, s in work],
+        "results": results,
+        "faces": int(sum(r["faces"] for r in results)),
+        "failed": [r for r in results if r["error"]],
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    return manifest
+
+
+def _prepare_on_ray(work, settings, crop_size, out_dir, frames_real, frames_fake) -> list[dict]:
+    import ray
+
+    from jobs.raytools import model_actor_resources
+
+    items = [{"video": json.dumps(asdict(v)), "split": s} for v, s in work]
+    resources = model_actor_resources()
+    ds = ray.data.from_items(items).map_batches(
+        VideoCropper, fn_constructor_args=(settings, crop_size, out_dir, frames_real, frames_fake),
+        batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=resources["actors"]),
+        num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], batch_format="numpy",
+    )
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in ds.take_all()]
+
+
+def load_crop_table(dataset_dir: Path | str, split: str | None = None) -> pa.Table:
+    """All crop rows (optionally of one split) of a prepared dataset."""
+    root = Path(dataset_dir) / "crops"
+    files = sorted((root / split).glob("*.parquet") if split else root.glob("*/*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no crops under {root}{'/' + split if split else ''}; run `deepfakestream prepare` first")
+    return pa.concat_tables([pq.read_table(f, schema=CROP_SCHEMA) for f in files])

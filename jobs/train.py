@@ -1,0 +1,292 @@
+"""``deepfakestream train``: SRM-EfficientNet detector from a prepared crop dataset.
+
+Reals come from the dataset's ``train`` split; fakes are self-blended images made on the fly from those
+reals (and, with ``--real-fakes``, the split's manipulated videos too). Validation is video-level ROC
+AUC on the ``val`` split (mean face score per video). Every epoch writes ``last.pt`` (full state, for
+``--resume``); the best epoch is written as ``best.safetensors`` + model card. Seeds fix the data order,
+the augmentations and dropout per epoch, so a resumed run continues exactly as an uninterrupted one.
+Single process by default; ``num_workers > 0`` runs the same loop data-parallel under Ray Train.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from jobs.metrics import binary_metrics
+from jobs.prepare import decode_png, load_crop_table
+from jobs.sbi import augment, self_blend
+from pipeline.checkpoint import ModelCard, save_checkpoint
+from pipeline.imagenet import load_imagenet_lite
+from pipeline.model import DeepfakeDetector, ModelSpec
+from pipeline.preprocess import crops_to_tensor
+
+log = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    dataset: Path
+    out_dir: Path
+    encoder: str = "tf_efficientnet_lite0"
+    input_mode: Literal["srm", "rgb+srm"] = "rgb+srm"
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    sbi: bool = True
+    real_fakes: bool = False
+    max_crops_per_video: int = Field(48, ge=1)
+    patience: int = Field(3, ge=1)
+    seed: int = 0
+    num_workers: int = Field(0, ge=0, description="0 = single process; N = Ray Train data-parallel workers")
+    use_gpu: bool = False
+    threads: int = Field(0, ge=0)
+    resume: bool = False
+    imagenet: bool = True
+    version: str = "dev"
+    max_steps_per_epoch: int | None = None
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+def _rows(dataset: Path, split: str, max_per_video: int) -> list[dict]:
+    """Crop rows of a split, at most ``max_per_video`` per video, evenly over its frames."""
+    try:
+        table = load_crop_table(dataset, split)
+    except FileNotFoundError:
+        return []
+    rows = table.to_pylist()
+    by_video: dict[str, list[dict]] = {}
+    for row in rows:
+        by_video.setdefault(row["video"], []).append(row)
+    kept = []
+    for video in sorted(by_video):
+        members = sorted(by_video[video], key=lambda r: (r["frame"], r["track"]))
+        step = max(1, math.ceil(len(members) / max_per_video))
+        kept.extend(members[::step][:max_per_video])
+    return kept
+
+
+class CropSet(torch.utils.data.Dataset):
+    """(uint8 crop, label) items; item ``i`` of epoch ``e`` always gets the same random transform."""
+
+    def __init__(self, rows: list[dict], sbi: bool, real_fakes: bool, seed: int, train: bool = True):
+        self.crops = [decode_png(r["crop_png"]) for r in rows]
+        self.boxes = [np.asarray(r["box"], np.float32) for r in rows]
+        self.landmarks = [np.asarray(r["landmarks"], np.float32).reshape(5, 2) for r in rows]
+        self.videos = [r["video"] for r in rows]
+        self.seed, self.train, self.epoch = seed, train, 0
+        # (row index, make a self-blended fake?, label)
+        self.items: list[tuple[int, bool, int]] = []
+        for i, row in enumerate(rows):
+            if row["label"] == "REAL":
+                self.items.append((i, False, 0))
+                if sbi and train:
+                    self.items.append((i, True, 1))
+            elif real_fakes or not train:
+                self.items.append((i, False, 1))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        row, blend, label = self.items[index]
+        crop = self.crops[row]
+        if not self.train:
+            return crop, label
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if blend:
+            crop, _ = self_blend(crop, self.boxes[row], self.landmarks[row], rng)
+        return augment(crop, rng), label
+
+
+def collate(items: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, torch.Tensor]:
+    return np.stack([c for c, _ in items]), torch.tensor([y for _, y in items], dtype=torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+def build_model(config: TrainConfig, input_size: int) -> DeepfakeDetector:
+    model = DeepfakeDetector(ModelSpec(encoder=config.encoder, input_mode=config.input_mode, input_size=input_size))
+    if config.imagenet:
+        model.load_encoder_imagenet(load_imagenet_lite(config.encoder))
+    return model
+
+
+def predict(model: torch.nn.Module, crops: list[np.ndarray], device: torch.device, batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(crops), batch_size):
+            pixels = crops_to_tensor(np.stack(crops[start:start + batch_size]), device)
+            out.append(torch.sigmoid(model(pixels).float()).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def validate(model: torch.nn.Module, val: CropSet, device: torch.device) -> dict[str, Any]:
+    """Frame- and video-level metrics on held-out crops (video score = mean of its face scores)."""
+    if not len(val):
+        return {}
+    indices = [row for row, _, _ in val.items]
+    labels = np.array([label for _, _, label in val.items])
+    scores = predict(model, [val.crops[i] for i in indices], device)
+    videos = [val.videos[i] for i in indices]
+    video_ids = sorted(set(videos))
+    video_scores = np.array([scores[[v == vid for v in videos]].mean() for vid in video_ids])
+    video_labels = np.array([labels[[v == vid for v in videos]][0] for vid in video_ids])
+    frame = binary_metrics(labels, scores, 0.5)
+    video = binary_metrics(video_labels, video_scores, 0.5)
+    return {"val_frame_auc": frame["roc_auc"], "val_video_auc": video["roc_auc"], "val_video_log_loss": video["log_loss"],
+            "val_videos": len(video_ids), "val_faces": len(scores)}
+
+
+# ------------------------------------------------------------------------------------------- training
+
+def _unwrap(model: torch.nn.Module) -> DeepfakeDetector:
+    return model.module if hasattr(model, "module") else model
+
+
+def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
+    """The training loop; runs as-is in one process or inside each Ray Train worker."""
+    from tqdm import tqdm
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    rank, world = 0, 1
+    if distributed:
+        import ray.train
+        import ray.train.torch
+
+        context = ray.train.get_context()
+        rank, world = context.get_world_rank(), context.get_world_size()
+        device = ray.train.torch.get_device()
+    else:
+        device = torch.device("cuda" if config.use_gpu and torch.cuda.is_available() else "cpu")
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((Path(config.dataset) / "manifest.json").read_text())
+    input_size = int(manifest["crop_size"])
+
+    train_set = CropSet(_rows(config.dataset, "train", config.max_crops_per_video), config.sbi, config.real_fakes, config.seed)
+    val_set = CropSet(_rows(config.dataset, "val", config.max_crops_per_video), False, True, config.seed, train=False)
+    if not len(train_set):
+        raise ValueError(f"no training crops in {config.dataset} (split 'train')")
+
+    torch.manual_seed(config.seed)
+    model = build_model(config, input_size).to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_set) / world / config.batch_size)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps_per_epoch * config.epochs,
+                                                    pct_start=min(0.3, 1 / config.epochs), anneal_strategy="cos")
+    state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "history": [], "train_seconds": 0.0}
+    last_path = out_dir / "last.pt"
+    if config.resume and last_path.exists():
+        saved = torch.load(last_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        log.warning("resuming from %s after epoch %d", last_path, state["epoch"])
+    if distributed:
+        model = ray.train.torch.prepare_model(model)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        if epoch - state["best_epoch"] > config.patience and state["best_epoch"] > 0:
+            log.warning("early stop: no validation AUC gain for %d epochs", config.patience)
+            break
+        started = time.time()
+        torch.manual_seed(config.seed * 1000 + epoch)
+        train_set.set_epoch(epoch)
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch)).tolist()
+        shard = order[rank::world][: steps_per_epoch * config.batch_size]
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(train_set, shard), batch_size=config.batch_size,
+                                             shuffle=False, collate_fn=collate, drop_last=False)
+        model.train()
+        losses = []
+        for crops, labels in tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", disable=rank != 0, leave=False):
+            pixels, labels = crops_to_tensor(crops, device), labels.to(device)
+            with torch.autocast(device.type, enabled=use_amp):
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(model(pixels).float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            losses.append(float(loss))
+        metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)), **validate(_unwrap(model), val_set, device)}
+        state["train_seconds"] += time.time() - started
+        metrics["seconds"] = round(time.time() - started, 1)
+        state["history"].append(metrics)
+        state["epoch"] = epoch
+        improved = metrics.get("val_video_auc", -metrics["train_loss"]) > state["best_auc"]
+        if improved:
+            state["best_auc"] = metrics.get("val_video_auc", -metrics["train_loss"])
+            state["best_epoch"] = epoch
+        if rank == 0:
+            log.warning("epoch %d: %s", epoch, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
+            if improved:
+                save_checkpoint(_unwrap(model), _card(config, _unwrap(model).spec, state, manifest), out_dir / "best.safetensors")
+            torch.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "state": state, "config": config.model_dump(mode="json")},
+                       out_dir / "last.pt.tmp")
+            os.replace(out_dir / "last.pt.tmp", last_path)
+            (out_dir / "history.json").write_text(json.dumps(state["history"], indent=2))
+        if distributed:
+            ray.train.report(metrics)
+    return state
+
+
+def _card(config: TrainConfig, spec: ModelSpec, state: dict, manifest: dict) -> ModelCard:
+    return ModelCard(
+        version=config.version, architecture=spec,
+        training={
+            "dataset": str(config.dataset), "source": manifest.get("source"), "splits": manifest.get("splits"),
+            "hyperparameters": config.model_dump(mode="json", exclude={"dataset", "out_dir", "resume"}),
+            "best_epoch": state["best_epoch"], "history": state["history"],
+            "train_seconds": round(state["train_seconds"], 1),
+            "hardware": f"{platform.machine()} {os.cpu_count()} CPU" + (", CUDA" if torch.cuda.is_available() and config.use_gpu else ""),
+        },
+        metrics={"val_video_auc_mean_agg": state["best_auc"]},
+    )
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Single process, or data-parallel on Ray Train when ``config.num_workers`` > 0."""
+    if not config.num_workers:
+        return fit(config)
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init()
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    per_worker = 1.0 if config.use_gpu else max(0.25, min(1.0, (cpus - 0.5) / config.num_workers))
+    trainer = TorchTrainer(
+        lambda cfg: fit(TrainConfig.model_validate(cfg), distributed=True),
+        train_loop_config=config.model_dump(mode="json"),
+        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                                     resources_per_worker={"CPU": per_worker}),
+        run_config=RunConfig(name="deepfakestream-train", storage_path=str(Path(config.out_dir).resolve() / "ray")),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    return {"metrics": result.metrics, "history": json.loads((Path(config.out_dir) / "history.json").read_text())}
