@@ -102,6 +102,25 @@ def samples() -> None:
 # Further commands register here (scan/query/report: jobs.scan; serve: serve.app; prepare/train/evaluate).
 
 
+@app.command("serve")
+def serve_command(
+    host: Optional[str] = typer.Option(None, help="listen address (serve.host, default 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, help="HTTP port (serve.port, default 8000)"),
+    config: Optional[Path] = ConfigOpt,
+    device: Optional[str] = DeviceOpt,
+    checkpoint: Optional[Path] = CheckpointOpt,
+    frames: Optional[int] = FramesOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the HTTP scoring API (Ray Serve) locally until Ctrl-C; OpenAPI docs at /docs."""
+    setup_logging(verbose)
+    settings = settings_from_cli(config, device=device, **{"serve.host": host, "serve.port": port,
+                                 "classify.checkpoint": checkpoint, "decode.num_frames": frames})
+    from serve.app import run  # Ray is imported only for this command
+
+    run(settings)
+
+
 @app.command()
 def prepare(
     source: Path = typer.Argument(..., help="labels CSV, DFDC folder (metadata.json) or FaceForensics++ folder"),
