@@ -1,0 +1,347 @@
+"""The batch scan's output: versioned Parquet tables ``videos`` and ``faces``, committed atomically.
+
+Layout under DEST (any fsspec URI: local path, ``s3://bucket/prefix``, ``gs://…``)::
+
+    DEST/_deepfakestream.json                                   manifest (schema version, tables)
+    DEST/videos/scan_date=YYYY-MM-DD/part-<scan_id>-<seq>.parquet
+    DEST/faces/scan_date=YYYY-MM-DD/part-<scan_id>-<seq>.parquet  (same name as its videos part)
+
+Every commit writes one ``faces`` part and then the ``videos`` part of the same name. A ``videos`` row
+is the commit record of an object: an object counts as scanned only once its ``videos`` part exists.
+On a local filesystem each part is written to a hidden ``.part-….tmp`` file and renamed into place; on
+object stores a part is one PUT (or a completed multipart upload), which appears whole or not at all.
+A crash between the two files leaves a ``faces`` part without its ``videos`` part: it is ignored by the
+query views and deleted by the next scan, together with stale ``.tmp`` files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import posixpath
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import DeepfakeStreamError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MANIFEST = "_deepfakestream.json"
+PARTITION = "scan_date"
+TABLES = ("videos", "faces")
+
+
+def _field(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable, metadata={"doc": doc})
+
+
+TS = pa.timestamp("us", tz="UTC")
+
+VIDEOS_SCHEMA = pa.schema([
+    _field("schema_version", pa.int16(), "output schema version (this file format)", False),
+    _field("scan_id", pa.string(), "run that wrote the row (UTC start time + random suffix)", False),
+    _field("uri", pa.string(), "object URI (s3://…, gs://…) or absolute local path", False),
+    _field("size", pa.int64(), "object size in bytes from the listing"),
+    _field("etag", pa.string(), "object store ETag (quotes stripped); null on filesystems without one"),
+    _field("mtime", TS, "object last-modified time from the listing"),
+    _field("fingerprint", pa.string(), "object version used by incremental scans: etag:<ETag> or size:<n>:mtime:<s>", False),
+    _field("content_type", pa.string(), "MIME type sniffed from the object's bytes; null when unreadable"),
+    _field("duration", pa.float64(), "seconds (0 for images)"),
+    _field("fps", pa.float64(), "frames per second (0 for images)"),
+    _field("frame_count", pa.int64(), "frames in the video (1 for images)"),
+    _field("width", pa.int32(), "pixels"),
+    _field("height", pa.int32(), "pixels"),
+    _field("frames_sampled", pa.int32(), "frames decoded and searched for faces"),
+    _field("faces", pa.int32(), "face crops found over the sampled frames (rows in `faces`)"),
+    _field("tracks", pa.int32(), "distinct people (face tracks)"),
+    _field("score", pa.float64(), "fake probability of the object (aggregated); null for NO_FACE and ERROR"),
+    _field("label", pa.string(), "FAKE, REAL, NO_FACE or ERROR", False),
+    _field("threshold", pa.float64(), "decision threshold: score >= threshold is FAKE"),
+    _field("aggregation", pa.string(), "how face scores became the object score (mean, confident, track_max)"),
+    _field("model_version", pa.string(), "detector checkpoint version (model card)", False),
+    _field("error", pa.string(), "why the object could not be scored; null when it was"),
+    _field("scanned_at", TS, "when the row was produced", False),
+    _field("decode_ms", pa.float64(), "decode time"),
+    _field("detect_ms", pa.float64(), "face detection time"),
+    _field("classify_ms", pa.float64(), "classifier time (the batch's time shared over its objects)"),
+    _field("processing_ms", pa.float64(), "decode + detect + classify"),
+])
+
+FACES_SCHEMA = pa.schema([
+    _field("schema_version", pa.int16(), "output schema version", False),
+    _field("scan_id", pa.string(), "run that wrote the row; (scan_id, uri) joins to `videos`", False),
+    _field("uri", pa.string(), "object URI", False),
+    _field("face", pa.int32(), "face number within the object", False),
+    _field("frame", pa.int32(), "index among the sampled frames", False),
+    _field("frame_number", pa.int64(), "frame number in the source video (0 for images)"),
+    _field("timestamp", pa.float64(), "seconds into the video"),
+    _field("track", pa.int32(), "person (track) id within the object"),
+    _field("box", pa.list_(pa.float32()), "x1, y1, x2, y2 in source pixels"),
+    _field("landmarks", pa.list_(pa.float32()), "5 facial landmarks as x, y pairs (10 values), source pixels"),
+    _field("probability", pa.float32(), "face detector probability"),
+    _field("score", pa.float32(), "fake probability of this face crop"),
+    _field("model_version", pa.string(), "detector checkpoint version", False),
+    _field("scanned_at", TS, "when the row was produced", False),
+])
+
+SCHEMAS = {"videos": VIDEOS_SCHEMA, "faces": FACES_SCHEMA}
+
+
+class OutputError(DeepfakeStreamError):
+    """DEST cannot be used (unwritable, or written by an incompatible schema version)."""
+
+
+def schema_doc() -> dict[str, list[dict[str, str]]]:
+    """The documented schema, as written to the manifest and shown in docs/scan.md."""
+    doc = {}
+    for table, schema in SCHEMAS.items():
+        doc[table] = [{"name": f.name, "type": str(f.type), "doc": (f.metadata or {}).get(b"doc", b"").decode()}
+                      for f in schema]
+        doc[table].append({"name": PARTITION, "type": "date (Hive partition)", "doc": "UTC date the scan started"})
+    return doc
+
+
+# --------------------------------------------------------------------------------------- conversion
+def _float_or_none(value: Any) -> float | None:
+    value = float(np.asarray(value).item())
+    return None if math.isnan(value) else value
+
+
+def _ts(epoch: Any) -> datetime | None:
+    if epoch is None:
+        return None
+    value = float(np.asarray(epoch).item())
+    return None if math.isnan(value) else datetime.fromtimestamp(value, timezone.utc)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def rows_from_batch(batch: dict[str, np.ndarray], scan_id: str, scanned_at: datetime) -> tuple[list[dict], list[dict]]:
+    """Turn one aggregated stage batch (plus the listing columns) into ``videos`` and ``faces`` rows."""
+    n = len(batch["uri"])
+    videos, faces = [], []
+    for i in range(n):
+        uri = _text(batch["uri"][i])
+        error = _text(batch["error"][i]) if "error" in batch else ""
+        face_scores = np.asarray(batch["face_scores"][i], np.float32).reshape(-1)
+        face_track = np.asarray(batch["face_track"][i], np.int64).reshape(-1)
+        face_frame = np.asarray(batch["face_frame"][i], np.int64).reshape(-1)
+        boxes = np.asarray(batch["face_boxes"][i], np.float32).reshape(-1, 4)
+        landmarks = np.asarray(batch["face_landmarks"][i], np.float32).reshape(-1, 10)
+        probs = np.asarray(batch["face_probs"][i], np.float32).reshape(-1)
+        frame_indices = np.asarray(batch["frame_indices"][i], np.int64).reshape(-1)
+        timestamps = np.asarray(batch["timestamps"][i], np.float64).reshape(-1)
+        model_version = _text(batch["model_version"][i])
+        timings = {k: float(batch[k][i]) for k in ("decode_ms", "detect_ms", "classify_ms") if k in batch}
+        etag = _text(batch["etag"][i]) if "etag" in batch else ""
+        videos.append({
+            "schema_version": SCHEMA_VERSION,
+            "scan_id": scan_id,
+            "uri": uri,
+            "size": int(batch["size"][i]) if "size" in batch else None,
+            "etag": etag or None,
+            "mtime": _ts(batch["mtime"][i]) if "mtime" in batch else None,
+            "fingerprint": _text(batch["fingerprint"][i]) if "fingerprint" in batch else "",
+            "content_type": _text(batch["media_type"][i]) or None,
+            "duration": float(batch["duration"][i]),
+            "fps": float(batch["fps"][i]),
+            "frame_count": int(batch["frame_count"][i]),
+            "width": int(batch["width"][i]),
+            "height": int(batch["height"][i]),
+            "frames_sampled": int(batch["frames_sampled"][i]),
+            "faces": int(len(face_scores)),
+            "tracks": int(len(np.unique(face_track))),
+            "score": _float_or_none(batch["score"][i]),
+            "label": _text(batch["label"][i]),
+            "threshold": _float_or_none(batch["threshold"][i]),
+            "aggregation": _text(batch["aggregation"][i]) or None,
+            "model_version": model_version,
+            "error": error or None,
+            "scanned_at": scanned_at,
+            **timings,
+            "processing_ms": sum(timings.values()),
+        })
+        if error:
+            continue
+        for j in range(len(face_scores)):
+            frame = int(face_frame[j])
+            faces.append({
+                "schema_version": SCHEMA_VERSION,
+                "scan_id": scan_id,
+                "uri": uri,
+                "face": j,
+                "frame": frame,
+                "frame_number": int(frame_indices[frame]) if frame < len(frame_indices) else None,
+                "timestamp": float(timestamps[frame]) if frame < len(timestamps) else None,
+                "track": int(face_track[j]) if j < len(face_track) else None,
+                "box": boxes[j].tolist(),
+                "landmarks": landmarks[j].tolist() if j < len(landmarks) else None,
+                "probability": float(probs[j]),
+                "score": float(face_scores[j]),
+                "model_version": model_version,
+                "scanned_at": scanned_at,
+            })
+    return videos, faces
+
+
+def error_row(entry: dict[str, Any], message: str, scan_id: str, scanned_at: datetime, model_version: str,
+              threshold: float | None, aggregation: str | None) -> dict[str, Any]:
+    """A ``videos`` row for an object the pipeline never returned (its worker kept crashing)."""
+    return {
+        "schema_version": SCHEMA_VERSION, "scan_id": scan_id, "uri": entry["uri"], "size": entry.get("size"),
+        "etag": entry.get("etag") or None, "mtime": _ts(entry.get("mtime")), "fingerprint": entry["fingerprint"],
+        "label": "ERROR", "error": message, "model_version": model_version, "threshold": threshold,
+        "aggregation": aggregation, "scanned_at": scanned_at,
+    }
+
+
+# --------------------------------------------------------------------------------------- the store
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+def join_uri(fs: fsspec.AbstractFileSystem, root: str, *parts: str) -> str:
+    return posixpath.join(root, *parts)
+
+
+@dataclass
+class CommitInfo:
+    part: str
+    videos: int
+    faces: int
+    total_videos: int
+
+
+@dataclass
+class OutputStore:
+    """DEST: reads what earlier scans wrote, commits new parts atomically."""
+
+    uri: str
+    storage_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.fs, self.root = fsspec.core.url_to_fs(self.uri, **self.storage_options)
+        if _is_local(self.fs):
+            self.root = os.path.abspath(self.root)
+        self.root = self.root.rstrip("/")
+        self.local = _is_local(self.fs)
+
+    # ---- display
+    @property
+    def display(self) -> str:
+        return self.root if self.local else self.fs.unstrip_protocol(self.root)
+
+    def table_path(self, table: str) -> str:
+        return f"{self.root}/{table}"
+
+    # ---- set-up
+    def prepare(self) -> None:
+        """Create DEST and its manifest, refuse an incompatible schema, clean up after crashed runs."""
+        manifest_path = f"{self.root}/{MANIFEST}"
+        try:
+            if self.fs.exists(manifest_path):
+                manifest = json.loads(self.fs.cat_file(manifest_path))
+                version = int(manifest.get("schema_version", 0))
+                if version != SCHEMA_VERSION:
+                    raise OutputError(
+                        f"{self.display} holds scan output of schema version {version}; this scanner writes "
+                        f"version {SCHEMA_VERSION}. Scan into a new --output.")
+            else:
+                if self.local:
+                    os.makedirs(self.root, exist_ok=True)
+                manifest = {"format": "deepfakestream-scan", "schema_version": SCHEMA_VERSION,
+                            "partitioning": f"hive ({PARTITION})", "tables": schema_doc(),
+                            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                self._put(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
+        except OutputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any storage failure means the scan cannot run
+            raise OutputError(f"cannot write to output {self.display}: {type(exc).__name__}: {exc}") from exc
+        self.cleanup()
+
+    def _list_parts(self, table: str) -> dict[str, str]:
+        """part name → full path, for committed parts of ``table``."""
+        base = self.table_path(table)
+        try:
+            paths = self.fs.find(base) if self.fs.exists(base) else []
+        except FileNotFoundError:
+            paths = []
+        return {posixpath.basename(p): p for p in paths if posixpath.basename(p).startswith("part-") and p.endswith(".parquet")}
+
+    def cleanup(self) -> None:
+        """Delete stale temporary files and ``faces`` parts whose ``videos`` part was never committed."""
+        if self.local:
+            for table in TABLES:
+                base = self.table_path(table)
+                for dirpath, _dirs, files in os.walk(base):
+                    for name in files:
+                        if name.startswith(".part-") and name.endswith(".tmp"):
+                            log.info("removing temporary file of an interrupted scan: %s", name)
+                            os.remove(os.path.join(dirpath, name))
+        videos = self._list_parts("videos")
+        for name, path in self._list_parts("faces").items():
+            if name not in videos:
+                log.info("removing faces part of an interrupted commit: %s", path)
+                self.fs.rm(path)
+
+    # ---- reading
+    def scanned(self) -> dict[tuple[str, str, str], str]:
+        """(uri, fingerprint, model_version) → label of the latest row, over every committed scan."""
+        parts = self._list_parts("videos")
+        if not parts:
+            return {}
+        import pyarrow.dataset as pads
+
+        dataset = pads.dataset(sorted(parts.values()), filesystem=self.fs, format="parquet")
+        table = dataset.to_table(columns=["uri", "fingerprint", "model_version", "label", "scanned_at"])
+        latest: dict[tuple[str, str, str], tuple[Any, str]] = {}
+        for uri, fp, mv, label, at in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+            key = (uri, fp, mv)
+            if key not in latest or at >= latest[key][0]:
+                latest[key] = (at, label)
+        return {key: label for key, (_at, label) in latest.items()}
+
+    # ---- writing
+    def _put(self, path: str, data: bytes) -> None:
+        if self.local:
+            directory, name = os.path.split(path)
+            os.makedirs(directory, exist_ok=True)
+            tmp = os.path.join(directory, f".{name}.tmp")
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    @staticmethod
+    def _parquet_bytes(rows: list[dict], schema: pa.Schema) -> bytes:
+        table = pa.Table.from_pylist(rows, schema=schema)
+        table = table.replace_schema_metadata({b"deepfakestream.schema_version": str(SCHEMA_VERSION).encode()})
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        return buffer.getvalue()
+
+    def commit(self, part: str, scan_date: str, videos: list[dict], faces: list[dict]) -> None:
+        """Write one part of both tables: faces first, then the videos part that commits them."""
+        name = f"{part}.parquet"
+        faces_bytes = self._parquet_bytes(faces, FACES_SCHEMA)
+        videos_bytes = self._parquet_bytes(videos, VIDEOS_SCHEMA)
+        self._put(f"{self.table_path('faces')}/{PARTITION}={scan_date}/{name}", faces_bytes)
+        self._put(f"{self.table_path('videos')}/{PARTITION}={scan_date}/{name}", videos_bytes)
