@@ -1,0 +1,547 @@
+"""``deepfakestream scan``: score every video and image under a bucket prefix with Ray Data → Parquet.
+
+The graph is the one in ``pipeline/`` (decode → detect → classify → aggregate), each stage wrapped
+unchanged in a callable class that Ray Data runs in an actor pool::
+
+    listing (driver) → from_items(uri, size, etag, mtime, fingerprint)
+      → DecodeWorker   (CPU actors: read the object, sample N frames; only those frames travel on)
+      → DetectWorker   (model actors: MTCNN → face crops; the frames are dropped here)
+      → ClassifyWorker (model actors: crops → face scores → AggregateStage → score + label)
+      → driver: rows → Parquet parts committed atomically every --commit-every rows / --commit-seconds
+
+The driver holds only the listing and the rows waiting for the next commit (no pixels), so memory
+stays flat as the bucket grows; Ray Data's streaming executor bounds what is in flight between stages.
+Incremental: an object already scanned with the same (uri, fingerprint, model_version) is skipped.
+See docs/scan.md.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import os
+import sys
+import time
+import uuid
+import warnings
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+
+import fsspec
+import numpy as np
+
+from jobs.scan_output import CommitInfo, OutputError, OutputStore, error_row, rows_from_batch
+from pipeline.config import Settings
+from pipeline.errors import DeepfakeStreamError
+from pipeline.media import MEDIA_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT = "./scan-output"
+
+
+class ScanError(DeepfakeStreamError):
+    """The scan itself cannot run (bad source, unusable output, no model, no cluster)."""
+
+
+class ScanAborted(DeepfakeStreamError):
+    """The scan started but Ray Data gave up (more failed batches than --max-failed-batches)."""
+
+
+@dataclass
+class ScanOptions:
+    source: str
+    output: str = DEFAULT_OUTPUT
+    full: bool = False
+    retry_errors: bool = False
+    extensions: tuple[str, ...] = MEDIA_EXTENSIONS
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    max_objects: int | None = None
+    # storage
+    endpoint_url: str | None = None
+    anon: bool = False
+    profile: str | None = None
+    # Ray / resources (None = sized from the cluster)
+    ray_address: str | None = None
+    num_cpus: int | None = None
+    decode_actors: int | None = None
+    detect_actors: int | None = None
+    classify_actors: int | None = None
+    gpus_per_actor: float | None = None
+    torch_threads: int | None = None
+    classify_batch: int = 4
+    object_store_limit: int | None = None
+    # fault tolerance and commits
+    max_task_retries: int = 2
+    max_restarts: int = -1
+    max_failed_batches: int = 16
+    commit_every: int = 256
+    commit_seconds: float = 60.0
+    # display
+    progress: bool = True
+    ray_progress: bool = False
+    verbose: bool = False
+
+
+@dataclass
+class ScanSummary:
+    source: str
+    output: str
+    scan_id: str
+    model_version: str
+    seen: int = 0
+    skipped: int = 0
+    scanned: int = 0
+    failed: int = 0
+    lost: int = 0
+    no_face: int = 0
+    fakes: int = 0
+    reals: int = 0
+    parts: int = 0
+    scan_s: float = 0.0
+    elapsed_s: float = 0.0
+    videos_per_s: float = 0.0
+    plan: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------ storage
+def storage_options_for(uri: str, endpoint_url: str | None = None, anon: bool = False,
+                        profile: str | None = None) -> dict[str, Any]:
+    """fsspec options for ``uri``. For s3:// the endpoint comes from the flag, else AWS_ENDPOINT_URL(_S3).
+
+    Credentials found in the driver's environment are passed on explicitly, so Ray workers on other
+    nodes (which may not share the driver's environment) read with the same identity.
+    """
+    protocol = fsspec.core.split_protocol(uri)[0]
+    if protocol not in ("s3", "s3a"):
+        return {}
+    options: dict[str, Any] = {}
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["client_kwargs"] = {"endpoint_url": endpoint}
+    if anon:
+        options["anon"] = True
+    elif profile:
+        options["profile"] = profile
+    elif os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        options["key"] = os.environ["AWS_ACCESS_KEY_ID"]
+        options["secret"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            options["token"] = os.environ["AWS_SESSION_TOKEN"]
+    return options
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+def _epoch(value: Any) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return math.nan
+    return float(value)
+
+
+def fingerprint(size: int, etag: str, mtime: float) -> str:
+    """What identifies one version of an object: its ETag when the store has one, else size + mtime."""
+    if etag:
+        return f"etag:{etag}"
+    return f"size:{size}:mtime:{'none' if math.isnan(mtime) else f'{mtime:.6f}'}"
+
+
+def object_entry(uri: str, info: dict[str, Any]) -> dict[str, Any]:
+    etag = str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or "").strip('"')
+    mtime = _epoch(info.get("mtime") or info.get("LastModified") or info.get("updated")
+                   or info.get("last_modified") or info.get("modified"))
+    size = int(info.get("size") or info.get("Size") or 0)
+    return {"uri": uri, "size": size, "etag": etag, "mtime": mtime, "fingerprint": fingerprint(size, etag, mtime)}
+
+
+def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple[str, ...] = MEDIA_EXTENSIONS,
+                 include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+                 max_objects: int | None = None) -> list[dict[str, Any]]:
+    """Every media object under ``source`` (a prefix, folder or single object), sorted by URI."""
+    try:
+        fs, root = fsspec.core.url_to_fs(source, **storage_options)
+    except Exception as exc:  # noqa: BLE001 - unknown protocol, missing fsspec backend, bad options
+        raise ScanError(f"cannot open source {source}: {type(exc).__name__}: {exc}") from exc
+    local = _is_local(fs)
+    root = os.path.abspath(root) if local else root.rstrip("/")
+    try:
+        if fs.isfile(root):
+            infos = {root: fs.info(root)}
+        else:
+            infos = fs.find(root, detail=True, withdirs=False)
+            if not infos:
+                container = root if local else root.split("/")[0]
+                if not fs.exists(container):
+                    raise ScanError(f"source not found: {source}")
+    except ScanError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - credentials, network, permissions
+        raise ScanError(f"cannot list source {source}: {type(exc).__name__}: {exc}") from exc
+    suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+    entries = []
+    for path, info in sorted(infos.items()):
+        if info.get("type", "file") != "file":
+            continue
+        rel = path[len(root):].lstrip("/") or os.path.basename(path)
+        name = os.path.basename(path)
+        if suffixes and not name.lower().endswith(suffixes):
+            continue
+        if include and not any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in include):
+            continue
+        if exclude and any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in exclude):
+            continue
+        uri = path if local else fs.unstrip_protocol(path)
+        entries.append(object_entry(uri, info))
+        if max_objects is not None and len(entries) >= max_objects:
+            break
+    return entries
+
+
+# ------------------------------------------------------------------------------------ Ray workers
+def _set_torch_threads(threads: int) -> None:
+    if threads and threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+class DecodeWorker:
+    """CPU actor around ``pipeline.decode.DecodeStage``: reads each object and samples its frames."""
+
+    def __init__(self, settings: Settings, storage_options: dict[str, Any]):
+        from pipeline.decode import DecodeStage
+
+        self.stage = DecodeStage(settings.decode, storage_options)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.stage(batch)
+
+
+class DetectWorker:
+    """Model actor around ``pipeline.detect.DetectStage`` (MTCNN): frames in, face crops out."""
+
+    def __init__(self, settings: Settings, crop_size: int, torch_threads: int = 0):
+        from pipeline.graph import make_detect_stage
+
+        _set_torch_threads(torch_threads)
+        self.stage = make_detect_stage(settings, crop_size)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.stage(batch)
+
+
+class ClassifyWorker:
+    """Model actor around ``ClassifyStage`` + ``AggregateStage``: crops in, per-object verdict out.
+
+    The detector network arrives through the object store (loaded once by the driver), so cluster
+    nodes need not see the checkpoint file.
+    """
+
+    def __init__(self, settings: Settings, model_ref: list, torch_threads: int = 0):
+        import ray
+
+        from pipeline.classify import FaceClassifier
+        from pipeline.graph import make_aggregate_stage, make_classify_stage
+
+        _set_torch_threads(torch_threads)
+        model, card = ray.get(model_ref[0])
+        classifier = FaceClassifier(model, card, settings.device, settings.classify.batch_size)
+        self.classify = make_classify_stage(settings, classifier)
+        self.aggregate = make_aggregate_stage(settings, self.classify)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.aggregate(self.classify(batch))
+
+
+# -------------------------------------------------------------------------------------- pool plan
+@dataclass
+class PoolPlan:
+    """How many actors of each kind, and what each one asks Ray for."""
+
+    decode_actors: int
+    detect_actors: int
+    classify_actors: int
+    cpus_per_actor: float
+    detect_gpus: float
+    classify_gpus: float
+    torch_threads: int
+
+
+def plan_pools(cluster: dict[str, float], options: ScanOptions, device: str = "auto") -> PoolPlan:
+    """Size the actor pools from the cluster's resources.
+
+    Actors together ask for at most (CPUs - 1), so Ray Data always has a CPU left for its own tasks
+    (on a 2-core machine, actor pools that hold every CPU starve the pipeline and it deadlocks).
+    With GPUs (and device not cpu), detect and classify actors share them, decode actors stay on CPU.
+    """
+    cpus = float(cluster.get("CPU", 1.0))
+    gpus = float(cluster.get("GPU", 0.0)) if device != "cpu" else 0.0
+    if device.startswith("cuda") and gpus < 1 and not options.gpus_per_actor:
+        raise ScanError(f"device {device!r} requested but the Ray cluster has no GPU")
+    if gpus >= 1:
+        model_actors = max(1, int(gpus))
+        detect = options.detect_actors or model_actors
+        classify = options.classify_actors or model_actors
+        decode = options.decode_actors or max(1, min(int(cpus) - 1, 2 * (detect + classify)))
+        per_gpu = options.gpus_per_actor or min(1.0, gpus / (detect + classify))
+        detect_gpus = classify_gpus = round(per_gpu, 4)
+    else:
+        detect = options.detect_actors or max(1, int(cpus) // 2)
+        classify = options.classify_actors or max(1, int(cpus) // 4)
+        decode = options.decode_actors or max(1, int(cpus) // 8)
+        detect_gpus = classify_gpus = options.gpus_per_actor or 0.0
+    total = decode + detect + classify
+    budget = cpus - 1 if cpus >= 2 else cpus / 2
+    cpus_per_actor = max(0.01, min(1.0, budget / total))
+    threads = options.torch_threads or max(1, int(cpus_per_actor))
+    return PoolPlan(decode, detect, classify, round(cpus_per_actor, 4), detect_gpus, classify_gpus, threads)
+
+
+# ------------------------------------------------------------------------------------------ Ray
+def ensure_ray(options: ScanOptions) -> bool:
+    """Connect to RAY_ADDRESS / --ray-address, or start a local instance. True when we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = options.ray_address or os.environ.get("RAY_ADDRESS")
+    common = {"log_to_driver": options.verbose, "logging_level": logging.INFO if options.verbose else logging.WARNING}
+    try:
+        if address:
+            ray.init(address=address, **common)
+        else:
+            ray.init(num_cpus=options.num_cpus, include_dashboard=False, **common)
+    except Exception as exc:  # noqa: BLE001
+        raise ScanError(f"cannot start or reach Ray ({address or 'local'}): {type(exc).__name__}: {exc}") from exc
+    return True
+
+
+@contextmanager
+def _data_context(options: ScanOptions) -> Iterator[None]:
+    """Ray Data settings for one scan (restored afterwards: the context is process-wide)."""
+    from ray.data import DataContext
+    from ray.data._internal.execution.interfaces.execution_options import ExecutionResources
+
+    if not options.verbose:  # our own bar and summary say it; keep Ray Data's notices out of the way
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    ctx = DataContext.get_current()
+    saved = {"max_errored_blocks": ctx.max_errored_blocks, "enable_progress_bars": ctx.enable_progress_bars,
+             "print_on_execution_start": ctx.print_on_execution_start,
+             "resource_limits": ctx.execution_options.resource_limits}
+    ctx.max_errored_blocks = options.max_failed_batches
+    ctx.enable_progress_bars = options.ray_progress
+    ctx.print_on_execution_start = options.verbose
+    if options.object_store_limit:
+        ctx.execution_options.resource_limits = ExecutionResources.for_limits(object_store_memory=options.object_store_limit)
+    try:
+        yield
+    finally:
+        ctx.execution_options.resource_limits = saved.pop("resource_limits")
+        for key, value in saved.items():
+            setattr(ctx, key, value)
+
+
+def build_dataset(entries: list[dict[str, Any]], settings: Settings, storage_options: dict[str, Any],
+                  model_ref: Any, crop_size: int, plan: PoolPlan, options: ScanOptions):
+    """The Ray Data graph over ``entries`` (not executed until iterated)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated", category=DeprecationWarning)
+        return _build_dataset(entries, settings, storage_options, model_ref, crop_size, plan, options)
+
+
+def _build_dataset(entries, settings, storage_options, model_ref, crop_size, plan, options):
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    # Ray 2.60 has no named map_batches parameter for actor restarts / task retries, only the
+    # deprecated **ray_remote_args (removed in 2.64: revisit then). Ray Data's own defaults are
+    # infinite restarts *and* infinite retries, so an object that crashes its worker every time would
+    # stall the scan forever; we keep restarts unlimited and bound the retries of each batch.
+    fault = {"max_restarts": options.max_restarts, "max_task_retries": options.max_task_retries}
+    common = {"batch_format": "numpy", "num_cpus": plan.cpus_per_actor, **fault}
+    ds = ray.data.from_items(entries, override_num_blocks=max(1, min(len(entries), 4096)))
+    ds = ds.map_batches(DecodeWorker, fn_constructor_kwargs={"settings": settings, "storage_options": storage_options},
+                        batch_size=1, compute=ActorPoolStrategy(size=plan.decode_actors), **common)
+    ds = ds.map_batches(DetectWorker, fn_constructor_kwargs={"settings": settings, "crop_size": crop_size,
+                                                             "torch_threads": plan.torch_threads},
+                        batch_size=1, compute=ActorPoolStrategy(size=plan.detect_actors),
+                        num_gpus=plan.detect_gpus or None, **common)
+    ds = ds.map_batches(ClassifyWorker, fn_constructor_kwargs={"settings": settings, "model_ref": [model_ref],
+                                                               "torch_threads": plan.torch_threads},
+                        batch_size=options.classify_batch, compute=ActorPoolStrategy(size=plan.classify_actors),
+                        num_gpus=plan.classify_gpus or None, **common)
+    return ds
+
+
+# ------------------------------------------------------------------------------------------ scan
+def new_scan_id(now: datetime) -> str:
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="obj", desc="scanning", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def run_scan(settings: Settings, options: ScanOptions,
+             on_commit: Callable[[CommitInfo], None] | None = None,
+             on_rows: Callable[[int, int], None] | None = None) -> ScanSummary:
+    """Scan ``options.source`` into ``options.output``; returns the summary.
+
+    Raises ``ScanError`` / ``OutputError`` / ``DeepfakeStreamError`` (e.g. ``NoTrainedModelError``) when
+    the scan cannot run, ``ScanAborted`` when Ray Data gives up part-way (committed parts are kept).
+    Bad objects never raise: they get ERROR / NO_FACE rows.
+    """
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.classify import ClassifyStage, FaceClassifier
+    from pipeline.graph import make_aggregate_stage
+
+    started = time.perf_counter()
+    now = datetime.now(timezone.utc)
+    scan_id = new_scan_id(now)
+    scan_date = now.date().isoformat()
+
+    # 1. The model: fail before anything else when there is none.
+    model, card = load_checkpoint(settings.classify.checkpoint, device="cpu")
+    classify_stage = ClassifyStage(settings.classify, "cpu", classifier=FaceClassifier(model, card, "cpu"))
+    aggregate = make_aggregate_stage(settings, classify_stage)
+    crop_size = card.architecture.input_size
+
+    # 2. Source listing and output state.
+    source_options = storage_options_for(options.source, options.endpoint_url, options.anon, options.profile)
+    output_options = storage_options_for(options.output, options.endpoint_url, options.anon, options.profile)
+    entries = list_objects(options.source, source_options, options.extensions, options.include,
+                           options.exclude, options.max_objects)
+    store = OutputStore(options.output, output_options)
+    store.prepare()
+    summary = ScanSummary(source=options.source, output=store.display, scan_id=scan_id,
+                          model_version=aggregate.model_version, seen=len(entries))
+    done = {} if options.full else store.scanned()
+    todo = []
+    for entry in entries:
+        label = done.get((entry["uri"], entry["fingerprint"], aggregate.model_version))
+        if label is None or (options.retry_errors and label == "ERROR"):
+            todo.append(entry)
+    summary.skipped = len(entries) - len(todo)
+    log.info("%d objects listed, %d already scanned, %d to scan", len(entries), summary.skipped, len(todo))
+    if not todo:
+        summary.elapsed_s = round(time.perf_counter() - started, 3)
+        return summary
+
+    # 3. Ray Data.
+    started_ray = ensure_ray(options)
+    import ray
+
+    try:
+        cluster = ray.cluster_resources()
+        plan = plan_pools(cluster, options, settings.device)
+        summary.plan = asdict(plan)
+        log.info("actor plan on %s: %s", cluster, plan)
+        model_ref = ray.put((model, card))
+        scan_start = time.perf_counter()
+        pending_videos: list[dict] = []
+        pending_faces: list[dict] = []
+        returned: set[str] = set()
+        last_commit = time.monotonic()
+
+        def commit() -> None:
+            nonlocal pending_videos, pending_faces, last_commit
+            if not pending_videos:
+                return
+            part = f"part-{scan_id}-{summary.parts:05d}"
+            store.commit(part, scan_date, pending_videos, pending_faces)
+            summary.parts += 1
+            info = CommitInfo(part=part, videos=len(pending_videos), faces=len(pending_faces),
+                              total_videos=summary.scanned)
+            log.info("committed %s (%d videos, %d faces)", part, info.videos, info.faces)
+            pending_videos, pending_faces = [], []
+            last_commit = time.monotonic()
+            if on_commit:
+                on_commit(info)
+
+        def count(rows: list[dict]) -> None:
+            for row in rows:
+                summary.scanned += 1
+                label = row["label"]
+                summary.failed += label == "ERROR"
+                summary.no_face += label == "NO_FACE"
+                summary.fakes += label == "FAKE"
+                summary.reals += label == "REAL"
+
+        aborted: Exception | None = None
+        bar = _progress(len(todo), options.progress)
+        try:
+            with _data_context(options):
+                ds = build_dataset(todo, settings, source_options, model_ref, crop_size, plan, options)
+                try:
+                    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+                        videos, faces = rows_from_batch(batch, scan_id, datetime.now(timezone.utc))
+                        videos = [v for v in videos if v["uri"] not in returned]  # never twice per run
+                        returned.update(v["uri"] for v in videos)
+                        uris = {v["uri"] for v in videos}
+                        faces = [f for f in faces if f["uri"] in uris]
+                        pending_videos += videos
+                        pending_faces += faces
+                        count(videos)
+                        bar.update(len(videos))
+                        bar.set_postfix(fakes=summary.fakes, failed=summary.failed, refresh=False)
+                        if on_rows:
+                            on_rows(summary.scanned, len(todo))
+                        if (len(pending_videos) >= options.commit_every
+                                or time.monotonic() - last_commit >= options.commit_seconds):
+                            commit()
+                except KeyboardInterrupt:
+                    commit()  # finished rows are complete: keep them
+                    raise
+                except Exception as exc:  # noqa: BLE001 - Ray Data gave up; keep what is done
+                    aborted = exc
+        finally:
+            bar.close()
+        commit()
+        if aborted is not None:
+            summary.scan_s = round(time.perf_counter() - scan_start, 3)
+            raise ScanAborted(
+                f"the scan stopped after {summary.scanned} of {len(todo)} objects: "
+                f"{type(aborted).__name__}: {str(aborted).splitlines()[0][:300]}. Committed results are kept; "
+                "run the same command again to scan the rest.") from aborted
+        lost = [e for e in todo if e["uri"] not in returned]
+        if lost:
+            message = (f"not scanned: the Ray worker processing this object failed {options.max_task_retries + 1} "
+                       "times (crash or out of memory; see the Ray logs); rerun with --retry-errors to try again")
+            at = datetime.now(timezone.utc)
+            rows = [error_row(e, message, scan_id, at, aggregate.model_version, aggregate.threshold,
+                              aggregate.strategy) for e in lost]
+            pending_videos += rows
+            count(rows)
+            summary.lost = len(rows)
+            commit()
+        summary.scan_s = round(time.perf_counter() - scan_start, 3)
+        summary.videos_per_s = round(summary.scanned / summary.scan_s, 3) if summary.scan_s else 0.0
+    finally:
+        if started_ray:
+            ray.shutdown()
+    summary.elapsed_s = round(time.perf_counter() - started, 3)
+    return summary
+
+
+__all__ = ["ScanOptions", "ScanSummary", "ScanError", "ScanAborted", "OutputError", "run_scan", "list_objects",
+           "plan_pools", "storage_options_for", "DEFAULT_OUTPUT"]
