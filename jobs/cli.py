@@ -101,6 +101,10 @@ def samples() -> None:
 
 # Further commands register here (scan/query/report: jobs.scan; serve: serve.app; prepare/train/evaluate).
 
+from jobs import scan_cli  # noqa: E402 - scan/query/report; Ray, DuckDB and torch load inside the commands
+
+scan_cli.register(app)
+
 
 @app.command("serve")
 def serve_command(
