@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -65,17 +66,25 @@ def _decode_image(data: bytes, mime: str, config: DecodeConfig) -> DecodedMedia:
                         width, height, "image", mime)
 
 
+def _decord_message(exc: Exception) -> str:
+    """decord's first error line without its '[hh:mm:ss] /src/file.cc:NN: ' prefixes."""
+    return re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", str(exc).splitlines()[0] if str(exc) else "")[:200]
+
+
 def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig) -> DecodedMedia:
     import decord
 
     try:
         reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
     except Exception as exc:  # noqa: BLE001 - decord raises DECORDError / RuntimeError
-        raise MediaError(f"corrupt or unreadable video: {str(exc).splitlines()[0][:200]}") from exc
+        raise MediaError(f"corrupt or unreadable video: {_decord_message(exc)}") from exc
     frame_count = len(reader)
     if frame_count == 0:
         raise MediaError("video has no frames")
-    height, width = reader[0].shape[:2]
+    try:
+        height, width = reader[0].shape[:2]
+    except Exception as exc:  # noqa: BLE001 - a corrupt stream fails on its first frame
+        raise MediaError(f"video is corrupt: {_decord_message(exc)}") from exc
     _check_pixels(width, height, config)
     fps = float(reader.get_avg_fps() or 0.0)
     duration = frame_count / fps if fps > 0 else 0.0
@@ -86,7 +95,7 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig) -> Decode
         frames = reader.get_batch(indices.tolist()).asnumpy()
         timestamps = reader.get_frame_timestamp(indices.tolist())[:, 0].astype(np.float32)
     except Exception as exc:  # noqa: BLE001 - truncated streams fail here
-        raise MediaError(f"video is truncated or corrupt: {str(exc).splitlines()[0][:200]}") from exc
+        raise MediaError(f"video is truncated or corrupt: {_decord_message(exc)}") from exc
     return DecodedMedia(frames, indices, timestamps, fps, frame_count, duration, width, height, "video", mime)
 
 
@@ -167,6 +176,9 @@ class DecodeStage:
                 except MediaError as exc:
                     errors[i] = str(exc)
                     log.warning("decode failed for %s: %s", uris[i], exc)
+                except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
+                    errors[i] = f"decode failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                    log.exception("decode failed for %s", uris[i])
             decoded.append(item)
             elapsed.append((time.perf_counter() - start) * 1000)
         empty = np.zeros((0, 1, 1, 3), np.uint8)
