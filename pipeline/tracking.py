@@ -19,11 +19,27 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
+def link_affinity(a: np.ndarray, b: np.ndarray, min_iou: float, max_shift: float = 0.75) -> np.ndarray:
+    """How well faces ``a`` continue tracks ending in ``b``: IoU where it reaches ``min_iou``; otherwise a
+    smaller score (< ``min_iou``) for a similar-sized box whose centre moved under ``max_shift`` face sizes
+    (sparse sampling of moving people leaves no overlap); 0 where neither holds."""
+    iou = box_iou(a, b)
+    size_a = np.sqrt((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))
+    size_b = np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
+    centre_a = (a[:, :2] + a[:, 2:]) / 2
+    centre_b = (b[:, :2] + b[:, 2:]) / 2
+    shift = np.linalg.norm(centre_a[:, None] - centre_b[None], axis=-1) / np.maximum((size_a[:, None] + size_b[None]) / 2, 1e-6)
+    ratio = np.minimum(size_a[:, None], size_b[None]) / np.maximum(np.maximum(size_a[:, None], size_b[None]), 1e-6)
+    near = np.where((shift < max_shift) & (ratio > 0.6), min_iou * 0.99 * (1 - shift / max_shift), 0.0)
+    return np.where(iou >= min_iou, iou, near)
+
+
 def link_tracks(frame_ids: np.ndarray, boxes: np.ndarray, min_iou: float = 0.3, max_gap: int = 4) -> np.ndarray:
     """Track id for each face (faces given in any order with their sampled-frame index).
 
-    Each frame's faces are matched, best IoU first, to the last box of tracks seen within ``max_gap``
-    frames; an unmatched face starts a new track. Track ids are numbered by first appearance.
+    Each frame's faces are matched, strongest affinity first (``link_affinity``), to the last box of
+    tracks seen within ``max_gap`` frames; an unmatched face starts a new track. Track ids are numbered
+    by first appearance.
     """
     frame_ids = np.asarray(frame_ids, np.int64)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -34,11 +50,11 @@ def link_tracks(frame_ids: np.ndarray, boxes: np.ndarray, min_iou: float = 0.3, 
         faces = np.flatnonzero(frame_ids == frame)
         alive = [t for t in range(len(last_box)) if frame - last_frame[t] <= max_gap + 1]
         if alive:
-            ious = box_iou(boxes[faces], np.stack([last_box[t] for t in alive]))
+            ious = link_affinity(boxes[faces], np.stack([last_box[t] for t in alive]), min_iou)
             order = np.dstack(np.unravel_index(np.argsort(-ious, axis=None), ious.shape))[0]
             used_faces, used_tracks = set(), set()
             for fi, ti in order:
-                if ious[fi, ti] < min_iou:
+                if ious[fi, ti] <= 0:
                     break
                 if fi in used_faces or ti in used_tracks:
                     continue

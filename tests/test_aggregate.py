@@ -1,0 +1,54 @@
+"""Aggregation strategies on hand-made face scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.aggregate import AggregateStage, confident_score, label_for, mean_score, track_max_score, video_score
+from pipeline.batch import object_column
+
+
+def test_mean():
+    assert mean_score(np.array([0.1, 0.3, 0.8])) == pytest.approx(0.4)
+
+
+def test_confident_uses_confident_fakes_when_many():
+    scores = np.array([0.9] * 14 + [0.5] * 18)  # 14 of 32 > 0.8: more than n/2.5 and at least 11
+    assert confident_score(scores) == pytest.approx(0.9)
+    few = np.array([0.9] * 5 + [0.5] * 27)  # too few confident fakes → plain mean
+    assert confident_score(few) == pytest.approx(few.mean())
+
+
+def test_confident_uses_confident_reals_when_nearly_all():
+    scores = np.array([0.05] * 30 + [0.6] * 2)  # 30/32 > 90% below 0.2
+    assert confident_score(scores) == pytest.approx(0.05)
+
+
+def test_track_max_flags_the_fake_person():
+    scores = np.array([0.1, 0.1, 0.1, 0.9, 0.8, 0.1])
+    tracks = np.array([0, 0, 0, 1, 1, 1])
+    assert track_max_score(scores, tracks) == pytest.approx(0.6)
+    assert mean_score(scores) == pytest.approx(2.1 / 6)
+
+
+def test_no_faces_and_labels():
+    assert video_score(np.array([]), np.array([]), "mean") is None
+    assert label_for(None, 0.5) == "NO_FACE"
+    assert label_for(0.7, 0.5) == "FAKE" and label_for(0.3, 0.5) == "REAL" and label_for(0.5, 0.5) == "FAKE"
+    assert label_for(0.9, 0.5, error="boom") == "ERROR"
+    with pytest.raises(ValueError):
+        video_score(np.array([0.1]), None, "median")
+
+
+def test_stage_rows():
+    batch = {
+        "uri": object_column(["a", "b", "c"]),
+        "error": object_column(["", "", "corrupt"]),
+        "face_scores": object_column([np.array([0.9, 0.7]), np.zeros(0), np.zeros(0)]),
+        "face_track": object_column([np.array([0, 0]), np.zeros(0, int), np.zeros(0, int)]),
+    }
+    out = AggregateStage(0.5, "mean", "v1")(batch)
+    assert out["label"].tolist() == ["FAKE", "NO_FACE", "ERROR"]
+    assert out["score"][0] == pytest.approx(0.8) and np.isnan(out["score"][1])
+    assert out["model_version"].tolist() == ["v1"] * 3

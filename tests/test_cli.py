@@ -1,0 +1,79 @@
+"""The ``deepfakestream score`` command: JSON schema, errors per file, no-model message."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.result import ScoreResult
+
+CLI = [sys.executable, "-m", "jobs.cli"]
+
+
+def run_cli(*args, env_extra=None, timeout=240):
+    env = {**os.environ, "DFS_DECODE__NUM_FRAMES": "6", **(env_extra or {})}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_score_json_schema_and_error_rows(detector_env, samples_dir, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes((samples_dir / "astronaut_zoom.mp4").read_bytes()[:2000])
+    paths = [samples_dir / "pair_pan.mp4", samples_dir / "coffee.jpg", broken, tmp_path / "missing.mp4"]
+    proc = run_cli("score", "--json", *map(str, paths))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == 4
+    for obj in lines:
+        ScoreResult.model_validate(obj)  # the documented schema
+        assert {"uri", "label", "score", "threshold", "model_version", "error", "tracks", "frames"} <= obj.keys()
+    video, coffee, bad, missing = lines
+    assert video["label"] in ("FAKE", "REAL") and 0 <= video["score"] <= 1 and video["error"] is None
+    assert len(video["tracks"]) == 2 and all(t["frames_seen"] == 6 for t in video["tracks"])
+    assert len(video["frames"]) == 6 and all(f["faces"] == 2 for f in video["frames"])
+    assert video["frames"][0]["timestamp"] == 0.0 and video["frames"][-1]["timestamp"] > 2.5
+    assert coffee["label"] == "NO_FACE" and coffee["score"] is None and coffee["tracks"] == []
+    assert bad["label"] == "ERROR" and bad["score"] is None and ("corrupt" in bad["error"] or "truncated" in bad["error"])
+    assert missing["label"] == "ERROR" and "not found" in missing["error"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_score_matches_in_process_graph(detector_env, samples_dir):
+    from pipeline.config import load_settings
+    from pipeline.graph import ScoringPipeline
+
+    proc = run_cli("score", "--json", str(samples_dir / "astronaut.jpg"))
+    cli = json.loads(proc.stdout)
+    direct = ScoringPipeline(load_settings()).score(str(samples_dir / "astronaut.jpg"))
+    assert cli["score"] == pytest.approx(direct.score, abs=1e-6) and cli["label"] == direct.label
+
+
+def test_human_summary(detector_env, samples_dir):
+    proc = run_cli("score", str(samples_dir / "astronaut.jpg"))
+    assert proc.returncode == 0 and "astronaut.jpg" in proc.stdout and "track" in proc.stdout
+
+
+def test_no_trained_model_is_said_plainly(tmp_path, samples_dir):
+    proc = run_cli("score", str(samples_dir / "astronaut.jpg"), env_extra={"DFS_CLASSIFY__CHECKPOINT": str(tmp_path / "none.safetensors")})
+    assert proc.returncode == 2
+    assert "no trained detector is installed" in proc.stderr.replace("\n", " ")
+    assert proc.stdout == ""
+
+
+def test_bad_config_is_a_clear_error(samples_dir):
+    proc = run_cli("score", str(samples_dir / "astronaut.jpg"), "--device", "tpu")
+    assert proc.returncode == 2 and "invalid configuration" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_settings_precedence(tmp_path, monkeypatch):
+    from pipeline.config import load_settings
+
+    config = tmp_path / "c.yaml"
+    config.write_text("decode:\n  num_frames: 7\ndetect:\n  margin: 0.2\n")
+    monkeypatch.setenv("DFS_DETECT__MARGIN", "0.25")
+    settings = load_settings(config)
+    assert settings.decode.num_frames == 7 and settings.detect.margin == 0.25
+    assert load_settings(config, **{"decode.num_frames": 3}).decode.num_frames == 3

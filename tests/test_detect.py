@@ -1,0 +1,105 @@
+"""MTCNN face detection on real photos and videos; crops; IoU tracks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.batch import object_column
+from pipeline.config import DecodeConfig, DetectConfig
+from pipeline.crop import crop_face
+from pipeline.decode import DecodeStage, decode_bytes
+from pipeline.detect import DetectStage, FaceDetector
+from pipeline.tracking import box_iou, link_tracks
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector(DetectConfig(), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def detect_stage():
+    return DetectStage(DetectConfig(), device="cpu", crop_size=160)
+
+
+def _frame(path):
+    return decode_bytes(path.read_bytes(), DecodeConfig()).frames
+
+
+def test_one_face_where_it_is(detector, samples_dir):
+    (boxes, probs, landmarks), = detector.detect(_frame(samples_dir / "astronaut.jpg"))
+    assert len(boxes) == 1 and probs[0] > 0.99
+    x1, y1, x2, y2 = boxes[0]
+    # Eileen Collins' face in skimage's astronaut photo lies around x 170–250, y 60–160
+    assert 150 < x1 < 200 and 220 < x2 < 280 and 40 < y1 < 90 and 130 < y2 < 180
+    # landmarks (eyes, nose, mouth corners) lie inside the box, eyes above the mouth
+    assert np.all((landmarks[0][:, 0] > x1) & (landmarks[0][:, 0] < x2))
+    assert landmarks[0][0, 1] < landmarks[0][3, 1]
+
+
+def test_no_face_on_coffee(detector, samples_dir):
+    (boxes, _, _), = detector.detect(_frame(samples_dir / "coffee.jpg"))
+    assert len(boxes) == 0
+
+
+def test_two_faces(detector, samples_dir):
+    (boxes, _, _), = detector.detect(_frame(samples_dir / "astronauts_pair.jpg"))
+    assert len(boxes) == 2
+    assert sorted(b[0] < 512 for b in boxes) == [False, True]  # one in each half
+
+
+@pytest.mark.parametrize("name, expected", [("facenet-pytorch/data/multiface.jpg", 4),
+                                            ("face_recognition/examples/two_people.jpg", 2)])
+def test_multiple_faces_on_shared_photos(detector, faces_dir, name, expected):
+    (boxes, _, _), = detector.detect(_frame(faces_dir / name))
+    assert len(boxes) >= expected
+
+
+def test_large_frames_are_downscaled_and_boxes_mapped_back(samples_dir):
+    frame = _frame(samples_dir / "astronaut.jpg")
+    big = np.repeat(np.repeat(frame, 3, axis=1), 3, axis=2)  # 1536 x 1536
+    small_cfg = FaceDetector(DetectConfig(detect_max_side=512), "cpu")
+    (b1, _, _), = small_cfg.detect(frame)
+    (b3, _, _), = small_cfg.detect(big)
+    assert len(b3) == 1 and box_iou(b1, b3 / 3)[0, 0] > 0.8
+
+
+def test_stage_crops_tracks_and_drops_frames(detect_stage, samples_dir):
+    batch = DecodeStage(DecodeConfig(num_frames=8))({"uri": object_column([str(samples_dir / "pair_pan.mp4"), str(samples_dir / "coffee.jpg")])})
+    out = detect_stage(batch)
+    assert "frames" not in out
+    crops, tracks = out["crops"][0], out["face_track"][0]
+    assert crops.shape == (16, 160, 160, 3) and crops.dtype == np.uint8
+    # two people over 8 frames → two tracks of 8 faces each
+    assert sorted(np.bincount(tracks).tolist()) == [8, 8]
+    assert out["crops"][1].shape[0] == 0 and out["frames_sampled"][1] == 1
+
+
+def test_tracks_follow_a_real_video(detect_stage, faces_dir):
+    # a street scene with several people walking: 32 frames over 4.2 s
+    batch = DecodeStage(DecodeConfig(num_frames=32))({"uri": object_column([str(faces_dir / "facenet-pytorch/examples/video.mp4")])})
+    out = detect_stage(batch)
+    tracks, frames = out["face_track"][0], out["face_frame"][0]
+    assert len(tracks) >= 64
+    # the nearest person is one track seen in (almost) every sampled frame, and no track has two faces in one frame
+    main = np.bincount(tracks).argmax()
+    assert len(np.unique(frames[tracks == main])) >= 28
+    for track in np.unique(tracks):
+        assert len(np.unique(frames[tracks == track])) == (tracks == track).sum()
+
+
+def test_crop_keeps_aspect_and_pads():
+    frame = np.full((100, 400, 3), 200, np.uint8)
+    crop, transform = crop_face(frame, np.array([10, 10, 390, 90]), 64, margin=0.0)
+    assert crop.shape == (64, 64, 3)
+    # wide region → full width, zero padding above and below
+    assert crop[0].max() == 0 and crop[-1].max() == 0 and crop[32].min() == 200
+    assert transform.apply(np.array([[10, 10]]))[0, 0] == pytest.approx(0, abs=1)
+
+
+def test_link_tracks_by_iou():
+    frames = np.array([0, 0, 1, 1, 2, 5])
+    boxes = np.array([[0, 0, 10, 10], [50, 50, 60, 60], [51, 50, 61, 60], [1, 0, 11, 10], [0, 1, 10, 11], [100, 100, 110, 110]])
+    tracks = link_tracks(frames, boxes, min_iou=0.3, max_gap=1)
+    assert tracks.tolist() == [0, 1, 1, 0, 0, 2]
