@@ -84,6 +84,7 @@ class ServeConfig(BaseModel):
     classify_max_batch_size: int = Field(16, ge=1, description="requests whose crops go through the network together")
     classify_batch_wait_s: float = Field(0.01, ge=0)
     max_ongoing_requests: int = Field(64, ge=1, description="concurrent requests per ingress replica")
+    explain_max_faces: int = Field(32, ge=0, description="Grad-CAM heat maps per request (explain=true)")
 
 
 class Settings(BaseSettings):

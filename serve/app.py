@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -187,7 +188,7 @@ class Decoder:
         self.config = server_decode_config(self.settings)
         self.stage = DecodeStage(self.config, self.settings.serve.storage_options)
 
-    def _decode(self, uri: str, data: bytes | None) -> Batch:
+    def _decode(self, uri: str, data: bytes | None, explain: bool) -> Batch:
         status = 0
         try:
             if data is None:  # the ingress has checked the allow-list
@@ -204,10 +205,11 @@ class Decoder:
             if batch["error"][0]:  # DecodeStage keeps only the message; its checks are all 4xx-worthy
                 status = 413 if "limit" in str(batch["error"][0]) else 422
         batch["error_status"] = np.array([status], np.int64)
+        batch["explain"] = np.array([explain], bool)
         return batch
 
-    async def decode(self, uri: str, data: bytes | None = None) -> Batch:
-        return await asyncio.to_thread(self._decode, uri, data)
+    async def decode(self, uri: str, data: bytes | None = None, explain: bool = False) -> Batch:
+        return await asyncio.to_thread(self._decode, uri, data, explain)
 
 
 @serve.deployment(name="Detector")
@@ -230,15 +232,45 @@ class Detector:
         cfg = self.settings.serve
         self.detect.set_max_batch_size(cfg.detect_max_batch_size)
         self.detect.set_batch_wait_timeout_s(cfg.detect_batch_wait_s)
+        self.batch_sizes: Counter[int] = Counter()
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
     async def detect(self, batches: list[Batch]) -> list[Batch]:
+        self.batch_sizes[len(batches)] += 1
         merged = concat_rows(batches)
         out = await asyncio.to_thread(self.stage, merged)  # off the event loop, or batches stay at 1
         return split_rows(out, [len(b["uri"]) for b in batches])
 
     def ready(self) -> bool:
         return True
+
+    def stats(self) -> dict[str, Any]:
+        """How many @serve.batch calls saw how many requests (benchmarks and tests read this)."""
+        return {"batch_sizes": dict(self.batch_sizes)}
+
+
+class FaceExplanation(BaseModel):
+    """One face's Grad-CAM heat map over its crop (red pushed the score towards FAKE)."""
+
+    face: int = Field(description="index of the face in the request (order of frames, then boxes)")
+    frame: int = Field(description="index into `frames`")
+    track: int
+    box: list[float]
+    score: float
+    heatmap_png: str | None = Field(description="base64 PNG of the crop with the heat map; null past explain_max_faces")
+
+
+class ScoreResponse(ScoreResult):
+    """`deepfakestream score --json`'s result; `explanations` only with `explain=true`."""
+
+    explanations: list[FaceExplanation] | None = None
+
+
+def explanations(row: dict[str, Any], pngs: list[str | None]) -> list[dict[str, Any]]:
+    boxes = np.asarray(row["face_boxes"], np.float64).reshape(-1, 4)
+    return [FaceExplanation(face=i, frame=int(row["face_frame"][i]), track=int(row["face_track"][i]),
+                            box=[round(float(v), 1) for v in boxes[i]], score=round(float(row["face_scores"][i]), 6),
+                            heatmap_png=png).model_dump() for i, png in enumerate(pngs)]
 
 
 @serve.deployment(name="Classifier")
@@ -261,17 +293,26 @@ class Classifier:
         cfg = self.settings.serve
         self.score.set_max_batch_size(cfg.classify_max_batch_size)
         self.score.set_batch_wait_timeout_s(cfg.classify_batch_wait_s)
+        self.batch_sizes: Counter[int] = Counter()
 
-    def _run(self, batch: Batch) -> Batch:
-        return self.aggregate(self.classify(batch))
+    def _run(self, batch: Batch) -> tuple[Batch, dict[int, list[str | None]]]:
+        heat_maps = {}
+        if batch["explain"].any():
+            from serve.explain import explain_crops
+
+            for i in np.flatnonzero(batch["explain"]):
+                heat_maps[int(i)] = explain_crops(self.classify.classifier, batch["crops"][i],
+                                                  self.settings.serve.explain_max_faces)
+        return self.aggregate(self.classify(batch)), heat_maps
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def score(self, batches: list[Batch]) -> list[dict[str, Any]]:
         if self.classify is None:
             return [{"status": 503, "detail": self.error, "result": None}] * len(batches)
-        out = await asyncio.to_thread(self._run, concat_rows(batches))
+        self.batch_sizes[len(batches)] += 1
+        out, heat_maps = await asyncio.to_thread(self._run, concat_rows(batches))
         answers = []
-        for row in split_rows(out, [len(b["uri"]) for b in batches]):
+        for index, row in enumerate(split_rows(out, [len(b["uri"]) for b in batches])):
             row = {k: v[0] for k, v in row.items()}
             status = int(row.pop("error_status"))
             if row["error"] and not status:  # detection failed on a decoded frame: a server fault
@@ -280,7 +321,10 @@ class Classifier:
             if status:
                 answers.append({"status": status, "detail": str(row["error"]), "result": None})
             else:
-                answers.append({"status": 200, "detail": None, "result": result_from_row(row).model_dump(mode="json")})
+                result = result_from_row(row).model_dump(mode="json")
+                if index in heat_maps:
+                    result["explanations"] = explanations(row, heat_maps[index])
+                answers.append({"status": 200, "detail": None, "result": result})
         return answers
 
     def card(self) -> dict[str, Any] | None:
@@ -290,6 +334,9 @@ class Classifier:
         if self.classify is None:
             return False, self.error or "model not loaded"
         return True, self.classify.card.version
+
+    def stats(self) -> dict[str, Any]:
+        return {"batch_sizes": dict(self.batch_sizes)}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -371,7 +418,7 @@ class Api:
 
     @api.post(
         "/v1/score",
-        response_model=ScoreResult,
+        response_model=ScoreResponse,
         summary="Score one image or video",
         description="Send the media as `multipart/form-data` (field `file`), or JSON `{\"uri\": \"s3://…\"}` "
         "for an object under one of the server's allowed prefixes. The media type is read from the bytes, "
@@ -380,6 +427,7 @@ class Api:
         responses=_problem_responses(400, 403, 404, 413, 415, 422, 500, 502, 503, 504),
     )
     async def score(self, request: Request,
+                    explain: bool = Query(False, description="add a Grad-CAM heat map (base64 PNG) per face"),
                     timeout_s: float | None = Query(None, gt=0, description="lower the server's deadline (s)")):
         start = time.perf_counter()
         outcome = "internal_error"
@@ -387,7 +435,7 @@ class Api:
             uri, data = await self._parse(request)
             deadline = min(timeout_s or self.config.request_timeout_s, self.config.request_timeout_s)
             try:
-                answer = await asyncio.wait_for(self._run_graph(uri, data), deadline)
+                answer = await asyncio.wait_for(self._run_graph(uri, data, explain), deadline)
             except TimeoutError:
                 raise ProblemError(504, f"scoring took longer than {deadline:g} s") from None
             if answer["status"] != 200:
@@ -460,11 +508,11 @@ class Api:
                 raise ProblemError(403, str(exc)) from None
         raise ProblemError(415, "send multipart/form-data with a 'file' field, or application/json with a 'uri'")
 
-    async def _run_graph(self, uri: str, data: bytes | None) -> dict[str, Any]:
+    async def _run_graph(self, uri: str, data: bytes | None, explain: bool = False) -> dict[str, Any]:
         responses = []
         try:
             # chained responses: each stage's output goes straight to the next replica
-            responses.append(self.decoder.decode.remote(uri, data))
+            responses.append(self.decoder.decode.remote(uri, data, explain))
             responses.append(self.detector.detect.remote(responses[-1]))
             responses.append(self.classifier.score.remote(responses[-1]))
             return await responses[-1]

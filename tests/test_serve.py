@@ -160,6 +160,25 @@ def test_face_media_scored_like_in_process(server, reference, samples_dir, name)
         assert result["media"]["type"] == "video/mp4" and result["media"]["frames_sampled"] == 4
 
 
+def test_explain_adds_grad_cam_per_face(server, samples_dir):
+    import base64
+
+    import cv2
+
+    plain = _upload(server, samples_dir / "astronauts_pair.jpg").json()
+    response = _upload(server, samples_dir / "astronauts_pair.jpg", explain="true")
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert "explanations" not in plain
+    assert (result["label"], result["score"]) == (plain["label"], plain["score"])
+    faces = sorted(box["score"] for track in result["tracks"] for box in track["boxes"])
+    assert len(result["explanations"]) == len(faces) == 2
+    assert sorted(e["score"] for e in result["explanations"]) == faces
+    for item in result["explanations"]:
+        image = cv2.imdecode(np.frombuffer(base64.b64decode(item["heatmap_png"]), np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (224, 224, 3) and image.std() > 0
+
+
 def test_photo_without_face_is_no_face(server, samples_dir):
     response = _upload(server, samples_dir / "coffee.jpg")
     assert response.status_code == 200, response.text
@@ -225,7 +244,9 @@ def test_uri_read_from_local_s3(server, reference, s3_server, samples_dir):
     _assert_problem(server.post("/v1/score", json={"uri": f"s3://{BUCKET}/allowed/cases/big.jpg"}), 413)
 
 
-def test_twenty_concurrent_requests_all_succeed(server, samples_dir):
+def test_twenty_concurrent_requests_all_succeed(server, app_settings, samples_dir):
+    from ray import serve
+
     names = ["astronaut.jpg", "coffee.jpg", "astronauts_pair.jpg", "pair_pan.mp4"]
     files = {n: (samples_dir / n).read_bytes() for n in names}
     expected = {n: _upload(server, samples_dir / n).json() for n in names}
@@ -242,6 +263,9 @@ def test_twenty_concurrent_requests_all_succeed(server, samples_dir):
         assert response.json()["label"] == want["label"]
         if want["score"] is not None:
             assert response.json()["score"] == pytest.approx(want["score"], abs=1e-4)
+    # @serve.batch really batched: some classifier call scored the faces of several requests at once
+    stats = serve.get_deployment_handle("Classifier", app_settings.serve.app_name).stats.remote().result()
+    assert max(stats["batch_sizes"]) > 1, stats
 
 
 def test_deadline_gives_504(server, samples_dir):
@@ -258,3 +282,24 @@ def test_app_shuts_down_cleanly(server, app_settings):
     serve.shutdown()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{server.base_url}/v1/health", timeout=5)
+
+
+def test_deploy_config_builds_the_app(detector_env):
+    """serve/config.yaml is a valid Serve deploy config and its builder makes the four-deployment app."""
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve.app import app_builder
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "serve" / "config.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(config)
+    (spec,) = schema.applications
+    assert spec.import_path == "serve.app:app_builder"
+    app = app_builder(spec.args)
+    assert type(app).__name__ == "Application"
+    with pytest.raises(ValueError, match="unknown application args"):
+        app_builder({"setings": {}})
+    with pytest.raises(ValueError, match="scheme"):
+        app_builder({"settings": {"serve": {"allowed_uri_prefixes": ["file:///tmp/"]}}})

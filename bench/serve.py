@@ -1,0 +1,316 @@
+"""Benchmark the online API: cold start, latency (one image, one 10 s video), throughput at 1/4/16 clients.
+
+    .venv/bin/python bench/serve.py                       # print the results
+    .venv/bin/python bench/serve.py --write-docs docs/benchmarks.md   # and record them ("Online scoring")
+
+Starts its own local Ray (all cores), deploys serve/app.py with the default settings (DFS_* env applies),
+talks to it over real HTTP on 127.0.0.1. The 10 s video is cut from ../shared/data/ffpp-c23/original when
+present (720p), else looped from the bundled astronaut_zoom.mp4. Without an installed detector checkpoint
+the bench uses an ImageNet-initialised one: same network and cost, meaningless verdicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import httpx  # noqa: E402
+
+SECTION = "## Online scoring"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def checkpoint(workdir: Path) -> tuple[Path, str]:
+    from pipeline.config import DEFAULT_CHECKPOINT
+
+    env = os.environ.get("DFS_CLASSIFY__CHECKPOINT")
+    if env:
+        return Path(env), "DFS_CLASSIFY__CHECKPOINT"
+    if DEFAULT_CHECKPOINT.exists():
+        return DEFAULT_CHECKPOINT, "shipped detector"
+    import torch
+
+    from pipeline.checkpoint import ModelCard, save_checkpoint
+    from pipeline.imagenet import load_imagenet_lite
+    from pipeline.model import DeepfakeDetector, ModelSpec
+
+    torch.manual_seed(0)
+    model = DeepfakeDetector(ModelSpec())
+    model.load_encoder_imagenet(load_imagenet_lite())
+    card = ModelCard(version="bench-imagenet-init", architecture=model.spec, training={"data": "none (timing only)"})
+    return save_checkpoint(model, card, workdir / "bench-detector.safetensors"), "ImageNet-initialised (no shipped detector)"
+
+
+def ten_second_clip(workdir: Path) -> tuple[Path, str]:
+    """A 10 s H.264 clip: the first 10 s of an FF++ original when ../shared is there, else a looped sample."""
+    import av
+
+    shared = Path(os.environ.get("DFS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "ffpp-c23" / "original"
+    sources = sorted(shared.glob("*.mp4")) if shared.is_dir() else []
+    source = next((s for s in sources if _duration(s) >= 10), None)
+    loop = source is None
+    source = source or ROOT / "pipeline" / "samples" / "astronaut_zoom.mp4"
+    out = workdir / "clip10s.mp4"
+    with av.open(str(source)) as src:
+        stream = src.streams.video[0]
+        fps = stream.average_rate or 25
+        frames = [f.to_ndarray(format="rgb24") for f in src.decode(stream)]
+    wanted = int(round(10 * float(fps)))
+    frames = (frames * (wanted // len(frames) + 1))[:wanted] if loop else frames[:wanted]
+    with av.open(str(out), "w") as dst:
+        enc = dst.add_stream("libx264", rate=fps)
+        enc.height, enc.width = frames[0].shape[:2]
+        enc.pix_fmt = "yuv420p"
+        enc.options = {"crf": "23", "preset": "veryfast"}
+        for frame in frames:
+            for packet in enc.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                dst.mux(packet)
+        for packet in enc.encode():
+            dst.mux(packet)
+    h, w = frames[0].shape[:2]
+    what = f"{'looped ' if loop else ''}{source.name}, first 10 s, {w}x{h} @ {float(fps):g} fps, re-encoded H.264"
+    return out, what
+
+
+def _duration(path: Path) -> float:
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return float(s.duration * s.time_base) if s.duration else 0.0
+
+
+async def _post(client: httpx.AsyncClient, name: str, data: bytes) -> float:
+    start = time.perf_counter()
+    response = await client.post("/v1/score", files={"file": (name, data)})
+    if response.status_code != 200:
+        raise RuntimeError(f"{name}: HTTP {response.status_code}: {response.text[:300]}")
+    return (time.perf_counter() - start) * 1000
+
+
+async def latency(url: str, name: str, data: bytes, n: int) -> list[float]:
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        return [await _post(client, name, data) for _ in range(n)]
+
+
+async def throughput(url: str, name: str, data: bytes, clients: int, seconds: float) -> dict:
+    """`clients` closed-loop clients for `seconds`: completed requests per second and their latencies."""
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        while time.perf_counter() < stop:
+            latencies.append(await _post(client, name, data))
+
+    limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=clients + 2)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    return {"clients": clients, "requests": len(latencies), "seconds": round(elapsed, 1),
+            "rps": round(len(latencies) / elapsed, 2), "p50_ms": round(percentile(latencies, 0.5)),
+            "p95_ms": round(percentile(latencies, 0.95))}
+
+
+def batch_stats(app_name: str) -> dict:
+    from ray import serve
+
+    return {d: serve.get_deployment_handle(d, app_name).stats.remote().result()["batch_sizes"]
+            for d in ("Detector", "Classifier")}
+
+
+def _diff(after: dict, before: dict) -> dict:
+    return {d: {int(k): v - before[d].get(k, 0) for k, v in sorted(after[d].items()) if v - before[d].get(k, 0)}
+            for d in after}
+
+
+def _gpu() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+
+
+def wait_healthy(url: str, timeout_s: float = 300) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("the API did not become healthy")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8799)
+    parser.add_argument("--image-requests", type=int, default=30)
+    parser.add_argument("--video-requests", type=int, default=8)
+    parser.add_argument("--clients", default="1,4,16")
+    parser.add_argument("--seconds", type=float, default=20, help="per throughput step")
+    parser.add_argument("--no-compare", action="store_true", help="skip the 16-client run without batching")
+    parser.add_argument("--write-docs", type=Path, help="update the 'Online scoring' section of this file")
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from pipeline.config import load_settings
+    from serve.app import deploy
+
+    workdir = Path(tempfile.mkdtemp(prefix="dfs-bench-"))
+    ckpt, ckpt_note = checkpoint(workdir)
+    clip, clip_note = ten_second_clip(workdir)
+    image = ROOT / "pipeline" / "samples" / "astronaut.jpg"
+    settings = load_settings(**{"classify.checkpoint": str(ckpt), "serve.port": args.port, "serve.host": "127.0.0.1"})
+    url = f"http://127.0.0.1:{args.port}"
+    load_before = os.getloadavg()
+
+    t0 = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    t_ray = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    deploy(settings)
+    wait_healthy(url)
+    t_deploy = time.perf_counter() - t1
+    first_image = asyncio.run(latency(url, image.name, image.read_bytes(), 1))[0]
+    results: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {_gpu()}",
+        "checkpoint": ckpt_note, "num_frames": settings.decode.num_frames,
+        "batching": {"detect": settings.serve.detect_max_batch_size, "classify": settings.serve.classify_max_batch_size},
+        "clip": clip_note,
+        "cold_start_s": {"ray_init": round(t_ray, 1), "deploy_until_healthy": round(t_deploy, 1),
+                         "total": round(t_ray + t_deploy, 1), "first_image_request_ms": round(first_image)},
+    }
+    print(json.dumps(results, indent=2), flush=True)
+
+    image_bytes, clip_bytes = image.read_bytes(), clip.read_bytes()
+    asyncio.run(latency(url, image.name, image_bytes, 2))
+    asyncio.run(latency(url, clip.name, clip_bytes, 1))
+    img = asyncio.run(latency(url, image.name, image_bytes, args.image_requests))
+    vid = asyncio.run(latency(url, clip.name, clip_bytes, args.video_requests))
+    results["latency_ms"] = {
+        "image": {"n": len(img), "p50": round(percentile(img, 0.5)), "p95": round(percentile(img, 0.95))},
+        "video_10s": {"n": len(vid), "p50": round(percentile(vid, 0.5)), "p95": round(percentile(vid, 0.95))},
+    }
+    print(json.dumps(results["latency_ms"]), flush=True)
+
+    results["throughput_image"] = []
+    for clients in [int(c) for c in args.clients.split(",")]:
+        before = batch_stats(settings.serve.app_name)
+        step = asyncio.run(throughput(url, image.name, image_bytes, clients, args.seconds))
+        step["batch_sizes"] = _diff(batch_stats(settings.serve.app_name), before)
+        results["throughput_image"].append(step)
+        print(json.dumps(step), flush=True)
+
+    if not args.no_compare:
+        serve.delete(settings.serve.app_name)
+        unbatched = settings.model_copy(update={"serve": settings.serve.model_copy(
+            update={"detect_max_batch_size": 1, "classify_max_batch_size": 1})})
+        deploy(unbatched)
+        wait_healthy(url)
+        asyncio.run(latency(url, image.name, image_bytes, 2))
+        clients = max(int(c) for c in args.clients.split(","))
+        step = asyncio.run(throughput(url, image.name, image_bytes, clients, args.seconds))
+        step["batch_sizes"] = batch_stats(settings.serve.app_name)
+        results["throughput_image_unbatched"] = step
+        print("unbatched", json.dumps(step), flush=True)
+
+    results["load_average"] = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
+    serve.shutdown()
+    ray.shutdown()
+    print(json.dumps(results, indent=2))
+    if args.write_docs:
+        write_section(args.write_docs, render(results))
+        print(f"wrote {SECTION!r} in {args.write_docs}")
+
+
+def render(r: dict) -> str:
+    c, lat = r["cold_start_s"], r["latency_ms"]
+    lines = [
+        SECTION,
+        "",
+        f"Measured by `bench/serve.py` on {time.strftime('%Y-%m-%d')}: {r['machine']}; load average before/after "
+        f"{r['load_average']['before'][0]}/{r['load_average']['after'][0]} (shared machine). Real HTTP on 127.0.0.1, "
+        f"default settings ({r['num_frames']} frames per video, @serve.batch max sizes detect "
+        f"{r['batching']['detect']} / classify {r['batching']['classify']}), detector: {r['checkpoint']}.",
+        f"Image: `pipeline/samples/astronaut.jpg` (512x512, one face). Video: {r['clip']}.",
+        "",
+        "| what | measured | target (2 cores) |",
+        "|---|---|---|",
+        f"| cold start: `ray.init` + deploy until `/v1/health` is 200 | {c['ray_init']} s + {c['deploy_until_healthy']} s "
+        f"= {c['total']} s (first image request {c['first_image_request_ms']} ms) | |",
+        f"| image latency p50 / p95 (n={lat['image']['n']}, one client) | {lat['image']['p50']} / {lat['image']['p95']} ms "
+        f"| p50 < 300 ms: {_verdict(lat['image']['p50'] < 300)} |",
+        f"| 10 s video latency p50 / p95 (n={lat['video_10s']['n']}, one client) | {lat['video_10s']['p50']} / "
+        f"{lat['video_10s']['p95']} ms | p50 < 5000 ms: {_verdict(lat['video_10s']['p50'] < 5000)} |",
+        "",
+        "Image throughput, closed-loop clients (each sends its next request when the last one returns):",
+        "",
+        "| clients | requests/s | p50 / p95 latency | requests per @serve.batch call (count) |",
+        "|---|---|---|---|",
+    ]
+    for step in r["throughput_image"]:
+        lines.append(f"| {step['clients']} | {step['rps']} | {step['p50_ms']} / {step['p95_ms']} ms | "
+                     f"{_batches(step['batch_sizes'])} |")
+    if "throughput_image_unbatched" in r:
+        step = r["throughput_image_unbatched"]
+        lines.append(f"| {step['clients']}, batching off (max_batch_size 1) | {step['rps']} | {step['p50_ms']} / "
+                     f"{step['p95_ms']} ms | {_batches(step['batch_sizes'])} |")
+    steps = r["throughput_image"]
+    if len(steps) > 1:
+        first, last = steps[0], steps[-1]
+        lines += ["", f"Throughput at {last['clients']} clients vs {first['clients']}: {last['rps']} / {first['rps']} = "
+                  f"{last['rps'] / first['rps']:.2f}x (target: higher: {_verdict(last['rps'] > first['rps'])})."]
+    return "\n".join(lines) + "\n"
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _batches(sizes: dict) -> str:
+    return "; ".join(f"{d.lower()} " + ", ".join(f"{k}:{v}" for k, v in sorted(s.items(), key=lambda kv: int(kv[0])))
+                     for d, s in sizes.items())
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace (or append) only the 'Online scoring' section; other sections stay byte for byte."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
+    if start is None:
+        text = text.rstrip("\n") + "\n\n" + body
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        tail = "".join(lines[end:])
+        text = "".join(lines[:start]) + body + ("\n" + tail if tail else "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
