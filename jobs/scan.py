@@ -181,6 +181,7 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
         raise ScanError(f"cannot open source {source}: {type(exc).__name__}: {exc}") from exc
     local = _is_local(fs)
     root = os.path.abspath(root) if local else root.rstrip("/")
+    fs.invalidate_cache()  # a long-lived process must see tonight's objects, not a cached listing
     try:
         if fs.isfile(root):
             infos = {root: fs.info(root)}
@@ -311,7 +312,8 @@ def plan_pools(cluster: dict[str, float], options: ScanOptions, device: str = "a
     budget = cpus - 1 if cpus >= 2 else cpus / 2
     cpus_per_actor = max(0.01, min(1.0, budget / total))
     threads = options.torch_threads or max(1, int(cpus_per_actor))
-    return PoolPlan(decode, detect, classify, round(cpus_per_actor, 4), detect_gpus, classify_gpus, threads)
+    cpus_per_actor = math.floor(cpus_per_actor * 1e4) / 1e4  # round down: the sum must stay under budget
+    return PoolPlan(decode, detect, classify, cpus_per_actor, detect_gpus, classify_gpus, threads)
 
 
 # ------------------------------------------------------------------------------------------ Ray
@@ -492,8 +494,9 @@ def run_scan(settings: Settings, options: ScanOptions,
         try:
             with _data_context(options):
                 ds = build_dataset(todo, settings, source_options, model_ref, crop_size, plan, options)
+                batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1))
                 try:
-                    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+                    for batch in batches:
                         videos, faces = rows_from_batch(batch, scan_id, datetime.now(timezone.utc))
                         videos = [v for v in videos if v["uri"] not in returned]  # never twice per run
                         returned.update(v["uri"] for v in videos)
@@ -514,6 +517,10 @@ def run_scan(settings: Settings, options: ScanOptions,
                     raise
                 except Exception as exc:  # noqa: BLE001 - Ray Data gave up; keep what is done
                     aborted = exc
+                finally:
+                    close = getattr(batches, "close", None)
+                    if close is not None:  # stop the executor and its actors now, not when GC runs
+                        close()
         finally:
             bar.close()
         commit()

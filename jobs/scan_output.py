@@ -253,6 +253,7 @@ class OutputStore:
     def prepare(self) -> None:
         """Create DEST and its manifest, refuse an incompatible schema, clean up after crashed runs."""
         manifest_path = f"{self.root}/{MANIFEST}"
+        self.fs.invalidate_cache(self.root)
         try:
             if self.fs.exists(manifest_path):
                 manifest = json.loads(self.fs.cat_file(manifest_path))
@@ -277,6 +278,7 @@ class OutputStore:
     def _list_parts(self, table: str) -> dict[str, str]:
         """part name → full path, for committed parts of ``table``."""
         base = self.table_path(table)
+        self.fs.invalidate_cache()  # fsspec instances are shared and cache listings; others may have written
         try:
             paths = self.fs.find(base) if self.fs.exists(base) else []
         except FileNotFoundError:

@@ -1,0 +1,440 @@
+"""Batch scan (``deepfakestream scan``), its Parquet output, ``query`` and ``report``.
+
+The end-to-end tests run a real local S3 server (moto in server mode on 127.0.0.1), upload real
+videos and broken files, and scan ``s3://…`` into ``s3://…`` on the session's Ray instance with 4
+frames per video to stay quick on 2 cores.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.scan import ScanOptions, plan_pools, run_scan, storage_options_for
+from jobs.scan_output import FACES_SCHEMA, OutputStore, SCHEMA_VERSION, rows_from_batch
+
+FRAMES = 4
+GOOD = ("astronaut_zoom.mp4", "pair_pan.mp4", "astronaut.jpg", "coffee.jpg")
+ERRORS = {  # object name → words its `error` text must contain
+    "empty.mp4": "empty",
+    "truncated.mp4": "corrupt",
+    "corrupt.mp4": "corrupt",
+    "notavideo.mp4": "not a supported image or video",
+    "huge.png": "over the",
+}
+
+
+def _png(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 150)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _media(samples_dir: Path) -> dict[str, bytes]:
+    """Relative key → bytes: the bundled samples plus one file of every kind of bad input."""
+    video = (samples_dir / "astronaut_zoom.mp4").read_bytes()
+    corrupt = bytearray(video)
+    corrupt[2000:60000] = np.random.default_rng(0).integers(0, 256, 58000, dtype=np.uint8).tobytes()
+    files = {f"good/{name}": (samples_dir / name).read_bytes() for name in GOOD}
+    files.update({
+        "bad/empty.mp4": b"",
+        "bad/truncated.mp4": video[: len(video) // 3],
+        "bad/corrupt.mp4": bytes(corrupt),
+        "bad/notavideo.mp4": b"this is a text file, not a video\n" * 20,
+        "bad/huge.png": _png(5000, 4000),  # 20 Mpx, over the 16.7 Mpx decode limit
+        "notes.txt": b"not media: never listed\n",
+    })
+    return files
+
+
+def _name(uri: str) -> str:
+    return uri.rsplit("/", 1)[-1]
+
+
+def _read_table(store: OutputStore, table: str):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = sorted(store._list_parts(table).values())
+    if not parts:
+        return []
+    return pa.concat_tables([pq.read_table(io.BytesIO(store.fs.cat_file(p))) for p in parts]).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def settings(detector_env):
+    from pipeline.config import load_settings
+
+    return load_settings(**{"decode.num_frames": FRAMES})
+
+
+@pytest.fixture(scope="module")
+def media_bucket(s3_server, samples_dir):
+    """A bucket with the media under ``in/``: 4 good objects, 5 broken ones and one non-media file."""
+    import uuid
+
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server["endpoint_url"])
+    bucket = f"dfs-scan-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    for key, data in _media(samples_dir).items():
+        client.put_object(Bucket=bucket, Key=f"in/{key}", Body=data)
+    return bucket
+
+
+def _options(source: str, output: str, **overrides) -> ScanOptions:
+    base = {"progress": False, "commit_every": 3, "classify_batch": 2}
+    base.update(overrides)
+    return ScanOptions(source=source, output=output, **base)
+
+
+@pytest.fixture(scope="module")
+def first_scan(ray_session, media_bucket, settings):
+    source, output = f"s3://{media_bucket}/in", f"s3://{media_bucket}/out"
+    summary = run_scan(settings, _options(source, output))
+    return summary, source, output
+
+
+# ------------------------------------------------------------------------- unit tests (no Ray)
+@pytest.mark.parametrize("cpus", [1, 2, 3, 4, 16, 64])
+def test_actor_pools_leave_a_cpu_for_ray_data(cpus):
+    plan = plan_pools({"CPU": float(cpus)}, ScanOptions(source="x"))
+    asked = plan.cpus_per_actor * (plan.decode_actors + plan.detect_actors + plan.classify_actors)
+    assert asked <= max(cpus - 1, cpus / 2) + 1e-6
+    assert plan.detect_gpus == plan.classify_gpus == 0
+    forced = plan_pools({"CPU": float(cpus)}, ScanOptions(source="x", detect_actors=8, classify_actors=8))
+    assert forced.cpus_per_actor * (forced.decode_actors + 16) <= max(cpus - 1, cpus / 2) + 1e-3
+
+
+def test_model_actors_share_gpus_when_the_cluster_has_them():
+    plan = plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanOptions(source="x"))
+    assert plan.detect_actors == plan.classify_actors == 2
+    assert plan.detect_gpus == plan.classify_gpus == 0.5
+    assert plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanOptions(source="x"), device="cpu").detect_gpus == 0
+
+
+def test_storage_options_take_the_endpoint_from_flag_or_environment(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    assert storage_options_for("/local/path") == {}
+    options = storage_options_for("s3://bucket/prefix")
+    assert options["client_kwargs"] == {"endpoint_url": "http://127.0.0.1:1"}
+    assert (options["key"], options["secret"]) == ("a", "b")
+    assert storage_options_for("s3://b", endpoint_url="http://x:2")["client_kwargs"]["endpoint_url"] == "http://x:2"
+    assert storage_options_for("s3://b", anon=True)["anon"] is True
+
+
+def test_listing_filters_by_extension_glob_and_count(tmp_path, samples_dir):
+    from jobs.scan import list_objects
+
+    for key, data in _media(samples_dir).items():
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_bytes(data)
+    entries = list_objects(str(tmp_path), {})
+    assert sorted(_name(e["uri"]) for e in entries) == sorted(list(GOOD) + list(ERRORS))
+    assert all(e["fingerprint"].startswith("size:") and os.path.isabs(e["uri"]) for e in entries)
+    assert [_name(e["uri"]) for e in list_objects(str(tmp_path), {}, include=("good/*",), exclude=("*.jpg",))] == \
+        ["astronaut_zoom.mp4", "pair_pan.mp4"]
+    assert len(list_objects(str(tmp_path), {}, max_objects=3)) == 3
+    assert len(list_objects(str(tmp_path / "good" / "coffee.jpg"), {})) == 1
+
+
+def test_local_commits_are_atomic_and_crash_leftovers_are_cleaned(tmp_path):
+    store = OutputStore(str(tmp_path / "out"))
+    store.prepare()
+    manifest = json.loads((tmp_path / "out" / "_deepfakestream.json").read_text())
+    assert manifest["schema_version"] == SCHEMA_VERSION and "videos" in manifest["tables"]
+    row = {"schema_version": 1, "scan_id": "s", "uri": "/a.mp4", "fingerprint": "size:1:mtime:0", "label": "ERROR",
+           "error": "x", "model_version": "m", "scanned_at": __import__("datetime").datetime.now()}
+    store.commit("part-s-00000", "2026-01-02", [row], [])
+    files = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert files == ["_deepfakestream.json", "faces/scan_date=2026-01-02/part-s-00000.parquet",
+                     "videos/scan_date=2026-01-02/part-s-00000.parquet"]  # no temporary file left behind
+    # What a crash leaves: a half-written temporary file and a faces part whose videos part never landed.
+    day = tmp_path / "out" / "faces" / "scan_date=2026-01-02"
+    (day / ".part-s-00001.parquet.tmp").write_bytes(b"PAR1 half")
+    shutil.copy(day / "part-s-00000.parquet", day / "part-s-00001.parquet")
+    assert store.scanned() == {("/a.mp4", "size:1:mtime:0", "m"): "ERROR"}
+    OutputStore(str(tmp_path / "out")).prepare()
+    assert sorted(p.name for p in day.iterdir()) == ["part-s-00000.parquet"]
+
+
+def test_output_of_another_schema_version_is_refused(tmp_path):
+    from jobs.scan_output import OutputError
+
+    (tmp_path / "_deepfakestream.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(OutputError, match="schema version"):
+        OutputStore(str(tmp_path)).prepare()
+
+
+def test_rows_from_batch_keep_faces_of_scored_objects_only():
+    from datetime import datetime, timezone
+
+    from pipeline.batch import object_column
+
+    batch = {
+        "uri": object_column(["s3://b/a.mp4", "s3://b/bad.mp4"]), "size": np.array([10, 0]),
+        "etag": object_column(["e1", ""]), "mtime": np.array([1.7e9, np.nan]),
+        "fingerprint": object_column(["etag:e1", "size:0:mtime:none"]),
+        "error": object_column(["", "file is empty (0 bytes)"]), "media_type": object_column(["video/mp4", ""]),
+        "duration": np.array([4.0, 0]), "fps": np.array([25.0, 0]), "frame_count": np.array([100, 0]),
+        "width": np.array([480, 0]), "height": np.array([360, 0]), "frames_sampled": np.array([2, 0]),
+        "frame_indices": object_column([np.array([0, 99]), np.zeros(0, np.int64)]),
+        "timestamps": object_column([np.array([0.0, 3.96], np.float32), np.zeros(0, np.float32)]),
+        "face_frame": object_column([np.array([0, 1]), np.zeros(0, np.int64)]),
+        "face_boxes": object_column([np.ones((2, 4), np.float32), np.zeros((0, 4), np.float32)]),
+        "face_landmarks": object_column([np.ones((2, 5, 2), np.float32), np.zeros((0, 5, 2), np.float32)]),
+        "face_probs": object_column([np.array([0.99, 0.98], np.float32), np.zeros(0, np.float32)]),
+        "face_track": object_column([np.array([0, 0]), np.zeros(0, np.int64)]),
+        "face_scores": object_column([np.array([0.2, 0.4], np.float32), np.zeros(0, np.float32)]),
+        "score": np.array([0.3, np.nan]), "label": object_column(["REAL", "ERROR"]), "threshold": np.array([0.5, 0.5]),
+        "model_version": object_column(["v1", "v1"]), "aggregation": object_column(["mean", "mean"]),
+        "decode_ms": np.array([1.0, 0.1]), "detect_ms": np.array([2.0, 0.0]), "classify_ms": np.array([3.0, 0.0]),
+    }
+    videos, faces = rows_from_batch(batch, "scan1", datetime.now(timezone.utc))
+    assert [v["label"] for v in videos] == ["REAL", "ERROR"]
+    assert videos[0]["error"] is None and videos[1]["error"] == "file is empty (0 bytes)"
+    assert videos[1]["score"] is None and videos[1]["mtime"] is None and videos[0]["processing_ms"] == 6.0
+    assert (videos[0]["faces"], videos[0]["tracks"]) == (2, 1)
+    assert [(f["frame"], f["frame_number"], f["timestamp"]) for f in faces] == [(0, 0, 0.0), (1, 99, pytest.approx(3.96))]
+    assert set(faces[0]) == set(FACES_SCHEMA.names)
+
+
+def test_scan_without_a_trained_model_exits_2_before_starting(tmp_path, samples_dir, monkeypatch):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    monkeypatch.setenv("DFS_CLASSIFY__CHECKPOINT", str(tmp_path / "missing.safetensors"))
+    result = CliRunner().invoke(app, ["scan", str(samples_dir), "-o", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 2
+    assert "no trained detector" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_scan_of_a_missing_source_exits_2(tmp_path, detector_env):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    result = CliRunner().invoke(app, ["scan", str(tmp_path / "nope"), "-o", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 2 and "source not found" in result.output
+
+
+# ------------------------------------------------------------------- end to end on local S3
+@pytest.mark.slow
+def test_s3_scan_writes_one_row_per_object_with_clear_errors(first_scan, media_bucket, s3_server):
+    summary, _source, output = first_scan
+    assert (summary.seen, summary.skipped, summary.scanned, summary.lost) == (9, 0, 9, 0)
+    assert (summary.failed, summary.no_face) == (5, 1)
+    assert summary.fakes + summary.reals == 3
+    store = OutputStore(output, s3_server["storage_options"])
+    videos = _read_table(store, "videos")
+    assert sorted(_name(v["uri"]) for v in videos) == sorted(list(GOOD) + list(ERRORS))  # one row each
+    by_name = {_name(v["uri"]): v for v in videos}
+    for name, words in ERRORS.items():
+        assert by_name[name]["label"] == "ERROR" and words in by_name[name]["error"], by_name[name]
+        assert by_name[name]["score"] is None
+    coffee = by_name["coffee.jpg"]
+    assert (coffee["label"], coffee["error"], coffee["score"], coffee["faces"]) == ("NO_FACE", None, None, 0)
+    for name in ("astronaut_zoom.mp4", "pair_pan.mp4", "astronaut.jpg"):
+        row = by_name[name]
+        assert row["label"] in ("FAKE", "REAL") and 0 <= row["score"] <= 1 and row["faces"] >= 1, row
+        assert row["etag"] and row["fingerprint"] == f"etag:{row['etag']}" and row["size"] > 0
+        assert row["model_version"] == summary.model_version and row["scan_id"] == summary.scan_id
+    assert by_name["astronaut_zoom.mp4"]["content_type"] == "video/mp4"
+    assert by_name["astronaut_zoom.mp4"]["frames_sampled"] == FRAMES and by_name["pair_pan.mp4"]["tracks"] == 2
+    faces = _read_table(store, "faces")
+    assert len(faces) == sum(v["faces"] for v in videos)
+    assert {f["uri"] for f in faces} == {v["uri"] for v in videos if v["faces"]}
+    assert all(len(f["box"]) == 4 and 0 <= f["score"] <= 1 for f in faces)
+    day = summary.scan_id[:4] + "-" + summary.scan_id[4:6] + "-" + summary.scan_id[6:8]
+    assert all(f"/scan_date={day}/part-{summary.scan_id}-" in p for p in store._list_parts("videos").values())
+    assert store.fs.exists(f"{store.root}/_deepfakestream.json")
+
+
+@pytest.mark.slow
+def test_s3_scan_scores_equal_the_score_command(first_scan, s3_server):
+    """The Ray Data scan and `deepfakestream score` (the in-process graph) agree on every object."""
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    summary, _source, output = first_scan
+    videos = {v["uri"]: v for v in _read_table(OutputStore(output, s3_server["storage_options"]), "videos")}
+    result = CliRunner().invoke(app, ["score", *sorted(videos), "--json", "--frames", str(FRAMES)])
+    assert result.exit_code == 0, result.output
+    scored = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(scored) == len(videos)
+    for reference in scored:
+        row = videos[reference["uri"]]
+        assert row["label"] == reference["label"], (row, reference)
+        assert (row["error"] or None) == reference["error"]
+        if reference["score"] is None:
+            assert row["score"] is None
+        else:
+            assert row["score"] == pytest.approx(reference["score"], abs=2e-5)
+            assert row["faces"] == sum(f["faces"] for f in reference["frames"])
+            assert row["tracks"] == len(reference["tracks"])
+
+
+@pytest.mark.slow
+def test_second_scan_skips_everything_and_full_rescans(first_scan, settings, s3_server):
+    summary, source, output = first_scan
+    store = OutputStore(output, s3_server["storage_options"])
+    parts = set(store._list_parts("videos"))
+    again = run_scan(settings, _options(source, output))
+    assert (again.seen, again.skipped, again.scanned, again.parts) == (9, 9, 0, 0)
+    assert set(store._list_parts("videos")) == parts  # nothing written
+
+    full = run_scan(settings, _options(source, output, full=True))
+    assert (full.seen, full.skipped, full.scanned, full.failed) == (9, 0, 9, 5)
+    rows = _read_table(store, "videos")
+    assert len(rows) == 18 and {r["scan_id"] for r in rows} == {summary.scan_id, full.scan_id}
+
+
+@pytest.mark.slow
+def test_query_and_report_on_s3_scan_output(first_scan, s3_server, monkeypatch):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    _summary, _source, output = first_scan
+    runner = CliRunner()
+    result = runner.invoke(app, ["query", "-o", output, "--format", "json",
+                                 "SELECT label, count(*) AS n FROM videos GROUP BY label ORDER BY label"])
+    assert result.exit_code == 0, result.output
+    assert {r["label"]: r["n"] for r in json.loads(result.stdout)}["ERROR"] == 5
+    result = runner.invoke(app, ["query", "-o", output, "--format", "csv",
+                                 "SELECT count(*) AS faces, count(DISTINCT uri) AS objects FROM faces"])
+    assert result.exit_code == 0, result.output
+    header, values = result.stdout.strip().splitlines()
+    assert header == "faces,objects" and int(values.split(",")[1]) == 3
+    result = runner.invoke(app, ["query", "-o", output, "SELECT uri, score FROM videos WHERE label = 'NO_FACE'"])
+    assert result.exit_code == 0 and "coffee.jpg" in result.stdout
+    result = runner.invoke(app, ["query", "-o", output, "SELECT nope FROM videos"])
+    assert result.exit_code == 1 and "query failed" in result.output
+
+    result = runner.invoke(app, ["report", output, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["objects"], report["errors"], report["no_face"]) == (9, 5, 1)
+    prefixes = {row["prefix"]: row for row in report["by_prefix_day"]}
+    assert prefixes[f"{output.rsplit('/', 1)[0]}/in/bad/"]["errors"] == 5
+    assert prefixes[f"{output.rsplit('/', 1)[0]}/in/good/"]["objects"] == 4
+    assert [_name(t["uri"]) for t in report["top_suspicious"]][:3] and len(report["top_suspicious"]) == 3
+    result = runner.invoke(app, ["report", output])
+    assert result.exit_code == 0 and "fake rate per prefix and day" in result.stdout
+
+
+@pytest.mark.slow
+def test_interrupted_scan_resumes_with_exactly_one_row_per_object(ray_session, media_bucket, settings, s3_server):
+    source, output = f"s3://{media_bucket}/in", f"s3://{media_bucket}/out-resume"
+    commits = []
+
+    def crash_after_first_commit(info):
+        commits.append(info)
+        raise KeyboardInterrupt  # what Ctrl-C (or a dying driver) does between two commits
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scan(settings, _options(source, output, commit_every=2), on_commit=crash_after_first_commit)
+    store = OutputStore(output, s3_server["storage_options"])
+    done = _read_table(store, "videos")
+    assert len(commits) == 1 and 0 < len(done) == commits[0].videos < 9
+    # A crash between the two files of a commit leaves a faces part without its videos part.
+    orphan = next(iter(store._list_parts("faces").values())).replace("part-", "part-crashed-")
+    store.fs.copy(next(iter(store._list_parts("faces").values())), orphan)
+
+    resumed = run_scan(settings, _options(source, output))
+    assert (resumed.seen, resumed.skipped, resumed.scanned) == (9, len(done), 9 - len(done))
+    videos = _read_table(store, "videos")
+    assert sorted(_name(v["uri"]) for v in videos) == sorted(list(GOOD) + list(ERRORS))
+    assert not store.fs.exists(orphan)
+    faces = _read_table(store, "faces")
+    assert len({(f["uri"], f["face"]) for f in faces}) == len(faces) == sum(v["faces"] for v in videos)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _title(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+def test_killed_model_actor_costs_a_retry_not_the_scan(ray_session, settings, samples_dir, tmp_path):
+    """SIGKILL the face-detection actor while it works: Ray restarts it, retries the batch, and the
+    scan (local folder → local Parquet) still ends with every object scored."""
+    source = tmp_path / "media"
+    for key, data in _media(samples_dir).items():
+        (source / key).parent.mkdir(parents=True, exist_ok=True)
+        (source / key).write_bytes(data)
+    killed: list[int] = []
+    seen_after_kill: set[int] = set()
+    stop = threading.Event()
+
+    def killer():
+        while not stop.is_set():
+            for pid in _descendants(os.getpid()):
+                title = _title(pid)
+                if "MapBatches(DetectWorker)" not in title:
+                    continue
+                if not killed and title.rstrip().endswith(".submit"):  # busy with a batch right now
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                elif killed and pid not in killed:
+                    seen_after_kill.add(pid)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        summary = run_scan(settings, _options(str(source), str(tmp_path / "out"), classify_batch=1))
+    finally:
+        stop.set()
+        thread.join(5)
+    assert killed, "the detect actor was never seen working"
+    assert seen_after_kill, "no replacement detect actor was started"
+    assert (summary.seen, summary.scanned, summary.lost, summary.failed, summary.no_face) == (9, 9, 0, 5, 1)
+    videos = _read_table(OutputStore(str(tmp_path / "out")), "videos")
+    assert sorted(_name(v["uri"]) for v in videos) == sorted(list(GOOD) + list(ERRORS))
+    assert all(v["error"] is None for v in videos if _name(v["uri"]) in GOOD)
+
+    # query on local output too, then the README's two commands' second half: report
+    from jobs.query import report, run_query
+
+    columns, rows = run_query(str(tmp_path / "out"), "SELECT count(*) FROM faces JOIN videos USING (scan_id, uri)")
+    assert rows[0][0] == sum(v["faces"] for v in videos)
+    assert report(str(tmp_path / "out"))["objects"] == 9
