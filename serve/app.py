@@ -594,10 +594,17 @@ def run(settings: Settings) -> None:
     """``deepfakestream serve``: a local Ray instance, the app on host:port, until Ctrl-C."""
     import ray
 
+    import signal
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}})
+
+    def _stop(signum, frame):  # SIGTERM (docker stop, systemd) shuts down like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)  # after ray.init, which installs its own handler
     try:
         deploy(settings)
         url = f"http://{settings.serve.host}:{settings.serve.port}{settings.serve.route_prefix.rstrip('/')}"
