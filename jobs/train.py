@@ -229,7 +229,7 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)), **validate(_unwrap(model), val_set, device)}
         state["train_seconds"] += time.time() - started
         metrics["seconds"] = round(time.time() - started, 1)
