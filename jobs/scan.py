@@ -369,9 +369,17 @@ def build_dataset(entries: list[dict[str, Any]], settings: Settings, storage_opt
         return _build_dataset(entries, settings, storage_options, model_ref, crop_size, plan, options)
 
 
+def _pool(size: int):
+    """A fixed pool whose actors hold one batch at a time: when an object crashes its worker, only its
+    own batch dies with it and is retried (with the default 2 in flight, an innocent batch queued on the
+    same actor would share every crash and its objects would be lost too)."""
+    from ray.data import ActorPoolStrategy
+
+    return ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1)
+
+
 def _build_dataset(entries, settings, storage_options, model_ref, crop_size, plan, options):
     import ray
-    from ray.data import ActorPoolStrategy
 
     # Ray 2.60 has no named map_batches parameter for actor restarts / task retries, only the
     # deprecated **ray_remote_args (removed in 2.64: revisit then). Ray Data's own defaults are
@@ -381,14 +389,14 @@ def _build_dataset(entries, settings, storage_options, model_ref, crop_size, pla
     common = {"batch_format": "numpy", "num_cpus": plan.cpus_per_actor, **fault}
     ds = ray.data.from_items(entries, override_num_blocks=max(1, min(len(entries), 4096)))
     ds = ds.map_batches(DecodeWorker, fn_constructor_kwargs={"settings": settings, "storage_options": storage_options},
-                        batch_size=1, compute=ActorPoolStrategy(size=plan.decode_actors), **common)
+                        batch_size=1, compute=_pool(plan.decode_actors), **common)
     ds = ds.map_batches(DetectWorker, fn_constructor_kwargs={"settings": settings, "crop_size": crop_size,
                                                              "torch_threads": plan.torch_threads},
-                        batch_size=1, compute=ActorPoolStrategy(size=plan.detect_actors),
+                        batch_size=1, compute=_pool(plan.detect_actors),
                         num_gpus=plan.detect_gpus or None, **common)
     ds = ds.map_batches(ClassifyWorker, fn_constructor_kwargs={"settings": settings, "model_ref": [model_ref],
                                                                "torch_threads": plan.torch_threads},
-                        batch_size=options.classify_batch, compute=ActorPoolStrategy(size=plan.classify_actors),
+                        batch_size=options.classify_batch, compute=_pool(plan.classify_actors),
                         num_gpus=plan.classify_gpus or None, **common)
     return ds
 

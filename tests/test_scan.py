@@ -438,3 +438,42 @@ def test_killed_model_actor_costs_a_retry_not_the_scan(ray_session, settings, sa
     columns, rows = run_query(str(tmp_path / "out"), "SELECT count(*) FROM faces JOIN videos USING (scan_id, uri)")
     assert rows[0][0] == sum(v["faces"] for v in videos)
     assert report(str(tmp_path / "out"))["objects"] == 9
+
+
+class _PoisonDecodeWorker:
+    """Stands in for DecodeWorker: the worker process dies (like a native decoder crash) on poison.*"""
+
+    def __init__(self, settings, storage_options):
+        from jobs.scan import DecodeWorker
+
+        self.inner = DecodeWorker(settings, storage_options)
+
+    def __call__(self, batch):
+        if any(_name(str(uri)).startswith("poison") for uri in batch["uri"]):
+            os._exit(1)
+        return self.inner(batch)
+
+
+@pytest.mark.slow
+def test_object_that_crashes_its_worker_every_time_gets_an_error_row(ray_session, settings, samples_dir, tmp_path,
+                                                                     monkeypatch):
+    """Bounded retries: the poison object ends as ERROR after 1 + max_task_retries crashes, the others
+    are scored, and the scan neither loops forever nor stops."""
+    import sys
+
+    import ray.cloudpickle
+
+    import jobs.scan
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    monkeypatch.setattr(jobs.scan, "DecodeWorker", _PoisonDecodeWorker)
+    source = tmp_path / "media"
+    source.mkdir()
+    for name in ("a.jpg", "poison.jpg"):
+        shutil.copy(samples_dir / "astronaut.jpg", source / name)
+    shutil.copy(samples_dir / "coffee.jpg", source / "z.jpg")
+    summary = run_scan(settings, _options(str(source), str(tmp_path / "out"), max_task_retries=1))
+    assert (summary.scanned, summary.lost, summary.failed, summary.no_face) == (3, 1, 1, 1)
+    rows = {_name(v["uri"]): v for v in _read_table(OutputStore(str(tmp_path / "out")), "videos")}
+    assert rows["poison.jpg"]["label"] == "ERROR" and "failed 2 times" in rows["poison.jpg"]["error"]
+    assert rows["a.jpg"]["label"] in ("FAKE", "REAL") and rows["z.jpg"]["label"] == "NO_FACE"
