@@ -477,3 +477,12 @@ def test_object_that_crashes_its_worker_every_time_gets_an_error_row(ray_session
     rows = {_name(v["uri"]): v for v in _read_table(OutputStore(str(tmp_path / "out")), "videos")}
     assert rows["poison.jpg"]["label"] == "ERROR" and "failed 2 times" in rows["poison.jpg"]["error"]
     assert rows["a.jpg"]["label"] in ("FAKE", "REAL") and rows["z.jpg"]["label"] == "NO_FACE"
+
+
+def test_docs_describe_every_output_column():
+    from jobs.scan_output import SCHEMAS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "scan.md").read_text()
+    for schema in SCHEMAS.values():
+        for name in schema.names + ["scan_date"]:
+            assert f"`{name}`" in text, f"docs/scan.md does not document column {name}"
