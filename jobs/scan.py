@@ -439,8 +439,7 @@ def run_scan(settings: Settings, options: ScanOptions,
     # 2. Source listing and output state.
     source_options = storage_options_for(options.source, options.endpoint_url, options.anon, options.profile)
     output_options = storage_options_for(options.output, options.endpoint_url, options.anon, options.profile)
-    entries = list_objects(options.source, source_options, options.extensions, options.include,
-                           options.exclude, options.max_objects)
+    entries = list_objects(options.source, source_options, options.extensions, options.include, options.exclude)
     store = OutputStore(options.output, output_options)
     store.prepare()
     summary = ScanSummary(source=options.source, output=store.display, scan_id=scan_id,
@@ -452,6 +451,8 @@ def run_scan(settings: Settings, options: ScanOptions,
         if label is None or (options.retry_errors and label == "ERROR"):
             todo.append(entry)
     summary.skipped = len(entries) - len(todo)
+    if options.max_objects is not None:
+        todo = todo[: options.max_objects]  # after skipping, so successive capped runs walk the whole bucket
     log.info("%d objects listed, %d already scanned, %d to scan", len(entries), summary.skipped, len(todo))
     if not todo:
         summary.elapsed_s = round(time.perf_counter() - started, 3)

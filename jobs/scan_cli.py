@@ -30,7 +30,7 @@ def scan(
     ext: Optional[list[str]] = typer.Option(None, "--ext", help="file extensions to scan (repeatable; default: all media types)"),
     include: Optional[list[str]] = typer.Option(None, "--include", help="only paths matching this glob (repeatable)"),
     exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="skip paths matching this glob (repeatable)"),
-    max_objects: Optional[int] = typer.Option(None, "--max-objects", min=1, help="scan at most this many objects (sorted by URI)"),
+    max_objects: Optional[int] = typer.Option(None, "--max-objects", min=1, help="scan at most this many new objects this run (sorted by URI, after skipping scanned ones)"),
     endpoint_url: Optional[str] = EndpointOpt,
     anon: bool = AnonOpt,
     profile: Optional[str] = ProfileOpt,

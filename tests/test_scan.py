@@ -358,8 +358,10 @@ def test_interrupted_scan_resumes_with_exactly_one_row_per_object(ray_session, m
     orphan = next(iter(store._list_parts("faces").values())).replace("part-", "part-crashed-")
     store.fs.copy(next(iter(store._list_parts("faces").values())), orphan)
 
+    capped = run_scan(settings, _options(source, output, max_objects=2))  # a capped run takes 2 new objects
+    assert (capped.seen, capped.skipped, capped.scanned) == (9, len(done), 2)
     resumed = run_scan(settings, _options(source, output))
-    assert (resumed.seen, resumed.skipped, resumed.scanned) == (9, len(done), 9 - len(done))
+    assert (resumed.seen, resumed.skipped, resumed.scanned) == (9, len(done) + 2, 7 - len(done))
     videos = _read_table(store, "videos")
     assert sorted(_name(v["uri"]) for v in videos) == sorted(list(GOOD) + list(ERRORS))
     assert not store.fs.exists(orphan)
