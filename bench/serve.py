@@ -172,6 +172,8 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--seconds", type=float, default=20, help="per throughput step")
     parser.add_argument("--no-compare", action="store_true", help="skip the 16-client run without batching")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="also measure with these serve.* overrides, e.g. detect_replicas=2 (repeatable)")
     parser.add_argument("--write-docs", type=Path, help="update the 'Online scoring' section of this file")
     args = parser.parse_args()
 
@@ -239,6 +241,24 @@ def main() -> None:
         results["throughput_image_unbatched"] = step
         print("unbatched", json.dumps(step), flush=True)
 
+    results["variants"] = []
+    for variant in args.variant:
+        overrides = dict(item.split("=", 1) for item in variant.split(","))
+        serve.delete(settings.serve.app_name)
+        changed = settings.model_copy(update={"serve": settings.serve.model_validate(
+            {**settings.serve.model_dump(), **overrides})})
+        deploy(changed)
+        wait_healthy(url)
+        asyncio.run(latency(url, image.name, image_bytes, 2))
+        img = asyncio.run(latency(url, image.name, image_bytes, max(5, args.image_requests // 3)))
+        vid = asyncio.run(latency(url, clip.name, clip_bytes, max(2, args.video_requests // 2)))
+        row = {"variant": variant, "image": {"n": len(img), "p50": round(percentile(img, 0.5))},
+               "video_10s": {"n": len(vid), "p50": round(percentile(vid, 0.5))}, "throughput_image": []}
+        for clients in [int(c) for c in args.clients.split(",")]:
+            row["throughput_image"].append(asyncio.run(throughput(url, image.name, image_bytes, clients, args.seconds)))
+        results["variants"].append(row)
+        print("variant", json.dumps(row), flush=True)
+
     results["load_average"] = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
     serve.shutdown()
     ray.shutdown()
@@ -285,6 +305,15 @@ def render(r: dict) -> str:
         first, last = steps[0], steps[-1]
         lines += ["", f"Throughput at {last['clients']} clients vs {first['clients']}: {last['rps']} / {first['rps']} = "
                   f"{last['rps'] / first['rps']:.2f}x (target: higher: {_verdict(last['rps'] > first['rps'])})."]
+    if "throughput_image_unbatched" in r:
+        off, on = r["throughput_image_unbatched"], steps[-1]
+        lines += ["", f"Batching itself at {on['clients']} clients (same replicas, max_batch_size 1 vs default): "
+                  f"{on['rps']} / {off['rps']} = {on['rps'] / off['rps']:.2f}x."]
+    for v in r.get("variants", []):
+        rps = ", ".join(f"{t['clients']}: {t['rps']}" for t in v["throughput_image"])
+        lines += ["", f"Variant `{v['variant']}` (serve.* overrides): image p50 {v['image']['p50']} ms "
+                  f"(n={v['image']['n']}), 10 s video p50 {v['video_10s']['p50']} ms (n={v['video_10s']['n']}), "
+                  f"image requests/s by clients {rps}."]
     return "\n".join(lines) + "\n"
 
 

@@ -69,14 +69,14 @@ class ServeConfig(BaseModel):
     request_timeout_s: float = Field(60.0, gt=0, description="per-request deadline; past it the API answers 504")
     ingress_replicas: int = Field(1, ge=1)
     decode_replicas: int = Field(1, ge=1)
-    detect_replicas: int = Field(1, ge=1)
+    detect_replicas: int = Field(2, ge=1, description="detection costs most and one replica does not fill 2 cores")
     classify_replicas: int = Field(1, ge=1)
     ingress_cpus: float = Field(0.1, ge=0)
     decode_cpus: float = Field(0.25, ge=0)
     detect_cpus: float = Field(0.5, ge=0)
     classify_cpus: float = Field(0.5, ge=0)
     gpus: float | None = Field(
-        None, ge=0, description="GPUs per detect/classify replica; None = 0.5 each when the cluster has a GPU"
+        None, ge=0, description="GPUs per detect/classify replica; None = one GPU shared by all of them if the cluster has one"
     )
     torch_threads: int = Field(0, ge=0, description="torch threads per model replica; 0 = all cores of the node")
     detect_max_batch_size: int = Field(4, ge=1, description="requests per MTCNN batch (@serve.batch)")

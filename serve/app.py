@@ -21,6 +21,7 @@ detector through the object store and never through the ingress):
 # No `from __future__ import annotations`: FastAPI must resolve the route signatures of the Serve ingress class.
 import asyncio
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -543,7 +544,10 @@ def build_app(settings: Settings):
     for prefix in cfg.allowed_uri_prefixes:
         parse_allowed_prefix(prefix)  # a bad allow-list entry fails the deploy, not a request
     payload = settings.model_dump(mode="json")
-    gpus = cfg.gpus if cfg.gpus is not None else (0.5 if _cluster_has_gpu() else 0.0)
+    if cfg.gpus is not None:
+        gpus = cfg.gpus
+    else:  # one GPU shared by every model replica (Ray takes fractions to 4 decimals)
+        gpus = math.floor(10_000 / (cfg.detect_replicas + cfg.classify_replicas)) / 10_000 if _cluster_has_gpu() else 0.0
 
     def actor(cpus: float, gpu: float = 0.0) -> dict[str, float]:
         return {"num_cpus": cpus, **({"num_gpus": gpu} if gpu else {})}

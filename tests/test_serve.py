@@ -76,6 +76,7 @@ def app_settings(detector_env, s3_server):
         "serve.host": "127.0.0.1",
         "serve.port": _free_port(),
         "serve.app_name": "dfs-test",
+        "serve.detect_replicas": 1,  # keep the shared test Ray instance's CPUs free (1.35 of 2 reserved)
         "serve.max_upload_bytes": 400_000,
         "serve.max_pixels": 1920 * 1080,
         "serve.max_duration_s": 3.5,  # pair_pan.mp4 (3 s) passes, astronaut_zoom.mp4 (4 s) is too long
@@ -303,3 +304,15 @@ def test_deploy_config_builds_the_app(detector_env):
         app_builder({"setings": {}})
     with pytest.raises(ValueError, match="scheme"):
         app_builder({"settings": {"serve": {"allowed_uri_prefixes": ["file:///tmp/"]}}})
+
+
+def test_classifier_without_model_reports_not_ready(tmp_path):
+    """No checkpoint: the replica stays up and says why (health → 503) instead of crash-looping."""
+    from pipeline.config import load_settings
+    from serve.app import Classifier
+
+    settings = load_settings(**{"classify.checkpoint": str(tmp_path / "none.safetensors")})
+    replica = Classifier.func_or_class(settings.model_dump(mode="json"))
+    ready, reason = replica.ready()
+    assert not ready and "no trained detector" in reason
+    assert replica.card() is None
