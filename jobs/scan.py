@@ -304,8 +304,9 @@ def plan_pools(cluster: dict[str, float], options: ScanOptions, device: str = "a
         per_gpu = options.gpus_per_actor or min(1.0, gpus / (detect + classify))
         detect_gpus = classify_gpus = round(per_gpu, 4)
     else:
-        detect = options.detect_actors or max(1, int(cpus) // 2)
-        classify = options.classify_actors or max(1, int(cpus) // 4)
+        # Measured on CPU (8 frames, 1 thread): decode ~4%, detect ~40%, classify ~56% of a video's time.
+        detect = options.detect_actors or max(1, round(0.45 * cpus))
+        classify = options.classify_actors or max(1, round(0.45 * cpus))
         decode = options.decode_actors or max(1, int(cpus) // 8)
         detect_gpus = classify_gpus = options.gpus_per_actor or 0.0
     total = decode + detect + classify
@@ -465,6 +466,8 @@ def run_scan(settings: Settings, options: ScanOptions,
     try:
         cluster = ray.cluster_resources()
         plan = plan_pools(cluster, options, settings.device)
+        if not options.torch_threads and settings.torch_threads:
+            plan.torch_threads = settings.torch_threads  # the config file's torch_threads applies per actor
         summary.plan = asdict(plan)
         log.info("actor plan on %s: %s", cluster, plan)
         model_ref = ray.put((model, card))
