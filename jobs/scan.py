@@ -95,6 +95,7 @@ class ScanSummary:
     model_version: str
     seen: int = 0
     skipped: int = 0
+    deferred: int = 0
     scanned: int = 0
     failed: int = 0
     lost: int = 0
@@ -452,8 +453,9 @@ def run_scan(settings: Settings, options: ScanOptions,
         if label is None or (options.retry_errors and label == "ERROR"):
             todo.append(entry)
     summary.skipped = len(entries) - len(todo)
-    if options.max_objects is not None:
-        todo = todo[: options.max_objects]  # after skipping, so successive capped runs walk the whole bucket
+    if options.max_objects is not None:  # after skipping, so successive capped runs walk the whole bucket
+        summary.deferred = max(0, len(todo) - options.max_objects)
+        todo = todo[: options.max_objects]
     log.info("%d objects listed, %d already scanned, %d to scan", len(entries), summary.skipped, len(todo))
     if not todo:
         summary.elapsed_s = round(time.perf_counter() - started, 3)

@@ -101,6 +101,8 @@ def _print_scan_summary(summary) -> None:
         f"[magenta]{summary.failed} failed[/magenta], {summary.no_face} without a face, "
         f"[red]{summary.fakes} fake[/red], [green]{summary.reals} real[/green]; {rate} "
         f"({summary.scan_s:.1f} s scanning, {summary.elapsed_s:.1f} s in all)")
+    if summary.deferred:
+        console.print(f"  {summary.deferred} new objects left for the next run (--max-objects)")
     if summary.lost:
         console.print(f"  {summary.lost} objects crashed their worker on every retry (rows with label ERROR)")
     console.print(f"output: {summary.output}   (deepfakestream report {summary.output})")

@@ -359,7 +359,7 @@ def test_interrupted_scan_resumes_with_exactly_one_row_per_object(ray_session, m
     store.fs.copy(next(iter(store._list_parts("faces").values())), orphan)
 
     capped = run_scan(settings, _options(source, output, max_objects=2))  # a capped run takes 2 new objects
-    assert (capped.seen, capped.skipped, capped.scanned) == (9, len(done), 2)
+    assert (capped.seen, capped.skipped, capped.scanned, capped.deferred) == (9, len(done), 2, 7 - len(done))
     resumed = run_scan(settings, _options(source, output))
     assert (resumed.seen, resumed.skipped, resumed.scanned) == (9, len(done) + 2, 7 - len(done))
     videos = _read_table(store, "videos")
