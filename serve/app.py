@@ -555,10 +555,10 @@ def build_app(settings: Settings):
     decoder = Decoder.options(num_replicas=cfg.decode_replicas, ray_actor_options=actor(cfg.decode_cpus),
                               max_ongoing_requests=8).bind(payload)
     detector = Detector.options(num_replicas=cfg.detect_replicas, ray_actor_options=actor(cfg.detect_cpus, gpus),
-                                max_ongoing_requests=2 * cfg.detect_max_batch_size).bind(payload)
+                                max_ongoing_requests=max(8, 2 * cfg.detect_max_batch_size)).bind(payload)
     classifier = Classifier.options(num_replicas=cfg.classify_replicas,
                                     ray_actor_options=actor(cfg.classify_cpus, gpus),
-                                    max_ongoing_requests=2 * cfg.classify_max_batch_size).bind(payload)
+                                    max_ongoing_requests=max(8, 2 * cfg.classify_max_batch_size)).bind(payload)
     return Api.options(num_replicas=cfg.ingress_replicas, ray_actor_options=actor(cfg.ingress_cpus),
                        max_ongoing_requests=cfg.max_ongoing_requests).bind(payload, decoder, detector, classifier)
 
