@@ -16,7 +16,7 @@ import asyncio
 import json
 import os
 import platform
-import statistics
+import shutil
 import sys
 import tempfile
 import time
@@ -262,6 +262,7 @@ def main() -> None:
     results["load_average"] = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
     serve.shutdown()
     ray.shutdown()
+    shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(results, indent=2))
     if args.write_docs:
         write_section(args.write_docs, render(results))

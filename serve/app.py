@@ -320,7 +320,8 @@ class Classifier:
                 log.error("scoring %s failed: %s", row["uri"], row["error"])
                 status = 500
             if status:
-                answers.append({"status": status, "detail": str(row["error"]), "result": None})
+                detail = str(row["error"]) if status < 500 else "internal error; the failure is in the server log"
+                answers.append({"status": status, "detail": detail, "result": None})
             else:
                 result = result_from_row(row).model_dump(mode="json")
                 if index in heat_maps:
