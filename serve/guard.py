@@ -11,6 +11,7 @@ import io
 from dataclasses import dataclass
 
 from pipeline.config import DecodeConfig, Settings
+from pipeline.decode import _check_pixels  # the decode stage's own resolution check, reused before decoding
 from pipeline.errors import MediaError, MediaTooLargeError, UnsupportedMediaError
 from pipeline.media import MediaKind
 
@@ -124,13 +125,6 @@ def check_header_limits(data: bytes, kind: MediaKind, config: DecodeConfig, max_
         raise MediaTooLargeError(f"video is {duration:.0f} s long, over the {config.max_duration_s:.0f} s limit")
     if frames > max_frames:
         raise MediaTooLargeError(f"video has {frames} frames, over the {max_frames}-frame limit")
-
-
-def _check_pixels(width: int, height: int, config: DecodeConfig) -> None:
-    if width <= 0 or height <= 0:
-        raise MediaError("media has no picture (zero width or height)")
-    if width * height > config.max_pixels:
-        raise MediaTooLargeError(f"resolution {width}x{height} is over the {config.max_pixels}-pixel limit")
 
 
 # status, machine-readable code (also the metrics outcome), title
