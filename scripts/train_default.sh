@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Reproduces the shipped default detector from ../shared/data/ffpp-c23 on a 2-core CPU machine.
+# Usage: scripts/train_default.sh [DATA_DIR] [WORK_DIR]      (after `make setup`)
+# Steps: crop dataset → self-blended training → choose aggregation + threshold on the validation split
+# → report on the held-out test split → install as pipeline/checkpoints/detector.*
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-../shared/data/ffpp-c23}
+WORK=${2:-runs/default}
+VERSION=${VERSION:-ffpp-sbi-lite0-160-v1}
+BIN=.venv/bin
+export HF_HUB_OFFLINE=1
+
+$BIN/deepfakestream prepare "$DATA" --output data-cache/ffpp160 --crop-size 160 --frames-real 48 --frames-fake 16
+$BIN/deepfakestream train data-cache/ffpp160 --output "$WORK/train" --input-mode "${INPUT_MODE:-rgb+srm}" \
+    --epochs "${EPOCHS:-8}" --version "$VERSION" ${TRAIN_FLAGS:-}
+mkdir -p pipeline/checkpoints
+cp "$WORK/train/best.safetensors" pipeline/checkpoints/detector.safetensors
+cp "$WORK/train/best.json" pipeline/checkpoints/detector.json
+$BIN/deepfakestream evaluate "$DATA" --split val --fit --output "$WORK/eval"
+$BIN/deepfakestream evaluate "$DATA" --split test --output "$WORK/eval"
+mkdir -p docs/reports
+cp "$WORK"/eval/report-val.* "$WORK"/eval/report-test.* docs/reports/
