@@ -212,6 +212,7 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int)
     parser.add_argument("--classify-batch", type=int, default=4)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--workdir", type=Path, help="where the temporary videos go (default: the system temp dir)")
     parser.add_argument("--write-docs", type=Path, help="update the 'Batch scan' section of this file")
     parser.add_argument("--child", choices=["sequential", "ray"], help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
@@ -227,7 +228,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    workdir = Path(tempfile.mkdtemp(prefix="dfs-bench-scan-"))
+    workdir = Path(tempfile.mkdtemp(prefix="scan-bench-", dir=args.workdir))
     try:
         ckpt, ckpt_kind = checkpoint(workdir)
         env = dict(os.environ, DFS_CLASSIFY__CHECKPOINT=str(ckpt))
@@ -240,6 +241,8 @@ def main() -> None:
                 out = workdir / f"out-{size}-{mode}"
                 result = run_child(mode, args, folder, out, env)
                 result["videos"] = size
+                if result["labels"].get("ERROR"):  # e.g. inputs deleted under us: the timing would be a lie
+                    raise RuntimeError(f"{mode} run on {size} videos had ERROR rows: {result['labels']}")
                 result["videos_per_s"] = size / (result["scan_s"] if mode == "ray" else result["total_s"])
                 runs.append(result)
                 print(json.dumps(result), flush=True)
