@@ -110,3 +110,19 @@ def load_checkpoint(path: Path | str, device: str = "cpu", require_trained: bool
 
 def card_summary(card: ModelCard) -> dict[str, Any]:
     return json.loads(card.model_dump_json())
+
+
+def imagenet_init_checkpoint(path: Path | str, version: str, purpose: str) -> Path:
+    """A real network with ImageNet encoder weights and a seeded, untrained head, marked as such in its card.
+
+    For tests and benchmarks that need the graph's cost or its agreement across front ends, not its
+    verdicts. It is flagged ``trained=True`` only so that it loads; ``training.data`` says what it is.
+    """
+    from pipeline.imagenet import load_imagenet_lite
+
+    torch.manual_seed(0)
+    model = DeepfakeDetector(ModelSpec())
+    model.load_encoder_imagenet(load_imagenet_lite(model.spec.encoder))
+    card = ModelCard(version=version, architecture=model.spec,
+                     training={"data": f"none: ImageNet encoder, random head ({purpose})"})
+    return save_checkpoint(model, card, path)

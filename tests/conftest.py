@@ -53,19 +53,10 @@ def detector_checkpoint(tmp_path_factory) -> Path:
 
     if DEFAULT_CHECKPOINT.exists():
         return DEFAULT_CHECKPOINT
-    import torch
+    from pipeline.checkpoint import imagenet_init_checkpoint
 
-    from pipeline.checkpoint import ModelCard, save_checkpoint
-    from pipeline.imagenet import load_imagenet_lite
-    from pipeline.model import DeepfakeDetector, ModelSpec
-
-    torch.manual_seed(0)
-    model = DeepfakeDetector(ModelSpec())
-    model.load_encoder_imagenet(load_imagenet_lite())
     path = tmp_path_factory.mktemp("checkpoint") / "test-detector.safetensors"
-    card = ModelCard(version="test-imagenet-init", architecture=model.spec,
-                     training={"data": "none: ImageNet encoder, random head, for composition tests only"})
-    return save_checkpoint(model, card, path)
+    return imagenet_init_checkpoint(path, "test-imagenet-init", "composition tests only")
 
 
 @pytest.fixture(scope="session")
