@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE=1
 
 $BIN/deepfakestream prepare "$DATA" --output data-cache/ffpp160 --crop-size 160 --frames-real 48 --frames-fake 16
 $BIN/deepfakestream train data-cache/ffpp160 --output "$WORK/train" --input-mode "${INPUT_MODE:-rgb+srm}" \
-    --epochs "${EPOCHS:-8}" --version "$VERSION" ${TRAIN_FLAGS:-}
+    --epochs "${EPOCHS:-8}" --version "$VERSION" ${TRAIN_FLAGS:---real-fakes}
 mkdir -p pipeline/checkpoints
 cp "$WORK/train/best.safetensors" pipeline/checkpoints/detector.safetensors
 cp "$WORK/train/best.json" pipeline/checkpoints/detector.json
