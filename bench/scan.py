@@ -75,6 +75,18 @@ def pss_bytes(pid: int) -> int:
     return 0
 
 
+def _title(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            words = handle.read().replace(b"\0", b" ").decode(errors="replace").split()
+    except OSError:
+        return "?"
+    if not words:
+        return "?"
+    return words[0] if words[0].startswith("ray::") else os.path.basename(words[0]) + (
+        " " + os.path.basename(words[1]) if len(words) > 1 else "")
+
+
 def cpu_seconds(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat") as handle:
@@ -92,14 +104,17 @@ class PeakMemory(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.interval, self.peak, self.peak_processes = pid, interval, 0, 0
         self.cpu: dict[int, float] = {}
+        self.breakdown: list[tuple[str, int]] = []
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             pids = tree(self.pid)
-            total = sum(pss_bytes(p) for p in pids)
+            sizes = {p: pss_bytes(p) for p in pids}
+            total = sum(sizes.values())
             if total > self.peak:
                 self.peak, self.peak_processes = total, len(pids)
+                self.breakdown = sorted(((_title(p), size) for p, size in sizes.items()), key=lambda x: -x[1])
             for p in pids:
                 seconds = cpu_seconds(p)
                 if seconds is not None:
@@ -150,7 +165,8 @@ def child_ray(args) -> dict:
     init_s = time.perf_counter() - start
     options = ScanOptions(source=args.dir, output=args.out, progress=False, decode_actors=args.decode_actors,
                           detect_actors=args.detect_actors, classify_actors=args.classify_actors,
-                          torch_threads=args.torch_threads, classify_batch=args.classify_batch)
+                          torch_threads=args.torch_threads, classify_batch=args.classify_batch,
+                          object_store_limit=args.object_store_mb * 2**20 if args.object_store_mb else None)
     summary = run_scan(settings, options)
     total_s = time.perf_counter() - start
     ray.shutdown()
@@ -200,7 +216,7 @@ def run_child(mode: str, args, folder: Path, out: Path, env: dict) -> dict:
                "--frames", str(args.frames), "--classify-batch", str(args.classify_batch)]
     if mode == "sequential-1t":
         command += ["--threads", "1"]
-    for flag in ("decode_actors", "detect_actors", "classify_actors", "torch_threads"):
+    for flag in ("decode_actors", "detect_actors", "classify_actors", "torch_threads", "object_store_mb"):
         if getattr(args, flag):
             command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     start = time.perf_counter()
@@ -213,7 +229,8 @@ def run_child(mode: str, args, folder: Path, out: Path, env: dict) -> dict:
         raise RuntimeError(f"{mode} child failed ({process.returncode}):\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
     result.update(mode=mode, wall_s=time.perf_counter() - start, peak_pss_gib=sampler.peak / 2**30,
-                  processes_at_peak=sampler.peak_processes, cpu_s=sampler.cpu_total)
+                  processes_at_peak=sampler.peak_processes, cpu_s=sampler.cpu_total,
+                  peak_breakdown_mib=[(name, round(size / 2**20)) for name, size in sampler.breakdown[:10]])
     return result
 
 
@@ -230,6 +247,7 @@ def main() -> None:
     parser.add_argument("--classify-actors", type=int)
     parser.add_argument("--torch-threads", type=int)
     parser.add_argument("--classify-batch", type=int, default=4)
+    parser.add_argument("--object-store-mb", type=int, help="Ray Data object store budget for the scan (MiB)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--workdir", type=Path, help="where the temporary videos go (default: the system temp dir)")
     parser.add_argument("--write-docs", type=Path, help="update the 'Batch scan' section of this file")
