@@ -183,18 +183,13 @@ def checkpoint(workdir: Path) -> tuple[Path, str]:
     if env:
         return Path(env), "DFS_CLASSIFY__CHECKPOINT"
     if DEFAULT_CHECKPOINT.exists():
-        return DEFAULT_CHECKPOINT, "shipped detector"
-    import torch
+        from pipeline.checkpoint import read_card
 
-    from pipeline.checkpoint import ModelCard, save_checkpoint
-    from pipeline.imagenet import load_imagenet_lite
-    from pipeline.model import DeepfakeDetector, ModelSpec
+        return DEFAULT_CHECKPOINT, f"shipped detector {read_card(DEFAULT_CHECKPOINT).version}"
+    from pipeline.checkpoint import imagenet_init_checkpoint
 
-    torch.manual_seed(0)
-    model = DeepfakeDetector(ModelSpec())
-    model.load_encoder_imagenet(load_imagenet_lite())
-    card = ModelCard(version="bench-imagenet-init", architecture=model.spec, training={"data": "none (timing only)"})
-    return save_checkpoint(model, card, workdir / "bench-detector.safetensors"), "ImageNet-initialised (no shipped detector)"
+    path = imagenet_init_checkpoint(workdir / "bench-detector.safetensors", "bench-imagenet-init", "scan timing only")
+    return path, "ImageNet-initialised (no shipped detector)"
 
 
 def make_videos(folder: Path, count: int, media: Path | None) -> list[Path]:
