@@ -159,6 +159,7 @@ def prepare(
 def train(
     dataset: Path = typer.Argument(..., help="folder made by `deepfakestream prepare`"),
     output: Path = typer.Option(Path("runs/train"), "--output", "-o"),
+    extra_dataset: list[Path] = typer.Option([], "--extra-dataset", help="another prepared dataset whose train split is added (repeatable)"),
     input_mode: str = typer.Option("rgb+srm", help="srm or rgb+srm"),
     epochs: int = typer.Option(8),
     batch_size: int = typer.Option(32),
@@ -181,7 +182,7 @@ def train(
     from jobs.train import TrainConfig, train as run_train
 
     try:
-        cfg = TrainConfig(dataset=dataset, out_dir=output, input_mode=input_mode, epochs=epochs, batch_size=batch_size,
+        cfg = TrainConfig(dataset=dataset, out_dir=output, extra_datasets=extra_dataset, input_mode=input_mode, epochs=epochs, batch_size=batch_size,
                           lr=lr, real_fakes=real_fakes, sbi=sbi, max_crops_per_video=max_crops_per_video,
                           patience=patience, seed=seed, num_workers=num_workers, use_gpu=gpu, threads=threads,
                           resume=resume, version=version)

@@ -28,6 +28,7 @@ class LabelledVideo:
     method: str = "unknown"
     identities: list[str] = field(default_factory=list)
     group: str = ""
+    split: str = ""  # preassigned split (labels CSV ``split`` column); empty = by identity group
 
     @property
     def target(self) -> int:
@@ -48,7 +49,7 @@ def _read_csv(path: Path) -> list[LabelledVideo]:
             file_path = row["path"] if "://" in row["path"] else str((path.parent / row["path"]).resolve())
             ids = _ids_from_stem(row.get("ids") or Path(row["path"]).stem)
             method = row.get("method") or ("original" if label == "REAL" else "unknown")
-            videos.append(LabelledVideo(file_path, label, method, ids, row.get("group") or ""))
+            videos.append(LabelledVideo(file_path, label, method, ids, row.get("group") or "", row.get("split") or ""))
     return videos
 
 
@@ -116,7 +117,15 @@ def assign_identity_groups(videos: list[LabelledVideo]) -> None:
 
 
 def split_by_group(videos: list[LabelledVideo], fractions: dict[str, float], seed: int = 0) -> dict[str, list[LabelledVideo]]:
-    """Assign whole identity groups to splits (deterministic for a seed), sizes close to ``fractions``."""
+    """Assign whole identity groups to splits (deterministic for a seed), sizes close to ``fractions``.
+
+    Videos with a preassigned ``split`` (e.g. extra real footage meant for training only) go there.
+    """
+    fixed = {name: [v for v in videos if v.split == name] for name in fractions}
+    unknown = {v.split for v in videos if v.split and v.split not in fractions}
+    if unknown:
+        raise ValueError(f"unknown split(s) {sorted(unknown)} in labels; expected {sorted(fractions)}")
+    videos = [v for v in videos if not v.split]
     groups = sorted({v.group for v in videos}, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
     random.Random(seed).shuffle(groups)
     names = list(fractions)
@@ -131,7 +140,7 @@ def split_by_group(videos: list[LabelledVideo], fractions: dict[str, float], see
         for group in groups[start:end]:
             assignment[group] = name
         start = end
-    return {name: [v for v in videos if assignment[v.group] == name] for name in names}
+    return {name: fixed[name] + [v for v in videos if assignment[v.group] == name] for name in names}
 
 
 DEFAULT_SPLIT = {"train": 0.5, "val": 0.25, "test": 0.25}

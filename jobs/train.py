@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 class TrainConfig(BaseModel):
     dataset: Path
     out_dir: Path
+    extra_datasets: list[Path] = Field(default_factory=list, description="more prepared datasets whose train split is added")
     encoder: str = "tf_efficientnet_lite0"
     input_mode: Literal["srm", "rgb+srm"] = "rgb+srm"
     epochs: int = Field(8, ge=1)
@@ -180,7 +181,10 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     manifest = json.loads((Path(config.dataset) / "manifest.json").read_text())
     input_size = int(manifest["crop_size"])
 
-    train_set = CropSet(_rows(config.dataset, "train", config.max_crops_per_video), config.sbi, config.real_fakes, config.seed)
+    train_rows = _rows(config.dataset, "train", config.max_crops_per_video)
+    for extra in config.extra_datasets:
+        train_rows += _rows(extra, "train", config.max_crops_per_video)
+    train_set = CropSet(train_rows, config.sbi, config.real_fakes, config.seed)
     val_set = CropSet(_rows(config.dataset, "val", config.max_crops_per_video), False, True, config.seed, train=False)
     if not len(train_set):
         raise ValueError(f"no training crops in {config.dataset} (split 'train')")

@@ -42,6 +42,14 @@ def test_splits_never_leak_an_identity():
     assert [v.path for v in again["val"]] == [v.path for v in splits["val"]]
 
 
+def test_preassigned_split_is_kept():
+    videos = _ffpp_like() + [LabelledVideo("extra/a.jpg", "REAL", "original", ["zz"], "extra", "train")]
+    splits = split_by_group(videos, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=3)
+    assert any(v.path == "extra/a.jpg" for v in splits["train"])
+    with pytest.raises(ValueError, match="unknown split"):
+        split_by_group([LabelledVideo("x", "REAL", split="holdout")], {"train": 1.0})
+
+
 def test_three_layouts(tmp_path):
     ff = tmp_path / "ff"
     for rel in ["original_sequences/youtube/c23/videos/001.mp4", "manipulated_sequences/FaceSwap/c23/videos/001_002.mp4"]:
