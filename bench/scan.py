@@ -34,6 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import checkpoint  # noqa: E402
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -176,22 +179,6 @@ def child_ray(args) -> dict:
 
 
 # ------------------------------------------------------------------------------- orchestration
-def checkpoint(workdir: Path) -> tuple[Path, str]:
-    from pipeline.config import DEFAULT_CHECKPOINT
-
-    env = os.environ.get("DFS_CLASSIFY__CHECKPOINT")
-    if env:
-        return Path(env), "DFS_CLASSIFY__CHECKPOINT"
-    if DEFAULT_CHECKPOINT.exists():
-        from pipeline.checkpoint import read_card
-
-        return DEFAULT_CHECKPOINT, f"shipped detector {read_card(DEFAULT_CHECKPOINT).version}"
-    from pipeline.checkpoint import imagenet_init_checkpoint
-
-    path = imagenet_init_checkpoint(workdir / "bench-detector.safetensors", "bench-imagenet-init", "scan timing only")
-    return path, "ImageNet-initialised (no shipped detector)"
-
-
 def make_videos(folder: Path, count: int, media: Path | None) -> list[Path]:
     sources = sorted(media.glob("*.mp4")) if media else []
     sources = sources or [ROOT / "pipeline" / "samples" / "astronaut_zoom.mp4", ROOT / "pipeline" / "samples" / "pair_pan.mp4"]
@@ -262,7 +249,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="scan-bench-", dir=args.workdir))
     try:
-        ckpt, ckpt_kind = checkpoint(workdir)
+        ckpt, ckpt_kind = checkpoint(workdir, "scan timing only")
         env = dict(os.environ, DFS_CLASSIFY__CHECKPOINT=str(ckpt))
         runs = []
         load_before = os.getloadavg()

@@ -24,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import checkpoint  # noqa: E402
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,27 +43,6 @@ def percentile(values: list[float], q: float) -> float:
     k = (len(ordered) - 1) * q
     lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def checkpoint(workdir: Path) -> tuple[Path, str]:
-    from pipeline.config import DEFAULT_CHECKPOINT
-
-    env = os.environ.get("DFS_CLASSIFY__CHECKPOINT")
-    if env:
-        return Path(env), "DFS_CLASSIFY__CHECKPOINT"
-    if DEFAULT_CHECKPOINT.exists():
-        return DEFAULT_CHECKPOINT, "shipped detector"
-    import torch
-
-    from pipeline.checkpoint import ModelCard, save_checkpoint
-    from pipeline.imagenet import load_imagenet_lite
-    from pipeline.model import DeepfakeDetector, ModelSpec
-
-    torch.manual_seed(0)
-    model = DeepfakeDetector(ModelSpec())
-    model.load_encoder_imagenet(load_imagenet_lite())
-    card = ModelCard(version="bench-imagenet-init", architecture=model.spec, training={"data": "none (timing only)"})
-    return save_checkpoint(model, card, workdir / "bench-detector.safetensors"), "ImageNet-initialised (no shipped detector)"
 
 
 def ten_second_clip(workdir: Path) -> tuple[Path, str]:
@@ -184,7 +166,7 @@ def main() -> None:
     from serve.app import deploy
 
     workdir = Path(tempfile.mkdtemp(prefix="dfs-bench-"))
-    ckpt, ckpt_note = checkpoint(workdir)
+    ckpt, ckpt_note = checkpoint(workdir, "serve timing only")
     clip, clip_note = ten_second_clip(workdir)
     image = ROOT / "pipeline" / "samples" / "astronaut.jpg"
     settings = load_settings(**{"classify.checkpoint": str(ckpt), "serve.port": args.port, "serve.host": "127.0.0.1"})
