@@ -161,10 +161,14 @@ def test_face_media_scored_like_in_process(server, reference, samples_dir, name)
         assert result["media"]["type"] == "video/mp4" and result["media"]["frames_sampled"] == 4
 
 
-def test_explain_adds_grad_cam_per_face(server, samples_dir):
+def test_explain_adds_grad_cam_per_face(server, samples_dir, detector_checkpoint):
     import base64
 
     import cv2
+
+    from pipeline.checkpoint import read_card
+
+    size = read_card(detector_checkpoint).architecture.input_size
 
     plain = _upload(server, samples_dir / "astronauts_pair.jpg").json()
     response = _upload(server, samples_dir / "astronauts_pair.jpg", explain="true")
@@ -177,7 +181,7 @@ def test_explain_adds_grad_cam_per_face(server, samples_dir):
     assert sorted(e["score"] for e in result["explanations"]) == faces
     for item in result["explanations"]:
         image = cv2.imdecode(np.frombuffer(base64.b64decode(item["heatmap_png"]), np.uint8), cv2.IMREAD_COLOR)
-        assert image.shape == (224, 224, 3) and image.std() > 0
+        assert image.shape == (size, size, 3) and image.std() > 0
 
 
 def test_photo_without_face_is_no_face(server, samples_dir):
