@@ -260,3 +260,19 @@ def test_prepare_and_evaluate_end_to_end(tmp_path, samples_dir, detector_env):
     result = evaluate(media / "labels.csv", "all", load_settings(**{"decode.num_frames": 3}), tmp_path / "eval")
     assert result["videos"] == 4 and result["scored"] == 4
     assert (tmp_path / "eval" / "report-all.md").read_text().startswith("# Evaluation report")
+
+
+@pytest.mark.slow
+def test_prepare_on_ray_matches_local(tmp_path, samples_dir, ray_session):
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ["astronaut_zoom.mp4", "astronauts_pair.jpg"]:
+        shutil.copy(samples_dir / name, media / name)
+    (media / "labels.csv").write_text("path,label,group\nastronaut_zoom.mp4,REAL,a\nastronauts_pair.jpg,FAKE,b\n")
+    settings = load_settings()
+    local = prepare(media, tmp_path / "local", settings, crop_size=64, frames_real=3, frames_fake=2, split_fractions={"train": 1.0})
+    on_ray = prepare(media, tmp_path / "ray", settings, crop_size=64, frames_real=3, frames_fake=2,
+                     split_fractions={"train": 1.0}, use_ray=True)
+    assert on_ray["failed"] == [] and on_ray["faces"] == local["faces"] > 0
+    a, b = load_crop_table(tmp_path / "local"), load_crop_table(tmp_path / "ray")
+    assert a.column("crop_png").to_pylist() == b.column("crop_png").to_pylist()
