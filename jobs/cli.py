@@ -200,6 +200,7 @@ def evaluate(
     split: str = typer.Option("test", help="train, val, test or all (identity-group split, same seed as prepare)"),
     output: Path = typer.Option(Path("runs/eval"), "--output", "-o"),
     fit: bool = typer.Option(False, "--fit", help="validation only: choose aggregation + threshold here and write them to the card"),
+    record: bool = typer.Option(False, "--record", help="store this report's summary metrics in the model card"),
     seed: int = typer.Option(0),
     config: Optional[Path] = ConfigOpt,
     device: Optional[str] = DeviceOpt,
@@ -213,7 +214,7 @@ def evaluate(
 
     settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint, "decode.num_frames": frames})
     try:
-        result = run_evaluate(source, split, settings, output, fit=fit, seed=seed)
+        result = run_evaluate(source, split, settings, output, fit=fit, seed=seed, record=record)
     except (DeepfakeStreamError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc

@@ -136,7 +136,10 @@ def markdown(result: dict[str, Any], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, fit: bool = False, seed: int = 0) -> dict[str, Any]:
+def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, fit: bool = False, seed: int = 0,
+             record: bool = False) -> dict[str, Any]:
+    """Score ``split`` and write report-SPLIT.json/.md. The model card is written only when asked:
+    ``fit`` stores the validation-fitted aggregation and threshold, ``record`` stores this report's summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     videos = select_videos(source, split, seed)
     records = score_videos(videos, settings, cache=out_dir / f"scores-{split}.jsonl")
@@ -158,7 +161,7 @@ def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, 
     result["strategies"] = {name: report(records, threshold, name)["overall"] for name in STRATEGIES}
     (out_dir / f"report-{split}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / f"report-{split}.md").write_text(markdown(result, f"Evaluation report — {split} split"))
-    if not fit:
+    if record and not fit:
         card.metrics[f"{split}_report"] = {k: result["overall"][k] for k in ("n", "f1", "precision", "recall", "accuracy", "roc_auc", "log_loss")}
         card.metrics[f"{split}_report"]["per_method_auc"] = {m: v["roc_auc"] for m, v in result["per_method"].items()}
         card_path(checkpoint).write_text(card.model_dump_json(indent=2) + "\n")

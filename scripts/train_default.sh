@@ -27,6 +27,6 @@ mkdir -p pipeline/checkpoints
 cp "$WORK/train/best.safetensors" pipeline/checkpoints/detector.safetensors
 cp "$WORK/train/best.json" pipeline/checkpoints/detector.json
 $BIN/deepfakestream evaluate "$DATA" --split val --fit --output "$WORK/eval"
-$BIN/deepfakestream evaluate "$DATA" --split test --output "$WORK/eval"
+$BIN/deepfakestream evaluate "$DATA" --split test --record --output "$WORK/eval"
 mkdir -p docs/reports
 cp "$WORK"/eval/report-val.* "$WORK"/eval/report-test.* docs/reports/

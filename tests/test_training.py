@@ -276,3 +276,18 @@ def test_prepare_on_ray_matches_local(tmp_path, samples_dir, ray_session):
     assert on_ray["failed"] == [] and on_ray["faces"] == local["faces"] > 0
     a, b = load_crop_table(tmp_path / "local"), load_crop_table(tmp_path / "ray")
     assert a.column("crop_png").to_pylist() == b.column("crop_png").to_pylist()
+
+
+def test_evaluate_leaves_the_card_alone_unless_asked(tmp_path, samples_dir):
+    from jobs.evaluate import evaluate
+    from pipeline.checkpoint import card_path, imagenet_init_checkpoint
+
+    ckpt = imagenet_init_checkpoint(tmp_path / "m.safetensors", "t", "test")
+    before = card_path(ckpt).read_text()
+    (tmp_path / "labels.csv").write_text(f"path,label,group\n{samples_dir / 'astronaut.jpg'},REAL,a\n"
+                                         f"{samples_dir / 'astronauts_pair.jpg'},FAKE,b\n")
+    settings = load_settings(**{"classify.checkpoint": str(ckpt)})
+    evaluate(tmp_path / "labels.csv", "all", settings, tmp_path / "eval")
+    assert card_path(ckpt).read_text() == before
+    evaluate(tmp_path / "labels.csv", "all", settings, tmp_path / "eval", record=True)
+    assert "all_report" in card_path(ckpt).read_text()
