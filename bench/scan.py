@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import checkpoint  # noqa: E402
+from common import checkpoint, write_section  # noqa: E402
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -281,7 +281,7 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(report, indent=2) + "\n")
         if args.write_docs:
-            write_section(args.write_docs, render(report))
+            write_section(args.write_docs, SECTION, render(report))
             print(f"wrote {SECTION!r} in {args.write_docs}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -333,21 +333,6 @@ def render(r: dict) -> str:
                      f"{cell(ray_run, 'init_s', '.1f')} |")
     lines.append("")
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) only the 'Batch scan' section; other sections stay byte for byte."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        text = "".join(lines[:start]) + body + ("\n" + tail if tail else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import checkpoint  # noqa: E402
+from common import checkpoint, write_section  # noqa: E402
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -247,7 +247,7 @@ def main() -> None:
     shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(results, indent=2))
     if args.write_docs:
-        write_section(args.write_docs, render(results))
+        write_section(args.write_docs, SECTION, render(results))
         print(f"wrote {SECTION!r} in {args.write_docs}")
 
 
@@ -307,21 +307,6 @@ def _verdict(ok: bool) -> str:
 def _batches(sizes: dict) -> str:
     return "; ".join(f"{d.lower()} " + ", ".join(f"{k}:{v}" for k, v in sorted(s.items(), key=lambda kv: int(kv[0])))
                      for d, s in sizes.items())
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) only the 'Online scoring' section; other sections stay byte for byte."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        text = "".join(lines[:start]) + body + ("\n" + tail if tail else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 if __name__ == "__main__":
