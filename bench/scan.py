@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))
 
-from bench_common import checkpoint, write_section  # noqa: E402
+from bench_common import checkpoint, process_tree, write_section  # noqa: E402
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,28 +45,6 @@ SECTION = "## Batch scan"
 
 
 # ------------------------------------------------------------------------------- memory sampling
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    return children
-
-
-def tree(pid: int) -> list[int]:
-    children, found, stack = _children_map(), [pid], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
 def pss_bytes(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/smaps_rollup") as handle:
@@ -112,7 +90,7 @@ class PeakMemory(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            pids = tree(self.pid)
+            pids = process_tree(self.pid)
             sizes = {p: pss_bytes(p) for p in pids}
             total = sum(sizes.values())
             if total > self.peak:

@@ -16,11 +16,16 @@ import threading
 import time
 from pathlib import Path
 
+import sys
+
 import numpy as np
 import pytest
 
 from jobs.scan import ScanOptions, plan_pools, run_scan, storage_options_for
 from jobs.scan_output import FACES_SCHEMA, OutputStore, SCHEMA_VERSION, rows_from_batch
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
+from bench_common import process_tree  # noqa: E402  (the /proc walker the scan benchmark uses too)
 
 FRAMES = 4
 GOOD = ("astronaut_zoom.mp4", "pair_pan.mp4", "astronaut.jpg", "coffee.jpg")
@@ -369,24 +374,6 @@ def test_interrupted_scan_resumes_with_exactly_one_row_per_object(ray_session, m
     assert len({(f["uri"], f["face"]) for f in faces}) == len(faces) == sum(v["faces"] for v in videos)
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
 def _title(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
@@ -409,7 +396,7 @@ def test_killed_model_actor_costs_a_retry_not_the_scan(ray_session, settings, sa
 
     def killer():
         while not stop.is_set():
-            for pid in _descendants(os.getpid()):
+            for pid in process_tree(os.getpid())[1:]:
                 title = _title(pid)
                 if "MapBatches(DetectWorker)" not in title:
                     continue
