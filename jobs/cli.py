@@ -159,7 +159,8 @@ def prepare(
 def train(
     dataset: Path = typer.Argument(..., help="folder made by `deepfakestream prepare`"),
     output: Path = typer.Option(Path("runs/train"), "--output", "-o"),
-    extra_dataset: list[Path] = typer.Option([], "--extra-dataset", help="another prepared dataset whose train split is added (repeatable)"),
+    extra_dataset: list[Path] = typer.Option([], "--extra-dataset", help="another prepared dataset: its train split is trained on, its val split validated on (repeatable)"),
+    encoder: str = typer.Option("tf_efficientnet_lite0", help="timm encoder: tf_efficientnet_lite0/1/2 have offline ImageNet weights"),
     input_mode: str = typer.Option("rgb+srm", help="srm or rgb+srm"),
     epochs: int = typer.Option(8),
     batch_size: int = typer.Option(32),
@@ -167,6 +168,8 @@ def train(
     real_fakes: bool = typer.Option(False, help="also train on the train split's manipulated videos"),
     sbi: bool = typer.Option(True, help="self-blended pseudo-fakes from the reals"),
     max_crops_per_video: int = typer.Option(48),
+    max_steps_per_epoch: Optional[int] = typer.Option(None, help="cap on batches per epoch (each epoch draws a new random subset)"),
+    codec_p: float = typer.Option(0.5, help="share of training crops, any label, sent through an H.264 round trip"),
     patience: int = typer.Option(3, help="early stopping: epochs without validation AUC gain"),
     seed: int = typer.Option(0),
     num_workers: int = typer.Option(0, help="Ray Train data-parallel workers (0 = single process)"),
@@ -182,10 +185,10 @@ def train(
     from jobs.train import TrainConfig, train as run_train
 
     try:
-        cfg = TrainConfig(dataset=dataset, out_dir=output, extra_datasets=extra_dataset, input_mode=input_mode, epochs=epochs, batch_size=batch_size,
+        cfg = TrainConfig(dataset=dataset, out_dir=output, extra_datasets=extra_dataset, encoder=encoder, input_mode=input_mode, epochs=epochs, batch_size=batch_size,
                           lr=lr, real_fakes=real_fakes, sbi=sbi, max_crops_per_video=max_crops_per_video,
                           patience=patience, seed=seed, num_workers=num_workers, use_gpu=gpu, threads=threads,
-                          resume=resume, version=version)
+                          resume=resume, version=version, max_steps_per_epoch=max_steps_per_epoch, codec_p=codec_p)
         state = run_train(cfg)
     except (ValidationError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]{exc}[/red]")
@@ -201,6 +204,9 @@ def evaluate(
     output: Path = typer.Option(Path("runs/eval"), "--output", "-o"),
     fit: bool = typer.Option(False, "--fit", help="validation only: choose aggregation + threshold here and write them to the card"),
     record: bool = typer.Option(False, "--record", help="store this report's summary metrics in the model card"),
+    extra: list[Path] = typer.Option([], "--extra", help="another labelled set (e.g. a real-only CSV with a split column) scored on the same split (repeatable)"),
+    target_fpr: float = typer.Option(0.05, min=0.0001, max=0.5, help="--fit: false-positive rate allowed on each real source of the split"),
+    min_track_frames: Optional[int] = typer.Option(None, min=1, help="--fit: tracks seen in fewer sampled frames give no verdict (default 4)"),
     seed: int = typer.Option(0),
     config: Optional[Path] = ConfigOpt,
     device: Optional[str] = DeviceOpt,
@@ -214,7 +220,8 @@ def evaluate(
 
     settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint, "decode.num_frames": frames})
     try:
-        result = run_evaluate(source, split, settings, output, fit=fit, seed=seed, record=record)
+        result = run_evaluate(source, split, settings, output, fit=fit, seed=seed, record=record, extra=extra,
+                              target_fpr=target_fpr, min_track_frames=min_track_frames)
     except (DeepfakeStreamError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc

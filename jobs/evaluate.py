@@ -1,12 +1,15 @@
-"""``deepfakestream evaluate``: score a labelled video set through the full inference graph and report.
+"""``deepfakestream evaluate``: score labelled sets through the full inference graph and report.
 
-Per video, the graph's face scores are kept so every aggregation strategy can be compared on the same
-run. The report (JSON + Markdown) gives F1, precision, recall, accuracy, ROC AUC, log loss and the
-confusion matrix, overall and per manipulation method (each method's fakes against all reals).
+A report covers one split of a main labelled set (e.g. FaceForensics++) plus, with ``--extra``, the same
+split of other labelled sets (e.g. real-only sets kept out of training as false-positive checks). Per
+object the graph's face scores, tracks and frame count are kept, so every aggregation strategy and the
+minimum-track rule can be compared on one run.
 
-``--fit`` is for a *validation* split only: it picks the aggregation strategy (best ROC AUC, then log
-loss) and the F1-maximising threshold there and writes both into the checkpoint's model card. Reports on
-any other split use the card's threshold unchanged, so no reported number is tuned on its own data.
+``--fit`` is for the *validation* split only. It picks the operating point of a scanner, not of F1: for
+each aggregation strategy the threshold is the lowest at which every real source of the split stays within
+``--target-fpr`` false positives; the strategy with the best (source-balanced) ROC AUC ships, ties to the
+lower pooled false-positive rate. Both go into the model card. Reports on any other split use the card's
+values unchanged, so no reported number is tuned on its own data.
 """
 
 from __future__ import annotations
@@ -19,14 +22,22 @@ from typing import Any
 import numpy as np
 
 from jobs.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
-from jobs.metrics import best_f1_threshold, binary_metrics
-from pipeline.aggregate import STRATEGIES, video_score
+from jobs.metrics import binary_metrics, calibration, operating_threshold, tpr_at_fpr
+from pipeline.aggregate import STRATEGIES, effective_min_track, video_score
+from pipeline.batch import object_column
 from pipeline.checkpoint import ModelCard, card_path
 from pipeline.config import Settings
 from pipeline.graph import ScoringPipeline, rows_of
-from pipeline.batch import object_column
 
 log = logging.getLogger(__name__)
+
+DEFAULT_TARGET_FPR = 0.05
+DEFAULT_MIN_TRACK_FRAMES = 4  # of 32 sampled frames: a face must be seen in 1/8 of the video to count
+
+
+def source_name(source: str | Path) -> str:
+    path = Path(source)
+    return path.stem if path.suffix == ".csv" else path.name
 
 
 def select_videos(source: str | Path, split: str, seed: int = 0, fractions: dict | None = None) -> list[LabelledVideo]:
@@ -39,8 +50,8 @@ def select_videos(source: str | Path, split: str, seed: int = 0, fractions: dict
     return splits[split]
 
 
-def score_videos(videos: list[LabelledVideo], settings: Settings, cache: Path | None = None) -> list[dict[str, Any]]:
-    """Run the graph on every video; returns per-video face scores + tracks (cached as JSON Lines)."""
+def score_videos(videos: list[LabelledVideo], settings: Settings, cache: Path | None = None, source: str = "") -> list[dict[str, Any]]:
+    """Run the graph on every object; per-object face scores, tracks and frames (cached as JSON Lines)."""
     from tqdm import tqdm
 
     done: dict[str, dict] = {}
@@ -51,14 +62,15 @@ def score_videos(videos: list[LabelledVideo], settings: Settings, cache: Path | 
     scorer = ScoringPipeline(settings)
     version = scorer.card.version
     records = []
-    for video in tqdm(videos, desc="evaluate", unit="video"):
+    for video in tqdm(videos, desc=f"evaluate {source}", unit="object"):
         if video.path in done and done[video.path].get("model_version") == version:
             records.append(done[video.path])
             continue
         s = scorer.stages
         row = rows_of(s.classify(s.detect(s.decode({"uri": object_column([video.path])}))))[0]
         record = {"path": video.path, "label": video.label, "method": video.method, "group": video.group,
-                  "model_version": version, "error": str(row["error"] or ""),
+                  "source": source, "model_version": version, "error": str(row["error"] or ""),
+                  "frames_sampled": int(row.get("frames_sampled") or 0),
                   "face_scores": np.asarray(row["face_scores"], float).round(6).tolist(),
                   "face_track": np.asarray(row["face_track"], int).tolist()}
         records.append(record)
@@ -68,101 +80,210 @@ def score_videos(videos: list[LabelledVideo], settings: Settings, cache: Path | 
     return records
 
 
-def video_scores(records: list[dict], strategy: str) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Labels and scores of the videos that have faces (the others are counted, not scored)."""
+def video_scores(records: list[dict], strategy: str, min_track_frames: int = 1) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Labels and scores of the objects that get a verdict (the others are counted, not scored)."""
     labels, scores, kept = [], [], []
     for record in records:
-        value = None if record["error"] else video_score(np.array(record["face_scores"]), np.array(record["face_track"]), strategy)
+        if record["error"]:
+            continue
+        min_frames = effective_min_track(min_track_frames, record.get("frames_sampled"))
+        value = video_score(np.array(record["face_scores"]), np.array(record["face_track"]), strategy, min_frames)
         if value is None:
             continue
         labels.append(int(record["label"] == "FAKE"))
         scores.append(value)
         kept.append(record)
-    return np.array(labels), np.array(scores), kept
+    return np.array(labels, int), np.array(scores, np.float64), kept
 
 
-def report(records: list[dict], threshold: float, strategy: str) -> dict[str, Any]:
-    labels, scores, kept = video_scores(records, strategy)
+def balanced_auc(labels: np.ndarray, scores: np.ndarray, sources: list[str]) -> float | None:
+    """ROC AUC with every real source weighing the same (see ``jobs.train.balanced_weights``)."""
+    from sklearn.metrics import roc_auc_score
+
+    from jobs.train import balanced_weights
+
+    if len(np.unique(labels)) < 2:
+        return None
+    return float(roc_auc_score(labels, scores, sample_weight=balanced_weights(labels, sources)))
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float]:
+    names = ("min", "p25", "median", "p75", "p95", "max")
+    return {n: round(float(q), 4) for n, q in zip(names, np.quantile(values, [0, 0.25, 0.5, 0.75, 0.95, 1]))}
+
+
+def report(records: list[dict], threshold: float, strategy: str, min_track_frames: int = 1) -> dict[str, Any]:
+    labels, scores, kept = video_scores(records, strategy, min_track_frames)
+    sources = [r.get("source", "") for r in kept]
+    fake_sources = sorted({s for s, y in zip(sources, labels) if y == 1})
     methods = sorted({r["method"] for r in kept if r["label"] == "FAKE"})
     per_method = {}
-    for method in methods:
-        mask = np.array([r["label"] == "REAL" or r["method"] == method for r in kept])
+    for method in methods:  # each method's fakes against the reals of the sources that have fakes
+        mask = np.array([(r["label"] == "REAL" and r.get("source", "") in fake_sources) or r["method"] == method for r in kept])
         per_method[method] = binary_metrics(labels[mask], scores[mask], threshold)
-    return {
-        "aggregation": strategy, "threshold": threshold,
+    real_sources = {}
+    for source in sorted({s for s, y in zip(sources, labels) if y == 0}):
+        members = np.array([s == source and y == 0 for s, y in zip(sources, labels)])
+        real_sources[source] = {"n": int(members.sum()), "false_positives": int((scores[members] >= threshold).sum()),
+                                "fpr": float((scores[members] >= threshold).mean()), "scores": _quantiles(scores[members])}
+    own = np.array([s in fake_sources for s in sources], bool)
+    result = {
+        "aggregation": strategy, "threshold": threshold, "min_track_frames": min_track_frames,
         "videos": len(records), "scored": len(kept),
-        "no_face": sum(1 for r in records if not r["error"] and not r["face_scores"]),
+        "no_face": sum(1 for r in records if not r["error"]) - len(kept),
         "errors": [{"path": r["path"], "error": r["error"]} for r in records if r["error"]],
-        "overall": binary_metrics(labels, scores, threshold), "per_method": per_method,
-        "per_video": [{"path": r["path"], "label": r["label"], "method": r["method"], "score": round(float(s), 6)}
-                      for r, s in zip(kept, scores)],
+        "overall": {**binary_metrics(labels, scores, threshold), **tpr_at_fpr(labels, scores),
+                    "roc_auc_balanced": balanced_auc(labels, scores, sources)},
+        "calibration": calibration(labels, scores),
+        "per_method": per_method, "real_sources": real_sources,
+        "per_video": [{"path": r["path"], "label": r["label"], "method": r["method"], "source": r.get("source", ""),
+                       "score": round(float(s), 6)} for r, s in zip(kept, scores)],
     }
+    if own.any() and own.sum() < len(own):
+        result["own_sources"] = {"sources": fake_sources, **binary_metrics(labels[own], scores[own], threshold)}
+    return result
 
 
-def fit_on_validation(records: list[dict]) -> tuple[str, float, dict[str, Any]]:
-    """Choose aggregation (ROC AUC, then lower log loss) and the F1-best threshold on validation records."""
+def fit_on_validation(records: list[dict], target_fpr: float = DEFAULT_TARGET_FPR,
+                      min_track_frames: int = 1) -> tuple[str, float, dict[str, Any]]:
+    """Per strategy: the threshold keeping every real source within ``target_fpr``; the best balanced AUC
+    ships, ties (to 3 decimals) to the lower pooled false-positive rate."""
     comparison = {}
     for strategy in STRATEGIES:
-        labels, scores, _ = video_scores(records, strategy)
-        threshold = best_f1_threshold(labels, scores)
-        comparison[strategy] = {**binary_metrics(labels, scores, threshold), "fitted_threshold": threshold}
-    best = max(comparison, key=lambda s: ((comparison[s]["roc_auc"] or 0), -comparison[s]["log_loss"]))
+        labels, scores, kept = video_scores(records, strategy, min_track_frames)
+        sources = [r.get("source", "") for r in kept]
+        threshold, per_source = operating_threshold(labels, scores, sources, target_fpr)
+        reals = labels == 0
+        comparison[strategy] = {**binary_metrics(labels, scores, threshold),
+                                "roc_auc_balanced": balanced_auc(labels, scores, sources),
+                                "fpr": float((scores[reals] >= threshold).mean()) if reals.any() else 0.0,
+                                "fitted_threshold": threshold, "per_source_threshold": per_source}
+    best = max(comparison, key=lambda s: (round(comparison[s]["roc_auc_balanced"] or 0, 3), -comparison[s]["fpr"]))
     return best, comparison[best]["fitted_threshold"], comparison
 
 
+def reliability_plot(result: dict[str, Any], path: Path, title: str) -> Path | None:
+    """Reliability diagram (mean score vs share of fakes per bin) as PNG; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed (extra `train`): no reliability plot")
+        return None
+    bins = result["calibration"]["bins"]
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
+    ax.plot([b["mean_score"] for b in bins], [b["fake_share"] for b in bins], "o-", c="C3", label="this model")
+    for b in bins:
+        ax.annotate(str(b["n"]), (b["mean_score"], b["fake_share"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.axvline(result["threshold"], c="C0", lw=1, label=f"threshold {result['threshold']:.3f}")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted fake probability (bin)", ylabel="share of fakes in bin",
+           title=f"{title}\nECE {result['calibration']['ece']:.3f} (numbers: objects per bin)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _auc(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def markdown(result: dict[str, Any], title: str) -> str:
-    lines = [f"# {title}", "", f"Model `{result['model_version']}`, split `{result['split']}`, "
-             f"{result['videos']} videos ({result['scored']} scored, {result['no_face']} without a face, "
-             f"{len(result['errors'])} errors). Aggregation `{result['aggregation']}`, threshold "
-             f"{result['threshold']:.4f} ({result['threshold_source']}).", "",
-             "| subset | videos | fakes | F1 | precision | recall | accuracy | ROC AUC | log loss | TN/FP/FN/TP |",
+    o = result["overall"]
+    lines = [f"# {title}", "", f"Model `{result['model_version']}`, split `{result['split']}`, sources "
+             f"{', '.join(f'`{s}`' for s in result['sources'])}: {result['videos']} objects ({result['scored']} scored, "
+             f"{result['no_face']} without a face or a track of {result['min_track_frames']}+ frames, {len(result['errors'])} errors). "
+             f"Aggregation `{result['aggregation']}`, threshold {result['threshold']:.4f} ({result['threshold_source']}).", "",
+             f"ROC AUC {_auc(o['roc_auc'])} (real sources weighed equally: {_auc(o['roc_auc_balanced'])}); "
+             f"TPR at 1% / 5% / 10% FPR: {' / '.join(_auc(o[k]) for k in ('tpr_at_fpr_0.01', 'tpr_at_fpr_0.05', 'tpr_at_fpr_0.1'))}; "
+             f"expected calibration error {result['calibration']['ece']:.3f}.", "",
+             "| subset | objects | fakes | F1 | precision | recall | accuracy | ROC AUC | log loss | TN/FP/FN/TP |",
              "|---|---|---|---|---|---|---|---|---|---|"]
 
     def row(name: str, m: dict) -> str:
-        auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
         c = m["confusion"]
         return (f"| {name} | {m['n']} | {m['positives']} | {m['f1']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
-                f"{m['accuracy']:.3f} | {auc} | {m['log_loss']:.3f} | {c['tn']}/{c['fp']}/{c['fn']}/{c['tp']} |")
+                f"{m['accuracy']:.3f} | {_auc(m['roc_auc'])} | {m['log_loss']:.3f} | {c['tn']}/{c['fp']}/{c['fn']}/{c['tp']} |")
 
-    lines.append(row("all", result["overall"]))
+    lines.append(row("all", o))
+    if "own_sources" in result:
+        lines.append(row(f"{'+'.join(result['own_sources']['sources'])} only", result["own_sources"]))
     for method, m in result["per_method"].items():
         lines.append(row(f"reals vs {method}", m))
+    lines += ["", "Real objects per source at the threshold (score quantiles show photos vs video frames):", "",
+              "| real source | objects | called FAKE | FPR | min | p25 | median | p75 | p95 | max |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for source, r in result["real_sources"].items():
+        q = r["scores"]
+        lines.append(f"| {source} | {r['n']} | {r['false_positives']} | {r['fpr']:.3f} | {q['min']:.3f} | {q['p25']:.3f} | "
+                     f"{q['median']:.3f} | {q['p75']:.3f} | {q['p95']:.3f} | {q['max']:.3f} |")
+    lines += ["", "Calibration (equal-width bins):", "", "| bin | objects | mean score | share fake |", "|---|---|---|---|"]
+    for b in result["calibration"]["bins"]:
+        lines.append(f"| {b['bin'][0]:.1f}–{b['bin'][1]:.1f} | {b['n']} | {b['mean_score']:.3f} | {b['fake_share']:.3f} |")
+    if result.get("plot"):
+        lines += ["", f"![reliability]({result['plot']})"]
     if result.get("strategies"):
-        lines += ["", "Aggregation strategies on this split (each at the card threshold):", "",
-                  "| strategy | ROC AUC | log loss | F1 |", "|---|---|---|---|"]
+        lines += ["", "Aggregation strategies on this split (minimum-track rule applied; each at the card threshold "
+                  "unless fitted here):", "", "| strategy | ROC AUC | balanced AUC | log loss | F1 | FPR | threshold |", "|---|---|---|---|---|---|---|"]
         for name, m in result["strategies"].items():
-            auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
-            lines.append(f"| {name} | {auc} | {m['log_loss']:.3f} | {m['f1']:.3f} |")
+            lines.append(f"| {name} | {_auc(m['roc_auc'])} | {_auc(m.get('roc_auc_balanced'))} | {m['log_loss']:.3f} | {m['f1']:.3f} | "
+                         f"{m.get('fpr', float('nan')):.3f} | {m['threshold']:.4f} |")
     return "\n".join(lines) + "\n"
 
 
 def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, fit: bool = False, seed: int = 0,
-             record: bool = False) -> dict[str, Any]:
-    """Score ``split`` and write report-SPLIT.json/.md. The model card is written only when asked:
-    ``fit`` stores the validation-fitted aggregation and threshold, ``record`` stores this report's summary."""
+             record: bool = False, extra: list[Path] | None = None, target_fpr: float = DEFAULT_TARGET_FPR,
+             min_track_frames: int | None = None) -> dict[str, Any]:
+    """Score ``split`` of ``source`` (+ ``extra`` sets) and write report-SPLIT.json/.md/.png. The model
+    card is written only when asked: ``fit`` stores the validation operating point, ``record`` the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    videos = select_videos(source, split, seed)
-    records = score_videos(videos, settings, cache=out_dir / f"scores-{split}.jsonl")
     checkpoint = Path(settings.classify.checkpoint)
     card = ModelCard.model_validate_json(card_path(checkpoint).read_text())
+    records = []
+    for src in [source, *(extra or [])]:
+        name = source_name(src)
+        records += score_videos(select_videos(src, split, seed), settings, out_dir / f"scores-{split}-{name}.jsonl", name)
     if fit:
-        strategy, threshold, comparison = fit_on_validation(records)
+        min_track = min_track_frames or settings.classify.min_track_frames or DEFAULT_MIN_TRACK_FRAMES
+    else:
+        min_track = settings.classify.min_track_frames or card.min_track_frames
+    strategies = {}
+    if fit:
+        strategy, threshold, strategies = fit_on_validation(records, target_fpr, min_track)
         card.aggregation, card.threshold = strategy, round(threshold, 6)
-        card.metrics["validation_fit"] = {"split": split, "aggregation": strategy, "threshold": card.threshold,
-                                          "strategies": {k: {m: v[m] for m in ("roc_auc", "log_loss", "f1", "fitted_threshold")}
-                                                         for k, v in comparison.items()}}
+        card.min_track_frames, card.target_fpr = min_track, target_fpr
+        card.metrics["validation_fit"] = {
+            "split": split, "sources": [source_name(s) for s in [source, *(extra or [])]], "aggregation": strategy,
+            "threshold": card.threshold, "target_fpr": target_fpr, "min_track_frames": min_track,
+            "strategies": {k: {m: v[m] for m in ("roc_auc", "roc_auc_balanced", "log_loss", "f1", "fpr", "fitted_threshold")}
+                           for k, v in strategies.items()}}
         card_path(checkpoint).write_text(card.model_dump_json(indent=2) + "\n")
-        source_note = f"fitted on this split ({split}) — optimistic for this split"
+        source_note = f"fitted on this split ({split}) for {target_fpr:.0%} FPR per real source — optimistic here"
     else:
         source_note = "from the model card, fixed on the validation split"
     strategy = settings.classify.aggregation or card.aggregation
     threshold = settings.classify.threshold if settings.classify.threshold is not None else card.threshold
-    result = {"model_version": card.version, "split": split, "threshold_source": source_note, **report(records, threshold, strategy)}
-    result["strategies"] = {name: report(records, threshold, name)["overall"] for name in STRATEGIES}
+    result = {"model_version": card.version, "split": split, "threshold_source": source_note,
+              "sources": [source_name(s) for s in [source, *(extra or [])]],
+              **report(records, threshold, strategy, min_track)}
+    result["strategies"] = strategies or {name: {**report(records, threshold, name, min_track)["overall"], "fpr": float("nan")}
+                                          for name in STRATEGIES}
+    plot = reliability_plot(result, out_dir / f"reliability-{split}.png", f"{card.version} — {split}")
+    result["plot"] = plot.name if plot else None
     (out_dir / f"report-{split}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / f"report-{split}.md").write_text(markdown(result, f"Evaluation report — {split} split"))
     if record and not fit:
-        card.metrics[f"{split}_report"] = {k: result["overall"][k] for k in ("n", "f1", "precision", "recall", "accuracy", "roc_auc", "log_loss")}
-        card.metrics[f"{split}_report"]["per_method_auc"] = {m: v["roc_auc"] for m, v in result["per_method"].items()}
+        o = result["overall"]
+        summary = {k: o[k] for k in ("n", "f1", "precision", "recall", "accuracy", "roc_auc", "roc_auc_balanced", "log_loss",
+                                     "tpr_at_fpr_0.01", "tpr_at_fpr_0.05", "tpr_at_fpr_0.1")}
+        summary["ece"] = result["calibration"]["ece"]
+        summary["per_method_auc"] = {m: v["roc_auc"] for m, v in result["per_method"].items()}
+        summary["real_fpr"] = {s: v["fpr"] for s, v in result["real_sources"].items()}
+        if "own_sources" in result:
+            summary["own_sources_auc"] = result["own_sources"]["roc_auc"]
+        card.metrics[f"{split}_report"] = summary
         card_path(checkpoint).write_text(card.model_dump_json(indent=2) + "\n")
     return result

@@ -41,3 +41,54 @@ def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     f1s = [skm.f1_score(labels, (scores >= c).astype(int), zero_division=0) for c in cuts]
     best = int(np.argmax(f1s))
     return float(np.clip(cuts[best], 0.0, 1.0))
+
+
+def threshold_for_fpr(real_scores: np.ndarray, target_fpr: float) -> float:
+    """Smallest threshold at which at most ``target_fpr`` of these real scores are called FAKE (score >= t).
+
+    With n reals, floor(target * n) of them may lie at or above it; with few reals that is zero and the
+    threshold sits just above the highest real score: small validation sets make a cautious scanner."""
+    real_scores = np.sort(np.asarray(real_scores, np.float64))
+    if len(real_scores) == 0:
+        raise ValueError("no real scores to choose a threshold on")
+    allowed = int(np.floor(target_fpr * len(real_scores) + 1e-9))
+    return float(min(1.0, np.nextafter(real_scores[len(real_scores) - allowed - 1], np.inf)))
+
+
+def operating_threshold(labels: np.ndarray, scores: np.ndarray, sources: list[str], target_fpr: float) -> tuple[float, dict[str, float]]:
+    """The threshold meeting ``target_fpr`` on *every* real source (the max of their own thresholds),
+    so a set of many easy photos cannot hide a set of hard real videos. Returns it and the per-source ones."""
+    labels = np.asarray(labels, int)
+    per_source = {}
+    for source in sorted({s for s, y in zip(sources, labels) if y == 0}):
+        members = np.array([s == source and y == 0 for s, y in zip(sources, labels)])
+        per_source[source] = threshold_for_fpr(np.asarray(scores)[members], target_fpr)
+    if not per_source:
+        raise ValueError("no real objects to choose a threshold on")
+    return max(per_source.values()), per_source
+
+
+def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fprs: tuple[float, ...] = (0.01, 0.05, 0.10)) -> dict[str, float | None]:
+    """True-positive rate at each false-positive rate, read off the ROC curve (None with one class)."""
+    labels = np.asarray(labels, int)
+    if len(np.unique(labels)) < 2:
+        return {f"tpr_at_fpr_{f:g}": None for f in fprs}
+    fpr, tpr, _ = skm.roc_curve(labels, np.asarray(scores, np.float64))
+    # the best TPR among operating points whose FPR does not exceed the target
+    return {f"tpr_at_fpr_{f:g}": float(tpr[fpr <= f + 1e-12].max()) for f in fprs}
+
+
+def calibration(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Expected calibration error over equal-width score bins, and the bins (for a reliability plot)."""
+    labels = np.asarray(labels, int)
+    scores = np.clip(np.asarray(scores, np.float64), 0, 1)
+    which = np.minimum((scores * bins).astype(int), bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        members = which == b
+        if not members.any():
+            continue
+        confidence, accuracy = float(scores[members].mean()), float(labels[members].mean())
+        ece += members.mean() * abs(confidence - accuracy)
+        table.append({"bin": [b / bins, (b + 1) / bins], "n": int(members.sum()), "mean_score": confidence, "fake_share": accuracy})
+    return {"ece": float(ece), "bins": table}

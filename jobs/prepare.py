@@ -26,6 +26,7 @@ from pipeline.config import Settings
 from pipeline.crop import crop_transform
 from pipeline.decode import DecodeStage
 from pipeline.detect import DetectStage
+from pipeline.graph import configure_torch
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class VideoCropper:
     """Decode → Detect (the pipeline's stages) → crop rows written per video. Usable as a Ray actor."""
 
     def __init__(self, settings: Settings, crop_size: int, out_dir: Path, frames_real: int, frames_fake: int):
+        configure_torch(settings)  # DFS_TORCH_THREADS: parallel prepares on few cores must not oversubscribe
         self.settings = settings
         self.crop_size = crop_size
         self.out_dir = Path(out_dir)

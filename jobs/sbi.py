@@ -98,19 +98,3 @@ def self_blend(face: np.ndarray, box: np.ndarray, landmarks: np.ndarray, rng: np
     mask = face_mask(face.shape[:2], box, landmarks, rng) * rng.choice(BLEND_RATIOS)
     blended = mask[..., None] * source.astype(np.float32) + (1 - mask[..., None]) * target.astype(np.float32)
     return np.clip(blended, 0, 255).astype(np.uint8), mask
-
-
-def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) if ok else image
-
-
-def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Label-independent augmentation applied to reals and (pseudo-)fakes alike, so none is a cue."""
-    if rng.random() < 0.5:
-        image = image[:, ::-1]
-    if rng.random() < 0.3:
-        image = np.clip(image.astype(np.float32) * rng.uniform(0.9, 1.1) + rng.uniform(-10, 10), 0, 255).astype(np.uint8)
-    if rng.random() < 0.5:
-        image = jpeg(np.ascontiguousarray(image), rng.integers(60, 96))
-    return np.ascontiguousarray(image)

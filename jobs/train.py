@@ -25,7 +25,8 @@ from pydantic import BaseModel, Field
 
 from jobs.metrics import binary_metrics
 from jobs.prepare import decode_png, load_crop_table
-from jobs.sbi import augment, self_blend
+from jobs.augment import augment
+from jobs.sbi import self_blend
 from pipeline.checkpoint import ModelCard, save_checkpoint
 from pipeline.imagenet import load_imagenet_lite
 from pipeline.model import DeepfakeDetector, ModelSpec
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 class TrainConfig(BaseModel):
     dataset: Path
     out_dir: Path
-    extra_datasets: list[Path] = Field(default_factory=list, description="more prepared datasets whose train split is added")
+    extra_datasets: list[Path] = Field(default_factory=list, description="more prepared datasets: train split trained on, val split validated on")
     encoder: str = "tf_efficientnet_lite0"
     input_mode: Literal["srm", "rgb+srm"] = "rgb+srm"
     epochs: int = Field(8, ge=1)
@@ -56,17 +57,24 @@ class TrainConfig(BaseModel):
     imagenet: bool = True
     version: str = "dev"
     max_steps_per_epoch: int | None = None
+    codec_p: float = Field(0.5, ge=0, le=1, description="share of crops (any label) sent through the H.264 round trip")
+    source_balance: Literal["none", "sqrt"] = Field(
+        "sqrt", description="sqrt: each source's share of an epoch grows with the square root of its size, so "
+                            "thousands of photos cannot drown a few hundred video frames")
 
 
 # ----------------------------------------------------------------------------------------------- data
 
 def _rows(dataset: Path, split: str, max_per_video: int) -> list[dict]:
-    """Crop rows of a split, at most ``max_per_video`` per video, evenly over its frames."""
+    """Crop rows of a split, at most ``max_per_video`` per video, evenly over its frames; each row is
+    tagged with its ``source`` (the dataset folder's name) so validation can weigh real sources equally."""
     try:
         table = load_crop_table(dataset, split)
     except FileNotFoundError:
         return []
     rows = table.to_pylist()
+    for row in rows:
+        row["source"] = Path(dataset).name
     by_video: dict[str, list[dict]] = {}
     for row in rows:
         by_video.setdefault(row["video"], []).append(row)
@@ -81,8 +89,10 @@ def _rows(dataset: Path, split: str, max_per_video: int) -> list[dict]:
 class CropSet(torch.utils.data.Dataset):
     """(uint8 crop, label) items; item ``i`` of epoch ``e`` always gets the same random transform."""
 
-    def __init__(self, rows: list[dict], sbi: bool, real_fakes: bool, seed: int, train: bool = True):
+    def __init__(self, rows: list[dict], sbi: bool, real_fakes: bool, seed: int, train: bool = True, codec_p: float = 0.0):
         self.crops = [decode_png(r["crop_png"]) for r in rows]
+        self.sources = [r.get("source", "") for r in rows]
+        self.codec_p = codec_p
         self.boxes = [np.asarray(r["box"], np.float32) for r in rows]
         self.landmarks = [np.asarray(r["landmarks"], np.float32).reshape(5, 2) for r in rows]
         self.videos = [r["video"] for r in rows]
@@ -111,7 +121,17 @@ class CropSet(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if blend:
             crop, _ = self_blend(crop, self.boxes[row], self.landmarks[row], rng)
-        return augment(crop, rng), label
+        return augment(crop, rng, self.codec_p), label
+
+
+def item_weights(dataset: CropSet, balance: str) -> torch.Tensor | None:
+    """Per-item sampling weight: with ``sqrt``, a source of n crops gets a total weight of sqrt(n)."""
+    if balance == "none":
+        return None
+    counts: dict[str, int] = {}
+    for row, _, _ in dataset.items:
+        counts[dataset.sources[row]] = counts.get(dataset.sources[row], 0) + 1
+    return torch.tensor([counts[dataset.sources[row]] ** -0.5 for row, _, _ in dataset.items], dtype=torch.float64)
 
 
 def collate(items: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, torch.Tensor]:
@@ -137,21 +157,54 @@ def predict(model: torch.nn.Module, crops: list[np.ndarray], device: torch.devic
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+def balanced_weights(labels: np.ndarray, sources: list[str]) -> np.ndarray:
+    """Sample weights giving every real source the same total weight, and all fakes as much as all reals,
+    so thousands of validation photos cannot drown the few real validation videos."""
+    labels = np.asarray(labels)
+    weights = np.ones(len(labels), np.float64)
+    real_sources = sorted({s for s, y in zip(sources, labels) if y == 0})
+    for source in real_sources:
+        members = np.array([s == source and y == 0 for s, y in zip(sources, labels)])
+        weights[members] = 1.0 / members.sum() / len(real_sources)
+    fakes = labels == 1
+    if fakes.any():
+        weights[fakes] = 1.0 / fakes.sum()
+    return weights
+
+
 def validate(model: torch.nn.Module, val: CropSet, device: torch.device) -> dict[str, Any]:
-    """Frame- and video-level metrics on held-out crops (video score = mean of its face scores)."""
+    """Video-level metrics on held-out crops (video score = mean of its face scores).
+
+    ``val_video_auc`` (the selection metric) weighs each real source equally (``balanced_weights``);
+    ``val_ffpp_auc`` is FF++ alone; ``val_real_mean/<source>`` shows how each real source scores."""
+    from sklearn.metrics import roc_auc_score
+
     if not len(val):
         return {}
     indices = [row for row, _, _ in val.items]
     labels = np.array([label for _, _, label in val.items])
     scores = predict(model, [val.crops[i] for i in indices], device)
     videos = [val.videos[i] for i in indices]
-    video_ids = sorted(set(videos))
-    video_scores = np.array([scores[[v == vid for v in videos]].mean() for vid in video_ids])
-    video_labels = np.array([labels[[v == vid for v in videos]][0] for vid in video_ids])
+    by_video: dict[str, list[int]] = {}
+    for k, vid in enumerate(videos):
+        by_video.setdefault(vid, []).append(k)
+    video_ids = sorted(by_video)
+    video_scores = np.array([scores[by_video[v]].mean() for v in video_ids])
+    video_labels = np.array([labels[by_video[v][0]] for v in video_ids])
+    video_sources = [val.sources[indices[by_video[v][0]]] for v in video_ids]
     frame = binary_metrics(labels, scores, 0.5)
-    video = binary_metrics(video_labels, video_scores, 0.5)
-    return {"val_frame_auc": frame["roc_auc"], "val_video_auc": video["roc_auc"], "val_video_log_loss": video["log_loss"],
-            "val_videos": len(video_ids), "val_faces": len(scores)}
+    out: dict[str, Any] = {"val_frame_auc": frame["roc_auc"], "val_videos": len(video_ids), "val_faces": len(scores)}
+    if len(np.unique(video_labels)) == 2:
+        out["val_video_auc"] = float(roc_auc_score(video_labels, video_scores, sample_weight=balanced_weights(video_labels, video_sources)))
+        fake_sources = {s for s, y in zip(video_sources, video_labels) if y == 1}
+        own = np.array([s in fake_sources for s in video_sources])
+        if len(np.unique(video_labels[own])) == 2:
+            out["val_ffpp_auc"] = float(roc_auc_score(video_labels[own], video_scores[own]))
+    for source in sorted(set(video_sources)):
+        members = np.array([s == source and y == 0 for s, y in zip(video_sources, video_labels)])
+        if members.any():
+            out[f"val_real_mean/{source}"] = float(video_scores[members].mean())
+    return out
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -184,11 +237,14 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     train_rows = _rows(config.dataset, "train", config.max_crops_per_video)
     for extra in config.extra_datasets:
         train_rows += _rows(extra, "train", config.max_crops_per_video)
-    train_set = CropSet(train_rows, config.sbi, config.real_fakes, config.seed)
-    val_set = CropSet(_rows(config.dataset, "val", config.max_crops_per_video), False, True, config.seed, train=False)
+    train_set = CropSet(train_rows, config.sbi, config.real_fakes, config.seed, codec_p=config.codec_p)
+    val_rows = [r for d in [config.dataset, *config.extra_datasets] for r in _rows(d, "val", config.max_crops_per_video)]
+    val_set = CropSet(val_rows, False, True, config.seed, train=False)
+    log.warning("training on %d items (%d crops), validating on %d crops", len(train_set), len(train_rows), len(val_set))
     if not len(train_set):
         raise ValueError(f"no training crops in {config.dataset} (split 'train')")
 
+    weights = item_weights(train_set, config.source_balance)
     torch.manual_seed(config.seed)
     model = build_model(config, input_size).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -218,7 +274,12 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         started = time.time()
         torch.manual_seed(config.seed * 1000 + epoch)
         train_set.set_epoch(epoch)
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch)).tolist()
+        generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        if weights is None:
+            order = torch.randperm(len(train_set), generator=generator).tolist()
+        else:  # a weighted draw without replacement: every epoch a new, source-balanced subset
+            draw = min(len(train_set), steps_per_epoch * config.batch_size * world)
+            order = torch.multinomial(weights, draw, replacement=False, generator=generator).tolist()
         shard = order[rank::world][: steps_per_epoch * config.batch_size]
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(train_set, shard), batch_size=config.batch_size,
                                              shuffle=False, collate_fn=collate, drop_last=False)

@@ -1,4 +1,7 @@
-"""Stage 4 — aggregate: per-face probabilities → per-track scores → one score and label per video."""
+"""Stage 4 — aggregate: per-face probabilities → per-track scores → one score and label per video.
+
+Tracks shorter than the card's ``min_track_frames`` give no verdict (``long_tracks``); when none is long
+enough the object is NO_FACE."""
 
 from __future__ import annotations
 
@@ -54,14 +57,36 @@ STRATEGIES: dict[str, Callable[..., float]] = {
 }
 
 
-def video_score(scores: np.ndarray, tracks: np.ndarray | None, strategy: Strategy) -> float | None:
-    """Aggregate face scores with ``strategy``; None when there is no face."""
-    scores = np.asarray(scores, np.float64)
-    if len(scores) == 0:
-        return None
+def long_tracks(scores: np.ndarray, tracks: np.ndarray | None, min_frames: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Only the faces of tracks seen in at least ``min_frames`` sampled frames.
+
+    A face glimpsed in two frames (a passer-by, a false detection) is too little evidence to decide a
+    video on: with ``track_max`` it used to. Callers cap ``min_frames`` at the frames sampled, so a photo
+    (one frame) or a short clip can still be scored."""
+    if tracks is None or min_frames <= 1 or len(tracks) != len(scores):
+        return scores, tracks
+    tracks = np.asarray(tracks)
+    ids, counts = np.unique(tracks, return_counts=True)
+    keep = np.isin(tracks, ids[counts >= min_frames])
+    return scores[keep], tracks[keep]
+
+
+def video_score(scores: np.ndarray, tracks: np.ndarray | None, strategy: Strategy, min_track_frames: int = 1) -> float | None:
+    """Aggregate face scores with ``strategy`` over tracks of at least ``min_track_frames`` faces;
+    None when no face (or no long-enough track) is left."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown aggregation {strategy!r}; choose one of {sorted(STRATEGIES)}")
+    scores, tracks = long_tracks(np.asarray(scores, np.float64), tracks, min_track_frames)
+    if len(scores) == 0:
+        return None
     return STRATEGIES[strategy](scores, tracks)
+
+
+def effective_min_track(min_track_frames: int, frames_sampled: int | None) -> int:
+    """The rule never asks for more frames than were sampled (images: 1)."""
+    if frames_sampled is None or frames_sampled <= 0:
+        return min_track_frames
+    return max(1, min(min_track_frames, int(frames_sampled)))
 
 
 def label_for(score: float | None, threshold: float, error: str = "") -> str:
@@ -75,19 +100,22 @@ def label_for(score: float | None, threshold: float, error: str = "") -> str:
 class AggregateStage:
     """Batch stage: ``face_scores`` + ``face_track`` → ``score``, ``label``, ``threshold``, ``model_version``."""
 
-    def __init__(self, threshold: float, strategy: Strategy, model_version: str):
+    def __init__(self, threshold: float, strategy: Strategy, model_version: str, min_track_frames: int = 1):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown aggregation {strategy!r}; choose one of {sorted(STRATEGIES)}")
         self.threshold = threshold
         self.strategy = strategy
         self.model_version = model_version
+        self.min_track_frames = min_track_frames
 
     def __call__(self, batch: Batch) -> Batch:
         n = batch_size(batch)
         errors = errors_of(batch)
         scores, labels = [], []
+        sampled = batch.get("frames_sampled")
         for i in range(n):
-            value = None if errors[i] else video_score(batch["face_scores"][i], batch["face_track"][i], self.strategy)
+            min_frames = effective_min_track(self.min_track_frames, None if sampled is None else int(sampled[i]))
+            value = None if errors[i] else video_score(batch["face_scores"][i], batch["face_track"][i], self.strategy, min_frames)
             scores.append(math.nan if value is None else value)
             labels.append(label_for(value, self.threshold, errors[i]))
         out = dict(batch)

@@ -45,6 +45,7 @@ class ClassifyConfig(BaseModel):
     aggregation: Literal["mean", "confident", "track_max"] | None = Field(
         None, description="override the model card's aggregation strategy"
     )
+    min_track_frames: int | None = Field(None, ge=1, description="override the card's minimum track length (sampled frames)")
 
 
 class ServeConfig(BaseModel):

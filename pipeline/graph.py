@@ -39,7 +39,8 @@ def make_aggregate_stage(settings: Settings, classify: ClassifyStage) -> Aggrega
     card = classify.card
     threshold = settings.classify.threshold if settings.classify.threshold is not None else card.threshold
     strategy = settings.classify.aggregation or card.aggregation
-    return AggregateStage(threshold, strategy, card.version)
+    min_track = settings.classify.min_track_frames or card.min_track_frames
+    return AggregateStage(threshold, strategy, card.version, min_track)
 
 
 def make_detect_stage(settings: Settings, crop_size: int) -> DetectStage:

@@ -6,6 +6,11 @@
 - ``coffee.jpg``: a cup of coffee, no face.
 - ``astronaut_zoom.mp4``: 4 s H.264 clip that pans and zooms over the astronaut photo (one face moving).
 - ``pair_pan.mp4``: 3 s H.264 clip panning over the two-face picture (two tracks).
+- ``astronaut_swap.mp4``: a FAKE made here: a classical landmark face swap (Delaunay piecewise-affine
+  warp of another face onto hers, colour-matched, Poisson-blended with ``seamlessClone``), filmed with
+  the same pan and zoom as ``astronaut_zoom.mp4``. The only public-domain face skimage ships is hers, so
+  the "other face" is her mirror image under flipped light, recoloured: the swap leaves the warp and
+  blending traces of a real face swap while identity stays close (what a face-swap detector must see).
 """
 
 from __future__ import annotations
@@ -56,6 +61,67 @@ def _write_pan_zoom(path: Path, image: np.ndarray, seconds: float, size: tuple[i
             container.mux(packet)
 
 
+def _landmarks(image: np.ndarray) -> np.ndarray:
+    """MTCNN's 5 points of the most confident face, plus forehead, chin, temples and jaw derived from
+    them: 13 points in a fixed order (MTCNN names eyes and mouth corners by image side)."""
+    from pipeline.config import DetectConfig
+    from pipeline.detect import FaceDetector
+
+    (boxes, _, points), = FaceDetector(DetectConfig(), "cpu").detect(image[None])
+    eye_l, eye_r, nose, mouth_l, mouth_r = points[0]
+    eyes, mouth = (eye_l + eye_r) / 2, (mouth_l + mouth_r) / 2
+    down, across = mouth - eyes, eye_r - eye_l
+    extra = [eyes - down * 0.9, mouth + down * 0.75,                                      # forehead, chin
+             eye_l - across * 0.55, eye_r + across * 0.55,                                # temples
+             mouth_l - across * 0.45 + down * 0.2, mouth_r + across * 0.45 + down * 0.2,  # jaw
+             eye_l - across * 0.3 - down * 0.6, eye_r + across * 0.3 - down * 0.6]        # brow corners
+    return np.concatenate([points[0], np.array(extra)]).astype(np.float32)
+
+
+def face_swap(target: np.ndarray, source: np.ndarray, target_points: np.ndarray, source_points: np.ndarray) -> np.ndarray:
+    """Warp ``source``'s face onto ``target``'s (Delaunay triangles of the landmarks, one affine each),
+    match its colour to the target's face, and Poisson-blend it in with ``cv2.seamlessClone``."""
+    height, width = target.shape[:2]
+    subdiv = cv2.Subdiv2D((0, 0, width, height))
+    for x, y in target_points:
+        subdiv.insert((float(x), float(y)))
+    index = {(round(float(x)), round(float(y))): i for i, (x, y) in enumerate(target_points)}
+    warped = np.zeros_like(target)
+    for tri in subdiv.getTriangleList().reshape(-1, 3, 2):
+        ids = [index.get((round(float(x)), round(float(y)))) for x, y in tri]
+        if None in ids:
+            continue
+        src, dst = source_points[ids].astype(np.float32), target_points[ids].astype(np.float32)
+        matrix = cv2.getAffineTransform(src, dst)
+        piece = cv2.warpAffine(source, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        mask = np.zeros((height, width), np.uint8)
+        cv2.fillConvexPoly(mask, dst.astype(np.int32), 1)
+        warped[mask > 0] = piece[mask > 0]
+    hull = cv2.convexHull(target_points.astype(np.int32))
+    mask = np.zeros((height, width), np.uint8)
+    cv2.fillConvexPoly(mask, hull, 255)
+    inside = mask > 0
+    # Reinhard-style colour match of the pasted face to the target face (per channel mean/std)
+    warped = warped.astype(np.float32)
+    for c in range(3):
+        w, t = warped[..., c][inside], target[..., c][inside].astype(np.float32)
+        warped[..., c] = (warped[..., c] - w.mean()) / (w.std() + 1e-6) * t.std() + t.mean()
+    warped = np.clip(warped, 0, 255).astype(np.uint8)
+    x, y, w, h = cv2.boundingRect(hull)
+    return cv2.seamlessClone(warped, target, mask, (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
+
+
+def swapped_astronaut() -> np.ndarray:
+    """Her mirror image, relit from the other side and recoloured, swapped onto her face."""
+    astronaut = _photos()["astronaut"]
+    mirror = np.ascontiguousarray(astronaut[:, ::-1])
+    ramp = np.linspace(0.8, 1.2, mirror.shape[1], dtype=np.float32)[None, :, None]   # light from the other side
+    source = np.clip(mirror.astype(np.float32) * ramp * np.array([1.08, 0.95, 0.9], np.float32), 0, 255).astype(np.uint8)
+    target_points = _landmarks(astronaut)
+    source_points = _landmarks(source)  # MTCNN orders points by image side, so they correspond as they are
+    return face_swap(astronaut, source, target_points, source_points)
+
+
 def make_samples(directory: Path = SAMPLES_DIR) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     photos = _photos()
@@ -63,6 +129,7 @@ def make_samples(directory: Path = SAMPLES_DIR) -> list[Path]:
         _write_jpeg(directory / f"{name}.jpg", image)
     _write_pan_zoom(directory / "astronaut_zoom.mp4", photos["astronaut"], 4.0, (480, 360), (1.0, 1.6))
     _write_pan_zoom(directory / "pair_pan.mp4", photos["astronauts_pair"], 3.0, (640, 320), (1.0, 1.15))
+    _write_pan_zoom(directory / "astronaut_swap.mp4", swapped_astronaut(), 4.0, (480, 360), (1.0, 1.6))
     return sorted(directory.iterdir())
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.aggregate import AggregateStage, confident_score, label_for, mean_score, track_max_score, video_score
+from pipeline.aggregate import (AggregateStage, confident_score, effective_min_track, label_for, long_tracks, mean_score,
+                                track_max_score, video_score)
 from pipeline.batch import object_column
 
 
@@ -52,3 +53,27 @@ def test_stage_rows():
     assert out["label"].tolist() == ["FAKE", "NO_FACE", "ERROR"]
     assert out["score"][0] == pytest.approx(0.8) and np.isnan(out["score"][1])
     assert out["model_version"].tolist() == ["v1"] * 3
+
+
+def test_short_tracks_give_no_verdict():
+    scores = np.array([0.1] * 6 + [0.95] * 2)
+    tracks = np.array([0] * 6 + [1] * 2)
+    assert track_max_score(scores, tracks) == pytest.approx(0.95)             # a 2-frame side track decides
+    assert video_score(scores, tracks, "track_max", min_track_frames=3) == pytest.approx(0.1)
+    kept, kept_tracks = long_tracks(scores, tracks, 3)
+    assert len(kept) == 6 and set(kept_tracks.tolist()) == {0}
+    assert video_score(scores[6:], tracks[6:], "mean", min_track_frames=3) is None  # no track long enough
+    assert effective_min_track(4, 1) == 1 and effective_min_track(4, 32) == 4 and effective_min_track(4, None) == 4
+
+
+def test_stage_applies_the_rule_per_row_capped_at_frames_sampled():
+    batch = {
+        "uri": object_column(["video", "photo", "glimpse"]),
+        "error": object_column(["", "", ""]),
+        "frames_sampled": np.array([32, 1, 32]),
+        "face_scores": object_column([np.array([0.2] * 10 + [0.9] * 2), np.array([0.8]), np.array([0.9, 0.9])]),
+        "face_track": object_column([np.array([0] * 10 + [1] * 2), np.array([0]), np.array([0, 0])]),
+    }
+    out = AggregateStage(0.5, "track_max", "v", min_track_frames=4)(batch)
+    assert out["label"].tolist() == ["REAL", "FAKE", "NO_FACE"]
+    assert out["score"][0] == pytest.approx(0.2)

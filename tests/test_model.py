@@ -41,15 +41,17 @@ def test_srm_known_response_on_a_step_edge():
     assert SRMFilter(truncate=0.5)(step)[0, 2, 8, 7].item() == pytest.approx(0.5)
 
 
-def test_imagenet_lite0_mapping_classifies_real_photos():
-    """The packaged EfficientNet-Lite0 weights, mapped onto timm, recognise skimage's photos."""
+@pytest.mark.parametrize("name,size", [("tf_efficientnet_lite0", 224), ("tf_efficientnet_lite2", 260)])
+def test_imagenet_lite_mapping_classifies_real_photos(name, size):
+    """The packaged EfficientNet-Lite0/2 weights, mapped onto timm by position, recognise skimage's photos
+    (a wrong mapping that still fits every shape gives noise, not a cat)."""
     import cv2
     import skimage.data
 
-    model = imagenet_classifier("tf_efficientnet_lite0")
+    model = imagenet_classifier(name)
 
     def top5(image):
-        x = cv2.resize(image, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+        x = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
         x = torch.from_numpy((x - 0.5) / 0.5).permute(2, 0, 1)[None]
         with torch.inference_mode():
             return model(x).softmax(1)[0].topk(5).indices.tolist()

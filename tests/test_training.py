@@ -14,10 +14,11 @@ from sklearn import metrics as skm
 
 from jobs.datasets import LabelledVideo, assign_identity_groups, load_labelled_videos, split_by_group
 from jobs.evaluate import fit_on_validation, report
-from jobs.metrics import best_f1_threshold, binary_metrics
+from jobs.metrics import binary_metrics, calibration, threshold_for_fpr, tpr_at_fpr
 from jobs.prepare import CROP_SCHEMA, decode_png, encode_png, load_crop_table, prepare, write_atomic
+from jobs.augment import augment, codec_roundtrip, h264
 from jobs.sbi import face_mask, self_blend
-from jobs.train import TrainConfig, fit
+from jobs.train import TrainConfig, balanced_weights, fit
 from pipeline.config import load_settings
 
 # ------------------------------------------------------------------------------------------ datasets
@@ -112,6 +113,28 @@ def test_self_blend_changes_only_the_masked_face(astronaut_face):
     again, _ = self_blend(crop, box, landmarks, np.random.default_rng(5))
     assert np.array_equal(fake, again)                               # seeded: reproducible
 
+def test_h264_round_trip_leaves_codec_traces_like_a_video_frame(astronaut_face):
+    crop = astronaut_face[0]
+    light, heavy = h264(crop, 20), h264(crop, 36)
+    assert light.shape == heavy.shape == crop.shape and light.dtype == np.uint8
+    err = lambda x: np.abs(x.astype(int) - crop.astype(int)).mean()  # noqa: E731
+    assert 0.3 < err(light) < err(heavy) < 20                         # lossy, more so at a higher QP
+    # 8x8 block grid: H.264 (like every block codec) makes pixel steps across block edges stronger
+    step = np.abs(np.diff(heavy.astype(int), axis=1)).mean(axis=(0, 2))
+    assert step[7::8].mean() > step[np.arange(len(step)) % 8 != 7].mean()
+    assert np.array_equal(h264(crop, 28), h264(crop, 28))             # cached encoders carry no state
+
+
+def test_codec_path_is_seeded_and_label_independent(astronaut_face):
+    crop, box, landmarks = astronaut_face
+    fake, _ = self_blend(crop, box, landmarks, np.random.default_rng(1))
+    for image in (crop, fake):  # the same path for a real and a blended face: "was it a video" says nothing
+        a, b = codec_roundtrip(image, np.random.default_rng(3)), codec_roundtrip(image, np.random.default_rng(3))
+        assert np.array_equal(a, b) and a.shape == image.shape and not np.array_equal(a, image)
+    always = augment(crop, np.random.default_rng(0), codec_p=1.0)
+    never = augment(crop, np.random.default_rng(0), codec_p=0.0)
+    assert always.shape == never.shape == crop.shape and not np.array_equal(always, never)
+
 # --------------------------------------------------------------------------------------------- metrics
 
 
@@ -130,17 +153,65 @@ def test_metrics_match_scikit_learn():
     assert binary_metrics(np.array([1, 1]), np.array([0.2, 0.9]), 0.5)["roc_auc"] is None
 
 
-def test_threshold_comes_from_validation_only():
-    val = [{"path": f"v{i}", "label": lab, "method": "X", "error": "", "face_scores": [s], "face_track": [0]}
-           for i, (lab, s) in enumerate([("REAL", 0.1), ("REAL", 0.2), ("FAKE", 0.3), ("FAKE", 0.6)])]
-    strategy, threshold, _ = fit_on_validation(val)
-    assert threshold == pytest.approx(0.25)  # midway between the last real and the first fake
-    # a test split that would prefer another threshold is reported at the validation one, untouched
-    test = [{"path": f"t{i}", "label": lab, "method": "X", "error": "", "face_scores": [s], "face_track": [0]}
-            for i, (lab, s) in enumerate([("REAL", 0.4), ("FAKE", 0.5), ("FAKE", 0.45), ("REAL", 0.1)])]
+def _records(prefix: str, source: str, label: str, scores, frames: int = 1) -> list[dict]:
+    return [{"path": f"{prefix}{i}", "label": label, "method": "original" if label == "REAL" else "X", "source": source,
+             "error": "", "frames_sampled": frames, "face_scores": [s], "face_track": [0]} for i, s in enumerate(scores)]
+
+
+def test_operating_point_keeps_every_real_source_within_the_target_fpr():
+    photos = _records("p", "photos", "REAL", np.linspace(0.01, 0.20, 20))        # many easy reals
+    videos = _records("v", "videos", "REAL", [0.30, 0.35, 0.40, 0.45, 0.50])     # few hard reals
+    fakes = _records("f", "videos", "FAKE", [0.45, 0.6, 0.7, 0.8, 0.9])
+    strategy, threshold, comparison = fit_on_validation(photos + videos + fakes, target_fpr=0.05)
+    per_source = comparison[strategy]["per_source_threshold"]
+    # 20 photos at 5%: one may be called FAKE → just above the 19th; 5 videos at 5%: none → just above the top
+    assert per_source["photos"] == pytest.approx(0.19, abs=1e-6) and per_source["photos"] > 0.19
+    assert threshold == per_source["videos"] and 0.5 < threshold < 0.5 + 1e-9
+    # the pooled 5% quantile (what the photos alone would allow) would have called 4 real videos FAKE
+    assert np.quantile([r["face_scores"][0] for r in photos + videos], 0.95) < 0.5
+    assert comparison[strategy]["fpr"] == 0.0
+    # a test split is reported at the validation threshold, untouched, with FPR per real source
+    test = _records("tp", "photos", "REAL", [0.1, 0.6]) + _records("tf", "videos", "FAKE", [0.55, 0.4])
     result = report(test, threshold, strategy)
-    assert result["threshold"] == threshold and result["overall"]["confusion"]["fp"] == 1
-    assert best_f1_threshold(np.array([0, 1, 0, 1]), np.array([0.1, 0.5, 0.4, 0.45])) != threshold
+    assert result["threshold"] == threshold and result["real_sources"]["photos"]["fpr"] == 0.5
+    assert result["overall"]["confusion"] == {"tn": 1, "fp": 1, "fn": 1, "tp": 1}
+
+
+def test_aggregation_is_chosen_by_auc_with_the_min_track_rule():
+    # one real video whose long main track is clean but a 2-frame side track looks fake: track_max would
+    # call it FAKE; with the minimum-track rule (4 frames) the side track gives no verdict
+    def video(path, label, main, side=None):
+        scores, tracks = [main] * 8, [0] * 8
+        if side is not None:
+            scores, tracks = scores + [side] * 2, tracks + [1] * 2
+        return {"path": path, "label": label, "method": "X", "source": "v", "error": "", "frames_sampled": 8,
+                "face_scores": scores, "face_track": tracks}
+
+    records = [video("r1", "REAL", 0.2, side=0.95), video("r2", "REAL", 0.3), video("f1", "FAKE", 0.7), video("f2", "FAKE", 0.8)]
+    _, _, without_rule = fit_on_validation(records, 0.05, min_track_frames=1)
+    assert without_rule["track_max"]["roc_auc"] < 1.0
+    strategy, threshold, with_rule = fit_on_validation(records, 0.05, min_track_frames=4)
+    assert with_rule["track_max"]["roc_auc"] == 1.0 and with_rule[strategy]["roc_auc"] == 1.0
+    assert 0.3 < threshold < 0.7
+
+
+def test_tpr_at_fpr_and_calibration_on_hand_made_scores():
+    labels = np.array([0] * 10 + [1] * 10)
+    scores = np.concatenate([np.arange(10) / 10, [0.95] * 5 + [0.5] * 5])
+    assert tpr_at_fpr(labels, scores, (0.0, 0.1, 0.5)) == {"tpr_at_fpr_0": 0.5, "tpr_at_fpr_0.1": 0.5, "tpr_at_fpr_0.5": 1.0}
+    # all scores 0.25 while half are fakes: off by 0.25 everywhere
+    assert calibration(np.array([0, 1] * 5), np.full(10, 0.25))["ece"] == pytest.approx(0.25)
+    # scores that equal the fake share of their bin are perfectly calibrated
+    cal = calibration(np.array([0, 0, 0, 1] + [1, 1, 1, 0]), np.array([0.25] * 4 + [0.75] * 4))
+    assert cal["ece"] == pytest.approx(0.0) and [b["n"] for b in cal["bins"]] == [4, 4]
+    assert threshold_for_fpr(np.array([0.1, 0.2, 0.3]), 0.5) > 0.2  # 1 of 3 may pass
+
+
+def test_balanced_weights_give_each_real_source_equal_say():
+    labels = np.array([0] * 100 + [0] * 2 + [1] * 4)
+    sources = ["photos"] * 100 + ["videos"] * 2 + ["videos"] * 4
+    w = balanced_weights(labels, sources)
+    assert w[:100].sum() == pytest.approx(0.5) and w[100:102].sum() == pytest.approx(0.5) and w[102:].sum() == pytest.approx(1)
 
 # ------------------------------------------------------------------------------------------- training
 

@@ -1,0 +1,89 @@
+"""Label-independent augmentation: every training crop, real or (pseudo-)fake, goes through the same path.
+
+The codec path matters most. Reals come mostly from still photos (JPEG) while every real fake is an H.264
+frame; a detector can learn "was it a video" instead of "was it blended". So any crop may be downscaled
+and pushed through an H.264 encode/decode round trip at a random quantiser, with the same probability
+whatever its label, and self-blended fakes are made *before* it (as a real swap is blended before the
+video is compressed).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_CUBIC)
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) if ok else image
+
+
+_ENCODERS: dict[tuple[int, int, int], object] = {}
+
+
+def _encoder(width: int, height: int, qp: int):
+    """A cached all-intra libx264 encoder: creating one costs ~10 ms, encoding a crop ~1 ms. Constant QP
+    and IDR-only frames make each output independent of what the encoder saw before (reproducible runs)."""
+    import av
+
+    key = (width, height, qp)
+    if key not in _ENCODERS:
+        encoder = av.CodecContext.create("libx264", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+        encoder.options = {"qp": str(qp), "preset": "ultrafast", "tune": "zerolatency", "threads": "1",
+                           "x264-params": "keyint=1:repeat-headers=1"}
+        encoder.thread_count = 1
+        _ENCODERS[key] = encoder
+    return _ENCODERS[key]
+
+
+def h264(image: np.ndarray, qp: int) -> np.ndarray:
+    """One H.264 IDR frame (libx264, yuv420p, constant ``qp``) encoded and decoded back; size kept."""
+    import av
+
+    height, width = image.shape[:2]
+    even = np.ascontiguousarray(image[: height - height % 2, : width - width % 2])
+    packets = list(_encoder(even.shape[1], even.shape[0], int(qp)).encode(av.VideoFrame.from_ndarray(even, format="rgb24")))
+    decoder = av.CodecContext.create("h264", "r")
+    decoder.thread_count = 1
+    frames = [f for p in packets for f in decoder.decode(p)] + list(decoder.decode(None))
+    if not frames:
+        raise RuntimeError("H.264 round trip produced no frame")
+    out = frames[-1].to_ndarray(format="rgb24")
+    if out.shape[:2] != (height, width):
+        out = cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+QPS = (20, 24, 28, 32, 36)            # about CRF 18-35 for intra frames
+SCALES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # few sizes, so few cached encoders
+
+
+def codec_roundtrip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random downscale (lower-resolution source), H.264 at a random QP, then back to the crop size."""
+    height, width = image.shape[:2]
+    factor = SCALES[rng.integers(len(SCALES))]
+    small = image
+    if factor < 0.98:
+        size = (max(16, round(width * factor)), max(16, round(height * factor)))
+        small = cv2.resize(image, size, interpolation=INTERPOLATIONS[rng.integers(len(INTERPOLATIONS))])
+    out = h264(small, QPS[rng.integers(len(QPS))])
+    if out.shape[:2] != (height, width):
+        out = cv2.resize(out, (width, height), interpolation=INTERPOLATIONS[rng.integers(len(INTERPOLATIONS))])
+    return out
+
+
+def augment(image: np.ndarray, rng: np.random.Generator, codec_p: float = 0.0) -> np.ndarray:
+    """Flip, brightness/contrast, then either the H.264 path (``codec_p``) or JPEG (half the rest)."""
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    if rng.random() < 0.3:
+        image = np.clip(image.astype(np.float32) * rng.uniform(0.9, 1.1) + rng.uniform(-10, 10), 0, 255).astype(np.uint8)
+    image = np.ascontiguousarray(image)
+    if rng.random() < codec_p:
+        image = codec_roundtrip(image, rng)
+    elif rng.random() < 0.5:
+        image = jpeg(image, rng.integers(60, 96))
+    return np.ascontiguousarray(image)
