@@ -13,7 +13,9 @@ import numpy as np
 from pipeline.batch import Batch, as_text, batch_size, errors_of, object_column
 from pipeline.config import DecodeConfig
 from pipeline.errors import MediaError, MediaTooLargeError
+from pipeline.logsafe import log_safe
 from pipeline.media import MediaKind, read_media_bytes, sniff_media
+from pipeline.probe import VideoInfo, check_duration, check_pixels, probe_video
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,23 @@ def sample_indices(frame_count: int, num_frames: int) -> np.ndarray:
     return np.unique(np.linspace(0, frame_count - 1, count).round().astype(np.int64))
 
 
-def _check_pixels(width: int, height: int, config: DecodeConfig) -> None:
-    if width <= 0 or height <= 0:
-        raise MediaError("media has no picture (zero width or height)")
-    if width * height > config.max_pixels:
-        raise MediaTooLargeError(f"resolution {width}x{height} is over the {config.max_pixels}-pixel limit")
+def image_to_rgb(image) -> np.ndarray:
+    """A PIL image in any mode PNG, JPEG or WebP produce → (H, W, 3) uint8 RGB.
+
+    16-bit grey is scaled to 8 bits (PIL's own conversion clips it, turning most pixels white);
+    transparency is composited over white (dropping alpha would show whatever colour transparent pixels
+    happen to hold, often black); CMYK, palette, 1-bit and grey go through PIL's conversion.
+    """
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        wide = np.asarray(image).astype(np.int64).clip(0, 65535)
+        grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def _decode_image(data: bytes, mime: str, config: DecodeConfig) -> DecodedMedia:
@@ -54,11 +68,12 @@ def _decode_image(data: bytes, mime: str, config: DecodeConfig) -> DecodedMedia:
 
     try:
         with Image.open(io.BytesIO(data)) as image:
-            _check_pixels(image.width, image.height, config)
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            frame = np.asarray(image, dtype=np.uint8)
+            check_pixels(image.width, image.height, config)
+            frame = image_to_rgb(ImageOps.exif_transpose(image))
     except MediaError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise MediaTooLargeError(f"image is a decompression bomb: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
         raise MediaError(f"corrupt or unreadable image: {exc}") from exc
     height, width = frame.shape[:2]
@@ -71,9 +86,10 @@ def _decord_message(exc: Exception) -> str:
     return re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", str(exc).splitlines()[0] if str(exc) else "")[:200]
 
 
-def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig) -> DecodedMedia:
+def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: VideoInfo | None = None) -> DecodedMedia:
     import decord
 
+    info = info or probe_video(data, config)  # decord's reader decodes on open: check limits first
     try:
         reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
     except Exception as exc:  # noqa: BLE001 - decord raises DECORDError / RuntimeError
@@ -81,54 +97,64 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig) -> Decode
     frame_count = len(reader)
     if frame_count == 0:
         raise MediaError("video has no frames")
-    try:
-        height, width = reader[0].shape[:2]
-    except Exception as exc:  # noqa: BLE001 - a corrupt stream fails on its first frame
-        raise MediaError(f"video is corrupt: {_decord_message(exc)}") from exc
-    _check_pixels(width, height, config)
-    fps = float(reader.get_avg_fps() or 0.0)
+    fps = float(reader.get_avg_fps() or info.fps or 0.0)
     duration = frame_count / fps if fps > 0 else 0.0
-    if duration > config.max_duration_s:
-        raise MediaTooLargeError(f"video is {duration:.0f} s long, over the {config.max_duration_s:.0f} s limit")
+    check_duration(duration, config)
     indices = sample_indices(frame_count, config.num_frames)
     try:
         frames = reader.get_batch(indices.tolist()).asnumpy()
         timestamps = reader.get_frame_timestamp(indices.tolist())[:, 0].astype(np.float32)
     except Exception as exc:  # noqa: BLE001 - truncated streams fail here
         raise MediaError(f"video is truncated or corrupt: {_decord_message(exc)}") from exc
+    height, width = frames.shape[1:3]
+    check_pixels(width, height, config)  # a stream may change size after its header
     return DecodedMedia(frames, indices, timestamps, fps, frame_count, duration, width, height, "video", mime)
 
 
-
-def _decode_video_pyav(data: bytes, mime: str, config: DecodeConfig) -> DecodedMedia:
-    """Fallback decoder (decord has x86_64 wheels only): decodes all frames once, keeps the sampled ones."""
+def _count_packets(data: bytes) -> int:
+    """Frames of the first video stream by demuxing only (containers such as WebM do not store a count)."""
     import av
 
+    with av.open(io.BytesIO(data)) as container:
+        return sum(1 for p in container.demux(container.streams.video[0]) if p.size)
+
+
+def _decode_video_pyav(data: bytes, mime: str, config: DecodeConfig, info: VideoInfo | None = None) -> DecodedMedia:
+    """Fallback decoder (decord has x86_64 wheels only): decodes up to the last sampled frame and keeps
+    only the sampled ones as RGB, so memory holds ``num_frames`` frames, not the whole video."""
+    import av
+
+    info = info or probe_video(data, config)
     try:
-        with av.open(io.BytesIO(data)) as container:
+        frame_count = info.frame_count or _count_packets(data)
+        indices = sample_indices(frame_count, config.num_frames)
+        wanted = set(indices.tolist())
+        kept: list[tuple[int, np.ndarray, float]] = []
+        decoded = 0
+        # max_pixels: the decoder refuses a frame that grows past the limit mid-stream
+        with av.open(io.BytesIO(data), options={"max_pixels": str(config.max_pixels)}) as container:
             stream = container.streams.video[0]
-            width, height = stream.codec_context.width, stream.codec_context.height
-            _check_pixels(width, height, config)
-            fps = float(stream.average_rate or 0)
-            frame_count = stream.frames or 0
-            if not frame_count and stream.duration and stream.time_base:
-                frame_count = int(float(stream.duration * stream.time_base) * fps)
-            duration = frame_count / fps if fps else 0.0
-            if duration > config.max_duration_s:
-                raise MediaTooLargeError(f"video is {duration:.0f} s long, over the {config.max_duration_s:.0f} s limit")
-            decoded = [(f.to_ndarray(format="rgb24"), float(f.time or 0.0)) for f in container.decode(stream)]
+            for frame in container.decode(stream):
+                if decoded in wanted:
+                    kept.append((decoded, frame.to_ndarray(format="rgb24"), float(frame.time or 0.0)))
+                decoded += 1
+                if len(indices) and decoded > indices[-1]:
+                    break
     except MediaError:
         raise
-    except Exception as exc:  # noqa: BLE001
-        raise MediaError(f"corrupt or unreadable video: {exc}") from exc
-    if not decoded:
+    except Exception as exc:  # noqa: BLE001 - av raises InvalidDataError and friends
+        raise MediaError(f"corrupt or unreadable video: {str(exc)[:200]}") from exc
+    if not kept:
         raise MediaError("video has no frames")
-    frame_count = len(decoded)
+    if decoded < frame_count:  # the container promised more frames than the stream holds
+        frame_count = decoded
+    fps = info.fps
     duration = frame_count / fps if fps else 0.0
-    indices = sample_indices(frame_count, config.num_frames)
-    frames = np.stack([decoded[i][0] for i in indices])
-    timestamps = np.array([decoded[i][1] for i in indices], np.float32)
-    return DecodedMedia(frames, indices, timestamps, fps, frame_count, duration, width, height, "video", mime)
+    frames = np.stack([f for _, f, _ in kept])
+    height, width = frames.shape[1:3]
+    check_pixels(width, height, config)
+    return DecodedMedia(frames, np.array([i for i, _, _ in kept], np.int64), np.array([t for _, _, t in kept], np.float32),
+                        fps, frame_count, duration, width, height, "video", mime)
 
 
 def decode_bytes(data: bytes, config: DecodeConfig) -> DecodedMedia:
@@ -138,11 +164,12 @@ def decode_bytes(data: bytes, config: DecodeConfig) -> DecodedMedia:
     kind, mime = sniff_media(data[:512])
     if kind == "image":
         return _decode_image(data, mime, config)
+    info = probe_video(data, config)  # limits from the headers, before any frame buffer exists
     try:
         import decord  # noqa: F401
     except ImportError:
-        return _decode_video_pyav(data, mime, config)
-    return _decode_video_decord(data, mime, config)
+        return _decode_video_pyav(data, mime, config, info)
+    return _decode_video_decord(data, mime, config, info)
 
 
 class DecodeStage:
@@ -175,12 +202,18 @@ class DecodeStage:
                     item = self.decode_one(uris[i], datas[i])
                 except MediaError as exc:
                     errors[i] = str(exc)
-                    log.warning("decode failed for %s: %s", uris[i], exc)
+                    log.warning("decode failed for %s: %s", log_safe(uris[i]), log_safe(exc))
                 except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
                     errors[i] = f"decode failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-                    log.exception("decode failed for %s", uris[i])
+                    log.exception("decode failed for %s", log_safe(uris[i]))
             decoded.append(item)
             elapsed.append((time.perf_counter() - start) * 1000)
+        return self.output(batch, decoded, errors, elapsed)
+
+    @staticmethod
+    def output(batch: Batch, decoded: list[DecodedMedia | None], errors: list[str], elapsed: list[float]) -> Batch:
+        """The stage's output columns for rows decoded (or failed) elsewhere, e.g. by the server's decoder,
+        which needs the typed exception and so calls ``decode_one`` itself."""
         empty = np.zeros((0, 1, 1, 3), np.uint8)
         out = {k: v for k, v in batch.items() if k != "data"}
         out.update(

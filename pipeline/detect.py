@@ -12,6 +12,7 @@ import torch
 from pipeline.batch import Batch, batch_size, errors_of, object_column
 from pipeline.config import DetectConfig, resolve_device
 from pipeline.crop import crop_face
+from pipeline.logsafe import log_safe
 from pipeline.tracking import link_tracks
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ class FaceDetector:
         scale = min(1.0, self.config.detect_max_side / max(height, width))
         small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
         self.mtcnn.min_face_size = max(12, int(self.config.min_face_px * scale))
+        if min(small_size) < self.mtcnn.min_face_size:
+            # smaller than the smallest face MTCNN looks for: its image pyramid is empty and it crashes
+            # (torch.cat of an empty list); no face can be found here, and none would be kept
+            return [self._filter(None, None, None, scale) for _ in range(len(frames))]
         results = []
         for start in range(0, len(frames), self.config.batch_size):
             chunk = frames[start:start + self.config.batch_size]
@@ -111,7 +116,7 @@ class DetectStage:
                 try:
                     per_row.append(self.faces_of(np.asarray(frames, np.uint8)))
                 except Exception as exc:  # noqa: BLE001 - one bad video never stops the batch
-                    log.exception("face detection failed on %s", batch["uri"][i])
+                    log.exception("face detection failed on %s", log_safe(batch["uri"][i]))
                     errors[i] = f"face detection failed: {type(exc).__name__}: {exc}"
                     per_row.append(self.faces_of(np.zeros((0, 1, 1, 3), np.uint8)))
             elapsed.append((time.perf_counter() - start) * 1000)

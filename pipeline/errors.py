@@ -1,4 +1,8 @@
-"""Typed errors: every failure a caller should turn into a clear message instead of a crash."""
+"""Typed errors: every failure a caller should turn into a clear message instead of a crash.
+
+Each type has a stable ``code`` (class attribute) that front ends map to statuses and metrics; the
+messages are for people and may change.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,58 @@ from __future__ import annotations
 class DeepfakeStreamError(Exception):
     """Base class for errors that carry a message meant for the user."""
 
+    code = "error"
+
 
 class MediaError(DeepfakeStreamError):
     """The input could not be read as an image or video (missing, empty, corrupt, unsupported)."""
+
+    code = "media_corrupt"
+
+
+class EmptyMediaError(MediaError):
+    """The file or upload has no bytes at all."""
+
+    code = "media_empty"
+
+
+class MediaNotFoundError(MediaError):
+    """The path or object does not exist (or is a directory)."""
+
+    code = "not_found"
+
+
+class StorageError(MediaError):
+    """The file system or object store failed while reading (not the media's fault)."""
+
+    code = "storage_error"
 
 
 class UnsupportedMediaError(MediaError):
     """The bytes are not an image or video type we decode."""
 
+    code = "unsupported_media"
+
+
+class NoVideoStreamError(MediaError):
+    """A video container without a video stream (audio-only, subtitles, data)."""
+
+    code = "no_video_stream"
+
 
 class MediaTooLargeError(MediaError):
     """The media exceeds a configured limit (bytes, pixels, duration)."""
+
+    code = "media_too_large"
 
 
 class CheckpointError(DeepfakeStreamError):
     """A checkpoint is missing, malformed, or does not match the architecture."""
 
+    code = "checkpoint_error"
+
 
 class NoTrainedModelError(CheckpointError):
     """No trained detector is installed, so no honest score can be given."""
+
+    code = "no_trained_model"

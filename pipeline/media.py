@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import fsspec
 
-from pipeline.errors import MediaError, MediaTooLargeError, UnsupportedMediaError
+from pipeline.errors import (
+    EmptyMediaError,
+    MediaError,
+    MediaNotFoundError,
+    MediaTooLargeError,
+    StorageError,
+    UnsupportedMediaError,
+)
 
 MediaKind = Literal["image", "video"]
 
@@ -15,10 +23,33 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".m
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _normalize_escape(match: re.Match) -> str:
+    char = chr(int(match.group(1), 16))
+    return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+
+def normalize_uri(uri: str) -> str:
+    """RFC 3986 normalisation of a URI with a scheme: lower-case scheme, percent-escapes of unreserved
+    characters decoded (``%2e%2e`` is ``..``), the others upper-cased (``%2f`` → ``%2F``, still encoded).
+
+    Idempotent, so every layer may call it and checks see exactly what fsspec will read. Plain paths
+    (no scheme) are returned unchanged: a local file name may contain a literal ``%``.
+    """
+    match = _SCHEME.match(uri)
+    if not match:
+        return uri
+    return match.group(1).lower() + "://" + _ESCAPE.sub(_normalize_escape, uri[match.end():])
+
+
 def sniff_media(head: bytes) -> tuple[MediaKind, str]:
     """Return (kind, mime type) from the first bytes of a file; the name is never trusted."""
     if not head:
-        raise MediaError("file is empty (0 bytes)")
+        raise EmptyMediaError("file is empty (0 bytes)")
     if head.startswith(b"\xff\xd8\xff"):
         return "image", "image/jpeg"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -47,6 +78,7 @@ def sniff_media(head: bytes) -> tuple[MediaKind, str]:
 
 def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = None) -> bytes:
     """Read a whole object through fsspec, refusing objects over ``max_bytes`` before reading them."""
+    uri = normalize_uri(uri)
     try:
         fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
         size = fs.size(path)
@@ -57,11 +89,11 @@ def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = No
     except MediaError:
         raise
     except FileNotFoundError as exc:
-        raise MediaError(f"not found: {uri}") from exc
+        raise MediaNotFoundError(f"not found: {uri}") from exc
     except IsADirectoryError as exc:
         raise MediaError(f"is a directory, not a file: {uri}") from exc
     except Exception as exc:  # noqa: BLE001 - any storage failure becomes a readable message
-        raise MediaError(f"could not read {uri}: {type(exc).__name__}: {exc}") from exc
+        raise StorageError(f"could not read {uri}: {type(exc).__name__}: {exc}") from exc
     if len(data) > max_bytes:
         raise MediaTooLargeError(f"object is over the {max_bytes}-byte limit")
     return data

@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipeline.batch import Batch, object_column
 from pipeline.config import Settings, load_settings
 from pipeline.errors import DeepfakeStreamError, MediaError
+from pipeline.logsafe import log_safe
 from pipeline.media import read_media_bytes, sniff_media
 from pipeline.result import ScoreResult, result_from_row
 from serve.guard import (
@@ -138,7 +139,7 @@ async def _validation_handler(request: Request, exc: RequestValidationError) -> 
 
 @api.exception_handler(Exception)
 async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - backstop
-    log.exception("unhandled error on %s", request.url.path)
+    log.exception("unhandled error on %s", log_safe(request.url.path))
     return ProblemError(500, "internal error; the failure is in the server log").response()
 
 
@@ -190,21 +191,24 @@ class Decoder:
         self.stage = DecodeStage(self.config, self.settings.serve.storage_options)
 
     def _decode(self, uri: str, data: bytes | None, explain: bool) -> Batch:
-        status = 0
+        status, error, media = 0, "", None
+        start = time.perf_counter()
         try:
             if data is None:  # the ingress has checked the allow-list
                 data = read_media_bytes(uri, self.config.max_bytes, self.settings.serve.storage_options)
             kind, _ = sniff_media(data[:512])
             check_header_limits(data, kind, self.config, self.settings.serve.max_frames)
+            media = self.stage.decode_one(uri, data)  # called directly: the status comes from the error's type
         except MediaError as exc:
             status = status_for(exc)
             if status >= 500:
-                log.error("reading %s failed: %s", uri, exc)
-            batch = self.stage({"uri": object_column([uri]), "error": object_column([public_detail(exc, status)])})
-        else:
-            batch = self.stage({"uri": object_column([uri]), "data": object_column([data])})
-            if batch["error"][0]:  # DecodeStage keeps only the message; its checks are all 4xx-worthy
-                status = 413 if "limit" in str(batch["error"][0]) else 422
+                log.error("reading %s failed: %s", log_safe(uri), log_safe(exc))
+            error = public_detail(exc, status)
+        except Exception as exc:  # noqa: BLE001 - a decoder fault answers like DecodeStage's error row
+            log.exception("decoding %s failed", log_safe(uri))
+            status, error = 422, f"decode failed: {type(exc).__name__}"
+        batch = self.stage.output({"uri": object_column([uri])}, [media], [error],
+                                  [(time.perf_counter() - start) * 1000])
         batch["error_status"] = np.array([status], np.int64)
         batch["explain"] = np.array([explain], bool)
         return batch
@@ -317,7 +321,7 @@ class Classifier:
             row = {k: v[0] for k, v in row.items()}
             status = int(row.pop("error_status"))
             if row["error"] and not status:  # detection failed on a decoded frame: a server fault
-                log.error("scoring %s failed: %s", row["uri"], row["error"])
+                log.error("scoring %s failed: %s", log_safe(row["uri"]), log_safe(row["error"]))
                 status = 500
             if status:
                 detail = str(row["error"]) if status < 500 else "internal error; the failure is in the server log"

@@ -11,9 +11,16 @@ import io
 from dataclasses import dataclass
 
 from pipeline.config import DecodeConfig, Settings
-from pipeline.decode import _check_pixels  # the decode stage's own resolution check, reused before decoding
-from pipeline.errors import MediaError, MediaTooLargeError, UnsupportedMediaError
-from pipeline.media import MediaKind
+from pipeline.errors import (
+    EmptyMediaError,
+    MediaError,
+    MediaNotFoundError,
+    MediaTooLargeError,
+    StorageError,
+    UnsupportedMediaError,
+)
+from pipeline.media import MediaKind, normalize_uri
+from pipeline.probe import check_pixels, probe_video  # the decode stage's own checks, run before decoding
 
 # Object stores only: never file://, http(s)://, or anything else that would let a caller make the server
 # read local files or reach internal hosts.
@@ -43,7 +50,7 @@ def _split(uri: str) -> ObjectPath:
 def parse_allowed_prefix(prefix: str) -> ObjectPath:
     """Validate one ``serve.allowed_uri_prefixes`` entry (raises ValueError for a bad one)."""
     try:
-        path = _split(prefix.strip())
+        path = _split(normalize_uri(prefix.strip()))
     except UriNotAllowedError as exc:
         raise ValueError(f"allowed URI prefix {prefix!r} is not an object-store URI") from exc
     if path.scheme not in REMOTE_SCHEMES:
@@ -57,7 +64,10 @@ def parse_allowed_prefix(prefix: str) -> ObjectPath:
 
 
 def check_uri(uri: str, allowed: list[str]) -> str:
-    """Return ``uri`` when it names one object under an allowed prefix, else raise UriNotAllowedError."""
+    """Return ``uri`` normalised (``normalize_uri``: scheme case, percent-escapes) when it names one object
+    under an allowed prefix, else raise UriNotAllowedError. The checks see the normalised form, and it is
+    what the caller must read, so no later layer can interpret the URI differently."""
+    uri = normalize_uri(uri)
     if not allowed:
         raise UriNotAllowedError("this server reads no URIs (serve.allowed_uri_prefixes is empty); upload the file")
     if len(uri) > MAX_URI_LENGTH:
@@ -87,8 +97,9 @@ def server_decode_config(settings: Settings) -> DecodeConfig:
 def check_header_limits(data: bytes, kind: MediaKind, config: DecodeConfig, max_frames: int) -> None:
     """Read resolution / duration / frame count from the container header and refuse media over the limits.
 
-    Raises MediaTooLargeError (limits) or MediaError (unreadable header). No frame is decoded for images;
-    for videos FFmpeg parses the header (and at most probes the first packets).
+    Raises MediaTooLargeError (limits), NoVideoStreamError or MediaError (unreadable header). No frame is
+    decoded: PIL reads an image's size from its header, and ``probe_video`` parses a video's headers with
+    FFmpeg's decoding switched off.
     """
     if kind == "image":
         from PIL import Image
@@ -100,29 +111,10 @@ def check_header_limits(data: bytes, kind: MediaKind, config: DecodeConfig, max_
             raise MediaTooLargeError(f"image is a decompression bomb: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
             raise MediaError("corrupt or unreadable image") from exc
-        _check_pixels(width, height, config)
+        check_pixels(width, height, config)
         return
-    import av
-
-    try:
-        with av.open(io.BytesIO(data), options={"probesize": "5000000"}) as container:
-            if not container.streams.video:
-                raise MediaError("file has no video stream")
-            stream = container.streams.video[0]
-            width, height = stream.codec_context.width, stream.codec_context.height
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
-            if stream.duration and stream.time_base:
-                duration = float(stream.duration * stream.time_base)
-            else:
-                duration = (container.duration or 0) / 1_000_000
-            frames = int(stream.frames or round(duration * fps))
-    except MediaError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - av raises InvalidDataError and friends
-        raise MediaError("corrupt or unreadable video") from exc
-    _check_pixels(width, height, config)
-    if duration > config.max_duration_s:
-        raise MediaTooLargeError(f"video is {duration:.0f} s long, over the {config.max_duration_s:.0f} s limit")
+    info = probe_video(data, config)
+    frames = info.frame_count or round(info.duration * info.fps)
     if frames > max_frames:
         raise MediaTooLargeError(f"video has {frames} frames, over the {max_frames}-frame limit")
 
@@ -148,16 +140,15 @@ def status_for(exc: Exception) -> int:
         return 415
     if isinstance(exc, MediaTooLargeError):
         return 413
+    if isinstance(exc, MediaNotFoundError):
+        return 404
+    if isinstance(exc, MediaError) and isinstance(exc.__cause__, PermissionError):
+        return 403
+    if isinstance(exc, EmptyMediaError):
+        return 400
+    if isinstance(exc, StorageError):
+        return 502
     if isinstance(exc, MediaError):
-        cause = exc.__cause__
-        if isinstance(cause, FileNotFoundError):
-            return 404
-        if isinstance(cause, PermissionError):
-            return 403
-        if str(exc).startswith("file is empty"):
-            return 400
-        if str(exc).startswith("could not read"):
-            return 502
         return 422
     return 500
 

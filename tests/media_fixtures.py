@@ -1,0 +1,151 @@
+"""Media made on the fly for hostile-input tests: tiny H.264 MP4s (optionally declaring a huge frame),
+audio-only MP4s, and images in unusual modes."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+
+
+def encode_video(width: int = 64, height: int = 64, frames: int = 10, fps: int = 25, codec: str = "libx264",
+                 format: str = "mp4") -> bytes:
+    """A small real video whose brightness changes each frame."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=format) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            image = np.full((height, width, 3), (i * 23) % 256, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def audio_only_mp4(seconds: float = 1.0, codec: str = "aac") -> bytes:
+    """An MP4 with one audio stream and no video stream."""
+    import av
+
+    buf = io.BytesIO()
+    rate = 44100
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        samples = np.sin(np.arange(int(seconds * rate)) / 20).astype(np.float32)[None] * 0.3
+        step = stream.codec_context.frame_size or 1024
+        for start in range(0, samples.shape[1], step):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + step]),
+                                               format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+# ---- H.264 SPS rewriting: make a tiny, decodable-looking MP4 declare a huge frame ------------------------
+
+
+class _Bits:
+    def __init__(self, data: bytes):
+        self.bits = "".join(f"{b:08b}" for b in data)
+        self.pos = 0
+
+    def u(self, n: int) -> int:
+        value = int(self.bits[self.pos:self.pos + n], 2)
+        self.pos += n
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.bits[self.pos] == "0":
+            zeros += 1
+            self.pos += 1
+        return self.u(zeros + 1) - 1
+
+
+def _ue(value: int) -> str:
+    code = f"{value + 1:b}"
+    return "0" * (len(code) - 1) + code
+
+
+def _unescape(nal: bytes) -> bytes:
+    return nal.replace(b"\x00\x00\x03", b"\x00\x00")
+
+
+def _escape(rbsp: bytes) -> bytes:
+    out, zeros = bytearray(), 0
+    for byte in rbsp:
+        if zeros >= 2 and byte <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
+def _resize_sps(sps: bytes, width: int, height: int) -> bytes:
+    """The SPS with pic_width/height_in_mbs replaced (no cropping left: sizes must be multiples of 16)."""
+    r = _Bits(_unescape(sps))
+    r.u(8)
+    profile = r.u(8)
+    r.u(16)
+    r.ue()
+    if profile in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
+        if r.ue() == 3:
+            r.u(1)
+        r.ue(), r.ue(), r.u(1)
+        assert r.u(1) == 0, "scaling matrices not handled"
+    r.ue()
+    poc_type = r.ue()
+    assert poc_type != 1, "poc type 1 not handled"
+    if poc_type == 0:
+        r.ue()
+    r.ue(), r.u(1)
+    head = r.bits[:r.pos]
+    r.ue(), r.ue()
+    frame_mbs_only = r.u(1)
+    rest = r.bits[r.pos:].rstrip("0")  # ends with the rbsp stop bit
+    assert frame_mbs_only, "interlaced not handled"
+    bits = head + _ue(width // 16 - 1) + _ue(height // 16 - 1) + "1" + rest
+    bits += "0" * (-len(bits) % 8)
+    return _escape(bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)))
+
+
+_PARENTS = {b"moov": 8, b"trak": 8, b"mdia": 8, b"minf": 8, b"stbl": 8, b"stsd": 16, b"avc1": 86}
+
+
+def _boxes(data: bytes, start: int, end: int, path: tuple = ()):
+    while start < end:
+        size, kind = struct.unpack(">I4s", data[start:start + 8])
+        yield path + (kind,), start, size
+        if kind in _PARENTS:
+            yield from _boxes(data, start + _PARENTS[kind], start + size, path + ((kind, start),))
+        start += size
+
+
+def declare_size(mp4: bytes, width: int, height: int) -> bytes:
+    """Rewrite a libx264 MP4 (moov after mdat) so its SPS, sample entry and track header declare ``width``x``height``."""
+    data = bytearray(mp4)
+    boxes = list(_boxes(mp4, 0, len(mp4)))
+    (path, avcc, _), = [b for b in boxes if b[0][-1] == b"avcC"]
+    assert mp4.find(b"mdat") < mp4.find(b"moov"), "moov must follow mdat (chunk offsets are not rewritten)"
+    sps_len = struct.unpack(">H", mp4[avcc + 14:avcc + 16])[0]
+    new_sps = _resize_sps(mp4[avcc + 16:avcc + 16 + sps_len], width, height)
+    delta = len(new_sps) - sps_len
+    for path_, start, size in boxes:
+        if path_[-1] == b"tkhd":
+            data[start + size - 8:start + size] = struct.pack(">II", width << 16, height << 16)
+        if path_[-1] == b"avc1":
+            data[start + 32:start + 36] = struct.pack(">HH", width, height)
+    for _, start in path[:-1]:  # every box that contains the avcC grows by delta
+        data[start:start + 4] = struct.pack(">I", struct.unpack(">I", data[start:start + 4])[0] + delta)
+    data[avcc:avcc + 4] = struct.pack(">I", struct.unpack(">I", data[avcc:avcc + 4])[0] + delta)
+    data[avcc + 14:avcc + 16 + sps_len] = struct.pack(">H", len(new_sps)) + new_sps
+    return bytes(data)

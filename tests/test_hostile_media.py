@@ -1,0 +1,227 @@
+"""Hostile and odd media (issue 13): limits from headers before any frame buffer, stream-less files,
+tiny inputs, unusual image modes, the PyAV fallback's memory."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from media_fixtures import audio_only_mp4, declare_size, encode_video
+from pipeline.batch import object_column
+from pipeline.config import DecodeConfig, DetectConfig
+from pipeline.decode import DecodeStage, _decode_video_decord, _decode_video_pyav, decode_bytes
+from pipeline.detect import DetectStage, FaceDetector
+from pipeline.errors import MediaTooLargeError, NoVideoStreamError
+from pipeline.probe import probe_video
+from serve.guard import check_header_limits
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def huge_mp4() -> bytes:
+    """735 KB in the issue; here ~2 KB of H.264 whose SPS, sample entry and track header say 16000x16000."""
+    return declare_size(encode_video(), 16000, 16000)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector(DetectConfig(), device="cpu")
+
+
+def test_rewritten_header_is_what_ffmpeg_reads(huge_mp4):
+    # the fixture is a well-formed file that really declares the size (else the refusals below prove nothing)
+    info = probe_video(declare_size(encode_video(), 128, 96), DecodeConfig())
+    assert (info.width, info.height, info.frame_count) == (128, 96, 10)
+    info = probe_video(huge_mp4, DecodeConfig(max_pixels=16000 * 16000))
+    assert (info.width, info.height) == (16000, 16000)
+
+
+@pytest.mark.parametrize("decode", [
+    lambda data: decode_bytes(data, DecodeConfig()),
+    lambda data: _decode_video_decord(data, "video/mp4", DecodeConfig()),
+    lambda data: _decode_video_pyav(data, "video/mp4", DecodeConfig()),
+    lambda data: check_header_limits(data, "video", DecodeConfig(), 36_000),
+], ids=["decode_bytes", "decord", "pyav", "serve_header_check"])
+def test_huge_declared_video_is_refused_by_every_path(huge_mp4, decode):
+    with pytest.raises(MediaTooLargeError, match="16000x16000") as caught:
+        decode(huge_mp4)
+    assert caught.value.code == "media_too_large"
+
+
+def test_huge_declared_video_is_refused_without_allocating_a_frame():
+    # A fresh process, so its peak RSS measures this refusal alone. Before the fix FFmpeg's probe
+    # decoded the first frames (~670 MB) and decord's first frame cost 3.6 GB.
+    script = """
+import json, resource, sys
+sys.path.insert(0, "tests")
+from media_fixtures import declare_size, encode_video
+from pipeline.config import DecodeConfig
+from pipeline.decode import decode_bytes
+from pipeline.errors import MediaTooLargeError
+from serve.guard import check_header_limits
+data = declare_size(encode_video(), 16000, 16000)
+try:
+    decode_bytes(data[:10], DecodeConfig())  # loads the decoders' libraries before the baseline
+except Exception:
+    pass
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+refused = 0
+for check in (lambda: decode_bytes(data, DecodeConfig()), lambda: check_header_limits(data, "video", DecodeConfig(), 36000)):
+    try:
+        check()
+    except MediaTooLargeError:
+        refused += 1
+print(json.dumps({"refused": refused, "peak_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["refused"] == 2
+    assert result["peak_mib"] < 64, result
+
+
+@pytest.mark.parametrize("codec", ["aac", "mp2"])
+def test_audio_only_mp4_says_so(codec):
+    data = audio_only_mp4(codec=codec)
+    for decode in (lambda: decode_bytes(data, DecodeConfig()), lambda: _decode_video_pyav(data, "video/mp4", DecodeConfig()),
+                   lambda: check_header_limits(data, "video", DecodeConfig(), 36_000)):
+        with pytest.raises(NoVideoStreamError, match="audio but no video stream") as caught:
+            decode()
+        assert caught.value.code == "no_video_stream"
+    out = DecodeStage()({"uri": object_column(["song.mp4"]), "data": object_column([data])})
+    assert out["error"][0] == "file has audio but no video stream (audio-only media cannot be scored)"
+
+
+def test_pyav_fallback_keeps_only_sampled_frames(samples_dir):
+    data = (samples_dir / "astronaut_zoom.mp4").read_bytes()  # 100 frames of 480x360: 52 MB as RGB
+    tracemalloc.start()
+    try:
+        media = _decode_video_pyav(data, "video/mp4", DecodeConfig(num_frames=4))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert media.frames.shape == (4, 360, 480, 3) and media.frame_indices.tolist() == [0, 33, 66, 99]
+    assert media.frame_count == 100
+    assert peak < 8 * 1024**2, f"peak {peak / 1024**2:.1f} MiB: frames beyond the sampled ones were kept"
+
+
+def test_pyav_fallback_counts_frames_when_the_container_does_not(tmp_path):
+    data = encode_video(frames=12, format="matroska")  # Matroska stores no frame count
+    media = _decode_video_pyav(data, "video/x-matroska", DecodeConfig(num_frames=4))
+    assert media.frame_count == 12 and media.frame_indices.tolist() == [0, 4, 7, 11]
+    # frames were taken where sampled: the clip brightens by 23 per frame
+    assert np.abs(media.frames.mean(axis=(1, 2, 3)) - np.array([0, 4, 7, 11]) * 23).max() < 6
+
+
+def _encode_image(image: Image.Image, format: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("size, format", [(1, "PNG"), (8, "JPEG"), (32, "PNG"), (32, "video")])
+def test_tiny_inputs_have_no_face_and_no_error(size, format):
+    if format == "video":
+        data = encode_video(size, size)
+    else:
+        data = _encode_image(Image.new("RGB", (size, size), (200, 150, 120)), format)
+    batch = DecodeStage(DecodeConfig(num_frames=4))({"uri": object_column(["tiny"]), "data": object_column([data])})
+    assert batch["error"][0] == "" and batch["frames"][0].shape[1:3] == (size, size)
+    out = DetectStage(DetectConfig(), device="cpu", crop_size=64)(batch)
+    assert out["error"][0] == "" and out["crops"][0].shape == (0, 64, 64, 3)
+
+
+def test_tiny_frames_never_reach_mtcnn(detector):
+    for shape in [(1, 1), (8, 8), (11, 11), (32, 32), (39, 39), (1, 900), (900, 2)]:
+        results = detector.detect(np.full((3, *shape, 3), 128, np.uint8))
+        assert len(results) == 3 and all(len(boxes) == 0 for boxes, _, _ in results)
+
+
+def test_tiny_image_scores_no_face(detector_env):
+    from pipeline.config import Settings
+    from pipeline.graph import ScoringPipeline
+
+    pipeline = ScoringPipeline(Settings(device="cpu", classify={"checkpoint": detector_env}))
+    for data in (_encode_image(Image.new("RGB", (1, 1)), "PNG"), encode_video(32, 32)):
+        result = pipeline.score("tiny", data)
+        assert result.label == "NO_FACE" and result.error is None and result.score is None
+
+
+# ---- unusual images: each mode has a defined, tested outcome -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def astronaut(samples_dir) -> Image.Image:
+    return Image.open(samples_dir / "astronaut.jpg").convert("RGB")
+
+
+def _decoded(data: bytes) -> np.ndarray:
+    return decode_bytes(data, DecodeConfig()).frames[0]
+
+
+def _one_face(detector, frame: np.ndarray) -> None:
+    (boxes, probs, _), = detector.detect(frame[None])
+    assert len(boxes) == 1 and probs[0] > 0.95
+    x1, y1, x2, y2 = boxes[0]
+    assert 150 < x1 < 200 and 40 < y1 < 90  # where the face is in the upright photo
+
+
+def test_16_bit_grey_png_is_scaled_not_clipped(astronaut, detector):
+    grey = np.asarray(astronaut.convert("L"))
+    wide = Image.fromarray(grey.astype(np.uint16) * 257)
+    assert wide.mode == "I;16"
+    frame = _decoded(_encode_image(wide, "PNG"))
+    assert frame.shape == (512, 512, 3) and frame.dtype == np.uint8
+    assert np.abs(frame[..., 0].astype(int) - grey).max() <= 1 and (frame == 255).mean() < 0.01
+    _one_face(detector, frame)
+
+
+def test_palette_png_keeps_its_colours(astronaut, detector):
+    frame = _decoded(_encode_image(astronaut.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"))
+    assert np.abs(frame.astype(int) - np.asarray(astronaut)).mean() < 6
+    _one_face(detector, frame)
+
+
+def test_cmyk_jpeg_is_converted_to_rgb(astronaut, detector):
+    data = _encode_image(astronaut.convert("CMYK"), "JPEG", quality=95)
+    assert Image.open(io.BytesIO(data)).mode == "CMYK"
+    frame = _decoded(data)
+    assert np.abs(frame.astype(int) - np.asarray(astronaut)).mean() < 4
+    _one_face(detector, frame)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparency_is_composited_on_white(astronaut, mode):
+    rgba = astronaut.convert("RGBA")
+    pixels = np.asarray(rgba).copy()
+    pixels[:, :256, :3] = 0  # the hidden colour under the transparent half is black
+    pixels[:, :256, 3] = 0
+    image = Image.fromarray(pixels, "RGBA")
+    image = image.convert("LA") if mode == "LA" else image
+    kwargs = {}
+    if mode == "P":  # a palette whose entry 0 is transparent
+        image = Image.fromarray(np.where(pixels[..., 3] == 0, 0, 1).astype(np.uint8), "P")
+        image.putpalette([0, 0, 0, 90, 120, 200] + [0] * 762)
+        kwargs = {"transparency": 0}
+    frame = _decoded(_encode_image(image, "PNG", **kwargs))
+    assert frame.shape == (512, 512, 3)
+    assert (frame[:, :256] == 255).all()  # transparent: white, not the black underneath
+    assert frame[:, 256:].mean() < 200  # the opaque half is still the picture
+
+
+def test_exif_rotation_is_applied(astronaut, detector):
+    rotated = astronaut.rotate(90, expand=True)  # stored sideways, EXIF says "rotate 90° clockwise to view"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    frame = _decoded(_encode_image(rotated, "JPEG", quality=95, exif=exif.tobytes()))
+    assert frame.shape == (512, 512, 3)
+    assert np.abs(frame.astype(int) - np.asarray(astronaut)).mean() < 4
+    _one_face(detector, frame)
