@@ -14,15 +14,24 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 from datetime import date, datetime
 from typing import Any
 
 from jobs.scan_output import PARTITION, SCHEMAS, OutputStore
+from jobs.scan_records import read_records, runs_table
+
+log = logging.getLogger(__name__)
 
 
 class QueryError(Exception):
-    """The output cannot be read or the SQL failed."""
+    """The output cannot be read or the SQL failed (the message is one line, for the operator)."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _sql_str(value: str) -> str:
@@ -30,28 +39,74 @@ def _sql_str(value: str) -> str:
 
 
 def connect(output: str, storage_options: dict | None = None):
-    """A DuckDB connection with the views above over the scan output at ``output``."""
+    """A DuckDB connection with the views above over the scan output at ``output``.
+
+    Any failure to reach or read the output (no credentials, no bucket, a broken part) becomes one
+    ``QueryError`` line, not a traceback.
+    """
+    try:
+        return _connect(OutputStore(output, storage_options or {}))
+    except QueryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore, fsspec, duckdb, pyarrow: all mean "cannot read"
+        raise QueryError(f"cannot read scan output {output}: {_one_line(exc)}") from None
+
+
+def _history_view(con, store: OutputStore, table: str, parts: list[str]) -> None:
+    """``<table>_history`` over ``parts``; parts that cannot be read are left out with a warning (a scan
+    quarantines them; readers may lack write access, so they only skip)."""
     import duckdb
+
+    from jobs.scan_quarantine import unreadable_parts
+
+    def create(paths: list[str]) -> None:
+        files = ", ".join(_sql_str(store.uri_of(p)) for p in paths)
+        con.execute(f"CREATE OR REPLACE VIEW {table}_history AS SELECT * FROM read_parquet([{files}], "
+                    "hive_partitioning = true, union_by_name = true)")
+        con.execute(f"SELECT * FROM {table}_history LIMIT 0").fetchall()
+
+    try:
+        create(parts)
+        return
+    except duckdb.Error:
+        bad = unreadable_parts(store.fs, parts, table)
+        if not bad:
+            raise
+    for path, why in bad.items():
+        log.warning("skipping unreadable part %s (%s); the next scan quarantines it", store.uri_of(path), why)
+    good = [p for p in parts if p not in bad]
+    if good:
+        create(good)
+    else:
+        _empty_view(con, table)
+
+
+def _empty_view(con, table: str) -> None:
     import pyarrow as pa
 
-    store = OutputStore(output, storage_options or {})
+    empty = SCHEMAS[table].append(pa.field(PARTITION, pa.date32())).empty_table()
+    con.register(f"_{table}_empty", empty)
+    con.execute(f"CREATE OR REPLACE VIEW {table}_history AS SELECT * FROM _{table}_empty")
+
+
+def _connect(store: OutputStore):
+    import duckdb
+
     con = duckdb.connect()
     if not store.local:
         con.register_filesystem(store.fs)
     found_any = False
-    for table, schema in SCHEMAS.items():
-        parts = store._list_parts(table)
+    for table in SCHEMAS:
+        parts = sorted(store._list_parts(table).values())
         if parts:
             found_any = True
-            files = ", ".join(_sql_str(path if store.local else store.fs.unstrip_protocol(path))
-                              for path in sorted(parts.values()))
-            con.execute(f"CREATE VIEW {table}_history AS SELECT * FROM read_parquet([{files}], "
-                        "hive_partitioning = true, union_by_name = true)")
+            _history_view(con, store, table, parts)
         else:
-            empty = schema.append(pa.field(PARTITION, pa.date32())).empty_table()
-            con.register(f"_{table}_empty", empty)
-            con.execute(f"CREATE VIEW {table}_history AS SELECT * FROM _{table}_empty")
-    if not found_any and not store.fs.exists(store.root):
+            _empty_view(con, table)
+    records = read_records(store.fs, store.root)
+    con.register("_runs", runs_table(records))
+    con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
+    if not found_any and not records and not store.fs.exists(store.root):
         raise QueryError(f"no scan output at {store.display}")
     con.execute("""
         CREATE VIEW videos AS
@@ -70,12 +125,12 @@ def run_query(output: str, sql: str, storage_options: dict | None = None) -> tup
     con = connect(output, storage_options)
     try:
         result = con.execute(sql)
-    except Exception as exc:  # noqa: BLE001 - duckdb.Error subclasses; report the message
-        raise QueryError(str(exc)) from exc
-    if result.description is None:
-        return [], []
-    columns = [d[0] for d in result.description]
-    return columns, result.fetchall()
+        if result.description is None:
+            return [], []
+        columns = [d[0] for d in result.description]
+        return columns, result.fetchall()
+    except Exception as exc:  # noqa: BLE001 - duckdb.Error subclasses, storage errors while reading
+        raise QueryError(" ".join(str(exc).split())[:500] or type(exc).__name__) from None
 
 
 def _jsonable(value: Any) -> Any:
@@ -114,9 +169,27 @@ def _prefix_expr(depth: int | None) -> str:
     return f"regexp_extract(uri, '^((?:[A-Za-z0-9+.-]+://)?/?(?:[^/]+/){{0,{int(depth)}}})', 1)"
 
 
-def report(output: str, storage_options: dict | None = None, top: int = 10, depth: int | None = None) -> dict[str, Any]:
-    """Summary of the latest verdict of every object: totals, fake rate per prefix and day, top suspects."""
+def report(output: str, storage_options: dict | None = None, top: int = 10, depth: int | None = None,
+           runs: int = 10) -> dict[str, Any]:
+    """Summary of the latest verdict of every object (totals, fake rate per prefix and day, top suspects)
+    and of the last ``runs`` scans. Any failure is one ``QueryError`` line."""
     con = connect(output, storage_options)
+    try:
+        return _report(con, output, storage_options, top, depth, runs)
+    except Exception as exc:  # noqa: BLE001 - a part that breaks mid-read, storage errors
+        raise QueryError(f"cannot report on {output}: {_one_line(exc)}") from None
+
+
+_RUN_COLUMNS = ("scan_id", "status", "exit_code", "started_at", "ended_at", "listed", "skipped", "scanned",
+                "failed", "error_rate", "quarantined", "message")
+
+
+def _report(con, output: str, storage_options: dict | None, top: int, depth: int | None, runs: int) -> dict[str, Any]:
+    recent = con.execute(f"""
+        SELECT scan_id, status, exit_code, started_at, ended_at, listed, skipped, scanned, failed, error_rate,
+               len(quarantined), message
+        FROM runs ORDER BY started_at DESC, scan_id DESC LIMIT {int(runs)}""").fetchall()
+    last_success = con.execute("SELECT max(ended_at) FROM runs WHERE status = 'succeeded'").fetchone()[0]
     totals = con.execute("""
         SELECT count(*), count(*) FILTER (label = 'FAKE'), count(*) FILTER (label = 'REAL'),
                count(*) FILTER (label = 'NO_FACE'), count(*) FILTER (label = 'ERROR'),
@@ -144,6 +217,8 @@ def report(output: str, storage_options: dict | None = None, top: int = 10, dept
         "top_suspicious": [dict(zip(("uri", "score", "label", "faces", "tracks", "model_version", "day"),
                                     map(_jsonable, row))) for row in suspects],
         "top_errors": [{"error": e, "objects": n} for e, n in errors],
+        "last_success": _jsonable(last_success),
+        "runs": [dict(zip(_RUN_COLUMNS, map(_jsonable, row))) for row in recent],
     }
 
 

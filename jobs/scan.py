@@ -33,7 +33,11 @@ from typing import Any, Callable, Iterator
 import fsspec
 import numpy as np
 
+from jobs.scan_exit import ExitCode
+from jobs.scan_lease import LeaseHeld, LeaseLost, OutputLease
 from jobs.scan_output import CommitInfo, OutputError, OutputStore, error_row, rows_from_batch
+from jobs.scan_records import RUNS_DIR, RunRecord, error_class, record_bytes, settings_digest
+from jobs.scan_stop import GracefulStop, Terminated
 from pipeline.config import Settings
 from pipeline.errors import DeepfakeStreamError
 from pipeline.media import MEDIA_EXTENSIONS
@@ -80,8 +84,13 @@ class ScanOptions:
     max_task_retries: int = 2
     max_restarts: int = -1
     max_failed_batches: int = 16
+    lost_retries: int = 1
     commit_every: int = 256
     commit_seconds: float = 60.0
+    # operations: alerting, one scan per output, bounded stop
+    max_error_rate: float = 0.5
+    lease_seconds: float = 120.0
+    stop_timeout: float = 25.0
     # display
     progress: bool = True
     ray_progress: bool = False
@@ -108,6 +117,12 @@ class ScanSummary:
     elapsed_s: float = 0.0
     videos_per_s: float = 0.0
     plan: dict[str, Any] = field(default_factory=dict)
+    error_rate: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+    quarantined: list[str] = field(default_factory=list)
+    status: str = "running"
+    exit_code: int = 0
+    message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -265,7 +280,7 @@ class ClassifyWorker:
 
         _set_torch_threads(torch_threads)
         model, card = ray.get(model_ref[0])
-        classifier = FaceClassifier(model, card, settings.device, settings.classify.batch_size)
+        classifier = FaceClassifier(model, card, settings.device, settings.classify.batch_size, settings.classify.tta_flip)
         self.classify = make_classify_stage(settings, classifier)
         self.aggregate = make_aggregate_stage(settings, self.classify)
 
@@ -419,11 +434,13 @@ def _progress(total: int, enabled: bool):
 def run_scan(settings: Settings, options: ScanOptions,
              on_commit: Callable[[CommitInfo], None] | None = None,
              on_rows: Callable[[int, int], None] | None = None) -> ScanSummary:
-    """Scan ``options.source`` into ``options.output``; returns the summary.
+    """Scan ``options.source`` into ``options.output``; returns the summary (``status``, ``exit_code``).
 
     Raises ``ScanError`` / ``OutputError`` / ``DeepfakeStreamError`` (e.g. ``NoTrainedModelError``) when
-    the scan cannot run, ``ScanAborted`` when Ray Data gives up part-way (committed parts are kept).
-    Bad objects never raise: they get ERROR / NO_FACE rows.
+    the scan cannot run, ``LeaseHeld`` when another scan holds the output, ``ScanAborted`` / ``LeaseLost``
+    when it stops part-way, ``Terminated`` (SIGTERM) / ``KeyboardInterrupt`` when stopped; committed parts
+    are kept in every case. Bad objects never raise: they get ERROR / NO_FACE rows. Once the output's
+    lease is taken, every outcome ends with a run record in ``DEST/_runs/<scan_id>.json``.
     """
     from pipeline.checkpoint import load_checkpoint
     from pipeline.classify import ClassifyStage, FaceClassifier
@@ -432,23 +449,121 @@ def run_scan(settings: Settings, options: ScanOptions,
     started = time.perf_counter()
     now = datetime.now(timezone.utc)
     scan_id = new_scan_id(now)
-    scan_date = now.date().isoformat()
 
-    # 1. The model: fail before anything else when there is none.
+    # 1. The model: fail before anything else when there is none (no record: the output is not opened).
     model, card = load_checkpoint(settings.classify.checkpoint, device="cpu")
     classify_stage = ClassifyStage(settings.classify, "cpu", classifier=FaceClassifier(model, card, "cpu"))
     aggregate = make_aggregate_stage(settings, classify_stage)
-    crop_size = card.architecture.input_size
 
-    # 2. Source listing and output state.
-    source_options = storage_options_for(options.source, options.endpoint_url, options.anon, options.profile)
+    # 2. The output's lease, before anything touches DEST (its clean-up must not race a running scan).
     output_options = storage_options_for(options.output, options.endpoint_url, options.anon, options.profile)
-    entries = list_objects(options.source, source_options, options.extensions, options.include, options.exclude)
-    store = OutputStore(options.output, output_options)
-    store.prepare()
+    try:
+        store = OutputStore(options.output, output_options)
+    except Exception as exc:  # noqa: BLE001 - unknown protocol, missing backend, bad options
+        raise OutputError(f"cannot open output {options.output}: {type(exc).__name__}: {exc}") from exc
     summary = ScanSummary(source=options.source, output=store.display, scan_id=scan_id,
-                          model_version=aggregate.model_version, seen=len(entries))
-    done = {} if options.full else store.scanned()
+                          model_version=aggregate.model_version)
+    record = RunRecord(scan_id=scan_id, source=options.source, output=store.display, started_at=now,
+                       model_version=aggregate.model_version, settings_digest=settings_digest(settings),
+                       options=_record_options(options))
+    lease = OutputLease(store.fs, store.root, store.display, scan_id, options.lease_seconds)
+    try:
+        lease.acquire()
+    except LeaseHeld as exc:
+        _finish(store, record, summary, "busy", ExitCode.BUSY, str(exc), started)
+        raise
+    except Exception as exc:  # noqa: BLE001 - credentials, network, permissions, missing bucket
+        raise OutputError(f"cannot write to output {store.display}: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:300] if str(exc) else ''}") from exc
+
+    stop = GracefulStop(options.stop_timeout)
+    stop.install()
+    outcome: tuple[str, int, str | None] = ("aborted", ExitCode.ABORTED, "the scan crashed")
+    try:
+        _write_record(store, record)
+        with lease.kept_alive():
+            _scan(settings, options, store, summary, aggregate, card.architecture.input_size, model, card,
+                  now.date().isoformat(), lease, stop, on_commit, on_rows)
+        outcome = _outcome(summary, options)
+        return summary
+    except Terminated:
+        outcome = ("terminated", ExitCode.TERMINATED, "stopped by SIGTERM; finished rows were committed")
+        raise
+    except KeyboardInterrupt:
+        outcome = ("interrupted", ExitCode.INTERRUPTED, "interrupted; finished rows were committed")
+        raise
+    except LeaseLost as exc:
+        outcome = ("lease_lost", ExitCode.ABORTED, str(exc))
+        raise
+    except ScanAborted as exc:
+        outcome = ("aborted", ExitCode.ABORTED, str(exc))
+        raise
+    except DeepfakeStreamError as exc:  # source not listable, output unusable, bad plan
+        outcome = ("not_started", ExitCode.NOT_STARTED, str(exc))
+        raise
+    except Exception as exc:
+        outcome = ("aborted", ExitCode.ABORTED, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+        raise
+    finally:
+        # SIGTERM stays held off while the record is written: the last thing a stopping scan does
+        with stop.critical(then_stop=False):
+            _finish(store, record, summary, *outcome, started)
+            lease.release()
+        stop.restore()
+
+
+def _record_options(options: ScanOptions) -> dict[str, Any]:
+    keep = ("full", "retry_errors", "extensions", "include", "exclude", "max_objects", "max_error_rate",
+            "commit_every", "commit_seconds", "max_task_retries", "max_failed_batches", "lost_retries", "ray_address", "endpoint_url")
+    return {k: getattr(options, k) for k in keep}
+
+
+def _outcome(summary: ScanSummary, options: ScanOptions) -> tuple[str, int, str | None]:
+    if summary.error_rate > options.max_error_rate:
+        return ("too_many_errors", ExitCode.TOO_MANY_ERRORS,
+                f"{summary.failed} of {summary.scanned} objects got ERROR rows ({summary.error_rate:.0%}), "
+                f"over --max-error-rate {options.max_error_rate:.0%}; every row was committed")
+    return "succeeded", ExitCode.OK, None
+
+
+def _write_record(store: OutputStore, record: RunRecord) -> None:
+    store.put(f"{RUNS_DIR}/{record.scan_id}.json", record_bytes(record))
+
+
+def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, status: str, code: int,
+            message: str | None, started: float) -> None:
+    """Fill the summary's outcome and write the final run record (a storage failure only warns)."""
+    summary.status, summary.exit_code, summary.message = status, int(code), message
+    summary.quarantined = list(store.quarantined)
+    summary.elapsed_s = round(time.perf_counter() - started, 3)
+    record.status, record.exit_code, record.message = status, int(code), message
+    record.ended_at = datetime.now(timezone.utc)
+    record.elapsed_s = summary.elapsed_s
+    record.plan = summary.plan
+    record.listed, record.skipped, record.deferred = summary.seen, summary.skipped, summary.deferred
+    record.scanned, record.lost, record.parts = summary.scanned, summary.lost, summary.parts
+    record.labels = {k: v for k, v in (("FAKE", summary.fakes), ("REAL", summary.reals),
+                                       ("NO_FACE", summary.no_face), ("ERROR", summary.failed)) if v}
+    record.errors = dict(summary.errors)
+    record.error_rate = summary.error_rate
+    record.quarantined = summary.quarantined
+    try:
+        _write_record(store, record)
+    except Exception as exc:  # noqa: BLE001 - the scan's own outcome matters more than its record
+        log.warning("could not write the run record %s/%s/%s.json: %s", store.display, RUNS_DIR, record.scan_id, exc)
+
+
+def _scan(settings: Settings, options: ScanOptions, store: OutputStore, summary: ScanSummary, aggregate: Any,
+          crop_size: int, model: Any, card: Any, scan_date: str, lease: OutputLease, stop: GracefulStop,
+          on_commit: Callable[[CommitInfo], None] | None, on_rows: Callable[[int, int], None] | None) -> None:
+    """List, skip what is done, run the Ray Data graph, commit parts; fills ``summary``."""
+    scan_id = summary.scan_id
+    source_options = storage_options_for(options.source, options.endpoint_url, options.anon, options.profile)
+    entries = list_objects(options.source, source_options, options.extensions, options.include, options.exclude)
+    store.prepare()
+    store.quarantine_unreadable(scan_id)
+    summary.seen = len(entries)
+    done = {} if options.full else store.scanned(scan_id)
     todo = []
     for entry in entries:
         label = done.get((entry["uri"], entry["fingerprint"], aggregate.model_version))
@@ -460,11 +575,11 @@ def run_scan(settings: Settings, options: ScanOptions,
         todo = todo[: options.max_objects]
     log.info("%d objects listed, %d already scanned, %d to scan", len(entries), summary.skipped, len(todo))
     if not todo:
-        summary.elapsed_s = round(time.perf_counter() - started, 3)
-        return summary
+        return
 
     # 3. Ray Data.
     started_ray = ensure_ray(options)
+    stop.install()  # ray.init replaces the SIGTERM handler with a plain exit
     import ray
 
     try:
@@ -485,14 +600,16 @@ def run_scan(settings: Settings, options: ScanOptions,
             nonlocal pending_videos, pending_faces, last_commit
             if not pending_videos:
                 return
+            lease.check()  # never write into an output another scan has taken over
             part = f"part-{scan_id}-{summary.parts:05d}"
-            store.commit(part, scan_date, pending_videos, pending_faces)
-            summary.parts += 1
-            info = CommitInfo(part=part, videos=len(pending_videos), faces=len(pending_faces),
-                              total_videos=summary.scanned)
-            log.info("committed %s (%d videos, %d faces)", part, info.videos, info.faces)
-            pending_videos, pending_faces = [], []
-            last_commit = time.monotonic()
+            with stop.critical():
+                store.commit(part, scan_date, pending_videos, pending_faces)
+                summary.parts += 1
+                info = CommitInfo(part=part, videos=len(pending_videos), faces=len(pending_faces),
+                                  total_videos=summary.scanned)
+                log.info("committed %s (%d videos, %d faces)", part, info.videos, info.faces)
+                pending_videos, pending_faces = [], []
+                last_commit = time.monotonic()
             if on_commit:
                 on_commit(info)
 
@@ -504,12 +621,15 @@ def run_scan(settings: Settings, options: ScanOptions,
                 summary.no_face += label == "NO_FACE"
                 summary.fakes += label == "FAKE"
                 summary.reals += label == "REAL"
+                if label == "ERROR":
+                    kind = error_class(row.get("error"))
+                    summary.errors[kind] = summary.errors.get(kind, 0) + 1
+            summary.error_rate = round(summary.failed / summary.scanned, 4) if summary.scanned else 0.0
 
-        aborted: Exception | None = None
-        bar = _progress(len(todo), options.progress)
-        try:
+        def stream(entries: list[dict], bar: Any) -> Exception | None:
+            """One Ray Data pass over ``entries``; returns what made Ray Data give up, if it did."""
             with _data_context(options):
-                ds = build_dataset(todo, settings, source_options, model_ref, crop_size, plan, options)
+                ds = build_dataset(entries, settings, source_options, model_ref, crop_size, plan, options)
                 batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1))
                 try:
                     for batch in batches:
@@ -518,8 +638,8 @@ def run_scan(settings: Settings, options: ScanOptions,
                         returned.update(v["uri"] for v in videos)
                         uris = {v["uri"] for v in videos}
                         faces = [f for f in faces if f["uri"] in uris]
-                        pending_videos += videos
-                        pending_faces += faces
+                        pending_videos.extend(videos)
+                        pending_faces.extend(faces)
                         count(videos)
                         bar.update(len(videos))
                         bar.set_postfix(fakes=summary.fakes, failed=summary.failed, refresh=False)
@@ -528,15 +648,34 @@ def run_scan(settings: Settings, options: ScanOptions,
                         if (len(pending_videos) >= options.commit_every
                                 or time.monotonic() - last_commit >= options.commit_seconds):
                             commit()
-                except KeyboardInterrupt:
-                    commit()  # finished rows are complete: keep them
+                except KeyboardInterrupt:  # Ctrl-C or SIGTERM (Terminated)
+                    with stop.critical():
+                        commit()  # finished rows are complete: keep them
+                    raise
+                except LeaseLost:
                     raise
                 except Exception as exc:  # noqa: BLE001 - Ray Data gave up; keep what is done
-                    aborted = exc
+                    return exc
                 finally:
                     close = getattr(batches, "close", None)
                     if close is not None:  # stop the executor and its actors now, not when GC runs
                         close()
+            return None
+
+        # Objects a pass never returned (their batch failed on every retry: a crashing file, or a node
+        # lost before Ray noticed it was dead, which burns the retries in seconds) get --lost-retries
+        # more passes with fresh actors before they are written off as ERROR rows.
+        aborted: Exception | None = None
+        passes = 0
+        bar = _progress(len(todo), options.progress)
+        try:
+            remaining = todo
+            while remaining and aborted is None and passes <= options.lost_retries:
+                if passes:
+                    log.warning("%d objects were not returned (worker or node lost): scanning them again", len(remaining))
+                aborted = stream(remaining, bar)
+                passes += 1
+                remaining = [e for e in todo if e["uri"] not in returned]
         finally:
             bar.close()
         commit()
@@ -548,12 +687,12 @@ def run_scan(settings: Settings, options: ScanOptions,
                 "run the same command again to scan the rest.") from aborted
         lost = [e for e in todo if e["uri"] not in returned]
         if lost:
-            message = (f"not scanned: the Ray worker processing this object failed {options.max_task_retries + 1} "
+            message = (f"not scanned: the Ray worker processing this object failed {passes * (options.max_task_retries + 1)} "
                        "times (crash or out of memory; see the Ray logs); rerun with --retry-errors to try again")
             at = datetime.now(timezone.utc)
             rows = [error_row(e, message, scan_id, at, aggregate.model_version, aggregate.threshold,
                               aggregate.strategy) for e in lost]
-            pending_videos += rows
+            pending_videos.extend(rows)
             count(rows)
             summary.lost = len(rows)
             commit()
@@ -562,9 +701,7 @@ def run_scan(settings: Settings, options: ScanOptions,
     finally:
         if started_ray:
             ray.shutdown()
-    summary.elapsed_s = round(time.perf_counter() - started, 3)
-    return summary
 
 
-__all__ = ["ScanOptions", "ScanSummary", "ScanError", "ScanAborted", "OutputError", "run_scan", "list_objects",
-           "plan_pools", "storage_options_for", "DEFAULT_OUTPUT"]
+__all__ = ["ScanOptions", "ScanSummary", "ScanError", "ScanAborted", "OutputError", "LeaseHeld", "LeaseLost",
+           "Terminated", "ExitCode", "run_scan", "list_objects", "plan_pools", "storage_options_for", "DEFAULT_OUTPUT"]

@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 DEFAULT_OUTPUT = "./scan-output"
 console = Console(stderr=True)
@@ -47,6 +48,10 @@ def scan(
     commit_seconds: float = typer.Option(60.0, "--commit-seconds", min=0.1, help="… or every S seconds, whichever first"),
     max_task_retries: int = typer.Option(2, "--max-task-retries", min=0, help="retries of a batch whose worker died"),
     max_failed_batches: int = typer.Option(16, "--max-failed-batches", min=0, help="batches that may fail for good (their objects get ERROR rows) before the scan stops"),
+    lost_retries: int = typer.Option(1, "--lost-retries", min=0, help="extra passes, with fresh actors, over objects whose batch failed on every retry (a lost node) before they get ERROR rows"),
+    max_error_rate: float = typer.Option(0.5, "--max-error-rate", min=0.0, max=1.0, help="exit 4 (after committing everything) when more than this share of scanned objects got ERROR rows"),
+    lease_seconds: float = typer.Option(120.0, "--lease-seconds", min=1.0, help="the output's lease lapses this long after its scan stops renewing it (a killed scan)"),
+    stop_timeout: float = typer.Option(25.0, "--stop-timeout", min=1.0, help="after SIGTERM, exit (143) within this many seconds even if the final commit hangs"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON/TOML settings file (also DFS_CONFIG)"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="detector .safetensors (model card .json beside it)"),
@@ -62,7 +67,7 @@ def scan(
     from jobs.logs import setup_logging
 
     setup_logging(verbose)
-    from jobs.scan import ScanAborted, ScanOptions, run_scan
+    from jobs.scan import ExitCode, LeaseHeld, LeaseLost, ScanAborted, ScanOptions, Terminated, run_scan
     from pipeline.errors import DeepfakeStreamError
     from pipeline.media import MEDIA_EXTENSIONS
 
@@ -75,23 +80,33 @@ def scan(
         num_cpus=num_cpus, decode_actors=decode_actors, detect_actors=detect_actors, classify_actors=classify_actors,
         gpus_per_actor=gpus_per_actor, torch_threads=torch_threads, classify_batch=classify_batch, decode_batch=decode_batch,
         commit_every=commit_every, commit_seconds=commit_seconds, max_task_retries=max_task_retries,
-        max_failed_batches=max_failed_batches, progress=progress,
-        ray_progress=ray_progress, verbose=verbose,
+        max_failed_batches=max_failed_batches, lost_retries=lost_retries, max_error_rate=max_error_rate, lease_seconds=lease_seconds,
+        stop_timeout=stop_timeout, progress=progress, ray_progress=ray_progress, verbose=verbose,
     )
     try:
         summary = run_scan(settings, options)
-    except ScanAborted as exc:
-        console.print(f"[red]scan stopped:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    except LeaseHeld as exc:
+        console.print(f"[yellow]output busy:[/yellow] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(ExitCode.BUSY) from None
+    except (ScanAborted, LeaseLost) as exc:
+        console.print(f"[red]scan stopped:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(ExitCode.ABORTED) from None
     except DeepfakeStreamError as exc:
-        console.print(f"[red]cannot scan:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        console.print(f"[red]cannot scan:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(ExitCode.NOT_STARTED) from None
+    except Terminated:
+        console.print("[yellow]stopped (SIGTERM)[/yellow]: finished rows and the run record are committed; "
+                      "run the same command again to resume", soft_wrap=True)
+        raise typer.Exit(ExitCode.TERMINATED) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: committed results are kept; run the same command again to resume")
-        raise typer.Exit(130) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
     _print_scan_summary(summary)
+    if summary.exit_code:
+        console.print(f"[red]{summary.status}:[/red] {escape(summary.message or '')}", soft_wrap=True)
+        raise typer.Exit(summary.exit_code)
 
 
 def _print_scan_summary(summary) -> None:
@@ -106,11 +121,14 @@ def _print_scan_summary(summary) -> None:
         console.print(f"  {summary.deferred} new objects left for the next run (--max-objects)")
     if summary.lost:
         console.print(f"  {summary.lost} objects crashed their worker on every retry (rows with label ERROR)")
-    console.print(f"output: {summary.output}   (deepfakestream report {summary.output})")
+    for uri in summary.quarantined:
+        console.print(f"  [yellow]quarantined[/yellow] unreadable part {uri}", soft_wrap=True)
+    console.print(f"output: {summary.output}   (deepfakestream report {summary.output}); "
+                  f"run record: _runs/{summary.scan_id}.json", soft_wrap=True)
 
 
 def query(
-    sql: str = typer.Argument(..., help="SQL over the views `videos`, `faces` (latest verdicts) and `videos_history`, `faces_history`"),
+    sql: str = typer.Argument(..., help="SQL over the views `videos`, `faces` (latest verdicts), `videos_history`, `faces_history` and `runs` (one row per scan)"),
     output: str = typer.Option(DEFAULT_OUTPUT, "--output", "-o", help="scan output to query (fsspec URI or folder)"),
     fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
     endpoint_url: Optional[str] = EndpointOpt,
@@ -130,7 +148,7 @@ def query(
     try:
         columns, rows = run_query(output, sql, storage_options_for(output, endpoint_url, anon, profile))
     except QueryError as exc:
-        console.print(f"[red]query failed:[/red] {exc}")
+        console.print(f"[red]query failed:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
     if fmt == "table":
         from rich.table import Table
@@ -148,12 +166,13 @@ def report(
     output: str = typer.Argument(DEFAULT_OUTPUT, help="scan output (fsspec URI or folder)"),
     top: int = typer.Option(10, "--top", min=1, help="how many suspicious objects to list"),
     depth: Optional[int] = typer.Option(None, "--depth", min=0, help="group by the first N path levels (bucket counts as one) instead of the parent folder"),
+    runs: int = typer.Option(10, "--runs", min=0, help="how many recent scans (run records) to list"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     endpoint_url: Optional[str] = EndpointOpt,
     anon: bool = AnonOpt,
     profile: Optional[str] = ProfileOpt,
 ) -> None:
-    """Summarise a scan's output: fake rate per prefix and day, the most suspicious objects, errors."""
+    """Summarise a scan's output: fake rate per prefix and day, the most suspicious objects, errors, recent runs."""
     from jobs.logs import setup_logging
 
     setup_logging(False)
@@ -161,9 +180,10 @@ def report(
     from jobs.scan import storage_options_for
 
     try:
-        data = build_report(output, storage_options_for(output, endpoint_url, anon, profile), top=top, depth=depth)
+        data = build_report(output, storage_options_for(output, endpoint_url, anon, profile), top=top, depth=depth,
+                            runs=runs)
     except QueryError as exc:
-        console.print(f"[red]cannot report:[/red] {exc}")
+        console.print(f"[red]cannot report:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -205,6 +225,16 @@ def _print_report(data: dict) -> None:
         for row in data["top_errors"]:
             table.add_row(row["error"], str(row["objects"]))
         out.print(table)
+    if data["runs"]:
+        table = Table("scan", "status", "exit", "started", "listed", "skipped", "scanned", "failed", "quarantined",
+                      title="recent runs (query the `runs` view for more)", box=None, padding=(0, 2), header_style="bold")
+        for row in data["runs"]:
+            colour = "green" if row["status"] == "succeeded" else "yellow" if row["status"] == "running" else "red"
+            table.add_row(row["scan_id"], f"[{colour}]{row['status']}[/{colour}]", str(row["exit_code"] if row["exit_code"] is not None else "-"),
+                          str(row["started_at"])[:19], str(row["listed"]), str(row["skipped"]), str(row["scanned"]),
+                          str(row["failed"]), str(row["quarantined"]))
+        out.print(table)
+        out.print(f"last successful run ended {data['last_success'] or 'never'}")
 
 
 def register(app: typer.Typer) -> None:

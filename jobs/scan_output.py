@@ -233,6 +233,7 @@ class OutputStore:
 
     uri: str
     storage_options: dict = field(default_factory=dict)
+    quarantined: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.fs, self.root = fsspec.core.url_to_fs(self.uri, **self.storage_options)
@@ -301,16 +302,65 @@ class OutputStore:
                 log.info("removing faces part of an interrupted commit: %s", path)
                 self.fs.rm(path)
 
+    def quarantine_unreadable(self, scan_id: str) -> list[str]:
+        """Move parts that cannot be read to ``_quarantine/<scan_id>/``; returns their original URIs.
+
+        A bad ``videos`` part takes its ``faces`` twin with it (those faces belong to rows that are gone).
+        """
+        from jobs.scan_quarantine import move_aside, unreadable_parts
+
+        moved: list[str] = []
+        faces = self._list_parts("faces")
+        for table in TABLES:
+            parts = self._list_parts(table)
+            for path, why in unreadable_parts(self.fs, sorted(parts.values()), table).items():
+                pair = [path]
+                if table == "videos" and posixpath.basename(path) in faces:
+                    pair.append(faces[posixpath.basename(path)])
+                for victim in pair:
+                    if not self.fs.exists(victim):
+                        continue
+                    target = move_aside(self.fs, self.root, victim, scan_id, self.local)
+                    moved.append(self.uri_of(victim))
+                    log.warning("quarantined unreadable part %s (%s) -> %s", self.uri_of(victim), why, self.uri_of(target))
+        self.quarantined.extend(moved)
+        return moved
+
+    def uri_of(self, path: str) -> str:
+        return path if self.local else self.fs.unstrip_protocol(path)
+
     # ---- reading
-    def scanned(self) -> dict[tuple[str, str, str], str]:
-        """(uri, fingerprint, model_version) → label of the latest row, over every committed scan."""
+    def scanned(self, scan_id: str | None = None) -> dict[tuple[str, str, str], str]:
+        """(uri, fingerprint, model_version) → label of the latest row, over every committed scan.
+
+        A part whose footer is fine but whose data is not fails the read as a whole: with ``scan_id``,
+        such parts are found one by one and quarantined, and the read is done again.
+        """
         parts = self._list_parts("videos")
         if not parts:
             return {}
         import pyarrow.dataset as pads
 
-        dataset = pads.dataset(sorted(parts.values()), filesystem=self.fs, format="parquet")
-        table = dataset.to_table(columns=["uri", "fingerprint", "model_version", "label", "scanned_at"])
+        columns = ["uri", "fingerprint", "model_version", "label", "scanned_at"]
+        try:
+            table = pads.dataset(sorted(parts.values()), filesystem=self.fs, format="parquet").to_table(columns=columns)
+        except Exception:  # noqa: BLE001 - find the culprit(s) below
+            if scan_id is None:
+                raise
+            from jobs.scan_quarantine import move_aside
+
+            tables = []
+            for path in sorted(parts.values()):
+                try:
+                    tables.append(pads.dataset([path], filesystem=self.fs, format="parquet").to_table(columns=columns))
+                except Exception as exc:  # noqa: BLE001
+                    move_aside(self.fs, self.root, path, scan_id, self.local)
+                    self.quarantined.append(self.uri_of(path))
+                    log.warning("quarantined unreadable part %s (%s: %s)", self.uri_of(path), type(exc).__name__,
+                                str(exc).splitlines()[0][:200] if str(exc) else "")
+            if not tables:
+                return {}
+            table = pa.concat_tables(tables)
         latest: dict[tuple[str, str, str], tuple[Any, str]] = {}
         for uri, fp, mv, label, at in zip(*(table.column(c).to_pylist() for c in table.column_names)):
             key = (uri, fp, mv)
@@ -331,6 +381,10 @@ class OutputStore:
             os.replace(tmp, path)
         else:
             self.fs.pipe_file(path, data)
+
+    def put(self, relative: str, data: bytes) -> None:
+        """Write ``DEST/<relative>`` atomically (run records, anything that must appear whole)."""
+        self._put(f"{self.root}/{relative}", data)
 
     @staticmethod
     def _parquet_bytes(rows: list[dict], schema: pa.Schema) -> bytes:

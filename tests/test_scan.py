@@ -304,11 +304,34 @@ def test_second_scan_skips_everything_and_full_rescans(first_scan, settings, s3_
     again = run_scan(settings, _options(source, output))
     assert (again.seen, again.skipped, again.scanned, again.parts) == (9, 9, 0, 0)
     assert set(store._list_parts("videos")) == parts  # nothing written
+    from jobs.scan_records import read_records
+
+    quiet = next(r for r in read_records(store.fs, store.root) if r.scan_id == again.scan_id)  # but a run record
+    assert (quiet.status, quiet.exit_code, quiet.listed, quiet.skipped, quiet.scanned) == ("succeeded", 0, 9, 9, 0)
 
     full = run_scan(settings, _options(source, output, full=True))
     assert (full.seen, full.skipped, full.scanned, full.failed) == (9, 0, 9, 5)
     rows = _read_table(store, "videos")
     assert len(rows) == 18 and {r["scan_id"] for r in rows} == {summary.scan_id, full.scan_id}
+
+
+@pytest.mark.slow
+def test_s3_scan_over_the_error_rate_commits_everything_records_and_exits_4(first_scan, s3_server):
+    from jobs.query import report, run_query
+    from jobs.scan_records import read_records
+
+    summary, _source, output = first_scan
+    assert (summary.status, summary.exit_code) == ("too_many_errors", 4)  # 5 of 9 > the default 0.5
+    assert summary.error_rate == pytest.approx(5 / 9, abs=1e-3) and "over --max-error-rate" in summary.message
+    store = OutputStore(output, s3_server["storage_options"])
+    record = next(r for r in read_records(store.fs, store.root) if r.scan_id == summary.scan_id)
+    assert (record.status, record.exit_code, record.listed, record.scanned) == ("too_many_errors", 4, 9, 9)
+    assert record.labels["ERROR"] == 5 and sum(record.errors.values()) == 5 and len(record.errors) >= 3
+    assert record.parts == summary.parts and record.plan["detect_actors"] >= 1 and record.ended_at
+    assert not store.fs.exists(f"{store.root}/_lease.json")
+    _columns, rows = run_query(output, f"SELECT status, exit_code, scanned, failed FROM runs WHERE scan_id = '{summary.scan_id}'")
+    assert rows == [("too_many_errors", 4, 9, 5)]
+    assert summary.scan_id in [r["scan_id"] for r in report(output)["runs"]]
 
 
 @pytest.mark.slow
@@ -446,8 +469,8 @@ class _PoisonDecodeWorker:
 @pytest.mark.slow
 def test_object_that_crashes_its_worker_every_time_gets_an_error_row(ray_session, settings, samples_dir, tmp_path,
                                                                      monkeypatch):
-    """Bounded retries: the poison object ends as ERROR after 1 + max_task_retries crashes, the others
-    are scored, and the scan neither loops forever nor stops."""
+    """Bounded retries: the poison object ends as ERROR after (1 + max_task_retries) crashes in each of
+    the 1 + lost_retries passes, the others are scored, and the scan neither loops forever nor stops."""
     import sys
 
     import ray.cloudpickle
@@ -464,7 +487,7 @@ def test_object_that_crashes_its_worker_every_time_gets_an_error_row(ray_session
     summary = run_scan(settings, _options(str(source), str(tmp_path / "out"), max_task_retries=1))
     assert (summary.scanned, summary.lost, summary.failed, summary.no_face) == (3, 1, 1, 1)
     rows = {_name(v["uri"]): v for v in _read_table(OutputStore(str(tmp_path / "out")), "videos")}
-    assert rows["poison.jpg"]["label"] == "ERROR" and "failed 2 times" in rows["poison.jpg"]["error"]
+    assert rows["poison.jpg"]["label"] == "ERROR" and "failed 4 times" in rows["poison.jpg"]["error"]
     assert rows["a.jpg"]["label"] in ("FAKE", "REAL") and rows["z.jpg"]["label"] == "NO_FACE"
 
 

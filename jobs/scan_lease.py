@@ -1,0 +1,224 @@
+"""One scan per output: a lease object ``DEST/_lease.json`` (owner, heartbeat, expiry).
+
+A scan takes the lease before it touches DEST (its start-up clean-up deletes leftovers that a running
+scan could still be committing), renews it from a background thread every ``ttl/4`` seconds and
+deletes it at the end. A killed scan stops renewing, so its lease lapses after ``ttl`` seconds and the
+next scan takes it over. Taking and renewing are compare-and-swap:
+
+- local folders: under an ``flock`` on ``DEST/_lease.lock`` (read, check, atomic rename);
+- S3: conditional PUTs (``If-None-Match: *`` to create, ``If-Match: <ETag>`` to replace), so two
+  scans starting together cannot both win;
+- other stores: write, then read back and check the token (best effort).
+
+Expiry compares the holder's ``expires_at`` with this machine's clock: keep clocks in sync (NTP).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+from pydantic import BaseModel, ValidationError
+
+from pipeline.errors import DeepfakeStreamError
+
+log = logging.getLogger(__name__)
+
+LEASE = "_lease.json"
+LOCK = "_lease.lock"
+
+
+class LeaseHeld(DeepfakeStreamError):
+    """Another scan holds the output's lease."""
+
+
+class LeaseLost(DeepfakeStreamError):
+    """This scan's lease lapsed and another scan took the output over."""
+
+
+class _Contended(Exception):
+    """A conditional write lost a race."""
+
+
+class LeaseInfo(BaseModel):
+    scan_id: str
+    owner: str
+    token: str
+    acquired_at: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
+    ttl_s: float
+
+    def expired(self, at: datetime) -> bool:
+        return at >= self.expires_at
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _protocol(fs: Any) -> str:
+    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+
+
+class OutputLease:
+    """The lease on one output for one scan. ``acquire`` → ``kept_alive()`` → ``release``."""
+
+    def __init__(self, fs: Any, root: str, display: str, scan_id: str, ttl_s: float = 120.0):
+        self.fs, self.root, self.display, self.scan_id, self.ttl_s = fs, root, display, scan_id, ttl_s
+        self.path = f"{root}/{LEASE}"
+        self.kind = "local" if _protocol(fs) in ("file", "local") else "s3" if _protocol(fs) in ("s3", "s3a") else "other"
+        self.token = uuid.uuid4().hex
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.acquired_at: datetime | None = None
+        self.lost: str | None = None
+        self._etag: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- storage primitives
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        if self.kind != "local":
+            yield
+            return
+        import fcntl
+
+        os.makedirs(self.root, exist_ok=True)
+        with open(os.path.join(self.root, LOCK), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _read(self) -> tuple[LeaseInfo | None, str | None, bool]:
+        """(lease, its ETag on S3, whether an object exists at all)."""
+        self.fs.invalidate_cache(self.path)
+        try:
+            etag = str(self.fs.info(self.path).get("ETag") or "") or None if self.kind == "s3" else None
+            data = self.fs.cat_file(self.path)
+        except FileNotFoundError:
+            return None, None, False
+        try:
+            return LeaseInfo.model_validate(json.loads(data)), etag, True
+        except (ValidationError, ValueError) as exc:
+            log.warning("ignoring unreadable lease %s: %s", self.path, str(exc).splitlines()[0][:200])
+            return None, etag, True
+
+    def _write(self, info: LeaseInfo, exists: bool, etag: str | None) -> None:
+        data = (info.model_dump_json(indent=2) + "\n").encode()
+        if self.kind == "local":
+            tmp = f"{self.path}.{self.token}.tmp"
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+            return
+        if self.kind == "s3":
+            condition = {"IfMatch": etag} if exists and etag else {"mode": "create"}
+            try:
+                out = self.fs.pipe_file(self.path, data, **condition)
+            except (OSError, ValueError) as exc:
+                text = f"{type(exc).__name__} {exc}".lower().replace("-", "")
+                if isinstance(exc, FileExistsError) or "precondition" in text or "412" in text:
+                    raise _Contended(str(exc)) from exc
+                raise
+            self._etag = str((out or {}).get("ETag") or "") or None
+            return
+        self.fs.pipe_file(self.path, data)
+        back, _etag, _exists = self._read()
+        if back is None or back.token != info.token:
+            raise _Contended("another scan wrote the lease at the same time")
+
+    def _info(self, at: datetime) -> LeaseInfo:
+        return LeaseInfo(scan_id=self.scan_id, owner=self.owner, token=self.token, acquired_at=self.acquired_at or at,
+                         heartbeat_at=at, expires_at=at + timedelta(seconds=self.ttl_s), ttl_s=self.ttl_s)
+
+    # ---- the protocol
+    def acquire(self) -> None:
+        """Take the lease, or raise ``LeaseHeld`` (one line, for the operator) when a live scan has it."""
+        try:
+            with self._locked():
+                current, etag, exists = self._read()
+                at = _now()
+                if current is not None and current.token != self.token and not current.expired(at):
+                    raise LeaseHeld(
+                        f"output {self.display} is in use by scan {current.scan_id} on {current.owner} "
+                        f"(lease renewed {current.heartbeat_at:%Y-%m-%dT%H:%M:%SZ}, expires "
+                        f"{current.expires_at:%Y-%m-%dT%H:%M:%SZ}); one scan per output at a time")
+                if current is not None and current.token != self.token:
+                    log.warning("taking over the lapsed lease of scan %s (%s, expired %s)",
+                                current.scan_id, current.owner, current.expires_at.isoformat())
+                self.acquired_at = at
+                self._write(self._info(at), exists, etag)
+        except _Contended as exc:
+            raise LeaseHeld(f"output {self.display} is in use: another scan took its lease at the same moment") from exc
+
+    def renew(self) -> None:
+        """Push the expiry forward; sets ``lost`` when another scan has taken over."""
+        with self._locked():
+            current, etag, exists = self._read()
+            if current is None or current.token != self.token:
+                holder = f"scan {current.scan_id} on {current.owner}" if current else "nobody (deleted)"
+                self.lost = f"the lease on {self.display} is now held by {holder}"
+                return
+            try:
+                self._write(self._info(_now()), exists, etag)
+            except _Contended:
+                self.lost = f"the lease on {self.display} was taken over while renewing it"
+
+    def check(self) -> None:
+        """Raise ``LeaseLost`` when the output is no longer ours (before committing more parts)."""
+        if self.lost:
+            raise LeaseLost(f"stopped: {self.lost}; committed parts are kept")
+
+    def _stop_beating(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def release(self) -> None:
+        """Delete the lease if it is still ours (it lapses after ``ttl`` anyway)."""
+        self._stop_beating()
+        if self.acquired_at is None or self.lost:
+            return
+        try:
+            with self._locked():
+                current, _etag, _exists = self._read()
+                if current is not None and current.token == self.token:
+                    self.fs.rm_file(self.path)
+        except Exception as exc:  # noqa: BLE001 - it lapses anyway after ttl
+            log.warning("could not delete the lease %s (it lapses in %.0f s): %s", self.path, self.ttl_s, exc)
+
+    @contextmanager
+    def kept_alive(self) -> Iterator["OutputLease"]:
+        """Renew from a daemon thread while the body runs (``release`` is the caller's: the final run
+        record is written while the lease is still held)."""
+        def beat() -> None:
+            while not self._stop.wait(max(0.2, self.ttl_s / 4)):
+                try:
+                    self.renew()
+                except Exception as exc:  # noqa: BLE001 - a storage blip: try again next beat
+                    log.warning("could not renew the lease on %s: %s", self.display, exc)
+                if self.lost:
+                    log.error("%s", self.lost)
+                    return
+
+        self._thread = threading.Thread(target=beat, name="dfs-lease", daemon=True)
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop_beating()
+
+
+__all__ = ["OutputLease", "LeaseHeld", "LeaseLost", "LeaseInfo", "LEASE"]

@@ -1,0 +1,131 @@
+"""Run records: ``DEST/_runs/<scan_id>.json``, one per scan, written at start ("running") and at the end.
+
+They are what a nightly job is monitored by: a night with nothing new still writes one, so "no
+``succeeded`` record for 26 h" is a sound staleness alert, and the exit status, error classes and
+quarantined parts are kept with the output rather than only on a pod's stdout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = "_runs"
+RECORD_VERSION = 1
+
+Status = Literal["running", "succeeded", "too_many_errors", "aborted", "interrupted", "terminated",
+                 "not_started", "busy", "lease_lost"]
+
+
+class RunRecord(BaseModel):
+    """One scan. Counts are of this run only; ``labels``/``errors`` count the rows it wrote."""
+
+    record_version: int = RECORD_VERSION
+    scan_id: str
+    status: Status = "running"
+    exit_code: int | None = None
+    message: str | None = None
+    source: str
+    output: str
+    host: str = Field(default_factory=socket.gethostname)
+    pid: int = Field(default_factory=os.getpid)
+    started_at: datetime
+    ended_at: datetime | None = None
+    elapsed_s: float | None = None
+    model_version: str
+    settings_digest: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    plan: dict[str, Any] = Field(default_factory=dict)
+    listed: int = 0
+    skipped: int = 0
+    deferred: int = 0
+    scanned: int = 0
+    lost: int = 0
+    parts: int = 0
+    labels: dict[str, int] = Field(default_factory=dict)
+    errors: dict[str, int] = Field(default_factory=dict)
+    error_rate: float | None = None
+    quarantined: list[str] = Field(default_factory=list)
+
+
+def settings_digest(settings: BaseModel) -> str:
+    """A short hash of every model setting: two runs with the same digest scored the same way."""
+    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:16]
+
+
+_NUMBER = re.compile(r"\d+(\.\d+)?")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def error_class(message: str | None) -> str:
+    """Group error messages that differ only in numbers or quoted names (there are no error codes)."""
+    text = _QUOTED.sub("'…'", _NUMBER.sub("N", (message or "unknown error").strip()))
+    return text[:120]
+
+
+def record_bytes(record: RunRecord) -> bytes:
+    return (record.model_dump_json(indent=2) + "\n").encode()
+
+
+def read_records(fs: Any, root: str) -> list[RunRecord]:
+    """Every readable run record under ``root``, newest first; unreadable ones are skipped with a warning."""
+    base = f"{root}/{RUNS_DIR}"
+    fs.invalidate_cache(base)
+    try:
+        paths = [p for p in fs.find(base) if p.endswith(".json") and not os.path.basename(p).startswith(".")]
+    except FileNotFoundError:
+        return []
+    if not paths:
+        return []
+    contents = fs.cat(paths, on_error="return")
+    records = []
+    for path, data in contents.items():
+        try:
+            if isinstance(data, Exception):
+                raise data
+            records.append(RunRecord.model_validate(json.loads(data)))
+        except (ValidationError, ValueError, OSError) as exc:
+            log.warning("skipping unreadable run record %s: %s", path, str(exc).splitlines()[0][:200])
+    return sorted(records, key=lambda r: (r.started_at, r.scan_id), reverse=True)
+
+
+
+
+def runs_table(records: list[RunRecord]):
+    """The ``runs`` view of ``query``: one row per record, maps as JSON text (``json_extract`` reads them)."""
+    import pyarrow as pa
+
+    ts = pa.timestamp("us", tz="UTC")
+    schema = pa.schema([
+        ("scan_id", pa.string()), ("status", pa.string()), ("exit_code", pa.int32()), ("message", pa.string()),
+        ("source", pa.string()), ("output", pa.string()), ("host", pa.string()), ("started_at", ts),
+        ("ended_at", ts), ("elapsed_s", pa.float64()), ("model_version", pa.string()),
+        ("settings_digest", pa.string()), ("listed", pa.int64()), ("skipped", pa.int64()), ("deferred", pa.int64()),
+        ("scanned", pa.int64()), ("lost", pa.int64()), ("parts", pa.int64()), ("fakes", pa.int64()),
+        ("reals", pa.int64()), ("no_face", pa.int64()), ("failed", pa.int64()), ("error_rate", pa.float64()),
+        ("errors", pa.string()), ("quarantined", pa.list_(pa.string())), ("plan", pa.string()), ("options", pa.string()),
+    ])
+    rows = []
+    for r in records:
+        row = r.model_dump(include={"scan_id", "status", "exit_code", "message", "source", "output", "host",
+                                    "started_at", "ended_at", "elapsed_s", "model_version", "settings_digest",
+                                    "listed", "skipped", "deferred", "scanned", "lost", "parts", "error_rate",
+                                    "quarantined"})
+        row.update(fakes=r.labels.get("FAKE", 0), reals=r.labels.get("REAL", 0), no_face=r.labels.get("NO_FACE", 0),
+                   failed=r.labels.get("ERROR", 0), errors=json.dumps(r.errors), plan=json.dumps(r.plan),
+                   options=json.dumps(r.options, default=str))
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+__all__ = ["RunRecord", "RUNS_DIR", "settings_digest", "error_class", "record_bytes", "read_records", "runs_table"]

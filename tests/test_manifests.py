@@ -1,0 +1,128 @@
+"""Every Kubernetes manifest under cluster/ is valid: KubeRay resources against KubeRay v1.7.0's CRD
+schemas (../shared/schemas, strict: an unknown field fails), plain ones against Kubernetes' own schemas
+(the kubernetes-validate package, strict), and the nightly schedule cannot overlap itself."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = Path(os.environ.get("DFS_KUBERAY_SCHEMAS", ROOT.parent / "shared" / "schemas" / "kuberay-v1.7.0"))
+
+
+def _manifests() -> list[tuple[str, dict]]:
+    """(file, document) for every YAML document under cluster/ that is a Kubernetes object."""
+    found = []
+    for path in sorted((ROOT / "cluster").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and "apiVersion" in doc and "kind" in doc:
+                found.append((path.relative_to(ROOT).as_posix(), doc))
+    return found
+
+
+MANIFESTS = _manifests()
+
+
+def _strict(schema):
+    """A CRD's openAPIV3Schema as the API server reads it with field validation Strict: objects that
+    list their properties accept no others (unless x-kubernetes-preserve-unknown-fields)."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    if ("properties" in out and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+def _crd_validators() -> dict[tuple[str, str], object]:
+    if not SCHEMAS.is_dir():
+        pytest.skip(f"KubeRay CRD schemas not present ({SCHEMAS}); they come with ../shared")
+    return _load_crds()
+
+
+@functools.lru_cache(maxsize=1)
+def _load_crds() -> dict[tuple[str, str], object]:
+    import jsonschema
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are 75k lines: libyaml, once
+    validators = {}
+    for path in SCHEMAS.glob("ray.io_*.yaml"):
+        crd = yaml.load(path.read_text(), Loader=loader)
+        for version in crd["spec"]["versions"]:
+            if version.get("served"):
+                schema = _strict(version["schema"]["openAPIV3Schema"])
+                validators[(f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])] = \
+                    jsonschema.Draft7Validator(schema)
+    return validators
+
+
+def test_the_cluster_folder_has_the_nightly_schedule():
+    kinds = {(doc["kind"], file) for file, doc in MANIFESTS}
+    assert ("CronJob", "cluster/kuberay/cronjob-scan.yaml") in kinds
+    assert ("RayCluster", "cluster/kuberay/raycluster-scan.yaml") in kinds
+    assert ("RayCronJob", "cluster/kuberay/raycronjob-scan.yaml") in kinds
+
+
+@pytest.mark.parametrize("file,doc", [m for m in MANIFESTS if m[1]["apiVersion"].startswith("ray.io/")],
+                         ids=lambda v: v if isinstance(v, str) else v.get("kind"))
+def test_kuberay_manifests_match_the_crd_schemas(file, doc):
+    validators = _crd_validators()
+    key = (doc["apiVersion"], doc["kind"])
+    assert key in validators, f"{file}: {key} is not a served KubeRay v1.7.0 resource"
+    errors = sorted(validators[key].iter_errors(doc), key=lambda e: list(e.path))
+    assert not errors, f"{file}: " + "; ".join(f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors[:5])
+    assert doc["metadata"].get("name") or doc["metadata"].get("generateName")
+
+
+def test_the_strict_check_rejects_an_unknown_field():
+    validators = _crd_validators()
+    file, doc = next(m for m in MANIFESTS if m[1]["kind"] == "RayCluster")
+    bad = {**doc, "spec": {**doc["spec"], "headGroupSpec": {**doc["spec"]["headGroupSpec"], "replicaz": 1}}}
+    assert list(validators[("ray.io/v1", "RayCluster")].iter_errors(bad)), "a misspelt field must fail"
+
+
+@pytest.mark.parametrize("file,doc", [m for m in MANIFESTS if not m[1]["apiVersion"].startswith("ray.io/")],
+                         ids=lambda v: v if isinstance(v, str) else v.get("kind"))
+def test_plain_kubernetes_manifests_match_kubernetes_schemas(file, doc):
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
+    from kubernetes_validate.utils import latest_version
+
+    try:
+        kubernetes_validate.validate(doc, latest_version(), strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"{file}: {doc['kind']}: {'.'.join(map(str, exc.path))}: {exc.message}")
+
+
+def test_the_nightly_schedule_cannot_overlap_itself():
+    docs = {doc["kind"]: doc for _file, doc in MANIFESTS if _file.endswith(("cronjob-scan.yaml", "raycluster-scan.yaml"))}
+    cron, cluster = docs["CronJob"], docs["RayCluster"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    script = " ".join(pod["containers"][0]["command"] + pod["containers"][0].get("args", []))
+    # a unique Ray submission id per run, aimed at the long-lived cluster's head service
+    assert "--submission-id" in script and "$(date" in script
+    assert f"{cluster['metadata']['name']}-head-svc:8265" in script
+    # the pod is killed after its deadline: it must stop the Ray job too, then the scan has time to commit
+    assert "trap" in script and "ray job stop" in script
+    head_env = {e["name"]: e.get("value") for e in cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    assert int(head_env["RAY_JOB_STOP_WAIT_TIME_S"]) > 25  # > the scan's default --stop-timeout
+    rayjob = next(doc for file, doc in MANIFESTS if file.endswith("rayjob-scan.yaml"))
+    assert "generateName" in rayjob["metadata"] and "name" not in rayjob["metadata"]  # a new RayJob per run
+
+
+def test_the_kubernetes_strict_check_rejects_an_unknown_field():
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
+    from kubernetes_validate.utils import latest_version
+
+    _file, cron = next(m for m in MANIFESTS if m[1]["kind"] == "CronJob")
+    bad = {**cron, "spec": {**cron["spec"], "concurrencyPolicyy": "Forbid"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, latest_version(), strict=True)
