@@ -177,6 +177,7 @@ def train(
     threads: int = typer.Option(0, help="torch CPU threads (0 = default)"),
     resume: bool = typer.Option(False, help="continue from OUTPUT/last.pt"),
     version: str = typer.Option("dev", help="model version written to the card"),
+    data_description: str = typer.Option("", help="what the training data is and its terms (model card)"),
 ) -> None:
     """Train the detector; writes OUTPUT/best.safetensors + model card, last.pt, history.json."""
     setup_logging()
@@ -188,7 +189,8 @@ def train(
         cfg = TrainConfig(dataset=dataset, out_dir=output, extra_datasets=extra_dataset, encoder=encoder, input_mode=input_mode, epochs=epochs, batch_size=batch_size,
                           lr=lr, real_fakes=real_fakes, sbi=sbi, max_crops_per_video=max_crops_per_video,
                           patience=patience, seed=seed, num_workers=num_workers, use_gpu=gpu, threads=threads,
-                          resume=resume, version=version, max_steps_per_epoch=max_steps_per_epoch, codec_p=codec_p)
+                          resume=resume, version=version, max_steps_per_epoch=max_steps_per_epoch, codec_p=codec_p,
+                          data_description=data_description)
         state = run_train(cfg)
     except (ValidationError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]{exc}[/red]")

@@ -255,9 +255,11 @@ def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, 
         strategy, threshold, strategies = fit_on_validation(records, target_fpr, min_track)
         card.aggregation, card.threshold = strategy, round(threshold, 6)
         card.min_track_frames, card.target_fpr = min_track, target_fpr
+        if settings.classify.tta_flip is not None:  # the scores were made with this setting: it ships with them
+            card.tta_flip = settings.classify.tta_flip
         card.metrics["validation_fit"] = {
             "split": split, "sources": [source_name(s) for s in [source, *(extra or [])]], "aggregation": strategy,
-            "threshold": card.threshold, "target_fpr": target_fpr, "min_track_frames": min_track,
+            "threshold": card.threshold, "target_fpr": target_fpr, "min_track_frames": min_track, "tta_flip": card.tta_flip,
             "strategies": {k: {m: v[m] for m in ("roc_auc", "roc_auc_balanced", "log_loss", "f1", "fpr", "fitted_threshold")}
                            for k, v in strategies.items()}}
         card_path(checkpoint).write_text(card.model_dump_json(indent=2) + "\n")

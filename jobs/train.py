@@ -56,6 +56,7 @@ class TrainConfig(BaseModel):
     resume: bool = False
     imagenet: bool = True
     version: str = "dev"
+    data_description: str = Field("", description="what the data is and its terms, for the model card")
     max_steps_per_epoch: int | None = None
     codec_p: float = Field(0.5, ge=0, le=1, description="share of crops (any label) sent through the H.264 round trip")
     source_balance: Literal["none", "sqrt"] = Field(
@@ -322,7 +323,8 @@ def _card(config: TrainConfig, spec: ModelSpec, state: dict, manifest: dict) -> 
     return ModelCard(
         version=config.version, architecture=spec,
         training={
-            "dataset": str(config.dataset), "source": manifest.get("source"), "splits": manifest.get("splits"),
+            "dataset": config.data_description or str(config.dataset), "source": manifest.get("source"),
+            "prepared": [str(config.dataset), *map(str, config.extra_datasets)], "splits": manifest.get("splits"),
             "hyperparameters": config.model_dump(mode="json", exclude={"dataset", "out_dir", "resume"}),
             "best_epoch": state["best_epoch"], "history": state["history"],
             "train_seconds": round(state["train_seconds"], 1),

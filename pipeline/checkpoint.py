@@ -38,6 +38,7 @@ class ModelCard(BaseModel):
     threshold: float = Field(0.5, ge=0, le=1)
     aggregation: Literal["mean", "confident", "track_max"] = "mean"
     min_track_frames: int = Field(1, ge=1, description="tracks seen in fewer sampled frames give no verdict")
+    tta_flip: bool = Field(False, description="average each face's score with its mirror image's")
     target_fpr: float | None = Field(None, gt=0, lt=1, description="false-positive rate on validation reals the threshold was chosen for")
     trained: bool = True
     training: dict[str, Any] = Field(default_factory=dict)

@@ -21,16 +21,19 @@ log = logging.getLogger(__name__)
 class FaceClassifier:
     """A loaded detector network with its model card; scores uint8 crops in fixed-size batches."""
 
-    def __init__(self, model: DeepfakeDetector, card: ModelCard, device: str = "cpu", batch_size: int = 32):
+    def __init__(self, model: DeepfakeDetector, card: ModelCard, device: str = "cpu", batch_size: int = 32,
+                 tta_flip: bool | None = None):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self.card = card
         self.batch_size = batch_size
+        self.tta_flip = card.tta_flip if tta_flip is None else tta_flip
 
     @classmethod
-    def from_checkpoint(cls, path: Path | str, device: str = "auto", batch_size: int = 32) -> "FaceClassifier":
+    def from_checkpoint(cls, path: Path | str, device: str = "auto", batch_size: int = 32,
+                        tta_flip: bool | None = None) -> "FaceClassifier":
         model, card = load_checkpoint(path, device="cpu")
-        return cls(model, card, device, batch_size)
+        return cls(model, card, device, batch_size, tta_flip)
 
     @property
     def input_size(self) -> int:
@@ -46,7 +49,10 @@ class FaceClassifier:
         with torch.inference_mode():
             for start in range(0, len(crops), self.batch_size):
                 pixels = crops_to_tensor(crops[start:start + self.batch_size], self.device)
-                scores.append(torch.sigmoid(self.model(pixels).float()).cpu().numpy())
+                probs = torch.sigmoid(self.model(pixels).float())
+                if self.tta_flip:  # mirror images are equally real or fake: average both views (2x the cost)
+                    probs = (probs + torch.sigmoid(self.model(pixels.flip(-1)).float())) / 2
+                scores.append(probs.cpu().numpy())
         return np.concatenate(scores).astype(np.float32)
 
 
@@ -56,7 +62,8 @@ class ClassifyStage:
     def __init__(self, config: ClassifyConfig | None = None, device: str = "auto",
                  classifier: FaceClassifier | None = None, keep_crops: bool = False):
         self.config = config or ClassifyConfig()
-        self.classifier = classifier or FaceClassifier.from_checkpoint(self.config.checkpoint, device, self.config.batch_size)
+        self.classifier = classifier or FaceClassifier.from_checkpoint(self.config.checkpoint, device, self.config.batch_size,
+                                                                       self.config.tta_flip)
         self.keep_crops = keep_crops
 
     @property

@@ -46,6 +46,7 @@ class ClassifyConfig(BaseModel):
         None, description="override the model card's aggregation strategy"
     )
     min_track_frames: int | None = Field(None, ge=1, description="override the card's minimum track length (sampled frames)")
+    tta_flip: bool | None = Field(None, description="override the card's horizontal-flip test-time augmentation")
 
 
 class ServeConfig(BaseModel):

@@ -27,11 +27,13 @@ prep data-cache/faces.csv -o data-cache/faces160 --frames-real 48
 DFS_DETECT__MIN_FACE_PX=80 prep data-cache/utkface-train.csv -o data-cache/utk160 --frames-real 1
 DFS_DETECT__MIN_FACE_PX=80 prep data-cache/utkface-val.csv -o data-cache/utk160val --frames-real 1
 
+DATA_NOTE="Research use only; none of it is redistributed. FaceForensics++ c23 subset (../shared/data/ffpp-c23: 30 original, 63 manipulated videos; identity-group split 50/25/25, train split used: reals as SBI sources + its Deepfakes/Face2Face/FaceSwap/NeuralTextures fakes); UTKFace aligned face photos (8,201 of 9,674 for training, 473 validation, 1,000 held out); 47 real talking-head clips from public face-animation repositories (30 training, 8 validation, 9 held out, split by source repository); 38 photos/clips of the facenet-pytorch and face_recognition example media (training)."
 RESUME=""; [ -f "$WORK/train/last.pt" ] && RESUME="--resume"
 $BIN/deepfakestream train data-cache/ffpp160 --extra-dataset data-cache/th160 --extra-dataset data-cache/faces160 \
     --extra-dataset data-cache/utk160 --extra-dataset data-cache/utk160val --output "$WORK/train" \
     --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-12}" --max-steps-per-epoch "${STEPS:-250}" \
-    --codec-p 0.5 --real-fakes --threads "${THREADS:-2}" --version "$VERSION" $RESUME
+    --codec-p 0.5 --real-fakes --threads "${THREADS:-2}" --version "$VERSION" $RESUME \
+    --data-description "$DATA_NOTE"
 
 mkdir -p pipeline/checkpoints docs/reports
 cp "$WORK/train/best.safetensors" pipeline/checkpoints/detector.safetensors

@@ -240,7 +240,7 @@ def _toy_dataset(root: Path, size: int = 32, per_class: int = 24) -> Path:
 def _toy_config(tmp_path: Path, epochs: int = 3, **extra) -> TrainConfig:
     data = _toy_dataset(tmp_path / "toy")
     return TrainConfig(dataset=data, out_dir=tmp_path / "run", epochs=epochs, batch_size=8, lr=2e-3, sbi=False, real_fakes=True,
-                       imagenet=False, patience=5, seed=1, **extra)
+                       imagenet=False, patience=5, seed=1, codec_p=0.0, **extra)  # toy fakes are pixel noise: a codec would erase the cue
 
 
 def test_tiny_model_loss_falls_and_writes_checkpoints(tmp_path):
