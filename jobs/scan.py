@@ -40,7 +40,7 @@ from jobs.scan_records import RUNS_DIR, RunRecord, error_class, record_bytes, se
 from jobs.scan_stop import GracefulStop, Terminated
 from pipeline.config import Settings
 from pipeline.errors import DeepfakeStreamError
-from pipeline.media import MEDIA_EXTENSIONS
+from pipeline.media import MEDIA_EXTENSIONS, normalize_uri
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,7 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
                  include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
                  max_objects: int | None = None) -> list[dict[str, Any]]:
     """Every media object under ``source`` (a prefix, folder or single object), sorted by URI."""
+    source = normalize_uri(source)  # `S3://b/x` and `s3://b/x` are one source (fsspec knows only the latter)
     try:
         fs, root = fsspec.core.url_to_fs(source, **storage_options)
     except Exception as exc:  # noqa: BLE001 - unknown protocol, missing fsspec backend, bad options

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import DeepfakeStreamError
+from pipeline.media import normalize_uri
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,7 @@ class OutputStore:
     quarantined: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.uri = normalize_uri(self.uri)
         self.fs, self.root = fsspec.core.url_to_fs(self.uri, **self.storage_options)
         if _is_local(self.fs):
             self.root = os.path.abspath(self.root)

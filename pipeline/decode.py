@@ -105,7 +105,10 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: Vid
         frames = reader.get_batch(indices.tolist()).asnumpy()
         timestamps = reader.get_frame_timestamp(indices.tolist())[:, 0].astype(np.float32)
     except Exception as exc:  # noqa: BLE001 - truncated streams fail here
-        raise MediaError(f"video is truncated or corrupt: {_decord_message(exc)}") from exc
+        # decord's text here depends on which of its decoder threads hit the damage first: log it, but keep
+        # the row's message stable so a rescan or the API says the same thing about the same file
+        log.debug("decord failed mid-stream: %s", _decord_message(exc))
+        raise MediaError("video is truncated or corrupt: frames could not be decoded") from exc
     height, width = frames.shape[1:3]
     check_pixels(width, height, config)  # a stream may change size after its header
     return DecodedMedia(frames, indices, timestamps, fps, frame_count, duration, width, height, "video", mime)

@@ -155,6 +155,8 @@ def test_listing_filters_by_extension_glob_and_count(tmp_path, samples_dir):
         ["astronaut_zoom.mp4", "pair_pan.mp4"]
     assert len(list_objects(str(tmp_path), {}, max_objects=3)) == 3
     assert len(list_objects(str(tmp_path / "good" / "coffee.jpg"), {})) == 1
+    # the scheme's case does not matter (URIs are normalised once, before fsspec)
+    assert [e["uri"] for e in list_objects(f"FILE://{tmp_path}", {})] == [e["uri"] for e in entries]
 
 
 def test_local_commits_are_atomic_and_crash_leftovers_are_cleaned(tmp_path):
