@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from jobs.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
-from jobs.metrics import binary_metrics, calibration, operating_threshold, tpr_at_fpr
+from jobs.metrics import balanced_weights, binary_metrics, calibration, operating_threshold, tpr_at_fpr
 from pipeline.aggregate import STRATEGIES, effective_min_track, video_score
 from pipeline.batch import object_column
 from pipeline.checkpoint import ModelCard, card_path
@@ -97,10 +97,8 @@ def video_scores(records: list[dict], strategy: str, min_track_frames: int = 1) 
 
 
 def balanced_auc(labels: np.ndarray, scores: np.ndarray, sources: list[str]) -> float | None:
-    """ROC AUC with every real source weighing the same (see ``jobs.train.balanced_weights``)."""
+    """ROC AUC with every real source weighing the same (see ``jobs.metrics.balanced_weights``)."""
     from sklearn.metrics import roc_auc_score
-
-    from jobs.train import balanced_weights
 
     if len(np.unique(labels)) < 2:
         return None

@@ -92,3 +92,18 @@ def calibration(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> dict[
         ece += members.mean() * abs(confidence - accuracy)
         table.append({"bin": [b / bins, (b + 1) / bins], "n": int(members.sum()), "mean_score": confidence, "fake_share": accuracy})
     return {"ece": float(ece), "bins": table}
+
+
+def balanced_weights(labels: np.ndarray, sources: list[str]) -> np.ndarray:
+    """Sample weights giving every real source the same total weight, and all fakes as much as all reals,
+    so thousands of validation photos cannot drown the few real validation videos."""
+    labels = np.asarray(labels)
+    weights = np.ones(len(labels), np.float64)
+    real_sources = sorted({s for s, y in zip(sources, labels) if y == 0})
+    for source in real_sources:
+        members = np.array([s == source and y == 0 for s, y in zip(sources, labels)])
+        weights[members] = 1.0 / members.sum() / len(real_sources)
+    fakes = labels == 1
+    if fakes.any():
+        weights[fakes] = 1.0 / fakes.sum()
+    return weights

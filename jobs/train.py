@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-from jobs.metrics import binary_metrics
+from jobs.metrics import balanced_weights, binary_metrics
 from jobs.prepare import decode_png, load_crop_table
 from jobs.augment import augment
 from jobs.sbi import self_blend
@@ -156,21 +156,6 @@ def predict(model: torch.nn.Module, crops: list[np.ndarray], device: torch.devic
             pixels = crops_to_tensor(np.stack(crops[start:start + batch_size]), device)
             out.append(torch.sigmoid(model(pixels).float()).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-
-def balanced_weights(labels: np.ndarray, sources: list[str]) -> np.ndarray:
-    """Sample weights giving every real source the same total weight, and all fakes as much as all reals,
-    so thousands of validation photos cannot drown the few real validation videos."""
-    labels = np.asarray(labels)
-    weights = np.ones(len(labels), np.float64)
-    real_sources = sorted({s for s, y in zip(sources, labels) if y == 0})
-    for source in real_sources:
-        members = np.array([s == source and y == 0 for s, y in zip(sources, labels)])
-        weights[members] = 1.0 / members.sum() / len(real_sources)
-    fakes = labels == 1
-    if fakes.any():
-        weights[fakes] = 1.0 / fakes.sum()
-    return weights
 
 
 def validate(model: torch.nn.Module, val: CropSet, device: torch.device) -> dict[str, Any]:

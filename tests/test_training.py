@@ -14,11 +14,11 @@ from sklearn import metrics as skm
 
 from jobs.datasets import LabelledVideo, assign_identity_groups, load_labelled_videos, split_by_group
 from jobs.evaluate import fit_on_validation, report
-from jobs.metrics import binary_metrics, calibration, threshold_for_fpr, tpr_at_fpr
+from jobs.metrics import balanced_weights, binary_metrics, calibration, threshold_for_fpr, tpr_at_fpr
 from jobs.prepare import CROP_SCHEMA, decode_png, encode_png, load_crop_table, prepare, write_atomic
 from jobs.augment import augment, codec_roundtrip, h264
 from jobs.sbi import face_mask, self_blend
-from jobs.train import TrainConfig, balanced_weights, fit
+from jobs.train import TrainConfig, fit
 from pipeline.config import load_settings
 
 # ------------------------------------------------------------------------------------------ datasets
