@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the shipped default detector (v3) from ../shared/data on a 2-core CPU machine.
 # Usage: scripts/train_default.sh [SHARED_DATA_DIR] [WORK_DIR]      (after `make setup`)
+# Env: CROP, ENCODER, VERSION, EPOCHS, STEPS, THREADS, TARGET_FPR; STOP_AFTER=prepare|train for partial runs.
 # Steps: label CSVs for the extra real sets → crop datasets → self-blended training (resumable: rerun
 # the script after an interruption) → operating point on the validation split → report on the held-out
 # test split and real sets → install as pipeline/checkpoints/detector.*
@@ -8,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${1:-../shared/data}
 WORK=${2:-runs/v3}
+CROP=${CROP:-160}                     # crop size = model input size
 VERSION=${VERSION:-ffpp-utk-th-sbi-lite0-160-v3}
 ENCODER=${ENCODER:-tf_efficientnet_lite0}
 BIN=.venv/bin
@@ -19,21 +21,26 @@ $BIN/python scripts/real_sets.py "$SHARED" data-cache
 for split in train val; do   # crops for training and validation only; the test slice is scored from the files
   (head -1 data-cache/utkface.csv; grep -a ",$split" data-cache/utkface.csv) > "data-cache/utkface-$split.csv"
 done
-prep() { $BIN/deepfakestream prepare "$@" --crop-size 160; }
-prep "$SHARED/ffpp-c23" -o data-cache/ffpp160 --frames-real 48 --frames-fake 16
-prep data-cache/talking-heads.csv -o data-cache/th160 --frames-real 32
-prep data-cache/faces.csv -o data-cache/faces160 --frames-real 48
+D=data-cache
+# skipped when already prepared; two single-threaded prepares at a time (one per core)
+prep() { [ -f "$2/manifest.json" ] || $BIN/deepfakestream prepare "$1" -o "$2" "${@:3}" --crop-size "$CROP"; }
+prep "$SHARED/ffpp-c23" $D/ffpp$CROP --frames-real 48 --frames-fake 16 & p1=$!
+{ prep $D/talking-heads.csv $D/th$CROP --frames-real 32; prep $D/faces.csv $D/faces$CROP --frames-real 48; } & p2=$!
+wait $p1; wait $p2   # each wait returns its job's status, so set -e stops on a failed prepare
 # UTKFace chips are tight 200 px faces: a larger minimum face size skips most of MTCNN's pyramid
-DFS_DETECT__MIN_FACE_PX=80 prep data-cache/utkface-train.csv -o data-cache/utk160 --frames-real 1
-DFS_DETECT__MIN_FACE_PX=80 prep data-cache/utkface-val.csv -o data-cache/utk160val --frames-real 1
+DFS_DETECT__MIN_FACE_PX=80 prep $D/utkface-train.csv $D/utk$CROP --frames-real 1 & p1=$!
+DFS_DETECT__MIN_FACE_PX=80 prep $D/utkface-val.csv $D/utk${CROP}val --frames-real 1 & p2=$!
+wait $p1; wait $p2
+[ "${STOP_AFTER:-}" = prepare ] && exit 0
 
 DATA_NOTE="Research use only; none of it is redistributed. FaceForensics++ c23 subset (../shared/data/ffpp-c23: 30 original, 63 manipulated videos; identity-group split 50/25/25, train split used: reals as SBI sources + its Deepfakes/Face2Face/FaceSwap/NeuralTextures fakes); UTKFace aligned face photos (8,201 of 9,674 for training, 473 validation, 1,000 held out); 47 real talking-head clips from public face-animation repositories (30 training, 8 validation, 9 held out, split by source repository); 38 photos/clips of the facenet-pytorch and face_recognition example media (training)."
 RESUME=""; [ -f "$WORK/train/last.pt" ] && RESUME="--resume"
-$BIN/deepfakestream train data-cache/ffpp160 --extra-dataset data-cache/th160 --extra-dataset data-cache/faces160 \
-    --extra-dataset data-cache/utk160 --extra-dataset data-cache/utk160val --output "$WORK/train" \
+$BIN/deepfakestream train $D/ffpp$CROP --extra-dataset $D/th$CROP --extra-dataset $D/faces$CROP \
+    --extra-dataset $D/utk$CROP --extra-dataset $D/utk${CROP}val --output "$WORK/train" \
     --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-12}" --max-steps-per-epoch "${STEPS:-250}" \
     --codec-p 0.5 --real-fakes --threads "${THREADS:-2}" --version "$VERSION" $RESUME \
     --data-description "$DATA_NOTE"
+[ "${STOP_AFTER:-}" = train ] && exit 0   # comparison runs: keep the shipped checkpoint
 
 mkdir -p pipeline/checkpoints docs/reports
 cp "$WORK/train/best.safetensors" pipeline/checkpoints/detector.safetensors
