@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the shipped default detector (v3) from ../shared/data on a 2-core CPU machine.
 # Usage: scripts/train_default.sh [SHARED_DATA_DIR] [WORK_DIR]      (after `make setup`)
-# Env: CROP, ENCODER, VERSION, EPOCHS, STEPS, THREADS, TARGET_FPR; STOP_AFTER=prepare|train for partial runs.
+# Env: CROP, ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR; STOP_AFTER=prepare|train for partial runs.
 # Steps: label CSVs for the extra real sets → crop datasets → self-blended training (resumable: rerun
 # the script after an interruption) → operating point on the validation split → report on the held-out
 # test split and real sets → install as pipeline/checkpoints/detector.*
@@ -37,7 +37,7 @@ DATA_NOTE="Research use only; none of it is redistributed. FaceForensics++ c23 s
 RESUME=""; [ -f "$WORK/train/last.pt" ] && RESUME="--resume"
 $BIN/deepfakestream train $D/ffpp$CROP --extra-dataset $D/th$CROP --extra-dataset $D/faces$CROP \
     --extra-dataset $D/utk$CROP --extra-dataset $D/utk${CROP}val --output "$WORK/train" \
-    --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-12}" --max-steps-per-epoch "${STEPS:-250}" \
+    --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-12}" --patience "${PATIENCE:-3}" --max-steps-per-epoch "${STEPS:-250}" \
     --codec-p 0.5 --real-fakes --threads "${THREADS:-2}" --version "$VERSION" $RESUME \
     --data-description "$DATA_NOTE"
 [ "${STOP_AFTER:-}" = train ] && exit 0   # comparison runs: keep the shipped checkpoint
