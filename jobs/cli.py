@@ -69,7 +69,6 @@ def score(
     setup_logging(verbose)
     from pipeline.errors import DeepfakeStreamError
     from pipeline.graph import ScoringPipeline
-    from pipeline.result import error_result
 
     settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint,
                                  "decode.num_frames": frames, "classify.threshold": threshold})
@@ -82,7 +81,7 @@ def score(
         try:
             result = scorer.score(path)
         except Exception as exc:  # noqa: BLE001 - one bad input gets its own ERROR row
-            result = error_result(path, f"{type(exc).__name__}: {exc}", scorer.stages.aggregate.threshold, scorer.card.version)
+            result = scorer.error(path, f"{type(exc).__name__}: {exc}")
         if as_json:
             sys.stdout.write(json.dumps(result.model_dump(mode="json")) + "\n")
             sys.stdout.flush()

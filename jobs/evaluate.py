@@ -24,10 +24,9 @@ import numpy as np
 from jobs.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
 from jobs.metrics import balanced_weights, binary_metrics, calibration, operating_threshold, tpr_at_fpr
 from pipeline.aggregate import STRATEGIES, effective_min_track, video_score
-from pipeline.batch import object_column
 from pipeline.checkpoint import ModelCard, card_path
 from pipeline.config import Settings
-from pipeline.graph import ScoringPipeline, rows_of
+from pipeline.graph import ScoringPipeline
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +65,13 @@ def score_videos(videos: list[LabelledVideo], settings: Settings, cache: Path | 
         if video.path in done and done[video.path].get("model_version") == version:
             records.append(done[video.path])
             continue
-        s = scorer.stages
-        row = rows_of(s.classify(s.detect(s.decode({"uri": object_column([video.path])}))))[0]
+        # the faces per track (aggregation ignores their order); re-aggregated below for every strategy
+        result = scorer.score(video.path)
+        faces = [(box.score, track.track) for track in result.tracks for box in track.boxes]
         record = {"path": video.path, "label": video.label, "method": video.method, "group": video.group,
-                  "source": source, "model_version": version, "error": str(row["error"] or ""),
-                  "frames_sampled": int(row.get("frames_sampled") or 0),
-                  "face_scores": np.asarray(row["face_scores"], float).round(6).tolist(),
-                  "face_track": np.asarray(row["face_track"], int).tolist()}
+                  "source": source, "model_version": version, "error": result.error or "",
+                  "frames_sampled": result.media.frames_sampled if result.media else 0,
+                  "face_scores": [score for score, _ in faces], "face_track": [track for _, track in faces]}
         records.append(record)
         if cache:
             with cache.open("a") as handle:

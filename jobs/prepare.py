@@ -24,9 +24,7 @@ from jobs.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, sp
 from pipeline.batch import object_column
 from pipeline.config import Settings
 from pipeline.crop import crop_transform
-from pipeline.decode import DecodeStage
-from pipeline.detect import DetectStage
-from pipeline.graph import configure_torch
+from pipeline.graph import stage_specs
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +85,18 @@ class VideoCropper:
     """Decode → Detect (the pipeline's stages) → crop rows written per video. Usable as a Ray actor."""
 
     def __init__(self, settings: Settings, crop_size: int, out_dir: Path, frames_real: int, frames_fake: int):
-        configure_torch(settings)  # DFS_TORCH_THREADS: parallel prepares on few cores must not oversubscribe
-        self.settings = settings
+        # the graph's prefix decode → detect; DFS_TORCH_THREADS reaches the detector (parallel prepares on few
+        # cores must not oversubscribe)
+        self.settings = settings = settings.model_copy(update={"detect": settings.detect.model_copy(update={"crop_size": crop_size})})
         self.crop_size = crop_size
         self.out_dir = Path(out_dir)
-        self.decode_real = DecodeStage(settings.decode.model_copy(update={"num_frames": frames_real}))
-        self.decode_fake = DecodeStage(settings.decode.model_copy(update={"num_frames": frames_fake}))
-        self.detect = DetectStage(settings.detect, settings.device, crop_size=crop_size)
+
+        def frames(n: int) -> Settings:
+            return settings.model_copy(update={"decode": settings.decode.model_copy(update={"num_frames": n})})
+
+        self.decode_real = stage_specs(frames(frames_real), "decode")[0].build()
+        self.decode_fake = stage_specs(frames(frames_fake), "decode")[0].build()
+        self.detect = stage_specs(settings, "detect")[-1].build()
 
     def process(self, video: LabelledVideo, split: str) -> dict:
         target = self.out_dir / "crops" / split / f"{video_key(video.path)}.parquet"

@@ -233,62 +233,6 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
     return entries
 
 
-# ------------------------------------------------------------------------------------ Ray workers
-def _set_torch_threads(threads: int) -> None:
-    if threads and threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-class DecodeWorker:
-    """CPU actor around ``pipeline.decode.DecodeStage``: reads each object and samples its frames."""
-
-    def __init__(self, settings: Settings, storage_options: dict[str, Any]):
-        from pipeline.decode import DecodeStage
-
-        self.stage = DecodeStage(settings.decode, storage_options)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.stage(batch)
-
-
-class DetectWorker:
-    """Model actor around ``pipeline.detect.DetectStage`` (MTCNN): frames in, face crops out."""
-
-    def __init__(self, settings: Settings, crop_size: int, torch_threads: int = 0):
-        from pipeline.graph import make_detect_stage
-
-        _set_torch_threads(torch_threads)
-        self.stage = make_detect_stage(settings, crop_size)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.stage(batch)
-
-
-class ClassifyWorker:
-    """Model actor around ``ClassifyStage`` + ``AggregateStage``: crops in, per-object verdict out.
-
-    The detector network arrives through the object store (loaded once by the driver), so cluster
-    nodes need not see the checkpoint file.
-    """
-
-    def __init__(self, settings: Settings, model_ref: list, torch_threads: int = 0):
-        import ray
-
-        from pipeline.classify import FaceClassifier
-        from pipeline.graph import make_aggregate_stage, make_classify_stage
-
-        _set_torch_threads(torch_threads)
-        model, card = ray.get(model_ref[0])
-        classifier = FaceClassifier(model, card, settings.device, settings.classify.batch_size, settings.classify.tta_flip)
-        self.classify = make_classify_stage(settings, classifier)
-        self.aggregate = make_aggregate_stage(settings, self.classify)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.aggregate(self.classify(batch))
-
-
 # -------------------------------------------------------------------------------------- pool plan
 @dataclass
 class PoolPlan:
@@ -381,12 +325,12 @@ def _data_context(options: ScanOptions) -> Iterator[None]:
             setattr(ctx, key, value)
 
 
-def build_dataset(entries: list[dict[str, Any]], settings: Settings, storage_options: dict[str, Any],
-                  model_ref: Any, crop_size: int, plan: PoolPlan, options: ScanOptions):
-    """The Ray Data graph over ``entries`` (not executed until iterated)."""
+def build_dataset(entries: list[dict[str, Any]], specs: list, plan: PoolPlan, options: ScanOptions):
+    """The Ray Data graph over ``entries`` (not executed until iterated): each stage class of
+    ``pipeline.graph`` mapped as it is, with the arguments the graph resolved for it."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated", category=DeprecationWarning)
-        return _build_dataset(entries, settings, storage_options, model_ref, crop_size, plan, options)
+        return _build_dataset(entries, specs, plan, options)
 
 
 def _pool(size: int):
@@ -398,7 +342,7 @@ def _pool(size: int):
     return ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1)
 
 
-def _build_dataset(entries, settings, storage_options, model_ref, crop_size, plan, options):
+def _build_dataset(entries, specs, plan, options):
     import ray
 
     # Ray 2.60 has no named map_batches parameter for actor restarts / task retries, only the
@@ -407,17 +351,14 @@ def _build_dataset(entries, settings, storage_options, model_ref, crop_size, pla
     # stall the scan forever; we keep restarts unlimited and bound the retries of each batch.
     fault = {"max_restarts": options.max_restarts, "max_task_retries": options.max_task_retries}
     common = {"batch_format": "numpy", "num_cpus": plan.cpus_per_actor, **fault}
+    pools = {"decode": (plan.decode_actors, options.decode_batch, 0.0),
+             "detect": (plan.detect_actors, options.decode_batch, plan.detect_gpus),
+             "score": (plan.classify_actors, options.classify_batch, plan.classify_gpus)}
     ds = ray.data.from_items(entries, override_num_blocks=max(1, min(len(entries), 4096)))
-    ds = ds.map_batches(DecodeWorker, fn_constructor_kwargs={"settings": settings, "storage_options": storage_options},
-                        batch_size=options.decode_batch, compute=_pool(plan.decode_actors), **common)
-    ds = ds.map_batches(DetectWorker, fn_constructor_kwargs={"settings": settings, "crop_size": crop_size,
-                                                             "torch_threads": plan.torch_threads},
-                        batch_size=options.decode_batch, compute=_pool(plan.detect_actors),
-                        num_gpus=plan.detect_gpus or None, **common)
-    ds = ds.map_batches(ClassifyWorker, fn_constructor_kwargs={"settings": settings, "model_ref": [model_ref],
-                                                               "torch_threads": plan.torch_threads},
-                        batch_size=options.classify_batch, compute=_pool(plan.classify_actors),
-                        num_gpus=plan.classify_gpus or None, **common)
+    for spec in specs:
+        actors, batch, gpus = pools[spec.name]
+        ds = ds.map_batches(spec.cls, fn_constructor_kwargs=spec.kwargs, batch_size=batch, compute=_pool(actors),
+                            num_gpus=gpus or None, **common)
     return ds
 
 
@@ -443,18 +384,17 @@ def run_scan(settings: Settings, options: ScanOptions,
     are kept in every case. Bad objects never raise: they get ERROR / NO_FACE rows. Once the output's
     lease is taken, every outcome ends with a run record in ``DEST/_runs/<scan_id>.json``.
     """
-    from pipeline.checkpoint import load_checkpoint
-    from pipeline.classify import ClassifyStage, FaceClassifier
-    from pipeline.graph import make_aggregate_stage
+    from pipeline.checkpoint import read_card
+    from pipeline.graph import stage_specs
 
     started = time.perf_counter()
     now = datetime.now(timezone.utc)
     scan_id = new_scan_id(now)
 
-    # 1. The model: fail before anything else when there is none (no record: the output is not opened).
-    model, card = load_checkpoint(settings.classify.checkpoint, device="cpu")
-    classify_stage = ClassifyStage(settings.classify, "cpu", classifier=FaceClassifier(model, card, "cpu"))
-    aggregate = make_aggregate_stage(settings, classify_stage)
+    # 1. The model's card (the network is not loaded here): fail before anything else when there is none
+    # (no record: the output is not opened).
+    card = read_card(settings.classify.checkpoint)
+    verdict = stage_specs(settings, card=card)[-1].kwargs  # threshold and aggregation the actors will use
 
     # 2. The output's lease, before anything touches DEST (its clean-up must not race a running scan).
     output_options = storage_options_for(options.output, options.endpoint_url, options.anon, options.profile)
@@ -463,9 +403,9 @@ def run_scan(settings: Settings, options: ScanOptions,
     except Exception as exc:  # noqa: BLE001 - unknown protocol, missing backend, bad options
         raise OutputError(f"cannot open output {options.output}: {type(exc).__name__}: {exc}") from exc
     summary = ScanSummary(source=options.source, output=store.display, scan_id=scan_id,
-                          model_version=aggregate.model_version)
+                          model_version=card.version)
     record = RunRecord(scan_id=scan_id, source=options.source, output=store.display, started_at=now,
-                       model_version=aggregate.model_version, settings_digest=settings_digest(settings),
+                       model_version=card.version, settings_digest=settings_digest(settings),
                        options=_record_options(options))
     lease = OutputLease(store.fs, store.root, store.display, scan_id, options.lease_seconds)
     try:
@@ -483,8 +423,7 @@ def run_scan(settings: Settings, options: ScanOptions,
     try:
         _write_record(store, record)
         with lease.kept_alive():
-            _scan(settings, options, store, summary, aggregate, card.architecture.input_size, model, card,
-                  now.date().isoformat(), lease, stop, on_commit, on_rows)
+            _scan(settings, options, store, summary, verdict, now.date().isoformat(), lease, stop, on_commit, on_rows)
         outcome = _outcome(summary, options)
         return summary
     except Terminated:
@@ -554,8 +493,8 @@ def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, status:
         log.warning("could not write the run record %s/%s/%s.json: %s", store.display, RUNS_DIR, record.scan_id, exc)
 
 
-def _scan(settings: Settings, options: ScanOptions, store: OutputStore, summary: ScanSummary, aggregate: Any,
-          crop_size: int, model: Any, card: Any, scan_date: str, lease: OutputLease, stop: GracefulStop,
+def _scan(settings: Settings, options: ScanOptions, store: OutputStore, summary: ScanSummary, verdict: dict[str, Any],
+          scan_date: str, lease: OutputLease, stop: GracefulStop,
           on_commit: Callable[[CommitInfo], None] | None, on_rows: Callable[[int, int], None] | None) -> None:
     """List, skip what is done, run the Ray Data graph, commit parts; fills ``summary``."""
     scan_id = summary.scan_id
@@ -567,7 +506,7 @@ def _scan(settings: Settings, options: ScanOptions, store: OutputStore, summary:
     done = {} if options.full else store.scanned(scan_id)
     todo = []
     for entry in entries:
-        label = done.get((entry["uri"], entry["fingerprint"], aggregate.model_version))
+        label = done.get((entry["uri"], entry["fingerprint"], summary.model_version))
         if label is None or (options.retry_errors and label == "ERROR"):
             todo.append(entry)
     summary.skipped = len(entries) - len(todo)
@@ -590,7 +529,12 @@ def _scan(settings: Settings, options: ScanOptions, store: OutputStore, summary:
             plan.torch_threads = settings.torch_threads  # the config file's torch_threads applies per actor
         summary.plan = asdict(plan)
         log.info("actor plan on %s: %s", cluster, plan)
-        model_ref = ray.put((model, card))
+        from pipeline.checkpoint import pack_checkpoint
+        from pipeline.graph import stage_specs
+
+        # the weights travel to the actors in the object store (once): cluster nodes need no checkpoint file
+        specs = stage_specs(settings, storage_options=source_options, torch_threads=plan.torch_threads,
+                            packed=pack_checkpoint(settings.classify.checkpoint))
         scan_start = time.perf_counter()
         pending_videos: list[dict] = []
         pending_faces: list[dict] = []
@@ -630,7 +574,7 @@ def _scan(settings: Settings, options: ScanOptions, store: OutputStore, summary:
         def stream(entries: list[dict], bar: Any) -> Exception | None:
             """One Ray Data pass over ``entries``; returns what made Ray Data give up, if it did."""
             with _data_context(options):
-                ds = build_dataset(entries, settings, source_options, model_ref, crop_size, plan, options)
+                ds = build_dataset(entries, specs, plan, options)
                 batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1))
                 try:
                     for batch in batches:
@@ -691,8 +635,8 @@ def _scan(settings: Settings, options: ScanOptions, store: OutputStore, summary:
             message = (f"not scanned: the Ray worker processing this object failed {passes * (options.max_task_retries + 1)} "
                        "times (crash or out of memory; see the Ray logs); rerun with --retry-errors to try again")
             at = datetime.now(timezone.utc)
-            rows = [error_row(e, message, scan_id, at, aggregate.model_version, aggregate.threshold,
-                              aggregate.strategy) for e in lost]
+            rows = [error_row(e, message, scan_id, at, summary.model_version, verdict["threshold"],
+                              verdict["aggregation"]) for e in lost]
             pending_videos.extend(rows)
             count(rows)
             summary.lost = len(rows)

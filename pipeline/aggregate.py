@@ -13,7 +13,6 @@ import numpy as np
 from pipeline.batch import Batch, batch_size, errors_of, object_column
 
 Strategy = Literal["mean", "confident", "track_max"]
-LABELS = ("FAKE", "REAL", "NO_FACE", "ERROR")
 
 
 def mean_score(scores: np.ndarray, tracks: np.ndarray | None = None) -> float:

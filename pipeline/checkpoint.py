@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -10,7 +9,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, Field, ValidationError
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 
 from pipeline.errors import CheckpointError, NoTrainedModelError
 from pipeline.model import DeepfakeDetector, ModelSpec
@@ -81,14 +80,30 @@ def read_card(path: Path | str) -> ModelCard:
         raise CheckpointError(f"model card {card_file} is invalid: {exc}") from exc
 
 
-def load_checkpoint(path: Path | str, device: str = "cpu", require_trained: bool = True) -> tuple[DeepfakeDetector, ModelCard]:
-    """Rebuild the network from the card, load the weights, and say exactly what does not match."""
-    path = Path(path)
-    card = read_card(path)
-    if require_trained and not card.trained:
+def _trained(card: ModelCard, path: Path | str) -> ModelCard:
+    if not card.trained:
         raise NoTrainedModelError(f"checkpoint {path} is marked untrained; refusing to report its scores")
+    return card
+
+
+def pack_checkpoint(path: Path | str) -> tuple[ModelCard, bytes]:
+    """The card and the raw weights file, without building the network: what a Ray worker on a node
+    without the file needs (it travels through the object store)."""
+    card = _trained(read_card(path), path)
+    return card, Path(path).read_bytes()
+
+
+def load_checkpoint(path: Path | str, device: str = "cpu", require_trained: bool = True,
+                    packed: tuple[ModelCard, bytes] | None = None) -> tuple[DeepfakeDetector, ModelCard]:
+    """Rebuild the network from the card, load the weights, and say exactly what does not match.
+
+    ``packed`` (``pack_checkpoint``'s card and bytes) replaces reading ``path``."""
+    path = Path(path)
+    card = packed[0] if packed else read_card(path)
+    if require_trained:
+        _trained(card, path)
     try:
-        tensors = load_file(str(path))
+        tensors = load(packed[1]) if packed else load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read weights {path}: {exc}") from exc
     model = DeepfakeDetector(card.architecture)
@@ -109,10 +124,6 @@ def load_checkpoint(path: Path | str, device: str = "cpu", require_trained: bool
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
     return model.to(device).eval(), card
-
-
-def card_summary(card: ModelCard) -> dict[str, Any]:
-    return json.loads(card.model_dump_json())
 
 
 def imagenet_init_checkpoint(path: Path | str, version: str, purpose: str) -> Path:

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.batch import Batch, batch_size, object_column
 from pipeline.checkpoint import ModelCard, load_checkpoint
-from pipeline.config import ClassifyConfig, resolve_device
+from pipeline.config import resolve_device
 from pipeline.model import DeepfakeDetector
 from pipeline.preprocess import crops_to_tensor
 
@@ -31,8 +31,8 @@ class FaceClassifier:
 
     @classmethod
     def from_checkpoint(cls, path: Path | str, device: str = "auto", batch_size: int = 32,
-                        tta_flip: bool | None = None) -> "FaceClassifier":
-        model, card = load_checkpoint(path, device="cpu")
+                        tta_flip: bool | None = None, packed: tuple[ModelCard, bytes] | None = None) -> "FaceClassifier":
+        model, card = load_checkpoint(path, device="cpu", packed=packed)
         return cls(model, card, device, batch_size, tta_flip)
 
     @property
@@ -59,12 +59,8 @@ class FaceClassifier:
 class ClassifyStage:
     """Batch stage: ``crops`` → ``face_scores``. All crops of the batch go through the network together."""
 
-    def __init__(self, config: ClassifyConfig | None = None, device: str = "auto",
-                 classifier: FaceClassifier | None = None, keep_crops: bool = False):
-        self.config = config or ClassifyConfig()
-        self.classifier = classifier or FaceClassifier.from_checkpoint(self.config.checkpoint, device, self.config.batch_size,
-                                                                       self.config.tta_flip)
-        self.keep_crops = keep_crops
+    def __init__(self, classifier: FaceClassifier):
+        self.classifier = classifier
 
     @property
     def card(self) -> ModelCard:
@@ -78,7 +74,7 @@ class ClassifyStage:
         nonempty = [c for c in crops if len(c)]
         flat = self.classifier.predict(np.concatenate(nonempty)) if nonempty else np.zeros(0, np.float32)
         splits = np.split(flat, np.cumsum(counts)[:-1]) if n else []
-        out = {k: v for k, v in batch.items() if self.keep_crops or k != "crops"}
+        out = {k: v for k, v in batch.items() if k != "crops"}
         out["face_scores"] = object_column(splits)
         per_row_ms = (time.perf_counter() - start) * 1000 / max(n, 1)
         out["classify_ms"] = np.full(n, per_row_ms, np.float64)

@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serve.config import ServeConfig
+
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "detector.safetensors"
 
 
@@ -24,6 +26,7 @@ class DecodeConfig(BaseModel):
     max_duration_s: float = Field(3600.0, gt=0, description="longer videos are refused")
     max_pixels: int = Field(4096 * 4096, gt=0, description="frames larger than this are refused")
     max_bytes: int = Field(4 * 1024**3, gt=0, description="larger objects are refused before reading")
+    max_frames: int | None = Field(None, gt=0, description="videos with more frames are refused (read from the header); None = no limit")
 
 
 class DetectConfig(BaseModel):
@@ -47,46 +50,6 @@ class ClassifyConfig(BaseModel):
     )
     min_track_frames: int | None = Field(None, ge=1, description="override the card's minimum track length (sampled frames)")
     tta_flip: bool | None = Field(None, description="override the card's horizontal-flip test-time augmentation")
-
-
-class ServeConfig(BaseModel):
-    """The online API (``serve/app.py``): HTTP, request limits, URI allow-list, replicas and batching.
-
-    Media limits here are applied on top of ``decode.*``: the server uses the stricter of the two.
-    """
-
-    host: str = Field("127.0.0.1", description="address `deepfakestream serve` listens on")
-    port: int = Field(8000, ge=1, le=65535, description="HTTP port of `deepfakestream serve`")
-    app_name: str = Field("deepfakestream", min_length=1)
-    route_prefix: str = Field("/", pattern=r"^/")
-    max_upload_bytes: int = Field(100 * 1024**2, gt=0, description="larger uploads/objects get 413")
-    max_pixels: int = Field(3840 * 2160, gt=0, description="larger images/video frames get 413")
-    max_duration_s: float = Field(600.0, gt=0, description="longer videos get 413")
-    max_frames: int = Field(36_000, gt=0, description="videos with more frames get 413")
-    allowed_uri_prefixes: list[str] = Field(
-        default_factory=list,
-        description="object-store prefixes `{\"uri\": ...}` may read, e.g. s3://bucket/uploads/; empty = none",
-    )
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for allowed URIs")
-    request_timeout_s: float = Field(60.0, gt=0, description="per-request deadline; past it the API answers 504")
-    ingress_replicas: int = Field(1, ge=1)
-    decode_replicas: int = Field(1, ge=1)
-    detect_replicas: int = Field(2, ge=1, description="detection costs most and one replica does not fill 2 cores")
-    classify_replicas: int = Field(1, ge=1)
-    ingress_cpus: float = Field(0.1, ge=0)
-    decode_cpus: float = Field(0.25, ge=0)
-    detect_cpus: float = Field(0.5, ge=0)
-    classify_cpus: float = Field(0.5, ge=0)
-    gpus: float | None = Field(
-        None, ge=0, description="GPUs per detect/classify replica; None = one GPU shared by all of them if the cluster has one"
-    )
-    torch_threads: int = Field(0, ge=0, description="torch threads per model replica; 0 = all cores of the node")
-    detect_max_batch_size: int = Field(4, ge=1, description="requests per MTCNN batch (@serve.batch)")
-    detect_batch_wait_s: float = Field(0.01, ge=0)
-    classify_max_batch_size: int = Field(16, ge=1, description="requests whose crops go through the network together")
-    classify_batch_wait_s: float = Field(0.01, ge=0)
-    max_ongoing_requests: int = Field(64, ge=1, description="concurrent requests per ingress replica")
-    explain_max_faces: int = Field(32, ge=0, description="Grad-CAM heat maps per request (explain=true)")
 
 
 class Settings(BaseSettings):
@@ -157,3 +120,11 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but no CUDA GPU is visible")
     return device
+
+
+def set_torch_threads(threads: int) -> None:
+    """torch's intra-op threads for this process (0 leaves torch's default): model stages call it when built."""
+    if threads and threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.batch import Batch, as_text, batch_size, errors_of, object_column
+from pipeline.batch import Batch, as_text, batch_size, codes_of, errors_of, object_column
 from pipeline.config import DecodeConfig
-from pipeline.errors import MediaError, MediaTooLargeError
+from pipeline.errors import DECODE_FAILED, MediaError, MediaTooLargeError
 from pipeline.logsafe import log_safe
 from pipeline.media import MediaKind, read_media_bytes, sniff_media
 from pipeline.probe import VideoInfo, check_duration, check_pixels, probe_video
@@ -194,7 +194,7 @@ class DecodeStage:
         n = batch_size(batch)
         uris = [as_text(u) for u in batch["uri"]]
         datas = list(batch["data"]) if "data" in batch else [None] * n
-        errors = errors_of(batch)
+        errors, codes = errors_of(batch), codes_of(batch)
         decoded: list[DecodedMedia | None] = []
         elapsed: list[float] = []
         for i in range(n):
@@ -204,19 +204,19 @@ class DecodeStage:
                 try:
                     item = self.decode_one(uris[i], datas[i])
                 except MediaError as exc:
-                    errors[i] = str(exc)
+                    errors[i], codes[i] = str(exc), exc.code
                     log.warning("decode failed for %s: %s", log_safe(uris[i]), log_safe(exc))
                 except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
                     errors[i] = f"decode failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                    codes[i] = DECODE_FAILED
                     log.exception("decode failed for %s", log_safe(uris[i]))
             decoded.append(item)
             elapsed.append((time.perf_counter() - start) * 1000)
-        return self.output(batch, decoded, errors, elapsed)
+        return self._output(batch, decoded, errors, codes, elapsed)
 
     @staticmethod
-    def output(batch: Batch, decoded: list[DecodedMedia | None], errors: list[str], elapsed: list[float]) -> Batch:
-        """The stage's output columns for rows decoded (or failed) elsewhere, e.g. by the server's decoder,
-        which needs the typed exception and so calls ``decode_one`` itself."""
+    def _output(batch: Batch, decoded: list[DecodedMedia | None], errors: list[str], codes: list[str],
+                elapsed: list[float]) -> Batch:
         empty = np.zeros((0, 1, 1, 3), np.uint8)
         out = {k: v for k, v in batch.items() if k != "data"}
         out.update(
@@ -230,6 +230,7 @@ class DecodeStage:
             height=np.array([d.height if d else 0 for d in decoded], np.int64),
             media_type=object_column(d.mime if d else "" for d in decoded),
             error=object_column(errors),
+            error_code=object_column(codes),
             decode_ms=np.array(elapsed, np.float64),
         )
         return out

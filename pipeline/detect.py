@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.batch import Batch, batch_size, errors_of, object_column
-from pipeline.config import DetectConfig, resolve_device
+from pipeline.batch import Batch, batch_size, codes_of, errors_of, object_column
+from pipeline.config import DetectConfig, resolve_device, set_torch_threads
 from pipeline.crop import crop_face
+from pipeline.errors import DETECT_FAILED
 from pipeline.logsafe import log_safe
 from pipeline.tracking import link_tracks
 
@@ -72,7 +73,9 @@ class DetectStage:
     The decoded frames are dropped from the output: only crops travel further down the graph.
     """
 
-    def __init__(self, config: DetectConfig | None = None, device: str = "auto", crop_size: int | None = None):
+    def __init__(self, config: DetectConfig | None = None, device: str = "auto", crop_size: int | None = None,
+                 torch_threads: int = 0):
+        set_torch_threads(torch_threads)
         self.config = config or DetectConfig()
         self.crop_size = crop_size or self.config.crop_size or DEFAULT_CROP_SIZE
         self.detector = FaceDetector(self.config, device)
@@ -104,7 +107,7 @@ class DetectStage:
 
     def __call__(self, batch: Batch) -> Batch:
         n = batch_size(batch)
-        errors = errors_of(batch)
+        errors, codes = errors_of(batch), codes_of(batch)
         per_row: list[dict[str, np.ndarray]] = []
         elapsed = []
         for i in range(n):
@@ -117,7 +120,7 @@ class DetectStage:
                     per_row.append(self.faces_of(np.asarray(frames, np.uint8)))
                 except Exception as exc:  # noqa: BLE001 - one bad video never stops the batch
                     log.exception("face detection failed on %s", log_safe(batch["uri"][i]))
-                    errors[i] = f"face detection failed: {type(exc).__name__}: {exc}"
+                    errors[i], codes[i] = f"face detection failed: {type(exc).__name__}: {exc}", DETECT_FAILED
                     per_row.append(self.faces_of(np.zeros((0, 1, 1, 3), np.uint8)))
             elapsed.append((time.perf_counter() - start) * 1000)
         out = {k: v for k, v in batch.items() if k != "frames"}
@@ -125,5 +128,6 @@ class DetectStage:
             out[key] = object_column(row[key] for row in per_row)
         out["frames_sampled"] = np.array([len(batch["frames"][i]) for i in range(n)], np.int64)
         out["error"] = object_column(errors)
+        out["error_code"] = object_column(codes)
         out["detect_ms"] = np.array(elapsed, np.float64)
         return out

@@ -37,6 +37,12 @@ class StorageError(MediaError):
     code = "storage_error"
 
 
+class AccessDeniedError(StorageError):
+    """The store refused to read the object (permissions, credentials)."""
+
+    code = "access_denied"
+
+
 class UnsupportedMediaError(MediaError):
     """The bytes are not an image or video type we decode."""
 
@@ -53,6 +59,17 @@ class MediaTooLargeError(MediaError):
     """The media exceeds a configured limit (bytes, pixels, duration)."""
 
     code = "media_too_large"
+
+
+# Codes of row failures that are not exceptions of ours (they travel in the batch's ``error_code`` column).
+DECODE_FAILED = "decode_failed"  # the decoder itself crashed on the object
+DETECT_FAILED = "detect_failed"  # face detection crashed on decoded frames (a server fault, not the media's)
+WORKER_LOST = "worker_lost"  # the scan's worker for the object crashed on every retry
+
+
+def code_of(exc: BaseException, default: str = DECODE_FAILED) -> str:
+    """The stable code of a typed error; ``default`` for anything else."""
+    return exc.code if isinstance(exc, DeepfakeStreamError) else default
 
 
 class CheckpointError(DeepfakeStreamError):

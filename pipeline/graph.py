@@ -1,100 +1,122 @@
-"""The model graph, defined once: Decode → Detect → Classify → Aggregate.
+"""The model graph, composed once: decode → detect → score.
 
-``ScoringPipeline`` runs the four stages in-process (CLI ``score``, tests, benchmarks). The batch scan
-(Ray Data ``map_batches``) and the online service (Ray Serve deployments) wrap the very same stage
-classes; ``build_stages`` is the one place that wires them from settings.
+``stage_specs`` is the one place the stages are wired: it resolves each stage's constructor arguments from
+the settings and the model card (crop size, threshold, aggregation, device, torch threads). Front ends only
+choose how to run the list, never re-wire it:
+
+- ``Graph`` builds the specs and runs them in one process: ``ScoringPipeline`` (CLI ``score``, evaluation),
+  or, mapped as one Ray Data actor class, a fused plan (decode → score per actor);
+- the batch scan maps each spec's class onto ``map_batches`` with its kwargs (a split plan);
+- the Serve deployments each hold one built stage.
+
+``upto`` runs a prefix of the graph (dataset preparation stops after ``detect``). Reading the card does not
+load the network; only building ``ScoreStage`` does.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any
 
-
-from pipeline.aggregate import AggregateStage
 from pipeline.batch import Batch, object_column
-from pipeline.classify import ClassifyStage, FaceClassifier
-from pipeline.config import Settings
+from pipeline.checkpoint import ModelCard, read_card
+from pipeline.classify import FaceClassifier
+from pipeline.config import Settings, set_torch_threads
 from pipeline.decode import DecodeStage
-from pipeline.detect import DetectStage
-from pipeline.result import ScoreResult, result_from_row
+from pipeline.detect import DEFAULT_CROP_SIZE, DetectStage
+from pipeline.errors import CheckpointError
+from pipeline.result import ScoreResult
+from pipeline.score import ScoreStage
 
-log = logging.getLogger(__name__)
-
-
-def configure_torch(settings: Settings) -> None:
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
+STAGES = ("decode", "detect", "score")
 
 
-def make_classify_stage(settings: Settings, classifier: FaceClassifier | None = None) -> ClassifyStage:
-    """Load the detector named by the settings (raises NoTrainedModelError when there is none)."""
-    return ClassifyStage(settings.classify, settings.device, classifier=classifier)
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of the graph: its class and the constructor arguments resolved from the settings."""
+
+    name: str
+    cls: type
+    kwargs: dict[str, Any]
+
+    def build(self) -> Any:
+        return self.cls(**self.kwargs)
 
 
-def make_aggregate_stage(settings: Settings, classify: ClassifyStage) -> AggregateStage:
-    card = classify.card
-    threshold = settings.classify.threshold if settings.classify.threshold is not None else card.threshold
-    strategy = settings.classify.aggregation or card.aggregation
-    min_track = settings.classify.min_track_frames or card.min_track_frames
-    return AggregateStage(threshold, strategy, card.version, min_track)
+def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | None = None,
+                storage_options: dict | None = None, torch_threads: int | None = None,
+                packed: tuple[ModelCard, bytes] | None = None,
+                classifier: FaceClassifier | None = None) -> list[StageSpec]:
+    """The stages ``decode`` … ``upto`` in order, each with its arguments.
+
+    ``card`` defaults to the classifier's, else the checkpoint's card (read, not loaded); it is needed for
+    ``score`` (raises NoTrainedModelError without one) and for the crop size, which falls back to the
+    default when there is no model and ``detect.crop_size`` is unset. ``torch_threads`` overrides
+    ``settings.torch_threads`` for the model stages (a front end that sizes its own workers).
+    """
+    names = STAGES[: STAGES.index(upto) + 1]
+    card = card or (packed[0] if packed else None) or (classifier.card if classifier else None)
+    if card is None:
+        try:
+            card = read_card(settings.classify.checkpoint)
+        except CheckpointError:
+            if "score" in names:
+                raise
+    threads = settings.torch_threads if torch_threads is None else torch_threads
+    crop = settings.detect.crop_size or (card.architecture.input_size if card else DEFAULT_CROP_SIZE)
+    cls = settings.classify
+    specs = {
+        "decode": lambda: StageSpec("decode", DecodeStage, {"config": settings.decode, "storage_options": storage_options}),
+        "detect": lambda: StageSpec("detect", DetectStage, {"config": settings.detect, "device": settings.device,
+                                                            "crop_size": crop, "torch_threads": threads}),
+        "score": lambda: StageSpec("score", ScoreStage, {
+            "checkpoint": cls.checkpoint, "device": settings.device, "batch_size": cls.batch_size,
+            "tta_flip": cls.tta_flip, "torch_threads": threads, "packed": packed, "classifier": classifier,
+            "threshold": card.threshold if cls.threshold is None else cls.threshold,
+            "aggregation": cls.aggregation or card.aggregation,
+            "min_track_frames": cls.min_track_frames or card.min_track_frames,
+        }),
+    }
+    return [specs[name]() for name in names]
 
 
-def make_detect_stage(settings: Settings, crop_size: int) -> DetectStage:
-    return DetectStage(settings.detect, settings.device, crop_size=settings.detect.crop_size or crop_size)
+class Graph:
+    """Built stages run one after another in this process; a callable class, so Ray Data can map it whole."""
 
+    def __init__(self, specs: list[StageSpec]):
+        self.stages = {spec.name: spec.build() for spec in specs}
 
-@dataclass
-class Stages:
-    decode: DecodeStage
-    detect: DetectStage
-    classify: ClassifyStage
-    aggregate: AggregateStage
-
-
-def build_stages(settings: Settings, classifier: FaceClassifier | None = None, storage_options: dict | None = None) -> Stages:
-    configure_torch(settings)
-    classify = make_classify_stage(settings, classifier)
-    return Stages(
-        decode=DecodeStage(settings.decode, storage_options),
-        detect=make_detect_stage(settings, classify.classifier.input_size),
-        classify=classify,
-        aggregate=make_aggregate_stage(settings, classify),
-    )
-
-
-def rows_of(batch: Batch) -> list[dict]:
-    n = len(batch["uri"])
-    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+    def __call__(self, batch: Batch) -> Batch:
+        for stage in self.stages.values():
+            batch = stage(batch)
+        return batch
 
 
 class ScoringPipeline:
-    """All four stages in one process, one item at a time (memory stays bounded by one video)."""
+    """The whole graph in one process, one item at a time (memory stays bounded by one video)."""
 
     def __init__(self, settings: Settings, classifier: FaceClassifier | None = None, storage_options: dict | None = None):
+        set_torch_threads(settings.torch_threads)
         self.settings = settings
-        self.stages = build_stages(settings, classifier, storage_options)
+        self.graph = Graph(stage_specs(settings, storage_options=storage_options, classifier=classifier))
+        self.scorer: ScoreStage = self.graph.stages["score"]
 
     @property
-    def card(self):
-        return self.stages.classify.card
+    def card(self) -> ModelCard:
+        return self.scorer.card
 
     def run_batch(self, batch: Batch) -> Batch:
-        s = self.stages
-        return s.aggregate(s.classify(s.detect(s.decode(batch))))
+        return self.graph(batch)
 
     def score(self, uri: str, data: bytes | None = None) -> ScoreResult:
         batch: Batch = {"uri": object_column([uri])}
         if data is not None:
             batch["data"] = object_column([data])
-        return result_from_row(rows_of(self.run_batch(batch))[0])
+        return ScoreResult.from_batch(self.run_batch(batch))[0]
 
-    def score_many(self, uris: Iterable[str]) -> Iterable[ScoreResult]:
-        for uri in uris:
-            yield self.score(uri)
+    def error(self, uri: str, message: str) -> ScoreResult:
+        """The result for an input the graph could not even start on."""
+        return ScoreResult.failed(uri, message, self.scorer.aggregate.threshold, self.card.version)
 
 
-__all__ = ["ScoringPipeline", "Stages", "build_stages"]
+__all__ = ["STAGES", "StageSpec", "stage_specs", "Graph", "ScoringPipeline"]

@@ -8,6 +8,7 @@ from typing import Literal
 import fsspec
 
 from pipeline.errors import (
+    AccessDeniedError,
     EmptyMediaError,
     MediaError,
     MediaNotFoundError,
@@ -92,6 +93,8 @@ def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = No
         raise MediaNotFoundError(f"not found: {uri}") from exc
     except IsADirectoryError as exc:
         raise MediaError(f"is a directory, not a file: {uri}") from exc
+    except PermissionError as exc:
+        raise AccessDeniedError(f"could not read {uri}: {type(exc).__name__}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - any storage failure becomes a readable message
         raise StorageError(f"could not read {uri}: {type(exc).__name__}: {exc}") from exc
     if len(data) > max_bytes:

@@ -80,4 +80,7 @@ def probe_video(data: bytes, config: DecodeConfig) -> VideoInfo:
         raise MediaError(f"corrupt or unreadable video: {str(exc)[:200]}") from exc
     check_pixels(info.width, info.height, config)
     check_duration(info.duration or (info.frame_count / info.fps if info.fps > 0 else 0.0), config)
+    frames = info.frame_count or round(info.duration * info.fps)
+    if config.max_frames is not None and frames > config.max_frames:
+        raise MediaTooLargeError(f"video has {frames} frames, over the {config.max_frames}-frame limit")
     return info

@@ -1,4 +1,5 @@
-"""The one result schema every front end returns: CLI ``--json``, the batch scan's rows, the HTTP API."""
+"""The one record of a scored object: CLI ``--json``, evaluation and the HTTP API all build it from a row
+of the graph's output here (``ScoreResult.from_row``) and nowhere else."""
 
 from __future__ import annotations
 
@@ -54,27 +55,40 @@ class ScoreResult(BaseModel):
     model_version: str | None
     aggregation: str | None = None
     error: str | None
+    error_code: str | None = None
     media: MediaInfo | None = None
     tracks: list[TrackResult] = []
     frames: list[FrameResult] = []
     timings_ms: dict[str, float] = {}
 
+    @classmethod
+    def failed(cls, uri: str, message: str, threshold: float | None = None, model_version: str | None = None,
+               code: str = "error") -> "ScoreResult":
+        return cls(uri=uri, label="ERROR", score=None, threshold=threshold, model_version=model_version,
+                   error=message, error_code=code)
 
-def error_result(uri: str, message: str, threshold: float | None = None, model_version: str | None = None) -> ScoreResult:
-    return ScoreResult(uri=uri, label="ERROR", score=None, threshold=threshold, model_version=model_version, error=message)
+    @classmethod
+    def from_batch(cls, batch: dict[str, np.ndarray]) -> list["ScoreResult"]:
+        n = len(batch["uri"])
+        return [cls.from_row({k: v[i] for k, v in batch.items()}) for i in range(n)]
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "ScoreResult":
+        """The public result of one aggregated row of the stage graph."""
+        return _from_row(row)
 
 
 def _num(value: Any) -> float:
     return float(np.asarray(value).item())
 
 
-def result_from_row(row: dict[str, Any]) -> ScoreResult:
-    """Build the public result from one aggregated row of the stage graph."""
+def _from_row(row: dict[str, Any]) -> ScoreResult:
     error = str(row.get("error") or "") or None
     score = _num(row["score"])
     score = None if math.isnan(score) else score
     if error:
-        return error_result(str(row["uri"]), error, _num(row["threshold"]), str(row["model_version"]))
+        return ScoreResult.failed(str(row["uri"]), error, _num(row["threshold"]), str(row["model_version"]),
+                                  str(row.get("error_code") or "error"))
     frame_ids = np.asarray(row["face_frame"], np.int64)
     tracks = np.asarray(row["face_track"], np.int64)
     scores = np.asarray(row["face_scores"], np.float64)

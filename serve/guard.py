@@ -1,26 +1,16 @@
-"""Request hardening for the online API: URI allow-list, media limits read from headers, error → status.
+"""Request hardening for the online API: the URI allow-list and the server's tighter media limits.
 
-Everything here runs before (or instead of) decoding, so a hostile request costs little: the allow-list is
-checked on the string, and an image's or video's size, duration and frame count are read from its header
-before a single frame is decoded (no decompression bombs).
+The allow-list is checked on the string, before anything is read. The limits are ``decode.*`` tightened
+by ``serve.*``; the decode stage applies them from the container's header before a single frame is
+decoded (no decompression bombs), in the same pass that decodes: the container is opened once.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 from pipeline.config import DecodeConfig, Settings
-from pipeline.errors import (
-    EmptyMediaError,
-    MediaError,
-    MediaNotFoundError,
-    MediaTooLargeError,
-    StorageError,
-    UnsupportedMediaError,
-)
-from pipeline.media import MediaKind, normalize_uri
-from pipeline.probe import check_pixels, probe_video  # the decode stage's own checks, run before decoding
+from pipeline.media import normalize_uri
 
 # Object stores only: never file://, http(s)://, or anything else that would let a caller make the server
 # read local files or reach internal hosts.
@@ -91,72 +81,5 @@ def server_decode_config(settings: Settings) -> DecodeConfig:
         "max_bytes": min(decode.max_bytes, limits.max_upload_bytes),
         "max_pixels": min(decode.max_pixels, limits.max_pixels),
         "max_duration_s": min(decode.max_duration_s, limits.max_duration_s),
+        "max_frames": min(decode.max_frames or limits.max_frames, limits.max_frames),
     })
-
-
-def check_header_limits(data: bytes, kind: MediaKind, config: DecodeConfig, max_frames: int) -> None:
-    """Read resolution / duration / frame count from the container header and refuse media over the limits.
-
-    Raises MediaTooLargeError (limits), NoVideoStreamError or MediaError (unreadable header). No frame is
-    decoded: PIL reads an image's size from its header, and ``probe_video`` parses a video's headers with
-    FFmpeg's decoding switched off.
-    """
-    if kind == "image":
-        from PIL import Image
-
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-        except Image.DecompressionBombError as exc:
-            raise MediaTooLargeError(f"image is a decompression bomb: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
-            raise MediaError("corrupt or unreadable image") from exc
-        check_pixels(width, height, config)
-        return
-    info = probe_video(data, config)
-    frames = info.frame_count or round(info.duration * info.fps)
-    if frames > max_frames:
-        raise MediaTooLargeError(f"video has {frames} frames, over the {max_frames}-frame limit")
-
-
-# status, machine-readable code (also the metrics outcome), title
-PROBLEMS: dict[int, tuple[str, str]] = {
-    400: ("bad_request", "Bad request"),
-    403: ("forbidden", "URI not allowed"),
-    404: ("not_found", "Not found"),
-    413: ("too_large", "Media too large"),
-    415: ("unsupported_media", "Unsupported media type"),
-    422: ("unprocessable", "Media could not be decoded"),
-    500: ("internal_error", "Internal error"),
-    502: ("storage_error", "Object store error"),
-    503: ("unavailable", "Model not available"),
-    504: ("timeout", "Request timed out"),
-}
-
-
-def status_for(exc: Exception) -> int:
-    """The HTTP status for a typed pipeline error."""
-    if isinstance(exc, UnsupportedMediaError):
-        return 415
-    if isinstance(exc, MediaTooLargeError):
-        return 413
-    if isinstance(exc, MediaNotFoundError):
-        return 404
-    if isinstance(exc, MediaError) and isinstance(exc.__cause__, PermissionError):
-        return 403
-    if isinstance(exc, EmptyMediaError):
-        return 400
-    if isinstance(exc, StorageError):
-        return 502
-    if isinstance(exc, MediaError):
-        return 422
-    return 500
-
-
-def public_detail(exc: Exception, status: int) -> str:
-    """What the caller is told: the typed error's message, except for server-side storage failures."""
-    if status == 502:
-        return "the object store could not be read; the failure is in the server log"
-    if status >= 500:
-        return "internal error; the failure is in the server log"
-    return str(exc)

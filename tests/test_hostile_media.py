@@ -21,7 +21,6 @@ from pipeline.decode import DecodeStage, _decode_video_decord, _decode_video_pya
 from pipeline.detect import DetectStage, FaceDetector
 from pipeline.errors import MediaTooLargeError, NoVideoStreamError
 from pipeline.probe import probe_video
-from serve.guard import check_header_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +48,7 @@ def test_rewritten_header_is_what_ffmpeg_reads(huge_mp4):
     lambda data: decode_bytes(data, DecodeConfig()),
     lambda data: _decode_video_decord(data, "video/mp4", DecodeConfig()),
     lambda data: _decode_video_pyav(data, "video/mp4", DecodeConfig()),
-    lambda data: check_header_limits(data, "video", DecodeConfig(), 36_000),
+    lambda data: probe_video(data, DecodeConfig(max_frames=36_000)),  # the server's limits, from the header
 ], ids=["decode_bytes", "decord", "pyav", "serve_header_check"])
 def test_huge_declared_video_is_refused_by_every_path(huge_mp4, decode):
     with pytest.raises(MediaTooLargeError, match="16000x16000") as caught:
@@ -67,7 +66,7 @@ from media_fixtures import declare_size, encode_video
 from pipeline.config import DecodeConfig
 from pipeline.decode import decode_bytes
 from pipeline.errors import MediaTooLargeError
-from serve.guard import check_header_limits
+from pipeline.probe import probe_video
 data = declare_size(encode_video(), 16000, 16000)
 try:
     decode_bytes(data[:10], DecodeConfig())  # loads the decoders' libraries before the baseline
@@ -75,7 +74,7 @@ except Exception:
     pass
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 refused = 0
-for check in (lambda: decode_bytes(data, DecodeConfig()), lambda: check_header_limits(data, "video", DecodeConfig(), 36000)):
+for check in (lambda: decode_bytes(data, DecodeConfig()), lambda: probe_video(data, DecodeConfig(max_frames=36000))):
     try:
         check()
     except MediaTooLargeError:
@@ -92,7 +91,7 @@ print(json.dumps({"refused": refused, "peak_mib": (resource.getrusage(resource.R
 def test_audio_only_mp4_says_so(codec):
     data = audio_only_mp4(codec=codec)
     for decode in (lambda: decode_bytes(data, DecodeConfig()), lambda: _decode_video_pyav(data, "video/mp4", DecodeConfig()),
-                   lambda: check_header_limits(data, "video", DecodeConfig(), 36_000)):
+                   lambda: probe_video(data, DecodeConfig(max_frames=36_000))):
         with pytest.raises(NoVideoStreamError, match="audio but no video stream") as caught:
             decode()
         assert caught.value.code == "no_video_stream"

@@ -15,7 +15,8 @@ from pipeline.config import DecodeConfig
 from pipeline.decode import DecodeStage
 from pipeline.logsafe import log_safe
 from pipeline.media import normalize_uri, read_media_bytes
-from serve.guard import UriNotAllowedError, check_uri, status_for
+from serve.guard import UriNotAllowedError, check_uri
+from serve.problems import status_for
 
 ALLOWED = ["s3://media/uploads/"]
 
@@ -84,13 +85,13 @@ def test_every_error_type_has_its_own_stable_code():
     (errors.MediaError("could not read, but a media fault"), 422), (RuntimeError("x"), 500),
 ])
 def test_status_follows_the_type_not_the_message(exc, status):
-    assert status_for(exc) == status
+    assert status_for(errors.code_of(exc, "internal_error")) == status
 
 
 @pytest.fixture(scope="module")
 def server_decoder():
     from pipeline.config import Settings
-    from serve.app import Decoder
+    from serve.deployments import Decoder
 
     return Decoder.func_or_class(Settings(decode={"num_frames": 4}).model_dump(mode="json"))
 
@@ -104,9 +105,11 @@ def server_decoder():
     (lambda: encode_video(32, 32), 0, ""),
 ])
 def test_server_decoder_statuses_come_from_error_types(server_decoder, make, status, text):
-    server_decoder.config = server_decoder.config.model_copy(update={"max_duration_s": 10.0})
-    batch = server_decoder._decode("upload\nforged", make(), False)
-    assert int(batch["error_status"][0]) == status and text in batch["error"][0]
+    stage = server_decoder.stage
+    stage.config = stage.config.model_copy(update={"max_duration_s": 10.0})
+    batch = server_decoder.decode_row("upload\nforged", make(), False)
+    code = batch["error_code"][0]
+    assert (status_for(code) if code else 0) == status and text in batch["error"][0]
     assert batch["frames"][0].shape[0] == (4 if status == 0 else 0)
-    assert set(batch) >= {"uri", "frames", "timestamps", "width", "height", "media_type", "error", "decode_ms", "explain"}
+    assert set(batch) >= {"uri", "frames", "timestamps", "width", "height", "media_type", "error", "error_code", "decode_ms", "explain"}
     assert np.isfinite(batch["decode_ms"][0])

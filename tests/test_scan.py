@@ -23,6 +23,7 @@ import pytest
 
 from jobs.scan import ScanOptions, plan_pools, run_scan, storage_options_for
 from jobs.scan_output import FACES_SCHEMA, OutputStore, SCHEMA_VERSION, rows_from_batch
+from pipeline.decode import DecodeStage
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
 from bench_common import process_tree  # noqa: E402  (the /proc walker the scan benchmark uses too)
@@ -423,7 +424,7 @@ def test_killed_model_actor_costs_a_retry_not_the_scan(ray_session, settings, sa
         while not stop.is_set():
             for pid in process_tree(os.getpid())[1:]:
                 title = _title(pid)
-                if "MapBatches(DetectWorker)" not in title:
+                if "MapBatches(DetectStage)" not in title:
                     continue
                 if not killed and title.rstrip().endswith(".submit"):  # busy with a batch right now
                     os.kill(pid, signal.SIGKILL)
@@ -454,18 +455,13 @@ def test_killed_model_actor_costs_a_retry_not_the_scan(ray_session, settings, sa
     assert report(str(tmp_path / "out"))["objects"] == 9
 
 
-class _PoisonDecodeWorker:
-    """Stands in for DecodeWorker: the worker process dies (like a native decoder crash) on poison.*"""
-
-    def __init__(self, settings, storage_options):
-        from jobs.scan import DecodeWorker
-
-        self.inner = DecodeWorker(settings, storage_options)
+class _PoisonDecodeStage(DecodeStage):
+    """Stands in for DecodeStage: the worker process dies (like a native decoder crash) on poison.*"""
 
     def __call__(self, batch):
         if any(_name(str(uri)).startswith("poison") for uri in batch["uri"]):
             os._exit(1)
-        return self.inner(batch)
+        return super().__call__(batch)
 
 
 @pytest.mark.slow
@@ -477,10 +473,10 @@ def test_object_that_crashes_its_worker_every_time_gets_an_error_row(ray_session
 
     import ray.cloudpickle
 
-    import jobs.scan
+    import pipeline.graph
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
-    monkeypatch.setattr(jobs.scan, "DecodeWorker", _PoisonDecodeWorker)
+    monkeypatch.setattr(pipeline.graph, "DecodeStage", _PoisonDecodeStage)
     source = tmp_path / "media"
     source.mkdir()
     for name in ("a.jpg", "poison.jpg"):

@@ -313,7 +313,7 @@ def test_deploy_config_builds_the_app(detector_env):
 def test_classifier_without_model_reports_not_ready(tmp_path):
     """No checkpoint: the replica stays up and says why (health → 503) instead of crash-looping."""
     from pipeline.config import load_settings
-    from serve.app import Classifier
+    from serve.deployments import Classifier
 
     settings = load_settings(**{"classify.checkpoint": str(tmp_path / "none.safetensors")})
     replica = Classifier.func_or_class(settings.model_dump(mode="json"))

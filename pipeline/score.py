@@ -1,0 +1,42 @@
+"""Stage 3 — score: face crops → fake probability per face (classify) → one verdict per object (aggregate).
+
+One stage, not two: the verdict needs the network's card (version, threshold) and nothing else needs the
+per-face scores alone, so every front end would otherwise wire the same pair.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.aggregate import AggregateStage, Strategy
+from pipeline.batch import Batch
+from pipeline.checkpoint import ModelCard
+from pipeline.classify import ClassifyStage, FaceClassifier
+from pipeline.config import set_torch_threads
+
+
+class ScoreStage:
+    """Batch stage: ``crops`` → ``face_scores`` → ``score``, ``label``, ``threshold``, ``model_version``.
+
+    The network comes from ``classifier`` when given (training, tests), else from ``checkpoint`` (or its
+    ``packed`` card and bytes, so a Ray worker needs no copy of the file).
+    """
+
+    def __init__(self, checkpoint: Path, threshold: float, aggregation: Strategy, min_track_frames: int,
+                 device: str = "auto", batch_size: int = 32, tta_flip: bool | None = None, torch_threads: int = 0,
+                 packed: tuple[ModelCard, bytes] | None = None, classifier: FaceClassifier | None = None):
+        set_torch_threads(torch_threads)
+        classifier = classifier or FaceClassifier.from_checkpoint(checkpoint, device, batch_size, tta_flip, packed)
+        self.classify = ClassifyStage(classifier)
+        self.aggregate = AggregateStage(threshold, aggregation, classifier.card.version, min_track_frames)
+
+    @property
+    def classifier(self) -> FaceClassifier:
+        return self.classify.classifier
+
+    @property
+    def card(self) -> ModelCard:
+        return self.classify.card
+
+    def __call__(self, batch: Batch) -> Batch:
+        return self.aggregate(self.classify(batch))

@@ -1,0 +1,49 @@
+"""The online API's settings (``serve:`` in the settings file, ``DFS_SERVE__*``): a section of
+``pipeline.config.Settings``, kept here with the server it configures. Imports only pydantic, so the
+settings can be composed without loading the server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ServeConfig(BaseModel):
+    """The online API (``serve/``): HTTP, request limits, URI allow-list, replicas and batching.
+
+    Media limits here are applied on top of ``decode.*``: the server uses the stricter of the two.
+    """
+
+    host: str = Field("127.0.0.1", description="address `deepfakestream serve` listens on")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port of `deepfakestream serve`")
+    app_name: str = Field("deepfakestream", min_length=1)
+    route_prefix: str = Field("/", pattern=r"^/")
+    max_upload_bytes: int = Field(100 * 1024**2, gt=0, description="larger uploads/objects get 413")
+    max_pixels: int = Field(3840 * 2160, gt=0, description="larger images/video frames get 413")
+    max_duration_s: float = Field(600.0, gt=0, description="longer videos get 413")
+    max_frames: int = Field(36_000, gt=0, description="videos with more frames get 413")
+    allowed_uri_prefixes: list[str] = Field(
+        default_factory=list,
+        description="object-store prefixes `{\"uri\": ...}` may read, e.g. s3://bucket/uploads/; empty = none",
+    )
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for allowed URIs")
+    request_timeout_s: float = Field(60.0, gt=0, description="per-request deadline; past it the API answers 504")
+    ingress_replicas: int = Field(1, ge=1)
+    decode_replicas: int = Field(1, ge=1)
+    detect_replicas: int = Field(2, ge=1, description="detection costs most and one replica does not fill 2 cores")
+    classify_replicas: int = Field(1, ge=1)
+    ingress_cpus: float = Field(0.1, ge=0)
+    decode_cpus: float = Field(0.25, ge=0)
+    detect_cpus: float = Field(0.5, ge=0)
+    classify_cpus: float = Field(0.5, ge=0)
+    gpus: float | None = Field(
+        None, ge=0, description="GPUs per detect/classify replica; None = one GPU shared by all of them if the cluster has one"
+    )
+    torch_threads: int = Field(0, ge=0, description="torch threads per model replica; 0 = all cores of the node")
+    detect_max_batch_size: int = Field(4, ge=1, description="requests per MTCNN batch (@serve.batch)")
+    detect_batch_wait_s: float = Field(0.01, ge=0)
+    classify_max_batch_size: int = Field(16, ge=1, description="requests whose crops go through the network together")
+    classify_batch_wait_s: float = Field(0.01, ge=0)
+    max_ongoing_requests: int = Field(64, ge=1, description="concurrent requests per ingress replica")
+    explain_max_faces: int = Field(32, ge=0, description="Grad-CAM heat maps per request (explain=true)")

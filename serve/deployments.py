@@ -1,0 +1,160 @@
+"""The graph's stages as Serve deployments: each holds one stage built by ``pipeline.graph.stage_specs``.
+
+One request is one batch row. ``@serve.batch`` joins the rows of concurrent requests into one stage batch
+and splits the output back; its sizes are set from ``ServeConfig`` only. Failures travel as rows with an
+``error`` and a stable ``error_code``; the ingress turns the code into a status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from pipeline.batch import Batch, concat_batches, object_column, split_batch
+from pipeline.config import Settings
+from pipeline.errors import DeepfakeStreamError
+from pipeline.graph import stage_specs
+from pipeline.logsafe import log_safe
+from pipeline.result import ScoreResult
+from serve.guard import server_decode_config
+
+log = logging.getLogger("deepfakestream.serve")
+
+
+def replica_settings(payload: dict[str, Any]) -> Settings:
+    # model_validate does not read the replica's environment: the driver's settings are used as they are.
+    return Settings.model_validate(payload)
+
+
+def _threads(settings: Settings) -> int:
+    return settings.serve.torch_threads or settings.torch_threads or len(os.sched_getaffinity(0))
+
+
+def _stage(settings: Settings, name: str) -> Any:
+    """The built stage ``name`` of the graph as the server runs it (its limits, its storage, its threads)."""
+    graph = settings.model_copy(update={"decode": server_decode_config(settings)})
+    specs = stage_specs(graph, name, storage_options=settings.serve.storage_options, torch_threads=_threads(settings))
+    return specs[-1].build()
+
+
+@serve.deployment(name="Decoder")
+class Decoder:
+    """``DecodeStage`` for one object per request: reads an allowed URI or takes the uploaded bytes, sniffs
+    the type and checks the limits from the header, decodes."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.stage = _stage(replica_settings(settings), "decode")
+
+    def decode_row(self, uri: str, data: bytes | None = None, explain: bool = False) -> Batch:
+        batch: Batch = {"uri": object_column([uri])}
+        if data is not None:  # else the ingress has checked the allow-list: the stage reads the URI
+            batch["data"] = object_column([data])
+        out = self.stage(batch)
+        out["explain"] = np.array([explain], bool)
+        return out
+
+    async def decode(self, uri: str, data: bytes | None = None, explain: bool = False) -> Batch:
+        return await asyncio.to_thread(self.decode_row, uri, data, explain)
+
+
+class _Batched:
+    """Counts how many requests each ``@serve.batch`` call saw (benchmarks and tests read ``stats``)."""
+
+    def _size_batches(self, handler: Any, max_batch_size: int, wait_s: float) -> None:
+        handler.set_max_batch_size(max_batch_size)
+        handler.set_batch_wait_timeout_s(wait_s)
+        self.batch_sizes: Counter[int] = Counter()
+
+    def stats(self) -> dict[str, Any]:
+        return {"batch_sizes": dict(self.batch_sizes)}
+
+
+@serve.deployment(name="Detector")
+class Detector(_Batched):
+    """``DetectStage`` (MTCNN) with dynamic batching across concurrent requests."""
+
+    def __init__(self, settings: dict[str, Any]):
+        cfg = replica_settings(settings)
+        self.stage = _stage(cfg, "detect")
+        self._size_batches(self.detect, cfg.serve.detect_max_batch_size, cfg.serve.detect_batch_wait_s)
+
+    @serve.batch
+    async def detect(self, batches: list[Batch]) -> list[Batch]:
+        self.batch_sizes[len(batches)] += 1
+        out = await asyncio.to_thread(self.stage, concat_batches(batches))  # off the event loop, or batches stay at 1
+        return split_batch(out, [len(b["uri"]) for b in batches])
+
+    def ready(self) -> bool:
+        return True
+
+
+@serve.deployment(name="Classifier")
+class Classifier(_Batched):
+    """``ScoreStage`` (classify + aggregate) with dynamic batching; answers ``{error_code, detail, result}``."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = replica_settings(settings)
+        self.error: str | None = None
+        self.error_code = ""
+        self.scorer = None
+        try:
+            self.scorer = _stage(self.settings, "score")
+        except DeepfakeStreamError as exc:  # stay up and say why: /v1/health answers 503 with this reason
+            self.error, self.error_code = str(exc), exc.code
+            log.error("no model loaded: %s", exc)
+        cfg = self.settings.serve
+        self._size_batches(self.score, cfg.classify_max_batch_size, cfg.classify_batch_wait_s)
+
+    def _run(self, batch: Batch) -> tuple[Batch, dict[int, list[str | None]]]:
+        heat_maps = {}
+        if batch["explain"].any():
+            from serve.explain import explain_crops
+
+            for i in np.flatnonzero(batch["explain"]):
+                heat_maps[int(i)] = explain_crops(self.scorer.classifier, batch["crops"][i],
+                                                  self.settings.serve.explain_max_faces)
+        return self.scorer(batch), heat_maps
+
+    @serve.batch
+    async def score(self, batches: list[Batch]) -> list[dict[str, Any]]:
+        if self.scorer is None:
+            return [{"error_code": self.error_code, "detail": self.error, "result": None}] * len(batches)
+        self.batch_sizes[len(batches)] += 1
+        out, heat_maps = await asyncio.to_thread(self._run, concat_batches(batches))
+        answers = []
+        for index, rows in enumerate(split_batch(out, [len(b["uri"]) for b in batches])):
+            row = {k: v[0] for k, v in rows.items()}
+            result = ScoreResult.from_row(row)
+            if result.error:
+                log.warning("scoring %s failed (%s): %s", log_safe(result.uri), result.error_code, log_safe(result.error))
+                answers.append({"error_code": result.error_code, "detail": result.error, "result": None})
+                continue
+            body = result.model_dump(mode="json")
+            if index in heat_maps:
+                body["explanations"] = explanations(row, heat_maps[index])
+            answers.append({"error_code": None, "detail": None, "result": body})
+        return answers
+
+    def card(self) -> dict[str, Any] | None:
+        return None if self.scorer is None else self.scorer.card.model_dump(mode="json")
+
+    def ready(self) -> tuple[bool, str]:
+        if self.scorer is None:
+            return False, self.error or "model not loaded"
+        return True, self.scorer.card.version
+
+
+def explanations(row: dict[str, Any], pngs: list[str | None]) -> list[dict[str, Any]]:
+    """One Grad-CAM entry per face, in the order of the row's crops (frames, then boxes)."""
+    from serve.ingress import FaceExplanation
+
+    boxes = np.asarray(row["face_boxes"], np.float64).reshape(-1, 4)
+    return [FaceExplanation(face=i, frame=int(row["face_frame"][i]), track=int(row["face_track"][i]),
+                            box=[round(float(v), 1) for v in boxes[i]], score=round(float(row["face_scores"][i]), 6),
+                            heatmap_png=png).model_dump() for i, png in enumerate(pngs)]

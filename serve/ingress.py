@@ -1,0 +1,242 @@
+"""The HTTP ingress (FastAPI on Serve): parses and limits the request, checks URIs against the allow-list,
+enforces the per-request deadline, chains the stage deployments by handle, maps error codes to problem
+details and counts outcomes.
+
+The ingress never looks inside the media: the decoder sniffs the type and reads the header, once.
+"""
+
+# No `from __future__ import annotations`: FastAPI must resolve the route signatures of the Serve ingress class.
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from pipeline.result import ScoreResult
+from serve.deployments import replica_settings
+from serve.guard import UriNotAllowedError, check_uri, server_decode_config
+from serve.problems import INTERNAL, Problem, ProblemError, add_problem_handlers, problem_responses, public_detail, status_for
+
+log = logging.getLogger("deepfakestream.serve")
+
+MULTIPART_SLACK = 64 * 1024  # multipart framing and headers on top of the file itself
+
+
+class ScoreRequest(BaseModel):
+    """Score an object already in the object store (only under ``serve.allowed_uri_prefixes``)."""
+
+    model_config = {"extra": "forbid"}
+    uri: str = Field(..., min_length=1, max_length=1024, examples=["s3://uploads/incoming/clip.mp4"])
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str
+
+
+class FaceExplanation(BaseModel):
+    """One face's Grad-CAM heat map over its crop (red pushed the score towards FAKE)."""
+
+    face: int = Field(description="index of the face in the request (order of frames, then boxes)")
+    frame: int = Field(description="index into `frames`")
+    track: int
+    box: list[float]
+    score: float
+    heatmap_png: str | None = Field(description="base64 PNG of the crop with the heat map; null past explain_max_faces")
+
+
+class ScoreResponse(ScoreResult):
+    """`deepfakestream score --json`'s result; `explanations` only with `explain=true`."""
+
+    explanations: list[FaceExplanation] | None = None
+
+
+SCORE_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {"type": "object", "required": ["file"],
+                       "properties": {"file": {"type": "string", "format": "binary",
+                                               "description": "image (JPEG/PNG/WebP) or video (MP4/MOV/MKV/WebM/AVI/MPEG-TS)"}}},
+        },
+        "application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}},
+    },
+}
+
+api = FastAPI(
+    title="DeepfakeStream",
+    version="1",
+    description="Face-swap deepfake scoring for one image or video per request. Errors are "
+    "`application/problem+json` (RFC 9457).",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+)
+add_problem_handlers(api)
+
+
+def _register_schemas(app: FastAPI) -> None:
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (Problem, ScoreRequest):
+            components.setdefault(model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}"))
+        return schema
+
+    app.openapi = openapi
+
+
+_register_schemas(api)
+
+
+async def read_body_limited(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it is known to exceed ``limit`` bytes."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            too_big = int(length) > limit
+        except ValueError:
+            raise ProblemError(400, "invalid Content-Length header") from None
+        if too_big:
+            raise ProblemError(413, f"request body is {int(length)} bytes, over the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProblemError(413, f"request body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # Starlette's form() parses the cached body  # noqa: SLF001
+    return body
+
+
+@serve.deployment(name="Api")
+@serve.ingress(api)
+class Api:
+    def __init__(self, settings: dict[str, Any], decoder: DeploymentHandle, detector: DeploymentHandle,
+                 classifier: DeploymentHandle):
+        from ray.serve import metrics
+
+        self.settings = replica_settings(settings)
+        self.config = self.settings.serve
+        self.max_bytes = server_decode_config(self.settings).max_bytes
+        self.decoder, self.detector, self.classifier = decoder, detector, classifier
+        self.requests = metrics.Counter(
+            "deepfakestream_requests", description="POST /v1/score requests by outcome "
+            "(fake, real, no_face, or the problem code)", tag_keys=("outcome",))
+        self.latency = metrics.Histogram(
+            "deepfakestream_request_latency_ms", description="POST /v1/score latency by outcome",
+            boundaries=[50, 100, 200, 300, 500, 1000, 2000, 5000, 10000, 30000, 60000], tag_keys=("outcome",))
+
+    # ---- routes ----
+
+    @api.post(
+        "/v1/score",
+        response_model=ScoreResponse,
+        summary="Score one image or video",
+        description="Send the media as `multipart/form-data` (field `file`), or JSON `{\"uri\": \"s3://…\"}` "
+        "for an object under one of the server's allowed prefixes. The media type is read from the bytes, "
+        "never from the name. Answers the same JSON as `deepfakestream score --json`.",
+        openapi_extra={"requestBody": SCORE_REQUEST_BODY},
+        responses=problem_responses(400, 403, 404, 413, 415, 422, 500, 502, 503, 504),
+    )
+    async def score(self, request: Request,
+                    explain: bool = Query(False, description="add a Grad-CAM heat map (base64 PNG) per face"),
+                    timeout_s: float | None = Query(None, gt=0, description="lower the server's deadline (s)")):
+        start = time.perf_counter()
+        outcome = "internal_error"
+        try:
+            uri, data = await self._parse(request)
+            deadline = min(timeout_s or self.config.request_timeout_s, self.config.request_timeout_s)
+            try:
+                answer = await asyncio.wait_for(self._run_graph(uri, data, explain), deadline)
+            except TimeoutError:
+                raise ProblemError(504, f"scoring took longer than {deadline:g} s") from None
+            if answer["error_code"]:
+                status = status_for(answer["error_code"])
+                raise ProblemError(status, public_detail(status, answer["detail"] or "request failed"))
+            outcome = answer["result"]["label"].lower()
+            return JSONResponse(answer["result"])
+        except ProblemError as exc:
+            outcome = exc.code
+            raise
+        except Exception as exc:  # noqa: BLE001 - never leak a trace to the caller
+            log.exception("scoring failed")
+            raise ProblemError(500, INTERNAL) from exc
+        finally:
+            self.requests.inc(1, tags={"outcome": outcome})
+            self.latency.observe((time.perf_counter() - start) * 1000, tags={"outcome": outcome})
+
+    @api.get("/v1/health", response_model=Health, summary="Ready when the model is loaded",
+             responses=problem_responses(503))
+    async def health(self):
+        try:
+            ok, info = await asyncio.wait_for(self.classifier.ready.remote(), 10)
+            await asyncio.wait_for(self.detector.ready.remote(), 10)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("health check failed: %s", exc)
+            raise ProblemError(503, "model replicas are not responding") from exc
+        if not ok:
+            raise ProblemError(503, info)
+        return Health(status="ready", model_version=info)
+
+    @api.get("/v1/model", summary="The loaded model's card", responses=problem_responses(503))
+    async def model(self):
+        card = await self.classifier.card.remote()
+        if card is None:
+            _, info = await self.classifier.ready.remote()
+            raise ProblemError(503, info)
+        return JSONResponse(card)
+
+    # ---- helpers ----
+
+    async def _parse(self, request: Request) -> tuple[str, bytes | None]:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "multipart/form-data":
+            await read_body_limited(request, self.config.max_upload_bytes + MULTIPART_SLACK)
+            try:
+                form = await request.form(max_files=1, max_fields=4)
+            except Exception as exc:  # noqa: BLE001 - malformed multipart
+                raise ProblemError(400, f"malformed multipart body: {exc}") from None
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise ProblemError(400, "multipart body needs a file field named 'file'")
+            data = await upload.read(self.max_bytes + 1)
+            if len(data) > self.max_bytes:
+                raise ProblemError(413, f"file is over the {self.max_bytes}-byte limit")
+            name = os.path.basename((upload.filename or "").replace("\\", "/"))[:255]
+            return name or "upload", data
+        if content_type == "application/json":
+            body = await read_body_limited(request, 16 * 1024)
+            try:
+                parsed = ScoreRequest.model_validate_json(body)
+            except ValidationError as exc:
+                detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+                raise ProblemError(400, f"invalid JSON body: {detail}"[:1000]) from None
+            try:
+                return check_uri(parsed.uri, self.config.allowed_uri_prefixes), None
+            except UriNotAllowedError as exc:
+                raise ProblemError(403, str(exc)) from None
+        raise ProblemError(415, "send multipart/form-data with a 'file' field, or application/json with a 'uri'")
+
+    async def _run_graph(self, uri: str, data: bytes | None, explain: bool = False) -> dict[str, Any]:
+        responses = []
+        try:
+            # chained responses: each stage's output goes straight to the next replica
+            responses.append(self.decoder.decode.remote(uri, data, explain))
+            responses.append(self.detector.detect.remote(responses[-1]))
+            responses.append(self.classifier.score.remote(responses[-1]))
+            return await responses[-1]
+        except asyncio.CancelledError:
+            for response in responses:
+                response.cancel()
+            raise

@@ -1,0 +1,124 @@
+"""Errors as RFC 9457 problem details, and the one map from a pipeline error code to an HTTP status.
+
+Statuses come from the stable codes of ``pipeline.errors`` (carried in the batch's ``error_code``
+column), never from message text: rewording a message cannot change an API status.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads these signatures at runtime.
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipeline import errors
+from pipeline.logsafe import log_safe
+
+log = logging.getLogger("deepfakestream.serve")
+
+PROBLEM_JSON = "application/problem+json"
+INTERNAL = "internal error; the failure is in the server log"
+
+# status → machine-readable problem code (also the metrics outcome), title
+PROBLEMS: dict[int, tuple[str, str]] = {
+    400: ("bad_request", "Bad request"),
+    403: ("forbidden", "URI not allowed"),
+    404: ("not_found", "Not found"),
+    413: ("too_large", "Media too large"),
+    415: ("unsupported_media", "Unsupported media type"),
+    422: ("unprocessable", "Media could not be decoded"),
+    500: ("internal_error", "Internal error"),
+    502: ("storage_error", "Object store error"),
+    503: ("unavailable", "Model not available"),
+    504: ("timeout", "Request timed out"),
+}
+
+# pipeline error code → status; a code not listed (e.g. detect_failed) is a server fault: 500
+STATUS_FOR_CODE: dict[str, int] = {
+    errors.EmptyMediaError.code: 400,
+    errors.AccessDeniedError.code: 403,
+    errors.MediaNotFoundError.code: 404,
+    errors.MediaTooLargeError.code: 413,
+    errors.UnsupportedMediaError.code: 415,
+    errors.MediaError.code: 422,
+    errors.NoVideoStreamError.code: 422,
+    errors.DECODE_FAILED: 422,
+    errors.StorageError.code: 502,
+    errors.CheckpointError.code: 503,
+    errors.NoTrainedModelError.code: 503,
+}
+
+
+def status_for(code: str) -> int:
+    """The HTTP status for a pipeline error code."""
+    return STATUS_FOR_CODE.get(code, 500)
+
+
+def public_detail(status: int, message: str) -> str:
+    """What the caller is told: the row's message, except for server-side failures."""
+    if status == 502:
+        return "the object store could not be read; the failure is in the server log"
+    if status >= 500 and status != 503:
+        return INTERNAL
+    return message
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; ``code`` is a stable machine-readable reason."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+class ProblemError(Exception):
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+    @property
+    def code(self) -> str:
+        return PROBLEMS.get(self.status, ("error", "Error"))[0]
+
+    def response(self) -> JSONResponse:
+        code, title = PROBLEMS.get(self.status, ("error", "Error"))
+        body = Problem(title=title, status=self.status, detail=self.detail, code=code)
+        return JSONResponse(body.model_dump(), status_code=self.status, media_type=PROBLEM_JSON)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for routes that answer these problems."""
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {s: {"description": PROBLEMS[s][1], "content": {PROBLEM_JSON: {"schema": schema}}} for s in statuses}
+
+
+def add_problem_handlers(app: FastAPI) -> None:
+    """Every error the app raises (ours, Starlette's, validation, unexpected) answers as problem details."""
+
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+        code, title = PROBLEMS.get(exc.status_code, ("http_error", detail))
+        body = Problem(title=title, status=exc.status_code, detail=detail, code=code)
+        return JSONResponse(body.model_dump(), status_code=exc.status_code, media_type=PROBLEM_JSON,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors())
+        return ProblemError(400, detail[:1000] or "invalid request").response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - backstop
+        log.exception("unhandled error on %s", log_safe(request.url.path))
+        return ProblemError(500, INTERNAL).response()
