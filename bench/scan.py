@@ -137,7 +137,8 @@ def child_sequential(args) -> dict:
 def child_ray(args) -> dict:
     import ray
 
-    from jobs.scan import ScanOptions, run_scan
+    from jobs.scan.config import ScanOptions
+    from jobs.scan.driver import run_scan
     from pipeline.config import load_settings
 
     settings = load_settings(**{"decode.num_frames": args.frames})

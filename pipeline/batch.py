@@ -36,7 +36,6 @@ def errors_of(batch: Batch) -> list[str]:
 
 def codes_of(batch: Batch) -> list[str]:
     """The per-row error codes (``pipeline.errors``; '' where the row is fine)."""
-    n = batch_size(batch)
     if "error_code" not in batch:
         return ["error" if e else "" for e in errors_of(batch)]
     return ["" if c is None else str(c) for c in batch["error_code"]]

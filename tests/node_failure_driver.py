@@ -16,7 +16,8 @@ def main(source: str, output: str) -> None:
     from ray._private.state import available_resources_per_node
     from ray.cluster_utils import Cluster
 
-    from jobs.scan import ScanOptions, run_scan
+    from jobs.scan.config import ScanOptions
+    from jobs.scan.driver import run_scan
     from pipeline.config import load_settings
 
     cluster = Cluster(initialize_head=True, connect=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.scan_output import OutputStore
+from jobs.scan.output import OutputStore
 
 DRIVER = Path(__file__).with_name("node_failure_driver.py")
 

@@ -21,8 +21,11 @@ import sys
 import numpy as np
 import pytest
 
-from jobs.scan import ScanOptions, plan_pools, run_scan, storage_options_for
-from jobs.scan_output import FACES_SCHEMA, OutputStore, SCHEMA_VERSION, rows_from_batch
+from jobs.scan.config import ScanOptions
+from jobs.scan.driver import run_scan
+from jobs.scan.listing import storage_options_for
+from jobs.scan.plan import plan_pools
+from jobs.scan.output import FACES_SCHEMA, OutputStore, SCHEMA_VERSION, rows_from_batch
 from pipeline.decode import DecodeStage
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
@@ -144,7 +147,7 @@ def test_storage_options_take_the_endpoint_from_flag_or_environment(monkeypatch)
 
 
 def test_listing_filters_by_extension_glob_and_count(tmp_path, samples_dir):
-    from jobs.scan import list_objects
+    from jobs.scan.listing import list_objects
 
     for key, data in _media(samples_dir).items():
         (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +184,7 @@ def test_local_commits_are_atomic_and_crash_leftovers_are_cleaned(tmp_path):
 
 
 def test_output_of_another_schema_version_is_refused(tmp_path):
-    from jobs.scan_output import OutputError
+    from jobs.scan.output import OutputError
 
     (tmp_path / "_deepfakestream.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
     with pytest.raises(OutputError, match="schema version"):
@@ -307,7 +310,7 @@ def test_second_scan_skips_everything_and_full_rescans(first_scan, settings, s3_
     again = run_scan(settings, _options(source, output))
     assert (again.seen, again.skipped, again.scanned, again.parts) == (9, 9, 0, 0)
     assert set(store._list_parts("videos")) == parts  # nothing written
-    from jobs.scan_records import read_records
+    from jobs.scan.records import read_records
 
     quiet = next(r for r in read_records(store.fs, store.root) if r.scan_id == again.scan_id)  # but a run record
     assert (quiet.status, quiet.exit_code, quiet.listed, quiet.skipped, quiet.scanned) == ("succeeded", 0, 9, 9, 0)
@@ -320,8 +323,9 @@ def test_second_scan_skips_everything_and_full_rescans(first_scan, settings, s3_
 
 @pytest.mark.slow
 def test_s3_scan_over_the_error_rate_commits_everything_records_and_exits_4(first_scan, s3_server):
-    from jobs.query import report, run_query
-    from jobs.scan_records import read_records
+    from jobs.query.sql import run_query
+    from jobs.report.text import report
+    from jobs.scan.records import read_records
 
     summary, _source, output = first_scan
     assert (summary.status, summary.exit_code) == ("too_many_errors", 4)  # 5 of 9 > the default 0.5
@@ -448,7 +452,8 @@ def test_killed_model_actor_costs_a_retry_not_the_scan(ray_session, settings, sa
     assert all(v["error"] is None for v in videos if _name(v["uri"]) in GOOD)
 
     # query on local output too, then the README's two commands' second half: report
-    from jobs.query import report, run_query
+    from jobs.query.sql import run_query
+    from jobs.report.text import report
 
     columns, rows = run_query(str(tmp_path / "out"), "SELECT count(*) FROM faces JOIN videos USING (scan_id, uri)")
     assert rows[0][0] == sum(v["faces"] for v in videos)
@@ -490,7 +495,7 @@ def test_object_that_crashes_its_worker_every_time_gets_an_error_row(ray_session
 
 
 def test_docs_describe_every_output_column():
-    from jobs.scan_output import SCHEMAS
+    from jobs.scan.output import SCHEMAS
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "scan.md").read_text()
     for schema in SCHEMAS.values():

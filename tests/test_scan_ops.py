@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from jobs.scan_lease import LeaseHeld, LeaseLost, OutputLease, _Contended
-from jobs.scan_output import OutputStore
+from jobs.scan.lease import LeaseHeld, LeaseLost, OutputLease, _Contended
+from jobs.scan.output import OutputStore
 
 ROW = {"schema_version": 1, "scan_id": "old", "uri": "/media/a.mp4", "fingerprint": "size:1:mtime:0",
        "label": "ERROR", "error": "x", "model_version": "m"}
@@ -127,23 +127,26 @@ def test_scan_on_a_busy_output_exits_3_with_one_line(where, detector_env, tmp_pa
 
 # ----------------------------------------------------------------------------------- run records
 def test_a_scan_with_nothing_new_still_writes_its_run_record(detector_env, tmp_path, monkeypatch):
-    import jobs.scan
-    from jobs.query import report, run_query
-    from jobs.scan import ScanOptions, run_scan
+    import jobs.scan.driver
+    import jobs.scan.errors
+    from jobs.query.sql import run_query
+    from jobs.report.text import report
+    from jobs.scan.config import ScanOptions
+    from jobs.scan.driver import run_scan
     from pipeline.config import load_settings
 
     source, out = tmp_path / "media", tmp_path / "out"
     source.mkdir()
     (source / "notes.txt").write_text("not media\n")
     seen_while_running = []
-    real_list = jobs.scan.list_objects
+    real_list = jobs.scan.driver.list_objects
 
     def list_and_look(*args, **kwargs):  # the record must say "running" while the scan works
         seen_while_running.extend(r["status"] for r in _records(out))
         assert json.loads((out / "_lease.json").read_text())["scan_id"]
         return real_list(*args, **kwargs)
 
-    monkeypatch.setattr(jobs.scan, "list_objects", list_and_look)
+    monkeypatch.setattr(jobs.scan.driver, "list_objects", list_and_look)
     summary = run_scan(load_settings(), ScanOptions(source=str(source), output=str(out), progress=False))
     assert seen_while_running == ["running"]
     (record,) = _records(out)
@@ -153,7 +156,7 @@ def test_a_scan_with_nothing_new_still_writes_its_run_record(detector_env, tmp_p
     assert record["ended_at"] >= record["started_at"]
     assert not (out / "_lease.json").exists()
 
-    with pytest.raises(jobs.scan.ScanError):  # a source that is gone: exit 2, and a record saying why
+    with pytest.raises(jobs.scan.errors.ScanError):  # a source that is gone: exit 2, and a record saying why
         run_scan(load_settings(), ScanOptions(source=str(tmp_path / "gone"), output=str(out), progress=False))
     statuses = sorted((r["status"], r["exit_code"]) for r in _records(out))
     assert statuses == [("not_started", 2), ("succeeded", 0)]
@@ -165,7 +168,7 @@ def test_a_scan_with_nothing_new_still_writes_its_run_record(detector_env, tmp_p
 
 
 def test_unreadable_run_records_are_skipped(tmp_path, caplog):
-    from jobs.query import run_query
+    from jobs.query.sql import run_query
 
     (tmp_path / "_runs").mkdir()
     (tmp_path / "_runs" / "broken.json").write_text("{not json")
@@ -175,7 +178,7 @@ def test_unreadable_run_records_are_skipped(tmp_path, caplog):
 
 
 def test_error_classes_group_messages_that_differ_only_in_numbers():
-    from jobs.scan_records import error_class
+    from jobs.scan.records import error_class
 
     a = error_class("resolution 5000x4000 is over the 16777216-pixel limit")
     assert a == error_class("resolution 7000x6000 is over the 16777216-pixel limit") == "resolution NxN is over the N-pixel limit"
@@ -184,7 +187,8 @@ def test_error_classes_group_messages_that_differ_only_in_numbers():
 
 # ------------------------------------------------------------------------------------- quarantine
 def test_query_and_report_skip_unreadable_parts_with_a_warning(tmp_path, caplog):
-    from jobs.query import report, run_query
+    from jobs.query.sql import run_query
+    from jobs.report.text import report
 
     _store_with_parts(tmp_path / "out")
     with caplog.at_level(logging.WARNING):
@@ -195,8 +199,9 @@ def test_query_and_report_skip_unreadable_parts_with_a_warning(tmp_path, caplog)
 
 
 def test_scan_quarantines_unreadable_parts_and_names_them_in_its_record(detector_env, tmp_path, caplog):
-    from jobs.query import run_query
-    from jobs.scan import ScanOptions, run_scan
+    from jobs.query.sql import run_query
+    from jobs.scan.config import ScanOptions
+    from jobs.scan.driver import run_scan
     from pipeline.config import load_settings
 
     out = tmp_path / "out"
@@ -220,8 +225,9 @@ def test_scan_quarantines_unreadable_parts_and_names_them_in_its_record(detector
 
 def test_scan_quarantines_unreadable_parts_on_s3(detector_env, tmp_path, s3_server, s3_bucket, caplog):
     caplog.set_level(logging.WARNING)
-    from jobs.query import run_query
-    from jobs.scan import ScanOptions, run_scan
+    from jobs.query.sql import run_query
+    from jobs.scan.config import ScanOptions
+    from jobs.scan.driver import run_scan
     from pipeline.config import load_settings
 
     output = f"s3://{s3_bucket}/out"
@@ -278,7 +284,7 @@ def test_query_and_report_on_s3_without_credentials_fail_in_one_line(s3_server, 
 
 # ------------------------------------------------------------------------------------------ SIGTERM
 def test_sigterm_is_held_during_a_commit_and_raised_after_it():
-    from jobs.scan_stop import GracefulStop, Terminated
+    from jobs.scan.stop import GracefulStop, Terminated
 
     stop = GracefulStop(grace_s=30)
     stop.install()
@@ -337,8 +343,8 @@ def test_the_documented_alert_query_runs_on_run_records(tmp_path):
     import re
     from datetime import timedelta
 
-    from jobs.query import run_query
-    from jobs.scan_records import RunRecord, record_bytes
+    from jobs.query.sql import run_query
+    from jobs.scan.records import RunRecord, record_bytes
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "scan.md").read_text()
     sql = re.search(r'--format json "\n(.*?)"\n```', doc, re.S).group(1)

@@ -12,13 +12,13 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from jobs.datasets import LabelledVideo, assign_identity_groups, load_labelled_videos, split_by_group
-from jobs.evaluate import fit_on_validation, report
-from jobs.metrics import balanced_weights, binary_metrics, calibration, threshold_for_fpr, tpr_at_fpr
-from jobs.prepare import CROP_SCHEMA, decode_png, encode_png, load_crop_table, prepare, write_atomic
-from jobs.augment import augment, codec_roundtrip, h264
-from jobs.sbi import face_mask, self_blend
-from jobs.train import TrainConfig, fit
+from jobs.training.datasets import LabelledVideo, assign_identity_groups, load_labelled_videos, split_by_group
+from jobs.training.evaluate import fit_on_validation, report
+from jobs.training.metrics import balanced_weights, binary_metrics, calibration, threshold_for_fpr, tpr_at_fpr
+from jobs.training.prepare import CROP_SCHEMA, decode_png, encode_png, load_crop_table, prepare, write_atomic
+from jobs.training.augment import augment, codec_roundtrip, h264
+from jobs.training.sbi import face_mask, self_blend
+from jobs.training.train import TrainConfig, fit
 from pipeline.config import load_settings
 
 # ------------------------------------------------------------------------------------------ datasets
@@ -269,7 +269,7 @@ def test_resumed_run_continues_exactly(tmp_path):
 
 def fit_stop_after_one(config: TrainConfig) -> None:
     """Simulate a crash after epoch 1 of a 2-epoch run: run it, then roll last.pt back to epoch 1."""
-    import jobs.train as train_module
+    import jobs.training.train as train_module
 
     original = train_module.validate
     calls = {"n": 0}
@@ -292,7 +292,7 @@ def fit_stop_after_one(config: TrainConfig) -> None:
 
 @pytest.mark.slow
 def test_ray_train_two_cpu_workers(tmp_path, ray_session):
-    from jobs.train import train
+    from jobs.training.train import train
 
     config = _toy_config(tmp_path, epochs=2, num_workers=2)
     result = train(config)
@@ -303,7 +303,7 @@ def test_ray_train_two_cpu_workers(tmp_path, ray_session):
 
 
 def test_prepare_and_evaluate_end_to_end(tmp_path, samples_dir, detector_env):
-    from jobs.evaluate import evaluate
+    from jobs.training.evaluate import evaluate
 
     media = tmp_path / "media"
     media.mkdir()
@@ -350,7 +350,7 @@ def test_prepare_on_ray_matches_local(tmp_path, samples_dir, ray_session):
 
 
 def test_evaluate_leaves_the_card_alone_unless_asked(tmp_path, samples_dir):
-    from jobs.evaluate import evaluate
+    from jobs.training.evaluate import evaluate
     from pipeline.checkpoint import card_path, imagenet_init_checkpoint
 
     ckpt = imagenet_init_checkpoint(tmp_path / "m.safetensors", "t", "test")

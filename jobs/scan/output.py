@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jobs.scan.listing import is_local
 from pipeline.errors import DeepfakeStreamError
 from pipeline.media import normalize_uri
 
@@ -211,15 +212,6 @@ def error_row(entry: dict[str, Any], message: str, scan_id: str, scanned_at: dat
 
 
 # --------------------------------------------------------------------------------------- the store
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
-
-
-def join_uri(fs: fsspec.AbstractFileSystem, root: str, *parts: str) -> str:
-    return posixpath.join(root, *parts)
-
-
 @dataclass
 class CommitInfo:
     part: str
@@ -239,10 +231,10 @@ class OutputStore:
     def __post_init__(self) -> None:
         self.uri = normalize_uri(self.uri)
         self.fs, self.root = fsspec.core.url_to_fs(self.uri, **self.storage_options)
-        if _is_local(self.fs):
+        if is_local(self.fs):
             self.root = os.path.abspath(self.root)
         self.root = self.root.rstrip("/")
-        self.local = _is_local(self.fs)
+        self.local = is_local(self.fs)
 
     # ---- display
     @property
@@ -309,7 +301,7 @@ class OutputStore:
 
         A bad ``videos`` part takes its ``faces`` twin with it (those faces belong to rows that are gone).
         """
-        from jobs.scan_quarantine import move_aside, unreadable_parts
+        from jobs.scan.quarantine import move_aside, unreadable_parts
 
         moved: list[str] = []
         faces = self._list_parts("faces")
@@ -349,7 +341,7 @@ class OutputStore:
         except Exception:  # noqa: BLE001 - find the culprit(s) below
             if scan_id is None:
                 raise
-            from jobs.scan_quarantine import move_aside
+            from jobs.scan.quarantine import move_aside
 
             tables = []
             for path in sorted(parts.values()):

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-from jobs.metrics import balanced_weights, binary_metrics
-from jobs.prepare import decode_png, load_crop_table
-from jobs.augment import augment
-from jobs.sbi import self_blend
+from jobs.training.metrics import balanced_weights, binary_metrics
+from jobs.training.prepare import decode_png, load_crop_table
+from jobs.training.augment import augment
+from jobs.training.sbi import self_blend
 from pipeline.checkpoint import ModelCard, save_checkpoint
 from pipeline.imagenet import load_imagenet_lite
 from pipeline.model import DeepfakeDetector, ModelSpec

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from jobs.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
+from jobs.training.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
 from pipeline.batch import object_column
 from pipeline.config import Settings
 from pipeline.crop import crop_transform
@@ -149,7 +149,7 @@ def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_si
 def _prepare_on_ray(work, settings, crop_size, out_dir, frames_real, frames_fake) -> list[dict]:
     import ray
 
-    from jobs.raytools import model_actor_resources
+    from jobs.training.resources import model_actor_resources
 
     items = [{"video": json.dumps(asdict(v)), "split": s} for v, s in work]
     resources = model_actor_resources()

@@ -1,8 +1,6 @@
-"""CLI commands ``scan``, ``query`` and ``report`` (registered on the main app by ``jobs.cli``).
+"""``scan``: a bucket or folder through the graph on Ray Data into Parquet (docs/scan.md).
 
-Only typer is imported here: Ray, DuckDB, torch and pyarrow load inside the commands, so
-``deepfakestream --help`` stays fast.
-"""
+Only typer is imported here: Ray, torch and pyarrow load inside the command, so ``--help`` stays fast."""
 
 from __future__ import annotations
 
@@ -12,15 +10,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-DEFAULT_OUTPUT = "./scan-output"
-console = Console(stderr=True)
-
-EndpointOpt = typer.Option(None, "--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)")
-AnonOpt = typer.Option(False, "--anon", help="read S3 anonymously (public buckets)")
-ProfileOpt = typer.Option(None, "--profile", help="AWS profile name")
+from jobs.cli.common import AnonOpt, EndpointOpt, ProfileOpt, console, settings_from_cli
+from jobs.cli.logs import setup_logging
+from jobs.scan.config import DEFAULT_OUTPUT
 
 
 def scan(
@@ -63,11 +57,13 @@ def scan(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Scan a bucket/folder with Ray Data into Parquet tables `videos` and `faces` (incremental, resumable)."""
-    from jobs.cli import settings_from_cli
-    from jobs.logs import setup_logging
-
     setup_logging(verbose)
-    from jobs.scan import ExitCode, LeaseHeld, LeaseLost, ScanAborted, ScanOptions, Terminated, run_scan
+    from jobs.scan.config import ScanOptions
+    from jobs.scan.driver import run_scan
+    from jobs.scan.errors import ScanAborted
+    from jobs.scan.exit_codes import ExitCode
+    from jobs.scan.lease import LeaseHeld, LeaseLost
+    from jobs.scan.stop import Terminated
     from pipeline.errors import DeepfakeStreamError
     from pipeline.media import MEDIA_EXTENSIONS
 
@@ -127,117 +123,5 @@ def _print_scan_summary(summary) -> None:
                   f"run record: _runs/{summary.scan_id}.json", soft_wrap=True)
 
 
-def query(
-    sql: str = typer.Argument(..., help="SQL over the views `videos`, `faces` (latest verdicts), `videos_history`, `faces_history` and `runs` (one row per scan)"),
-    output: str = typer.Option(DEFAULT_OUTPUT, "--output", "-o", help="scan output to query (fsspec URI or folder)"),
-    fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
-    endpoint_url: Optional[str] = EndpointOpt,
-    anon: bool = AnonOpt,
-    profile: Optional[str] = ProfileOpt,
-) -> None:
-    """Run DuckDB SQL over a scan's Parquet output and print the result."""
-    from jobs.logs import setup_logging
-
-    setup_logging(False)
-    from jobs.query import QueryError, format_rows, run_query
-    from jobs.scan import storage_options_for
-
-    if fmt not in ("table", "csv", "json"):
-        console.print(f"[red]unknown --format {fmt!r}[/red]: use table, csv or json")
-        raise typer.Exit(2)
-    try:
-        columns, rows = run_query(output, sql, storage_options_for(output, endpoint_url, anon, profile))
-    except QueryError as exc:
-        console.print(f"[red]query failed:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(1) from exc
-    if fmt == "table":
-        from rich.table import Table
-
-        table = Table(*columns, box=None, padding=(0, 2), header_style="bold")
-        for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
-        _stdout_console().print(table)
-        console.print(f"{len(rows)} row(s)")
-    else:
-        sys.stdout.write(format_rows(columns, rows, fmt))
-
-
-def report(
-    output: str = typer.Argument(DEFAULT_OUTPUT, help="scan output (fsspec URI or folder)"),
-    top: int = typer.Option(10, "--top", min=1, help="how many suspicious objects to list"),
-    depth: Optional[int] = typer.Option(None, "--depth", min=0, help="group by the first N path levels (bucket counts as one) instead of the parent folder"),
-    runs: int = typer.Option(10, "--runs", min=0, help="how many recent scans (run records) to list"),
-    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
-    endpoint_url: Optional[str] = EndpointOpt,
-    anon: bool = AnonOpt,
-    profile: Optional[str] = ProfileOpt,
-) -> None:
-    """Summarise a scan's output: fake rate per prefix and day, the most suspicious objects, errors, recent runs."""
-    from jobs.logs import setup_logging
-
-    setup_logging(False)
-    from jobs.query import QueryError, report as build_report
-    from jobs.scan import storage_options_for
-
-    try:
-        data = build_report(output, storage_options_for(output, endpoint_url, anon, profile), top=top, depth=depth,
-                            runs=runs)
-    except QueryError as exc:
-        console.print(f"[red]cannot report:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(1) from exc
-    if as_json:
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
-        return
-    _print_report(data)
-
-
-def _stdout_console() -> Console:
-    """Tables on stdout: the terminal's width, or wide enough for URIs when piped to a file."""
-    return Console() if sys.stdout.isatty() else Console(width=240)
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def _print_report(data: dict) -> None:
-    from rich.table import Table
-
-    out = _stdout_console()
-    out.print(f"[bold]{data['output']}[/bold]: {data['objects']} objects — [red]{data['fakes']} fake[/red], "
-              f"[green]{data['reals']} real[/green], {data['no_face']} without a face, "
-              f"[magenta]{data['errors']} errors[/magenta]; fake rate {_pct(data['fake_rate'])} of scored objects")
-    if data["model_versions"] > 1:
-        out.print(f"[yellow]note:[/yellow] verdicts come from {data['model_versions']} model versions")
-    table = Table("prefix", "day", "objects", "fake", "real", "no face", "error", "fake rate",
-                  title="fake rate per prefix and day", box=None, padding=(0, 2), header_style="bold")
-    for row in data["by_prefix_day"]:
-        table.add_row(row["prefix"], str(row["day"]), str(row["objects"]), str(row["fakes"]), str(row["reals"]),
-                      str(row["no_face"]), str(row["errors"]), _pct(row["fake_rate"]))
-    out.print(table)
-    table = Table("uri", "score", "label", "faces", "people", "day", title="most suspicious", box=None,
-                  padding=(0, 2), header_style="bold")
-    for row in data["top_suspicious"]:
-        table.add_row(row["uri"], f"{row['score']:.3f}", row["label"], str(row["faces"]), str(row["tracks"]), str(row["day"]))
-    out.print(table)
-    if data["top_errors"]:
-        table = Table("error", "objects", title="errors", box=None, padding=(0, 2), header_style="bold")
-        for row in data["top_errors"]:
-            table.add_row(row["error"], str(row["objects"]))
-        out.print(table)
-    if data["runs"]:
-        table = Table("scan", "status", "exit", "started", "listed", "skipped", "scanned", "failed", "quarantined",
-                      title="recent runs (query the `runs` view for more)", box=None, padding=(0, 2), header_style="bold")
-        for row in data["runs"]:
-            colour = "green" if row["status"] == "succeeded" else "yellow" if row["status"] == "running" else "red"
-            table.add_row(row["scan_id"], f"[{colour}]{row['status']}[/{colour}]", str(row["exit_code"] if row["exit_code"] is not None else "-"),
-                          str(row["started_at"])[:19], str(row["listed"]), str(row["skipped"]), str(row["scanned"]),
-                          str(row["failed"]), str(row["quarantined"]))
-        out.print(table)
-        out.print(f"last successful run ended {data['last_success'] or 'never'}")
-
-
 def register(app: typer.Typer) -> None:
     app.command("scan")(scan)
-    app.command("query")(query)
-    app.command("report")(report)

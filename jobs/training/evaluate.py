@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from jobs.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
-from jobs.metrics import balanced_weights, binary_metrics, calibration, operating_threshold, tpr_at_fpr
+from jobs.training.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
+from jobs.training.metrics import balanced_weights, binary_metrics, calibration, operating_threshold, tpr_at_fpr
 from pipeline.aggregate import STRATEGIES, effective_min_track, video_score
 from pipeline.checkpoint import ModelCard, card_path
 from pipeline.config import Settings
@@ -96,7 +96,7 @@ def video_scores(records: list[dict], strategy: str, min_track_frames: int = 1) 
 
 
 def balanced_auc(labels: np.ndarray, scores: np.ndarray, sources: list[str]) -> float | None:
-    """ROC AUC with every real source weighing the same (see ``jobs.metrics.balanced_weights``)."""
+    """ROC AUC with every real source weighing the same (see ``jobs.training.metrics.balanced_weights``)."""
     from sklearn.metrics import roc_auc_score
 
     if len(np.unique(labels)) < 2:

@@ -1,130 +1,19 @@
-"""``deepfakestream`` command line: score, scan, query, report, prepare, train, evaluate, serve."""
+"""``prepare``, ``train`` and ``evaluate``: the detector's datasets, training and measurement (docs/training.md).
+
+The flags are what ``scripts/train_default.sh`` calls: keep them stable."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from jobs.logs import setup_logging
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="DeepfakeStream: find face-swap deepfakes in videos and images.")
-console = Console(stderr=True)
-
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML/JSON/TOML settings file (also DFS_CONFIG)")
-DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto")
-CheckpointOpt = typer.Option(None, "--checkpoint", help="detector .safetensors (model card .json beside it)")
-FramesOpt = typer.Option(None, "--frames", help="frames sampled per video")
+from jobs.cli.common import CheckpointOpt, ConfigOpt, DeviceOpt, FramesOpt, console, settings_from_cli
+from jobs.cli.logs import setup_logging
 
 
-def settings_from_cli(config: Optional[Path], **overrides):
-    """Settings from file < env < these flags; a bad value is a clear error, not a trace."""
-    from pydantic import ValidationError
-
-    from pipeline.config import load_settings
-
-    try:
-        return load_settings(config, **overrides)
-    except (ValidationError, OSError, ValueError) as exc:
-        console.print(f"[red]invalid configuration:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def _print_summary(result) -> None:
-    colour = {"FAKE": "red", "REAL": "green", "NO_FACE": "yellow", "ERROR": "magenta"}[result.label]
-    score = "-" if result.score is None else f"{result.score:.3f}"
-    out = Console()
-    out.print(f"[bold]{result.uri}[/bold]: [{colour}]{result.label}[/{colour}] score={score} "
-              f"threshold={result.threshold} model={result.model_version}")
-    if result.error:
-        out.print(f"  error: {result.error}")
-    if result.media:
-        m = result.media
-        out.print(f"  {m.type} {m.width}x{m.height}, {m.duration:.1f} s, {m.frames_sampled} frames sampled, "
-                  f"{sum(f.faces for f in result.frames)} faces in {len(result.tracks)} track(s)")
-    if result.tracks:
-        table = Table("person (track)", "score", "frames seen", box=None, padding=(0, 2))
-        for track in result.tracks:
-            table.add_row(str(track.track), f"{track.score:.3f}", str(track.frames_seen))
-        out.print(table)
-
-
-@app.command()
-def score(
-    paths: list[str] = typer.Argument(..., help="files or fsspec URIs (s3://, gs://, file paths)"),
-    as_json: bool = typer.Option(False, "--json", help="one JSON object per input, one per line"),
-    config: Optional[Path] = ConfigOpt,
-    device: Optional[str] = DeviceOpt,
-    checkpoint: Optional[Path] = CheckpointOpt,
-    frames: Optional[int] = FramesOpt,
-    threshold: Optional[float] = typer.Option(None, help="override the model card's decision threshold"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-) -> None:
-    """Score videos/images in-process through the whole graph and print a verdict per input."""
-    setup_logging(verbose)
-    from pipeline.errors import DeepfakeStreamError
-    from pipeline.graph import ScoringPipeline
-
-    settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint,
-                                 "decode.num_frames": frames, "classify.threshold": threshold})
-    try:
-        scorer = ScoringPipeline(settings)
-    except DeepfakeStreamError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
-    for path in paths:
-        try:
-            result = scorer.score(path)
-        except Exception as exc:  # noqa: BLE001 - one bad input gets its own ERROR row
-            result = scorer.error(path, f"{type(exc).__name__}: {exc}")
-        if as_json:
-            sys.stdout.write(json.dumps(result.model_dump(mode="json")) + "\n")
-            sys.stdout.flush()
-        else:
-            _print_summary(result)
-
-
-@app.command()
-def samples() -> None:
-    """List the bundled sample media (made from scikit-image's public-domain photos)."""
-    from pipeline.samples import sample_media
-
-    for path in sample_media():
-        print(path)
-
-
-# Further commands register here (scan/query/report: jobs.scan; serve: serve.app; prepare/train/evaluate).
-
-from jobs import scan_cli  # noqa: E402 - scan/query/report; Ray, DuckDB and torch load inside the commands
-
-scan_cli.register(app)
-
-
-@app.command("serve")
-def serve_command(
-    host: Optional[str] = typer.Option(None, help="listen address (serve.host, default 127.0.0.1)"),
-    port: Optional[int] = typer.Option(None, help="HTTP port (serve.port, default 8000)"),
-    config: Optional[Path] = ConfigOpt,
-    device: Optional[str] = DeviceOpt,
-    checkpoint: Optional[Path] = CheckpointOpt,
-    frames: Optional[int] = FramesOpt,
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-) -> None:
-    """Run the HTTP scoring API (Ray Serve) locally until Ctrl-C; OpenAPI docs at /docs."""
-    setup_logging(verbose)
-    settings = settings_from_cli(config, device=device, **{"serve.host": host, "serve.port": port,
-                                 "classify.checkpoint": checkpoint, "decode.num_frames": frames})
-    from serve.app import run  # Ray is imported only for this command
-
-    run(settings)
-
-
-@app.command()
 def prepare(
     source: Path = typer.Argument(..., help="labels CSV, DFDC folder (metadata.json) or FaceForensics++ folder"),
     output: Path = typer.Option(Path("data-cache/crops"), "--output", "-o", help="crop dataset folder"),
@@ -139,7 +28,7 @@ def prepare(
 ) -> None:
     """Videos + labels → face-crop dataset (Parquet), split by identity group into train/val/test."""
     setup_logging()
-    from jobs.prepare import prepare as run_prepare
+    from jobs.training.prepare import prepare as run_prepare
 
     settings = settings_from_cli(config, device=device)
     try:
@@ -154,7 +43,6 @@ def prepare(
         console.print(f"  {name}: {info['videos']} videos, {len(info['groups'])} identity groups")
 
 
-@app.command()
 def train(
     dataset: Path = typer.Argument(..., help="folder made by `deepfakestream prepare`"),
     output: Path = typer.Option(Path("runs/train"), "--output", "-o"),
@@ -182,7 +70,7 @@ def train(
     setup_logging()
     from pydantic import ValidationError
 
-    from jobs.train import TrainConfig, train as run_train
+    from jobs.training.train import TrainConfig, train as run_train
 
     try:
         cfg = TrainConfig(dataset=dataset, out_dir=output, extra_datasets=extra_dataset, encoder=encoder, input_mode=input_mode, epochs=epochs, batch_size=batch_size,
@@ -198,7 +86,6 @@ def train(
     console.print(f"best checkpoint: {output / 'best.safetensors'}")
 
 
-@app.command()
 def evaluate(
     source: Path = typer.Argument(..., help="labelled videos (CSV, DFDC or FaceForensics++ layout)"),
     split: str = typer.Option("test", help="train, val, test or all (identity-group split, same seed as prepare)"),
@@ -216,7 +103,7 @@ def evaluate(
 ) -> None:
     """Score a labelled set through the full graph; write report-SPLIT.json/.md (F1, AUC, log loss...)."""
     setup_logging()
-    from jobs.evaluate import evaluate as run_evaluate
+    from jobs.training.evaluate import evaluate as run_evaluate
     from pipeline.errors import DeepfakeStreamError
 
     settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint, "decode.num_frames": frames})
@@ -229,9 +116,7 @@ def evaluate(
     print((output / f"report-{split}.md").read_text())
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+def register(app: typer.Typer) -> None:
+    app.command()(prepare)
+    app.command()(train)
+    app.command()(evaluate)

@@ -1,0 +1,81 @@
+"""``query`` (DuckDB SQL over a scan's output) and ``report`` (its text summary)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from jobs.cli.common import AnonOpt, EndpointOpt, ProfileOpt, console
+from jobs.cli.logs import setup_logging
+from jobs.scan.config import DEFAULT_OUTPUT
+
+
+def query(
+    sql: str = typer.Argument(..., help="SQL over the views `videos`, `faces` (latest verdicts), `videos_history`, `faces_history` and `runs` (one row per scan)"),
+    output: str = typer.Option(DEFAULT_OUTPUT, "--output", "-o", help="scan output to query (fsspec URI or folder)"),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
+    endpoint_url: Optional[str] = EndpointOpt,
+    anon: bool = AnonOpt,
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """Run DuckDB SQL over a scan's Parquet output and print the result."""
+    setup_logging(False)
+    from jobs.query.sql import QueryError, format_rows, run_query
+    from jobs.report.text import stdout_console
+    from jobs.scan.listing import storage_options_for
+
+    if fmt not in ("table", "csv", "json"):
+        console.print(f"[red]unknown --format {fmt!r}[/red]: use table, csv or json")
+        raise typer.Exit(2)
+    try:
+        columns, rows = run_query(output, sql, storage_options_for(output, endpoint_url, anon, profile))
+    except QueryError as exc:
+        console.print(f"[red]query failed:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    if fmt == "table":
+        from rich.table import Table
+
+        table = Table(*columns, box=None, padding=(0, 2), header_style="bold")
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        stdout_console().print(table)
+        console.print(f"{len(rows)} row(s)")
+    else:
+        sys.stdout.write(format_rows(columns, rows, fmt))
+
+
+def report(
+    output: str = typer.Argument(DEFAULT_OUTPUT, help="scan output (fsspec URI or folder)"),
+    top: int = typer.Option(10, "--top", min=1, help="how many suspicious objects to list"),
+    depth: Optional[int] = typer.Option(None, "--depth", min=0, help="group by the first N path levels (bucket counts as one) instead of the parent folder"),
+    runs: int = typer.Option(10, "--runs", min=0, help="how many recent scans (run records) to list"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    endpoint_url: Optional[str] = EndpointOpt,
+    anon: bool = AnonOpt,
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """Summarise a scan's output: fake rate per prefix and day, the most suspicious objects, errors, recent runs."""
+    setup_logging(False)
+    from jobs.query.sql import QueryError
+    from jobs.report.text import print_report, report as build_report
+    from jobs.scan.listing import storage_options_for
+
+    try:
+        data = build_report(output, storage_options_for(output, endpoint_url, anon, profile), top=top, depth=depth,
+                            runs=runs)
+    except QueryError as exc:
+        console.print(f"[red]cannot report:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    print_report(data)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("query")(query)
+    app.command("report")(report)

@@ -1,0 +1,33 @@
+"""``serve``: the HTTP scoring API on a local Ray Serve until Ctrl-C."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from jobs.cli.common import CheckpointOpt, ConfigOpt, DeviceOpt, FramesOpt, settings_from_cli
+from jobs.cli.logs import setup_logging
+
+
+def serve_command(
+    host: Optional[str] = typer.Option(None, help="listen address (serve.host, default 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, help="HTTP port (serve.port, default 8000)"),
+    config: Optional[Path] = ConfigOpt,
+    device: Optional[str] = DeviceOpt,
+    checkpoint: Optional[Path] = CheckpointOpt,
+    frames: Optional[int] = FramesOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the HTTP scoring API (Ray Serve) locally until Ctrl-C; OpenAPI docs at /docs."""
+    setup_logging(verbose)
+    settings = settings_from_cli(config, device=device, **{"serve.host": host, "serve.port": port,
+                                 "classify.checkpoint": checkpoint, "decode.num_frames": frames})
+    from serve.app import run  # Ray is imported only for this command
+
+    run(settings)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)

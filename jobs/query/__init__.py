@@ -1,0 +1,1 @@
+"""SQL over a scan's output with DuckDB (the views of `deepfakestream query`)."""

@@ -1,0 +1,1 @@
+"""Reports on a scan's output."""

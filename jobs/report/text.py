@@ -1,0 +1,119 @@
+"""The text report on a scan's output (``deepfakestream report``): totals, fake rate per prefix and day,
+the most suspicious objects, the commonest errors and the recent runs, from DuckDB over the views of
+``jobs/query/sql.py``; printed with rich, or as JSON."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from jobs.query.sql import QueryError, connect, jsonable, one_line
+from jobs.scan.output import PARTITION, OutputStore
+
+
+def _prefix_expr(depth: int | None) -> str:
+    """SQL for an object's prefix: its parent folder, or its first ``depth`` path levels."""
+    if depth is None:
+        return "regexp_replace(uri, '[^/]*$', '')"
+    return f"regexp_extract(uri, '^((?:[A-Za-z0-9+.-]+://)?/?(?:[^/]+/){{0,{int(depth)}}})', 1)"
+
+
+def report(output: str, storage_options: dict | None = None, top: int = 10, depth: int | None = None,
+           runs: int = 10) -> dict[str, Any]:
+    """Summary of the latest verdict of every object (totals, fake rate per prefix and day, top suspects)
+    and of the last ``runs`` scans. Any failure is one ``QueryError`` line."""
+    con = connect(output, storage_options)
+    try:
+        return _report(con, output, storage_options, top, depth, runs)
+    except Exception as exc:  # noqa: BLE001 - a part that breaks mid-read, storage errors
+        raise QueryError(f"cannot report on {output}: {one_line(exc)}") from None
+
+
+_RUN_COLUMNS = ("scan_id", "status", "exit_code", "started_at", "ended_at", "listed", "skipped", "scanned",
+                "failed", "error_rate", "quarantined", "message")
+
+
+def _report(con, output: str, storage_options: dict | None, top: int, depth: int | None, runs: int) -> dict[str, Any]:
+    recent = con.execute(f"""
+        SELECT scan_id, status, exit_code, started_at, ended_at, listed, skipped, scanned, failed, error_rate,
+               len(quarantined), message
+        FROM runs ORDER BY started_at DESC, scan_id DESC LIMIT {int(runs)}""").fetchall()
+    last_success = con.execute("SELECT max(ended_at) FROM runs WHERE status = 'succeeded'").fetchone()[0]
+    totals = con.execute("""
+        SELECT count(*), count(*) FILTER (label = 'FAKE'), count(*) FILTER (label = 'REAL'),
+               count(*) FILTER (label = 'NO_FACE'), count(*) FILTER (label = 'ERROR'),
+               min(scanned_at), max(scanned_at), count(DISTINCT model_version)
+        FROM videos""").fetchone()
+    by_prefix = con.execute(f"""
+        SELECT {_prefix_expr(depth)} AS prefix, {PARTITION} AS day, count(*) AS objects,
+               count(*) FILTER (label = 'FAKE') AS fakes, count(*) FILTER (label = 'REAL') AS reals,
+               count(*) FILTER (label = 'NO_FACE') AS no_face, count(*) FILTER (label = 'ERROR') AS errors,
+               count(*) FILTER (label = 'FAKE') / nullif(count(*) FILTER (label IN ('FAKE', 'REAL')), 0) AS fake_rate
+        FROM videos GROUP BY ALL ORDER BY prefix, day""").fetchall()
+    suspects = con.execute(f"""
+        SELECT uri, score, label, faces, tracks, model_version, {PARTITION}
+        FROM videos WHERE score IS NOT NULL ORDER BY score DESC, uri LIMIT {int(top)}""").fetchall()
+    errors = con.execute("""
+        SELECT error, count(*) AS objects FROM videos WHERE label = 'ERROR'
+        GROUP BY error ORDER BY objects DESC, error LIMIT 10""").fetchall()
+    return {
+        "output": OutputStore(output, storage_options or {}).display,
+        "objects": totals[0], "fakes": totals[1], "reals": totals[2], "no_face": totals[3], "errors": totals[4],
+        "fake_rate": (totals[1] / (totals[1] + totals[2])) if (totals[1] + totals[2]) else None,
+        "first_scan": jsonable(totals[5]), "last_scan": jsonable(totals[6]), "model_versions": totals[7],
+        "by_prefix_day": [dict(zip(("prefix", "day", "objects", "fakes", "reals", "no_face", "errors", "fake_rate"),
+                                   map(jsonable, row))) for row in by_prefix],
+        "top_suspicious": [dict(zip(("uri", "score", "label", "faces", "tracks", "model_version", "day"),
+                                    map(jsonable, row))) for row in suspects],
+        "top_errors": [{"error": e, "objects": n} for e, n in errors],
+        "last_success": jsonable(last_success),
+        "runs": [dict(zip(_RUN_COLUMNS, map(jsonable, row))) for row in recent],
+    }
+
+
+def stdout_console() -> Console:
+    """Tables on stdout: the terminal's width, or wide enough for URIs when piped to a file."""
+    return Console() if sys.stdout.isatty() else Console(width=240)
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def print_report(data: dict) -> None:
+    from rich.table import Table
+
+    out = stdout_console()
+    out.print(f"[bold]{data['output']}[/bold]: {data['objects']} objects — [red]{data['fakes']} fake[/red], "
+              f"[green]{data['reals']} real[/green], {data['no_face']} without a face, "
+              f"[magenta]{data['errors']} errors[/magenta]; fake rate {_pct(data['fake_rate'])} of scored objects")
+    if data["model_versions"] > 1:
+        out.print(f"[yellow]note:[/yellow] verdicts come from {data['model_versions']} model versions")
+    table = Table("prefix", "day", "objects", "fake", "real", "no face", "error", "fake rate",
+                  title="fake rate per prefix and day", box=None, padding=(0, 2), header_style="bold")
+    for row in data["by_prefix_day"]:
+        table.add_row(row["prefix"], str(row["day"]), str(row["objects"]), str(row["fakes"]), str(row["reals"]),
+                      str(row["no_face"]), str(row["errors"]), _pct(row["fake_rate"]))
+    out.print(table)
+    table = Table("uri", "score", "label", "faces", "people", "day", title="most suspicious", box=None,
+                  padding=(0, 2), header_style="bold")
+    for row in data["top_suspicious"]:
+        table.add_row(row["uri"], f"{row['score']:.3f}", row["label"], str(row["faces"]), str(row["tracks"]), str(row["day"]))
+    out.print(table)
+    if data["top_errors"]:
+        table = Table("error", "objects", title="errors", box=None, padding=(0, 2), header_style="bold")
+        for row in data["top_errors"]:
+            table.add_row(row["error"], str(row["objects"]))
+        out.print(table)
+    if data["runs"]:
+        table = Table("scan", "status", "exit", "started", "listed", "skipped", "scanned", "failed", "quarantined",
+                      title="recent runs (query the `runs` view for more)", box=None, padding=(0, 2), header_style="bold")
+        for row in data["runs"]:
+            colour = "green" if row["status"] == "succeeded" else "yellow" if row["status"] == "running" else "red"
+            table.add_row(row["scan_id"], f"[{colour}]{row['status']}[/{colour}]", str(row["exit_code"] if row["exit_code"] is not None else "-"),
+                          str(row["started_at"])[:19], str(row["listed"]), str(row["skipped"]), str(row["scanned"]),
+                          str(row["failed"]), str(row["quarantined"]))
+        out.print(table)
+        out.print(f"last successful run ended {data['last_success'] or 'never'}")

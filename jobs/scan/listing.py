@@ -1,0 +1,119 @@
+"""What to scan: every media object under a source prefix, with the version fingerprint incremental scans
+compare, and the fsspec options to read it with."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+from datetime import datetime, timezone
+from typing import Any
+
+import fsspec
+
+from jobs.scan.errors import ScanError
+from pipeline.media import MEDIA_EXTENSIONS, normalize_uri
+
+
+def storage_options_for(uri: str, endpoint_url: str | None = None, anon: bool = False,
+                        profile: str | None = None) -> dict[str, Any]:
+    """fsspec options for ``uri``. For s3:// the endpoint comes from the flag, else AWS_ENDPOINT_URL(_S3).
+
+    Credentials found in the driver's environment are passed on explicitly, so Ray workers on other
+    nodes (which may not share the driver's environment) read with the same identity.
+    """
+    protocol = fsspec.core.split_protocol(uri)[0]
+    if protocol not in ("s3", "s3a"):
+        return {}
+    options: dict[str, Any] = {}
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["client_kwargs"] = {"endpoint_url": endpoint}
+    if anon:
+        options["anon"] = True
+    elif profile:
+        options["profile"] = profile
+    elif os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        options["key"] = os.environ["AWS_ACCESS_KEY_ID"]
+        options["secret"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            options["token"] = os.environ["AWS_SESSION_TOKEN"]
+    return options
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+def _epoch(value: Any) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return math.nan
+    return float(value)
+
+
+def fingerprint(size: int, etag: str, mtime: float) -> str:
+    """What identifies one version of an object: its ETag when the store has one, else size + mtime."""
+    if etag:
+        return f"etag:{etag}"
+    return f"size:{size}:mtime:{'none' if math.isnan(mtime) else f'{mtime:.6f}'}"
+
+
+def object_entry(uri: str, info: dict[str, Any]) -> dict[str, Any]:
+    etag = str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or "").strip('"')
+    mtime = _epoch(info.get("mtime") or info.get("LastModified") or info.get("updated")
+                   or info.get("last_modified") or info.get("modified"))
+    size = int(info.get("size") or info.get("Size") or 0)
+    return {"uri": uri, "size": size, "etag": etag, "mtime": mtime, "fingerprint": fingerprint(size, etag, mtime)}
+
+
+def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple[str, ...] = MEDIA_EXTENSIONS,
+                 include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+                 max_objects: int | None = None) -> list[dict[str, Any]]:
+    """Every media object under ``source`` (a prefix, folder or single object), sorted by URI."""
+    source = normalize_uri(source)  # `S3://b/x` and `s3://b/x` are one source (fsspec knows only the latter)
+    try:
+        fs, root = fsspec.core.url_to_fs(source, **storage_options)
+    except Exception as exc:  # noqa: BLE001 - unknown protocol, missing fsspec backend, bad options
+        raise ScanError(f"cannot open source {source}: {type(exc).__name__}: {exc}") from exc
+    local = is_local(fs)
+    root = os.path.abspath(root) if local else root.rstrip("/")
+    fs.invalidate_cache()  # a long-lived process must see tonight's objects, not a cached listing
+    try:
+        if fs.isfile(root):
+            infos = {root: fs.info(root)}
+        else:
+            infos = fs.find(root, detail=True, withdirs=False)
+            if not infos:
+                container = root if local else root.split("/")[0]
+                if not fs.exists(container):
+                    raise ScanError(f"source not found: {source}")
+    except ScanError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - credentials, network, permissions
+        raise ScanError(f"cannot list source {source}: {type(exc).__name__}: {exc}") from exc
+    suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+    entries = []
+    for path, info in sorted(infos.items()):
+        if info.get("type", "file") != "file":
+            continue
+        rel = path[len(root):].lstrip("/") or os.path.basename(path)
+        name = os.path.basename(path)
+        if suffixes and not name.lower().endswith(suffixes):
+            continue
+        if include and not any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in include):
+            continue
+        if exclude and any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in exclude):
+            continue
+        uri = path if local else fs.unstrip_protocol(path)
+        entries.append(object_entry(uri, info))
+        if max_objects is not None and len(entries) >= max_objects:
+            break
+    return entries

@@ -1,0 +1,1 @@
+"""Training the detector: prepare face-crop datasets, train, evaluate (docs/training.md)."""
