@@ -35,8 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))
+sys.path.append(str(ROOT / "tests"))
 
-from bench_common import checkpoint, process_tree, write_section  # noqa: E402
+from bench_common import checkpoint, write_section  # noqa: E402
+from helpers import process_tree  # noqa: E402  (the /proc walker the tests use too)
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -137,7 +139,7 @@ def child_sequential(args) -> dict:
 def child_ray(args) -> dict:
     import ray
 
-    from jobs.scan.config import ScanOptions
+    from jobs.scan.config import ScanConfig
     from jobs.scan.driver import run_scan
     from pipeline.config import load_settings
 
@@ -145,7 +147,7 @@ def child_ray(args) -> dict:
     start = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     init_s = time.perf_counter() - start
-    options = ScanOptions(source=args.dir, output=args.out, progress=False, decode_actors=args.decode_actors,
+    options = ScanConfig(source=args.dir, output=args.out, progress=False, decode_actors=args.decode_actors,
                           detect_actors=args.detect_actors, classify_actors=args.classify_actors,
                           torch_threads=args.torch_threads, classify_batch=args.classify_batch,
                           object_store_limit=args.object_store_mb * 2**20 if args.object_store_mb else None)

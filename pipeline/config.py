@@ -1,8 +1,10 @@
-"""One typed home for every tunable of the model graph.
+"""One typed configuration for every front end: the model graph's sections here, the scan's (``scan:``,
+``jobs/scan/config.py``) and the server's (``serve:``, ``serve/config.py``) kept with their code.
 
 Precedence (highest first): CLI flags (passed as overrides) > environment (``DFS_`` prefix, ``__`` for
 nesting, e.g. ``DFS_DECODE__NUM_FRAMES=16``) > a config file (YAML/JSON/TOML, ``--config`` or
-``DFS_CONFIG``) > the defaults below.
+``DFS_CONFIG``) > the defaults below. A key that names no setting is an error naming the key and its
+source, never silently dropped.
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobs.scan.config import ScanConfig
 from serve.config import ServeConfig
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "detector.safetensors"
 
 
 class DecodeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     num_frames: int = Field(32, ge=1, le=512, description="frames sampled evenly over the video")
     max_duration_s: float = Field(3600.0, gt=0, description="longer videos are refused")
     max_pixels: int = Field(4096 * 4096, gt=0, description="frames larger than this are refused")
@@ -30,6 +35,8 @@ class DecodeConfig(BaseModel):
 
 
 class DetectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     detect_max_side: int = Field(640, ge=64, description="frames are downscaled to this long side for MTCNN")
     batch_size: int = Field(16, ge=1, description="frames per MTCNN call")
     min_face_px: int = Field(40, ge=8, description="faces smaller than this (original pixels) are dropped")
@@ -42,6 +49,8 @@ class DetectConfig(BaseModel):
 
 
 class ClassifyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     checkpoint: Path = DEFAULT_CHECKPOINT
     batch_size: int = Field(32, ge=1)
     threshold: float | None = Field(None, ge=0, le=1, description="override the model card's threshold")
@@ -55,7 +64,7 @@ class ClassifyConfig(BaseModel):
 class Settings(BaseSettings):
     """Everything the pipeline stages read."""
 
-    model_config = SettingsConfigDict(env_prefix="DFS_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="DFS_", env_nested_delimiter="__", extra="forbid")
 
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
     torch_threads: int = Field(0, ge=0, description="0 = leave torch's default")
@@ -63,6 +72,7 @@ class Settings(BaseSettings):
     detect: DetectConfig = DetectConfig()
     classify: ClassifyConfig = ClassifyConfig()
     serve: ServeConfig = ServeConfig()
+    scan: ScanConfig = ScanConfig()
 
     @field_validator("device")
     @classmethod
@@ -97,6 +107,8 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     """Build settings from file < environment < overrides (dotted keys like ``decode.num_frames``)."""
     config_file = config_file or os.environ.get("DFS_CONFIG")
     file_values = _read_config_file(Path(config_file)) if config_file else {}
+    check_keys(file_values, f"config file {config_file}")
+    check_environment()
     env_values = Settings().model_dump(exclude_unset=True)  # only what the environment set
     nested: dict[str, Any] = {}
     for dotted, value in overrides.items():
@@ -107,8 +119,56 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
+    check_keys(nested, "command-line flags")
     merged = _deep_merge(_deep_merge(file_values, env_values), nested)
     return Settings.model_validate(merged)
+
+
+class UnknownSettingError(ValueError):
+    """A key that names no setting: without this a typo (``num_frame``) would be dropped silently."""
+
+
+# DFS_* variables that are not settings (read by the CLI, the tests and the manifests' checks)
+NOT_SETTINGS = frozenset({"DFS_CONFIG", "DFS_LOG_LEVEL", "DFS_SHARED_DATA", "DFS_KUBERAY_SCHEMAS"})
+
+
+def unknown_key(path: list[str], model: type[BaseModel] | None = None) -> str | None:
+    """The dotted prefix of ``path`` that names no field of ``model`` (``Settings``), or None if it is known.
+    Below a plain value or a free dict (``storage_options``) every key is the value's own."""
+    model = model or Settings
+    for depth, part in enumerate(path):
+        field = model.model_fields.get(part)
+        if field is None:
+            return ".".join(path[: depth + 1])
+        if not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return None
+
+
+def _leaf_paths(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    paths = []
+    for key, value in tree.items():
+        path = (*prefix, str(key))
+        paths.extend(_leaf_paths(value, path) if isinstance(value, dict) and value else [list(path)])
+    return paths
+
+
+def check_keys(values: dict[str, Any], source: str) -> None:
+    """Refuse (one line, naming the key and ``source``) any key of ``values`` that is not a setting."""
+    for path in _leaf_paths(values):
+        bad = unknown_key(path)
+        if bad:
+            raise UnknownSettingError(f"unknown setting {bad!r} in {source}")
+
+
+def check_environment(environ: Mapping[str, str] = os.environ) -> None:
+    """Refuse ``DFS_*`` variables that name no setting (e.g. ``DFS_DECODE__NUM_FRAME``)."""
+    for name in sorted(environ):
+        if name.upper().startswith("DFS_") and name.upper() not in NOT_SETTINGS:
+            bad = unknown_key(name[4:].lower().split("__"))
+            if bad:
+                raise UnknownSettingError(f"unknown setting {bad!r} in environment variable {name}")
 
 
 def resolve_device(device: str) -> str:

@@ -16,7 +16,7 @@ def main(source: str, output: str) -> None:
     from ray._private.state import available_resources_per_node
     from ray.cluster_utils import Cluster
 
-    from jobs.scan.config import ScanOptions
+    from jobs.scan.config import ScanConfig
     from jobs.scan.driver import run_scan
     from pipeline.config import load_settings
 
@@ -37,7 +37,7 @@ def main(source: str, output: str) -> None:
 
     try:
         # one actor per stage, 1 CPU each: they fit on the two workers left after the removal
-        options = ScanOptions(source=source, output=output, progress=False, commit_every=1, classify_batch=1,
+        options = ScanConfig(source=source, output=output, progress=False, commit_every=1, classify_batch=1,
                               decode_actors=1, detect_actors=1, classify_actors=1, max_task_retries=3)
         summary = run_scan(load_settings(), options, on_commit=remove_busiest_worker)
         alive = sum(1 for node in ray.nodes() if node["Alive"])

@@ -16,20 +16,17 @@ import threading
 import time
 from pathlib import Path
 
-import sys
-
 import numpy as np
 import pytest
 
-from jobs.scan.config import ScanOptions
+from jobs.scan.config import ScanConfig
 from jobs.scan.driver import run_scan
 from jobs.scan.listing import storage_options_for
 from jobs.scan.plan import plan_pools
 from jobs.scan.output import FACES_SCHEMA, OutputStore, SCHEMA_VERSION, rows_from_batch
 from pipeline.decode import DecodeStage
 
-sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
-from bench_common import process_tree  # noqa: E402  (the /proc walker the scan benchmark uses too)
+from helpers import process_title, process_tree
 
 FRAMES = 4
 GOOD = ("astronaut_zoom.mp4", "pair_pan.mp4", "astronaut.jpg", "coffee.jpg")
@@ -103,10 +100,10 @@ def media_bucket(s3_server, samples_dir):
     return bucket
 
 
-def _options(source: str, output: str, **overrides) -> ScanOptions:
+def _options(source: str, output: str, **overrides) -> ScanConfig:
     base = {"progress": False, "commit_every": 3, "classify_batch": 2}
     base.update(overrides)
-    return ScanOptions(source=source, output=output, **base)
+    return ScanConfig(source=source, output=output, **base)
 
 
 @pytest.fixture(scope="module")
@@ -119,19 +116,19 @@ def first_scan(ray_session, media_bucket, settings):
 # ------------------------------------------------------------------------- unit tests (no Ray)
 @pytest.mark.parametrize("cpus", [1, 2, 3, 4, 16, 64])
 def test_actor_pools_leave_a_cpu_for_ray_data(cpus):
-    plan = plan_pools({"CPU": float(cpus)}, ScanOptions(source="x"))
+    plan = plan_pools({"CPU": float(cpus)}, ScanConfig(source="x"))
     asked = plan.cpus_per_actor * (plan.decode_actors + plan.detect_actors + plan.classify_actors)
     assert asked <= max(cpus - 1, cpus / 2) + 1e-6
     assert plan.detect_gpus == plan.classify_gpus == 0
-    forced = plan_pools({"CPU": float(cpus)}, ScanOptions(source="x", detect_actors=8, classify_actors=8))
+    forced = plan_pools({"CPU": float(cpus)}, ScanConfig(source="x", detect_actors=8, classify_actors=8))
     assert forced.cpus_per_actor * (forced.decode_actors + 16) <= max(cpus - 1, cpus / 2) + 1e-3
 
 
 def test_model_actors_share_gpus_when_the_cluster_has_them():
-    plan = plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanOptions(source="x"))
+    plan = plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x"))
     assert plan.detect_actors == plan.classify_actors == 2
     assert plan.detect_gpus == plan.classify_gpus == 0.5
-    assert plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanOptions(source="x"), device="cpu").detect_gpus == 0
+    assert plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x"), device="cpu").detect_gpus == 0
 
 
 def test_storage_options_take_the_endpoint_from_flag_or_environment(monkeypatch):
@@ -404,14 +401,6 @@ def test_interrupted_scan_resumes_with_exactly_one_row_per_object(ray_session, m
     assert len({(f["uri"], f["face"]) for f in faces}) == len(faces) == sum(v["faces"] for v in videos)
 
 
-def _title(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 @pytest.mark.slow
 def test_killed_model_actor_costs_a_retry_not_the_scan(ray_session, settings, samples_dir, tmp_path):
     """SIGKILL the face-detection actor while it works: Ray restarts it, retries the batch, and the
@@ -427,7 +416,7 @@ def test_killed_model_actor_costs_a_retry_not_the_scan(ray_session, settings, sa
     def killer():
         while not stop.is_set():
             for pid in process_tree(os.getpid())[1:]:
-                title = _title(pid)
+                title = process_title(pid)
                 if "MapBatches(DetectStage)" not in title:
                     continue
                 if not killed and title.rstrip().endswith(".submit"):  # busy with a batch right now

@@ -131,7 +131,7 @@ def test_a_scan_with_nothing_new_still_writes_its_run_record(detector_env, tmp_p
     import jobs.scan.errors
     from jobs.query.sql import run_query
     from jobs.report.text import report
-    from jobs.scan.config import ScanOptions
+    from jobs.scan.config import ScanConfig
     from jobs.scan.driver import run_scan
     from pipeline.config import load_settings
 
@@ -147,7 +147,7 @@ def test_a_scan_with_nothing_new_still_writes_its_run_record(detector_env, tmp_p
         return real_list(*args, **kwargs)
 
     monkeypatch.setattr(jobs.scan.driver, "list_objects", list_and_look)
-    summary = run_scan(load_settings(), ScanOptions(source=str(source), output=str(out), progress=False))
+    summary = run_scan(load_settings(), ScanConfig(source=str(source), output=str(out), progress=False))
     assert seen_while_running == ["running"]
     (record,) = _records(out)
     assert (record["status"], record["exit_code"], record["scan_id"]) == ("succeeded", 0, summary.scan_id)
@@ -157,7 +157,7 @@ def test_a_scan_with_nothing_new_still_writes_its_run_record(detector_env, tmp_p
     assert not (out / "_lease.json").exists()
 
     with pytest.raises(jobs.scan.errors.ScanError):  # a source that is gone: exit 2, and a record saying why
-        run_scan(load_settings(), ScanOptions(source=str(tmp_path / "gone"), output=str(out), progress=False))
+        run_scan(load_settings(), ScanConfig(source=str(tmp_path / "gone"), output=str(out), progress=False))
     statuses = sorted((r["status"], r["exit_code"]) for r in _records(out))
     assert statuses == [("not_started", 2), ("succeeded", 0)]
     _columns, rows = run_query(str(out), "SELECT status, exit_code, listed FROM runs ORDER BY status")
@@ -200,7 +200,7 @@ def test_query_and_report_skip_unreadable_parts_with_a_warning(tmp_path, caplog)
 
 def test_scan_quarantines_unreadable_parts_and_names_them_in_its_record(detector_env, tmp_path, caplog):
     from jobs.query.sql import run_query
-    from jobs.scan.config import ScanOptions
+    from jobs.scan.config import ScanConfig
     from jobs.scan.driver import run_scan
     from pipeline.config import load_settings
 
@@ -208,7 +208,7 @@ def test_scan_quarantines_unreadable_parts_and_names_them_in_its_record(detector
     _store_with_parts(out)
     (tmp_path / "media").mkdir()
     with caplog.at_level(logging.WARNING):
-        summary = run_scan(load_settings(), ScanOptions(source=str(tmp_path / "media"), output=str(out), progress=False))
+        summary = run_scan(load_settings(), ScanConfig(source=str(tmp_path / "media"), output=str(out), progress=False))
     moved = sorted(summary.quarantined)
     assert [Path(p).relative_to(out).parts[0] for p in moved] == ["faces", "videos"]
     assert "quarantined unreadable part" in caplog.text
@@ -226,7 +226,7 @@ def test_scan_quarantines_unreadable_parts_and_names_them_in_its_record(detector
 def test_scan_quarantines_unreadable_parts_on_s3(detector_env, tmp_path, s3_server, s3_bucket, caplog):
     caplog.set_level(logging.WARNING)
     from jobs.query.sql import run_query
-    from jobs.scan.config import ScanOptions
+    from jobs.scan.config import ScanConfig
     from jobs.scan.driver import run_scan
     from pipeline.config import load_settings
 
@@ -237,7 +237,7 @@ def test_scan_quarantines_unreadable_parts_on_s3(detector_env, tmp_path, s3_serv
     bad = f"{store.root}/videos/scan_date=2026-01-03/part-garbage-00000.parquet"
     store.fs.pipe_file(bad, b"PAR1 but not really")
     (tmp_path / "media").mkdir()
-    summary = run_scan(load_settings(), ScanOptions(source=str(tmp_path / "media"), output=output, progress=False))
+    summary = run_scan(load_settings(), ScanConfig(source=str(tmp_path / "media"), output=output, progress=False))
     assert summary.quarantined == [f"s3://{bad}"]
     store.fs.invalidate_cache()
     assert not store.fs.exists(bad)

@@ -29,5 +29,5 @@ def settings_from_cli(config: Optional[Path], **overrides):
     try:
         return load_settings(config, **overrides)
     except (ValidationError, OSError, ValueError) as exc:
-        console.print(f"[red]invalid configuration:[/red] {exc}")
+        console.print(f"[red]invalid configuration:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc

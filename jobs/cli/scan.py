@@ -19,7 +19,7 @@ from jobs.scan.config import DEFAULT_OUTPUT
 
 def scan(
     source: str = typer.Argument(..., help="what to scan: s3://bucket/prefix, gs://…, a local folder or one file"),
-    output: str = typer.Option(DEFAULT_OUTPUT, "--output", "-o", help="where the Parquet tables go (fsspec URI or folder)"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", show_default=DEFAULT_OUTPUT, help="where the Parquet tables go (fsspec URI or folder)"),
     full: bool = typer.Option(False, "--full", help="rescan everything, even objects already scanned"),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="also rescan objects whose last row is ERROR"),
     ext: Optional[list[str]] = typer.Option(None, "--ext", help="file extensions to scan (repeatable; default: all media types)"),
@@ -36,51 +36,49 @@ def scan(
     classify_actors: Optional[int] = typer.Option(None, "--classify-actors", min=1, help="classifier actors"),
     gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", min=0, help="GPU share of each model actor (default: share the cluster's GPUs; 0 on CPU-only clusters)"),
     torch_threads: Optional[int] = typer.Option(None, "--torch-threads", min=1, help="torch threads per model actor"),
-    classify_batch: int = typer.Option(4, "--classify-batch", min=1, help="objects whose crops go through the classifier together"),
-    decode_batch: int = typer.Option(1, "--decode-batch", min=1, help="objects per decode and per detect task"),
-    commit_every: int = typer.Option(256, "--commit-every", min=1, help="commit a Parquet part every N objects"),
-    commit_seconds: float = typer.Option(60.0, "--commit-seconds", min=0.1, help="… or every S seconds, whichever first"),
-    max_task_retries: int = typer.Option(2, "--max-task-retries", min=0, help="retries of a batch whose worker died"),
-    max_failed_batches: int = typer.Option(16, "--max-failed-batches", min=0, help="batches that may fail for good (their objects get ERROR rows) before the scan stops"),
-    lost_retries: int = typer.Option(1, "--lost-retries", min=0, help="extra passes, with fresh actors, over objects whose batch failed on every retry (a lost node) before they get ERROR rows"),
-    max_error_rate: float = typer.Option(0.5, "--max-error-rate", min=0.0, max=1.0, help="exit 4 (after committing everything) when more than this share of scanned objects got ERROR rows"),
-    lease_seconds: float = typer.Option(120.0, "--lease-seconds", min=1.0, help="the output's lease lapses this long after its scan stops renewing it (a killed scan)"),
-    stop_timeout: float = typer.Option(25.0, "--stop-timeout", min=1.0, help="after SIGTERM, exit (143) within this many seconds even if the final commit hangs"),
+    classify_batch: Optional[int] = typer.Option(None, "--classify-batch", min=1, show_default="4", help="objects whose crops go through the classifier together"),
+    decode_batch: Optional[int] = typer.Option(None, "--decode-batch", min=1, show_default="1", help="objects per decode and per detect task"),
+    commit_every: Optional[int] = typer.Option(None, "--commit-every", min=1, show_default="256", help="commit a Parquet part every N objects"),
+    commit_seconds: Optional[float] = typer.Option(None, "--commit-seconds", min=0.1, show_default="60.0", help="… or every S seconds, whichever first"),
+    max_task_retries: Optional[int] = typer.Option(None, "--max-task-retries", min=0, show_default="2", help="retries of a batch whose worker died"),
+    max_failed_batches: Optional[int] = typer.Option(None, "--max-failed-batches", min=0, show_default="16", help="batches that may fail for good (their objects get ERROR rows) before the scan stops"),
+    lost_retries: Optional[int] = typer.Option(None, "--lost-retries", min=0, show_default="1", help="extra passes, with fresh actors, over objects whose batch failed on every retry (a lost node) before they get ERROR rows"),
+    max_error_rate: Optional[float] = typer.Option(None, "--max-error-rate", min=0.0, max=1.0, show_default="0.5", help="exit 4 (after committing everything) when more than this share of scanned objects got ERROR rows"),
+    lease_seconds: Optional[float] = typer.Option(None, "--lease-seconds", min=1.0, show_default="120.0", help="the output's lease lapses this long after its scan stops renewing it (a killed scan)"),
+    stop_timeout: Optional[float] = typer.Option(None, "--stop-timeout", min=1.0, show_default="25.0", help="after SIGTERM, exit (143) within this many seconds even if the final commit hangs"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON/TOML settings file (also DFS_CONFIG)"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="detector .safetensors (model card .json beside it)"),
     frames: Optional[int] = typer.Option(None, "--frames", help="frames sampled per video"),
     threshold: Optional[float] = typer.Option(None, help="override the model card's decision threshold"),
     as_json: bool = typer.Option(False, "--json", help="print the end summary as JSON on stdout"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", show_default="progress", help="progress bar on stderr"),
     ray_progress: bool = typer.Option(False, "--ray-progress", help="also show Ray Data's per-operator progress bars"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Scan a bucket/folder with Ray Data into Parquet tables `videos` and `faces` (incremental, resumable)."""
     setup_logging(verbose)
-    from jobs.scan.config import ScanOptions
     from jobs.scan.driver import run_scan
     from jobs.scan.errors import ScanAborted
     from jobs.scan.exit_codes import ExitCode
     from jobs.scan.lease import LeaseHeld, LeaseLost
     from jobs.scan.stop import Terminated
     from pipeline.errors import DeepfakeStreamError
-    from pipeline.media import MEDIA_EXTENSIONS
 
-    settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint,
-                                 "decode.num_frames": frames, "classify.threshold": threshold})
-    options = ScanOptions(
-        source=source, output=output, full=full, retry_errors=retry_errors,
-        extensions=tuple(ext) if ext else MEDIA_EXTENSIONS, include=tuple(include or ()), exclude=tuple(exclude or ()),
-        max_objects=max_objects, endpoint_url=endpoint_url, anon=anon, profile=profile, ray_address=ray_address,
-        num_cpus=num_cpus, decode_actors=decode_actors, detect_actors=detect_actors, classify_actors=classify_actors,
-        gpus_per_actor=gpus_per_actor, torch_threads=torch_threads, classify_batch=classify_batch, decode_batch=decode_batch,
-        commit_every=commit_every, commit_seconds=commit_seconds, max_task_retries=max_task_retries,
-        max_failed_batches=max_failed_batches, lost_retries=lost_retries, max_error_rate=max_error_rate, lease_seconds=lease_seconds,
-        stop_timeout=stop_timeout, progress=progress, ray_progress=ray_progress, verbose=verbose,
-    )
+    # flags override the `scan:` section of the file and DFS_SCAN__* only when given (on/off flags when on)
+    flags = dict(source=source, output=output, full=full or None, retry_errors=retry_errors or None, extensions=ext, include=include,
+                 exclude=exclude, max_objects=max_objects, endpoint_url=endpoint_url, anon=anon or None, profile=profile,
+                 ray_address=ray_address, num_cpus=num_cpus, decode_actors=decode_actors, detect_actors=detect_actors,
+                 classify_actors=classify_actors, gpus_per_actor=gpus_per_actor, torch_threads=torch_threads,
+                 classify_batch=classify_batch, decode_batch=decode_batch, commit_every=commit_every,
+                 commit_seconds=commit_seconds, max_task_retries=max_task_retries, max_failed_batches=max_failed_batches,
+                 lost_retries=lost_retries, max_error_rate=max_error_rate, lease_seconds=lease_seconds,
+                 stop_timeout=stop_timeout, progress=progress, ray_progress=ray_progress or None, verbose=verbose or None)
+    settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint, "decode.num_frames": frames,
+                                 "classify.threshold": threshold},
+                                 **{f"scan.{k}": v for k, v in flags.items() if v is not None and v != []})
     try:
-        summary = run_scan(settings, options)
+        summary = run_scan(settings)
     except LeaseHeld as exc:
         console.print(f"[yellow]output busy:[/yellow] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(ExitCode.BUSY) from None

@@ -1,50 +1,55 @@
-"""The scan's options."""
+"""The scan's settings: the ``scan:`` section of ``pipeline.config.Settings`` (file, ``DFS_SCAN__*``
+environment, then the ``scan`` command's flags, like every other section). Imports only pydantic and the
+media extensions, so the settings can be composed without loading the scan."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.media import MEDIA_EXTENSIONS
 
 DEFAULT_OUTPUT = "./scan-output"
 
 
-@dataclass
-class ScanOptions:
-    source: str
-    output: str = DEFAULT_OUTPUT
-    full: bool = False
-    retry_errors: bool = False
+class ScanConfig(BaseModel):
+    """What to scan, where to, and how the Ray job runs (None = sized from the cluster)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str | None = Field(None, description="what to scan (the command's argument): s3://bucket/prefix, a folder, a file")
+    output: str = Field(DEFAULT_OUTPUT, description="where the Parquet tables go (fsspec URI or folder)")
+    full: bool = Field(False, description="rescan everything, even objects already scanned")
+    retry_errors: bool = Field(False, description="also rescan objects whose last row is ERROR")
     extensions: tuple[str, ...] = MEDIA_EXTENSIONS
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
-    max_objects: int | None = None
+    max_objects: int | None = Field(None, ge=1)
     # storage
     endpoint_url: str | None = None
     anon: bool = False
     profile: str | None = None
-    # Ray / resources (None = sized from the cluster)
+    # Ray / resources
     ray_address: str | None = None
-    num_cpus: int | None = None
-    decode_actors: int | None = None
-    detect_actors: int | None = None
-    classify_actors: int | None = None
-    gpus_per_actor: float | None = None
-    torch_threads: int | None = None
-    classify_batch: int = 4
-    decode_batch: int = 1
-    object_store_limit: int | None = None
+    num_cpus: int | None = Field(None, ge=1)
+    decode_actors: int | None = Field(None, ge=1)
+    detect_actors: int | None = Field(None, ge=1)
+    classify_actors: int | None = Field(None, ge=1)
+    gpus_per_actor: float | None = Field(None, ge=0)
+    torch_threads: int | None = Field(None, ge=1)
+    classify_batch: int = Field(4, ge=1)
+    decode_batch: int = Field(1, ge=1)
+    object_store_limit: int | None = Field(None, ge=1)
     # fault tolerance and commits
-    max_task_retries: int = 2
+    max_task_retries: int = Field(2, ge=0)
     max_restarts: int = -1
-    max_failed_batches: int = 16
-    lost_retries: int = 1
-    commit_every: int = 256
-    commit_seconds: float = 60.0
+    max_failed_batches: int = Field(16, ge=0)
+    lost_retries: int = Field(1, ge=0)
+    commit_every: int = Field(256, ge=1)
+    commit_seconds: float = Field(60.0, ge=0.1)
     # operations: alerting, one scan per output, bounded stop
-    max_error_rate: float = 0.5
-    lease_seconds: float = 120.0
-    stop_timeout: float = 25.0
+    max_error_rate: float = Field(0.5, ge=0, le=1)
+    lease_seconds: float = Field(120.0, ge=1)
+    stop_timeout: float = Field(25.0, ge=1)
     # display
     progress: bool = True
     ray_progress: bool = False

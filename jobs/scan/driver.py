@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from jobs.scan.config import ScanOptions
-from jobs.scan.errors import ScanAborted
+from jobs.scan.config import ScanConfig
+from jobs.scan.errors import ScanAborted, ScanError
 from jobs.scan.exit_codes import ExitCode
 from jobs.scan.lease import LeaseHeld, LeaseLost, OutputLease
 from jobs.scan.listing import list_objects, storage_options_for
@@ -81,10 +81,10 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="obj", desc="scanning", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
-def run_scan(settings: Settings, options: ScanOptions,
-             on_commit: Callable[[CommitInfo], None] | None = None,
-             on_rows: Callable[[int, int], None] | None = None) -> ScanSummary:
-    """Scan ``options.source`` into ``options.output``; returns the summary (``status``, ``exit_code``).
+def run_scan(settings: Settings, options: ScanConfig | None = None,
+             on_commit: Callable[[CommitInfo], None] | None = None) -> ScanSummary:
+    """Scan ``options.source`` into ``options.output`` (``options``: ``settings.scan`` unless given); returns
+    the summary (``status``, ``exit_code``).
 
     Raises ``ScanError`` / ``OutputError`` / ``DeepfakeStreamError`` (e.g. ``NoTrainedModelError``) when
     the scan cannot run, ``LeaseHeld`` when another scan holds the output, ``ScanAborted`` / ``LeaseLost``
@@ -95,6 +95,9 @@ def run_scan(settings: Settings, options: ScanOptions,
     from pipeline.checkpoint import read_card
     from pipeline.graph import stage_specs
 
+    options = options or settings.scan
+    if not options.source:
+        raise ScanError("nothing to scan: give a source (the scan command's argument, or scan.source)")
     started = time.perf_counter()
     now = datetime.now(timezone.utc)
     scan_id = new_scan_id(now)
@@ -131,7 +134,7 @@ def run_scan(settings: Settings, options: ScanOptions,
     try:
         _write_record(store, record)
         with lease.kept_alive():
-            _scan(settings, options, store, summary, verdict, now.date().isoformat(), lease, stop, on_commit, on_rows)
+            _scan(settings, options, store, summary, verdict, now.date().isoformat(), lease, stop, on_commit)
         outcome = _outcome(summary, options)
         return summary
     except Terminated:
@@ -160,13 +163,13 @@ def run_scan(settings: Settings, options: ScanOptions,
         stop.restore()
 
 
-def _record_options(options: ScanOptions) -> dict[str, Any]:
+def _record_options(options: ScanConfig) -> dict[str, Any]:
     keep = ("full", "retry_errors", "extensions", "include", "exclude", "max_objects", "max_error_rate",
             "commit_every", "commit_seconds", "max_task_retries", "max_failed_batches", "lost_retries", "ray_address", "endpoint_url")
     return {k: getattr(options, k) for k in keep}
 
 
-def _outcome(summary: ScanSummary, options: ScanOptions) -> tuple[str, int, str | None]:
+def _outcome(summary: ScanSummary, options: ScanConfig) -> tuple[str, int, str | None]:
     if summary.error_rate > options.max_error_rate:
         return ("too_many_errors", ExitCode.TOO_MANY_ERRORS,
                 f"{summary.failed} of {summary.scanned} objects got ERROR rows ({summary.error_rate:.0%}), "
@@ -201,9 +204,9 @@ def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, status:
         log.warning("could not write the run record %s/%s/%s.json: %s", store.display, RUNS_DIR, record.scan_id, exc)
 
 
-def _scan(settings: Settings, options: ScanOptions, store: OutputStore, summary: ScanSummary, verdict: dict[str, Any],
+def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: ScanSummary, verdict: dict[str, Any],
           scan_date: str, lease: OutputLease, stop: GracefulStop,
-          on_commit: Callable[[CommitInfo], None] | None, on_rows: Callable[[int, int], None] | None) -> None:
+          on_commit: Callable[[CommitInfo], None] | None) -> None:
     """List, skip what is done, run the Ray Data graph, commit parts; fills ``summary``."""
     scan_id = summary.scan_id
     source_options = storage_options_for(options.source, options.endpoint_url, options.anon, options.profile)
@@ -296,8 +299,6 @@ def _scan(settings: Settings, options: ScanOptions, store: OutputStore, summary:
                         count(videos)
                         bar.update(len(videos))
                         bar.set_postfix(fakes=summary.fakes, failed=summary.failed, refresh=False)
-                        if on_rows:
-                            on_rows(summary.scanned, len(todo))
                         if (len(pending_videos) >= options.commit_every
                                 or time.monotonic() - last_commit >= options.commit_seconds):
                             commit()

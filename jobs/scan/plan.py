@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from jobs.scan.config import ScanOptions
+from jobs.scan.config import ScanConfig
 from jobs.scan.errors import ScanError
 
 
@@ -28,7 +28,7 @@ class PoolPlan:
     torch_threads: int
 
 
-def plan_pools(cluster: dict[str, float], options: ScanOptions, device: str = "auto") -> PoolPlan:
+def plan_pools(cluster: dict[str, float], options: ScanConfig, device: str = "auto") -> PoolPlan:
     """Size the actor pools from the cluster's resources.
 
     Actors together ask for at most (CPUs - 1), so Ray Data always has a CPU left for its own tasks
@@ -61,7 +61,7 @@ def plan_pools(cluster: dict[str, float], options: ScanOptions, device: str = "a
     return PoolPlan(decode, detect, classify, cpus_per_actor, detect_gpus, classify_gpus, threads)
 
 
-def ensure_ray(options: ScanOptions) -> bool:
+def ensure_ray(options: ScanConfig) -> bool:
     """Connect to RAY_ADDRESS / --ray-address, or start a local instance. True when we started it."""
     import ray
 
@@ -80,7 +80,7 @@ def ensure_ray(options: ScanOptions) -> bool:
 
 
 @contextmanager
-def data_context(options: ScanOptions) -> Iterator[None]:
+def data_context(options: ScanConfig) -> Iterator[None]:
     """Ray Data settings for one scan (restored afterwards: the context is process-wide)."""
     from ray.data import DataContext
     from ray.data._internal.execution.interfaces.execution_options import ExecutionResources
@@ -105,7 +105,7 @@ def data_context(options: ScanOptions) -> Iterator[None]:
             setattr(ctx, key, value)
 
 
-def build_dataset(entries: list[dict[str, Any]], specs: list, plan: PoolPlan, options: ScanOptions):
+def build_dataset(entries: list[dict[str, Any]], specs: list, plan: PoolPlan, options: ScanConfig):
     """The Ray Data graph over ``entries`` (not executed until iterated): each stage class of
     ``pipeline.graph`` mapped as it is, with the arguments the graph resolved for it."""
     with warnings.catch_warnings():

@@ -59,8 +59,9 @@ class RunRecord(BaseModel):
 
 
 def settings_digest(settings: BaseModel) -> str:
-    """A short hash of every model setting: two runs with the same digest scored the same way."""
-    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:16]
+    """A short hash of every model setting: two runs with the same digest scored the same way. The scan's
+    own options (``scan``) are left out: the run record lists those that matter in ``options``."""
+    return hashlib.sha256(settings.model_dump_json(exclude={"scan"}).encode()).hexdigest()[:16]
 
 
 _NUMBER = re.compile(r"\d+(\.\d+)?")

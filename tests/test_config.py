@@ -1,0 +1,74 @@
+"""One configuration (pipeline/config.py): file < environment < flags, for every section including
+``scan`` and ``serve``; a key that names no setting fails with one line naming the key and its source."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.config import UnknownSettingError, load_settings
+
+
+@pytest.fixture()
+def clean_env(monkeypatch):
+    import os
+
+    for name in [n for n in os.environ if n.upper().startswith("DFS_") and n.upper() != "DFS_CLASSIFY__CHECKPOINT"]:
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_unknown_key_in_a_yaml_file_is_refused(clean_env, tmp_path):
+    config = tmp_path / "settings.yaml"
+    config.write_text("decode:\n  num_frame: 4\n")
+    with pytest.raises(UnknownSettingError) as caught:
+        load_settings(config)
+    message = str(caught.value)
+    assert "'decode.num_frame'" in message and str(config) in message and "\n" not in message
+
+
+def test_unknown_section_and_scan_key_in_a_file_are_refused(clean_env, tmp_path):
+    config = tmp_path / "settings.json"
+    config.write_text('{"scan": {"commit_evry": 3}}')
+    with pytest.raises(UnknownSettingError, match="'scan.commit_evry' in config file"):
+        load_settings(config)
+    config.write_text('{"decoder": {"num_frames": 3}}')
+    with pytest.raises(UnknownSettingError, match="'decoder'"):
+        load_settings(config)
+
+
+def test_unknown_environment_variable_is_refused(clean_env):
+    clean_env.setenv("DFS_DECODE__NUM_FRAME", "4")
+    with pytest.raises(UnknownSettingError, match="'decode.num_frame' in environment variable DFS_DECODE__NUM_FRAME"):
+        load_settings()
+
+
+def test_variables_that_are_not_settings_and_free_dicts_are_allowed(clean_env):
+    clean_env.setenv("DFS_SHARED_DATA", "/nowhere")
+    clean_env.setenv("DFS_LOG_LEVEL", "INFO")
+    clean_env.setenv("DFS_SERVE__STORAGE_OPTIONS", '{"anon": true}')
+    assert load_settings().serve.storage_options == {"anon": True}
+
+
+def test_flags_override_environment_override_file(clean_env, tmp_path):
+    config = tmp_path / "settings.yaml"
+    config.write_text("decode:\n  num_frames: 8\nscan:\n  commit_every: 10\n  max_error_rate: 0.2\n")
+    assert load_settings(config).decode.num_frames == 8
+    clean_env.setenv("DFS_DECODE__NUM_FRAMES", "12")
+    clean_env.setenv("DFS_SCAN__COMMIT_EVERY", "20")
+    settings = load_settings(config)
+    assert (settings.decode.num_frames, settings.scan.commit_every, settings.scan.max_error_rate) == (12, 20, 0.2)
+    settings = load_settings(config, **{"decode.num_frames": 16, "scan.commit_every": 30})
+    assert (settings.decode.num_frames, settings.scan.commit_every, settings.scan.max_error_rate) == (16, 30, 0.2)
+    with pytest.raises(UnknownSettingError, match="'scan.commit' in command-line flags"):
+        load_settings(config, **{"scan.commit": 1})
+
+
+def test_the_cli_says_it_in_one_line_and_exits_2(clean_env, tmp_path):
+    from jobs.cli import app
+
+    config = tmp_path / "settings.yaml"
+    config.write_text("detect:\n  margn: 0.2\n")
+    result = CliRunner().invoke(app, ["score", "--config", str(config), "nothing.jpg"])
+    assert result.exit_code == 2
+    assert "unknown setting 'detect.margn' in config file" in result.output
