@@ -39,7 +39,7 @@ def test_scan_survives_the_loss_of_a_worker_node(detector_env, samples_dir, tmp_
     assert (summary["scanned"], summary["lost"], summary["status"]) == (len(names), 0, "succeeded"), summary
     import pyarrow.parquet as pq
 
-    parts = sorted(OutputStore(str(out))._list_parts("videos").values())
+    parts = sorted(OutputStore(str(out)).list_parts("videos").values())
     rows = [row for part in parts for row in pq.read_table(part, columns=["uri", "label"]).to_pylist()]
     assert sorted(Path(r["uri"]).name for r in rows) == names  # exactly one row per object, none lost
     assert all(r["label"] in ("REAL", "FAKE", "NO_FACE") for r in rows), rows

@@ -2,7 +2,8 @@
 
 The end-to-end tests run a real local S3 server (moto in server mode on 127.0.0.1), upload real
 videos and broken files, and scan ``s3://…`` into ``s3://…`` on the session's Ray instance with 4
-frames per video to stay quick on 2 cores.
+frames per video to stay quick on 2 cores. Long on purpose: the end-to-end cases share one
+module-scoped scan of one bucket (the costly part), so they stay in one module.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from jobs.scan.config import ScanConfig
 from jobs.scan.driver import run_scan
 from jobs.scan.listing import storage_options_for
 from jobs.scan.plan import plan_pools
-from jobs.scan.output import FACES_SCHEMA, OutputStore, SCHEMA_VERSION, rows_from_batch
+from jobs.scan.output import FACES_SCHEMA, OutputStore, SCHEMA_VERSION
+from jobs.scan.rows import rows_from_batch
 from pipeline.decode import DecodeStage
 
 from helpers import process_title, process_tree
@@ -72,7 +74,7 @@ def _read_table(store: OutputStore, table: str):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parts = sorted(store._list_parts(table).values())
+    parts = sorted(store.list_parts(table).values())
     if not parts:
         return []
     return pa.concat_tables([pq.read_table(io.BytesIO(store.fs.cat_file(p))) for p in parts]).to_pylist()
@@ -270,7 +272,7 @@ def test_s3_scan_writes_one_row_per_object_with_clear_errors(first_scan, media_b
     assert {f["uri"] for f in faces} == {v["uri"] for v in videos if v["faces"]}
     assert all(len(f["box"]) == 4 and 0 <= f["score"] <= 1 for f in faces)
     day = summary.scan_id[:4] + "-" + summary.scan_id[4:6] + "-" + summary.scan_id[6:8]
-    assert all(f"/scan_date={day}/part-{summary.scan_id}-" in p for p in store._list_parts("videos").values())
+    assert all(f"/scan_date={day}/part-{summary.scan_id}-" in p for p in store.list_parts("videos").values())
     assert store.fs.exists(f"{store.root}/_deepfakestream.json")
 
 
@@ -303,10 +305,10 @@ def test_s3_scan_scores_equal_the_score_command(first_scan, s3_server):
 def test_second_scan_skips_everything_and_full_rescans(first_scan, settings, s3_server):
     summary, source, output = first_scan
     store = OutputStore(output, s3_server["storage_options"])
-    parts = set(store._list_parts("videos"))
+    parts = set(store.list_parts("videos"))
     again = run_scan(settings, _options(source, output))
     assert (again.seen, again.skipped, again.scanned, again.parts) == (9, 9, 0, 0)
-    assert set(store._list_parts("videos")) == parts  # nothing written
+    assert set(store.list_parts("videos")) == parts  # nothing written
     from jobs.scan.records import read_records
 
     quiet = next(r for r in read_records(store.fs, store.root) if r.scan_id == again.scan_id)  # but a run record
@@ -387,8 +389,8 @@ def test_interrupted_scan_resumes_with_exactly_one_row_per_object(ray_session, m
     done = _read_table(store, "videos")
     assert len(commits) == 1 and 0 < len(done) == commits[0].videos < 9
     # A crash between the two files of a commit leaves a faces part without its videos part.
-    orphan = next(iter(store._list_parts("faces").values())).replace("part-", "part-crashed-")
-    store.fs.copy(next(iter(store._list_parts("faces").values())), orphan)
+    orphan = next(iter(store.list_parts("faces").values())).replace("part-", "part-crashed-")
+    store.fs.copy(next(iter(store.list_parts("faces").values())), orphan)
 
     capped = run_scan(settings, _options(source, output, max_objects=2))  # a capped run takes 2 new objects
     assert (capped.seen, capped.skipped, capped.scanned, capped.deferred) == (9, len(done), 2, 7 - len(done))

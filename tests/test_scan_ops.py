@@ -1,5 +1,6 @@
 """Nightly operations of ``scan`` without Ray: run records, the output lease, quarantine of unreadable
-parts, one-line errors of ``query``/``report``, SIGTERM handling (in-process and in a real subprocess)."""
+parts, one-line errors of ``query``/``report``, SIGTERM handling (in-process and in a real subprocess).
+Slightly over the usual size: each operation's cases share the lease and output fixtures here."""
 
 from __future__ import annotations
 
@@ -254,7 +255,7 @@ def test_scan_quarantines_unreadable_parts_on_s3(detector_env, tmp_path, s3_serv
 def test_a_part_with_a_good_footer_but_bad_data_is_quarantined_by_the_scan(tmp_path):
     store = _store_with_parts(tmp_path / "out")
     store.quarantine_unreadable("s1")
-    good = next(iter(store._list_parts("videos").values()))
+    good = next(iter(store.list_parts("videos").values()))
     data = bytearray(Path(good).read_bytes())
     data[4:200] = b"\xff" * 196  # the first data pages: the footer still parses
     broken = Path(good).with_name("part-broken-00000.parquet")

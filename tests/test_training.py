@@ -1,4 +1,6 @@
-"""prepare / self-blending / train / evaluate on tiny datasets the tests make themselves."""
+"""prepare / self-blending / train / evaluate on tiny datasets the tests make themselves.
+
+Long on purpose: the steps share the datasets and the trained checkpoint the module makes once."""
 
 from __future__ import annotations
 

@@ -19,6 +19,8 @@ import math
 from datetime import date, datetime
 from typing import Any
 
+import pyarrow as pa
+
 from jobs.scan.output import PARTITION, SCHEMAS, OutputStore
 from jobs.scan.records import read_records, runs_table
 
@@ -61,8 +63,12 @@ def _history_view(con, store: OutputStore, table: str, parts: list[str]) -> None
 
     def create(paths: list[str]) -> None:
         files = ", ".join(_sql_str(store.uri_of(p)) for p in paths)
-        con.execute(f"CREATE OR REPLACE VIEW {table}_history AS SELECT * FROM read_parquet([{files}], "
-                    "hive_partitioning = true, union_by_name = true)")
+        source = f"read_parquet([{files}], hive_partitioning = true, union_by_name = true)"
+        # columns that parts of an older schema version lack (videos.error_code, v2) read as null
+        present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        added = "".join(f", NULL::VARCHAR AS {f.name}" for f in SCHEMAS[table]
+                        if f.name not in present and f.type == pa.string())
+        con.execute(f"CREATE OR REPLACE VIEW {table}_history AS SELECT *{added} FROM {source}")
         con.execute(f"SELECT * FROM {table}_history LIMIT 0").fetchall()
 
     try:
@@ -82,8 +88,6 @@ def _history_view(con, store: OutputStore, table: str, parts: list[str]) -> None
 
 
 def _empty_view(con, table: str) -> None:
-    import pyarrow as pa
-
     empty = SCHEMAS[table].append(pa.field(PARTITION, pa.date32())).empty_table()
     con.register(f"_{table}_empty", empty)
     con.execute(f"CREATE OR REPLACE VIEW {table}_history AS SELECT * FROM _{table}_empty")
@@ -97,7 +101,7 @@ def _connect(store: OutputStore):
         con.register_filesystem(store.fs)
     found_any = False
     for table in SCHEMAS:
-        parts = sorted(store._list_parts(table).values())
+        parts = sorted(store.list_parts(table).values())
         if parts:
             found_any = True
             _history_view(con, store, table, parts)

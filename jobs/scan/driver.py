@@ -12,7 +12,8 @@ stage class is mapped as it is onto ``map_batches`` and runs in its own actor po
 The driver holds only the listing and the rows waiting for the next commit (no pixels), so memory
 stays flat as the bucket grows; Ray Data's streaming executor bounds what is in flight between stages.
 Incremental: an object already scanned with the same (uri, fingerprint, model_version) is skipped.
-See docs/scan.md.
+See docs/scan.md. (A little over the usual module size: the commit loop's state is shared by closures of
+one function, and splitting it would pass that state around instead.)
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from jobs.scan.errors import ScanAborted, ScanError
 from jobs.scan.exit_codes import ExitCode
 from jobs.scan.lease import LeaseHeld, LeaseLost, OutputLease
 from jobs.scan.listing import list_objects, storage_options_for
-from jobs.scan.output import CommitInfo, OutputError, OutputStore, error_row, rows_from_batch
+from jobs.scan.output import CommitInfo, OutputError, OutputStore
+from jobs.scan.rows import error_row, rows_from_batch
 from jobs.scan.plan import build_dataset, data_context, ensure_ray, plan_pools
 from jobs.scan.records import RUNS_DIR, RunRecord, error_class, record_bytes, settings_digest
 from jobs.scan.stop import GracefulStop, Terminated

@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 import os
 import posixpath
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import fsspec
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -37,7 +35,10 @@ from pipeline.media import normalize_uri
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# older versions whose parts this scanner reads and appends to (version 2 only added `videos.error_code`):
+# the manifest is raised to SCHEMA_VERSION, old parts keep their columns and read the new ones as null
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "_deepfakestream.json"
 PARTITION = "scan_date"
 TABLES = ("videos", "faces")
@@ -72,6 +73,8 @@ VIDEOS_SCHEMA = pa.schema([
     _field("aggregation", pa.string(), "how face scores became the object score (mean, confident, track_max)"),
     _field("model_version", pa.string(), "detector checkpoint version (model card)", False),
     _field("error", pa.string(), "why the object could not be scored; null when it was"),
+    _field("error_code", pa.string(), "stable code of that error (pipeline/errors.py, e.g. media_too_large, "
+           "unsupported_media, worker_lost); null when scored, and in parts of schema version 1"),
     _field("scanned_at", TS, "when the row was produced", False),
     _field("decode_ms", pa.float64(), "decode time"),
     _field("detect_ms", pa.float64(), "face detection time"),
@@ -111,104 +114,6 @@ def schema_doc() -> dict[str, list[dict[str, str]]]:
                       for f in schema]
         doc[table].append({"name": PARTITION, "type": "date (Hive partition)", "doc": "UTC date the scan started"})
     return doc
-
-
-# --------------------------------------------------------------------------------------- conversion
-def _float_or_none(value: Any) -> float | None:
-    value = float(np.asarray(value).item())
-    return None if math.isnan(value) else value
-
-
-def _ts(epoch: Any) -> datetime | None:
-    if epoch is None:
-        return None
-    value = float(np.asarray(epoch).item())
-    return None if math.isnan(value) else datetime.fromtimestamp(value, timezone.utc)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def rows_from_batch(batch: dict[str, np.ndarray], scan_id: str, scanned_at: datetime) -> tuple[list[dict], list[dict]]:
-    """Turn one aggregated stage batch (plus the listing columns) into ``videos`` and ``faces`` rows."""
-    n = len(batch["uri"])
-    videos, faces = [], []
-    for i in range(n):
-        uri = _text(batch["uri"][i])
-        error = _text(batch["error"][i]) if "error" in batch else ""
-        face_scores = np.asarray(batch["face_scores"][i], np.float32).reshape(-1)
-        face_track = np.asarray(batch["face_track"][i], np.int64).reshape(-1)
-        face_frame = np.asarray(batch["face_frame"][i], np.int64).reshape(-1)
-        boxes = np.asarray(batch["face_boxes"][i], np.float32).reshape(-1, 4)
-        landmarks = np.asarray(batch["face_landmarks"][i], np.float32).reshape(-1, 10)
-        probs = np.asarray(batch["face_probs"][i], np.float32).reshape(-1)
-        frame_indices = np.asarray(batch["frame_indices"][i], np.int64).reshape(-1)
-        timestamps = np.asarray(batch["timestamps"][i], np.float64).reshape(-1)
-        model_version = _text(batch["model_version"][i])
-        timings = {k: float(batch[k][i]) for k in ("decode_ms", "detect_ms", "classify_ms") if k in batch}
-        etag = _text(batch["etag"][i]) if "etag" in batch else ""
-        videos.append({
-            "schema_version": SCHEMA_VERSION,
-            "scan_id": scan_id,
-            "uri": uri,
-            "size": int(batch["size"][i]) if "size" in batch else None,
-            "etag": etag or None,
-            "mtime": _ts(batch["mtime"][i]) if "mtime" in batch else None,
-            "fingerprint": _text(batch["fingerprint"][i]) if "fingerprint" in batch else "",
-            "content_type": _text(batch["media_type"][i]) or None,
-            "duration": float(batch["duration"][i]),
-            "fps": float(batch["fps"][i]),
-            "frame_count": int(batch["frame_count"][i]),
-            "width": int(batch["width"][i]),
-            "height": int(batch["height"][i]),
-            "frames_sampled": int(batch["frames_sampled"][i]),
-            "faces": int(len(face_scores)),
-            "tracks": int(len(np.unique(face_track))),
-            "score": _float_or_none(batch["score"][i]),
-            "label": _text(batch["label"][i]),
-            "threshold": _float_or_none(batch["threshold"][i]),
-            "aggregation": _text(batch["aggregation"][i]) or None,
-            "model_version": model_version,
-            "error": error or None,
-            "scanned_at": scanned_at,
-            **timings,
-            "processing_ms": sum(timings.values()),
-        })
-        if error:
-            continue
-        for j in range(len(face_scores)):
-            frame = int(face_frame[j])
-            faces.append({
-                "schema_version": SCHEMA_VERSION,
-                "scan_id": scan_id,
-                "uri": uri,
-                "face": j,
-                "frame": frame,
-                "frame_number": int(frame_indices[frame]) if frame < len(frame_indices) else None,
-                "timestamp": float(timestamps[frame]) if frame < len(timestamps) else None,
-                "track": int(face_track[j]) if j < len(face_track) else None,
-                "box": boxes[j].tolist(),
-                "landmarks": landmarks[j].tolist() if j < len(landmarks) else None,
-                "probability": float(probs[j]),
-                "score": float(face_scores[j]),
-                "model_version": model_version,
-                "scanned_at": scanned_at,
-            })
-    return videos, faces
-
-
-def error_row(entry: dict[str, Any], message: str, scan_id: str, scanned_at: datetime, model_version: str,
-              threshold: float | None, aggregation: str | None) -> dict[str, Any]:
-    """A ``videos`` row for an object the pipeline never returned (its worker kept crashing)."""
-    return {
-        "schema_version": SCHEMA_VERSION, "scan_id": scan_id, "uri": entry["uri"], "size": entry.get("size"),
-        "etag": entry.get("etag") or None, "mtime": _ts(entry.get("mtime")), "fingerprint": entry["fingerprint"],
-        "label": "ERROR", "error": message, "model_version": model_version, "threshold": threshold,
-        "aggregation": aggregation, "scanned_at": scanned_at,
-    }
 
 
 # --------------------------------------------------------------------------------------- the store
@@ -253,10 +158,14 @@ class OutputStore:
             if self.fs.exists(manifest_path):
                 manifest = json.loads(self.fs.cat_file(manifest_path))
                 version = int(manifest.get("schema_version", 0))
-                if version != SCHEMA_VERSION:
+                if version not in READABLE_VERSIONS:
                     raise OutputError(
                         f"{self.display} holds scan output of schema version {version}; this scanner writes "
                         f"version {SCHEMA_VERSION}. Scan into a new --output.")
+                if version != SCHEMA_VERSION:
+                    log.info("raising %s from schema version %d to %d", self.display, version, SCHEMA_VERSION)
+                    manifest.update(schema_version=SCHEMA_VERSION, tables=schema_doc())
+                    self._put(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
             else:
                 if self.local:
                     os.makedirs(self.root, exist_ok=True)
@@ -270,7 +179,7 @@ class OutputStore:
             raise OutputError(f"cannot write to output {self.display}: {type(exc).__name__}: {exc}") from exc
         self.cleanup()
 
-    def _list_parts(self, table: str) -> dict[str, str]:
+    def list_parts(self, table: str) -> dict[str, str]:
         """part name → full path, for committed parts of ``table``."""
         base = self.table_path(table)
         self.fs.invalidate_cache()  # fsspec instances are shared and cache listings; others may have written
@@ -290,8 +199,8 @@ class OutputStore:
                         if name.startswith(".part-") and name.endswith(".tmp"):
                             log.info("removing temporary file of an interrupted scan: %s", name)
                             os.remove(os.path.join(dirpath, name))
-        videos = self._list_parts("videos")
-        for name, path in self._list_parts("faces").items():
+        videos = self.list_parts("videos")
+        for name, path in self.list_parts("faces").items():
             if name not in videos:
                 log.info("removing faces part of an interrupted commit: %s", path)
                 self.fs.rm(path)
@@ -304,9 +213,9 @@ class OutputStore:
         from jobs.scan.quarantine import move_aside, unreadable_parts
 
         moved: list[str] = []
-        faces = self._list_parts("faces")
+        faces = self.list_parts("faces")
         for table in TABLES:
-            parts = self._list_parts(table)
+            parts = self.list_parts(table)
             for path, why in unreadable_parts(self.fs, sorted(parts.values()), table).items():
                 pair = [path]
                 if table == "videos" and posixpath.basename(path) in faces:
@@ -330,7 +239,7 @@ class OutputStore:
         A part whose footer is fine but whose data is not fails the read as a whole: with ``scan_id``,
         such parts are found one by one and quarantined, and the read is done again.
         """
-        parts = self._list_parts("videos")
+        parts = self.list_parts("videos")
         if not parts:
             return {}
         import pyarrow.dataset as pads

@@ -1,0 +1,59 @@
+"""The graph is composed once (pipeline/graph.py): ordered stages, a runnable prefix, arguments resolved
+from the settings and the card, and no network loaded to read the card."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.batch import object_column
+from pipeline.checkpoint import read_card
+from pipeline.config import Settings
+from pipeline.graph import STAGES, Graph, stage_specs
+
+
+def test_stages_in_order_and_a_prefix(detector_checkpoint):
+    settings = Settings(classify={"checkpoint": detector_checkpoint})
+    assert [s.name for s in stage_specs(settings)] == list(STAGES) == ["decode", "detect", "score"]
+    assert [s.name for s in stage_specs(settings, "detect")] == ["decode", "detect"]
+
+
+def test_arguments_come_from_the_card_unless_the_settings_override_them(detector_checkpoint):
+    card = read_card(detector_checkpoint)
+    specs = stage_specs(Settings(classify={"checkpoint": detector_checkpoint}))
+    detect, score = specs[1].kwargs, specs[2].kwargs
+    assert detect["crop_size"] == card.architecture.input_size
+    assert (score["threshold"], score["aggregation"], score["min_track_frames"]) == (
+        card.threshold, card.aggregation, card.min_track_frames)
+    override = Settings(classify={"checkpoint": detector_checkpoint, "threshold": 0.9, "aggregation": "track_max"},
+                        detect={"crop_size": 96}, torch_threads=2)
+    specs = stage_specs(override)
+    assert specs[1].kwargs["crop_size"] == 96 and specs[1].kwargs["torch_threads"] == 2
+    assert (specs[2].kwargs["threshold"], specs[2].kwargs["aggregation"]) == (0.9, "track_max")
+
+
+def test_reading_the_card_loads_no_network(detector_checkpoint, monkeypatch):
+    import pipeline.checkpoint
+    import pipeline.classify
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network was loaded")
+
+    monkeypatch.setattr(pipeline.checkpoint, "load_checkpoint", refuse)
+    monkeypatch.setattr(pipeline.classify, "load_checkpoint", refuse)
+    specs = stage_specs(Settings(classify={"checkpoint": detector_checkpoint}))
+    assert specs[2].cls.__name__ == "ScoreStage"  # specs are plain data: nothing is built until .build()
+
+
+def test_without_a_model_only_the_score_stage_is_refused(tmp_path):
+    from pipeline.errors import NoTrainedModelError
+
+    settings = Settings(classify={"checkpoint": tmp_path / "none.safetensors"})
+    assert stage_specs(settings, "detect")[1].kwargs["crop_size"] == 224  # the default crop without a card
+    with pytest.raises(NoTrainedModelError):
+        stage_specs(settings)
+
+
+def test_a_prefix_runs_as_one_callable(samples_dir):
+    graph = Graph(stage_specs(Settings(decode={"num_frames": 2}), "decode"))
+    out = graph({"uri": object_column([str(samples_dir / "astronaut.jpg")])})
+    assert out["frames"][0].shape[0] == 1 and out["error_code"][0] == ""

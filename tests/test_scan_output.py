@@ -1,0 +1,55 @@
+"""The scan output's error codes (schema version 2) and how outputs of schema version 1 are still read
+and appended to (jobs/scan/output.py, jobs/scan/rows.py, jobs/query/sql.py)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.query.sql import run_query
+from jobs.scan.output import MANIFEST, PARTITION, SCHEMA_VERSION, VIDEOS_SCHEMA, OutputStore
+from jobs.scan.rows import error_row, rows_from_batch
+from pipeline.batch import object_column
+from pipeline.decode import DecodeStage
+from pipeline.errors import WORKER_LOST, EmptyMediaError, UnsupportedMediaError
+
+
+def test_the_code_travels_from_the_stage_to_the_row():
+    batch = DecodeStage()({"uri": object_column(["empty.jpg", "text.jpg"]),
+                           "data": object_column([b"", b"hello, not a picture\n" * 40])})
+    assert list(batch["error_code"]) == [EmptyMediaError.code, UnsupportedMediaError.code]
+    out = {**batch, "frames_sampled": batch["frame_count"], "face_scores": object_column([[], []]),
+           "face_track": object_column([[], []]), "face_frame": object_column([[], []]),
+           "face_boxes": object_column([[], []]), "face_landmarks": object_column([[], []]),
+           "face_probs": object_column([[], []]), "score": [float("nan")] * 2, "label": object_column(["ERROR"] * 2),
+           "threshold": [0.5, 0.5], "model_version": object_column(["v", "v"]), "aggregation": object_column(["mean"] * 2)}
+    videos, faces = rows_from_batch(out, "scan1", datetime.now(timezone.utc))
+    assert [v["error_code"] for v in videos] == ["media_empty", "unsupported_media"] and not faces
+    lost = error_row({"uri": "x", "fingerprint": "f"}, "crashed", "scan1", datetime.now(timezone.utc), "v", 0.5, "mean")
+    assert lost["error_code"] == WORKER_LOST
+
+
+def test_a_schema_1_output_is_read_and_appended_to(tmp_path):
+    store = OutputStore(str(tmp_path))
+    store.prepare()
+    old_schema = pa.schema([f for f in VIDEOS_SCHEMA if f.name != "error_code"])
+    row = {"schema_version": 1, "scan_id": "old", "uri": "/a.jpg", "fingerprint": "f", "label": "ERROR",
+           "model_version": "v", "error": "file is empty (0 bytes)", "scanned_at": datetime.now(timezone.utc)}
+    part = tmp_path / "videos" / f"{PARTITION}=2026-01-01" / "part-old-00000.parquet"
+    part.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([row], schema=old_schema), part)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    (tmp_path / MANIFEST).write_text(json.dumps({**manifest, "schema_version": 1}))
+
+    columns, rows = run_query(str(tmp_path), "SELECT uri, error, error_code FROM videos")
+    assert rows == [("/a.jpg", "file is empty (0 bytes)", None)]
+
+    OutputStore(str(tmp_path)).prepare()  # a new scan into the old output raises its version
+    assert json.loads((tmp_path / MANIFEST).read_text())["schema_version"] == SCHEMA_VERSION == 2
+    new = {**row, "schema_version": SCHEMA_VERSION, "scan_id": "new", "uri": "/b.jpg", "error_code": "media_empty"}
+    store.commit("part-new-00000", "2026-01-02", [new], [])
+    _, rows = run_query(str(tmp_path), "SELECT uri, error_code FROM videos ORDER BY uri")
+    assert rows == [("/a.jpg", None), ("/b.jpg", "media_empty")]
