@@ -94,7 +94,7 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     are kept in every case. Bad objects never raise: they get ERROR / NO_FACE rows. Once the output's
     lease is taken, every outcome ends with a run record in ``DEST/_runs/<scan_id>.json``.
     """
-    from pipeline.checkpoint import read_card
+    from pipeline.checkpoint import pack_checkpoint
     from pipeline.graph import stage_specs
 
     options = options or settings.scan
@@ -104,10 +104,11 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     now = datetime.now(timezone.utc)
     scan_id = new_scan_id(now)
 
-    # 1. The model's card (the network is not loaded here): fail before anything else when there is none
-    # (no record: the output is not opened).
-    card = read_card(settings.classify.checkpoint)
-    verdict = stage_specs(settings, card=card)[-1].kwargs  # threshold and aggregation the actors will use
+    # 1. The model's card and the weights' bytes, not the network (the score actors load it; cluster nodes
+    # need no file): fail before anything else when there is none (no record: the output is not opened).
+    packed = pack_checkpoint(settings.classify.checkpoint)
+    card = packed[0]
+    verdict = stage_specs(settings, packed=packed)[-1].kwargs  # threshold and aggregation the actors will use
 
     # 2. The output's lease, before anything touches DEST (its clean-up must not race a running scan).
     output_options = storage_options_for(options.output, options.endpoint_url, options.anon, options.profile)
@@ -242,12 +243,11 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
             plan.torch_threads = settings.torch_threads  # the config file's torch_threads applies per actor
         summary.plan = asdict(plan)
         log.info("actor plan on %s: %s", cluster, plan)
-        from pipeline.checkpoint import pack_checkpoint
         from pipeline.graph import stage_specs
 
-        # the weights travel to the actors in the object store (once): cluster nodes need no checkpoint file
+        # the packed weights travel to the actors in the object store (once)
         specs = stage_specs(settings, storage_options=source_options, torch_threads=plan.torch_threads,
-                            packed=pack_checkpoint(settings.classify.checkpoint))
+                            packed=verdict["packed"])
         scan_start = time.perf_counter()
         pending_videos: list[dict] = []
         pending_faces: list[dict] = []
