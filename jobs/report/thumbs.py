@@ -61,3 +61,17 @@ def face_thumbnail(crop: np.ndarray, max_px: int = MAX_PX, quality: int = QUALIT
 def data_uri(jpeg: bytes) -> str:
     """An ``<img src>`` that needs no network."""
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def top_face_thumbnails(crops: np.ndarray, scores: np.ndarray, k: int = 3, max_px: int = MAX_PX,
+                        quality: int = QUALITY) -> list[bytes | None]:
+    """One object's ``thumb_jpeg`` column: thumbnails of its ``k`` highest-scoring faces, None for the rest.
+
+    ``crops`` (N x H x W x 3) and ``scores`` (N) are the object's faces in ``faces``-table order. The
+    top-scoring faces are the ones that made a FAKE verdict, so they are the evidence worth keeping.
+    """
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    if len(crops) != len(scores):
+        raise ThumbnailError(f"{len(crops)} crops but {len(scores)} scores")
+    keep = set(np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable")[:max(k, 0)].tolist())
+    return [face_thumbnail(crops[i], max_px, quality) if i in keep else None for i in range(len(scores))]
