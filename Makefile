@@ -23,9 +23,11 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 ## the main job on the embedded default: scan the bundled sample media with a local Ray, then report
+## (text on the terminal, and the HTML page: docs/report.md)
 demo: setup
 	$(BIN)/deepfakestream scan pipeline/samples --output $(OUTPUT)
 	$(BIN)/deepfakestream report $(OUTPUT)
+	$(BIN)/python -m jobs.report.html $(OUTPUT) $(OUTPUT)/report.html
 
 ## the test suite (skips ../shared-dependent tests when ../shared is absent)
 test: setup

@@ -80,3 +80,32 @@ def write_html_report(output: str, path: str | Path, storage_options: dict | Non
     except OSError as exc:
         raise ReportError(f"cannot write {path}: {exc}") from exc
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m jobs.report.html DEST FILE``: what ``deepfakestream report DEST --html FILE`` will call."""
+    import argparse
+    import sys
+
+    from jobs.query import QueryError, storage_options_for_output
+
+    parser = argparse.ArgumentParser(prog="python -m jobs.report.html", description=__doc__)
+    parser.add_argument("output", help="scan output (DEST): folder, s3:// or gs:// URI")
+    parser.add_argument("file", help="HTML file to write")
+    parser.add_argument("--top", type=int, default=8, help="suspicious objects to show")
+    parser.add_argument("--trailing", type=int, default=7, help="earlier scans the latest is compared with")
+    args = parser.parse_args(argv)
+    try:
+        path = write_html_report(args.output, args.file, storage_options_for_output(args.output), args.top, args.trailing)
+    except QueryError as exc:
+        print(f"error [query_failed]: {exc}", file=sys.stderr)
+        return 2
+    except ReportError as exc:
+        print(f"error [{exc.code}]: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -96,3 +96,12 @@ def test_an_unshifted_second_run_is_not_flagged(scan_copy):
     add_shifted_run(scan_copy, shift=0.0)
     page = html_report(str(scan_copy))
     assert 'data-status="ok"' in page and "No drift" in page and 'class="flag"' not in page
+
+
+def test_the_module_entry_point_writes_the_page_and_fails_with_a_code(sample_scan, tmp_path, capsys):
+    from jobs.report.html import main
+
+    assert main([str(sample_scan), str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").read_text().startswith("<!doctype html>")
+    assert main([str(tmp_path / "nothing-here"), str(tmp_path / "x.html")]) == 2
+    assert "error [query_failed]: no scan output at" in capsys.readouterr().err and not (tmp_path / "x.html").exists()
