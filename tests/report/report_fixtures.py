@@ -28,16 +28,16 @@ def _parts(dest: Path, table: str, scan_id: str | None = None) -> list[Path]:
     return [p for p in parts if scan_id is None or scan_id in p.name]
 
 
-def add_thumbnails(dest: Path, settings=None, k: int = 3) -> int:
-    """Add ``thumb_jpeg`` to every ``faces`` part under ``dest`` (decoded with the scan's ``settings``);
-    returns the thumbnails written."""
+def add_thumbnails(dest: Path, settings=None, k: int = 3, scan_id: str | None = None) -> int:
+    """Add ``thumb_jpeg`` to the ``faces`` parts under ``dest`` (all, or ``scan_id``'s), decoded with the
+    scan's ``settings``; returns the thumbnails written."""
     from pipeline.config import load_settings
     from pipeline.crop import crop_face
     from pipeline.decode import decode_bytes
 
     settings = settings or load_settings()
     written = 0
-    for part in _parts(dest, "faces"):
+    for part in _parts(dest, "faces", scan_id):
         table = pq.read_table(part, partitioning=None)
         thumbs: list[bytes | None] = [None] * table.num_rows
         uris = table.column("uri").to_pylist()

@@ -105,3 +105,20 @@ def test_the_module_entry_point_writes_the_page_and_fails_with_a_code(sample_sca
     assert (tmp_path / "r.html").read_text().startswith("<!doctype html>")
     assert main([str(tmp_path / "nothing-here"), str(tmp_path / "x.html")]) == 2
     assert "error [query_failed]: no scan output at" in capsys.readouterr().err and not (tmp_path / "x.html").exists()
+
+
+def test_old_parts_without_thumbnails_and_new_parts_with_them_report_together(scan_copy, report_settings):
+    second = add_shifted_run(scan_copy, shift=0.0)
+    assert add_thumbnails(scan_copy, report_settings, k=1, scan_id=second) == len(SCORED)  # one per object
+    page = html_report(str(scan_copy))
+    assert 'id="no-thumbs"' not in page and len(_thumbnails(page)) == len(SCORED)
+
+
+def test_an_empty_output_reports_without_plots(tmp_path):
+    from jobs.scan_output import OutputStore
+
+    OutputStore(str(tmp_path / "out")).prepare()  # a manifest, no scan yet
+    page = html_report(str(tmp_path / "out"))
+
+    assert "no run records" in page and "no scored objects" in page and 'data-status="insufficient"' in page
+    assert "<img" not in page
