@@ -119,6 +119,5 @@ def test_an_empty_output_reports_without_plots(tmp_path):
 
     OutputStore(str(tmp_path / "out")).prepare()  # a manifest, no scan yet
     page = html_report(str(tmp_path / "out"))
-
     assert "no run records" in page and "no scored objects" in page and 'data-status="insufficient"' in page
     assert "<img" not in page
