@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test bench lock clean
+.PHONY: setup demo test browser bench lock clean
 
 setup: $(STAMP)
 
@@ -30,8 +30,15 @@ demo: setup
 	$(BIN)/python -m jobs.report.html $(OUTPUT) $(OUTPUT)/report.html
 
 ## the test suite (skips ../shared-dependent tests when ../shared is absent)
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+
+## headless Chromium for the report's browser tests (Debian's package; as root with apt-get only, else they skip)
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+		|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		     && { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } ; } \
+		|| echo "chromium not installed: the report's browser checks will skip (apt-get install chromium)"
 
 bench: setup
 	$(BIN)/python bench/scan.py
