@@ -9,6 +9,20 @@ import typer
 from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="DeepfakeStream: find face-swap deepfakes in videos and images.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from jobs.report.version import version_line
+
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                       help="print the package, detector and library versions and exit")) -> None:
+    """DeepfakeStream: find face-swap deepfakes in videos and images."""
 console = Console(stderr=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML/JSON/TOML settings file (also DFS_CONFIG)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -54,6 +55,8 @@ def report(
     depth: Optional[int] = typer.Option(None, "--depth", min=0, help="group by the first N path levels (bucket counts as one) instead of the parent folder"),
     runs: int = typer.Option(10, "--runs", min=0, help="how many recent scans (run records) to list"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    html: Optional[Path] = typer.Option(None, "--html", help="also write a self-contained HTML page (plots, thumbnails, drift) to this file"),
+    trailing: int = typer.Option(7, "--trailing", min=1, help="earlier scans the latest is compared with for drift"),
     endpoint_url: Optional[str] = EndpointOpt,
     anon: bool = AnonOpt,
     profile: Optional[str] = ProfileOpt,
@@ -70,6 +73,15 @@ def report(
     except QueryError as exc:
         console.print(f"[red]cannot report:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
+    if html is not None:
+        from jobs.report.html import ReportError, write_html_report
+
+        try:
+            write_html_report(output, html, storage_options_for(output, endpoint_url, anon, profile), top=top, trailing=trailing)
+        except (QueryError, ReportError) as exc:
+            console.print(f"[red]cannot write the HTML report:[/red] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(2) from exc
+        console.print(f"HTML report: {html}", soft_wrap=True)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return

@@ -1,1 +1,1 @@
-"""Reports on a scan's output."""
+"""Reports on a scan output: text (``text``), HTML (``html``), drift (``drift``), face thumbnails (``thumbs``)."""

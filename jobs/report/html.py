@@ -1,0 +1,82 @@
+"""``report --html``: one self-contained page per scan output (inline CSS, plots and face thumbnails as
+data: URIs), readable offline and safe to mail around."""
+
+from __future__ import annotations
+
+import base64
+import posixpath
+from datetime import datetime, timezone
+from pathlib import Path
+
+from jobs.report.data import ReportData, load
+from jobs.report.thumbs import data_uri
+from jobs.report.version import package_version
+from pipeline.errors import DeepfakeStreamError
+
+
+class ReportError(DeepfakeStreamError):
+    """The HTML report cannot be made (its extra is not installed, or the page cannot be written)."""
+
+    code = "report_failed"
+
+
+def _png_uri(fig) -> str:
+    from jobs.report.plots import png
+
+    return "data:image/png;base64," + base64.b64encode(png(fig)).decode("ascii")
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def render(d: ReportData) -> str:
+    """The page for already-loaded report data."""
+    try:
+        import jinja2
+
+        from jobs.report import plots
+    except ImportError as exc:
+        raise ReportError(f"the HTML report needs matplotlib and jinja2: pip install 'deepfakestream[report]' ({exc})") from exc
+    from jobs.report.template import PAGE
+
+    pictures = {
+        "runs": _png_uri(plots.runs_plot(d.runs)) if d.runs else None,
+        "fake_rate": _png_uri(plots.fake_rate_plot(d.days)) if d.days else None,
+        "scores": _png_uri(plots.score_days_plot(d.day_scores, d.thresholds)) if d.day_scores else None,
+        "drift": _png_uri(plots.drift_plot(d.drift, d.thresholds)) if d.drift.latest.scores else None,
+    }
+    suspects = [{
+        **vars(s),
+        "thumbs": [(score, data_uri(jpeg)) for score, jpeg in s.thumbs],
+        "timeline": _png_uri(plots.timeline_plot(s.timeline, d.thresholds, posixpath.basename(s.uri))) if s.timeline else None,
+    } for s in d.suspects]
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(PAGE).render(
+        d=d, plots=pictures, suspects=suspects, pct=_pct, num=_num, version=package_version(),
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def html_report(output: str, storage_options: dict | None = None, top: int = 8, trailing: int = 7) -> str:
+    """The page for the scan output at ``output`` (QueryError when it cannot be read)."""
+    from jobs.query.sql import connect
+
+    con = connect(output, storage_options)
+    return render(load(con, output, top=top, trailing=trailing))
+
+
+def write_html_report(output: str, path: str | Path, storage_options: dict | None = None, top: int = 8,
+                      trailing: int = 7) -> Path:
+    """Write the page to ``path`` (a local file) and return it."""
+    page = html_report(output, storage_options, top=top, trailing=trailing)
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise ReportError(f"cannot write {path}: {exc}") from exc
+    return path

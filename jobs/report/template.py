@@ -1,0 +1,93 @@
+"""The report page: one Jinja2 template, inline CSS, nothing fetched (images arrive as data: URIs)."""
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="deepfakestream {{ version }}">
+<title>DeepfakeStream report — {{ d.output }}</title>
+<style>
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f3b57;margin:0;background:#f5f7fa}
+main{max-width:1040px;margin:0 auto;padding:20px 24px 48px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d8dee6;padding-bottom:4px}
+.meta{color:#5c6b7a;font-size:12px} .cards{display:flex;gap:10px;flex-wrap:wrap;margin:14px 0}
+.card{background:#fff;border:1px solid #d8dee6;border-radius:6px;padding:8px 14px;min-width:92px}
+.card b{display:block;font-size:20px} .card span{font-size:11px;color:#5c6b7a;text-transform:uppercase}
+.banner{border-radius:6px;padding:10px 14px;margin:12px 0;font-weight:600}
+.banner.drift{background:#fdecea;border:1px solid #c0392b;color:#8e2418}
+.banner.ok{background:#eaf6ee;border:1px solid #2e8b57;color:#1d5e3a}
+.banner.insufficient{background:#fff8e1;border:1px solid #d4a017;color:#6b5200}
+table{border-collapse:collapse;background:#fff;width:100%;font-size:12px;margin:6px 0}
+th,td{border:1px solid #e1e6ec;padding:4px 7px;text-align:left;vertical-align:top}
+th{background:#eef2f6} td.n{text-align:right;font-variant-numeric:tabular-nums}
+img.plot{max-width:100%;background:#fff;border:1px solid #d8dee6;border-radius:4px}
+.suspect{display:grid;grid-template-columns:1fr 420px;gap:12px;background:#fff;border:1px solid #d8dee6;
+ border-radius:6px;padding:10px 12px;margin:10px 0}
+.suspect h3{margin:0 0 4px;font-size:14px;word-break:break-all}
+.thumbs{display:flex;gap:6px;flex-wrap:wrap;margin-top:8px}
+.thumbs figure{margin:0;text-align:center;font-size:11px} .thumbs img{width:64px;height:64px;object-fit:contain;
+ border:1px solid #d8dee6;background:#000;image-rendering:auto}
+.label{font-weight:700;padding:0 5px;border-radius:3px} .FAKE{background:#fdecea;color:#8e2418}
+.REAL{background:#eaf6ee;color:#1d5e3a} .note{color:#5c6b7a;font-size:12px}
+.flag{display:inline-block;background:#c0392b;color:#fff;border-radius:3px;padding:0 6px;margin-right:4px;font-size:12px}
+</style></head>
+<body><main>
+<h1>DeepfakeStream scan report</h1>
+<div class="meta">{{ d.output }} · generated {{ generated }} · deepfakestream {{ version }} ·
+ model{{ 's' if d.model_versions|length > 1 }} {{ d.model_versions|join(', ') or 'none' }}</div>
+
+<div class="cards">
+ <div class="card"><b>{{ d.totals.objects }}</b><span>objects</span></div>
+ <div class="card"><b>{{ d.totals.fakes }}</b><span>fake</span></div>
+ <div class="card"><b>{{ d.totals.reals }}</b><span>real</span></div>
+ <div class="card"><b>{{ d.totals.no_face }}</b><span>no face</span></div>
+ <div class="card"><b>{{ d.totals.errors }}</b><span>errors</span></div>
+ <div class="card"><b>{{ d.runs|length }}</b><span>runs</span></div>
+</div>
+
+<div class="banner {{ d.drift.status }}" id="drift-status" data-status="{{ d.drift.status }}">
+{% if d.drift.flagged %}DRIFT: {% for f in d.drift.flags %}<span class="flag">{{ f }}</span>{% endfor %}{% elif d.drift.status == 'ok' %}No drift:{% else %}Drift not judged:{% endif %}
+ {{ d.drift.message }}</div>
+
+<h2>Runs over time</h2>
+{% if plots.runs %}<img class="plot" alt="objects scanned per run" src="{{ plots.runs }}">{% endif %}
+<table id="runs"><tr><th>scan</th><th>status</th><th>exit</th><th>started (UTC)</th><th>took</th><th>scanned</th>
+<th>skipped</th><th>fake</th><th>real</th><th>no face</th><th>errors</th><th>error rate</th><th>model</th></tr>
+{% for r in d.runs|reverse %}<tr><td>{{ r.scan_id }}</td><td>{{ r.status }}</td><td class="n">{{ r.exit_code }}</td>
+<td>{{ r.started_at.strftime('%Y-%m-%d %H:%M:%S') if r.started_at }}</td><td class="n">{{ '%.0f s'|format(r.elapsed_s) if r.elapsed_s is not none }}</td>
+<td class="n">{{ r.scanned }}</td><td class="n">{{ r.skipped }}</td><td class="n">{{ r.fakes }}</td><td class="n">{{ r.reals }}</td>
+<td class="n">{{ r.no_face }}</td><td class="n">{{ r.failed }}</td><td class="n">{{ pct(r.error_rate) }}</td><td>{{ r.model_version }}</td></tr>
+{% else %}<tr><td colspan="13">no run records</td></tr>{% endfor %}</table>
+
+<h2>Fake rate per day and per prefix</h2>
+{% if plots.fake_rate %}<img class="plot" alt="fake rate per scan day" src="{{ plots.fake_rate }}">{% endif %}
+<table id="prefixes"><tr><th>prefix (current verdicts)</th><th>objects</th><th>fake</th><th>real</th><th>no face / error</th><th>fake rate</th></tr>
+{% for p in d.prefixes %}<tr><td>{{ p.prefix }}</td><td class="n">{{ p.objects }}</td><td class="n">{{ p.fakes }}</td>
+<td class="n">{{ p.reals }}</td><td class="n">{{ p.unscored }}</td><td class="n">{{ pct(p.fake_rate) }}</td></tr>{% endfor %}</table>
+
+<h2>Score distributions per day</h2>
+{% if plots.scores %}<img class="plot" alt="object scores per scan day with the threshold" src="{{ plots.scores }}">{% else %}<p class="note">no scored objects</p>{% endif %}
+
+<h2>Drift of the latest scan</h2>
+{% if plots.drift %}<img class="plot" alt="score distribution of the latest scan against the trailing scans" src="{{ plots.drift }}">{% endif %}
+<table id="drift"><tr><th></th><th>scans</th><th>objects</th><th>scored</th><th>mean score</th><th>faces per object</th><th>error rate</th><th>model</th></tr>
+{% for name, s in (('trailing', d.drift.reference), ('latest', d.drift.latest)) %}<tr><td>{{ name }}</td>
+<td>{{ s.scan_ids|join(', ') or '—' }}</td><td class="n">{{ s.objects }}</td><td class="n">{{ s.scores|length }}</td>
+<td class="n">{{ num(s.mean_score) }}</td><td class="n">{{ num(s.faces_per_object, 2) }}</td><td class="n">{{ pct(s.error_rate) }}</td>
+<td>{{ s.model_versions|join(', ') }}</td></tr>{% endfor %}</table>
+<p class="note">PSI (population stability index) of the latest scan's object scores against the pooled trailing scans,
+10 equal bins over [0, 1]: under 0.1 stable, over {{ d.drift.psi_threshold }} flagged.</p>
+
+<h2>Most suspicious objects</h2>
+{% if not d.has_thumbs %}<p class="note" id="no-thumbs">This output stores no face thumbnails (the <code>faces</code>
+table has no <code>thumb_jpeg</code> column: an older scan, or thumbnails switched off).</p>{% endif %}
+{% for s in suspects %}<div class="suspect">
+<div><h3>{{ s.uri }}</h3>
+<span class="label {{ s.label }}">{{ s.label }}</span> score <b>{{ '%.3f'|format(s.score) }}</b> ·
+{{ s.faces }} face{{ 's' if s.faces != 1 }}, {{ s.tracks }} person{{ 's' if s.tracks != 1 }} · scanned {{ s.day }} · {{ s.model_version }}
+{% if s.thumbs %}<div class="thumbs">{% for score, uri in s.thumbs %}<figure><img alt="face crop, score {{ '%.2f'|format(score) }}" src="{{ uri }}">
+<figcaption>{{ '%.2f'|format(score) }}</figcaption></figure>{% endfor %}</div>{% endif %}
+</div>
+<div>{% if s.timeline %}<img class="plot" alt="face scores over time" src="{{ s.timeline }}">{% endif %}</div>
+</div>{% else %}<p class="note">no scored objects</p>{% endfor %}
+</main></body></html>
+"""

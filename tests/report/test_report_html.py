@@ -1,0 +1,130 @@
+"""The HTML report on a real scan of the bundled samples: self-contained, right content, looked at in Chromium.
+
+Three outputs: the scan as it is (no thumbnail column, one run), the scan plus thumbnails and a second run
+whose scores were shifted on purpose (drift flagged), and the same with an unshifted second run (no flag).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs.report.browser import chromium, probe, screenshot
+from jobs.report.html import html_report, write_html_report
+from jobs.report.thumbs import MAX_BYTES
+from report_fixtures import add_shifted_run, add_thumbnails
+
+pytestmark = pytest.mark.slow
+
+SCORED = ("astronaut.jpg", "astronauts_pair.jpg", "astronaut_zoom.mp4", "astronaut_swap.mp4", "pair_pan.mp4")
+
+
+def _self_contained(page: str) -> None:
+    """Nothing the browser would fetch: every src is a data: URI, no stylesheet or script links."""
+    sources = re.findall(r'\bsrc="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/") for s in sources)
+    assert not re.search(r"<link\b|<script\b[^>]*\bsrc=|url\(|@import", page)
+    assert "http://" not in page and "https://" not in page
+
+
+def _runs_rows(page: str) -> list[str]:
+    table = page.split('id="runs"', 1)[1].split("</table>", 1)[0]
+    return re.findall(r"<tr><td>([^<]+)</td>", table)
+
+
+def _thumbnails(page: str) -> list[bytes]:
+    return [base64.b64decode(b) for b in re.findall(r'src="data:image/jpeg;base64,([^"]+)"', page)]
+
+
+def _looked_at(page_path: Path, png: Path) -> Image.Image:
+    """Chromium decoded every image and drew a page that is not blank."""
+    if not chromium():
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    seen = probe(page_path)
+    assert seen["images"] > 0 and seen["decoded"] == seen["images"], seen
+    screenshot(page_path, png)
+    image = Image.open(png).convert("L")
+    assert image.width == 1100 and image.height > 1500  # the whole page, not a window's worth
+    assert np.asarray(image).std() > 20  # text and plots, not a blank or error page
+    return image
+
+
+def test_report_of_a_plain_scan_has_runs_suspects_and_no_thumbnails(sample_scan, tmp_path):
+    page = html_report(str(sample_scan))
+    _self_contained(page)
+    scan_id = next((sample_scan / "_runs").glob("*.json")).stem
+    assert _runs_rows(page) == [scan_id]
+    assert 'data-status="insufficient"' in page and "no earlier scan" in page
+    assert 'id="no-thumbs"' in page and not _thumbnails(page)
+    for name in SCORED:
+        assert f"/{name}</h3>" in page
+    assert "coffee.jpg</h3>" not in page  # no face, no score: not a suspect
+    assert page.count('alt="face scores over time"') == len(SCORED)
+    path = write_html_report(str(sample_scan), tmp_path / "report.html")
+    _looked_at(path, tmp_path / "report.png")
+
+
+def test_report_flags_a_shifted_run_and_shows_face_thumbnails(scan_copy, report_settings, tmp_path):
+    assert add_thumbnails(scan_copy, report_settings, k=3) >= len(SCORED)
+    first = next((scan_copy / "_runs").glob("*.json")).stem
+    second = add_shifted_run(scan_copy, shift=0.3)
+    page = write_html_report(str(scan_copy), tmp_path / "report.html").read_text()
+    _self_contained(page)
+    assert _runs_rows(page) == [second, first]  # newest first
+    banner = page.split('id="drift-status"', 1)[1].split("</div>", 1)[0]
+    assert 'data-status="drift"' in banner and '<span class="flag">score_shift</span>' in banner
+    drift = page.split('id="drift"', 1)[1].split("</table>", 1)[0]
+    assert f"<td>{first}</td>" in drift and f"<td>{second}</td>" in drift  # trailing vs latest
+    thumbs = _thumbnails(page)
+    assert len(thumbs) >= len(SCORED) and 'id="no-thumbs"' not in page
+    for jpeg in thumbs:
+        image = Image.open(io.BytesIO(jpeg))
+        assert image.format == "JPEG" and max(image.size) <= 64 and len(jpeg) <= MAX_BYTES
+    shot = _looked_at(tmp_path / "report.html", tmp_path / "report.png")
+    # the banner is drawn red near the top of the page: the flag is visible, not only in the markup
+    top = np.asarray(Image.open(tmp_path / "report.png").convert("RGB"))[:400].reshape(-1, 3).astype(int)
+    assert ((top[:, 0] > 180) & (top[:, 1] < 90) & (top[:, 2] < 90)).sum() > 200, shot.size
+
+
+def test_an_unshifted_second_run_is_not_flagged(scan_copy):
+    add_shifted_run(scan_copy, shift=0.0)
+    page = html_report(str(scan_copy))
+    assert 'data-status="ok"' in page and "No drift" in page and 'class="flag"' not in page
+
+
+def test_the_report_command_writes_the_page_and_fails_with_a_code(sample_scan, tmp_path):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    ok = CliRunner().invoke(app, ["report", str(sample_scan), "--html", str(tmp_path / "r.html")])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "r.html").read_text().startswith("<!doctype html>") and "HTML report:" in ok.output
+    bad = CliRunner().invoke(app, ["report", str(tmp_path / "nothing-here"), "--html", str(tmp_path / "x.html")])
+    assert bad.exit_code == 1 and "no scan output at" in bad.output and not (tmp_path / "x.html").exists()
+    unwritable = tmp_path / "file"
+    unwritable.write_text("")
+    blocked = CliRunner().invoke(app, ["report", str(sample_scan), "--html", str(unwritable / "r.html")])
+    assert blocked.exit_code == 2 and "cannot write the HTML report" in blocked.output
+
+
+def test_old_parts_without_thumbnails_and_new_parts_with_them_report_together(scan_copy, report_settings):
+    second = add_shifted_run(scan_copy, shift=0.0)
+    assert add_thumbnails(scan_copy, report_settings, k=1, scan_id=second) == len(SCORED)  # one per object
+    page = html_report(str(scan_copy))
+    assert 'id="no-thumbs"' not in page and len(_thumbnails(page)) == len(SCORED)
+
+
+def test_an_empty_output_reports_without_plots(tmp_path):
+    from jobs.scan.output import OutputStore
+
+    OutputStore(str(tmp_path / "out")).prepare()  # a manifest, no scan yet
+    page = html_report(str(tmp_path / "out"))
+    assert "no run records" in page and "no scored objects" in page and 'data-status="insufficient"' in page
+    assert "<img" not in page

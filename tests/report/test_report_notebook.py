@@ -1,0 +1,43 @@
+"""notebooks/scan_analysis.ipynb runs top to bottom (nbclient, a real kernel) on a real scan of the samples
+plus a shifted later run, and shows what it promises: plots, the drift flag, face thumbnails."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from report_fixtures import add_shifted_run, add_thumbnails
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "scan_analysis.ipynb"
+
+
+def test_the_committed_notebook_is_valid_and_has_no_outputs():
+    nb = json.loads(NOTEBOOK.read_text())
+    assert nb["nbformat"] == 4
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code and all(not c["outputs"] and c["execution_count"] is None for c in code)
+    assert "jobs.report" in "".join("".join(c["source"]) for c in code)  # reuses the report, no copy of it
+
+
+@pytest.mark.slow
+def test_the_notebook_executes_against_a_scan(scan_copy, report_settings, monkeypatch):
+    nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[notebook]'")
+    nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[notebook]'")
+    pytest.importorskip("ipykernel", reason="pip install -e '.[notebook]'")
+    add_thumbnails(scan_copy, report_settings, k=2)
+    add_shifted_run(scan_copy, shift=0.3)
+    monkeypatch.setenv("SCAN_OUTPUT", str(scan_copy))  # the kernel inherits the environment
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    pngs = [o for o in outputs if "image/png" in o.get("data", {})]
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert len(pngs) == 4 + 5  # runs, fake rate, scores per day, drift; one timeline per scored sample
+    assert "DRIFT: latest scan differs" in text and "flags: score_shift" in text
+    assert "2 run(s)" in text and "PSI recomputed here" in text
+    assert html.count("data:image/jpeg;base64,") >= 5  # the suspects' face thumbnails
