@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the shipped default detector (v3) from ../shared/data on a 2-core CPU machine.
+# Reproduces the shipped default detector (v4) from ../shared/data on a 2-core CPU machine.
 # Usage: scripts/train_default.sh [SHARED_DATA_DIR] [WORK_DIR]      (after `make setup`)
 # Env: CROP, ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR; STOP_AFTER=prepare|train for partial runs.
 # Steps: label CSVs for the extra real sets → crop datasets → self-blended training (resumable: rerun
@@ -8,9 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${1:-../shared/data}
-WORK=${2:-runs/v3}
-CROP=${CROP:-160}                     # crop size = model input size
-VERSION=${VERSION:-ffpp-utk-th-sbi-lite0-160-v3}
+WORK=${2:-runs/v4}
+CROP=${CROP:-224}                     # crop size = model input size
+VERSION=${VERSION:-ffpp-utk-th-sbi-lite0-224-v4}
 ENCODER=${ENCODER:-tf_efficientnet_lite0}
 BIN=.venv/bin
 export HF_HUB_OFFLINE=1
@@ -37,7 +37,7 @@ DATA_NOTE="Research use only; none of it is redistributed. FaceForensics++ c23 s
 RESUME=""; [ -f "$WORK/train/last.pt" ] && RESUME="--resume"
 $BIN/deepfakestream train $D/ffpp$CROP --extra-dataset $D/th$CROP --extra-dataset $D/faces$CROP \
     --extra-dataset $D/utk$CROP --extra-dataset $D/utk${CROP}val --output "$WORK/train" \
-    --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-12}" --patience "${PATIENCE:-3}" --max-steps-per-epoch "${STEPS:-250}" \
+    --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-12}" --patience "${PATIENCE:-2}" --max-steps-per-epoch "${STEPS:-250}" \
     --codec-p 0.5 --real-fakes --threads "${THREADS:-2}" --version "$VERSION" $RESUME \
     --data-description "$DATA_NOTE"
 [ "${STOP_AFTER:-}" = train ] && exit 0   # comparison runs: keep the shipped checkpoint

@@ -12,6 +12,7 @@ Here: ``build_app(settings)`` builds the application, ``app_builder(args)`` is t
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -23,6 +24,8 @@ from pipeline.config import Settings, load_settings
 from serve.deployments import Classifier, Decoder, Detector
 from serve.guard import parse_allowed_prefix
 from serve.ingress import Api
+
+log = logging.getLogger(__name__)
 
 
 def _cluster_has_gpu() -> bool:
@@ -99,8 +102,11 @@ def run(settings: Settings) -> None:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
+        extra = {"_metrics_export_port": settings.serve.metrics_port} if settings.serve.metrics_port else {}
         ray.init(include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}})
+                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}, **extra)
+    elif settings.serve.metrics_port:
+        log.warning("serve.metrics_port is ignored: Ray is already running and exports metrics on its own port")
 
     def _stop(signum, frame):  # SIGTERM (docker stop, systemd) shuts down like Ctrl-C
         raise KeyboardInterrupt

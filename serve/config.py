@@ -17,6 +17,7 @@ class ServeConfig(BaseModel):
 
     host: str = Field("127.0.0.1", description="address `deepfakestream serve` listens on")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port of `deepfakestream serve`")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="Prometheus /metrics port of the local Ray `deepfakestream serve` starts (the PodMonitor scrapes 8080); None = Ray picks one")
     app_name: str = Field("deepfakestream", min_length=1)
     route_prefix: str = Field("/", pattern=r"^/")
     max_upload_bytes: int = Field(100 * 1024**2, gt=0, description="larger uploads/objects get 413")

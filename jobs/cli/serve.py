@@ -14,6 +14,7 @@ from jobs.cli.logs import setup_logging
 def serve_command(
     host: Optional[str] = typer.Option(None, help="listen address (serve.host, default 127.0.0.1)"),
     port: Optional[int] = typer.Option(None, help="HTTP port (serve.port, default 8000)"),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Prometheus /metrics port (serve.metrics_port; default: Ray picks one)"),
     config: Optional[Path] = ConfigOpt,
     device: Optional[str] = DeviceOpt,
     checkpoint: Optional[Path] = CheckpointOpt,
@@ -22,7 +23,7 @@ def serve_command(
 ) -> None:
     """Run the HTTP scoring API (Ray Serve) locally until Ctrl-C; OpenAPI docs at /docs."""
     setup_logging(verbose)
-    settings = settings_from_cli(config, device=device, **{"serve.host": host, "serve.port": port,
+    settings = settings_from_cli(config, device=device, **{"serve.host": host, "serve.port": port, "serve.metrics_port": metrics_port,
                                  "classify.checkpoint": checkpoint, "decode.num_frames": frames})
     from serve.app import run  # Ray is imported only for this command
 
