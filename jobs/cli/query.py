@@ -67,9 +67,9 @@ def report(
     from jobs.report.text import print_report, report as build_report
     from jobs.scan.listing import storage_options_for
 
+    options = storage_options_for(output, endpoint_url, anon, profile)
     try:
-        data = build_report(output, storage_options_for(output, endpoint_url, anon, profile), top=top, depth=depth,
-                            runs=runs)
+        data = build_report(output, options, top=top, depth=depth, runs=runs)
     except QueryError as exc:
         console.print(f"[red]cannot report:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
@@ -77,7 +77,7 @@ def report(
         from jobs.report.html import ReportError, write_html_report
 
         try:
-            write_html_report(output, html, storage_options_for(output, endpoint_url, anon, profile), top=top, trailing=trailing)
+            write_html_report(output, html, options, top=top, trailing=trailing)
         except (QueryError, ReportError) as exc:
             console.print(f"[red]cannot write the HTML report:[/red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from exc
