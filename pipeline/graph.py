@@ -46,13 +46,15 @@ class StageSpec:
 def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | None = None,
                 storage_options: dict | None = None, torch_threads: int | None = None,
                 packed: tuple[ModelCard, bytes] | None = None,
-                classifier: FaceClassifier | None = None) -> list[StageSpec]:
+                classifier: FaceClassifier | None = None, thumbnails: int = 0,
+                thumbnail_px: int = 64) -> list[StageSpec]:
     """The stages ``decode`` … ``upto`` in order, each with its arguments.
 
     ``card`` defaults to the classifier's, else the checkpoint's card (read, not loaded); it is needed for
     ``score`` (raises NoTrainedModelError without one) and for the crop size, which falls back to the
     default when there is no model and ``detect.crop_size`` is unset. ``torch_threads`` overrides
     ``settings.torch_threads`` for the model stages (a front end that sizes its own workers).
+    ``thumbnails``/``thumbnail_px``: face thumbnails kept per object by ``score`` (the scan's evidence).
     """
     names = STAGES[: STAGES.index(upto) + 1]
     card = card or (packed[0] if packed else None) or (classifier.card if classifier else None)
@@ -75,6 +77,7 @@ def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | No
             "threshold": card.threshold if cls.threshold is None else cls.threshold,
             "aggregation": cls.aggregation or card.aggregation,
             "min_track_frames": cls.min_track_frames or card.min_track_frames,
+            "thumbnails": thumbnails, "thumbnail_px": thumbnail_px,
         }),
     }
     return [specs[name]() for name in names]

@@ -9,26 +9,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.aggregate import AggregateStage, Strategy
-from pipeline.batch import Batch
+from pipeline.batch import Batch, object_column
 from pipeline.checkpoint import ModelCard
 from pipeline.classify import ClassifyStage, FaceClassifier
 from pipeline.config import set_torch_threads
+from pipeline.thumbs import MAX_PX, top_face_thumbnails
 
 
 class ScoreStage:
     """Batch stage: ``crops`` → ``face_scores`` → ``score``, ``label``, ``threshold``, ``model_version``.
 
     The network comes from ``classifier`` when given (training, tests), else from ``checkpoint`` (or its
-    ``packed`` card and bytes, so a Ray worker needs no copy of the file).
+    ``packed`` card and bytes, so a Ray worker needs no copy of the file). With ``thumbnails`` > 0 it also
+    keeps ``face_thumbs``: JPEGs of each object's top-scoring faces (None for the others), made here
+    because this is the last place the crops exist.
     """
 
     def __init__(self, checkpoint: Path, threshold: float, aggregation: Strategy, min_track_frames: int,
                  device: str = "auto", batch_size: int = 32, tta_flip: bool | None = None, torch_threads: int = 0,
-                 packed: tuple[ModelCard, bytes] | None = None, classifier: FaceClassifier | None = None):
+                 packed: tuple[ModelCard, bytes] | None = None, classifier: FaceClassifier | None = None,
+                 thumbnails: int = 0, thumbnail_px: int = MAX_PX):
         set_torch_threads(torch_threads)
         classifier = classifier or FaceClassifier.from_checkpoint(checkpoint, device, batch_size, tta_flip, packed)
         self.classify = ClassifyStage(classifier)
         self.aggregate = AggregateStage(threshold, aggregation, classifier.card.version, min_track_frames)
+        self.thumbnails, self.thumbnail_px = thumbnails, thumbnail_px
 
     @property
     def classifier(self) -> FaceClassifier:
@@ -39,4 +44,10 @@ class ScoreStage:
         return self.classify.card
 
     def __call__(self, batch: Batch) -> Batch:
-        return self.aggregate(self.classify(batch))
+        crops = batch.get("crops") if self.thumbnails else None
+        out = self.aggregate(self.classify(batch))
+        if crops is not None:
+            out["face_thumbs"] = object_column([
+                top_face_thumbnails(c, s, self.thumbnails, self.thumbnail_px) if len(c) else []
+                for c, s in zip(crops, out["face_scores"])])
+        return out

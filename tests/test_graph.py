@@ -57,3 +57,28 @@ def test_a_prefix_runs_as_one_callable(samples_dir):
     graph = Graph(stage_specs(Settings(decode={"num_frames": 2}), "decode"))
     out = graph({"uri": object_column([str(samples_dir / "astronaut.jpg")])})
     assert out["frames"][0].shape[0] == 1 and out["error_code"][0] == ""
+
+
+@pytest.mark.parametrize("keep", [0, 1, 2])
+def test_score_keeps_thumbnails_of_each_objects_top_faces(detector_checkpoint, samples_dir, keep):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    settings = Settings(classify={"checkpoint": detector_checkpoint}, decode={"num_frames": 2})
+    graph = Graph(stage_specs(settings, thumbnails=keep, thumbnail_px=48))
+    uris = [str(samples_dir / n) for n in ("astronauts_pair.jpg", "astronaut.jpg", "coffee.jpg")]
+    out = graph({"uri": object_column(uris)})
+    if not keep:
+        assert "face_thumbs" not in out and "crops" not in out
+        return
+    assert [len(t) for t in out["face_thumbs"]] == [len(s) for s in out["face_scores"]]
+    assert len(out["face_scores"][0]) >= 2 and len(out["face_scores"][2]) == 0  # two people; no face
+    for thumbs, scores in zip(out["face_thumbs"], out["face_scores"]):
+        kept = [i for i, t in enumerate(thumbs) if t is not None]
+        assert len(kept) == min(keep, len(scores))
+        assert sorted(kept) == sorted(np.argsort(-np.asarray(scores), kind="stable")[:keep].tolist())
+        for i in kept:
+            image = Image.open(io.BytesIO(thumbs[i]))
+            assert image.format == "JPEG" and max(image.size) <= 48

@@ -48,7 +48,7 @@ def test_a_schema_1_output_is_read_and_appended_to(tmp_path):
     assert rows == [("/a.jpg", "file is empty (0 bytes)", None)]
 
     OutputStore(str(tmp_path)).prepare()  # a new scan into the old output raises its version
-    assert json.loads((tmp_path / MANIFEST).read_text())["schema_version"] == SCHEMA_VERSION == 2
+    assert json.loads((tmp_path / MANIFEST).read_text())["schema_version"] == SCHEMA_VERSION == 3
     new = {**row, "schema_version": SCHEMA_VERSION, "scan_id": "new", "uri": "/b.jpg", "error_code": "media_empty"}
     store.commit("part-new-00000", "2026-01-02", [new], [])
     _, rows = run_query(str(tmp_path), "SELECT uri, error_code FROM videos ORDER BY uri")

@@ -46,6 +46,7 @@ def scan(
     max_error_rate: Optional[float] = typer.Option(None, "--max-error-rate", min=0.0, max=1.0, show_default="0.5", help="exit 4 (after committing everything) when more than this share of scanned objects got ERROR rows"),
     lease_seconds: Optional[float] = typer.Option(None, "--lease-seconds", min=1.0, show_default="120.0", help="the output's lease lapses this long after its scan stops renewing it (a killed scan)"),
     stop_timeout: Optional[float] = typer.Option(None, "--stop-timeout", min=1.0, show_default="25.0", help="after SIGTERM, exit (143) within this many seconds even if the final commit hangs"),
+    thumbnails: Optional[int] = typer.Option(None, "--thumbnails", min=0, max=32, show_default="3", help="face thumbnails kept per object for the report (its top-scoring faces; 0 = off)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON/TOML settings file (also DFS_CONFIG)"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="detector .safetensors (model card .json beside it)"),
@@ -73,7 +74,7 @@ def scan(
                  classify_batch=classify_batch, decode_batch=decode_batch, commit_every=commit_every,
                  commit_seconds=commit_seconds, max_task_retries=max_task_retries, max_failed_batches=max_failed_batches,
                  lost_retries=lost_retries, max_error_rate=max_error_rate, lease_seconds=lease_seconds,
-                 stop_timeout=stop_timeout, progress=progress, ray_progress=ray_progress or None, verbose=verbose or None)
+                 stop_timeout=stop_timeout, thumbnails=thumbnails, progress=progress, ray_progress=ray_progress or None, verbose=verbose or None)
     settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint, "decode.num_frames": frames,
                                  "classify.threshold": threshold},
                                  **{f"scan.{k}": v for k, v in flags.items() if v is not None and v != []})

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.report.drift import Drift, scan_drift
-from jobs.report.thumbs import THUMB_COLUMN
+from pipeline.thumbs import THUMB_COLUMN
 
 PREFIX = "regexp_replace(uri, '[^/]*$', '')"  # an object's folder
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from jobs.report.data import ReportData, load
-from jobs.report.thumbs import data_uri
+from pipeline.thumbs import data_uri
 from jobs.report.version import package_version
 from pipeline.errors import DeepfakeStreamError
 

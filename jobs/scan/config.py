@@ -50,6 +50,9 @@ class ScanConfig(BaseModel):
     max_error_rate: float = Field(0.5, ge=0, le=1)
     lease_seconds: float = Field(120.0, ge=1)
     stop_timeout: float = Field(25.0, ge=1)
+    # evidence for the report: JPEGs of each object's top-scoring faces in faces.thumb_jpeg
+    thumbnails: int = Field(3, ge=0, le=32, description="face thumbnails kept per object (0 = off)")
+    thumbnail_px: int = Field(64, ge=16, le=256, description="long side of a face thumbnail, pixels")
     # display
     progress: bool = True
     ray_progress: bool = False

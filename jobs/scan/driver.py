@@ -247,7 +247,8 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
 
         # the packed weights travel to the actors in the object store (once)
         specs = stage_specs(settings, storage_options=source_options, torch_threads=plan.torch_threads,
-                            packed=verdict["packed"])
+                            packed=verdict["packed"], thumbnails=options.thumbnails,
+                            thumbnail_px=options.thumbnail_px)
         scan_start = time.perf_counter()
         pending_videos: list[dict] = []
         pending_faces: list[dict] = []

@@ -35,10 +35,11 @@ from pipeline.media import normalize_uri
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-# older versions whose parts this scanner reads and appends to (version 2 only added `videos.error_code`):
-# the manifest is raised to SCHEMA_VERSION, old parts keep their columns and read the new ones as null
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+# older versions whose parts this scanner reads and appends to (2 added `videos.error_code`, 3
+# `faces.thumb_jpeg`): the manifest is raised to SCHEMA_VERSION, old parts keep their columns and read
+# the new ones as null
+READABLE_VERSIONS = (1, 2, 3)
 MANIFEST = "_deepfakestream.json"
 PARTITION = "scan_date"
 TABLES = ("videos", "faces")
@@ -95,6 +96,8 @@ FACES_SCHEMA = pa.schema([
     _field("landmarks", pa.list_(pa.float32()), "5 facial landmarks as x, y pairs (10 values), source pixels"),
     _field("probability", pa.float32(), "face detector probability"),
     _field("score", pa.float32(), "fake probability of this face crop"),
+    _field("thumb_jpeg", pa.binary(), "small JPEG of the face crop, kept for the object's top-scoring faces "
+           "(scan.thumbnails, scan.thumbnail_px); null for the others"),
     _field("model_version", pa.string(), "detector checkpoint version", False),
     _field("scanned_at", TS, "when the row was produced", False),
 ])

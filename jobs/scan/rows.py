@@ -48,6 +48,7 @@ def rows_from_batch(batch: dict[str, np.ndarray], scan_id: str, scanned_at: date
         frame_indices = np.asarray(batch["frame_indices"][i], np.int64).reshape(-1)
         timestamps = np.asarray(batch["timestamps"][i], np.float64).reshape(-1)
         model_version = _text(batch["model_version"][i])
+        thumbs = list(batch["face_thumbs"][i]) if "face_thumbs" in batch else []
         timings = {k: float(batch[k][i]) for k in ("decode_ms", "detect_ms", "classify_ms") if k in batch}
         etag = _text(batch["etag"][i]) if "etag" in batch else ""
         videos.append({
@@ -95,6 +96,7 @@ def rows_from_batch(batch: dict[str, np.ndarray], scan_id: str, scanned_at: date
                 "landmarks": landmarks[j].tolist() if j < len(landmarks) else None,
                 "probability": float(probs[j]),
                 "score": float(face_scores[j]),
+                "thumb_jpeg": thumbs[j] if j < len(thumbs) else None,
                 "model_version": model_version,
                 "scanned_at": scanned_at,
             })

@@ -1,8 +1,7 @@
 """Scan outputs for the report tests, made from a real scan of the bundled samples.
 
-- ``add_thumbnails``: what the scan will do once wired (see jobs/report/thumbs.py): re-decode each object
-  with the scan's own decode settings, crop each stored face box as the detector did, and keep JPEG
-  thumbnails of its top-scoring faces in a ``thumb_jpeg`` column of the ``faces`` parts.
+- ``drop_thumbnails``: the same output as an older scan (or one with thumbnails off) wrote it: no
+  ``thumb_jpeg`` column in the ``faces`` parts.
 - ``add_shifted_run``: a later scan whose scores were shifted on purpose, written the way a scan writes
   (videos/faces parts under tomorrow's ``scan_date``, a ``_runs`` record), to test the drift flag.
 """
@@ -17,42 +16,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.report.thumbs import THUMB_COLUMN, top_face_thumbnails
+from pipeline.thumbs import THUMB_COLUMN
 from jobs.scan.records import RUNS_DIR, RunRecord
-
-CROP = 160
-
 
 def _parts(dest: Path, table: str, scan_id: str | None = None) -> list[Path]:
     parts = sorted((dest / table).glob("scan_date=*/part-*.parquet"))
     return [p for p in parts if scan_id is None or scan_id in p.name]
 
 
-def add_thumbnails(dest: Path, settings=None, k: int = 3, scan_id: str | None = None) -> int:
-    """Add ``thumb_jpeg`` to the ``faces`` parts under ``dest`` (all, or ``scan_id``'s), decoded with the
-    scan's ``settings``; returns the thumbnails written."""
-    from pipeline.config import load_settings
-    from pipeline.crop import crop_face
-    from pipeline.decode import decode_bytes
-
-    settings = settings or load_settings()
-    written = 0
+def drop_thumbnails(dest: Path, scan_id: str | None = None) -> int:
+    """Remove ``thumb_jpeg`` from the ``faces`` parts under ``dest`` (all, or ``scan_id``'s), as an output
+    written before schema 3 or with ``scan.thumbnails: 0`` looks; returns the thumbnails removed."""
+    removed = 0
     for part in _parts(dest, "faces", scan_id):
         table = pq.read_table(part, partitioning=None)
-        thumbs: list[bytes | None] = [None] * table.num_rows
-        uris = table.column("uri").to_pylist()
-        for uri in dict.fromkeys(uris):
-            rows = [i for i, u in enumerate(uris) if u == uri]
-            frames = decode_bytes(Path(uri).read_bytes(), settings.decode).frames
-            crops = np.stack([crop_face(frames[table["frame"][i].as_py()], np.asarray(table["box"][i].as_py()),
-                                        CROP, settings.detect.margin)[0] for i in rows])
-            scores = np.asarray([table["score"][i].as_py() for i in rows])
-            for i, jpeg in zip(rows, top_face_thumbnails(crops, scores, k=k)):
-                thumbs[i] = jpeg
-                written += jpeg is not None
-        table = table.append_column(pa.field(THUMB_COLUMN, pa.binary()), pa.array(thumbs, pa.binary()))
-        pq.write_table(table, part, compression="zstd")
-    return written
+        if THUMB_COLUMN in table.column_names:
+            removed += table.num_rows - table[THUMB_COLUMN].null_count
+            pq.write_table(table.drop_columns([THUMB_COLUMN]), part, compression="zstd")
+    return removed
 
 
 def add_shifted_run(dest: Path, shift: float, days: int = 1, suffix: str = "shift") -> str:
@@ -100,7 +81,6 @@ if __name__ == "__main__":  # refresh docs/images/report.png: python tests/repor
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp) / "scan-output"
         shutil.copytree(sys.argv[1], dest)
-        add_thumbnails(dest)
         add_shifted_run(dest, shift=0.25)
         page = write_html_report(str(dest), Path(tmp) / "report.html")
         png = screenshot(page, Path(sys.argv[2] if len(sys.argv) > 2 else "docs/images/report.png"))

@@ -1,7 +1,8 @@
 """The HTML report on a real scan of the bundled samples: self-contained, right content, looked at in Chromium.
 
-Three outputs: the scan as it is (no thumbnail column, one run), the scan plus thumbnails and a second run
-whose scores were shifted on purpose (drift flagged), and the same with an unshifted second run (no flag).
+Outputs: the scan as it is (its face thumbnails, one run), the scan plus a second run whose scores were
+shifted on purpose (drift flagged), the same with an unshifted second run (no flag), and older outputs
+without thumbnails.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from PIL import Image
 
 from jobs.report.browser import chromium, probe, screenshot
 from jobs.report.html import html_report, write_html_report
-from jobs.report.thumbs import MAX_BYTES
-from report_fixtures import add_shifted_run, add_thumbnails
+from pipeline.thumbs import MAX_BYTES
+from report_fixtures import add_shifted_run, drop_thumbnails
 
 pytestmark = pytest.mark.slow
 
@@ -55,13 +56,13 @@ def _looked_at(page_path: Path, png: Path) -> Image.Image:
     return image
 
 
-def test_report_of_a_plain_scan_has_runs_suspects_and_no_thumbnails(sample_scan, tmp_path):
+def test_report_of_a_scan_has_runs_suspects_and_the_scans_thumbnails(sample_scan, tmp_path):
     page = html_report(str(sample_scan))
     _self_contained(page)
     scan_id = next((sample_scan / "_runs").glob("*.json")).stem
     assert _runs_rows(page) == [scan_id]
     assert 'data-status="insufficient"' in page and "no earlier scan" in page
-    assert 'id="no-thumbs"' in page and not _thumbnails(page)
+    assert 'id="no-thumbs"' not in page and len(_thumbnails(page)) >= len(SCORED)  # stored by the scan itself
     for name in SCORED:
         assert f"/{name}</h3>" in page
     assert "coffee.jpg</h3>" not in page  # no face, no score: not a suspect
@@ -70,8 +71,7 @@ def test_report_of_a_plain_scan_has_runs_suspects_and_no_thumbnails(sample_scan,
     _looked_at(path, tmp_path / "report.png")
 
 
-def test_report_flags_a_shifted_run_and_shows_face_thumbnails(scan_copy, report_settings, tmp_path):
-    assert add_thumbnails(scan_copy, report_settings, k=3) >= len(SCORED)
+def test_report_flags_a_shifted_run_and_shows_face_thumbnails(scan_copy, tmp_path):
     first = next((scan_copy / "_runs").glob("*.json")).stem
     second = add_shifted_run(scan_copy, shift=0.3)
     page = write_html_report(str(scan_copy), tmp_path / "report.html").read_text()
@@ -114,11 +114,15 @@ def test_the_report_command_writes_the_page_and_fails_with_a_code(sample_scan, t
     assert blocked.exit_code == 2 and "cannot write the HTML report" in blocked.output
 
 
-def test_old_parts_without_thumbnails_and_new_parts_with_them_report_together(scan_copy, report_settings):
-    second = add_shifted_run(scan_copy, shift=0.0)
-    assert add_thumbnails(scan_copy, report_settings, k=1, scan_id=second) == len(SCORED)  # one per object
+def test_old_parts_without_thumbnails_and_new_parts_with_them_report_together(scan_copy):
+    first = next((scan_copy / "_runs").glob("*.json")).stem
+    add_shifted_run(scan_copy, shift=0.0)  # a later scan, with the thumbnails it stored
+    assert drop_thumbnails(scan_copy, first) >= len(SCORED)  # the first run as a schema-2 scan wrote it
     page = html_report(str(scan_copy))
-    assert 'id="no-thumbs"' not in page and len(_thumbnails(page)) == len(SCORED)
+    assert 'id="no-thumbs"' not in page and len(_thumbnails(page)) >= len(SCORED)
+    drop_thumbnails(scan_copy)  # no part has the column (older outputs, or scan.thumbnails: 0): said, not failed
+    page = html_report(str(scan_copy))
+    assert 'id="no-thumbs"' in page and not _thumbnails(page)
 
 
 def test_an_empty_output_reports_without_plots(tmp_path):
@@ -128,3 +132,26 @@ def test_an_empty_output_reports_without_plots(tmp_path):
     page = html_report(str(tmp_path / "out"))
     assert "no run records" in page and "no scored objects" in page and 'data-status="insufficient"' in page
     assert "<img" not in page
+
+
+def test_the_scan_stores_thumbnails_of_each_objects_top_faces(sample_scan):
+    """scan.thumbnails (default 3): the faces table holds JPEGs for each object's top-scoring faces only."""
+    import pyarrow.dataset as pads
+
+    from jobs.scan.config import ScanConfig
+
+    keep = ScanConfig().thumbnails
+    faces = pads.dataset(sample_scan / "faces", format="parquet", partitioning="hive").to_table()
+    assert faces.schema.field("thumb_jpeg").type == "binary"
+    by_uri: dict[str, list] = {}
+    for uri, score, jpeg in zip(faces["uri"].to_pylist(), faces["score"].to_pylist(), faces["thumb_jpeg"].to_pylist()):
+        by_uri.setdefault(uri, []).append((score, jpeg))
+    assert {Path(u).name for u in by_uri} == set(SCORED)
+    for uri, rows in by_uri.items():
+        kept = [s for s, j in rows if j is not None]
+        assert len(kept) == min(keep, len(rows)), uri
+        assert min(kept) >= max([s for s, j in rows if j is None], default=0.0)  # the top-scoring ones
+        for _, jpeg in rows:
+            if jpeg is not None:
+                image = Image.open(io.BytesIO(jpeg))
+                assert image.format == "JPEG" and max(image.size) <= 64 and len(jpeg) <= MAX_BYTES

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from report_fixtures import add_shifted_run, add_thumbnails
+from report_fixtures import add_shifted_run
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "scan_analysis.ipynb"
 
@@ -22,11 +22,10 @@ def test_the_committed_notebook_is_valid_and_has_no_outputs():
 
 
 @pytest.mark.slow
-def test_the_notebook_executes_against_a_scan(scan_copy, report_settings, monkeypatch):
+def test_the_notebook_executes_against_a_scan(scan_copy, monkeypatch):
     nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[notebook]'")
     nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[notebook]'")
     pytest.importorskip("ipykernel", reason="pip install -e '.[notebook]'")
-    add_thumbnails(scan_copy, report_settings, k=2)
     add_shifted_run(scan_copy, shift=0.3)
     monkeypatch.setenv("SCAN_OUTPUT", str(scan_copy))  # the kernel inherits the environment
     nb = nbformat.read(NOTEBOOK, as_version=4)

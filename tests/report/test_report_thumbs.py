@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.report.thumbs import MAX_BYTES, ThumbnailError, data_uri, face_thumbnail
+from pipeline.thumbs import MAX_BYTES, ThumbnailError, data_uri, face_thumbnail
 
 
 def _open(jpeg: bytes) -> Image.Image:
