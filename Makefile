@@ -43,12 +43,13 @@ bench: setup
 	$(BIN)/python bench/scan.py
 	$(BIN)/python bench/serve.py
 
-## rewrite requirements.lock: resolve pyproject.toml's ranges, keeping the versions installed in .venv (the
-## tested ones); to move a package, upgrade it in .venv, run `make test`, then `make lock`
+## rewrite requirements.lock: resolve pyproject.toml's ranges (test extra plus the gcs/azure storage extras,
+## which .venv does not install), keeping the versions installed in .venv (the tested ones) and the locked
+## ones of the rest; to move a package, upgrade it in .venv, run `make test`, then `make lock`
 lock: setup
 	$(BIN)/pip freeze --exclude-editable > $(VENV)/lock-freeze.txt
 	$(BIN)/pip install --quiet --dry-run --ignore-installed --report $(VENV)/lock-report.json \
-		-c $(VENV)/lock-freeze.txt -e '.[test]'
+		-c $(VENV)/lock-freeze.txt -c requirements.lock -e '.[test,gcs,azure]'
 	{ sed -n '/^#/p' requirements.lock; $(BIN)/python -c "import json, re; \
 		names = [(re.sub('[-_.]+', '-', i['metadata']['name']).lower(), i['metadata']['version']) \
 		for i in json.load(open('$(VENV)/lock-report.json'))['install']]; \

