@@ -103,8 +103,10 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
-    """Build settings from file < environment < overrides (dotted keys like ``decode.num_frames``)."""
+def load_settings(config_file: Path | str | None = None, *, overrides_from: str = "command-line flags",
+                  **overrides: Any) -> Settings:
+    """Build settings from file < environment < overrides (dotted keys like ``decode.num_frames``).
+    ``overrides_from`` names where the overrides came from in the error for an unknown key."""
     config_file = config_file or os.environ.get("DFS_CONFIG")
     file_values = _read_config_file(Path(config_file)) if config_file else {}
     check_keys(file_values, f"config file {config_file}")
@@ -119,7 +121,7 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    check_keys(nested, "command-line flags")
+    check_keys(nested, overrides_from)
     merged = _deep_merge(_deep_merge(file_values, env_values), nested)
     return Settings.model_validate(merged)
 

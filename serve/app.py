@@ -83,7 +83,8 @@ def app_builder(args: dict[str, Any]):
     unknown = set(args) - {"config", "settings"}
     if unknown:
         raise ValueError(f"unknown application args {sorted(unknown)}; expected 'config' and/or 'settings'")
-    settings = load_settings(args.get("config"), **_flatten(args.get("settings") or {}))
+    settings = load_settings(args.get("config"), overrides_from="the application's args.settings",
+                             **_flatten(args.get("settings") or {}))
     return build_app(settings)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ServeConfig(BaseModel):
@@ -14,6 +14,8 @@ class ServeConfig(BaseModel):
 
     Media limits here are applied on top of ``decode.*``: the server uses the stricter of the two.
     """
+
+    model_config = ConfigDict(extra="forbid")  # a typo in a RayService's settings fails, it is not dropped
 
     host: str = Field("127.0.0.1", description="address `deepfakestream serve` listens on")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port of `deepfakestream serve`")

@@ -72,3 +72,15 @@ def test_the_cli_says_it_in_one_line_and_exits_2(clean_env, tmp_path):
     result = CliRunner().invoke(app, ["score", "--config", str(config), "nothing.jpg"])
     assert result.exit_code == 2
     assert "unknown setting 'detect.margn' in config file" in result.output
+
+
+def test_a_typo_in_the_rayservice_settings_is_refused_and_attributed_to_them(clean_env):
+    from pydantic import ValidationError
+
+    from serve.app import app_builder
+    from serve.config import ServeConfig
+
+    with pytest.raises(UnknownSettingError, match=r"'serve.max_uplod_bytes' in the application's args.settings"):
+        app_builder({"settings": {"serve": {"max_uplod_bytes": 1}}})
+    with pytest.raises(ValidationError, match="max_uplod_bytes"):
+        ServeConfig(max_uplod_bytes=1)  # the section itself forbids it too, however it is built
