@@ -359,3 +359,18 @@ def test_the_documented_alert_query_runs_on_run_records(tmp_path):
     columns, rows = run_query(str(tmp_path), sql)
     assert dict(zip(columns, rows[0])) == {"stale": True, "last_status": "too_many_errors",
                                            "last_error_rate": pytest.approx(0.6), "quarantines": 1}
+
+
+def test_a_folder_of_symlinks_lists_the_files_they_point_to(tmp_path, samples_dir):
+    """fsspec lists local links as type "other"; a folder of links to media must still be scanned."""
+    from jobs.scan.listing import list_objects
+
+    (tmp_path / "media").mkdir()
+    target = samples_dir / "astronaut.jpg"
+    (tmp_path / "media" / "a.jpg").symlink_to(target)
+    (tmp_path / "media" / "gone.jpg").symlink_to(tmp_path / "missing.jpg")  # dangling: skipped
+    (tmp_path / "media" / "dir.jpg").symlink_to(samples_dir)  # a link to a folder: skipped
+    entries = list_objects(str(tmp_path / "media"), {})
+    assert [Path(e["uri"]).name for e in entries] == ["a.jpg"]
+    assert entries[0]["size"] == target.stat().st_size and entries[0]["mtime"] == pytest.approx(target.stat().st_mtime)
+    assert list_objects(str(tmp_path / "media" / "a.jpg"), {})[0]["size"] == target.stat().st_size  # one linked file

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
+import stat
 from datetime import datetime, timezone
 from typing import Any
 
@@ -102,6 +103,8 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
     suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
     entries = []
     for path, info in sorted(infos.items()):
+        if local and info.get("islink"):
+            info = _followed(path, info)
         if info.get("type", "file") != "file":
             continue
         rel = path[len(root):].lstrip("/") or os.path.basename(path)
@@ -117,3 +120,15 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
         if max_objects is not None and len(entries) >= max_objects:
             break
     return entries
+
+
+def _followed(path: str, info: dict[str, Any]) -> dict[str, Any]:
+    """A local symlink as the file it points to (fsspec lists links as type "other"; a folder of links to
+    media is a common way to pick what to scan). Dangling links and links to folders stay "other"."""
+    try:
+        target = os.stat(path)  # follows the link
+    except OSError:
+        return info
+    if not stat.S_ISREG(target.st_mode):
+        return info
+    return {**info, "type": "file", "size": target.st_size, "mtime": target.st_mtime}
