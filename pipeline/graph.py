@@ -46,7 +46,7 @@ class StageSpec:
 def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | None = None,
                 storage_options: dict | None = None, torch_threads: int | None = None,
                 packed: tuple[ModelCard, bytes] | None = None,
-                classifier: FaceClassifier | None = None) -> list[StageSpec]:
+                classifier: FaceClassifier | None = None, shrink_frames: bool = False) -> list[StageSpec]:
     """The stages ``decode`` … ``upto`` in order, each with its arguments.
 
     ``card`` defaults to the classifier's, else the checkpoint's card (read, not loaded); it is needed for
@@ -66,7 +66,9 @@ def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | No
     crop = settings.detect.crop_size or (card.architecture.input_size if card else DEFAULT_CROP_SIZE)
     cls = settings.classify
     specs = {
-        "decode": lambda: StageSpec("decode", DecodeStage, {"config": settings.decode, "storage_options": storage_options}),
+        "decode": lambda: StageSpec("decode", DecodeStage, {
+            "config": settings.decode, "storage_options": storage_options,
+            "max_side": settings.detect.detect_max_side if shrink_frames else None}),
         "detect": lambda: StageSpec("detect", DetectStage, {"config": settings.detect, "device": settings.device,
                                                             "crop_size": crop, "torch_threads": threads}),
         "score": lambda: StageSpec("score", ScoreStage, {
