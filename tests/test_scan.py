@@ -25,7 +25,7 @@ from jobs.scan.driver import run_scan
 from jobs.scan.listing import storage_options_for
 from jobs.scan.plan import plan_pools
 from jobs.scan.output import FACES_SCHEMA, OutputStore, SCHEMA_VERSION
-from jobs.scan.rows import rows_from_batch
+from jobs.scan.rows import nest, tables_from_batch, unnest
 from pipeline.decode import DecodeStage
 
 from helpers import process_title, process_tree
@@ -116,21 +116,110 @@ def first_scan(ray_session, media_bucket, settings):
 
 
 # ------------------------------------------------------------------------- unit tests (no Ray)
+def _cpus_asked(plan) -> float:
+    return plan.cpus_per_actor * (plan.fused_actors + plan.decode_actors + plan.detect_actors + plan.classify_actors)
+
+
+@pytest.mark.parametrize("kind", ["fused", "split"])
 @pytest.mark.parametrize("cpus", [1, 2, 3, 4, 16, 64])
-def test_actor_pools_leave_a_cpu_for_ray_data(cpus):
-    plan = plan_pools({"CPU": float(cpus)}, ScanConfig(source="x"))
-    asked = plan.cpus_per_actor * (plan.decode_actors + plan.detect_actors + plan.classify_actors)
-    assert asked <= max(cpus - 1, cpus / 2) + 1e-6
+def test_actor_pools_leave_a_cpu_for_ray_data(cpus, kind):
+    plan = plan_pools({"CPU": float(cpus)}, ScanConfig(source="x", plan=kind))
+    assert plan.plan == kind and _cpus_asked(plan) <= max(cpus - 1, cpus / 2) + 1e-6
     assert plan.detect_gpus == plan.classify_gpus == 0
-    forced = plan_pools({"CPU": float(cpus)}, ScanConfig(source="x", detect_actors=8, classify_actors=8))
-    assert forced.cpus_per_actor * (forced.decode_actors + 16) <= max(cpus - 1, cpus / 2) + 1e-3
+    forced = plan_pools({"CPU": float(cpus)}, ScanConfig(source="x", plan=kind, detect_actors=8, classify_actors=8,
+                                                         fused_actors=16))
+    assert _cpus_asked(forced) <= max(cpus - 1, cpus / 2) + 1e-3
+
+
+def test_a_cpu_only_cluster_gets_the_fused_plan_one_actor_per_core():
+    plan = plan_pools({"CPU": 2.0}, ScanConfig(source="x"))
+    assert (plan.plan, plan.fused_actors, plan.torch_threads, plan.cpus_per_actor) == ("fused", 2, 1, 0.5)
+    assert plan.decode_actors == plan.detect_actors == plan.classify_actors == 0
+    assert plan.line() == "plan: fused (auto: no GPU): 2 actors decode→detect→score, 0.5 CPU and 1 torch thread(s) each"
+    assert plan_pools({"CPU": 2.0}, ScanConfig(source="x", plan="split")).plan == "split"
 
 
 def test_model_actors_share_gpus_when_the_cluster_has_them():
     plan = plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x"))
-    assert plan.detect_actors == plan.classify_actors == 2
+    assert (plan.plan, plan.why) == ("split", "auto: 2 GPU in the cluster")
+    assert plan.detect_actors == plan.classify_actors == 2 and plan.fused_actors == 0
     assert plan.detect_gpus == plan.classify_gpus == 0.5
-    assert plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x"), device="cpu").detect_gpus == 0
+    assert plan.line() == ("plan: split (auto: 2 GPU in the cluster): 8 decode → 2 detect → 2 score actors, 1 CPU and "
+                           "1 torch thread(s) each; 0.5 GPU per model actor")
+    on_cpu = plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x"), device="cpu")
+    assert (on_cpu.plan, on_cpu.detect_gpus) == ("fused", 0)
+    fused = plan_pools({"CPU": 4.0, "GPU": 1.0}, ScanConfig(source="x", plan="fused"))
+    assert (fused.plan, fused.why, fused.fused_actors, fused.detect_gpus) == ("fused", "chosen", 4, 0.25)
+
+
+class _RecordingDataset:
+    """Stands in for a Ray dataset: records what each map_batches call asks for."""
+
+    def __init__(self):
+        self.calls = []
+
+    def map_batches(self, fn, **kwargs):
+        self.calls.append((fn, kwargs))
+        return self
+
+
+@pytest.mark.parametrize("cluster, kind", [({"CPU": 2.0}, "fused"), ({"CPU": 2.0, "GPU": 1.0}, "split")])
+def test_the_plan_maps_the_graph_and_model_actors_ask_for_gpus(cluster, kind):
+    from jobs.scan.plan import map_plan
+    from jobs.scan.rows import RowsStage
+    from pipeline.graph import Graph, StageSpec
+
+    options = ScanConfig(source="x", classify_batch=3)
+    plan = plan_pools(cluster, options)
+    specs = [StageSpec(name, object, {"stage": name}) for name in ("decode", "detect", "score")]
+    calls = map_plan(_RecordingDataset(), specs, plan, options, "scan1").calls
+    pools = [(fn, [s.name for s in kw["fn_constructor_kwargs"]["specs"]] if fn is Graph else kw["fn_constructor_kwargs"],
+              kw["compute"].min_size, kw["batch_size"], kw["num_gpus"], kw["num_cpus"]) for fn, kw in calls]
+    if kind == "fused":  # one pool, one actor per core, the whole graph and the rows in each
+        assert pools == [(Graph, ["decode", "detect", "score", "rows"], 2, 1, None, 0.5)]
+    else:  # decode on CPU; the model actors ask for the GPU (shared by two pools)
+        assert plan.plan == "split" and [p[4] for p in pools] == [None, 0.5, 0.5]
+        assert pools[0][:2] == (object, {"stage": "decode"}) and pools[1][:2] == (object, {"stage": "detect"})
+        assert pools[2][:2] == (Graph, ["score", "rows"]) and pools[2][3] == 3
+    last = calls[-1][1]["fn_constructor_kwargs"]["specs"][-1]
+    assert (last.cls, last.kwargs) == (RowsStage, {"scan_id": "scan1"})
+    assert all(kw["max_task_retries"] == options.max_task_retries and kw["compute"].max_tasks_in_flight_per_actor == 1
+               for _, kw in calls)
+
+
+def test_the_plan_is_a_setting_of_file_environment_and_flag(monkeypatch, tmp_path):
+    from pydantic import ValidationError
+
+    from pipeline.config import load_settings
+
+    assert load_settings().scan.plan == "auto"
+    (tmp_path / "c.yaml").write_text("scan:\n  plan: split\n")
+    assert load_settings(tmp_path / "c.yaml").scan.plan == "split"
+    monkeypatch.setenv("DFS_SCAN__PLAN", "fused")
+    assert load_settings(tmp_path / "c.yaml").scan.plan == "fused"
+    assert load_settings(tmp_path / "c.yaml", **{"scan.plan": "split"}).scan.plan == "split"
+    with pytest.raises(ValidationError, match="plan"):
+        load_settings(**{"scan.plan": "both"})
+
+
+def test_the_plan_flag_reaches_the_scan(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import jobs.scan.driver
+    from jobs.cli import app
+
+    seen = []
+
+    def fake_run_scan(settings, options=None, on_commit=None, on_plan=None):
+        seen.append(settings.scan.plan)
+        raise jobs.scan.driver.ScanError("stop here")
+
+    monkeypatch.setattr(jobs.scan.driver, "run_scan", fake_run_scan)
+    for flag in ("fused", "split", "auto"):
+        result = CliRunner().invoke(app, ["scan", str(tmp_path), "--plan", flag, "--no-progress"])
+        assert result.exit_code == 2 and "stop here" in result.output
+    assert seen == ["fused", "split", "auto"]
+    assert CliRunner().invoke(app, ["scan", str(tmp_path), "--plan", "both"]).exit_code == 2 and len(seen) == 3
 
 
 def test_storage_options_take_the_endpoint_from_flag_or_environment(monkeypatch):
@@ -190,7 +279,7 @@ def test_output_of_another_schema_version_is_refused(tmp_path):
         OutputStore(str(tmp_path)).prepare()
 
 
-def test_rows_from_batch_keep_faces_of_scored_objects_only():
+def test_rows_keep_faces_of_scored_objects_only():
     from datetime import datetime, timezone
 
     from pipeline.batch import object_column
@@ -214,7 +303,9 @@ def test_rows_from_batch_keep_faces_of_scored_objects_only():
         "model_version": object_column(["v1", "v1"]), "aggregation": object_column(["mean", "mean"]),
         "decode_ms": np.array([1.0, 0.1]), "detect_ms": np.array([2.0, 0.0]), "classify_ms": np.array([3.0, 0.0]),
     }
-    videos, faces = rows_from_batch(batch, "scan1", datetime.now(timezone.utc))
+    tables = tables_from_batch(batch, "scan1", datetime.now(timezone.utc))
+    assert all(a.equals(b) for a, b in zip(unnest(nest(*tables)), tables))  # as the driver gets them from the actor
+    videos, faces = (t.to_pylist() for t in tables)
     assert [v["label"] for v in videos] == ["REAL", "ERROR"]
     assert videos[0]["error"] is None and videos[1]["error"] == "file is empty (0 bytes)"
     assert videos[1]["score"] is None and videos[1]["mtime"] is None and videos[0]["processing_ms"] == 6.0

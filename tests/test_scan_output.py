@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from jobs.query.sql import run_query
 from jobs.scan.output import MANIFEST, PARTITION, SCHEMA_VERSION, VIDEOS_SCHEMA, OutputStore
-from jobs.scan.rows import error_row, rows_from_batch
+from jobs.scan.rows import error_row, tables_from_batch
 from pipeline.batch import object_column
 from pipeline.decode import DecodeStage
 from pipeline.errors import WORKER_LOST, EmptyMediaError, UnsupportedMediaError
@@ -26,7 +26,7 @@ def test_the_code_travels_from_the_stage_to_the_row():
            "face_boxes": object_column([[], []]), "face_landmarks": object_column([[], []]),
            "face_probs": object_column([[], []]), "score": [float("nan")] * 2, "label": object_column(["ERROR"] * 2),
            "threshold": [0.5, 0.5], "model_version": object_column(["v", "v"]), "aggregation": object_column(["mean"] * 2)}
-    videos, faces = rows_from_batch(out, "scan1", datetime.now(timezone.utc))
+    videos, faces = (t.to_pylist() for t in tables_from_batch(out, "scan1", datetime.now(timezone.utc)))
     assert [v["error_code"] for v in videos] == ["media_empty", "unsupported_media"] and not faces
     lost = error_row({"uri": "x", "fingerprint": "f"}, "crashed", "scan1", datetime.now(timezone.utc), "v", 0.5, "mean")
     assert lost["error_code"] == WORKER_LOST
