@@ -36,9 +36,9 @@ def main(source: str, output: str) -> None:
         cluster.remove_node(busiest, allow_graceful=False)
 
     try:
-        # one actor per stage, 1 CPU each: they fit on the two workers left after the removal
+        # the CPU plan (fused), three actors of 1 CPU: they fit on the two workers left after the removal
         options = ScanConfig(source=source, output=output, progress=False, commit_every=1, classify_batch=1,
-                              decode_actors=1, detect_actors=1, classify_actors=1, max_task_retries=3)
+                              plan="fused", fused_actors=3, max_task_retries=3)
         summary = run_scan(load_settings(), options, on_commit=remove_busiest_worker)
         alive = sum(1 for node in ray.nodes() if node["Alive"])
     finally:

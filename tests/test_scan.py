@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,6 +31,8 @@ from jobs.scan.rows import nest, tables_from_batch, unnest
 from pipeline.decode import DecodeStage
 
 from helpers import process_title, process_tree
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FRAMES = 4
 GOOD = ("astronaut_zoom.mp4", "pair_pan.mp4", "astronaut.jpg", "coffee.jpg")
@@ -393,6 +397,41 @@ def test_s3_scan_scores_equal_the_score_command(first_scan, s3_server):
 
 
 @pytest.mark.slow
+def test_a_gpu_cluster_gets_the_split_plan_and_the_fused_plans_rows(first_scan, media_bucket, s3_server):
+    """The whole command on a local Ray instance that declares a GPU it does not have (``--num-gpus 1``):
+    auto picks the split plan and says so in one line, the model actors ask for the GPU, torch falls back
+    to the CPU inside them, and every row is the fused plan's (first_scan: auto on the CPU-only session)."""
+    summary, source, output = first_scan
+    assert summary.plan["plan"] == "fused"
+    split_output = f"s3://{media_bucket}/out-split"
+    result = subprocess.run([sys.executable, "-m", "jobs.cli", "scan", source, "-o", split_output, "--num-cpus", "2",
+                             "--num-gpus", "1", "--frames", str(FRAMES), "--classify-batch", "2", "--commit-every", "3",
+                             "--no-progress", "--json"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 4, result.stderr[-3000:]  # 5 of 9 objects are broken: over --max-error-rate
+    plan_lines = [line for line in result.stderr.splitlines() if line.startswith("plan: ")]
+    assert plan_lines == ["plan: split (auto: 1 GPU in the cluster): 1 decode → 1 detect → 1 score actors, 0.3333 CPU "
+                          "and 1 torch thread(s) each; 0.5 GPU per model actor"], result.stderr[-3000:]
+    split = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (split["plan"]["plan"], split["plan"]["detect_gpus"], split["plan"]["classify_gpus"]) == ("split", 0.5, 0.5)
+    assert (split["scanned"], split["failed"], split["lost"]) == (9, 5, 0)
+
+    def rows(where: str, table: str) -> dict:
+        return {(r["uri"], r.get("face")): r for r in _read_table(OutputStore(where, s3_server["storage_options"]), table)}
+
+    for table, same, close in (("videos", ("label", "error", "error_code", "faces", "tracks", "frames_sampled", "width"), ("score",)),
+                               ("faces", ("frame", "frame_number", "track"), ("box", "landmarks", "probability", "score"))):
+        fused, by_split = rows(output, table), rows(split_output, table)
+        assert sorted(fused) == sorted(by_split) and fused
+        for key, row in fused.items():
+            other = by_split[key]
+            assert {c: row[c] for c in same} == {c: other[c] for c in same}, key
+            for column in close:  # same pixels and crops; only the classifier's batch differs
+                assert (row[column] is None) == (other[column] is None), (key, column)
+                if row[column] is not None:
+                    assert np.allclose(row[column], other[column], atol=2e-5), (key, column, row[column], other[column])
+
+
+@pytest.mark.slow
 def test_second_scan_skips_everything_and_full_rescans(first_scan, settings, s3_server):
     summary, source, output = first_scan
     store = OutputStore(output, s3_server["storage_options"])
@@ -424,7 +463,8 @@ def test_s3_scan_over_the_error_rate_commits_everything_records_and_exits_4(firs
     record = next(r for r in read_records(store.fs, store.root) if r.scan_id == summary.scan_id)
     assert (record.status, record.exit_code, record.listed, record.scanned) == ("too_many_errors", 4, 9, 9)
     assert record.labels["ERROR"] == 5 and sum(record.errors.values()) == 5 and len(record.errors) >= 3
-    assert record.parts == summary.parts and record.plan["detect_actors"] >= 1 and record.ended_at
+    assert record.parts == summary.parts and record.ended_at
+    assert (record.plan["plan"], record.plan["fused_actors"]) == ("fused", 2)  # auto, on 2 CPUs without a GPU
     assert not store.fs.exists(f"{store.root}/_lease.json")
     _columns, rows = run_query(output, f"SELECT status, exit_code, scanned, failed FROM runs WHERE scan_id = '{summary.scan_id}'")
     assert rows == [("too_many_errors", 4, 9, 5)]
@@ -496,8 +536,8 @@ def test_interrupted_scan_resumes_with_exactly_one_row_per_object(ray_session, m
 
 @pytest.mark.slow
 def test_killed_model_actor_costs_a_retry_not_the_scan(ray_session, settings, samples_dir, tmp_path):
-    """SIGKILL the face-detection actor while it works: Ray restarts it, retries the batch, and the
-    scan (local folder → local Parquet) still ends with every object scored."""
+    """SIGKILL a model actor (the fused plan's: decode → detect → score) while it works: Ray restarts it,
+    retries the batch, and the scan (local folder → local Parquet) still ends with every object scored."""
     source = tmp_path / "media"
     for key, data in _media(samples_dir).items():
         (source / key).parent.mkdir(parents=True, exist_ok=True)
@@ -510,7 +550,7 @@ def test_killed_model_actor_costs_a_retry_not_the_scan(ray_session, settings, sa
         while not stop.is_set():
             for pid in process_tree(os.getpid())[1:]:
                 title = process_title(pid)
-                if "MapBatches(DetectStage)" not in title:
+                if "MapBatches(Graph)" not in title:
                     continue
                 if not killed and title.rstrip().endswith(".submit"):  # busy with a batch right now
                     os.kill(pid, signal.SIGKILL)
@@ -526,8 +566,8 @@ def test_killed_model_actor_costs_a_retry_not_the_scan(ray_session, settings, sa
     finally:
         stop.set()
         thread.join(5)
-    assert killed, "the detect actor was never seen working"
-    assert seen_after_kill, "no replacement detect actor was started"
+    assert killed, "the model actor was never seen working"
+    assert seen_after_kill, "no replacement model actor was started"
     assert (summary.seen, summary.scanned, summary.lost, summary.failed, summary.no_face) == (9, 9, 0, 5, 1)
     videos = _read_table(OutputStore(str(tmp_path / "out")), "videos")
     assert sorted(_name(v["uri"]) for v in videos) == sorted(list(GOOD) + list(ERRORS))
@@ -579,7 +619,7 @@ def test_object_that_crashes_its_worker_every_time_gets_an_error_row(ray_session
 def test_docs_describe_every_output_column():
     from jobs.scan.output import SCHEMAS
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "scan.md").read_text()
+    text = (ROOT / "docs" / "scan.md").read_text()
     for schema in SCHEMAS.values():
         for name in schema.names + ["scan_date"]:
             assert f"`{name}`" in text, f"docs/scan.md does not document column {name}"
