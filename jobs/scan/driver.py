@@ -302,11 +302,11 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
                 try:
                     for table in batches:  # rows as the last actor built them
                         videos, faces = unnest(table)
-                        if returned:  # never twice per run (a retried batch may come back after all)
-                            seen = pa.array(sorted(returned), pa.string())
-                            videos = videos.filter(pc.invert(pc.is_in(videos.column("uri"), value_set=seen)))
-                            faces = faces.filter(pc.invert(pc.is_in(faces.column("uri"), value_set=seen)))
-                        returned.update(videos.column("uri").to_pylist())
+                        uris = videos.column("uri").to_pylist()
+                        if any(uri in returned for uri in uris):  # never twice per run (a retried batch came back)
+                            videos = videos.filter(pa.array([uri not in returned for uri in uris]))
+                            faces = faces.filter(pc.is_in(faces.column("uri"), value_set=videos.column("uri").combine_chunks()))
+                        returned.update(uris)
                         pending_videos.append(videos)
                         pending_faces.append(faces)
                         count(videos)
