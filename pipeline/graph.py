@@ -5,8 +5,8 @@ the settings and the model card (crop size, threshold, aggregation, device, torc
 choose how to run the list, never re-wire it:
 
 - ``Graph`` builds the specs and runs them in one process: ``ScoringPipeline`` (CLI ``score``, evaluation),
-  or, mapped as one Ray Data actor class, a fused plan (decode → score per actor);
-- the batch scan maps each spec's class onto ``map_batches`` with its kwargs (a split plan);
+  or, mapped as one Ray Data actor class, the scan's fused plan (decode → score → rows per actor);
+- the scan's split plan maps each spec's class onto ``map_batches`` with its kwargs (``jobs/scan/plan.py``);
 - the Serve deployments each hold one built stage.
 
 ``upto`` runs a prefix of the graph (dataset preparation stops after ``detect``). Reading the card does not
