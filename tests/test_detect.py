@@ -145,3 +145,23 @@ def test_detecting_every_second_frame_carries_faces_along_tracks(samples_dir):
             assert sorted(map(tuple, a.tolist())) == sorted(map(tuple, b.tolist()))
         else:  # carried: each interpolated box lies on a detected one
             assert box_iou(b, a).max(axis=1).min() > 0.7
+
+
+def test_carried_faces_are_interpolated_on_their_track_and_kept_near_their_keyframe():
+    from pipeline.keyframes import carry_faces
+
+    def faces(*boxes):
+        b = np.array(boxes, np.float32).reshape(-1, 4)
+        return b, np.full(len(b), 0.99, np.float32), np.repeat(b[:, None, :2], 5, axis=1)
+
+    walker = [[0, 0, 100, 100], [20, 0, 120, 100], [40, 0, 140, 100]]  # 10 px per frame, on keyframes 0, 2, 4
+    leaver, comer = [500, 500, 600, 600], [900, 0, 1000, 100]  # seen on keyframe 0 only / keyframe 2 only
+    detected = [faces(walker[0], leaver), faces(walker[1], comer), faces(walker[2])]
+    per_frame, tracks = carry_faces(np.array([0, 2, 4]), detected, 5, 0.3, 4)
+    boxes = [b.tolist() for b, _, _ in per_frame]
+    assert boxes[1] == [[10, 0, 110, 100], leaver]  # walker halfway between its keyframes; leaver kept (nearer 0)
+    assert boxes[3] == [[30, 0, 130, 100], comer]  # the comer carried forward from keyframe 2, the leaver gone
+    assert boxes[4] == [walker[2]] and len(boxes[0]) == len(boxes[2]) == 2
+    walker_track = tracks[0][0]
+    assert all(t[0] == walker_track for t in tracks) and len({walker_track, tracks[0][1], tracks[2][1]}) == 3
+    np.testing.assert_allclose(per_frame[1][2][0], np.full((5, 2), [10, 0]))  # landmarks move with the box
