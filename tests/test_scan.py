@@ -253,6 +253,13 @@ def test_listing_filters_by_extension_glob_and_count(tmp_path, samples_dir):
     assert len(list_objects(str(tmp_path / "good" / "coffee.jpg"), {})) == 1
     # the scheme's case does not matter (URIs are normalised once, before fsspec)
     assert [e["uri"] for e in list_objects(f"FILE://{tmp_path}", {})] == [e["uri"] for e in entries]
+    # symlinks are followed (a folder of links to videos elsewhere is scanned); dangling ones are skipped
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "clip.mp4").symlink_to(tmp_path / "good" / "pair_pan.mp4")
+    (links / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    (linked,) = list_objects(str(links), {})
+    assert _name(linked["uri"]) == "clip.mp4" and linked["size"] == (tmp_path / "good" / "pair_pan.mp4").stat().st_size
 
 
 def test_local_commits_are_atomic_and_crash_leftovers_are_cleaned(tmp_path):
