@@ -408,12 +408,13 @@ def test_s3_scan_scores_equal_the_score_command(first_scan, s3_server):
 def test_a_gpu_cluster_gets_the_split_plan_and_the_fused_plans_rows(first_scan, media_bucket, s3_server):
     """The whole command on a local Ray instance that declares a GPU it does not have (``--num-gpus 1``):
     auto picks the split plan and says so in one line, the model actors ask for the GPU, torch falls back
-    to the CPU inside them, and every row is the fused plan's (first_scan: auto on the CPU-only session)."""
+    to the CPU inside them, and every row is the fused plan's (first_scan: auto on the CPU-only session).
+    ``--shrink-frames`` changes nothing here: the samples are within the detector's 640 px working size."""
     summary, source, output = first_scan
     assert summary.plan["plan"] == "fused"
     split_output = f"s3://{media_bucket}/out-split"
     result = subprocess.run([sys.executable, "-m", "jobs.cli", "scan", source, "-o", split_output, "--num-cpus", "2",
-                             "--num-gpus", "1", "--frames", str(FRAMES), "--classify-batch", "2", "--commit-every", "3",
+                             "--num-gpus", "1", "--frames", str(FRAMES), "--classify-batch", "2", "--commit-every", "3", "--shrink-frames",
                              "--no-progress", "--json"], capture_output=True, text=True, timeout=400, cwd=ROOT)
     assert result.returncode == 4, result.stderr[-3000:]  # 5 of 9 objects are broken: over --max-error-rate
     plan_lines = [line for line in result.stderr.splitlines() if line.startswith("plan: ")]

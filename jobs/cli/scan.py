@@ -35,7 +35,7 @@ def scan(
     plan: Optional[Literal["auto", "fused", "split"]] = typer.Option(None, "--plan", show_default="auto",
                                        help="fused: one actor per CPU runs the whole graph; split: CPU decode actors → (GPU) model actors; auto: split when the cluster has a GPU"),
     fused_actors: Optional[int] = typer.Option(None, "--fused-actors", min=1, help="actors of the fused plan (default: one per CPU)"),
-    shrink_frames: Optional[bool] = typer.Option(None, "--shrink-frames/--no-shrink-frames", show_default="shrink-frames", help="split plan: decode sends frames at the detector's working size (off: full frames)"),
+    shrink_frames: Optional[bool] = typer.Option(None, "--shrink-frames/--no-shrink-frames", show_default="no-shrink-frames", help="split plan: decode sends frames at the detector's working size, less traffic but softer crops on large sources (default: full frames)"),
     decode_actors: Optional[int] = typer.Option(None, "--decode-actors", min=1, help="decode actors (default: from the cluster)"),
     detect_actors: Optional[int] = typer.Option(None, "--detect-actors", min=1, help="face-detection actors"),
     classify_actors: Optional[int] = typer.Option(None, "--classify-actors", min=1, help="classifier actors"),

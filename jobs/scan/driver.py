@@ -5,7 +5,7 @@ onto ``map_batches`` by the plan the cluster calls for (``jobs/scan/plan.py``)::
 
     listing (driver) → from_items(uri, size, etag, mtime, fingerprint)
       → fused plan (no GPU): Graph actors, one per CPU: decode → detect → score → rows, frames stay in-process
-        split plan (GPUs):   DecodeStage (CPU actors; frames shrunk to the detector's working size)
+        split plan (GPUs):   DecodeStage (CPU actors; --shrink-frames: at the detector's working size)
                              → DetectStage (model actors: MTCNN → face crops; frames dropped here)
                              → ScoreStage → RowsStage (model actors: crops → scores → verdict → Arrow rows)
       → driver: Arrow tables → Parquet parts committed atomically every --commit-every rows / --commit-seconds
@@ -253,7 +253,7 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
         from pipeline.graph import stage_specs
 
         # the packed weights travel to the actors in the object store (once); where frames travel (split),
-        # they travel at the detector's working size
+        # shrink_frames sends them at the detector's working size
         specs = stage_specs(settings, storage_options=source_options, torch_threads=plan.torch_threads,
                             packed=verdict["packed"], shrink_frames=plan.plan == "split" and options.shrink_frames)
         scan_start = time.perf_counter()

@@ -5,8 +5,8 @@ Two plans, one graph:
 
 - ``fused`` (no GPU): one actor pool, one actor per CPU with one torch thread, each running decode → detect →
   score → rows (``pipeline.graph.Graph``) for its objects, so no frame leaves its process;
-- ``split`` (GPUs): CPU decode actors send frames shrunk to the detector's working size to detect actors,
-  whose crops go to score actors; the model actors ask for a GPU share.
+- ``split`` (GPUs): CPU decode actors send the sampled frames (shrunk to the detector's working size with
+  ``shrink_frames``) to detect actors, whose crops go to score actors; the model actors ask for a GPU share.
 
 Either way the last actor builds the Parquet rows (``jobs.scan.rows.RowsStage``).
 """
