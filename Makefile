@@ -40,7 +40,7 @@ browser:
 		|| echo "chromium not installed: the report's browser checks will skip (apt-get install chromium)"
 
 bench: setup
-	$(BIN)/python bench/scan.py
+	$(BIN)/python bench/scan.py 32 128
 	$(BIN)/python bench/serve.py
 
 ## rewrite requirements.lock: resolve pyproject.toml's ranges (test extra plus the gcs/azure storage extras,

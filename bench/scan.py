@@ -1,21 +1,25 @@
-"""Benchmark the batch scan: Ray Data scan vs a plain sequential loop over the same pipeline stages.
+"""Benchmark the batch scan against the plain loop a user would otherwise write, whole commands each time.
 
-    .venv/bin/python bench/scan.py                                   # 8, 32, 64 videos; print the results
-    .venv/bin/python bench/scan.py --write-docs docs/benchmarks.md    # and record them ("Batch scan")
-    .venv/bin/python bench/scan.py --sizes 8 --detect-actors 2        # try another actor plan
+    .venv/bin/python bench/scan.py 32 128 512                    # N videos each; prints a table, writes JSON
+    .venv/bin/python bench/scan.py 32 128 --write-docs docs/benchmarks.md
+    .venv/bin/python bench/scan.py 4 --frames 4                  # smoke check (a minute or two)
 
-For each size N the bench writes N videos to a temporary folder (copies of the bundled sample clips, or
-of the videos in --media, cycled) and runs, each in a fresh child process:
-- ``sequential``: one process, ``ScoringPipeline.run_batch`` (decode → detect → classify → aggregate)
-  on one video at a time, torch's default threads — the plain loop;
-- ``ray``: ``ray.init`` (all cores) then ``jobs.scan.run_scan`` folder → local Parquet, default actor plan
-  unless flags say otherwise.
-videos/s for the sequential loop counts model loading + the loop; for Ray it counts the scan itself
-(actor start-up included, ``ray.init`` not: it is reported apart). Peak memory is the peak, sampled every
-0.2 s, of the summed PSS (proportional set size: shared pages split between processes, so torch's
-libraries and Ray's shared-memory object store are not counted once per process) over the child's whole
-process tree: driver, GCS, raylet and every worker. Without an installed detector checkpoint the bench
-uses an ImageNet-initialised one: same network and cost, meaningless verdicts.
+For each N the bench makes a temporary folder of N symlinks to the FF++ videos of --media (default
+../shared/data/ffpp-c23, every .mp4 under it, sorted, cycled to reach N) and runs, one after another, each
+as a fresh child process on those same files:
+
+- ``loop-1t`` / ``loop-2t``: ``deepfakestream score FILE… --json`` with ``DFS_TORCH_THREADS`` 1 / 2 — the
+  in-process graph, ``for f in files: score(f)``;
+- ``fused`` / ``split``: ``deepfakestream scan DIR -o OUT --plan fused|split --json`` (a local Ray instance
+  on every core, started by the command).
+
+Every time is a whole command's wall time, interpreter start, imports, model loading, ``ray.init`` and actor
+start-up included. The sampler (psutil, every 0.2 s) walks the child's process tree (driver, GCS, raylet,
+Ray workers) for the peak of the summed RSS and of the summed PSS (shared pages split between processes,
+so torch's libraries and the object store count once), and for CPU seconds (user + system, each process's
+last sample: a process's final < 0.2 s may be missed). The speed-up is each plan's videos/s over the faster
+of the two loops. A run with ERROR rows stops the bench (its time would be a lie). Numbers are only worth
+recording from a quiet machine: the load average before and after is recorded with them.
 """
 
 from __future__ import annotations
@@ -32,288 +36,203 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))
-sys.path.append(str(ROOT / "tests"))
 
 from bench_common import checkpoint, write_section  # noqa: E402
-from helpers import process_tree  # noqa: E402  (the /proc walker the tests use too)
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SECTION = "## Batch scan"
+MODES = ("loop-1t", "loop-2t", "fused", "split")
+DEFAULT_MEDIA = ROOT.parent / "shared" / "data" / "ffpp-c23"
 
 
-# ------------------------------------------------------------------------------- memory sampling
-def pss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
-            for line in handle:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _title(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            words = handle.read().replace(b"\0", b" ").decode(errors="replace").split()
-    except OSError:
-        return "?"
-    if not words:
-        return "?"
-    return words[0] if words[0].startswith("ray::") else os.path.basename(words[0]) + (
-        " " + os.path.basename(words[1]) if len(words) > 1 else "")
-
-
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class PeakMemory(threading.Thread):
-    """Samples a process tree until stopped: peak summed PSS, and CPU time (user + system) of every process
-    seen (its last sample: a process's final < 0.2 s may be missed)."""
+class TreeSampler(threading.Thread):
+    """Peak summed RSS and PSS, and CPU seconds, of a process and all its descendants, until stopped."""
 
     def __init__(self, pid: int, interval: float = 0.2):
         super().__init__(daemon=True)
-        self.pid, self.interval, self.peak, self.peak_processes = pid, interval, 0, 0
-        self.cpu: dict[int, float] = {}
-        self.breakdown: list[tuple[str, int]] = []
-        self._stop_event = threading.Event()
+        self.root, self.interval = psutil.Process(pid), interval
+        self.peak_rss = self.peak_pss = self.peak_processes = 0
+        self.cpu: dict[tuple[int, float], float] = {}  # (pid, create time) → CPU seconds
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop_event.is_set():
-            pids = process_tree(self.pid)
-            sizes = {p: pss_bytes(p) for p in pids}
-            total = sum(sizes.values())
-            if total > self.peak:
-                self.peak, self.peak_processes = total, len(pids)
-                self.breakdown = sorted(((_title(p), size) for p, size in sizes.items()), key=lambda x: -x[1])
-            for p in pids:
-                seconds = cpu_seconds(p)
-                if seconds is not None:
-                    self.cpu[p] = max(seconds, self.cpu.get(p, 0.0))
-            self._stop_event.wait(self.interval)
-
-    @property
-    def cpu_total(self) -> float:
-        return sum(self.cpu.values())
+        while not self._done.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                procs = []
+            rss = pss = 0
+            for proc in procs:
+                try:
+                    with proc.oneshot():
+                        rss += proc.memory_info().rss
+                        times = proc.cpu_times()
+                        self.cpu[(proc.pid, proc.create_time())] = times.user + times.system
+                    pss += _pss(proc.pid)
+                except psutil.Error:
+                    continue
+            if rss > self.peak_rss:
+                self.peak_rss, self.peak_processes = rss, len(procs)
+            self.peak_pss = max(self.peak_pss, pss)
+            self._done.wait(self.interval)
 
     def stop(self) -> None:
-        self._stop_event.set()
+        self._done.set()
         self.join()
 
 
-# ------------------------------------------------------------------------------- children
-def child_sequential(args) -> dict:
-    from pipeline.batch import object_column
-    from pipeline.config import load_settings
-    from pipeline.graph import ScoringPipeline
-
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    settings = load_settings(**{"decode.num_frames": args.frames})
-    start = time.perf_counter()
-    scorer = ScoringPipeline(settings)
-    load_s = time.perf_counter() - start
-    labels: dict[str, int] = {}
-    for path in sorted(Path(args.dir).iterdir()):
-        out = scorer.run_batch({"uri": object_column([str(path)])})
-        labels[str(out["label"][0])] = labels.get(str(out["label"][0]), 0) + 1
-    total_s = time.perf_counter() - start
-    return {"load_s": load_s, "total_s": total_s, "loop_s": total_s - load_s, "labels": labels,
-            "torch_threads": torch.get_num_threads()}
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            return next((int(line.split()[1]) * 1024 for line in handle if line.startswith("Pss:")), 0)
+    except OSError:
+        return 0
 
 
-def child_ray(args) -> dict:
-    import ray
-
-    from jobs.scan.config import ScanConfig
-    from jobs.scan.driver import run_scan
-    from pipeline.config import load_settings
-
-    settings = load_settings(**{"decode.num_frames": args.frames})
-    start = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    init_s = time.perf_counter() - start
-    options = ScanConfig(source=args.dir, output=args.out, progress=False, decode_actors=args.decode_actors,
-                          detect_actors=args.detect_actors, classify_actors=args.classify_actors,
-                          torch_threads=args.torch_threads, classify_batch=args.classify_batch,
-                          object_store_limit=args.object_store_mb * 2**20 if args.object_store_mb else None)
-    summary = run_scan(settings, options)
-    total_s = time.perf_counter() - start
-    ray.shutdown()
-    return {"init_s": init_s, "scan_s": summary.scan_s, "total_s": total_s, "plan": summary.plan,
-            "labels": {"FAKE": summary.fakes, "REAL": summary.reals, "NO_FACE": summary.no_face, "ERROR": summary.failed},
-            "scanned": summary.scanned}
-
-
-# ------------------------------------------------------------------------------- orchestration
-def make_videos(folder: Path, count: int, media: Path | None) -> list[Path]:
-    sources = sorted(media.glob("*.mp4")) if media else []
-    sources = sources or [ROOT / "pipeline" / "samples" / "astronaut_zoom.mp4", ROOT / "pipeline" / "samples" / "pair_pan.mp4"]
-    folder.mkdir(parents=True, exist_ok=True)
-    made = []
+def make_inputs(folder: Path, count: int, media: Path) -> list[Path]:
+    """``count`` symlinks to the videos under ``media``, cycled (distinct names: the scan sees distinct objects)."""
+    sources = sorted(media.rglob("*.mp4"))
+    if not sources:
+        raise SystemExit(f"no .mp4 under {media}")
+    folder.mkdir(parents=True)
+    links = []
     for i in range(count):
-        source = sources[i % len(sources)]
-        target = folder / f"v{i:03d}_{source.name}"
-        shutil.copyfile(source, target)
-        made.append(target)
-    return made
+        link = folder / f"v{i:05d}_{sources[i % len(sources)].name}"
+        link.symlink_to(sources[i % len(sources)].resolve())
+        links.append(link)
+    return links
 
 
-def run_child(mode: str, args, folder: Path, out: Path, env: dict) -> dict:
-    child = "ray" if mode == "ray" else "sequential"
-    command = [sys.executable, __file__, "--child", child, "--dir", str(folder), "--out", str(out),
-               "--frames", str(args.frames), "--classify-batch", str(args.classify_batch)]
-    if mode == "sequential-1t":
-        command += ["--threads", "1"]
-    for flag in ("decode_actors", "detect_actors", "classify_actors", "torch_threads", "object_store_mb"):
-        if getattr(args, flag):
-            command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+def command_for(mode: str, files: list[Path], folder: Path, out: Path, args) -> tuple[list[str], dict]:
+    cli = [sys.executable, "-m", "jobs.cli"]
+    if mode.startswith("loop"):
+        threads = mode.removeprefix("loop-").removesuffix("t")
+        return [*cli, "score", *map(str, files), "--json", "--frames", str(args.frames)], {"DFS_TORCH_THREADS": threads}
+    return [*cli, "scan", str(folder), "-o", str(out), "--plan", mode, "--frames", str(args.frames), "--no-progress",
+            "--json", *args.scan_args.split()], {}
+
+
+def labels_of(mode: str, stdout: str) -> dict[str, int]:
+    if mode.startswith("loop"):
+        labels: dict[str, int] = {}
+        for line in stdout.splitlines():
+            if line.startswith("{"):
+                label = json.loads(line)["label"]
+                labels[label] = labels.get(label, 0) + 1
+        return labels
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    return {"FAKE": summary["fakes"], "REAL": summary["reals"], "NO_FACE": summary["no_face"], "ERROR": summary["failed"]}
+
+
+def run_one(mode: str, files: list[Path], folder: Path, workdir: Path, args, env: dict) -> dict:
+    out = workdir / f"out-{len(files)}-{mode}"
+    command, extra = command_for(mode, files, folder, out, args)
     start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sampler = PeakMemory(process.pid)
+    process = subprocess.Popen(command, cwd=ROOT, env={**env, **extra}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    sampler = TreeSampler(process.pid)
     sampler.start()
     stdout, stderr = process.communicate()
+    wall = time.perf_counter() - start
     sampler.stop()
-    if process.returncode != 0:
-        raise RuntimeError(f"{mode} child failed ({process.returncode}):\n{stderr[-3000:]}")
-    result = json.loads(stdout.strip().splitlines()[-1])
-    result.update(mode=mode, wall_s=time.perf_counter() - start, peak_pss_gib=sampler.peak / 2**30,
-                  processes_at_peak=sampler.peak_processes, cpu_s=sampler.cpu_total,
-                  peak_breakdown_mib=[(name, round(size / 2**20)) for name, size in sampler.breakdown[:10]])
-    return result
+    shutil.rmtree(out, ignore_errors=True)
+    labels = labels_of(mode, stdout) if stdout.strip() else {}
+    if process.returncode != 0 or sum(labels.values()) != len(files) or labels.get("ERROR"):
+        raise RuntimeError(f"{mode} on {len(files)} videos: exit {process.returncode}, labels {labels}\n{stderr[-3000:]}")
+    plan = next((line for line in stderr.splitlines() if line.startswith("plan: ")), None)
+    cpu = sum(sampler.cpu.values())
+    return {"mode": mode, "videos": len(files), "wall_s": round(wall, 2), "videos_per_s": round(len(files) / wall, 4),
+            "cpu_s": round(cpu, 1), "cpu_s_per_video": round(cpu / len(files), 3), "cores_used": round(cpu / wall, 2),
+            "peak_rss_gib": round(sampler.peak_rss / 2**30, 3), "peak_pss_gib": round(sampler.peak_pss / 2**30, 3),
+            "processes_at_peak": sampler.peak_processes, "labels": labels, "plan_line": plan,
+            "command": " ".join(["deepfakestream", *command[3:]]).replace(" ".join(map(str, files)), "FILE…")}
+
+
+def render(report: dict) -> str:
+    runs = report["runs"]
+    by = {(r["videos"], r["mode"]): r for r in runs}
+    sizes = sorted({r["videos"] for r in runs})
+    lines = [
+        SECTION, "",
+        f"Measured by `bench/scan.py {' '.join(map(str, sizes))}` on {report['date']}: {report['machine']}; load "
+        f"average before/after {report['load_average']['before']}/{report['load_average']['after']}. "
+        f"{report['frames']} frames per video; media: {report['media']} (cycled); checkpoint: {report['checkpoint']}.",
+        "",
+        "Whole commands, start-up included (interpreter, imports, model load, `ray.init`, actors): **loop 1t/2t** "
+        "= `deepfakestream score FILE… --json` with 1/2 torch threads; **fused/split** = `deepfakestream scan DIR "
+        "--plan fused|split`. Speed-up: videos/s over the faster loop. Memory: peak summed RSS (and PSS) of the "
+        "command's process tree; CPU s/video: user + system of that tree.",
+        "",
+        "| videos | command | videos/s | speed-up | CPU s/video | cores used | peak RSS GiB | peak PSS GiB |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size in sizes:
+        best = max((by[(size, m)]["videos_per_s"] for m in ("loop-1t", "loop-2t") if (size, m) in by), default=None)
+        for mode in MODES:
+            r = by.get((size, mode))
+            if r:
+                speed = f"{r['videos_per_s'] / best:.2f}x" if best else "-"
+                lines.append(f"| {size} | {mode} | {r['videos_per_s']:.3f} | {speed} | {r['cpu_s_per_video']:.2f} | "
+                             f"{r['cores_used']:.2f} | {r['peak_rss_gib']:.2f} | {r['peak_pss_gib']:.2f} |")
+    if len(sizes) > 1:
+        for mode in ("fused", "split"):
+            low, high = by.get((sizes[0], mode)), by.get((sizes[-1], mode))
+            if low and high:
+                lines.append(f"\n{mode}: peak RSS at {sizes[-1]} videos is {high['peak_rss_gib'] / low['peak_rss_gib']:.2f}x "
+                             f"its peak at {sizes[0]} (PSS {high['peak_pss_gib'] / low['peak_pss_gib']:.2f}x).")
+    plans = sorted({r["plan_line"] for r in runs if r["plan_line"]})
+    if plans:
+        lines += ["", "Plans as the scans printed them:", "", *(f"- `{p}`" for p in plans)]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32, 64])
-    parser.add_argument("--frames", type=int, default=8, help="frames sampled per video (both modes)")
-    parser.add_argument("--media", type=Path, help="folder of .mp4 videos to cycle instead of the bundled samples")
-    parser.add_argument("--modes", nargs="+", default=["sequential", "sequential-1t", "ray"],
-                        choices=["sequential", "sequential-1t", "ray"],
-                        help="sequential: torch's default threads; sequential-1t: torch 1 thread (often faster on a busy machine)")
-    parser.add_argument("--decode-actors", type=int)
-    parser.add_argument("--detect-actors", type=int)
-    parser.add_argument("--classify-actors", type=int)
-    parser.add_argument("--torch-threads", type=int)
-    parser.add_argument("--classify-batch", type=int, default=4)
-    parser.add_argument("--object-store-mb", type=int, help="Ray Data object store budget for the scan (MiB)")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--workdir", type=Path, help="where the temporary videos go (default: the system temp dir)")
-    parser.add_argument("--write-docs", type=Path, help="update the 'Batch scan' section of this file")
-    parser.add_argument("--child", choices=["sequential", "ray"], help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--dir", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("sizes", type=int, nargs="*", default=[32, 128], help="videos per run (default: 32 128)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--frames", type=int, default=32, help="frames sampled per video (every command)")
+    parser.add_argument("--media", type=Path, default=DEFAULT_MEDIA, help="folder of .mp4 videos to cycle")
+    parser.add_argument("--scan-args", default="", help="extra flags for both scan commands, e.g. '--fused-actors 2'")
+    parser.add_argument("--json", type=Path, default=Path("bench-scan.json"), help="raw results (default: ./bench-scan.json)")
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--write-docs", type=Path, help="replace the 'Batch scan' section of this Markdown file")
+    parser.add_argument("--workdir", type=Path, help="where the symlinks and outputs go (default: the temp dir)")
     args = parser.parse_args()
-
-    if args.child:
-        import logging
-
-        logging.basicConfig(level=logging.WARNING)
-        result = child_sequential(args) if args.child == "sequential" else child_ray(args)
-        print(json.dumps(result))
-        return
 
     workdir = Path(tempfile.mkdtemp(prefix="scan-bench-", dir=args.workdir))
     try:
-        ckpt, ckpt_kind = checkpoint(workdir, "scan timing only")
-        env = dict(os.environ, DFS_CLASSIFY__CHECKPOINT=str(ckpt))
+        ckpt, kind = checkpoint(workdir, "scan timing only")
+        env = {**os.environ, "DFS_CLASSIFY__CHECKPOINT": str(ckpt), "HF_HUB_OFFLINE": "1",
+               "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        before = round(os.getloadavg()[0], 2)
+        if before > 0.5:
+            print(f"warning: load average {before} before the first run: these numbers will not be a quiet machine's",
+                  file=sys.stderr)
         runs = []
-        load_before = os.getloadavg()
         for size in args.sizes:
             folder = workdir / f"videos-{size}"
-            make_videos(folder, size, args.media)
+            files = make_inputs(folder, size, args.media)
             for mode in args.modes:
-                out = workdir / f"out-{size}-{mode}"
-                result = run_child(mode, args, folder, out, env)
-                result["videos"] = size
-                if result["labels"].get("ERROR"):  # e.g. inputs deleted under us: the timing would be a lie
-                    raise RuntimeError(f"{mode} run on {size} videos had ERROR rows: {result['labels']}")
-                result["videos_per_s"] = size / (result["scan_s"] if mode == "ray" else result["total_s"])
-                result["cpu_s_per_video"] = result["cpu_s"] / size
-                result["cores_used"] = result["cpu_s"] / result["wall_s"]
-                runs.append(result)
-                print(json.dumps(result), flush=True)
-                shutil.rmtree(out, ignore_errors=True)
+                runs.append(run_one(mode, files, folder, workdir, args, env))
+                print(json.dumps(runs[-1]), flush=True)
             shutil.rmtree(folder, ignore_errors=True)
-        report = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
-                       f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, no GPU used",
-            "checkpoint": ckpt_kind, "frames": args.frames, "media": str(args.media) if args.media else "bundled samples",
-            "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
-            "runs": runs,
-        }
-        print()
-        print(render(report))
-        if args.json:
-            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {psutil.cpu_count()} CPUs, "
+                  f"{psutil.virtual_memory().total / 2**30:.0f} GiB", "frames": args.frames, "media": str(args.media),
+                  "checkpoint": kind, "load_average": {"before": before, "after": round(os.getloadavg()[0], 2)},
+                  "runs": runs}
+        table = render(report)
+        print("\n" + table)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        if args.markdown:
+            args.markdown.write_text(table)
         if args.write_docs:
-            write_section(args.write_docs, SECTION, render(report))
-            print(f"wrote {SECTION!r} in {args.write_docs}")
+            write_section(args.write_docs, SECTION, table)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def render(r: dict) -> str:
-    by = {(run["videos"], run["mode"]): run for run in r["runs"]}
-    sizes = sorted({run["videos"] for run in r["runs"]})
-    plan = next((run["plan"] for run in r["runs"] if run["mode"] == "ray"), {})
-    threads = next((run["torch_threads"] for run in r["runs"] if run["mode"] == "sequential"), "?")
-    lines = [
-        SECTION,
-        "",
-        f"Measured by `bench/scan.py` on {time.strftime('%Y-%m-%d')}: {r['machine']}; load average before/after "
-        f"{r['load_average']['before'][0]}/{r['load_average']['after'][0]} (shared machine: other work ran too). "
-        f"{r['frames']} frames per video; media: {r['media']}"
-        + (" (astronaut_zoom.mp4 480x360 4 s and pair_pan.mp4 640x320 3 s, cycled)" if r["media"] == "bundled samples"
-           else " (cycled)") + f"; checkpoint: {r['checkpoint']}.",
-        "",
-        f"- **seq**: one process, `ScoringPipeline.run_batch` per video, torch's default {threads} threads; "
-        "**seq 1t**: the same with 1 torch thread. Time = model load + loop.",
-        f"- **ray**: `jobs.scan.run_scan` folder → local Parquet; default actor plan {plan.get('decode_actors')} decode / "
-        f"{plan.get('detect_actors')} detect / {plan.get('classify_actors')} classify, {plan.get('cpus_per_actor')} "
-        f"CPU and {plan.get('torch_threads')} torch thread(s) each; time = the scan (actor start-up included, "
-        "`ray.init` excluded and shown apart).",
-        "- speed-up: ray videos/s over the *faster* of the two sequential loops.",
-        "- peak memory: summed PSS of the whole process tree (driver, GCS, raylet, workers), sampled every 0.2 s.",
-        "",
-        "- CPU s/video: user + system CPU time of the whole process tree (start-up, imports and Ray's own"
-        " processes included) per video; it does not depend on what else the machine runs, videos/s does.",
-        "",
-        "| videos | seq videos/s | seq 1t videos/s | ray videos/s | speed-up | seq peak GiB | ray peak GiB "
-        "| CPU s/video seq / 1t / ray | ray.init s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-
-    def cell(run, key, fmt):
-        return format(run[key], fmt) if run else "-"
-
-    for size in sizes:
-        seq, seq1, ray_run = by.get((size, "sequential")), by.get((size, "sequential-1t")), by.get((size, "ray"))
-        best = max((x["videos_per_s"] for x in (seq, seq1) if x), default=None)
-        speed = f"{ray_run['videos_per_s'] / best:.2f}x" if best and ray_run else "-"
-        seq_peak = max((x["peak_pss_gib"] for x in (seq, seq1) if x), default=None)
-        lines.append(f"| {size} | {cell(seq, 'videos_per_s', '.3f')} | {cell(seq1, 'videos_per_s', '.3f')} | "
-                     f"{cell(ray_run, 'videos_per_s', '.3f')} | {speed} | "
-                     f"{'-' if seq_peak is None else format(seq_peak, '.2f')} | {cell(ray_run, 'peak_pss_gib', '.2f')} | "
-                     f"{' / '.join(format(x['cpu_s_per_video'], '.2f') if x and 'cpu_s_per_video' in x else '-' for x in (seq, seq1, ray_run))} | "
-                     f"{cell(ray_run, 'init_s', '.1f')} |")
-    lines.append("")
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

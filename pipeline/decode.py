@@ -16,6 +16,7 @@ from pipeline.errors import DECODE_FAILED, MediaError, MediaTooLargeError
 from pipeline.logsafe import log_safe
 from pipeline.media import MediaKind, read_media_bytes, sniff_media
 from pipeline.probe import VideoInfo, check_duration, check_pixels, probe_video
+from pipeline.resize import shrink, working_size
 
 log = logging.getLogger(__name__)
 
@@ -178,17 +179,24 @@ def decode_bytes(data: bytes, config: DecodeConfig) -> DecodedMedia:
 class DecodeStage:
     """Batch stage: ``uri`` (+ optional ``data`` bytes) → sampled ``frames`` and media metadata.
 
-    A row that cannot be decoded keeps going through the graph with its ``error`` text set.
+    A row that cannot be decoded keeps going through the graph with its ``error`` text set. ``max_side``
+    shrinks the frames to the detector's working size (``pipeline.resize``) when they leave this process
+    (the split scan plan); ``width``/``height`` stay the source's.
     """
 
-    def __init__(self, config: DecodeConfig | None = None, storage_options: dict | None = None):
+    def __init__(self, config: DecodeConfig | None = None, storage_options: dict | None = None,
+                 max_side: int | None = None):
         self.config = config or DecodeConfig()
         self.storage_options = storage_options or {}
+        self.max_side = max_side
 
     def decode_one(self, uri: str, data: bytes | None = None) -> DecodedMedia:
         if data is None:
             data = read_media_bytes(uri, self.config.max_bytes, self.storage_options)
-        return decode_bytes(bytes(data), self.config)
+        decoded = decode_bytes(bytes(data), self.config)
+        if self.max_side:
+            decoded.frames = shrink(decoded.frames, working_size(decoded.width, decoded.height, self.max_side)[1])
+        return decoded
 
     def __call__(self, batch: Batch) -> Batch:
         n = batch_size(batch)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 
-import cv2
 import numpy as np
 import torch
 
@@ -13,7 +12,9 @@ from pipeline.batch import Batch, batch_size, codes_of, errors_of, object_column
 from pipeline.config import DetectConfig, resolve_device, set_torch_threads
 from pipeline.crop import crop_face
 from pipeline.errors import DETECT_FAILED
+from pipeline.keyframes import carry_faces, first_seen_order, keyframe_indices
 from pipeline.logsafe import log_safe
+from pipeline.resize import shrink, working_size
 from pipeline.tracking import link_tracks
 
 log = logging.getLogger(__name__)
@@ -31,23 +32,23 @@ class FaceDetector:
         self.device = resolve_device(device)
         self.mtcnn = MTCNN(keep_all=True, device=self.device, select_largest=False, post_process=False)
 
-    def detect(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """For each frame (N, H, W, 3 uint8): (boxes (k, 4), probs (k,), landmarks (k, 5, 2)), filtered."""
+    def detect(self, frames: np.ndarray, source_size: tuple[int, int] | None = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """For each frame (N, H, W, 3 uint8): (boxes (k, 4), probs (k,), landmarks (k, 5, 2)), filtered, in
+        source pixels. ``source_size`` (width, height): the original size when the frames arrive already
+        shrunk to the working size (the split scan plan); the working size and the face-size limits follow
+        the source, so the result is the same either way."""
         if len(frames) == 0:
             return []
-        height, width = frames.shape[1:3]
-        scale = min(1.0, self.config.detect_max_side / max(height, width))
-        small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        width, height = source_size or (frames.shape[2], frames.shape[1])
+        scale, small_size = working_size(width, height, self.config.detect_max_side)
         self.mtcnn.min_face_size = max(12, int(self.config.min_face_px * scale))
         if min(small_size) < self.mtcnn.min_face_size:
             # smaller than the smallest face MTCNN looks for: its image pyramid is empty and it crashes
             # (torch.cat of an empty list); no face can be found here, and none would be kept
             return [self._filter(None, None, None, scale) for _ in range(len(frames))]
         results = []
-        for start in range(0, len(frames), self.config.batch_size):
-            chunk = frames[start:start + self.config.batch_size]
-            if scale < 1.0:
-                chunk = np.stack([cv2.resize(f, small_size, interpolation=cv2.INTER_AREA) for f in chunk])
+        for start in range(0, len(frames), self.config.batch_size):  # frames of one video share a size: one MTCNN batch
+            chunk = shrink(frames[start:start + self.config.batch_size], small_size)
             with torch.inference_mode():
                 boxes, probs, points = self.mtcnn.detect(chunk, landmarks=True)
             for b, p, lm in zip(boxes, probs, points):
@@ -80,13 +81,25 @@ class DetectStage:
         self.crop_size = crop_size or self.config.crop_size or DEFAULT_CROP_SIZE
         self.detector = FaceDetector(self.config, device)
 
-    def faces_of(self, frames: np.ndarray) -> dict[str, np.ndarray]:
-        """All faces of one video's sampled frames, cropped and linked into tracks."""
-        crops, frame_ids, boxes, probs, landmarks = [], [], [], [], []
-        for frame_id, (b, p, lm) in enumerate(self.detector.detect(frames)):
-            for box, prob, points in zip(b, p, lm):
+    def faces_of(self, frames: np.ndarray, source_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        """All faces of one video's sampled frames, cropped and linked into tracks; boxes in source pixels.
+
+        With ``detect_every`` k > 1 MTCNN runs on every k-th frame (and the last) and the other frames get
+        their faces carried along the tracks (``pipeline.keyframes``)."""
+        every = self.config.detect_every
+        if every > 1 and len(frames) > 2:
+            keys = keyframe_indices(len(frames), every)
+            per_frame, tracks_of = carry_faces(keys, self.detector.detect(frames[keys], source_size), len(frames),
+                                               self.config.track_iou, self.config.track_max_gap // every)
+        else:
+            per_frame, tracks_of = self.detector.detect(frames, source_size), None
+        # the frames may be shrunk (split plan): crops are cut where the source box lies in them
+        to_frame = frames.shape[2] / source_size[0] if source_size else 1.0
+        crops, frame_ids, boxes, probs, landmarks, tracks = [], [], [], [], [], []
+        for frame_id, (b, p, lm) in enumerate(per_frame):
+            for j, (box, prob, points) in enumerate(zip(b, p, lm)):
                 try:
-                    crop, _ = crop_face(frames[frame_id], box, self.crop_size, self.config.margin)
+                    crop, _ = crop_face(frames[frame_id], box * to_frame, self.crop_size, self.config.margin)
                 except ValueError:
                     continue
                 crops.append(crop)
@@ -94,6 +107,7 @@ class DetectStage:
                 boxes.append(box)
                 probs.append(prob)
                 landmarks.append(points)
+                tracks.append(tracks_of[frame_id][j] if tracks_of is not None else -1)
         frame_ids_arr = np.array(frame_ids, np.int64)
         boxes_arr = np.array(boxes, np.float32).reshape(-1, 4)
         return {
@@ -102,7 +116,8 @@ class DetectStage:
             "face_boxes": boxes_arr,
             "face_landmarks": np.array(landmarks, np.float32).reshape(-1, 5, 2),
             "face_probs": np.array(probs, np.float32),
-            "face_track": link_tracks(frame_ids_arr, boxes_arr, self.config.track_iou, self.config.track_max_gap),
+            "face_track": (link_tracks(frame_ids_arr, boxes_arr, self.config.track_iou, self.config.track_max_gap)
+                           if tracks_of is None else first_seen_order(np.array(tracks, np.int64))),
         }
 
     def __call__(self, batch: Batch) -> Batch:
@@ -117,7 +132,8 @@ class DetectStage:
                 per_row.append(self.faces_of(np.zeros((0, 1, 1, 3), np.uint8)))
             else:
                 try:
-                    per_row.append(self.faces_of(np.asarray(frames, np.uint8)))
+                    source = (int(batch["width"][i]), int(batch["height"][i])) if "width" in batch else None
+                    per_row.append(self.faces_of(np.asarray(frames, np.uint8), source if source and source[0] > 0 else None))
                 except Exception as exc:  # noqa: BLE001 - one bad video never stops the batch
                     log.exception("face detection failed on %s", log_safe(batch["uri"][i]))
                     errors[i], codes[i] = f"face detection failed: {type(exc).__name__}: {exc}", DETECT_FAILED

@@ -5,8 +5,8 @@ the settings and the model card (crop size, threshold, aggregation, device, torc
 choose how to run the list, never re-wire it:
 
 - ``Graph`` builds the specs and runs them in one process: ``ScoringPipeline`` (CLI ``score``, evaluation),
-  or, mapped as one Ray Data actor class, a fused plan (decode → score per actor);
-- the batch scan maps each spec's class onto ``map_batches`` with its kwargs (a split plan);
+  or, mapped as one Ray Data actor class, the scan's fused plan (decode → score → rows per actor);
+- the scan's split plan maps each spec's class onto ``map_batches`` with its kwargs (``jobs/scan/plan.py``);
 - the Serve deployments each hold one built stage.
 
 ``upto`` runs a prefix of the graph (dataset preparation stops after ``detect``). Reading the card does not
@@ -46,7 +46,7 @@ class StageSpec:
 def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | None = None,
                 storage_options: dict | None = None, torch_threads: int | None = None,
                 packed: tuple[ModelCard, bytes] | None = None,
-                classifier: FaceClassifier | None = None, thumbnails: int = 0,
+                classifier: FaceClassifier | None = None, shrink_frames: bool = False, thumbnails: int = 0,
                 thumbnail_px: int = 64) -> list[StageSpec]:
     """The stages ``decode`` … ``upto`` in order, each with its arguments.
 
@@ -68,7 +68,9 @@ def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | No
     crop = settings.detect.crop_size or (card.architecture.input_size if card else DEFAULT_CROP_SIZE)
     cls = settings.classify
     specs = {
-        "decode": lambda: StageSpec("decode", DecodeStage, {"config": settings.decode, "storage_options": storage_options}),
+        "decode": lambda: StageSpec("decode", DecodeStage, {
+            "config": settings.decode, "storage_options": storage_options,
+            "max_side": settings.detect.detect_max_side if shrink_frames else None}),
         "detect": lambda: StageSpec("detect", DetectStage, {"config": settings.detect, "device": settings.device,
                                                             "crop_size": crop, "torch_threads": threads}),
         "score": lambda: StageSpec("score", ScoreStage, {

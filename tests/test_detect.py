@@ -103,3 +103,65 @@ def test_link_tracks_by_iou():
     boxes = np.array([[0, 0, 10, 10], [50, 50, 60, 60], [51, 50, 61, 60], [1, 0, 11, 10], [0, 1, 10, 11], [100, 100, 110, 110]])
     tracks = link_tracks(frames, boxes, min_iou=0.3, max_gap=1)
     assert tracks.tolist() == [0, 1, 1, 0, 0, 2]
+
+
+def test_frames_shrunk_before_they_travel_give_the_same_faces(samples_dir):
+    """The split scan plan shrinks frames in the decode actor (pipeline/resize.py); the detector must find
+    the same faces, in source pixels, as on the full frames."""
+    from pipeline.resize import shrink, working_size
+
+    frame = _frame(samples_dir / "astronaut.jpg")
+    big = np.repeat(np.repeat(frame, 3, axis=1), 3, axis=2)  # 1536 x 1536, over the 640 working size
+    detector = FaceDetector(DetectConfig(), "cpu")
+    _, size = working_size(1536, 1536, DetectConfig().detect_max_side)
+    small = shrink(big, size)
+    assert small.shape[1:3] == (640, 640) and shrink(small, size) is small
+    (full_boxes, full_probs, full_points), = detector.detect(big)
+    (boxes, probs, points), = detector.detect(small, source_size=(1536, 1536))
+    assert len(boxes) == 1
+    np.testing.assert_array_equal(boxes, full_boxes)
+    np.testing.assert_array_equal(points, full_points)
+    stage = DetectStage(DetectConfig(), "cpu", crop_size=160)
+    full, shrunk = stage.faces_of(big), stage.faces_of(small, (1536, 1536))
+    np.testing.assert_array_equal(full["face_boxes"], shrunk["face_boxes"])  # boxes in source pixels
+    assert shrunk["crops"].shape == full["crops"].shape == (1, 160, 160, 3)
+
+
+def test_detecting_every_second_frame_carries_faces_along_tracks(samples_dir):
+    from pipeline.keyframes import first_seen_order, keyframe_indices
+
+    assert keyframe_indices(8, 3).tolist() == [0, 3, 6, 7] and keyframe_indices(7, 3).tolist() == [0, 3, 6]
+    assert first_seen_order(np.array([5, 2, 5, 9])).tolist() == [0, 1, 0, 2]
+    frames = DecodeStage(DecodeConfig(num_frames=8)).decode_one(str(samples_dir / "pair_pan.mp4")).frames
+    every = DetectStage(DetectConfig(), "cpu", crop_size=160).faces_of(frames)
+    sparse = DetectStage(DetectConfig(detect_every=2), "cpu", crop_size=160).faces_of(frames)
+    # the same 2 people in all 8 frames, as two tracks of 8 faces
+    assert sorted(np.bincount(sparse["face_track"]).tolist()) == [8, 8]
+    assert sparse["face_frame"].tolist() == every["face_frame"].tolist()
+    for frame in range(8):
+        a = every["face_boxes"][every["face_frame"] == frame]
+        b = sparse["face_boxes"][sparse["face_frame"] == frame]
+        if frame in (0, 2, 4, 6, 7):  # keyframes: MTCNN's own boxes
+            assert sorted(map(tuple, a.tolist())) == sorted(map(tuple, b.tolist()))
+        else:  # carried: each interpolated box lies on a detected one
+            assert box_iou(b, a).max(axis=1).min() > 0.7
+
+
+def test_carried_faces_are_interpolated_on_their_track_and_kept_near_their_keyframe():
+    from pipeline.keyframes import carry_faces
+
+    def faces(*boxes):
+        b = np.array(boxes, np.float32).reshape(-1, 4)
+        return b, np.full(len(b), 0.99, np.float32), np.repeat(b[:, None, :2], 5, axis=1)
+
+    walker = [[0, 0, 100, 100], [20, 0, 120, 100], [40, 0, 140, 100]]  # 10 px per frame, on keyframes 0, 2, 4
+    leaver, comer = [500, 500, 600, 600], [900, 0, 1000, 100]  # seen on keyframe 0 only / keyframe 2 only
+    detected = [faces(walker[0], leaver), faces(walker[1], comer), faces(walker[2])]
+    per_frame, tracks = carry_faces(np.array([0, 2, 4]), detected, 5, 0.3, 4)
+    boxes = [b.tolist() for b, _, _ in per_frame]
+    assert boxes[1] == [[10, 0, 110, 100], leaver]  # walker halfway between its keyframes; leaver kept (nearer 0)
+    assert boxes[3] == [[30, 0, 130, 100], comer]  # the comer carried forward from keyframe 2, the leaver gone
+    assert boxes[4] == [walker[2]] and len(boxes[0]) == len(boxes[2]) == 2
+    walker_track = tracks[0][0]
+    assert all(t[0] == walker_track for t in tracks) and len({walker_track, tracks[0][1], tracks[2][1]}) == 3
+    np.testing.assert_allclose(per_frame[1][2][0], np.full((5, 2), [10, 0]))  # landmarks move with the box

@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,10 +27,12 @@ from jobs.scan.driver import run_scan
 from jobs.scan.listing import storage_options_for
 from jobs.scan.plan import plan_pools
 from jobs.scan.output import FACES_SCHEMA, OutputStore, SCHEMA_VERSION
-from jobs.scan.rows import rows_from_batch
+from jobs.scan.rows import nest, tables_from_batch, unnest
 from pipeline.decode import DecodeStage
 
 from helpers import process_title, process_tree
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FRAMES = 4
 GOOD = ("astronaut_zoom.mp4", "pair_pan.mp4", "astronaut.jpg", "coffee.jpg")
@@ -116,21 +120,110 @@ def first_scan(ray_session, media_bucket, settings):
 
 
 # ------------------------------------------------------------------------- unit tests (no Ray)
+def _cpus_asked(plan) -> float:
+    return plan.cpus_per_actor * (plan.fused_actors + plan.decode_actors + plan.detect_actors + plan.classify_actors)
+
+
+@pytest.mark.parametrize("kind", ["fused", "split"])
 @pytest.mark.parametrize("cpus", [1, 2, 3, 4, 16, 64])
-def test_actor_pools_leave_a_cpu_for_ray_data(cpus):
-    plan = plan_pools({"CPU": float(cpus)}, ScanConfig(source="x"))
-    asked = plan.cpus_per_actor * (plan.decode_actors + plan.detect_actors + plan.classify_actors)
-    assert asked <= max(cpus - 1, cpus / 2) + 1e-6
+def test_actor_pools_leave_a_cpu_for_ray_data(cpus, kind):
+    plan = plan_pools({"CPU": float(cpus)}, ScanConfig(source="x", plan=kind))
+    assert plan.plan == kind and _cpus_asked(plan) <= max(cpus - 1, cpus / 2) + 1e-6
     assert plan.detect_gpus == plan.classify_gpus == 0
-    forced = plan_pools({"CPU": float(cpus)}, ScanConfig(source="x", detect_actors=8, classify_actors=8))
-    assert forced.cpus_per_actor * (forced.decode_actors + 16) <= max(cpus - 1, cpus / 2) + 1e-3
+    forced = plan_pools({"CPU": float(cpus)}, ScanConfig(source="x", plan=kind, detect_actors=8, classify_actors=8,
+                                                         fused_actors=16))
+    assert _cpus_asked(forced) <= max(cpus - 1, cpus / 2) + 1e-3
+
+
+def test_a_cpu_only_cluster_gets_the_fused_plan_one_actor_per_core():
+    plan = plan_pools({"CPU": 2.0}, ScanConfig(source="x"))
+    assert (plan.plan, plan.fused_actors, plan.torch_threads, plan.cpus_per_actor) == ("fused", 2, 1, 0.5)
+    assert plan.decode_actors == plan.detect_actors == plan.classify_actors == 0
+    assert plan.line() == "plan: fused (auto: no GPU): 2 actors decode→detect→score, 0.5 CPU and 1 torch thread(s) each"
+    assert plan_pools({"CPU": 2.0}, ScanConfig(source="x", plan="split")).plan == "split"
 
 
 def test_model_actors_share_gpus_when_the_cluster_has_them():
     plan = plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x"))
-    assert plan.detect_actors == plan.classify_actors == 2
+    assert (plan.plan, plan.why) == ("split", "auto: 2 GPU in the cluster")
+    assert plan.detect_actors == plan.classify_actors == 2 and plan.fused_actors == 0
     assert plan.detect_gpus == plan.classify_gpus == 0.5
-    assert plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x"), device="cpu").detect_gpus == 0
+    assert plan.line() == ("plan: split (auto: 2 GPU in the cluster): 8 decode → 2 detect → 2 score actors, 1 CPU and "
+                           "1 torch thread(s) each; 0.5 GPU per model actor")
+    on_cpu = plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x"), device="cpu")
+    assert (on_cpu.plan, on_cpu.detect_gpus) == ("fused", 0)
+    fused = plan_pools({"CPU": 4.0, "GPU": 1.0}, ScanConfig(source="x", plan="fused"))
+    assert (fused.plan, fused.why, fused.fused_actors, fused.detect_gpus) == ("fused", "chosen", 4, 0.25)
+
+
+class _RecordingDataset:
+    """Stands in for a Ray dataset: records what each map_batches call asks for."""
+
+    def __init__(self):
+        self.calls = []
+
+    def map_batches(self, fn, **kwargs):
+        self.calls.append((fn, kwargs))
+        return self
+
+
+@pytest.mark.parametrize("cluster, kind", [({"CPU": 2.0}, "fused"), ({"CPU": 2.0, "GPU": 1.0}, "split")])
+def test_the_plan_maps_the_graph_and_model_actors_ask_for_gpus(cluster, kind):
+    from jobs.scan.plan import map_plan
+    from jobs.scan.rows import RowsStage
+    from pipeline.graph import Graph, StageSpec
+
+    options = ScanConfig(source="x", classify_batch=3)
+    plan = plan_pools(cluster, options)
+    specs = [StageSpec(name, object, {"stage": name}) for name in ("decode", "detect", "score")]
+    calls = map_plan(_RecordingDataset(), specs, plan, options, "scan1").calls
+    pools = [(fn, [s.name for s in kw["fn_constructor_kwargs"]["specs"]] if fn is Graph else kw["fn_constructor_kwargs"],
+              kw["compute"].min_size, kw["batch_size"], kw["num_gpus"], kw["num_cpus"]) for fn, kw in calls]
+    if kind == "fused":  # one pool, one actor per core, the whole graph and the rows in each
+        assert pools == [(Graph, ["decode", "detect", "score", "rows"], 2, 1, None, 0.5)]
+    else:  # decode on CPU; the model actors ask for the GPU (shared by two pools)
+        assert plan.plan == "split" and [p[4] for p in pools] == [None, 0.5, 0.5]
+        assert pools[0][:2] == (object, {"stage": "decode"}) and pools[1][:2] == (object, {"stage": "detect"})
+        assert pools[2][:2] == (Graph, ["score", "rows"]) and pools[2][3] == 3
+    last = calls[-1][1]["fn_constructor_kwargs"]["specs"][-1]
+    assert (last.cls, last.kwargs) == (RowsStage, {"scan_id": "scan1"})
+    assert all(kw["max_task_retries"] == options.max_task_retries and kw["compute"].max_tasks_in_flight_per_actor == 1
+               for _, kw in calls)
+
+
+def test_the_plan_is_a_setting_of_file_environment_and_flag(monkeypatch, tmp_path):
+    from pydantic import ValidationError
+
+    from pipeline.config import load_settings
+
+    assert load_settings().scan.plan == "auto"
+    (tmp_path / "c.yaml").write_text("scan:\n  plan: split\n")
+    assert load_settings(tmp_path / "c.yaml").scan.plan == "split"
+    monkeypatch.setenv("DFS_SCAN__PLAN", "fused")
+    assert load_settings(tmp_path / "c.yaml").scan.plan == "fused"
+    assert load_settings(tmp_path / "c.yaml", **{"scan.plan": "split"}).scan.plan == "split"
+    with pytest.raises(ValidationError, match="plan"):
+        load_settings(**{"scan.plan": "both"})
+
+
+def test_the_plan_flag_reaches_the_scan(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import jobs.scan.driver
+    from jobs.cli import app
+
+    seen = []
+
+    def fake_run_scan(settings, options=None, on_commit=None, on_plan=None):
+        seen.append(settings.scan.plan)
+        raise jobs.scan.driver.ScanError("stop here")
+
+    monkeypatch.setattr(jobs.scan.driver, "run_scan", fake_run_scan)
+    for flag in ("fused", "split", "auto"):
+        result = CliRunner().invoke(app, ["scan", str(tmp_path), "--plan", flag, "--no-progress"])
+        assert result.exit_code == 2 and "stop here" in result.output
+    assert seen == ["fused", "split", "auto"]
+    assert CliRunner().invoke(app, ["scan", str(tmp_path), "--plan", "both"]).exit_code == 2 and len(seen) == 3
 
 
 def test_storage_options_take_the_endpoint_from_flag_or_environment(monkeypatch):
@@ -160,6 +253,13 @@ def test_listing_filters_by_extension_glob_and_count(tmp_path, samples_dir):
     assert len(list_objects(str(tmp_path / "good" / "coffee.jpg"), {})) == 1
     # the scheme's case does not matter (URIs are normalised once, before fsspec)
     assert [e["uri"] for e in list_objects(f"FILE://{tmp_path}", {})] == [e["uri"] for e in entries]
+    # symlinks are followed (a folder of links to videos elsewhere is scanned); dangling ones are skipped
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "clip.mp4").symlink_to(tmp_path / "good" / "pair_pan.mp4")
+    (links / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    (linked,) = list_objects(str(links), {})
+    assert _name(linked["uri"]) == "clip.mp4" and linked["size"] == (tmp_path / "good" / "pair_pan.mp4").stat().st_size
 
 
 def test_local_commits_are_atomic_and_crash_leftovers_are_cleaned(tmp_path):
@@ -190,7 +290,7 @@ def test_output_of_another_schema_version_is_refused(tmp_path):
         OutputStore(str(tmp_path)).prepare()
 
 
-def test_rows_from_batch_keep_faces_of_scored_objects_only():
+def test_rows_keep_faces_of_scored_objects_only():
     from datetime import datetime, timezone
 
     from pipeline.batch import object_column
@@ -214,7 +314,9 @@ def test_rows_from_batch_keep_faces_of_scored_objects_only():
         "model_version": object_column(["v1", "v1"]), "aggregation": object_column(["mean", "mean"]),
         "decode_ms": np.array([1.0, 0.1]), "detect_ms": np.array([2.0, 0.0]), "classify_ms": np.array([3.0, 0.0]),
     }
-    videos, faces = rows_from_batch(batch, "scan1", datetime.now(timezone.utc))
+    tables = tables_from_batch(batch, "scan1", datetime.now(timezone.utc))
+    assert all(a.equals(b) for a, b in zip(unnest(nest(*tables)), tables))  # as the driver gets them from the actor
+    videos, faces = (t.to_pylist() for t in tables)
     assert [v["label"] for v in videos] == ["REAL", "ERROR"]
     assert videos[0]["error"] is None and videos[1]["error"] == "file is empty (0 bytes)"
     assert videos[1]["score"] is None and videos[1]["mtime"] is None and videos[0]["processing_ms"] == 6.0
@@ -302,6 +404,43 @@ def test_s3_scan_scores_equal_the_score_command(first_scan, s3_server):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_a_gpu_cluster_gets_the_split_plan_and_the_fused_plans_rows(first_scan, media_bucket, s3_server):
+    """The whole command on a local Ray instance that declares a GPU it does not have (``--num-gpus 1``):
+    auto picks the split plan and says so in one line, the model actors ask for the GPU, torch falls back
+    to the CPU inside them, and every row is the fused plan's (first_scan: auto on the CPU-only session).
+    ``--shrink-frames`` changes nothing here: the samples are within the detector's 640 px working size."""
+    summary, source, output = first_scan
+    assert summary.plan["plan"] == "fused"
+    split_output = f"s3://{media_bucket}/out-split"
+    result = subprocess.run([sys.executable, "-m", "jobs.cli", "scan", source, "-o", split_output, "--num-cpus", "2",
+                             "--num-gpus", "1", "--frames", str(FRAMES), "--classify-batch", "2", "--commit-every", "3", "--shrink-frames",
+                             "--no-progress", "--json"], capture_output=True, text=True, timeout=400, cwd=ROOT)
+    assert result.returncode == 4, result.stderr[-3000:]  # 5 of 9 objects are broken: over --max-error-rate
+    plan_lines = [line for line in result.stderr.splitlines() if line.startswith("plan: ")]
+    assert plan_lines == ["plan: split (auto: 1 GPU in the cluster): 1 decode → 1 detect → 1 score actors, 0.3333 CPU "
+                          "and 1 torch thread(s) each; 0.5 GPU per model actor"], result.stderr[-3000:]
+    split = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (split["plan"]["plan"], split["plan"]["detect_gpus"], split["plan"]["classify_gpus"]) == ("split", 0.5, 0.5)
+    assert (split["scanned"], split["failed"], split["lost"]) == (9, 5, 0)
+
+    def rows(where: str, table: str) -> dict:
+        return {(r["uri"], r.get("face")): r for r in _read_table(OutputStore(where, s3_server["storage_options"]), table)}
+
+    for table, same, close in (("videos", ("label", "error", "error_code", "faces", "tracks", "frames_sampled", "width"), ("score",)),
+                               ("faces", ("frame", "frame_number", "track"), ("box", "landmarks", "probability", "score"))):
+        fused, by_split = rows(output, table), rows(split_output, table)
+        assert sorted(fused) == sorted(by_split) and fused
+        for key, row in fused.items():
+            other = by_split[key]
+            assert {c: row[c] for c in same} == {c: other[c] for c in same}, key
+            for column in close:  # same pixels and crops; only the classifier's batch differs
+                assert (row[column] is None) == (other[column] is None), (key, column)
+                if row[column] is not None:
+                    assert np.allclose(row[column], other[column], atol=2e-5), (key, column, row[column], other[column])
+
+
+@pytest.mark.slow
 def test_second_scan_skips_everything_and_full_rescans(first_scan, settings, s3_server):
     summary, source, output = first_scan
     store = OutputStore(output, s3_server["storage_options"])
@@ -333,7 +472,8 @@ def test_s3_scan_over_the_error_rate_commits_everything_records_and_exits_4(firs
     record = next(r for r in read_records(store.fs, store.root) if r.scan_id == summary.scan_id)
     assert (record.status, record.exit_code, record.listed, record.scanned) == ("too_many_errors", 4, 9, 9)
     assert record.labels["ERROR"] == 5 and sum(record.errors.values()) == 5 and len(record.errors) >= 3
-    assert record.parts == summary.parts and record.plan["detect_actors"] >= 1 and record.ended_at
+    assert record.parts == summary.parts and record.ended_at
+    assert (record.plan["plan"], record.plan["fused_actors"]) == ("fused", 2)  # auto, on 2 CPUs without a GPU
     assert not store.fs.exists(f"{store.root}/_lease.json")
     _columns, rows = run_query(output, f"SELECT status, exit_code, scanned, failed FROM runs WHERE scan_id = '{summary.scan_id}'")
     assert rows == [("too_many_errors", 4, 9, 5)]
@@ -405,8 +545,8 @@ def test_interrupted_scan_resumes_with_exactly_one_row_per_object(ray_session, m
 
 @pytest.mark.slow
 def test_killed_model_actor_costs_a_retry_not_the_scan(ray_session, settings, samples_dir, tmp_path):
-    """SIGKILL the face-detection actor while it works: Ray restarts it, retries the batch, and the
-    scan (local folder → local Parquet) still ends with every object scored."""
+    """SIGKILL a model actor (the fused plan's: decode → detect → score) while it works: Ray restarts it,
+    retries the batch, and the scan (local folder → local Parquet) still ends with every object scored."""
     source = tmp_path / "media"
     for key, data in _media(samples_dir).items():
         (source / key).parent.mkdir(parents=True, exist_ok=True)
@@ -419,7 +559,7 @@ def test_killed_model_actor_costs_a_retry_not_the_scan(ray_session, settings, sa
         while not stop.is_set():
             for pid in process_tree(os.getpid())[1:]:
                 title = process_title(pid)
-                if "MapBatches(DetectStage)" not in title:
+                if "MapBatches(Graph)" not in title:
                     continue
                 if not killed and title.rstrip().endswith(".submit"):  # busy with a batch right now
                     os.kill(pid, signal.SIGKILL)
@@ -435,8 +575,8 @@ def test_killed_model_actor_costs_a_retry_not_the_scan(ray_session, settings, sa
     finally:
         stop.set()
         thread.join(5)
-    assert killed, "the detect actor was never seen working"
-    assert seen_after_kill, "no replacement detect actor was started"
+    assert killed, "the model actor was never seen working"
+    assert seen_after_kill, "no replacement model actor was started"
     assert (summary.seen, summary.scanned, summary.lost, summary.failed, summary.no_face) == (9, 9, 0, 5, 1)
     videos = _read_table(OutputStore(str(tmp_path / "out")), "videos")
     assert sorted(_name(v["uri"]) for v in videos) == sorted(list(GOOD) + list(ERRORS))
@@ -488,7 +628,7 @@ def test_object_that_crashes_its_worker_every_time_gets_an_error_row(ray_session
 def test_docs_describe_every_output_column():
     from jobs.scan.output import SCHEMAS
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "scan.md").read_text()
+    text = (ROOT / "docs" / "scan.md").read_text()
     for schema in SCHEMAS.values():
         for name in schema.names + ["scan_date"]:
             assert f"`{name}`" in text, f"docs/scan.md does not document column {name}"

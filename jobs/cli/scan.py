@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.markup import escape
@@ -31,6 +31,11 @@ def scan(
     profile: Optional[str] = ProfileOpt,
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local instance)"),
     num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs of the local Ray instance (default: all)"),
+    num_gpus: Optional[int] = typer.Option(None, "--num-gpus", min=0, help="GPUs of the local Ray instance (default: detected)"),
+    plan: Optional[Literal["auto", "fused", "split"]] = typer.Option(None, "--plan", show_default="auto",
+                                       help="fused: one actor per CPU runs the whole graph; split: CPU decode actors → (GPU) model actors; auto: split when the cluster has a GPU"),
+    fused_actors: Optional[int] = typer.Option(None, "--fused-actors", min=1, help="actors of the fused plan (default: one per CPU)"),
+    shrink_frames: Optional[bool] = typer.Option(None, "--shrink-frames/--no-shrink-frames", show_default="no-shrink-frames", help="split plan: decode sends frames at the detector's working size, less traffic but softer crops on large sources (default: full frames)"),
     decode_actors: Optional[int] = typer.Option(None, "--decode-actors", min=1, help="decode actors (default: from the cluster)"),
     detect_actors: Optional[int] = typer.Option(None, "--detect-actors", min=1, help="face-detection actors"),
     classify_actors: Optional[int] = typer.Option(None, "--classify-actors", min=1, help="classifier actors"),
@@ -69,7 +74,7 @@ def scan(
     # flags override the `scan:` section of the file and DFS_SCAN__* only when given (on/off flags when on)
     flags = dict(source=source, output=output, full=full or None, retry_errors=retry_errors or None, extensions=ext, include=include,
                  exclude=exclude, max_objects=max_objects, endpoint_url=endpoint_url, anon=anon or None, profile=profile,
-                 ray_address=ray_address, num_cpus=num_cpus, decode_actors=decode_actors, detect_actors=detect_actors,
+                 ray_address=ray_address, num_cpus=num_cpus, num_gpus=num_gpus, plan=plan, fused_actors=fused_actors, shrink_frames=shrink_frames, decode_actors=decode_actors, detect_actors=detect_actors,
                  classify_actors=classify_actors, gpus_per_actor=gpus_per_actor, torch_threads=torch_threads,
                  classify_batch=classify_batch, decode_batch=decode_batch, commit_every=commit_every,
                  commit_seconds=commit_seconds, max_task_retries=max_task_retries, max_failed_batches=max_failed_batches,
@@ -79,7 +84,7 @@ def scan(
                                  "classify.threshold": threshold},
                                  **{f"scan.{k}": v for k, v in flags.items() if v is not None and v != []})
     try:
-        summary = run_scan(settings)
+        summary = run_scan(settings, on_plan=lambda chosen: console.print(escape(chosen.line()), soft_wrap=True, highlight=False))
     except LeaseHeld as exc:
         console.print(f"[yellow]output busy:[/yellow] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(ExitCode.BUSY) from None

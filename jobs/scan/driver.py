@@ -1,13 +1,14 @@
 """``deepfakestream scan``: score every video and image under a bucket prefix with Ray Data → Parquet.
 
-The graph is the one in ``pipeline/`` (``pipeline.graph.stage_specs``: decode → detect → score); each
-stage class is mapped as it is onto ``map_batches`` and runs in its own actor pool (``jobs/scan/plan.py``)::
+The graph is the one in ``pipeline/`` (``pipeline.graph.stage_specs``: decode → detect → score), mapped
+onto ``map_batches`` by the plan the cluster calls for (``jobs/scan/plan.py``)::
 
     listing (driver) → from_items(uri, size, etag, mtime, fingerprint)
-      → DecodeStage (CPU actors: read the object, sample N frames; only those frames travel on)
-      → DetectStage (model actors: MTCNN → face crops; the frames are dropped here)
-      → ScoreStage  (model actors: crops → face scores → score + label)
-      → driver: rows → Parquet parts committed atomically every --commit-every rows / --commit-seconds
+      → fused plan (no GPU): Graph actors, one per CPU: decode → detect → score → rows, frames stay in-process
+        split plan (GPUs):   DecodeStage (CPU actors; --shrink-frames: at the detector's working size)
+                             → DetectStage (model actors: MTCNN → face crops; frames dropped here)
+                             → ScoreStage → RowsStage (model actors: crops → scores → verdict → Arrow rows)
+      → driver: Arrow tables → Parquet parts committed atomically every --commit-every rows / --commit-seconds
 
 The driver holds only the listing and the rows waiting for the next commit (no pixels), so memory
 stays flat as the bucket grows; Ray Data's streaming executor bounds what is in flight between stages.
@@ -26,14 +27,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from jobs.scan.config import ScanConfig
 from jobs.scan.errors import ScanAborted, ScanError
 from jobs.scan.exit_codes import ExitCode
 from jobs.scan.lease import LeaseHeld, LeaseLost, OutputLease
 from jobs.scan.listing import list_objects, storage_options_for
-from jobs.scan.output import CommitInfo, OutputError, OutputStore
-from jobs.scan.rows import error_row, rows_from_batch
-from jobs.scan.plan import build_dataset, data_context, ensure_ray, plan_pools
+from jobs.scan.output import FACES_SCHEMA, VIDEOS_SCHEMA, CommitInfo, OutputError, OutputStore
+from jobs.scan.rows import error_row, unnest
+from jobs.scan.plan import PoolPlan, build_dataset, data_context, ensure_ray, plan_pools
 from jobs.scan.records import RUNS_DIR, RunRecord, error_class, record_bytes, settings_digest
 from jobs.scan.stop import GracefulStop, Terminated
 from pipeline.config import Settings
@@ -84,9 +88,10 @@ def _progress(total: int, enabled: bool):
 
 
 def run_scan(settings: Settings, options: ScanConfig | None = None,
-             on_commit: Callable[[CommitInfo], None] | None = None) -> ScanSummary:
+             on_commit: Callable[[CommitInfo], None] | None = None,
+             on_plan: Callable[[PoolPlan], None] | None = None) -> ScanSummary:
     """Scan ``options.source`` into ``options.output`` (``options``: ``settings.scan`` unless given); returns
-    the summary (``status``, ``exit_code``).
+    the summary (``status``, ``exit_code``). ``on_plan`` hears the plan once it is chosen (the CLI prints it).
 
     Raises ``ScanError`` / ``OutputError`` / ``DeepfakeStreamError`` (e.g. ``NoTrainedModelError``) when
     the scan cannot run, ``LeaseHeld`` when another scan holds the output, ``ScanAborted`` / ``LeaseLost``
@@ -137,7 +142,7 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     try:
         _write_record(store, record)
         with lease.kept_alive():
-            _scan(settings, options, store, summary, verdict, now.date().isoformat(), lease, stop, on_commit)
+            _scan(settings, options, store, summary, verdict, now.date().isoformat(), lease, stop, on_commit, on_plan)
         outcome = _outcome(summary, options)
         return summary
     except Terminated:
@@ -209,7 +214,7 @@ def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, status:
 
 def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: ScanSummary, verdict: dict[str, Any],
           scan_date: str, lease: OutputLease, stop: GracefulStop,
-          on_commit: Callable[[CommitInfo], None] | None) -> None:
+          on_commit: Callable[[CommitInfo], None] | None, on_plan: Callable[[PoolPlan], None] | None) -> None:
     """List, skip what is done, run the Ray Data graph, commit parts; fills ``summary``."""
     scan_id = summary.scan_id
     source_options = storage_options_for(options.source, options.endpoint_url, options.anon, options.profile)
@@ -242,67 +247,73 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
         if not options.torch_threads and settings.torch_threads:
             plan.torch_threads = settings.torch_threads  # the config file's torch_threads applies per actor
         summary.plan = asdict(plan)
-        log.info("actor plan on %s: %s", cluster, plan)
+        log.info("%s (cluster %s)", plan.line(), cluster)
+        if on_plan:
+            on_plan(plan)
         from pipeline.graph import stage_specs
 
-        # the packed weights travel to the actors in the object store (once)
+        # the packed weights travel to the actors in the object store (once); where frames travel (split),
+        # shrink_frames sends them at the detector's working size
         specs = stage_specs(settings, storage_options=source_options, torch_threads=plan.torch_threads,
-                            packed=verdict["packed"], thumbnails=options.thumbnails,
-                            thumbnail_px=options.thumbnail_px)
+                            packed=verdict["packed"], shrink_frames=plan.plan == "split" and options.shrink_frames,
+                            thumbnails=options.thumbnails, thumbnail_px=options.thumbnail_px)
         scan_start = time.perf_counter()
-        pending_videos: list[dict] = []
-        pending_faces: list[dict] = []
+        pending_videos: list[pa.Table] = []
+        pending_faces: list[pa.Table] = []
         returned: set[str] = set()
         last_commit = time.monotonic()
 
+        def waiting() -> int:
+            return sum(t.num_rows for t in pending_videos)
+
         def commit() -> None:
             nonlocal pending_videos, pending_faces, last_commit
-            if not pending_videos:
+            if not waiting():
                 return
             lease.check()  # never write into an output another scan has taken over
             part = f"part-{scan_id}-{summary.parts:05d}"
             with stop.critical():
-                store.commit(part, scan_date, pending_videos, pending_faces)
+                videos, faces = pa.concat_tables(pending_videos), pa.concat_tables(pending_faces)
+                store.commit(part, scan_date, videos, faces)
                 summary.parts += 1
-                info = CommitInfo(part=part, videos=len(pending_videos), faces=len(pending_faces),
-                                  total_videos=summary.scanned)
+                info = CommitInfo(part=part, videos=videos.num_rows, faces=faces.num_rows, total_videos=summary.scanned)
                 log.info("committed %s (%d videos, %d faces)", part, info.videos, info.faces)
                 pending_videos, pending_faces = [], []
                 last_commit = time.monotonic()
             if on_commit:
                 on_commit(info)
 
-        def count(rows: list[dict]) -> None:
-            for row in rows:
+        def count(videos: pa.Table) -> None:
+            for label, error in zip(videos.column("label").to_pylist(), videos.column("error").to_pylist()):
                 summary.scanned += 1
-                label = row["label"]
                 summary.failed += label == "ERROR"
                 summary.no_face += label == "NO_FACE"
                 summary.fakes += label == "FAKE"
                 summary.reals += label == "REAL"
                 if label == "ERROR":
-                    kind = error_class(row.get("error"))
+                    kind = error_class(error)
                     summary.errors[kind] = summary.errors.get(kind, 0) + 1
             summary.error_rate = round(summary.failed / summary.scanned, 4) if summary.scanned else 0.0
 
         def stream(entries: list[dict], bar: Any) -> Exception | None:
             """One Ray Data pass over ``entries``; returns what made Ray Data give up, if it did."""
             with data_context(options):
-                ds = build_dataset(entries, specs, plan, options)
-                batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1))
+                ds = build_dataset(entries, specs, plan, options, scan_id)
+                batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1))
                 try:
-                    for batch in batches:
-                        videos, faces = rows_from_batch(batch, scan_id, datetime.now(timezone.utc))
-                        videos = [v for v in videos if v["uri"] not in returned]  # never twice per run
-                        returned.update(v["uri"] for v in videos)
-                        uris = {v["uri"] for v in videos}
-                        faces = [f for f in faces if f["uri"] in uris]
-                        pending_videos.extend(videos)
-                        pending_faces.extend(faces)
+                    for table in batches:  # rows as the last actor built them
+                        videos, faces = unnest(table)
+                        uris = videos.column("uri").to_pylist()
+                        if any(uri in returned for uri in uris):  # never twice per run (a retried batch came back)
+                            videos = videos.filter(pa.array([uri not in returned for uri in uris]))
+                            faces = faces.filter(pc.is_in(faces.column("uri"), value_set=videos.column("uri").combine_chunks()))
+                        returned.update(uris)
+                        pending_videos.append(videos)
+                        pending_faces.append(faces)
                         count(videos)
-                        bar.update(len(videos))
+                        bar.update(videos.num_rows)
                         bar.set_postfix(fakes=summary.fakes, failed=summary.failed, refresh=False)
-                        if (len(pending_videos) >= options.commit_every
+                        if (waiting() >= options.commit_every
                                 or time.monotonic() - last_commit >= options.commit_seconds):
                             commit()
                 except KeyboardInterrupt:  # Ctrl-C or SIGTERM (Terminated)
@@ -347,11 +358,12 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
             message = (f"not scanned: the Ray worker processing this object failed {passes * (options.max_task_retries + 1)} "
                        "times (crash or out of memory; see the Ray logs); rerun with --retry-errors to try again")
             at = datetime.now(timezone.utc)
-            rows = [error_row(e, message, scan_id, at, summary.model_version, verdict["threshold"],
-                              verdict["aggregation"]) for e in lost]
-            pending_videos.extend(rows)
+            rows = pa.Table.from_pylist([error_row(e, message, scan_id, at, summary.model_version, verdict["threshold"],
+                                                   verdict["aggregation"]) for e in lost], schema=VIDEOS_SCHEMA)
+            pending_videos.append(rows)
+            pending_faces.append(FACES_SCHEMA.empty_table())
             count(rows)
-            summary.lost = len(rows)
+            summary.lost = rows.num_rows
             commit()
         summary.scan_s = round(time.perf_counter() - scan_start, 3)
         summary.videos_per_s = round(summary.scanned / summary.scan_s, 3) if summary.scan_s else 0.0

@@ -75,6 +75,15 @@ def object_entry(uri: str, info: dict[str, Any]) -> dict[str, Any]:
     return {"uri": uri, "size": size, "etag": etag, "mtime": mtime, "fingerprint": fingerprint(size, etag, mtime)}
 
 
+def _followed(path: str) -> dict[str, Any] | None:
+    """Type, size and mtime of a symlink's target; None when it dangles."""
+    try:
+        target = os.stat(path)
+    except OSError:
+        return None
+    return {"type": "file" if stat.S_ISREG(target.st_mode) else "other", "size": target.st_size, "mtime": target.st_mtime}
+
+
 def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple[str, ...] = MEDIA_EXTENSIONS,
                  include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
                  max_objects: int | None = None) -> list[dict[str, Any]]:
@@ -103,8 +112,11 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
     suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
     entries = []
     for path, info in sorted(infos.items()):
-        if local and info.get("islink"):
-            info = _followed(path, info)
+        if local and info.get("islink"):  # fsspec lists a symlink as "other": follow it, like `score` does
+            target = _followed(path)
+            if target is None:
+                continue
+            info = {**info, **target}
         if info.get("type", "file") != "file":
             continue
         rel = path[len(root):].lstrip("/") or os.path.basename(path)
@@ -120,15 +132,3 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
         if max_objects is not None and len(entries) >= max_objects:
             break
     return entries
-
-
-def _followed(path: str, info: dict[str, Any]) -> dict[str, Any]:
-    """A local symlink as the file it points to (fsspec lists links as type "other"; a folder of links to
-    media is a common way to pick what to scan). Dangling links and links to folders stay "other"."""
-    try:
-        target = os.stat(path)  # follows the link
-    except OSError:
-        return info
-    if not stat.S_ISREG(target.st_mode):
-        return info
-    return {**info, "type": "file", "size": target.st_size, "mtime": target.st_mtime}

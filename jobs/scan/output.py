@@ -293,15 +293,16 @@ class OutputStore:
         self._put(f"{self.root}/{relative}", data)
 
     @staticmethod
-    def _parquet_bytes(rows: list[dict], schema: pa.Schema) -> bytes:
-        table = pa.Table.from_pylist(rows, schema=schema)
+    def _parquet_bytes(rows: pa.Table | list[dict], schema: pa.Schema) -> bytes:
+        table = rows.select(schema.names).cast(schema) if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
         table = table.replace_schema_metadata({b"deepfakestream.schema_version": str(SCHEMA_VERSION).encode()})
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
         return buffer.getvalue()
 
-    def commit(self, part: str, scan_date: str, videos: list[dict], faces: list[dict]) -> None:
-        """Write one part of both tables: faces first, then the videos part that commits them."""
+    def commit(self, part: str, scan_date: str, videos: pa.Table | list[dict], faces: pa.Table | list[dict]) -> None:
+        """Write one part of both tables (Arrow tables, or rows as dicts): faces first, then the videos part
+        that commits them."""
         name = f"{part}.parquet"
         faces_bytes = self._parquet_bytes(faces, FACES_SCHEMA)
         videos_bytes = self._parquet_bytes(videos, VIDEOS_SCHEMA)

@@ -1,5 +1,15 @@
-"""How the scan runs on Ray: actor pools sized from the cluster, Ray Data's context, and the dataset that maps
-the graph's stage classes (``pipeline.graph.stage_specs``) onto ``map_batches``, one actor pool per stage."""
+"""How the scan runs on Ray: the plan chosen from the cluster, its actor pools, Ray Data's context, and the
+dataset that maps the graph (``pipeline.graph``) onto ``map_batches``.
+
+Two plans, one graph:
+
+- ``fused`` (no GPU): one actor pool, one actor per CPU with one torch thread, each running decode → detect →
+  score → rows (``pipeline.graph.Graph``) for its objects, so no frame leaves its process;
+- ``split`` (GPUs): CPU decode actors send the sampled frames (shrunk to the detector's working size with
+  ``shrink_frames``) to detect actors, whose crops go to score actors; the model actors ask for a GPU share.
+
+Either way the last actor builds the Parquet rows (``jobs.scan.rows.RowsStage``).
+"""
 
 from __future__ import annotations
 
@@ -17,29 +27,56 @@ from jobs.scan.errors import ScanError
 
 @dataclass
 class PoolPlan:
-    """How many actors of each kind, and what each one asks Ray for."""
+    """Which plan, why, how many actors of each kind (0: not in this plan), and what each asks Ray for."""
 
+    plan: str
+    why: str
+    fused_actors: int
     decode_actors: int
     detect_actors: int
     classify_actors: int
     cpus_per_actor: float
-    detect_gpus: float
+    detect_gpus: float  # also a fused actor's share: it runs the models
     classify_gpus: float
     torch_threads: int
 
+    def line(self) -> str:
+        """The one line the scan prints at start."""
+        if self.plan == "fused":
+            pools = f"{self.fused_actors} actors decode→detect→score"
+        else:
+            pools = f"{self.decode_actors} decode → {self.detect_actors} detect → {self.classify_actors} score actors"
+        gpus = f"; {self.detect_gpus:g} GPU per model actor" if self.detect_gpus else ""
+        return (f"plan: {self.plan} ({self.why}): {pools}, {self.cpus_per_actor:g} CPU and "
+                f"{self.torch_threads} torch thread(s) each{gpus}")
+
+
+def choose_plan(cluster: dict[str, float], options: ScanConfig, device: str = "auto") -> tuple[str, str]:
+    """(plan, why): ``options.plan`` unless auto, else split when the cluster has a GPU (and device is not cpu)."""
+    if options.plan != "auto":
+        return options.plan, "chosen"
+    gpus = float(cluster.get("GPU", 0.0)) if device != "cpu" else 0.0
+    return ("split", f"auto: {gpus:g} GPU in the cluster") if gpus >= 1 else ("fused", "auto: no GPU")
+
 
 def plan_pools(cluster: dict[str, float], options: ScanConfig, device: str = "auto") -> PoolPlan:
-    """Size the actor pools from the cluster's resources.
+    """The plan and its actor pools, sized from the cluster's resources.
 
     Actors together ask for at most (CPUs - 1), so Ray Data always has a CPU left for its own tasks
     (on a 2-core machine, actor pools that hold every CPU starve the pipeline and it deadlocks).
-    With GPUs (and device not cpu), detect and classify actors share them, decode actors stay on CPU.
+    With GPUs (and device not cpu), model actors share them, decode actors stay on CPU.
     """
     cpus = float(cluster.get("CPU", 1.0))
     gpus = float(cluster.get("GPU", 0.0)) if device != "cpu" else 0.0
     if device.startswith("cuda") and gpus < 1 and not options.gpus_per_actor:
         raise ScanError(f"device {device!r} requested but the Ray cluster has no GPU")
-    if gpus >= 1:
+    plan, why = choose_plan(cluster, options, device)
+    fused = decode = detect = classify = 0
+    if plan == "fused":
+        fused = options.fused_actors or max(1, int(cpus))  # one per core, one torch thread each
+        share = options.gpus_per_actor or (min(1.0, gpus / fused) if gpus >= 1 else 0.0)
+        detect_gpus = classify_gpus = round(share, 4)
+    elif gpus >= 1:
         model_actors = max(1, int(gpus))
         detect = options.detect_actors or model_actors
         classify = options.classify_actors or model_actors
@@ -53,12 +90,12 @@ def plan_pools(cluster: dict[str, float], options: ScanConfig, device: str = "au
         classify = options.classify_actors or max(1, round(0.45 * cpus))
         decode = options.decode_actors or max(1, int(cpus) // 8)
         detect_gpus = classify_gpus = options.gpus_per_actor or 0.0
-    total = decode + detect + classify
+    total = fused + decode + detect + classify
     budget = cpus - 1 if cpus >= 2 else cpus / 2
     cpus_per_actor = max(0.01, min(1.0, budget / total))
-    threads = options.torch_threads or max(1, int(cpus_per_actor))
+    threads = options.torch_threads or (1 if plan == "fused" else max(1, int(cpus_per_actor)))
     cpus_per_actor = math.floor(cpus_per_actor * 1e4) / 1e4  # round down: the sum must stay under budget
-    return PoolPlan(decode, detect, classify, cpus_per_actor, detect_gpus, classify_gpus, threads)
+    return PoolPlan(plan, why, fused, decode, detect, classify, cpus_per_actor, detect_gpus, classify_gpus, threads)
 
 
 def ensure_ray(options: ScanConfig) -> bool:
@@ -73,7 +110,7 @@ def ensure_ray(options: ScanConfig) -> bool:
         if address:
             ray.init(address=address, **common)
         else:
-            ray.init(num_cpus=options.num_cpus, include_dashboard=False, **common)
+            ray.init(num_cpus=options.num_cpus, num_gpus=options.num_gpus, include_dashboard=False, **common)
     except Exception as exc:  # noqa: BLE001
         raise ScanError(f"cannot start or reach Ray ({address or 'local'}): {type(exc).__name__}: {exc}") from exc
     return True
@@ -105,12 +142,12 @@ def data_context(options: ScanConfig) -> Iterator[None]:
             setattr(ctx, key, value)
 
 
-def build_dataset(entries: list[dict[str, Any]], specs: list, plan: PoolPlan, options: ScanConfig):
-    """The Ray Data graph over ``entries`` (not executed until iterated): each stage class of
-    ``pipeline.graph`` mapped as it is, with the arguments the graph resolved for it."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated", category=DeprecationWarning)
-        return _build_dataset(entries, specs, plan, options)
+def build_dataset(entries: list[dict[str, Any]], specs: list, plan: PoolPlan, options: ScanConfig, scan_id: str):
+    """The Ray Data graph over ``entries`` (not executed until iterated)."""
+    import ray
+
+    ds = ray.data.from_items(entries, override_num_blocks=max(1, min(len(entries), 4096)))
+    return map_plan(ds, specs, plan, options, scan_id)
 
 
 def _pool(size: int):
@@ -122,21 +159,29 @@ def _pool(size: int):
     return ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1)
 
 
-def _build_dataset(entries, specs, plan, options):
-    import ray
+def map_plan(ds, specs: list, plan: PoolPlan, options: ScanConfig, scan_id: str):
+    """``specs`` (the graph's, decode → detect → score) and the rows stage mapped onto ``ds`` as ``plan``
+    says: a callable class per pool, the way Ray's batch-inference examples map a model."""
+    from jobs.scan.rows import RowsStage
+    from pipeline.graph import Graph, StageSpec
 
+    rows = StageSpec("rows", RowsStage, {"scan_id": scan_id})
+    if plan.plan == "fused":
+        pools = [(specs + [rows], plan.fused_actors, options.decode_batch, plan.detect_gpus)]
+    else:
+        decode, detect, score = specs
+        pools = [([decode], plan.decode_actors, options.decode_batch, 0.0),
+                 ([detect], plan.detect_actors, options.decode_batch, plan.detect_gpus),
+                 ([score, rows], plan.classify_actors, options.classify_batch, plan.classify_gpus)]
     # Ray 2.60 has no named map_batches parameter for actor restarts / task retries, only the
     # deprecated **ray_remote_args (removed in 2.64: revisit then). Ray Data's own defaults are
     # infinite restarts *and* infinite retries, so an object that crashes its worker every time would
     # stall the scan forever; we keep restarts unlimited and bound the retries of each batch.
     fault = {"max_restarts": options.max_restarts, "max_task_retries": options.max_task_retries}
-    common = {"batch_format": "numpy", "num_cpus": plan.cpus_per_actor, **fault}
-    pools = {"decode": (plan.decode_actors, options.decode_batch, 0.0),
-             "detect": (plan.detect_actors, options.decode_batch, plan.detect_gpus),
-             "score": (plan.classify_actors, options.classify_batch, plan.classify_gpus)}
-    ds = ray.data.from_items(entries, override_num_blocks=max(1, min(len(entries), 4096)))
-    for spec in specs:
-        actors, batch, gpus = pools[spec.name]
-        ds = ds.map_batches(spec.cls, fn_constructor_kwargs=spec.kwargs, batch_size=batch, compute=_pool(actors),
-                            num_gpus=gpus or None, **common)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated", category=DeprecationWarning)
+        for stages, actors, batch, gpus in pools:
+            cls, kwargs = (stages[0].cls, stages[0].kwargs) if len(stages) == 1 else (Graph, {"specs": stages})
+            ds = ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_size=batch, compute=_pool(actors),
+                                num_gpus=gpus or None, num_cpus=plan.cpus_per_actor, batch_format="numpy", **fault)
     return ds
