@@ -201,6 +201,10 @@ class Api:
             raise ProblemError(503, info)
         return JSONResponse(card)
 
+    def stats(self) -> dict[str, int]:
+        """Admission counters of this replica (tests and bench/serve_load.py read them through a handle)."""
+        return self.admission.stats()
+
     # ---- helpers ----
 
     async def _parse(self, request: Request) -> tuple[str, Upload | None]:
