@@ -102,6 +102,13 @@ def _register_schemas(app: FastAPI) -> None:
 _register_schemas(api)
 
 
+async def put_upload(upload: Upload | None) -> ray.ObjectRef | None:
+    """The upload into the object store, read from its spool once; the decoder gets it by reference."""
+    if upload is None:
+        return None
+    return await asyncio.to_thread(lambda: ray.put(upload.read_array()))  # the array dies with the lambda
+
+
 @serve.deployment(name="Api")
 @serve.ingress(api)
 class Api:
@@ -171,10 +178,7 @@ class Api:
         deadline = min(timeout_s or self.config.request_timeout_s, self.config.request_timeout_s)
         try:
             async with asyncio.timeout(deadline), self.admission.turn():
-                data = None
-                if upload is not None:  # the upload goes to the object store once; only its ref is passed on
-                    data = await asyncio.to_thread(lambda: ray.put(upload.read_array()))
-                return await self._run_graph(uri, data, explain)
+                return await self._run_graph(uri, await put_upload(upload), explain)
         except TimeoutError:
             raise ProblemError(504, f"scoring took longer than {deadline:g} s") from None
         except BackPressureError:  # a stage deployment's own max_queued_requests, if one is set
@@ -233,6 +237,7 @@ class Api:
         try:
             # chained responses: each stage's output goes straight to the next replica
             responses.append(self.decoder.decode.remote(uri, data, explain))
+            del data  # Ray holds the upload until the decoder is done with it, not until the answer
             responses.append(self.detector.detect.remote(responses[-1]))
             responses.append(self.classifier.score.remote(responses[-1]))
             return await responses[-1]
