@@ -23,6 +23,7 @@ from pipeline.result import ScoreResult
 from serve.admission import Admission, Overloaded
 from serve.deployments import replica_settings
 from serve.guard import UriNotAllowedError, check_uri, server_decode_config
+from serve.heap import give_back_heap
 from serve.problems import (INTERNAL, Problem, ProblemError, add_problem_handlers, overloaded, problem_responses,
                             public_detail, status_for)
 from serve.upload import Upload, body_deadline, read_small_body, receive_upload
@@ -154,6 +155,8 @@ class Api:
                 finally:
                     if upload is not None:
                         await upload.close()
+                        if upload.size > self.config.spool_memory_bytes:
+                            await asyncio.to_thread(give_back_heap)
             if answer["error_code"]:
                 status = status_for(answer["error_code"])
                 raise ProblemError(status, public_detail(status, answer["detail"] or "request failed"))
