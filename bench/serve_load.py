@@ -44,6 +44,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import httpx  # noqa: E402
 
 SECTION = "## Load test"
+INTRO = """`bench/serve_load.py` (loopback only, bounded in count and time) starts a local Ray with the default
+settings and measures (1) the ingress replica's memory under 8 concurrent uploads of 99 MiB: its own heap
+(`RssAnon`) and whole RSS, sampled every 10 ms, at the peak and 3 s after, and (2) the server at 2x its
+admission capacity (48 concurrent uploads of `pipeline/samples/pair_pan.mp4` against 24 places): how many
+got 200 and how many a quick 503, and their latencies. `--smoke` runs it tiny (does it work?), and
+`--write-docs docs/serve.md` replaces this section with the measured numbers.
+"""
 APP = "deepfakestream-load"
 MiB = 1024**2
 
@@ -207,6 +214,7 @@ def render(r: dict) -> str:
     lines = [
         SECTION,
         "",
+        INTRO,
         f"Measured by `bench/serve_load.py` on {time.strftime('%Y-%m-%d')}: {r['machine']}; load average before/after "
         f"{r['load_average']['before'][0]}/{r['load_average']['after'][0]}. Real HTTP on 127.0.0.1, {s['ingress_replicas']} ingress replica(s), "
         f"max_inflight {s['max_inflight']}, max_queued {s['max_queued']}, spool in memory up to "
@@ -221,12 +229,12 @@ def render(r: dict) -> str:
     ]
     for key, label in (("RssAnon", "own heap (RssAnon)"), ("VmRSS", "whole RSS (VmRSS)"),
                        ("RssShmem", "object-store pages touched (RssShmem)")):
-        lines.append(f"| {label} | {m['before_mib'].get(key)} MiB | +{m['peak_growth_mib'].get(key)} MiB | "
-                     f"+{m['after_growth_mib'].get(key)} MiB |")
+        lines.append(f"| {label} | {m['before_mib'].get(key)} MiB | {m['peak_growth_mib'].get(key):+} MiB | "
+                     f"{m['after_growth_mib'].get(key):+} MiB |")
     lines += ["", f"Heap growth per concurrent upload at the peak: {per:.0f} MiB for {m['upload_mib']:g} MiB "
               f"({per / m['upload_mib']:.2f}x).", "",
               f"{o['requests']} concurrent uploads of `{r['media']}` against a capacity of {o['capacity']} "
-              f"(max_inflight + max_queued per ingress replica), {o['seconds']} s in all; Retry-After {o['retry_after']}:",
+              f"(max_inflight + max_queued per ingress replica), {o['seconds']} s in all; Retry-After: {', '.join(o['retry_after']) or 'none'} s:",
               "", "| status | count | p50 | p95 | max |", "|---|---|---|---|---|"]
     for status, v in o["by_status"].items():
         lines.append(f"| {status} | {v['n']} | {v['p50_s']} s | {v['p95_s']} s | {v['max_s']} s |")
