@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))
 sys.path.append(str(ROOT / "tests"))
 
-from bench_common import checkpoint, write_section  # noqa: E402
+from bench_common import checkpoint, percentile, wait_healthy, write_section  # noqa: E402
 from helpers import PeakMemory, find_processes, memory_kib  # noqa: E402  (the /proc readers the tests use too)
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -55,31 +55,10 @@ APP = "deepfakestream-load"
 MiB = 1024**2
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_healthy(url: str, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("the API did not become healthy")
 
 
 async def post_all(url: str, name: str, payload: bytes, n: int, budget_s: float) -> list[tuple[int, float, dict]]:
