@@ -1,8 +1,9 @@
-"""Shared by the benchmarks: which detector checkpoint to time."""
+"""Shared by the benchmarks: which detector checkpoint to time, percentiles, waiting for the API, writing docs."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 
@@ -35,3 +36,27 @@ def write_section(path: Path, section: str, body: str) -> None:
         text = "".join(lines[:start]) + body + ("\n" + tail if tail else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def wait_healthy(url: str, timeout_s: float = 300) -> None:
+    """Until ``GET {url}/v1/health`` answers 200 (TimeoutError after ``timeout_s``)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("the API did not become healthy")

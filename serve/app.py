@@ -27,6 +27,8 @@ from serve.ingress import Api
 
 log = logging.getLogger(__name__)
 
+HEALTH_ROOM = 2  # places on each model replica kept for the ready() calls of /v1/health
+
 
 def _cluster_has_gpu() -> bool:
     import ray
@@ -52,13 +54,19 @@ def build_app(settings: Settings):
     def actor(cpus: float, gpu: float = 0.0) -> dict[str, float]:
         return {"num_cpus": cpus, **({"num_gpus": gpu} if gpu else {})}
 
+    def model_slots(batch: int) -> int:
+        # room for every request the ingress replicas let run (in the worst case all on one replica), twice
+        # the batch so @serve.batch fills, and HEALTH_ROOM so /v1/health's ready() never queues behind them
+        return max(8, 2 * batch, cfg.ingress_replicas * cfg.max_inflight) + HEALTH_ROOM
+
     decoder = Decoder.options(num_replicas=cfg.decode_replicas, ray_actor_options=actor(cfg.decode_cpus),
-                              max_ongoing_requests=8).bind(payload)
+                              max_ongoing_requests=8).bind(payload)  # decoded frames are the big memory: 8 at most
     detector = Detector.options(num_replicas=cfg.detect_replicas, ray_actor_options=actor(cfg.detect_cpus, gpus),
-                                max_ongoing_requests=max(8, 2 * cfg.detect_max_batch_size)).bind(payload)
+                                max_ongoing_requests=model_slots(cfg.detect_max_batch_size)).bind(payload)
     classifier = Classifier.options(num_replicas=cfg.classify_replicas,
                                     ray_actor_options=actor(cfg.classify_cpus, gpus),
-                                    max_ongoing_requests=max(8, 2 * cfg.classify_max_batch_size)).bind(payload)
+                                    max_ongoing_requests=model_slots(cfg.classify_max_batch_size)).bind(payload)
+    # max_ongoing_requests > max_inflight + max_queued (ServeConfig checks it): scoring never fills the ingress
     return Api.options(num_replicas=cfg.ingress_replicas, ray_actor_options=actor(cfg.ingress_cpus),
                        max_ongoing_requests=cfg.max_ongoing_requests).bind(payload, decoder, detector, classifier)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ServeConfig(BaseModel):
@@ -48,5 +48,24 @@ class ServeConfig(BaseModel):
     detect_batch_wait_s: float = Field(0.01, ge=0)
     classify_max_batch_size: int = Field(16, ge=1, description="requests whose crops go through the network together")
     classify_batch_wait_s: float = Field(0.01, ge=0)
-    max_ongoing_requests: int = Field(64, ge=1, description="concurrent requests per ingress replica")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="time to receive a whole request body; slower clients get 408 and free their place")
+    spool_memory_bytes: int = Field(
+        1024**2, gt=0, description="an upload is held in memory up to this size, then spooled to a temporary file")
+    max_inflight: int = Field(
+        8, ge=1, description="POST /v1/score requests running the model graph at once, per ingress replica")
+    max_queued: int = Field(
+        16, ge=0, description="POST /v1/score requests being received or waiting for the graph, per ingress replica; "
+        "past max_inflight + max_queued a request gets 503 with Retry-After at once")
+    retry_after_s: int = Field(5, ge=1, description="Retry-After (s) sent with that 503")
+    max_ongoing_requests: int = Field(
+        64, ge=2, description="Ray's limit of concurrent requests per ingress replica (all routes); must exceed "
+        "max_inflight + max_queued so /v1/health always has room")
     explain_max_faces: int = Field(32, ge=0, description="Grad-CAM heat maps per request (explain=true)")
+
+    @model_validator(mode="after")
+    def _room_for_health(self) -> ServeConfig:
+        if self.max_ongoing_requests <= self.max_inflight + self.max_queued:
+            raise ValueError(f"serve.max_ongoing_requests ({self.max_ongoing_requests}) must exceed serve.max_inflight + "
+                             f"serve.max_queued ({self.max_inflight + self.max_queued}), or health checks queue behind scoring")
+        return self

@@ -8,24 +8,29 @@ The ingress never looks inside the media: the decoder sniffs the type and reads 
 # No `from __future__ import annotations`: FastAPI must resolve the route signatures of the Serve ingress class.
 import asyncio
 import logging
-import os
 import time
 from typing import Any
 
+import ray
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from pipeline.result import ScoreResult
+from serve.admission import Admission, Overloaded
 from serve.deployments import replica_settings
 from serve.guard import UriNotAllowedError, check_uri, server_decode_config
-from serve.problems import INTERNAL, Problem, ProblemError, add_problem_handlers, problem_responses, public_detail, status_for
+from serve.heap import give_back_heap
+from serve.problems import (INTERNAL, Problem, ProblemError, add_problem_handlers, overloaded, problem_responses,
+                            public_detail, status_for)
+from serve.upload import Upload, body_deadline, read_small_body, receive_upload
 
 log = logging.getLogger("deepfakestream.serve")
 
-MULTIPART_SLACK = 64 * 1024  # multipart framing and headers on top of the file itself
+MAX_JSON_BYTES = 16 * 1024
 
 
 class ScoreRequest(BaseModel):
@@ -98,25 +103,11 @@ def _register_schemas(app: FastAPI) -> None:
 _register_schemas(api)
 
 
-async def read_body_limited(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) as soon as it is known to exceed ``limit`` bytes."""
-    length = request.headers.get("content-length")
-    if length is not None:
-        try:
-            too_big = int(length) > limit
-        except ValueError:
-            raise ProblemError(400, "invalid Content-Length header") from None
-        if too_big:
-            raise ProblemError(413, f"request body is {int(length)} bytes, over the {limit}-byte limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProblemError(413, f"request body is over the {limit}-byte limit")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    request._body = body  # Starlette's form() parses the cached body  # noqa: SLF001
-    return body
+async def put_upload(upload: Upload | None) -> ray.ObjectRef | None:
+    """The upload into the object store, read from its spool once; the decoder gets it by reference."""
+    if upload is None:
+        return None
+    return await asyncio.to_thread(lambda: ray.put(upload.read_array()))  # the array dies with the lambda
 
 
 @serve.deployment(name="Api")
@@ -130,6 +121,7 @@ class Api:
         self.config = self.settings.serve
         self.max_bytes = server_decode_config(self.settings).max_bytes
         self.decoder, self.detector, self.classifier = decoder, detector, classifier
+        self.admission = Admission(self.config.max_inflight, self.config.max_queued)
         self.requests = metrics.Counter(
             "deepfakestream_requests", description="POST /v1/score requests by outcome "
             "(fake, real, no_face, or the problem code)", tag_keys=("outcome",))
@@ -145,9 +137,10 @@ class Api:
         summary="Score one image or video",
         description="Send the media as `multipart/form-data` (field `file`), or JSON `{\"uri\": \"s3://…\"}` "
         "for an object under one of the server's allowed prefixes. The media type is read from the bytes, "
-        "never from the name. Answers the same JSON as `deepfakestream score --json`.",
+        "never from the name. Answers the same JSON as `deepfakestream score --json`. A full server answers 503 "
+        "with `Retry-After` at once; a body not received within the server's deadline gets 408.",
         openapi_extra={"requestBody": SCORE_REQUEST_BODY},
-        responses=problem_responses(400, 403, 404, 413, 415, 422, 500, 502, 503, 504),
+        responses=problem_responses(400, 403, 404, 408, 413, 415, 422, 500, 502, 503, 504),
     )
     async def score(self, request: Request,
                     explain: bool = Query(False, description="add a Grad-CAM heat map (base64 PNG) per face"),
@@ -155,17 +148,24 @@ class Api:
         start = time.perf_counter()
         outcome = "internal_error"
         try:
-            uri, data = await self._parse(request)
-            deadline = min(timeout_s or self.config.request_timeout_s, self.config.request_timeout_s)
-            try:
-                answer = await asyncio.wait_for(self._run_graph(uri, data, explain), deadline)
-            except TimeoutError:
-                raise ProblemError(504, f"scoring took longer than {deadline:g} s") from None
+            async with self.admission.place():  # before the body: a full server answers at once
+                uri, upload = await self._parse(request)
+                try:
+                    answer = await self._score(uri, upload, explain, timeout_s)
+                finally:
+                    if upload is not None:
+                        await upload.close()
+                        if upload.size > self.config.spool_memory_bytes:
+                            await asyncio.to_thread(give_back_heap)
             if answer["error_code"]:
                 status = status_for(answer["error_code"])
                 raise ProblemError(status, public_detail(status, answer["detail"] or "request failed"))
             outcome = answer["result"]["label"].lower()
             return JSONResponse(answer["result"])
+        except Overloaded:
+            exc = overloaded(self.config.retry_after_s)
+            outcome = exc.code
+            raise exc from None
         except ProblemError as exc:
             outcome = exc.code
             raise
@@ -175,6 +175,17 @@ class Api:
         finally:
             self.requests.inc(1, tags={"outcome": outcome})
             self.latency.observe((time.perf_counter() - start) * 1000, tags={"outcome": outcome})
+
+    async def _score(self, uri: str, upload: Upload | None, explain: bool, timeout_s: float | None) -> dict[str, Any]:
+        """Wait for a turn and run the graph, both inside the request's deadline (504)."""
+        deadline = min(timeout_s or self.config.request_timeout_s, self.config.request_timeout_s)
+        try:
+            async with asyncio.timeout(deadline), self.admission.turn():
+                return await self._run_graph(uri, await put_upload(upload), explain)
+        except TimeoutError:
+            raise ProblemError(504, f"scoring took longer than {deadline:g} s") from None
+        except BackPressureError:  # a stage deployment's own max_queued_requests, if one is set
+            raise overloaded(self.config.retry_after_s) from None
 
     @api.get("/v1/health", response_model=Health, summary="Ready when the model is loaded",
              responses=problem_responses(503))
@@ -197,26 +208,22 @@ class Api:
             raise ProblemError(503, info)
         return JSONResponse(card)
 
+    def stats(self) -> dict[str, int]:
+        """Admission counters of this replica (tests and bench/serve_load.py read them through a handle)."""
+        return self.admission.stats()
+
     # ---- helpers ----
 
-    async def _parse(self, request: Request) -> tuple[str, bytes | None]:
+    async def _parse(self, request: Request) -> tuple[str, Upload | None]:
+        """(name or URI, the spooled upload or None), received within ``serve.body_timeout_s`` (408)."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "multipart/form-data":
-            await read_body_limited(request, self.config.max_upload_bytes + MULTIPART_SLACK)
-            try:
-                form = await request.form(max_files=1, max_fields=4)
-            except Exception as exc:  # noqa: BLE001 - malformed multipart
-                raise ProblemError(400, f"malformed multipart body: {exc}") from None
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise ProblemError(400, "multipart body needs a file field named 'file'")
-            data = await upload.read(self.max_bytes + 1)
-            if len(data) > self.max_bytes:
-                raise ProblemError(413, f"file is over the {self.max_bytes}-byte limit")
-            name = os.path.basename((upload.filename or "").replace("\\", "/"))[:255]
-            return name or "upload", data
+            async with body_deadline(self.config.body_timeout_s):
+                upload = await receive_upload(request, self.max_bytes, self.config.spool_memory_bytes)
+            return upload.name, upload
         if content_type == "application/json":
-            body = await read_body_limited(request, 16 * 1024)
+            async with body_deadline(self.config.body_timeout_s):
+                body = await read_small_body(request, MAX_JSON_BYTES)
             try:
                 parsed = ScoreRequest.model_validate_json(body)
             except ValidationError as exc:
@@ -228,11 +235,12 @@ class Api:
                 raise ProblemError(403, str(exc)) from None
         raise ProblemError(415, "send multipart/form-data with a 'file' field, or application/json with a 'uri'")
 
-    async def _run_graph(self, uri: str, data: bytes | None, explain: bool = False) -> dict[str, Any]:
+    async def _run_graph(self, uri: str, data: ray.ObjectRef | None, explain: bool = False) -> dict[str, Any]:
         responses = []
         try:
             # chained responses: each stage's output goes straight to the next replica
             responses.append(self.decoder.decode.remote(uri, data, explain))
+            del data  # Ray holds the upload until the decoder is done with it, not until the answer
             responses.append(self.detector.detect.remote(responses[-1]))
             responses.append(self.classifier.score.remote(responses[-1]))
             return await responses[-1]

@@ -27,6 +27,7 @@ PROBLEMS: dict[int, tuple[str, str]] = {
     400: ("bad_request", "Bad request"),
     403: ("forbidden", "URI not allowed"),
     404: ("not_found", "Not found"),
+    408: ("body_timeout", "Request body not received in time"),
     413: ("too_large", "Media too large"),
     415: ("unsupported_media", "Unsupported media type"),
     422: ("unprocessable", "Media could not be decoded"),
@@ -35,6 +36,9 @@ PROBLEMS: dict[int, tuple[str, str]] = {
     503: ("unavailable", "Model not available"),
     504: ("timeout", "Request timed out"),
 }
+
+# a status answered for more than one reason: the other reasons' code and title
+OVERLOADED = ("overloaded", "Server busy")  # 503 from admission control, with Retry-After
 
 # pipeline error code → status; a code not listed (e.g. detect_failed) is a server fault: 500
 STATUS_FOR_CODE: dict[str, int] = {
@@ -77,25 +81,34 @@ class Problem(BaseModel):
 
 
 class ProblemError(Exception):
-    def __init__(self, status: int, detail: str):
+    def __init__(self, status: int, detail: str, *, reason: tuple[str, str] | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.reason = reason or PROBLEMS.get(status, ("error", "Error"))  # (code, title)
+        self.headers = headers
 
     @property
     def code(self) -> str:
-        return PROBLEMS.get(self.status, ("error", "Error"))[0]
+        return self.reason[0]
 
     def response(self) -> JSONResponse:
-        code, title = PROBLEMS.get(self.status, ("error", "Error"))
+        code, title = self.reason
         body = Problem(title=title, status=self.status, detail=self.detail, code=code)
-        return JSONResponse(body.model_dump(), status_code=self.status, media_type=PROBLEM_JSON)
+        return JSONResponse(body.model_dump(), status_code=self.status, media_type=PROBLEM_JSON, headers=self.headers)
+
+
+def overloaded(retry_after_s: int, detail: str = "the server is at capacity; retry later") -> ProblemError:
+    """503 ``overloaded`` with ``Retry-After``: the caller may try again, unlike a missing model."""
+    return ProblemError(503, detail, reason=OVERLOADED, headers={"Retry-After": str(retry_after_s)})
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for routes that answer these problems."""
     schema = {"$ref": "#/components/schemas/Problem"}
-    return {s: {"description": PROBLEMS[s][1], "content": {PROBLEM_JSON: {"schema": schema}}} for s in statuses}
+    described = {**{s: title for s, (_, title) in PROBLEMS.items()}, 503: "Model not available, or server busy (Retry-After)"}
+    return {s: {"description": described[s], "content": {PROBLEM_JSON: {"schema": schema}}} for s in statuses}
 
 
 def add_problem_handlers(app: FastAPI) -> None:

@@ -31,3 +31,46 @@ def process_title(pid: int) -> str:
             return handle.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def find_processes(title: str) -> list[int]:
+    """Pids whose command line contains ``title`` (e.g. a Serve replica: ``ServeReplica:<app>:Api``)."""
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and title in process_title(int(e))]
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """``VmRSS``, ``RssAnon``, ``RssFile``, ``RssShmem`` of ``pid`` in KiB; {} once it is gone. ``RssAnon`` is
+    the process's own heap; ``RssShmem`` includes the pages of the Ray object store it has touched."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return {}
+    fields = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
+    return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in lines if ":" in line) if k in fields}
+
+
+class PeakMemory:
+    """Samples ``memory_kib(pid)`` in a thread until stopped; ``peak[field]`` is the highest value seen."""
+
+    def __init__(self, pid: int, interval_s: float = 0.01):
+        import threading
+
+        self.pid, self.interval_s = pid, interval_s
+        self.peak: dict[str, int] = dict(memory_kib(pid))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for key, value in memory_kib(self.pid).items():
+                self.peak[key] = max(self.peak.get(key, 0), value)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
