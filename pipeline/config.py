@@ -39,7 +39,7 @@ class DetectConfig(BaseModel):
 
     detect_max_side: int = Field(640, ge=64, description="frames are downscaled to this long side for MTCNN")
     batch_size: int = Field(16, ge=1, description="frames per MTCNN call")
-    detect_every: int = Field(1, ge=1, description="run MTCNN on every k-th sampled frame (and the last); the "
+    detect_every: int = Field(4, ge=1, description="run MTCNN on every k-th sampled frame (and the last); the "
                               "frames between get the faces carried along their tracks (pipeline/keyframes.py)")
     min_face_px: int = Field(40, ge=8, description="faces smaller than this (original pixels) are dropped")
     min_probability: float = Field(0.90, ge=0, le=1)

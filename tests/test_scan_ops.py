@@ -178,14 +178,6 @@ def test_unreadable_run_records_are_skipped(tmp_path, caplog):
     assert "broken.json" in caplog.text
 
 
-def test_error_classes_group_messages_that_differ_only_in_numbers():
-    from jobs.scan.records import error_class
-
-    a = error_class("resolution 5000x4000 is over the 16777216-pixel limit")
-    assert a == error_class("resolution 7000x6000 is over the 16777216-pixel limit") == "resolution NxN is over the N-pixel limit"
-    assert error_class("file is empty (0 bytes)") != a and error_class(None) == "unknown error"
-
-
 # ------------------------------------------------------------------------------------- quarantine
 def test_query_and_report_skip_unreadable_parts_with_a_warning(tmp_path, caplog):
     from jobs.query.sql import run_query

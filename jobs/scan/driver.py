@@ -38,7 +38,7 @@ from jobs.scan.listing import list_objects, storage_options_for
 from jobs.scan.output import FACES_SCHEMA, VIDEOS_SCHEMA, CommitInfo, OutputError, OutputStore
 from jobs.scan.rows import error_row, unnest
 from jobs.scan.plan import PoolPlan, build_dataset, data_context, ensure_ray, plan_pools
-from jobs.scan.records import RUNS_DIR, RunRecord, error_class, record_bytes, settings_digest
+from jobs.scan.records import RUNS_DIR, RunRecord, record_bytes, settings_digest
 from jobs.scan.stop import GracefulStop, Terminated
 from pipeline.config import Settings
 from pipeline.errors import DeepfakeStreamError
@@ -284,14 +284,14 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
                 on_commit(info)
 
         def count(videos: pa.Table) -> None:
-            for label, error in zip(videos.column("label").to_pylist(), videos.column("error").to_pylist()):
+            for label, code in zip(videos.column("label").to_pylist(), videos.column("error_code").to_pylist()):
                 summary.scanned += 1
                 summary.failed += label == "ERROR"
                 summary.no_face += label == "NO_FACE"
                 summary.fakes += label == "FAKE"
                 summary.reals += label == "REAL"
                 if label == "ERROR":
-                    kind = error_class(error)
+                    kind = code or "error"  # grouped by the stable code, never by the message's wording
                     summary.errors[kind] = summary.errors.get(kind, 0) + 1
             summary.error_rate = round(summary.failed / summary.scanned, 4) if summary.scanned else 0.0
 

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import socket
 from datetime import datetime
 from typing import Any, Literal
@@ -62,16 +61,6 @@ def settings_digest(settings: BaseModel) -> str:
     """A short hash of every model setting: two runs with the same digest scored the same way. The scan's
     own options (``scan``) are left out: the run record lists those that matter in ``options``."""
     return hashlib.sha256(settings.model_dump_json(exclude={"scan"}).encode()).hexdigest()[:16]
-
-
-_NUMBER = re.compile(r"\d+(\.\d+)?")
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-
-
-def error_class(message: str | None) -> str:
-    """Group error messages that differ only in numbers or quoted names (there are no error codes)."""
-    text = _QUOTED.sub("'…'", _NUMBER.sub("N", (message or "unknown error").strip()))
-    return text[:120]
 
 
 def record_bytes(record: RunRecord) -> bytes:
@@ -129,4 +118,4 @@ def runs_table(records: list[RunRecord]):
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-__all__ = ["RunRecord", "RUNS_DIR", "settings_digest", "error_class", "record_bytes", "read_records", "runs_table"]
+__all__ = ["RunRecord", "RUNS_DIR", "settings_digest", "record_bytes", "read_records", "runs_table"]
