@@ -12,7 +12,7 @@ from pipeline.batch import Batch, batch_size, codes_of, errors_of, object_column
 from pipeline.config import DetectConfig, resolve_device, set_torch_threads
 from pipeline.crop import crop_face
 from pipeline.errors import DETECT_FAILED
-from pipeline.keyframes import carry_faces, first_seen_order, keyframe_indices
+from pipeline.keyframes import carry_faces, disputed_frames, first_seen_order, keyframe_indices
 from pipeline.logsafe import log_safe
 from pipeline.resize import shrink, working_size
 from pipeline.tracking import link_tracks
@@ -84,13 +84,22 @@ class DetectStage:
     def faces_of(self, frames: np.ndarray, source_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
         """All faces of one video's sampled frames, cropped and linked into tracks; boxes in source pixels.
 
-        With ``detect_every`` k > 1 MTCNN runs on every k-th frame (and the last) and the other frames get
-        their faces carried along the tracks (``pipeline.keyframes``)."""
+        With ``detect_every`` k > 1 MTCNN runs on every k-th frame (and the last), and on the frames between
+        two keyframes that disagree on the tracks they see; the other frames get their faces carried along
+        the tracks (``pipeline.keyframes``)."""
         every = self.config.detect_every
         if every > 1 and len(frames) > 2:
+            gap = max(1, self.config.track_max_gap // every)
             keys = keyframe_indices(len(frames), every)
-            per_frame, tracks_of = carry_faces(keys, self.detector.detect(frames[keys], source_size), len(frames),
-                                               self.config.track_iou, self.config.track_max_gap // every)
+            found = dict(zip(keys.tolist(), self.detector.detect(frames[keys], source_size)))
+            # where two keyframes disagree on who is there (someone came or left, or moved too far to link),
+            # interpolation would guess: detect the frames between them too
+            extra = disputed_frames(keys, [found[k] for k in keys.tolist()], self.config.track_iou, gap)
+            if len(extra):
+                found.update(zip(extra.tolist(), self.detector.detect(frames[extra], source_size)))
+            keys = np.array(sorted(found), np.int64)
+            per_frame, tracks_of = carry_faces(keys, [found[k] for k in keys.tolist()], len(frames),
+                                               self.config.track_iou, gap)
         else:
             per_frame, tracks_of = self.detector.detect(frames, source_size), None
         # the frames may be shrunk (split plan): crops are cut where the source box lies in them

@@ -28,6 +28,23 @@ def first_seen_order(tracks: np.ndarray) -> np.ndarray:
     return rank[inverse].reshape(-1)
 
 
+def _tracks_at(detected: list[Faces], min_iou: float, max_gap: int) -> tuple[np.ndarray, list[int]]:
+    """Track ids of the faces detected on consecutive keyframes (linked by IoU), and each keyframe's count."""
+    counts = [len(b) for b, _, _ in detected]
+    ordinal = np.repeat(np.arange(len(detected)), counts).astype(np.int64)
+    boxes = np.concatenate([b.reshape(-1, 4) for b, _, _ in detected]) if detected else np.zeros((0, 4), np.float32)
+    return link_tracks(ordinal, boxes, min_iou, max_gap), counts
+
+
+def disputed_frames(keys: np.ndarray, detected: list[Faces], min_iou: float, max_gap: int) -> np.ndarray:
+    """Frames between two neighbouring keyframes that do not see the same set of tracks: a face came or
+    left, or moved too far to link (a zoom, a fast pan). Carrying would guess there, so these are detected."""
+    tracks, counts = _tracks_at(detected, min_iou, max_gap)
+    sets = [frozenset(t.tolist()) for t in np.split(tracks, np.cumsum(counts)[:-1])] if counts else []
+    extra = [f for o in range(len(keys) - 1) if sets[o] != sets[o + 1] for f in range(keys[o] + 1, keys[o + 1])]
+    return np.array(extra, np.int64)
+
+
 def carry_faces(keys: np.ndarray, detected: list[Faces], count: int, min_iou: float,
                 max_gap: int) -> tuple[list[Faces], list[np.ndarray]]:
     """Faces of all ``count`` frames from those ``detected`` on ``keys``, and each face's track id."""
