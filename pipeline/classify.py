@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from pipeline.batch import Batch, batch_size, object_column
 from pipeline.checkpoint import ModelCard, load_checkpoint
 from pipeline.config import resolve_device
+from pipeline.fold import fold_batchnorm
 from pipeline.model import DeepfakeDetector
 from pipeline.preprocess import crops_to_tensor
 
@@ -24,7 +26,10 @@ class FaceClassifier:
     def __init__(self, model: DeepfakeDetector, card: ModelCard, device: str = "cpu", batch_size: int = 32,
                  tta_flip: bool | None = None):
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+        # a folded copy: the caller's model (a training run's) keeps its BatchNorms
+        model = copy.deepcopy(model).eval()
+        fold_batchnorm(model)
+        self.model = model.to(self.device).to(memory_format=torch.channels_last)
         self.card = card
         self.batch_size = batch_size
         self.tta_flip = card.tta_flip if tta_flip is None else tta_flip
