@@ -47,8 +47,8 @@ SECTION = "## Load test"
 INTRO = """`bench/serve_load.py` (loopback only, bounded in count and time) starts a local Ray with the default
 settings and measures (1) the ingress replica's memory under 8 concurrent uploads of 99 MiB: its own heap
 (`RssAnon`) and whole RSS, sampled every 10 ms, at the peak and 3 s after, and (2) the server at 2x its
-admission capacity (48 concurrent uploads of `pipeline/samples/pair_pan.mp4` against 24 places): how many
-got 200 and how many a quick 503, and their latencies. `--smoke` runs it tiny (does it work?), and
+admission capacity (concurrent uploads of `pipeline/samples/pair_pan.mp4`, twice max_inflight + max_queued): how
+many got 200, how many a quick 503 and how many ran past the request deadline (504), and their latencies. `--smoke` runs it tiny (does it work?), and
 `--write-docs docs/serve.md` replaces this section with the measured numbers.
 """
 APP = "deepfakestream-load"

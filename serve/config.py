@@ -54,8 +54,10 @@ class ServeConfig(BaseModel):
         1024**2, gt=0, description="an upload is held in memory up to this size, then spooled to a temporary file")
     max_inflight: int = Field(
         8, ge=1, description="POST /v1/score requests running the model graph at once, per ingress replica")
+    # 4: on 2 cores the graph finishes about one short clip every 4 s under load, so with 8 + 16 places the last
+    # admitted waited past request_timeout_s (9 of 24 got 504, bench/serve_load.py); 8 + 4 all finish in time
     max_queued: int = Field(
-        16, ge=0, description="POST /v1/score requests being received or waiting for the graph, per ingress replica; "
+        4, ge=0, description="POST /v1/score requests being received or waiting for the graph, per ingress replica; "
         "past max_inflight + max_queued a request gets 503 with Retry-After at once")
     retry_after_s: int = Field(5, ge=1, description="Retry-After (s) sent with that 503")
     max_ongoing_requests: int = Field(

@@ -339,7 +339,7 @@ def test_the_documented_alert_query_runs_on_run_records(tmp_path):
     from jobs.query.sql import run_query
     from jobs.scan.records import RunRecord, record_bytes
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "scan.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "scan.md").read_text()
     sql = re.search(r'--format json "\n(.*?)"\n```', doc, re.S).group(1)
     store = OutputStore(str(tmp_path))
     old = datetime.now(timezone.utc) - timedelta(days=3)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from jobs.report import version
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_package_version_is_the_installed_distribution_or_says_unknown(monkeypatch):

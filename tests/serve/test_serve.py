@@ -298,7 +298,7 @@ def test_deploy_config_builds_the_app(detector_env):
 
     from serve.app import app_builder
 
-    config = yaml.safe_load((Path(__file__).parents[1] / "serve" / "config.yaml").read_text())
+    config = yaml.safe_load((Path(__file__).parents[2] / "serve" / "config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(config)
     (spec,) = schema.applications
     assert spec.import_path == "serve.app:app_builder"

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import DEFAULT_CHECKPOINT, load_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REPORTS = [ROOT / "docs" / "reports" / f"report-{split}.json" for split in ("val", "test")]
 
 pytestmark = pytest.mark.skipif(not DEFAULT_CHECKPOINT.exists(), reason="no default checkpoint shipped yet")

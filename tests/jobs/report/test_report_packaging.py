@@ -21,7 +21,7 @@ import pytest
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # what score, scan, query and serve load (report and training have their own extras)
 RUNTIME = [ROOT / "pipeline", ROOT / "serve", *(ROOT / "jobs" / n for n in ("__init__.py", "cli", "scan", "query"))]

@@ -70,7 +70,7 @@ def add_shifted_run(dest: Path, shift: float, days: int = 1, suffix: str = "shif
     return scan_id
 
 
-if __name__ == "__main__":  # refresh docs/images/report.png: python tests/report/report_fixtures.py SCAN [PNG]
+if __name__ == "__main__":  # refresh docs/images/report.png: python tests/jobs/report/report_fixtures.py SCAN [PNG]
     import shutil
     import sys
     import tempfile

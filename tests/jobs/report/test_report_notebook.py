@@ -10,7 +10,7 @@ import pytest
 
 from report_fixtures import add_shifted_run
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "scan_analysis.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[3] / "notebooks" / "scan_analysis.ipynb"
 
 
 def test_the_committed_notebook_is_valid_and_has_no_outputs():

@@ -33,7 +33,7 @@ from pipeline.decode import DecodeStage
 
 from helpers import process_title, process_tree
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 FRAMES = 4
 GOOD = ("astronaut_zoom.mp4", "pair_pan.mp4", "astronaut.jpg", "coffee.jpg")

@@ -14,7 +14,7 @@ from pipeline.classify import FaceClassifier
 from pipeline.fold import fold_batchnorm
 from pipeline.preprocess import crops_to_tensor
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _crops(size: int) -> np.ndarray:

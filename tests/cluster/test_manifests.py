@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = Path(os.environ.get("DFS_KUBERAY_SCHEMAS", ROOT.parent / "shared" / "schemas" / "kuberay-v1.7.0"))
 
 
@@ -89,7 +89,7 @@ def test_the_strict_check_rejects_an_unknown_field():
     assert list(validators[("ray.io/v1", "RayCluster")].iter_errors(bad)), "a misspelt field must fail"
 
 
-# Prometheus Operator resources (cluster/monitoring/) have no schema here: tests/report/test_report_ops.py
+# Prometheus Operator resources (cluster/monitoring/) have no schema here: tests/jobs/report/test_report_ops.py
 # checks them against the pods they scrape.
 @pytest.mark.parametrize("file,doc", [m for m in MANIFESTS
                                       if not m[1]["apiVersion"].startswith(("ray.io/", "monitoring.coreos.com/"))],

@@ -22,7 +22,7 @@ from pipeline.detect import DetectStage, FaceDetector
 from pipeline.errors import MediaTooLargeError, NoVideoStreamError
 from pipeline.probe import probe_video
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
