@@ -137,7 +137,7 @@ class Classifier(_Batched):
                 continue
             body = result.model_dump(mode="json")
             if index in heat_maps:
-                body["explanations"] = explanations(row, heat_maps[index])
+                body["explanations"] = explanations(result, heat_maps[index])
             answers.append({"error_code": None, "detail": None, "result": body})
         return answers
 
@@ -150,11 +150,9 @@ class Classifier(_Batched):
         return True, self.scorer.card.version
 
 
-def explanations(row: dict[str, Any], pngs: list[str | None]) -> list[dict[str, Any]]:
-    """One Grad-CAM entry per face, in the order of the row's crops (frames, then boxes)."""
+def explanations(result: ScoreResult, pngs: list[str | None]) -> list[dict[str, Any]]:
+    """One Grad-CAM entry per face, in the order of the object's crops (face number: frames, then boxes)."""
     from serve.ingress import FaceExplanation
 
-    boxes = np.asarray(row["face_boxes"], np.float64).reshape(-1, 4)
-    return [FaceExplanation(face=i, frame=int(row["face_frame"][i]), track=int(row["face_track"][i]),
-                            box=[round(float(v), 1) for v in boxes[i]], score=round(float(row["face_scores"][i]), 6),
-                            heatmap_png=png).model_dump() for i, png in enumerate(pngs)]
+    return [FaceExplanation(face=face.face, frame=face.frame, track=track, box=face.box, score=face.score,
+                            heatmap_png=png).model_dump(mode="json") for (track, face), png in zip(result.faces(), pngs)]

@@ -19,7 +19,7 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from pipeline.result import ScoreResult
+from pipeline.result import R1, R6, ScoreResult
 from serve.admission import Admission, Overloaded
 from serve.deployments import replica_settings
 from serve.guard import UriNotAllowedError, check_uri, server_decode_config
@@ -51,8 +51,8 @@ class FaceExplanation(BaseModel):
     face: int = Field(description="index of the face in the request (order of frames, then boxes)")
     frame: int = Field(description="index into `frames`")
     track: int
-    box: list[float]
-    score: float
+    box: list[R1]
+    score: R6
     heatmap_png: str | None = Field(description="base64 PNG of the crop with the heat map; null past explain_max_faces")
 
 

@@ -35,8 +35,8 @@ from jobs.scan.errors import ScanAborted, ScanError
 from jobs.scan.exit_codes import ExitCode
 from jobs.scan.lease import LeaseHeld, LeaseLost, OutputLease
 from jobs.scan.listing import list_objects, storage_options_for
-from jobs.scan.output import FACES_SCHEMA, VIDEOS_SCHEMA, CommitInfo, OutputError, OutputStore
-from jobs.scan.rows import error_row, unnest
+from jobs.scan.output import FACES_SCHEMA, CommitInfo, OutputError, OutputStore
+from jobs.scan.rows import lost_rows, unnest
 from jobs.scan.plan import PoolPlan, build_dataset, data_context, ensure_ray, plan_pools
 from jobs.scan.records import RUNS_DIR, RunRecord, record_bytes, settings_digest
 from jobs.scan.stop import GracefulStop, Terminated
@@ -358,8 +358,7 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
             message = (f"not scanned: the Ray worker processing this object failed {passes * (options.max_task_retries + 1)} "
                        "times (crash or out of memory; see the Ray logs); rerun with --retry-errors to try again")
             at = datetime.now(timezone.utc)
-            rows = pa.Table.from_pylist([error_row(e, message, scan_id, at, summary.model_version, verdict["threshold"],
-                                                   verdict["aggregation"]) for e in lost], schema=VIDEOS_SCHEMA)
+            rows = lost_rows(lost, message, scan_id, at, summary.model_version, verdict["threshold"], verdict["aggregation"])
             pending_videos.append(rows)
             pending_faces.append(FACES_SCHEMA.empty_table())
             count(rows)

@@ -1,6 +1,7 @@
 """The scan's ``videos`` and ``faces`` rows (``jobs/scan/output.py`` has their schemas), built as Arrow
-columns in the scan's last actor (``RowsStage``) from the graph's output batch: one ``videos`` row per
-object, one ``faces`` row per face of a scored object. The driver only splits, counts and writes them."""
+columns in the scan's last actor (``RowsStage``) from the objects' ``ScoreResult`` records plus the
+listing's columns: one ``videos`` row per object, one ``faces`` row per face of a scored object. The
+driver only splits, counts and writes them."""
 
 from __future__ import annotations
 
@@ -14,119 +15,105 @@ import pyarrow.compute as pc
 from jobs.scan.output import FACES_SCHEMA, SCHEMA_VERSION, TS, VIDEOS_SCHEMA
 from pipeline.batch import Batch, as_text, batch_size
 from pipeline.errors import WORKER_LOST
+from pipeline.result import FaceBox, ScoreResult
 
-TIMINGS = ("decode_ms", "detect_ms", "classify_ms")
+TIMINGS = ("decode", "detect", "classify")
 FACES = "face_rows"  # the column of a row's faces between the last actor and the driver
 NESTED = pa.struct(list(FACES_SCHEMA))
+LISTING = ("size", "etag", "mtime", "fingerprint")  # the listing's columns, carried through the graph
 
 
-def _texts(batch: Batch, key: str, n: int) -> list[str]:
-    return ["" if v is None else as_text(v) for v in batch[key]] if key in batch else [""] * n
-
-
-def _or_null(texts: list[str]) -> list[str | None]:
-    return [t or None for t in texts]
-
-
-def _floats(values: Any) -> pa.Array:
-    """float64 with NaN as null."""
-    values = np.asarray(values, np.float64)
+def _floats(values: list[float | None]) -> pa.Array:
+    """float64 with None and NaN as null."""
+    values = np.array([np.nan if v is None else v for v in values], np.float64)
     return pa.array(values, pa.float64(), mask=np.isnan(values))
 
 
-def _times(epochs: Any) -> pa.Array:
-    """Epoch seconds (NaN: unknown) as UTC microsecond timestamps."""
-    seconds = np.asarray(epochs, np.float64)
+def _times(epochs: list[Any]) -> pa.Array:
+    """Epoch seconds (None or NaN: unknown) as UTC microsecond timestamps."""
+    seconds = np.array([np.nan if v is None else float(v) for v in epochs], np.float64)
     missing = np.isnan(seconds)
     return pa.array(np.where(missing, 0, np.round(seconds * 1e6)).astype(np.int64), TS, mask=missing)
 
 
-def _lists(values: list[np.ndarray], width: int) -> pa.Array:
-    """(k, width) float32 rows as list<float32> values."""
-    flat = np.concatenate([v.reshape(-1) for v in values]) if values else np.zeros(0, np.float32)
-    count = len(flat) // width
-    return pa.ListArray.from_arrays(pa.array(np.arange(count + 1, dtype=np.int32) * width),
-                                    pa.array(flat.astype(np.float32)))
+def _lists(values: list[list[float] | None], width: int) -> pa.Array:
+    """Rows of ``width`` floats as list<float32> values (null where a row has none)."""
+    flat = np.array([x for v in values if v is not None for x in v], np.float32)
+    sizes = np.array([0 if v is None else width for v in values], np.int32)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(flat), mask=pa.array([v is None for v in values], pa.bool_()))
 
 
-def _thumbs(batch: Batch, i: int, count: int) -> list[bytes | None]:
-    """Row ``i``'s face thumbnails (``face_thumbs`` from the score stage), None where it kept none."""
-    if "face_thumbs" not in batch:
-        return [None] * count
-    thumbs = list(batch["face_thumbs"][i])
-    return [thumbs[j] if j < len(thumbs) else None for j in range(count)]
+def listing_of(batch: Batch) -> list[dict[str, Any]]:
+    """Each row's listing columns (absent ones as None)."""
+    n = batch_size(batch)
+    columns = {k: list(batch[k]) if k in batch else [None] * n for k in LISTING}
+    return [{k: columns[k][i] for k in LISTING} for i in range(n)]
 
 
 def tables_from_batch(batch: Batch, scan_id: str, scanned_at: datetime) -> tuple[pa.Table, pa.Table]:
     """One aggregated graph batch (plus the listing's columns) as ``videos`` and ``faces`` tables."""
-    n = batch_size(batch)
-    errors, codes = _texts(batch, "error", n), _texts(batch, "error_code", n)
-    scores = [np.asarray(batch["face_scores"][i], np.float32).reshape(-1) for i in range(n)]
-    tracks = [np.asarray(batch["face_track"][i], np.int64).reshape(-1) for i in range(n)]
-    timings = {k: np.asarray(batch[k], np.float64) for k in TIMINGS if k in batch}
-    uris, versions = _texts(batch, "uri", n), _texts(batch, "model_version", n)
+    return tables_from_results(ScoreResult.from_batch(batch), listing_of(batch), scan_id, scanned_at)
+
+
+def tables_from_results(results: list[ScoreResult], listing: list[dict[str, Any]], scan_id: str,
+                        scanned_at: datetime) -> tuple[pa.Table, pa.Table]:
+    """Scored objects and their listing entries as ``videos`` and ``faces`` tables."""
+    n = len(results)
+    media = [r.media for r in results]
+    timings = {k: [r.timings_ms.get(k) for r in results] for k in TIMINGS}
     at = pa.scalar(scanned_at, TS)
+
+    def of_media(key: str, type_: pa.DataType) -> pa.Array:
+        return pa.array([None if m is None else getattr(m, key) for m in media], type_)
+
+    etags = [None if e is None else as_text(e) or None for e in (x["etag"] for x in listing)]
     videos = pa.Table.from_arrays([
         pa.array(np.full(n, SCHEMA_VERSION, np.int16)),
         pa.array([scan_id] * n, pa.string()),
-        pa.array(uris, pa.string()),
-        pa.array(np.asarray(batch["size"], np.int64)) if "size" in batch else pa.nulls(n, pa.int64()),
-        pa.array(_or_null(_texts(batch, "etag", n)), pa.string()),
-        _times(batch["mtime"]) if "mtime" in batch else pa.nulls(n, TS),
-        pa.array(_texts(batch, "fingerprint", n), pa.string()),
-        pa.array(_or_null(_texts(batch, "media_type", n)), pa.string()),
-        *(pa.array(np.asarray(batch[k], np.float64)) for k in ("duration", "fps")),
-        pa.array(np.asarray(batch["frame_count"], np.int64)),
-        *(pa.array(np.asarray(batch[k], np.int32)) for k in ("width", "height", "frames_sampled")),
-        pa.array(np.array([len(s) for s in scores], np.int32)),
-        pa.array(np.array([len(np.unique(t)) for t in tracks], np.int32)),
-        _floats(batch["score"]),
-        pa.array(_texts(batch, "label", n), pa.string()),
-        _floats(batch["threshold"]),
-        pa.array(_or_null(_texts(batch, "aggregation", n)), pa.string()),
-        pa.array(versions, pa.string()),
-        pa.array(_or_null(errors), pa.string()),
-        pa.array([(c or "error") if e else None for e, c in zip(errors, codes)], pa.string()),
+        pa.array([r.uri for r in results], pa.string()),
+        pa.array([None if x["size"] is None else int(x["size"]) for x in listing], pa.int64()),
+        pa.array(etags, pa.string()),
+        _times([x["mtime"] for x in listing]),
+        pa.array([as_text(x["fingerprint"] or "") for x in listing], pa.string()),
+        pa.array([None if m is None else m.type or None for m in media], pa.string()),
+        of_media("duration", pa.float64()), of_media("fps", pa.float64()), of_media("frame_count", pa.int64()),
+        of_media("width", pa.int32()), of_media("height", pa.int32()), of_media("frames_sampled", pa.int32()),
+        pa.array([sum(len(t.boxes) for t in r.tracks) for r in results], pa.int32()),
+        pa.array([len(r.tracks) for r in results], pa.int32()),
+        _floats([r.score for r in results]),
+        pa.array([r.label for r in results], pa.string()),
+        _floats([r.threshold for r in results]),
+        pa.array([r.aggregation for r in results], pa.string()),
+        pa.array([r.model_version or "" for r in results], pa.string()),
+        pa.array([r.error for r in results], pa.string()),
+        pa.array([(r.error_code or "error") if r.error else None for r in results], pa.string()),
         pa.array([at] * n, TS) if n else pa.array([], TS),
-        *(pa.array(timings[k]) if k in timings else pa.nulls(n, pa.float64()) for k in TIMINGS),
-        pa.array(sum(timings.values()) if timings else np.zeros(n)),
+        *(_floats(timings[k]) for k in TIMINGS),
+        _floats([sum(r.timings_ms.values()) if r.timings_ms else None for r in results]),
     ], schema=VIDEOS_SCHEMA)
 
-    rows = [i for i in range(n) if not errors[i]]  # an ERROR object has no faces rows
-    counts = [len(scores[i]) for i in rows]
-    frames = [np.asarray(batch["face_frame"][i], np.int64).reshape(-1) for i in rows]
-    total = sum(counts)
+    owned = [(r, t, f) for r in results if not r.error for t, f in r.faces()]
+    total = len(owned)
 
-    def flat(parts: list[np.ndarray], dtype) -> np.ndarray:
-        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+    def frame_number(r: ScoreResult, f: FaceBox) -> int | None:
+        return r.frames[f.frame].frame_number if f.frame < len(r.frames) else None
 
-    def where(column: str, dtype, missing) -> np.ndarray:
-        """Each face's ``column`` value at its sampled frame (``missing`` where the frame is out of range)."""
-        parts = []
-        for i, frame in zip(rows, frames):
-            values = np.asarray(batch[column][i], dtype).reshape(-1)
-            part = np.full(len(frame), missing, dtype)
-            inside = frame < len(values)
-            part[inside] = values[frame[inside]]
-            parts.append(part)
-        return flat(parts, dtype)
-
-    number = where("frame_indices", np.int64, -1)
     faces = pa.Table.from_arrays([
         pa.array(np.full(total, SCHEMA_VERSION, np.int16)),
         pa.array([scan_id] * total, pa.string()),
-        pa.array([uris[i] for i, c in zip(rows, counts) for _ in range(c)], pa.string()),
-        pa.array(flat([np.arange(c) for c in counts], np.int32)),
-        pa.array(flat(frames, np.int32)),
-        pa.array(number, pa.int64(), mask=number < 0),
-        _floats(where("timestamps", np.float64, np.nan)),
-        pa.array(flat([tracks[i] for i in rows], np.int32)),
-        _lists([np.asarray(batch["face_boxes"][i], np.float32) for i in rows], 4),
-        _lists([np.asarray(batch["face_landmarks"][i], np.float32) for i in rows], 10),
-        pa.array(flat([np.asarray(batch["face_probs"][i], np.float32).reshape(-1) for i in rows], np.float32)),
-        pa.array(flat([scores[i] for i in rows], np.float32)),
-        pa.array([t for i, c in zip(rows, counts) for t in _thumbs(batch, i, c)], pa.binary()),
-        pa.array([versions[i] for i, c in zip(rows, counts) for _ in range(c)], pa.string()),
+        pa.array([r.uri for r, _, _ in owned], pa.string()),
+        pa.array([f.face for _, _, f in owned], pa.int32()),
+        pa.array([f.frame for _, _, f in owned], pa.int32()),
+        pa.array([frame_number(r, f) for r, _, f in owned], pa.int64()),
+        _floats([f.timestamp for _, _, f in owned]),
+        pa.array([t for _, t, _ in owned], pa.int32()),
+        _lists([f.box for _, _, f in owned], 4),
+        _lists([f.landmarks for _, _, f in owned], 10),
+        pa.array([f.probability for _, _, f in owned], pa.float32()),
+        pa.array([f.score for _, _, f in owned], pa.float32()),
+        pa.array([f.thumb_jpeg for _, _, f in owned], pa.binary()),
+        pa.array([r.model_version or "" for r, _, _ in owned], pa.string()),
         pa.array([at] * total, TS) if total else pa.array([], TS),
     ], schema=FACES_SCHEMA)
     return videos, faces
@@ -158,14 +145,8 @@ class RowsStage:
         return nest(*tables_from_batch(batch, self.scan_id, datetime.now(timezone.utc)))
 
 
-def error_row(entry: dict[str, Any], message: str, scan_id: str, scanned_at: datetime, model_version: str,
-              threshold: float | None, aggregation: str | None) -> dict[str, Any]:
-    """A ``videos`` row for an object the pipeline never returned (its worker kept crashing)."""
-    mtime = entry.get("mtime")
-    return {
-        "schema_version": SCHEMA_VERSION, "scan_id": scan_id, "uri": entry["uri"], "size": entry.get("size"),
-        "etag": entry.get("etag") or None, "fingerprint": entry["fingerprint"],
-        "mtime": None if mtime is None or mtime != mtime else datetime.fromtimestamp(float(mtime), timezone.utc),
-        "label": "ERROR", "error": message, "error_code": WORKER_LOST, "model_version": model_version, "threshold": threshold,
-        "aggregation": aggregation, "scanned_at": scanned_at,
-    }
+def lost_rows(entries: list[dict[str, Any]], message: str, scan_id: str, scanned_at: datetime, model_version: str,
+              threshold: float | None, aggregation: str | None) -> pa.Table:
+    """``videos`` rows for objects the pipeline never returned (their worker kept crashing)."""
+    results = [ScoreResult.failed(e["uri"], message, threshold, model_version, WORKER_LOST, aggregation) for e in entries]
+    return tables_from_results(results, [{k: e.get(k) for k in LISTING} for e in entries], scan_id, scanned_at)[0]

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from jobs.query.sql import run_query
 from jobs.scan.output import MANIFEST, PARTITION, SCHEMA_VERSION, VIDEOS_SCHEMA, OutputStore
-from jobs.scan.rows import error_row, tables_from_batch
+from jobs.scan.rows import lost_rows, tables_from_batch
 from pipeline.batch import object_column
 from pipeline.decode import DecodeStage
 from pipeline.errors import WORKER_LOST, EmptyMediaError, UnsupportedMediaError
@@ -28,8 +28,9 @@ def test_the_code_travels_from_the_stage_to_the_row():
            "threshold": [0.5, 0.5], "model_version": object_column(["v", "v"]), "aggregation": object_column(["mean"] * 2)}
     videos, faces = (t.to_pylist() for t in tables_from_batch(out, "scan1", datetime.now(timezone.utc)))
     assert [v["error_code"] for v in videos] == ["media_empty", "unsupported_media"] and not faces
-    lost = error_row({"uri": "x", "fingerprint": "f"}, "crashed", "scan1", datetime.now(timezone.utc), "v", 0.5, "mean")
-    assert lost["error_code"] == WORKER_LOST
+    lost = lost_rows([{"uri": "x", "fingerprint": "f", "size": 3}], "crashed", "scan1", datetime.now(timezone.utc),
+                     "v", 0.5, "mean").to_pylist()
+    assert [(r["error_code"], r["label"], r["size"], r["fingerprint"]) for r in lost] == [(WORKER_LOST, "ERROR", 3, "f")]
 
 
 def test_a_schema_1_output_is_read_and_appended_to(tmp_path):
