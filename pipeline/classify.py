@@ -16,15 +16,19 @@ from pipeline.config import resolve_device
 from pipeline.fold import fold_batchnorm
 from pipeline.model import DeepfakeDetector
 from pipeline.preprocess import crops_to_tensor
+from pipeline.runtime import OnnxNetwork, Runtime, resolve_runtime
 
 log = logging.getLogger(__name__)
 
 
 class FaceClassifier:
-    """A loaded detector network with its model card; scores uint8 crops in fixed-size batches."""
+    """A loaded detector network with its model card; scores uint8 crops in fixed-size batches.
+
+    ``runtime`` picks the engine (``pipeline/runtime.py``); ``model`` stays the PyTorch module either way.
+    """
 
     def __init__(self, model: DeepfakeDetector, card: ModelCard, device: str = "cpu", batch_size: int = 32,
-                 tta_flip: bool | None = None):
+                 tta_flip: bool | None = None, runtime: Runtime = "torch"):
         self.device = resolve_device(device)
         # a folded copy: the caller's model (a training run's) keeps its BatchNorms
         model = copy.deepcopy(model).eval()
@@ -33,12 +37,15 @@ class FaceClassifier:
         self.card = card
         self.batch_size = batch_size
         self.tta_flip = card.tta_flip if tta_flip is None else tta_flip
+        self.runtime = resolve_runtime(runtime, self.device)
+        self.network = OnnxNetwork(self.model, self.input_size) if self.runtime == "onnx" else self.model
 
     @classmethod
     def from_checkpoint(cls, path: Path | str, device: str = "auto", batch_size: int = 32,
-                        tta_flip: bool | None = None, packed: tuple[ModelCard, bytes] | None = None) -> "FaceClassifier":
+                        tta_flip: bool | None = None, packed: tuple[ModelCard, bytes] | None = None,
+                        runtime: Runtime = "auto") -> "FaceClassifier":
         model, card = load_checkpoint(path, device="cpu", packed=packed)
-        return cls(model, card, device, batch_size, tta_flip)
+        return cls(model, card, device, batch_size, tta_flip, runtime)
 
     @property
     def input_size(self) -> int:
@@ -54,9 +61,9 @@ class FaceClassifier:
         with torch.inference_mode():
             for start in range(0, len(crops), self.batch_size):
                 pixels = crops_to_tensor(crops[start:start + self.batch_size], self.device)
-                probs = torch.sigmoid(self.model(pixels).float())
+                probs = torch.sigmoid(self.network(pixels).float())
                 if self.tta_flip:  # mirror images are equally real or fake: average both views (2x the cost)
-                    probs = (probs + torch.sigmoid(self.model(pixels.flip(-1)).float())) / 2
+                    probs = (probs + torch.sigmoid(self.network(pixels.flip(-1)).float())) / 2
                 scores.append(probs.cpu().numpy())
         return np.concatenate(scores).astype(np.float32)
 

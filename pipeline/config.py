@@ -61,6 +61,8 @@ class ClassifyConfig(BaseModel):
     )
     min_track_frames: int | None = Field(None, ge=1, description="override the card's minimum track length (sampled frames)")
     tta_flip: bool | None = Field(None, description="override the card's horizontal-flip test-time augmentation")
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="classifier engine: onnx (ONNX Runtime, CPU only), torch, or auto (onnx on CPU when installed)")
 
 
 class Settings(BaseSettings):

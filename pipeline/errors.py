@@ -82,3 +82,9 @@ class NoTrainedModelError(CheckpointError):
     """No trained detector is installed, so no honest score can be given."""
 
     code = "no_trained_model"
+
+
+class RuntimeUnavailableError(DeepfakeStreamError):
+    """The configured inference engine cannot run here (not installed, or not for this device)."""
+
+    code = "runtime_unavailable"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def process_tree(pid: int) -> list[int]:
@@ -74,3 +75,15 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def photo_crops(size: int, count: int = 6):
+    """Windows of a real photo (the bundled astronaut) at a model's input size: real, varied classifier inputs."""
+    import cv2
+    import numpy as np
+
+    image = cv2.cvtColor(cv2.imread(str(ROOT / "pipeline" / "samples" / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
+    return np.stack([cv2.resize(image[10 * i:10 * i + 300, 8 * i:8 * i + 300], (size, size)) for i in range(count)])

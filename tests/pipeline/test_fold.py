@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,20 +12,15 @@ from pipeline.checkpoint import load_checkpoint
 from pipeline.classify import FaceClassifier
 from pipeline.fold import fold_batchnorm
 from pipeline.preprocess import crops_to_tensor
+from helpers import photo_crops
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _crops(size: int) -> np.ndarray:
-    """Windows of a real photo (the bundled astronaut) at the model's input size."""
-    image = cv2.cvtColor(cv2.imread(str(ROOT / "pipeline" / "samples" / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
-    return np.stack([cv2.resize(image[10 * i:10 * i + 300, 8 * i:8 * i + 300], (size, size)) for i in range(6)])
 
 
 def test_folded_classifier_scores_as_the_unfolded_network():
     model, card = load_checkpoint(ROOT / "pipeline" / "checkpoints" / "detector.safetensors")
     model.eval()
-    crops = _crops(card.architecture.input_size)
+    crops = photo_crops(card.architecture.input_size)
     with torch.inference_mode():
         reference = torch.sigmoid(model(crops_to_tensor(crops, "cpu"))).numpy()
     classifier = FaceClassifier(model, card, "cpu", batch_size=4)
