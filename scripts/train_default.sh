@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the shipped default detector (v4) from ../shared/data on a 2-core CPU machine.
 # Usage: scripts/train_default.sh [SHARED_DATA_DIR] [WORK_DIR]      (after `make setup`)
-# Env: CROP, ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR; STOP_AFTER=prepare|train for partial runs.
+# Env: CROP, ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR, REAL_FAKES (1: also train on the
+# FF++ train split's fakes, 0: self-blends only); STOP_AFTER=prepare|train for partial runs.
 # Steps: label CSVs for the extra real sets → crop datasets → self-blended training (resumable: rerun
 # the script after an interruption) → operating point on the validation split → report on the held-out
 # test split and real sets → install as pipeline/checkpoints/detector.*
@@ -34,11 +35,12 @@ wait $p1; wait $p2
 [ "${STOP_AFTER:-}" = prepare ] && exit 0
 
 DATA_NOTE="Research use only; none of it is redistributed. FaceForensics++ c23 subset (../shared/data/ffpp-c23: 30 original, 63 manipulated videos; identity-group split 50/25/25, train split used: reals as SBI sources + its Deepfakes/Face2Face/FaceSwap/NeuralTextures fakes); UTKFace aligned face photos (8,201 of 9,674 for training, 473 validation, 1,000 held out); 47 real talking-head clips from public face-animation repositories (30 training, 8 validation, 9 held out, split by source repository); 38 photos/clips of the facenet-pytorch and face_recognition example media (training)."
+FAKES=--real-fakes; [ "${REAL_FAKES:-1}" = 0 ] && FAKES=--no-real-fakes
 RESUME=""; [ -f "$WORK/train/last.pt" ] && RESUME="--resume"
 $BIN/deepfakestream train $D/ffpp$CROP --extra-dataset $D/th$CROP --extra-dataset $D/faces$CROP \
     --extra-dataset $D/utk$CROP --extra-dataset $D/utk${CROP}val --output "$WORK/train" \
     --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-12}" --patience "${PATIENCE:-2}" --max-steps-per-epoch "${STEPS:-250}" \
-    --codec-p 0.5 --real-fakes --threads "${THREADS:-2}" --version "$VERSION" $RESUME \
+    --codec-p 0.5 $FAKES --threads "${THREADS:-2}" --version "$VERSION" $RESUME \
     --data-description "$DATA_NOTE"
 [ "${STOP_AFTER:-}" = train ] && exit 0   # comparison runs: keep the shipped checkpoint
 
