@@ -85,9 +85,10 @@ class ScoreResult(BaseModel):
 
     @classmethod
     def failed(cls, uri: str, message: str, threshold: float | None = None, model_version: str | None = None,
-               code: str = "error", aggregation: str | None = None) -> "ScoreResult":
+               code: str = "error", aggregation: str | None = None,
+               timings_ms: dict[str, float] | None = None) -> "ScoreResult":
         return cls(uri=uri, label="ERROR", score=None, threshold=threshold, model_version=model_version,
-                   aggregation=aggregation, error=message, error_code=code)
+                   aggregation=aggregation, error=message, error_code=code, timings_ms=timings_ms or {})
 
     @classmethod
     def from_batch(cls, batch: Batch) -> list["ScoreResult"]:
@@ -118,10 +119,8 @@ def _from_row(row: dict[str, Any]) -> ScoreResult:
     error = _text(row, "error")
     timings = {k[:-3]: _num(row[k]) for k in ("decode_ms", "detect_ms", "classify_ms") if k in row}
     if error:
-        failed = ScoreResult.failed(str(row["uri"]), error, threshold, version, _text(row, "error_code") or "error",
-                                    aggregation)
-        failed.timings_ms = timings
-        return failed
+        return ScoreResult.failed(str(row["uri"]), error, threshold, version, _text(row, "error_code") or "error",
+                                  aggregation, timings)
     frame_ids = np.asarray(row["face_frame"], np.int64).reshape(-1)
     tracks = np.asarray(row["face_track"], np.int64).reshape(-1)
     scores = np.asarray(row["face_scores"], np.float32).reshape(-1).astype(np.float64)
@@ -139,11 +138,11 @@ def _from_row(row: dict[str, Any]) -> ScoreResult:
                        landmarks=None if landmarks is None else landmarks[m].tolist(),
                        thumb_jpeg=thumbs[m] if m < len(thumbs) else None)
 
-    track_results = [
-        TrackResult(track=track, score=track_score, frames_seen=len(np.unique(frame_ids[tracks == track])),
-                    boxes=[face(int(m)) for m in np.flatnonzero(tracks == track)])
-        for track, track_score in (track_scores(scores, tracks).items() if len(scores) else [])
-    ]
+    track_results = []
+    for track, track_score in track_scores(scores, tracks).items() if len(scores) else []:
+        members = np.flatnonzero(tracks == track)
+        track_results.append(TrackResult(track=track, score=track_score, frames_seen=len(np.unique(frame_ids[members])),
+                                         boxes=[face(int(m)) for m in members]))
     frames = [FrameResult(index=i, frame_number=int(frame_numbers[i]), timestamp=float(timestamps[i]),
                           faces=int((frame_ids == i).sum()), scores=scores[frame_ids == i].tolist())
               for i in range(len(timestamps))]

@@ -10,7 +10,6 @@ the PyTorch module, which the classifier keeps.
 from __future__ import annotations
 
 import io
-import logging
 import warnings
 from typing import Literal
 
@@ -18,8 +17,6 @@ import numpy as np
 import torch
 
 from pipeline.errors import RuntimeUnavailableError
-
-log = logging.getLogger(__name__)
 
 Runtime = Literal["auto", "torch", "onnx"]
 
@@ -48,7 +45,7 @@ def resolve_runtime(runtime: Runtime, device: str | torch.device) -> Literal["to
 class OnnxNetwork:
     """A torch module exported to ONNX and run by ONNX Runtime: float32 NCHW pixels → float32 logits."""
 
-    def __init__(self, module: torch.nn.Module, input_size: int, threads: int | None = None):
+    def __init__(self, module: torch.nn.Module, input_size: int):
         import onnxruntime
 
         buffer = io.BytesIO()
@@ -59,7 +56,7 @@ class OnnxNetwork:
                               dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
                               dynamo=False)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()  # the process's torch setting
+        options.intra_op_num_threads = torch.get_num_threads()  # the process's torch setting
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self.session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
