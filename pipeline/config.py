@@ -45,7 +45,8 @@ class DetectConfig(BaseModel):
     min_probability: float = Field(0.90, ge=0, le=1)
     max_faces_per_frame: int = Field(4, ge=1)
     crop_size: int | None = Field(None, ge=32, description="crop side; None = the checkpoint's input size")
-    margin: float = Field(0.3, ge=0, le=2, description="crop margin as a fraction of the box size")
+    margin: float | None = Field(None, ge=0, le=2, description="crop margin per side as a fraction of the box "
+                                 "size; None = the checkpoint's (0.3 without a model)")
     track_iou: float = Field(0.3, gt=0, lt=1, description="IoU that links a face to a track")
     track_max_gap: int = Field(4, ge=0, description="sampled frames a track survives without a face")
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+DEFAULT_MARGIN = 0.3  # crop margin when no checkpoint says otherwise (the model card's ``crop_margin``)
+
 
 @dataclass(frozen=True)
 class CropTransform:

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.batch import Batch, batch_size, codes_of, errors_of, object_column
 from pipeline.config import DetectConfig, resolve_device, set_torch_threads
-from pipeline.crop import crop_face
+from pipeline.crop import DEFAULT_MARGIN, crop_face
 from pipeline.errors import DETECT_FAILED
 from pipeline.keyframes import carry_faces, disputed_frames, first_seen_order, keyframe_indices
 from pipeline.logsafe import log_safe
@@ -79,6 +79,7 @@ class DetectStage:
         set_torch_threads(torch_threads)
         self.config = config or DetectConfig()
         self.crop_size = crop_size or self.config.crop_size or DEFAULT_CROP_SIZE
+        self.margin = DEFAULT_MARGIN if self.config.margin is None else self.config.margin
         self.detector = FaceDetector(self.config, device)
 
     def faces_of(self, frames: np.ndarray, source_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
@@ -108,7 +109,7 @@ class DetectStage:
         for frame_id, (b, p, lm) in enumerate(per_frame):
             for j, (box, prob, points) in enumerate(zip(b, p, lm)):
                 try:
-                    crop, _ = crop_face(frames[frame_id], box * to_frame, self.crop_size, self.config.margin)
+                    crop, _ = crop_face(frames[frame_id], box * to_frame, self.crop_size, self.margin)
                 except ValueError:
                     continue
                 crops.append(crop)

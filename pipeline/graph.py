@@ -23,6 +23,7 @@ from pipeline.checkpoint import ModelCard, read_card
 from pipeline.classify import FaceClassifier
 from pipeline.config import Settings, set_torch_threads
 from pipeline.decode import DecodeStage
+from pipeline.crop import DEFAULT_MARGIN
 from pipeline.detect import DEFAULT_CROP_SIZE, DetectStage
 from pipeline.errors import CheckpointError
 from pipeline.result import ScoreResult
@@ -66,12 +67,15 @@ def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | No
                 raise
     threads = settings.torch_threads if torch_threads is None else torch_threads
     crop = settings.detect.crop_size or (card.architecture.input_size if card else DEFAULT_CROP_SIZE)
+    margin = settings.detect.margin if settings.detect.margin is not None else (
+        card.architecture.crop_margin if card else DEFAULT_MARGIN)
     cls = settings.classify
     specs = {
         "decode": lambda: StageSpec("decode", DecodeStage, {
             "config": settings.decode, "storage_options": storage_options,
             "max_side": settings.detect.detect_max_side if shrink_frames else None}),
-        "detect": lambda: StageSpec("detect", DetectStage, {"config": settings.detect, "device": settings.device,
+        "detect": lambda: StageSpec("detect", DetectStage, {"config": settings.detect.model_copy(update={"margin": margin}),
+                                                            "device": settings.device,
                                                             "crop_size": crop, "torch_threads": threads}),
         "score": lambda: StageSpec("score", ScoreStage, {
             "checkpoint": cls.checkpoint, "device": settings.device, "batch_size": cls.batch_size,

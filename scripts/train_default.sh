@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the shipped default detector (v4) from ../shared/data on a 2-core CPU machine.
 # Usage: scripts/train_default.sh [SHARED_DATA_DIR] [WORK_DIR]      (after `make setup`)
-# Env: CROP, ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR, REAL_FAKES (1: also train on the
+# Env: CROP, MARGIN (crop margin per side, a fraction of the face box; travels in the card), ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR, REAL_FAKES (1: also train on the
 # FF++ train split's fakes, 0: self-blends only); STOP_AFTER=prepare|train for partial runs.
 # Steps: label CSVs for the extra real sets → crop datasets → self-blended training (resumable: rerun
 # the script after an interruption) → operating point on the validation split → report on the held-out
@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 SHARED=${1:-../shared/data}
 WORK=${2:-runs/v4}
 CROP=${CROP:-224}                     # crop size = model input size
+MARGIN=${MARGIN:-0.3}
+export DFS_DETECT__MARGIN=$MARGIN
+SUF=$CROP; [ "$MARGIN" = 0.3 ] || SUF="${CROP}m${MARGIN#0.}"   # crops of another margin live beside, not over
 VERSION=${VERSION:-ffpp-utk-th-sbi-lite0-224-v4}
 ENCODER=${ENCODER:-tf_efficientnet_lite0}
 BIN=.venv/bin
@@ -25,20 +28,20 @@ done
 D=data-cache
 # skipped when already prepared; two single-threaded prepares at a time (one per core)
 prep() { [ -f "$2/manifest.json" ] || $BIN/deepfakestream prepare "$1" -o "$2" "${@:3}" --crop-size "$CROP"; }
-prep "$SHARED/ffpp-c23" $D/ffpp$CROP --frames-real 48 --frames-fake 16 & p1=$!
-{ prep $D/talking-heads.csv $D/th$CROP --frames-real 32; prep $D/faces.csv $D/faces$CROP --frames-real 48; } & p2=$!
+prep "$SHARED/ffpp-c23" $D/ffpp$SUF --frames-real 48 --frames-fake 16 & p1=$!
+{ prep $D/talking-heads.csv $D/th$SUF --frames-real 32; prep $D/faces.csv $D/faces$SUF --frames-real 48; } & p2=$!
 wait $p1; wait $p2   # each wait returns its job's status, so set -e stops on a failed prepare
 # UTKFace chips are tight 200 px faces: a larger minimum face size skips most of MTCNN's pyramid
-DFS_DETECT__MIN_FACE_PX=80 prep $D/utkface-train.csv $D/utk$CROP --frames-real 1 & p1=$!
-DFS_DETECT__MIN_FACE_PX=80 prep $D/utkface-val.csv $D/utk${CROP}val --frames-real 1 & p2=$!
+DFS_DETECT__MIN_FACE_PX=80 prep $D/utkface-train.csv $D/utk$SUF --frames-real 1 & p1=$!
+DFS_DETECT__MIN_FACE_PX=80 prep $D/utkface-val.csv $D/utk${SUF}val --frames-real 1 & p2=$!
 wait $p1; wait $p2
 [ "${STOP_AFTER:-}" = prepare ] && exit 0
 
 DATA_NOTE="Research use only; none of it is redistributed. FaceForensics++ c23 subset (../shared/data/ffpp-c23: 30 original, 63 manipulated videos; identity-group split 50/25/25, train split used: reals as SBI sources + its Deepfakes/Face2Face/FaceSwap/NeuralTextures fakes); UTKFace aligned face photos (8,201 of 9,674 for training, 473 validation, 1,000 held out); 47 real talking-head clips from public face-animation repositories (30 training, 8 validation, 9 held out, split by source repository); 38 photos/clips of the facenet-pytorch and face_recognition example media (training)."
 FAKES=--real-fakes; [ "${REAL_FAKES:-1}" = 0 ] && FAKES=--no-real-fakes
 RESUME=""; [ -f "$WORK/train/last.pt" ] && RESUME="--resume"
-$BIN/deepfakestream train $D/ffpp$CROP --extra-dataset $D/th$CROP --extra-dataset $D/faces$CROP \
-    --extra-dataset $D/utk$CROP --extra-dataset $D/utk${CROP}val --output "$WORK/train" \
+$BIN/deepfakestream train $D/ffpp$SUF --extra-dataset $D/th$SUF --extra-dataset $D/faces$SUF \
+    --extra-dataset $D/utk$SUF --extra-dataset $D/utk${SUF}val --output "$WORK/train" \
     --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-12}" --patience "${PATIENCE:-2}" --max-steps-per-epoch "${STEPS:-250}" \
     --codec-p 0.5 $FAKES --threads "${THREADS:-2}" --version "$VERSION" $RESUME \
     --data-description "$DATA_NOTE"

@@ -23,7 +23,7 @@ from PIL import Image
 from jobs.training.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
 from pipeline.batch import object_column
 from pipeline.config import Settings
-from pipeline.crop import crop_transform
+from pipeline.crop import DEFAULT_MARGIN, crop_transform
 from pipeline.graph import stage_specs
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,10 @@ class VideoCropper:
     def __init__(self, settings: Settings, crop_size: int, out_dir: Path, frames_real: int, frames_fake: int):
         # the graph's prefix decode → detect; DFS_TORCH_THREADS reaches the detector (parallel prepares on few
         # cores must not oversubscribe)
-        self.settings = settings = settings.model_copy(update={"detect": settings.detect.model_copy(update={"crop_size": crop_size})})
+        # an explicit margin: crops for training must not follow whichever checkpoint is installed
+        margin = DEFAULT_MARGIN if settings.detect.margin is None else settings.detect.margin
+        self.settings = settings = settings.model_copy(update={"detect": settings.detect.model_copy(
+            update={"crop_size": crop_size, "margin": margin})})
         self.crop_size = crop_size
         self.out_dir = Path(out_dir)
 
@@ -134,7 +137,7 @@ def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_si
         cropper = VideoCropper(settings, crop_size, out_dir, frames_real, frames_fake)
         results = [cropper.process(v, s) for v, s in tqdm(work, desc="prepare", unit="video")]
     manifest = {
-        "source": str(source), "crop_size": crop_size, "margin": settings.detect.margin, "seed": seed,
+        "source": str(source), "crop_size": crop_size, "margin": DEFAULT_MARGIN if settings.detect.margin is None else settings.detect.margin, "seed": seed,
         "frames_real": frames_real, "frames_fake": frames_fake, "split_fractions": split_fractions or DEFAULT_SPLIT,
         "splits": {name: {"videos": len(m), "groups": sorted({v.group for v in m})} for name, m in splits.items()},
         "videos": [{**asdict(v), "split": s} for v, s in work],

@@ -28,6 +28,7 @@ from jobs.training.prepare import decode_png, load_crop_table
 from jobs.training.augment import augment
 from jobs.training.sbi import self_blend
 from pipeline.checkpoint import ModelCard, save_checkpoint
+from pipeline.crop import DEFAULT_MARGIN
 from pipeline.imagenet import load_imagenet_lite
 from pipeline.model import DeepfakeDetector, ModelSpec
 from pipeline.preprocess import crops_to_tensor
@@ -141,8 +142,20 @@ def collate(items: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, torch.Tens
 
 # ---------------------------------------------------------------------------------------------- model
 
-def build_model(config: TrainConfig, input_size: int) -> DeepfakeDetector:
-    model = DeepfakeDetector(ModelSpec(encoder=config.encoder, input_mode=config.input_mode, input_size=input_size))
+def crop_geometry(datasets: list) -> tuple[int, float]:
+    """(crop size, margin) shared by every prepared dataset; the model is built for it and its card says so."""
+    found = {}
+    for dataset in datasets:
+        manifest = json.loads((Path(dataset) / "manifest.json").read_text())
+        found[str(dataset)] = (int(manifest["crop_size"]), float(manifest.get("margin", DEFAULT_MARGIN)))
+    if len(set(found.values())) > 1:
+        raise ValueError(f"prepared datasets differ in (crop size, margin): {found}; prepare them alike")
+    return next(iter(found.values()))
+
+
+def build_model(config: TrainConfig, input_size: int, crop_margin: float = DEFAULT_MARGIN) -> DeepfakeDetector:
+    model = DeepfakeDetector(ModelSpec(encoder=config.encoder, input_mode=config.input_mode, input_size=input_size,
+                                       crop_margin=crop_margin))
     if config.imagenet:
         model.load_encoder_imagenet(load_imagenet_lite(config.encoder))
     return model
@@ -218,7 +231,7 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((Path(config.dataset) / "manifest.json").read_text())
-    input_size = int(manifest["crop_size"])
+    input_size, margin = crop_geometry([config.dataset, *config.extra_datasets])
 
     train_rows = _rows(config.dataset, "train", config.max_crops_per_video)
     for extra in config.extra_datasets:
@@ -232,7 +245,7 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
 
     weights = item_weights(train_set, config.source_balance)
     torch.manual_seed(config.seed)
-    model = build_model(config, input_size).to(device).to(memory_format=torch.channels_last)
+    model = build_model(config, input_size, margin).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / world / config.batch_size)
     if config.max_steps_per_epoch:

@@ -218,7 +218,7 @@ def test_balanced_weights_give_each_real_source_equal_say():
 # ------------------------------------------------------------------------------------------- training
 
 
-def _toy_dataset(root: Path, size: int = 32, per_class: int = 24) -> Path:
+def _toy_dataset(root: Path, size: int = 32, per_class: int = 24, margin: float = 0.2) -> Path:
     """Separable toy crops: reals are smooth gradients, fakes carry strong pixel noise."""
     rng = np.random.default_rng(0)
     for split, videos in {"train": 4, "val": 2}.items():
@@ -235,7 +235,7 @@ def _toy_dataset(root: Path, size: int = 32, per_class: int = 24) -> Path:
                              "frame": i, "timestamp": 0.0, "track": 0, "det_prob": 1.0, "box": [8.0, 8.0, 24.0, 24.0],
                              "landmarks": [12, 12, 20, 12, 16, 16, 13, 20, 19, 20], "crop_png": encode_png(crop)})
             write_atomic(pa.Table.from_pylist(rows, schema=CROP_SCHEMA), root / "crops" / split / f"{split}{v}.parquet")
-    (root / "manifest.json").write_text(json.dumps({"crop_size": size, "source": "toy", "splits": {}}))
+    (root / "manifest.json").write_text(json.dumps({"crop_size": size, "margin": margin, "source": "toy", "splits": {}}))
     return root
 
 
@@ -254,7 +254,17 @@ def test_tiny_model_loss_falls_and_writes_checkpoints(tmp_path):
 
     model, card = load_checkpoint(tmp_path / "run" / "best.safetensors")
     assert card.architecture.input_size == 32 and card.training["best_epoch"] >= 1
+    assert card.architecture.crop_margin == 0.2  # the crops' margin rides in the card, for inference to repeat
     assert (tmp_path / "run" / "last.pt").exists()
+
+
+def test_datasets_cropped_differently_are_refused(tmp_path):
+    from jobs.training.train import crop_geometry
+
+    a, b = _toy_dataset(tmp_path / "a", per_class=4), _toy_dataset(tmp_path / "b", per_class=4, margin=0.3)
+    assert crop_geometry([a, a]) == (32, 0.2)
+    with pytest.raises(ValueError, match="differ in"):
+        crop_geometry([a, b])
 
 
 def test_resumed_run_continues_exactly(tmp_path):
@@ -316,7 +326,7 @@ def test_prepare_and_evaluate_end_to_end(tmp_path, samples_dir, detector_env):
     settings = load_settings(**{"detect.min_face_px": 20})
     manifest = prepare(media, tmp_path / "crops", settings, crop_size=64, frames_real=4, frames_fake=2,
                        split_fractions={"train": 0.5, "val": 0.5})
-    assert manifest["failed"] == [] and manifest["faces"] > 0
+    assert manifest["failed"] == [] and manifest["faces"] > 0 and manifest["margin"] == 0.3  # the default, explicit
     table = load_crop_table(tmp_path / "crops")
     assert set(table.column("split").to_pylist()) == {"train", "val"}
     for row in table.to_pylist():

@@ -22,13 +22,27 @@ def test_arguments_come_from_the_card_unless_the_settings_override_them(detector
     specs = stage_specs(Settings(classify={"checkpoint": detector_checkpoint}))
     detect, score = specs[1].kwargs, specs[2].kwargs
     assert detect["crop_size"] == card.architecture.input_size
+    assert detect["config"].margin == card.architecture.crop_margin  # the crop the weights were trained on
     assert (score["threshold"], score["aggregation"], score["min_track_frames"]) == (
         card.threshold, card.aggregation, card.min_track_frames)
     override = Settings(classify={"checkpoint": detector_checkpoint, "threshold": 0.9, "aggregation": "track_max"},
                         detect={"crop_size": 96}, torch_threads=2)
     specs = stage_specs(override)
     assert specs[1].kwargs["crop_size"] == 96 and specs[1].kwargs["torch_threads"] == 2
+    assert stage_specs(Settings(classify={"checkpoint": detector_checkpoint}, detect={"margin": 0.5}),
+                       "detect")[1].kwargs["config"].margin == 0.5
     assert (specs[2].kwargs["threshold"], specs[2].kwargs["aggregation"]) == (0.9, "track_max")
+
+
+def test_the_crop_margin_travels_with_the_weights(detector_checkpoint, tmp_path):
+    import shutil
+
+    card = read_card(detector_checkpoint)
+    weights = shutil.copy(detector_checkpoint, tmp_path / "m.safetensors")
+    card.architecture.crop_margin = 0.15
+    (tmp_path / "m.json").write_text(card.model_dump_json())
+    spec = stage_specs(Settings(classify={"checkpoint": weights}), "detect")[1]
+    assert spec.kwargs["config"].margin == 0.15 and spec.build().margin == 0.15
 
 
 def test_reading_the_card_loads_no_network(detector_checkpoint, monkeypatch):
@@ -48,7 +62,8 @@ def test_without_a_model_only_the_score_stage_is_refused(tmp_path):
     from pipeline.errors import NoTrainedModelError
 
     settings = Settings(classify={"checkpoint": tmp_path / "none.safetensors"})
-    assert stage_specs(settings, "detect")[1].kwargs["crop_size"] == 224  # the default crop without a card
+    detect = stage_specs(settings, "detect")[1].kwargs
+    assert (detect["crop_size"], detect["config"].margin) == (224, 0.3)  # the default crop without a card
     with pytest.raises(NoTrainedModelError):
         stage_specs(settings)
 
