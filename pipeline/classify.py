@@ -28,7 +28,7 @@ class FaceClassifier:
     """
 
     def __init__(self, model: DeepfakeDetector, card: ModelCard, device: str = "cpu", batch_size: int = 32,
-                 tta_flip: bool | None = None, runtime: Runtime = "torch"):
+                 tta_flip: bool | None = None, runtime: Runtime = "torch", onnx_cache: Path | None = None):
         self.device = resolve_device(device)
         # a folded copy: the caller's model (a training run's) keeps its BatchNorms
         model = copy.deepcopy(model).eval()
@@ -38,14 +38,14 @@ class FaceClassifier:
         self.batch_size = batch_size
         self.tta_flip = card.tta_flip if tta_flip is None else tta_flip
         self.runtime = resolve_runtime(runtime, self.device)
-        self.network = OnnxNetwork(self.model, self.input_size) if self.runtime == "onnx" else self.model
+        self.network = OnnxNetwork(self.model, self.input_size, onnx_cache) if self.runtime == "onnx" else self.model
 
     @classmethod
     def from_checkpoint(cls, path: Path | str, device: str = "auto", batch_size: int = 32,
                         tta_flip: bool | None = None, packed: tuple[ModelCard, bytes] | None = None,
-                        runtime: Runtime = "auto") -> "FaceClassifier":
+                        runtime: Runtime = "auto", onnx_cache: Path | None = None) -> "FaceClassifier":
         model, card = load_checkpoint(path, device="cpu", packed=packed)
-        return cls(model, card, device, batch_size, tta_flip, runtime)
+        return cls(model, card, device, batch_size, tta_flip, runtime, onnx_cache)
 
     @property
     def input_size(self) -> int:

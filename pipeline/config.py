@@ -22,6 +22,7 @@ from jobs.scan.config import ScanConfig
 from serve.config import ServeConfig
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "detector.safetensors"
+DEFAULT_ONNX_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deepfakestream" / "onnx"
 
 
 class DecodeConfig(BaseModel):
@@ -32,6 +33,9 @@ class DecodeConfig(BaseModel):
     max_pixels: int = Field(4096 * 4096, gt=0, description="frames larger than this are refused")
     max_bytes: int = Field(4 * 1024**3, gt=0, description="larger objects are refused before reading")
     max_frames: int | None = Field(None, gt=0, description="videos with more frames are refused (read from the header); None = no limit")
+    backend: Literal["pyav", "decord"] = Field(
+        "pyav", description="video decoder: pyav skips the frames nothing references unless sampled (same frames, "
+                            "30-55% less decoding); decord decodes every frame (PyAV where decord is not installed)")
 
 
 class DetectConfig(BaseModel):
@@ -64,6 +68,9 @@ class ClassifyConfig(BaseModel):
     tta_flip: bool | None = Field(None, description="override the card's horizontal-flip test-time augmentation")
     runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="classifier engine: onnx (ONNX Runtime, CPU only), torch, or auto (onnx on CPU when installed)")
+    onnx_cache: Path | None = Field(
+        DEFAULT_ONNX_CACHE, description="folder of exported ONNX graphs, keyed by a hash of the weights, so a new "
+                                        "process skips the ~3 s export; None = export every time")
 
 
 class Settings(BaseSettings):

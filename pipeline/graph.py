@@ -79,7 +79,7 @@ def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | No
                                                             "crop_size": crop, "torch_threads": threads}),
         "score": lambda: StageSpec("score", ScoreStage, {
             "checkpoint": cls.checkpoint, "device": settings.device, "batch_size": cls.batch_size,
-            "tta_flip": cls.tta_flip, "runtime": cls.runtime, "torch_threads": threads, "packed": packed,
+            "tta_flip": cls.tta_flip, "runtime": cls.runtime, "onnx_cache": cls.onnx_cache, "torch_threads": threads, "packed": packed,
             "classifier": classifier,
             "threshold": card.threshold if cls.threshold is None else cls.threshold,
             "aggregation": cls.aggregation or card.aggregation,

@@ -2,15 +2,21 @@
 
 On CPU, ONNX Runtime ran the folded Lite0@224 network 1.4x faster than PyTorch eager with the same
 single thread and the same outputs (to 1e-6; docs/benchmarks.md). The ONNX graph is exported from the
-loaded checkpoint when the stage is built (a few seconds, once per process), so the safetensors file and
-its card stay the one shipped artefact. GPUs keep PyTorch. Grad-CAM (serve's explanations) always uses
+loaded checkpoint when the stage is built (about 3 s), so the safetensors file and its card stay the one
+shipped artefact; the exported graph is cached on disk under a hash of the weights (``classify.onnx_cache``),
+so later processes (scan actors, serve replicas, the next ``score``) load it instead. GPUs keep PyTorch. Grad-CAM (serve's explanations) always uses
 the PyTorch module, which the classifier keeps.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
+import os
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -19,6 +25,8 @@ import torch
 from pipeline.errors import RuntimeUnavailableError
 
 Runtime = Literal["auto", "torch", "onnx"]
+OPSET = 17
+log = logging.getLogger(__name__)
 
 
 def onnx_available() -> bool:
@@ -45,22 +53,59 @@ def resolve_runtime(runtime: Runtime, device: str | torch.device) -> Literal["to
 class OnnxNetwork:
     """A torch module exported to ONNX and run by ONNX Runtime: float32 NCHW pixels → float32 logits."""
 
-    def __init__(self, module: torch.nn.Module, input_size: int):
+    def __init__(self, module: torch.nn.Module, input_size: int, cache_dir: Path | str | None = None):
         import onnxruntime
 
-        buffer = io.BytesIO()
-        example = torch.zeros(1, 3, input_size, input_size)
-        with warnings.catch_warnings():  # the TorchScript exporter: 3 s here against ~25 s for the dynamo one
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (example,), buffer, input_names=["pixels"], output_names=["logits"],
-                              dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
-                              dynamo=False)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # the process's torch setting
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self.session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        cached = Path(cache_dir) / f"{graph_key(module, input_size)}.onnx" if cache_dir else None
+        if cached is not None and cached.is_file():
+            try:
+                self.session = onnxruntime.InferenceSession(cached.read_bytes(), options, providers=["CPUExecutionProvider"])
+                self.source = "cache"
+                return
+            except Exception as exc:  # noqa: BLE001 - a damaged cache entry is re-exported, never fatal
+                log.warning("ONNX cache entry %s unreadable (%s); exporting again", cached, type(exc).__name__)
+        graph = export_onnx(module, input_size)
+        self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.source = "export"
+        if cached is not None:
+            _write_atomic(cached, graph)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(pixels.cpu().numpy(), np.float32)
         return torch.from_numpy(self.session.run(None, {"pixels": array})[0])
+
+
+def graph_key(module: torch.nn.Module, input_size: int) -> str:
+    """Hash of the weights, the input size and the exporter's version: equal keys export equal graphs."""
+    digest = hashlib.sha256(f"{torch.__version__}|opset{OPSET}|{input_size}".encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def export_onnx(module: torch.nn.Module, input_size: int) -> bytes:
+    buffer = io.BytesIO()
+    example = torch.zeros(1, 3, input_size, input_size)
+    with warnings.catch_warnings():  # the TorchScript exporter: 3 s here against ~25 s for the dynamo one
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), buffer, input_names=["pixels"], output_names=["logits"],
+                          dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
+                          dynamo=False)
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Temp file + rename: actors starting together never read half a graph. A cache that cannot be written
+    (read-only home) only costs the next process its export."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+            handle.write(data)
+        os.replace(handle.name, path)
+    except OSError as exc:
+        log.warning("cannot cache the ONNX graph in %s: %s", path.parent, exc)

@@ -29,9 +29,11 @@ class ScoreStage:
     def __init__(self, checkpoint: Path, threshold: float, aggregation: Strategy, min_track_frames: int,
                  device: str = "auto", batch_size: int = 32, tta_flip: bool | None = None, torch_threads: int = 0,
                  packed: tuple[ModelCard, bytes] | None = None, classifier: FaceClassifier | None = None,
-                 thumbnails: int = 0, thumbnail_px: int = MAX_PX, runtime: Runtime = "auto"):
+                 thumbnails: int = 0, thumbnail_px: int = MAX_PX, runtime: Runtime = "auto",
+                 onnx_cache: Path | None = None):
         set_torch_threads(torch_threads)
-        classifier = classifier or FaceClassifier.from_checkpoint(checkpoint, device, batch_size, tta_flip, packed, runtime)
+        classifier = classifier or FaceClassifier.from_checkpoint(checkpoint, device, batch_size, tta_flip, packed, runtime,
+                                                                   onnx_cache)
         self.classify = ClassifyStage(classifier)
         self.aggregate = AggregateStage(threshold, aggregation, classifier.card.version, min_track_frames)
         self.thumbnails, self.thumbnail_px = thumbnails, thumbnail_px

@@ -150,13 +150,13 @@ def build_dataset(entries: list[dict[str, Any]], specs: list, plan: PoolPlan, op
     return map_plan(ds, specs, plan, options, scan_id)
 
 
-def _pool(size: int):
-    """A fixed pool whose actors hold one batch at a time: when an object crashes its worker, only its
-    own batch dies with it and is retried (with the default 2 in flight, an innocent batch queued on the
-    same actor would share every crash and its objects would be lost too)."""
+def _pool(size: int, in_flight: int = 1):
+    """A fixed pool whose actors hold ``in_flight`` batches at a time. With 1, when an object crashes its
+    worker only its own batch dies with it and is retried (with 2 in flight, an innocent batch queued on
+    the same actor shares every crash and is retried too)."""
     from ray.data import ActorPoolStrategy
 
-    return ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1)
+    return ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=in_flight)
 
 
 def map_plan(ds, specs: list, plan: PoolPlan, options: ScanConfig, scan_id: str):
@@ -182,6 +182,6 @@ def map_plan(ds, specs: list, plan: PoolPlan, options: ScanConfig, scan_id: str)
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated", category=DeprecationWarning)
         for stages, actors, batch, gpus in pools:
             cls, kwargs = (stages[0].cls, stages[0].kwargs) if len(stages) == 1 else (Graph, {"specs": stages})
-            ds = ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_size=batch, compute=_pool(actors),
+            ds = ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_size=batch, compute=_pool(actors, options.tasks_per_actor),
                                 num_gpus=gpus or None, num_cpus=plan.cpus_per_actor, batch_format="numpy", **fault)
     return ds

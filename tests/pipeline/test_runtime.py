@@ -42,7 +42,47 @@ def test_auto_picks_onnx_on_cpu_only_and_onnx_refuses_a_gpu():
 
 
 def test_the_setting_reaches_the_score_stage():
-    spec = stage_specs(load_settings(**{"classify.runtime": "torch"}))[-1]
-    assert spec.kwargs["runtime"] == "torch"
+    spec = stage_specs(load_settings(**{"classify.runtime": "torch", "classify.onnx_cache": "/tmp/x"}))[-1]
+    assert spec.kwargs["runtime"] == "torch" and str(spec.kwargs["onnx_cache"]) == "/tmp/x"
     with pytest.raises(ValueError, match="runtime"):
         load_settings(**{"classify.runtime": "tensorrt"})
+
+
+@needs_onnx
+def test_the_exported_graph_is_cached_and_a_damaged_entry_is_exported_again(tmp_path, monkeypatch):
+    import pipeline.runtime
+
+    model, card = load_checkpoint(ROOT / "pipeline" / "checkpoints" / "detector.safetensors")
+    crops = photo_crops(card.architecture.input_size, count=3)
+    first = FaceClassifier(model, card, "cpu", runtime="onnx", onnx_cache=tmp_path)
+    (entry,) = tmp_path.glob("*.onnx")
+    assert first.network.source == "export" and entry.stat().st_size > 1_000_000
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported although the graph was cached")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline.runtime, "export_onnx", no_export)
+        second = FaceClassifier(model, card, "cpu", runtime="onnx", onnx_cache=tmp_path)
+    assert second.network.source == "cache"
+    np.testing.assert_array_equal(second.predict(crops), first.predict(crops))
+
+    other = load_checkpoint(ROOT / "pipeline" / "checkpoints" / "detector.safetensors")[0]
+    with torch.no_grad():
+        other.head[-1].bias += 1.0  # other weights, other key: never served the first model's graph
+    assert FaceClassifier(other, card, "cpu", runtime="onnx", onnx_cache=tmp_path).network.source == "export"
+    assert len(list(tmp_path.glob("*.onnx"))) == 2
+
+    entry.write_bytes(b"not an onnx graph")
+    third = FaceClassifier(model, card, "cpu", runtime="onnx", onnx_cache=tmp_path)
+    assert third.network.source == "export" and entry.stat().st_size > 1_000_000  # re-exported and re-cached
+    np.testing.assert_array_equal(third.predict(crops), first.predict(crops))
+
+
+@needs_onnx
+def test_an_unwritable_cache_only_costs_the_export(tmp_path):
+    model, card = load_checkpoint(ROOT / "pipeline" / "checkpoints" / "detector.safetensors")
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would be")
+    classifier = FaceClassifier(model, card, "cpu", runtime="onnx", onnx_cache=blocked / "onnx")
+    assert classifier.network.source == "export" and classifier.predict(photo_crops(card.architecture.input_size, 2)).shape == (2,)
