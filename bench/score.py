@@ -38,11 +38,14 @@ def main(paths: list[str]) -> None:
     print("| video | resolution | duration | faces | label | wall s | decode ms | detect ms | classify ms |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r, wall in rows:
+        if r.label == "ERROR":  # a missing or unreadable file: say so, time nothing
+            print(f"| {name} | – | – | – | ERROR {r.error_code} | – | – | – | – |")
+            continue
         m, t = r.media, r.timings_ms
         faces = sum(f.faces for f in r.frames)
         print(f"| {name} | {m.width}x{m.height} | {m.duration:.1f} s | {faces} | {r.label} | {wall:.2f} | "
               f"{t.get('decode', 0):.0f} | {t.get('detect', 0):.0f} | {t.get('classify', 0):.0f} |")
-    walls = [w for _, _, w in rows]
+    walls = [w for _, r, w in rows if r.label != "ERROR"] or [0.0]
     print(f"\nmedian {statistics.median(walls):.2f} s per video, max {max(walls):.2f} s")
 
 
