@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -304,8 +305,19 @@ def fit_stop_after_one(config: TrainConfig) -> None:
 
 @pytest.mark.slow
 def test_ray_train_two_cpu_workers(tmp_path, ray_session):
+    import gc
+
     from jobs.training.train import train
 
+    # Ray Train needs both CPUs of the shared test instance. An earlier scan's actor pool is released when
+    # its executor is collected; until then its actors hold their CPU shares and Ray Train would wait for
+    # them forever (a fresh-clone run hung here, 2026-12-03). Collect, wait a bounded time, fail clearly.
+    gc.collect()
+    deadline = time.monotonic() + 60
+    while ray_session.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(1)
+    assert ray_session.available_resources().get("CPU", 0) >= 2, ray_session.available_resources()
     config = _toy_config(tmp_path, epochs=2, num_workers=2)
     result = train(config)
     assert [h["epoch"] for h in result["history"]] == [1, 2]
