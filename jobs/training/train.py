@@ -60,6 +60,8 @@ class TrainConfig(BaseModel):
     data_description: str = Field("", description="what the data is and its terms, for the model card")
     max_steps_per_epoch: int | None = None
     codec_p: float = Field(0.5, ge=0, le=1, description="share of crops (any label) sent through the H.264 round trip")
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="0 = off; else validate and ship an exponential moving "
+                             "average of the weights (per step), which steadies a small, noisy training set")
     source_balance: Literal["none", "sqrt"] = Field(
         "sqrt", description="sqrt: each source's share of an epoch grows with the square root of its size, so "
                             "thousands of photos cannot drown a few hundred video frames")
@@ -252,6 +254,9 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps_per_epoch * config.epochs,
                                                     pct_start=min(0.3, 1 / config.epochs), anneal_strategy="cos")
+    # EMA of weights and BatchNorm buffers; it is what is validated and saved when on
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay),
+                                               use_buffers=True) if config.ema_decay else None)
     state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "history": [], "train_seconds": 0.0}
     last_path = out_dir / "last.pt"
     if config.resume and last_path.exists():
@@ -260,6 +265,8 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
         log.warning("resuming from %s after epoch %d", last_path, state["epoch"])
     if distributed:
         model = ray.train.torch.prepare_model(model)
@@ -293,8 +300,11 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(_unwrap(model))
             losses.append(float(loss.detach()))
-        metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)), **validate(_unwrap(model), val_set, device)}
+        shipped = _unwrap(model) if ema is None else ema.module
+        metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)), **validate(shipped, val_set, device)}
         state["train_seconds"] += time.time() - started
         metrics["seconds"] = round(time.time() - started, 1)
         state["history"].append(metrics)
@@ -306,8 +316,9 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         if rank == 0:
             log.warning("epoch %d: %s", epoch, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
             if improved:
-                save_checkpoint(_unwrap(model), _card(config, _unwrap(model).spec, state, manifest), out_dir / "best.safetensors")
-            torch.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                save_checkpoint(shipped, _card(config, shipped.spec, state, manifest), out_dir / "best.safetensors")
+            torch.save({"model": _unwrap(model).state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                        "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "state": state, "config": config.model_dump(mode="json")},
                        out_dir / "last.pt.tmp")
             os.replace(out_dir / "last.pt.tmp", last_path)

@@ -386,3 +386,24 @@ def test_evaluate_leaves_the_card_alone_unless_asked(tmp_path, samples_dir):
     assert card_path(ckpt).read_text() == before
     evaluate(tmp_path / "labels.csv", "all", settings, tmp_path / "eval", record=True)
     assert "all_report" in card_path(ckpt).read_text()
+
+
+def test_ema_weights_are_validated_shipped_and_resumed(tmp_path):
+    from safetensors.torch import load_file
+
+    full = fit(_toy_config(tmp_path / "a", epochs=2, ema_decay=0.9))
+    interrupted = _toy_config(tmp_path / "c", epochs=2, ema_decay=0.9)
+    fit_stop_after_one(interrupted)
+    after_one = torch.load(tmp_path / "c" / "run" / "last.pt", weights_only=False)
+    ema = {k.removeprefix("module."): v for k, v in after_one["ema"].items() if k.startswith("module.")}
+    raw = after_one["model"]
+    shipped = load_file(tmp_path / "c" / "run" / "best.safetensors")  # epoch 1 was the best so far
+    moved = [k for k in raw if raw[k].is_floating_point() and not torch.allclose(raw[k], ema[k], atol=1e-3)]
+    assert moved, "the average should lag the raw weights"
+    for k in moved:  # the shipped weights are the average's, not the raw model's
+        assert torch.allclose(shipped[k].float(), ema[k].float(), atol=2e-3, rtol=2e-3)
+    resumed = fit(interrupted.model_copy(update={"resume": True}))
+    a = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=False)["ema"]
+    c = torch.load(tmp_path / "c" / "run" / "last.pt", weights_only=False)["ema"]
+    assert all(torch.allclose(a[k].float(), c[k].float(), atol=1e-5) for k in a)
+    assert resumed["history"][-1]["val_video_auc"] == full["history"][-1]["val_video_auc"]
