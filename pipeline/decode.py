@@ -115,22 +115,15 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: Vid
     return DecodedMedia(frames, indices, timestamps, fps, frame_count, duration, width, height, "video", mime)
 
 
-def _count_packets(data: bytes) -> int:
-    """Frames of the first video stream by demuxing only (containers such as WebM do not store a count)."""
-    import av
-
-    with av.open(io.BytesIO(data)) as container:
-        return sum(1 for p in container.demux(container.streams.video[0]) if p.size)
-
-
-def _packet_pts(data: bytes) -> list[int] | None:
-    """Presentation times (stream time base) of the first video stream's frames in display order, by
-    demuxing only; None when a packet has none (then frames can only be counted as they are decoded)."""
+def _packet_index(data: bytes) -> tuple[int, list[int] | None]:
+    """(frames, presentation times in display order) of the first video stream by demuxing only; the
+    times are None when a packet has none (then frames can only be matched by counting as they decode).
+    The count serves containers that store none (WebM)."""
     import av
 
     with av.open(io.BytesIO(data)) as container:
         pts = [p.pts for p in container.demux(container.streams.video[0]) if p.size]
-    return None if any(t is None for t in pts) else sorted(pts)
+    return len(pts), None if any(t is None for t in pts) else sorted(pts)
 
 
 def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts: list[int] | None) -> tuple[dict, int]:
@@ -171,8 +164,8 @@ def _decode_video_pyav(data: bytes, mime: str, config: DecodeConfig, info: Video
     without timestamps, or whose frames do not carry their packets' timestamps, are decoded in full."""
     info = info or probe_video(data, config)
     try:
-        pts = _packet_pts(data)
-        frame_count = len(pts) if pts else (info.frame_count or _count_packets(data))
+        packets, pts = _packet_index(data)
+        frame_count = len(pts) if pts else (info.frame_count or packets)
         indices = sample_indices(frame_count, config.num_frames)
         kept, decoded = _sampled_frames(data, config, indices, pts or None)
         if pts and len(kept) < len(indices):  # timestamps that do not match up: count frames instead

@@ -81,16 +81,20 @@ def write_atomic(table: pa.Table, path: Path) -> None:
     tmp.replace(path)
 
 
+def pin_geometry(settings: Settings, crop_size: int) -> Settings:
+    """Settings with the crop size and an explicit margin: crops for training must not follow whichever
+    checkpoint is installed (a margin of None means the card's)."""
+    margin = DEFAULT_MARGIN if settings.detect.margin is None else settings.detect.margin
+    return settings.model_copy(update={"detect": settings.detect.model_copy(update={"crop_size": crop_size, "margin": margin})})
+
+
 class VideoCropper:
     """Decode → Detect (the pipeline's stages) → crop rows written per video. Usable as a Ray actor."""
 
     def __init__(self, settings: Settings, crop_size: int, out_dir: Path, frames_real: int, frames_fake: int):
         # the graph's prefix decode → detect; DFS_TORCH_THREADS reaches the detector (parallel prepares on few
         # cores must not oversubscribe)
-        # an explicit margin: crops for training must not follow whichever checkpoint is installed
-        margin = DEFAULT_MARGIN if settings.detect.margin is None else settings.detect.margin
-        self.settings = settings = settings.model_copy(update={"detect": settings.detect.model_copy(
-            update={"crop_size": crop_size, "margin": margin})})
+        self.settings = settings = pin_geometry(settings, crop_size)
         self.crop_size = crop_size
         self.out_dir = Path(out_dir)
 
@@ -128,6 +132,7 @@ def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_si
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
+    settings = pin_geometry(settings, crop_size)
     videos = load_labelled_videos(source)
     splits = split_by_group(videos, split_fractions or DEFAULT_SPLIT, seed)
     work = [(v, name) for name, members in splits.items() for v in members][: limit or None]
@@ -137,7 +142,7 @@ def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_si
         cropper = VideoCropper(settings, crop_size, out_dir, frames_real, frames_fake)
         results = [cropper.process(v, s) for v, s in tqdm(work, desc="prepare", unit="video")]
     manifest = {
-        "source": str(source), "crop_size": crop_size, "margin": DEFAULT_MARGIN if settings.detect.margin is None else settings.detect.margin, "seed": seed,
+        "source": str(source), "crop_size": crop_size, "margin": settings.detect.margin, "seed": seed,
         "frames_real": frames_real, "frames_fake": frames_fake, "split_fractions": split_fractions or DEFAULT_SPLIT,
         "splits": {name: {"videos": len(m), "groups": sorted({v.group for v in m})} for name, m in splits.items()},
         "videos": [{**asdict(v), "split": s} for v, s in work],

@@ -59,10 +59,11 @@ def test_decoders_agree_on_ffpp_videos(ffpp_dir):
 
 
 def test_unreferenced_frames_are_really_skipped(samples_dir):
-    from pipeline.decode import _packet_pts, _sampled_frames
+    from pipeline.decode import _packet_index, _sampled_frames
 
     data = (samples_dir / "astronaut_swap.mp4").read_bytes()
-    pts = _packet_pts(data)
+    packets, pts = _packet_index(data)
+    assert packets == len(pts)
     indices = sample_indices(len(pts), 8)
     kept, decoded = _sampled_frames(data, DecodeConfig(), indices, pts)
     _, everything = _sampled_frames(data, DecodeConfig(), indices, None)
