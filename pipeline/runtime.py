@@ -80,7 +80,10 @@ class OnnxNetwork:
 
 
 def graph_key(module: torch.nn.Module, input_size: int) -> str:
-    """Hash of the weights, the input size and the exporter's version: equal keys export equal graphs."""
+    """Hash of the weights, the input size and the exporter's version: equal keys export equal graphs.
+
+    The module's own (folded) weights are hashed, not the checkpoint file, so a change in how the graph is
+    built from a card invalidates its entry too; ~30 ms for Lite0, once per model load."""
     digest = hashlib.sha256(f"{torch.__version__}|opset{OPSET}|{input_size}".encode())
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
