@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the shipped default detector (v4) from ../shared/data on a 2-core CPU machine.
+# Reproduces the shipped default detector (v7) from ../shared/data on a 2-core CPU machine.
 # Usage: scripts/train_default.sh [SHARED_DATA_DIR] [WORK_DIR]      (after `make setup`)
 # Env: EMA (weight moving-average decay, 0 = off), CROP, MARGIN (crop margin per side, a fraction of the face box; travels in the card), ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR, REAL_FAKES (1: also train on the
 # FF++ train split's fakes, 0: self-blends only); STOP_AFTER=prepare|train for partial runs.
@@ -11,10 +11,10 @@ cd "$(dirname "$0")/.."
 SHARED=${1:-../shared/data}
 WORK=${2:-runs/v4}
 CROP=${CROP:-224}                     # crop size = model input size
-MARGIN=${MARGIN:-0.3}
+MARGIN=${MARGIN:-0.15}
 export DFS_DETECT__MARGIN=$MARGIN
 SUF=$CROP; [ "$MARGIN" = 0.3 ] || SUF="${CROP}m${MARGIN#0.}"   # crops of another margin live beside, not over
-VERSION=${VERSION:-ffpp-utk-th-sbi-lite0-224-v4}
+VERSION=${VERSION:-ffpp-utk-th-sbi-lite0-224m15-ema-v7}
 ENCODER=${ENCODER:-tf_efficientnet_lite0}
 BIN=.venv/bin
 export HF_HUB_OFFLINE=1
@@ -42,8 +42,8 @@ FAKES=--real-fakes; [ "${REAL_FAKES:-1}" = 0 ] && FAKES=--no-real-fakes
 RESUME=""; [ -f "$WORK/train/last.pt" ] && RESUME="--resume"
 $BIN/deepfakestream train $D/ffpp$SUF --extra-dataset $D/th$SUF --extra-dataset $D/faces$SUF \
     --extra-dataset $D/utk$SUF --extra-dataset $D/utk${SUF}val --output "$WORK/train" \
-    --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-12}" --patience "${PATIENCE:-2}" --max-steps-per-epoch "${STEPS:-250}" \
-    --codec-p 0.5 --ema-decay "${EMA:-0}" $FAKES --threads "${THREADS:-2}" --version "$VERSION" $RESUME \
+    --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-6}" --patience "${PATIENCE:-3}" --max-steps-per-epoch "${STEPS:-250}" \
+    --codec-p 0.5 --ema-decay "${EMA:-0.997}" $FAKES --threads "${THREADS:-2}" --version "$VERSION" $RESUME \
     --data-description "$DATA_NOTE"
 [ "${STOP_AFTER:-}" = train ] && exit 0   # comparison runs: keep the shipped checkpoint
 
