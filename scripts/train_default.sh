@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${1:-../shared/data}
-WORK=${2:-runs/v4}
+WORK=${2:-runs/v7}
 CROP=${CROP:-224}                     # crop size = model input size
 MARGIN=${MARGIN:-0.15}
 export DFS_DETECT__MARGIN=$MARGIN

@@ -266,6 +266,8 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
         if ema is not None:
+            if saved.get("ema") is None:
+                raise ValueError(f"{last_path} was trained without --ema-decay; resume it without, or start a new run")
             ema.load_state_dict(saved["ema"])
         log.warning("resuming from %s after epoch %d", last_path, state["epoch"])
     if distributed:
