@@ -16,7 +16,7 @@ def checkpoint(workdir: Path, purpose: str) -> tuple[Path, str]:
     if env:
         return Path(env), "DFS_CLASSIFY__CHECKPOINT"
     if DEFAULT_CHECKPOINT.exists():
-        from pipeline.checkpoint import read_card
+        from pipeline.card import read_card
 
         return DEFAULT_CHECKPOINT, f"shipped detector {read_card(DEFAULT_CHECKPOINT).version}"
     path = imagenet_init_checkpoint(workdir / "bench-detector.safetensors", "bench-imagenet-init", purpose)

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from pipeline.batch import Batch, batch_size, object_column
-from pipeline.checkpoint import ModelCard, load_checkpoint
+from pipeline.card import ModelCard
+from pipeline.checkpoint import load_checkpoint
 from pipeline.config import resolve_device
 from pipeline.fold import fold_batchnorm
 from pipeline.model import DeepfakeDetector

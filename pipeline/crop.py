@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 DEFAULT_MARGIN = 0.3  # crop margin when no checkpoint says otherwise (the model card's ``crop_margin``)
+DEFAULT_CROP_SIZE = 224  # crop side when neither the settings nor a checkpoint say (the card's ``input_size``)
 
 
 @dataclass(frozen=True)

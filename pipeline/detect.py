@@ -10,7 +10,7 @@ import torch
 
 from pipeline.batch import Batch, batch_size, codes_of, errors_of, object_column
 from pipeline.config import DetectConfig, resolve_device, set_torch_threads
-from pipeline.crop import DEFAULT_MARGIN, crop_face
+from pipeline.crop import DEFAULT_CROP_SIZE, DEFAULT_MARGIN, crop_face
 from pipeline.errors import DETECT_FAILED
 from pipeline.keyframes import carry_faces, disputed_frames, first_seen_order, keyframe_indices
 from pipeline.logsafe import log_safe
@@ -18,8 +18,6 @@ from pipeline.resize import shrink, working_size
 from pipeline.tracking import link_tracks
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CROP_SIZE = 224
 
 
 class FaceDetector:

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import timm
 import torch
-from pydantic import BaseModel, Field
 from torch import nn
 
+from pipeline.card import ModelSpec
 from pipeline.preprocess import RGB_MEAN, RGB_STD, SRM_TRUNCATE
 from pipeline.srm import SRMFilter
-
-
-class ModelSpec(BaseModel):
-    """Everything needed to rebuild the network; stored in the model card and checked on load."""
-
-    encoder: str = "tf_efficientnet_lite0"
-    input_mode: Literal["srm", "rgb+srm"] = "rgb+srm"
-    input_size: int = Field(224, ge=32)
-    # Preprocessing the weights were trained with, so it travels with them (cards before v6: 0.3).
-    crop_margin: float = Field(0.3, ge=0, le=2, description="face box grows by this fraction per side before cropping")
-    head_hidden: int = Field(128, ge=1)
-    dropout: float = Field(0.3, ge=0, lt=1)
 
 
 class DeepfakeDetector(nn.Module):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the card reads these constants torch-free
+    import torch
 
 # tf_efficientnet_lite* were trained on inputs scaled to [-1, 1]
 RGB_MEAN = (0.5, 0.5, 0.5)
@@ -20,5 +24,7 @@ def crops_to_tensor(crops: np.ndarray, device: str | torch.device = "cpu") -> to
     """
     if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
         raise ValueError(f"expected uint8 crops of shape (N, S, S, 3), got {crops.dtype} {crops.shape}")
+    import torch
+
     tensor = torch.from_numpy(np.ascontiguousarray(crops)).to(device)
     return tensor.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)

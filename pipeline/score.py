@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline.aggregate import AggregateStage, Strategy
 from pipeline.batch import Batch, object_column
-from pipeline.checkpoint import ModelCard
+from pipeline.card import ModelCard
 from pipeline.classify import ClassifyStage, FaceClassifier
 from pipeline.config import set_torch_threads
 from pipeline.runtime import Runtime

@@ -99,7 +99,7 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     are kept in every case. Bad objects never raise: they get ERROR / NO_FACE rows. Once the output's
     lease is taken, every outcome ends with a run record in ``DEST/_runs/<scan_id>.json``.
     """
-    from pipeline.checkpoint import pack_checkpoint
+    from pipeline.card import pack_checkpoint
     from pipeline.graph import stage_specs
 
     options = options or settings.scan

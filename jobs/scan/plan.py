@@ -181,7 +181,9 @@ def map_plan(ds, specs: list, plan: PoolPlan, options: ScanConfig, scan_id: str)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated", category=DeprecationWarning)
         for stages, actors, batch, gpus in pools:
-            cls, kwargs = (stages[0].cls, stages[0].kwargs) if len(stages) == 1 else (Graph, {"specs": stages})
+            # a lone stage maps its own class (Ray names the operator after it); the fused plan maps Graph,
+            # whose specs name their classes, so its driver never imports torch
+            cls, kwargs = (stages[0].resolve(), stages[0].kwargs) if len(stages) == 1 else (Graph, {"specs": stages})
             ds = ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_size=batch, compute=_pool(actors, options.tasks_per_actor),
                                 num_gpus=gpus or None, num_cpus=plan.cpus_per_actor, batch_format="numpy", **fault)
     return ds

@@ -24,7 +24,7 @@ import numpy as np
 from jobs.training.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
 from jobs.training.metrics import balanced_weights, binary_metrics, calibration, operating_threshold, tpr_at_fpr
 from pipeline.aggregate import STRATEGIES, effective_min_track, video_score
-from pipeline.checkpoint import ModelCard, card_path
+from pipeline.card import ModelCard, card_path
 from pipeline.config import Settings
 from pipeline.graph import ScoringPipeline
 

@@ -27,10 +27,11 @@ from jobs.training.metrics import balanced_weights, binary_metrics
 from jobs.training.prepare import decode_png, load_crop_table
 from jobs.training.augment import augment
 from jobs.training.sbi import self_blend
-from pipeline.checkpoint import ModelCard, save_checkpoint
+from pipeline.card import ModelCard, ModelSpec
+from pipeline.checkpoint import save_checkpoint
 from pipeline.crop import DEFAULT_MARGIN
 from pipeline.imagenet import load_imagenet_lite
-from pipeline.model import DeepfakeDetector, ModelSpec
+from pipeline.model import DeepfakeDetector
 from pipeline.preprocess import crops_to_tensor
 
 log = logging.getLogger(__name__)

@@ -192,6 +192,40 @@ def test_the_plan_maps_the_graph_and_model_actors_ask_for_gpus(cluster, kind):
                for _, kw in calls)
 
 
+def test_the_scan_driver_never_imports_torch(detector_checkpoint, tmp_path):
+    """The fused plan's driver reads the card, plans and ships stage specs; only the actors import torch and
+    timm (about 4.5 s of start-up on 2 cores). Run in a fresh interpreter: this one has torch loaded."""
+    code = f"""
+import sys
+import jobs.cli
+from jobs.scan.config import ScanConfig
+from jobs.scan.driver import run_scan
+from jobs.scan.plan import map_plan, plan_pools
+from pipeline.card import pack_checkpoint
+from pipeline.config import Settings
+from pipeline.graph import Graph, stage_specs
+
+class Recorder:
+    calls = []
+    def map_batches(self, fn, **kw):
+        self.calls.append((fn, kw))
+        return self
+
+settings = Settings(classify={{"checkpoint": {str(detector_checkpoint)!r}}})
+packed = pack_checkpoint(settings.classify.checkpoint)
+options = ScanConfig(source="x")
+plan = plan_pools({{"CPU": 2.0}}, options)
+specs = stage_specs(settings, packed=packed, torch_threads=1)
+[(fn, kw)] = map_plan(Recorder(), specs, plan, options, "scan1").calls
+assert fn is Graph and [s.name for s in kw["fn_constructor_kwargs"]["specs"]] == ["decode", "detect", "score", "rows"]
+print(sorted(m for m in ("torch", "timm", "torchvision", "onnxruntime", "facenet_pytorch") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_the_plan_is_a_setting_of_file_environment_and_flag(monkeypatch, tmp_path):
     from pydantic import ValidationError
 

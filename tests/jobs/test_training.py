@@ -375,7 +375,8 @@ def test_prepare_on_ray_matches_local(tmp_path, samples_dir, ray_session):
 
 def test_evaluate_leaves_the_card_alone_unless_asked(tmp_path, samples_dir):
     from jobs.training.evaluate import evaluate
-    from pipeline.checkpoint import card_path, imagenet_init_checkpoint
+    from pipeline.card import card_path
+    from pipeline.checkpoint import imagenet_init_checkpoint
 
     ckpt = imagenet_init_checkpoint(tmp_path / "m.safetensors", "t", "test")
     before = card_path(ckpt).read_text()

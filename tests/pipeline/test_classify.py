@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.checkpoint import ModelCard
+from pipeline.card import ModelCard
 from pipeline.classify import FaceClassifier
-from pipeline.model import DeepfakeDetector, ModelSpec
+from pipeline.card import ModelSpec
+from pipeline.model import DeepfakeDetector
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.batch import object_column
-from pipeline.checkpoint import read_card
+from pipeline.card import read_card
 from pipeline.config import Settings
 from pipeline.graph import STAGES, Graph, stage_specs
 
@@ -55,7 +55,8 @@ def test_reading_the_card_loads_no_network(detector_checkpoint, monkeypatch):
     monkeypatch.setattr(pipeline.checkpoint, "load_checkpoint", refuse)
     monkeypatch.setattr(pipeline.classify, "load_checkpoint", refuse)
     specs = stage_specs(Settings(classify={"checkpoint": detector_checkpoint}))
-    assert specs[2].cls.__name__ == "ScoreStage"  # specs are plain data: nothing is built until .build()
+    assert specs[2].cls == "pipeline.score:ScoreStage"  # specs are plain data: nothing is built until .build()
+    assert specs[2].resolve().__name__ == "ScoreStage"
 
 
 def test_without_a_model_only_the_score_stage_is_refused(tmp_path):

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.checkpoint import ModelCard, card_path, load_checkpoint, save_checkpoint
+from pipeline.card import ModelCard, ModelSpec, card_path
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.errors import CheckpointError, NoTrainedModelError
 from pipeline.imagenet import imagenet_classifier, load_imagenet_lite, map_lite_state_dict
-from pipeline.model import DeepfakeDetector, ModelSpec
+from pipeline.model import DeepfakeDetector
 from pipeline.preprocess import crops_to_tensor
 from pipeline.srm import SRM_KERNELS, SRMFilter
 

@@ -167,7 +167,7 @@ def test_explain_adds_grad_cam_per_face(server, samples_dir, detector_checkpoint
 
     import cv2
 
-    from pipeline.checkpoint import read_card
+    from pipeline.card import read_card
 
     size = read_card(detector_checkpoint).architecture.input_size
 
