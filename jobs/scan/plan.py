@@ -128,16 +128,20 @@ def data_context(options: ScanConfig) -> Iterator[None]:
     ctx = DataContext.get_current()
     saved = {"max_errored_blocks": ctx.max_errored_blocks, "enable_progress_bars": ctx.enable_progress_bars,
              "print_on_execution_start": ctx.print_on_execution_start,
-             "resource_limits": ctx.execution_options.resource_limits}
+             "resource_limits": ctx.execution_options.resource_limits,
+             "issue_detectors": list(ctx.issue_detectors_config.detectors)}
     ctx.max_errored_blocks = options.max_failed_batches
     ctx.enable_progress_bars = options.ray_progress
     ctx.print_on_execution_start = options.verbose
+    if not options.verbose:  # its advice ("set memory= per worker") is about Ray's API, not the scan's options
+        ctx.issue_detectors_config.detectors = []
     if options.object_store_limit:
         ctx.execution_options.resource_limits = ExecutionResources.for_limits(object_store_memory=options.object_store_limit)
     try:
         yield
     finally:
         ctx.execution_options.resource_limits = saved.pop("resource_limits")
+        ctx.issue_detectors_config.detectors = saved.pop("issue_detectors")
         for key, value in saved.items():
             setattr(ctx, key, value)
 

@@ -226,6 +226,21 @@ print(sorted(m for m in ("torch", "timm", "torchvision", "onnxruntime", "facenet
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_ray_data_advice_is_silenced_for_the_scan_and_restored_after():
+    from ray.data import DataContext
+
+    from jobs.scan.plan import data_context
+
+    ctx = DataContext.get_current()
+    before = list(ctx.issue_detectors_config.detectors)
+    assert before  # Ray Data's default: detectors that print advice about its own API mid-scan
+    with data_context(ScanConfig(source="x")):
+        assert ctx.issue_detectors_config.detectors == []
+    assert ctx.issue_detectors_config.detectors == before
+    with data_context(ScanConfig(source="x", verbose=True)):  # --verbose keeps everything Ray says
+        assert ctx.issue_detectors_config.detectors == before
+
+
 def test_the_plan_is_a_setting_of_file_environment_and_flag(monkeypatch, tmp_path):
     from pydantic import ValidationError
 
