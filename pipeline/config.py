@@ -33,6 +33,9 @@ class DecodeConfig(BaseModel):
     max_pixels: int = Field(4096 * 4096, gt=0, description="frames larger than this are refused")
     max_bytes: int = Field(4 * 1024**3, gt=0, description="larger objects are refused before reading")
     max_frames: int | None = Field(None, gt=0, description="videos with more frames are refused (read from the header); None = no limit")
+    threads: int | None = Field(
+        None, ge=0, description="decoder threads per video (pyav: frame threads); None = the process's torch_threads "
+                                "(1 in a scan actor), 0 = one per core")
     backend: Literal["pyav", "decord"] = Field(
         "pyav", description="video decoder: pyav skips the frames nothing references unless sampled (same frames, "
                             "30-55% less decoding); decord decodes every frame (PyAV where decord is not installed)")

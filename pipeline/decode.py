@@ -139,7 +139,11 @@ def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts:
     # max_pixels: the decoder refuses a frame that grows past the limit mid-stream
     with av.open(io.BytesIO(data), options={"max_pixels": str(config.max_pixels)}) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "SLICE"  # no frame threads: a skip decision must apply to its own packet
+        # Frame threads keep per-packet skip decisions: FFmpeg copies skip_frame into the worker thread's
+        # context as each packet is submitted (tests/pipeline/test_decode.py checks frames against decord's).
+        threads = 1 if config.threads is None else config.threads
+        stream.thread_type = "SLICE" if threads == 1 else "FRAME"
+        stream.thread_count = threads
         context = stream.codec_context
         for packet in container.demux(stream):
             if pts is not None:

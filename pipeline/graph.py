@@ -82,7 +82,8 @@ def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | No
     cls = settings.classify
     specs = {
         "decode": lambda: StageSpec("decode", "pipeline.decode:DecodeStage", {
-            "config": settings.decode, "storage_options": storage_options,
+            "config": settings.decode if settings.decode.threads is not None else settings.decode.model_copy(
+                update={"threads": threads}), "storage_options": storage_options,
             "max_side": settings.detect.detect_max_side if shrink_frames else None}),
         "detect": lambda: StageSpec("detect", "pipeline.detect:DetectStage", {"config": settings.detect.model_copy(update={"margin": margin}),
                                                             "device": settings.device,

@@ -34,28 +34,29 @@ def test_video_frames_and_timestamps(samples_dir):
     assert np.abs(media.frames[0].astype(int) - media.frames[-1].astype(int)).mean() > 5
 
 
-def _assert_decoders_agree(paths, frames: int) -> None:
+def _assert_decoders_agree(paths, frames: int, threads: int = 1) -> None:
     pytest.importorskip("decord")
     for path in paths:
         data = path.read_bytes()
         a = decode_bytes(data, DecodeConfig(num_frames=frames, backend="decord"))
-        b = decode_bytes(data, DecodeConfig(num_frames=frames))
+        b = decode_bytes(data, DecodeConfig(num_frames=frames, threads=threads))
         assert a.frame_indices.tolist() == b.frame_indices.tolist(), path
         assert np.array_equal(a.frames, b.frames), path
         assert (a.frame_count, a.fps, a.width, a.height) == (b.frame_count, b.fps, b.width, b.height)
         np.testing.assert_allclose(a.timestamps, b.timestamps, atol=1e-3)
 
 
-@pytest.mark.parametrize("frames", [5, 32])
-def test_pyav_skipping_unreferenced_frames_gives_decords_frames_exactly(samples_dir, frames):
+@pytest.mark.parametrize("frames, threads", [(5, 1), (32, 1), (32, 2)])
+def test_pyav_skipping_unreferenced_frames_gives_decords_frames_exactly(samples_dir, frames, threads):
     """The default decoder skips frames nothing references unless sampled; the sampled frames, their indices
-    and timestamps must be exactly what decoding everything (decord) gives."""
-    _assert_decoders_agree(sorted(samples_dir.glob("*.mp4")), frames)
+    and timestamps must be exactly what decoding everything (decord) gives, with frame threads as without."""
+    _assert_decoders_agree(sorted(samples_dir.glob("*.mp4")), frames, threads)
 
 
-def test_decoders_agree_on_ffpp_videos(ffpp_dir):
-    """x264 720p with B-frames, as users' uploads are."""
-    _assert_decoders_agree([sorted(ffpp_dir.glob(f"{kind}/*.mp4"))[0] for kind in ("original", "FaceSwap")], 32)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_decoders_agree_on_ffpp_videos(ffpp_dir, threads):
+    """x264 720p with B-frames, as users' uploads are; with frame threads too."""
+    _assert_decoders_agree([sorted(ffpp_dir.glob(f"{kind}/*.mp4"))[0] for kind in ("original", "FaceSwap")], 32, threads)
 
 
 def test_unreferenced_frames_are_really_skipped(samples_dir):
@@ -65,7 +66,9 @@ def test_unreferenced_frames_are_really_skipped(samples_dir):
     packets, pts = _packet_index(data)
     assert packets == len(pts)
     indices = sample_indices(len(pts), 8)
-    kept, decoded = _sampled_frames(data, DecodeConfig(), indices, pts)
     _, everything = _sampled_frames(data, DecodeConfig(), indices, None)
-    assert sorted(kept) == indices.tolist() and everything == indices[-1] + 1
-    assert decoded < 0.8 * everything  # the clip has B-frames: most unsampled ones were never decoded
+    assert everything == indices[-1] + 1
+    for threads in (1, 2):  # frame threads skip as much
+        kept, decoded = _sampled_frames(data, DecodeConfig(threads=threads), indices, pts)
+        assert sorted(kept) == indices.tolist()
+        assert decoded < 0.8 * everything  # the clip has B-frames: most unsampled ones were never decoded

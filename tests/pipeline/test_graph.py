@@ -34,6 +34,15 @@ def test_arguments_come_from_the_card_unless_the_settings_override_them(detector
     assert (specs[2].kwargs["threshold"], specs[2].kwargs["aggregation"]) == (0.9, "track_max")
 
 
+def test_the_decoder_uses_the_process_threads_unless_told(detector_checkpoint):
+    """One thread per scan actor (as torch), frame threads in a 2-thread `score` process; decode.threads wins."""
+    settings = Settings(classify={"checkpoint": detector_checkpoint})
+    assert stage_specs(settings, torch_threads=1)[0].kwargs["config"].threads == 1
+    assert stage_specs(settings, torch_threads=2)[0].kwargs["config"].threads == 2
+    told = Settings(classify={"checkpoint": detector_checkpoint}, decode={"threads": 3})
+    assert stage_specs(told, torch_threads=1)[0].kwargs["config"].threads == 3
+
+
 def test_the_crop_margin_travels_with_the_weights(detector_checkpoint, tmp_path):
     import shutil
 
