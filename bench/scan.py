@@ -128,6 +128,19 @@ def labels_of(mode: str, stdout: str) -> dict[str, int]:
     return {"FAKE": summary["fakes"], "REAL": summary["reals"], "NO_FACE": summary["no_face"], "ERROR": summary["failed"]}
 
 
+def parse_sizes(sizes: list[str], default_modes: list[str]) -> list[tuple[int, list[str]]]:
+    """``["32", "512:fused"]`` → ``[(32, default_modes), (512, ["fused"])]``; unknown modes are refused."""
+    parsed = []
+    for item in sizes:
+        size, _, modes = item.partition(":")
+        chosen = modes.split(",") if modes else list(default_modes)
+        unknown = [m for m in chosen if m not in MODES]
+        if unknown or not size.isdigit() or int(size) < 1:
+            raise SystemExit(f"bad size {item!r}: want N or N:mode,mode with modes from {', '.join(MODES)}")
+        parsed.append((int(size), chosen))
+    return parsed
+
+
 def run_one(mode: str, files: list[Path], folder: Path, workdir: Path, args, env: dict) -> dict:
     out = workdir / f"out-{len(files)}-{mode}"
     command, extra = command_for(mode, files, folder, out, args)
@@ -160,7 +173,7 @@ def render(report: dict) -> str:
     sizes = sorted({r["videos"] for r in runs})
     lines = [
         SECTION, "",
-        f"Measured by `bench/scan.py {' '.join(map(str, sizes))}` on {report['date']}: {report['machine']}; load "
+        f"Measured by `bench/scan.py {' '.join(report.get('sizes', map(str, sizes)))}` on {report['date']}: {report['machine']}; load "
         f"average before/after {report['load_average']['before']}/{report['load_average']['after']}. "
         f"{report['frames']} frames per video; media: {report['media']} (cycled); checkpoint: {report['checkpoint']}.",
         "",
@@ -194,7 +207,9 @@ def render(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sizes", type=int, nargs="*", default=[32, 128], help="videos per run (default: 32 128)")
+    parser.add_argument("sizes", nargs="*", default=["32", "128"],
+                        help="videos per run, each N (every --modes) or N:mode,mode (default: 32 128); e.g. the "
+                             "documented run: 32 128:loop-2t,fused,split 512:fused")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--frames", type=int, default=32, help="frames sampled per video (every command)")
     parser.add_argument("--sample-every", type=float, default=1.0,
@@ -218,16 +233,16 @@ def main() -> None:
             print(f"warning: load average {before} before the first run: these numbers will not be a quiet machine's",
                   file=sys.stderr)
         runs = []
-        for size in args.sizes:
+        for size, modes in parse_sizes(args.sizes, args.modes):
             folder = workdir / f"videos-{size}"
             files = make_inputs(folder, size, args.media)
-            for mode in args.modes:
+            for mode in modes:
                 runs.append(run_one(mode, files, folder, workdir, args, env))
                 print(json.dumps(runs[-1]), flush=True)
             shutil.rmtree(folder, ignore_errors=True)
         report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {psutil.cpu_count()} CPUs, "
                   f"{psutil.virtual_memory().total / 2**30:.0f} GiB", "frames": args.frames, "media": str(args.media),
-                  "checkpoint": kind, "load_average": {"before": before, "after": round(os.getloadavg()[0], 2)},
+                  "checkpoint": kind, "sizes": args.sizes, "load_average": {"before": before, "after": round(os.getloadavg()[0], 2)},
                   "runs": runs}
         table = render(report)
         print("\n" + table)

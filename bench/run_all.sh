@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Every timing in docs/benchmarks.md, in one quiet-machine run (about 75 min on 2 cores):
+#   bench/run_all.sh [OUT_DIR]      then paste OUT_DIR/score.md into docs/benchmarks.md by hand
+# Scan and online-scoring sections are written into docs/benchmarks.md by their benches. Refuses to start
+# while training, evaluation or dataset preparation runs here (FORCE=1 overrides): their load would be timed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+OUT=${1:-runs/bench-$(date -u +%Y%m%dT%H%MZ)}
+mkdir -p "$OUT"
+if pgrep -f "deepfakestream (train|evaluate|prepare)" >/dev/null && [ "${FORCE:-0}" != 1 ]; then
+    echo "training/evaluation/preparation is running: not a quiet machine (FORCE=1 to time anyway)" >&2; exit 2
+fi
+step() { echo "== $(date -u +%T) load $(cut -d' ' -f1-3 /proc/loadavg): $*" | tee -a "$OUT/log.txt"; }
+step "bench/score.py"
+$PY bench/score.py | tee "$OUT/score.md"
+step "bench/scan.py"
+$PY bench/scan.py 32 128:loop-2t,fused,split 512:fused --json "$OUT/scan.json" --markdown "$OUT/scan.md" \
+    --write-docs docs/benchmarks.md
+step "bench/serve.py"
+$PY bench/serve.py --write-docs docs/benchmarks.md | tee "$OUT/serve.txt"
+step "done"
