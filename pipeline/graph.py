@@ -6,7 +6,7 @@ choose how to run the list, never re-wire it:
 
 - ``Graph`` builds the specs and runs them in one process: ``ScoringPipeline`` (CLI ``score``, evaluation),
   or, mapped as one Ray Data actor class, the scan's fused plan (decode → score → rows per actor);
-- the scan's split plan maps each spec's class onto ``map_batches`` with its kwargs (``jobs/scan/plan.py``);
+- the scan's split plan maps a ``Graph`` of one or two specs onto each pool (``jobs/scan/plan.py``);
 - the Serve deployments each hold one built stage.
 
 ``upto`` runs a prefix of the graph (dataset preparation stops after ``detect``). Reading the card does not
@@ -24,6 +24,7 @@ from pipeline.card import ModelCard, read_card
 from pipeline.config import Settings, set_torch_threads
 from pipeline.crop import DEFAULT_CROP_SIZE, DEFAULT_MARGIN
 from pipeline.errors import CheckpointError
+from pipeline.heap import release_heap
 from pipeline.result import ScoreResult
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ class Graph:
     def __call__(self, batch: Batch) -> Batch:
         for stage in self.stages.values():
             batch = stage(batch)
+        release_heap()  # the batch's frames are freed by now: keep this long-lived process's memory flat
         return batch
 
 

@@ -185,9 +185,8 @@ def map_plan(ds, specs: list, plan: PoolPlan, options: ScanConfig, scan_id: str)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated", category=DeprecationWarning)
         for stages, actors, batch, gpus in pools:
-            # a lone stage maps its own class (Ray names the operator after it); the fused plan maps Graph,
-            # whose specs name their classes, so its driver never imports torch
-            cls, kwargs = (stages[0].resolve(), stages[0].kwargs) if len(stages) == 1 else (Graph, {"specs": stages})
-            ds = ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_size=batch, compute=_pool(actors, options.tasks_per_actor),
+            # every pool maps Graph over its stages: specs name their classes, so the driver never imports
+            # torch, and each actor hands its freed frames back to the OS after every batch
+            ds = ds.map_batches(Graph, fn_constructor_kwargs={"specs": stages}, batch_size=batch, compute=_pool(actors, options.tasks_per_actor),
                                 num_gpus=gpus or None, num_cpus=plan.cpus_per_actor, batch_format="numpy", **fault)
     return ds

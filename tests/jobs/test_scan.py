@@ -178,13 +178,14 @@ def test_the_plan_maps_the_graph_and_model_actors_ask_for_gpus(cluster, kind):
     plan = plan_pools(cluster, options)
     specs = [StageSpec(name, object, {"stage": name}) for name in ("decode", "detect", "score")]
     calls = map_plan(_RecordingDataset(), specs, plan, options, "scan1").calls
-    pools = [(fn, [s.name for s in kw["fn_constructor_kwargs"]["specs"]] if fn is Graph else kw["fn_constructor_kwargs"],
+    assert all(fn is Graph for fn, _ in calls)  # every pool: the graph over its stages
+    pools = [(fn, [s.name for s in kw["fn_constructor_kwargs"]["specs"]],
               kw["compute"].min_size, kw["batch_size"], kw["num_gpus"], kw["num_cpus"]) for fn, kw in calls]
     if kind == "fused":  # one pool, one actor per core, the whole graph and the rows in each
         assert pools == [(Graph, ["decode", "detect", "score", "rows"], 2, 1, None, 0.5)]
     else:  # decode on CPU; the model actors ask for the GPU (shared by two pools)
         assert plan.plan == "split" and [p[4] for p in pools] == [None, 0.5, 0.5]
-        assert pools[0][:2] == (object, {"stage": "decode"}) and pools[1][:2] == (object, {"stage": "detect"})
+        assert pools[0][1] == ["decode"] and pools[1][1] == ["detect"]
         assert pools[2][:2] == (Graph, ["score", "rows"]) and pools[2][3] == 3
     last = calls[-1][1]["fn_constructor_kwargs"]["specs"][-1]
     assert (last.cls, last.kwargs) == (RowsStage, {"scan_id": "scan1"})
@@ -658,6 +659,7 @@ def test_object_that_crashes_its_worker_every_time_gets_an_error_row(ray_session
                                                                      monkeypatch):
     """Bounded retries: the poison object ends as ERROR after (1 + max_task_retries) crashes in each of
     the 1 + lost_retries passes, the others are scored, and the scan neither loops forever nor stops."""
+    import dataclasses
     import sys
 
     import ray.cloudpickle
@@ -665,7 +667,13 @@ def test_object_that_crashes_its_worker_every_time_gets_an_error_row(ray_session
     import pipeline.graph
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
-    monkeypatch.setattr(pipeline.graph, "DecodeStage", _PoisonDecodeStage)
+    real_specs = pipeline.graph.stage_specs
+
+    def poisoned(*args, **kwargs):  # the graph's decode stage, swapped for one that crashes its worker
+        return [dataclasses.replace(s, cls=_PoisonDecodeStage) if s.name == "decode" else s
+                for s in real_specs(*args, **kwargs)]
+
+    monkeypatch.setattr(pipeline.graph, "stage_specs", poisoned)
     source = tmp_path / "media"
     source.mkdir()
     for name in ("a.jpg", "poison.jpg"):
