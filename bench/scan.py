@@ -17,7 +17,9 @@ Every time is a whole command's wall time, interpreter start, imports, model loa
 start-up included. The sampler (psutil, every 0.2 s) walks the child's process tree (driver, GCS, raylet,
 Ray workers) for the peak of the summed RSS and of the summed PSS (shared pages split between processes,
 so torch's libraries and the object store count once), and for CPU seconds (user + system, each process's
-last sample: a process's final < 0.2 s may be missed). The speed-up is each plan's videos/s over the faster
+last sample: a process's final < 0.2 s may be missed). Each run also records the peak RSS per role (driver,
+actors, Ray's own processes) and in each quarter of the run: memory that climbs with the number of videos
+climbs quarter by quarter, a one-off spike does not. The speed-up is each plan's videos/s over the faster
 of the two loops. A run with ERROR rows stops the bench (its time would be a lie). Numbers are only worth
 recording from a quiet machine: the load average before and after is recorded with them.
 """
@@ -57,7 +59,17 @@ class TreeSampler(threading.Thread):
         self.root, self.interval = psutil.Process(pid), interval
         self.peak_rss = self.peak_pss = self.peak_processes = 0
         self.cpu: dict[tuple[int, float], float] = {}  # (pid, create time) → CPU seconds
+        self.roles: dict[int, str] = {}
+        self.samples: list[tuple[float, int, dict[str, int]]] = []  # (time, summed RSS, RSS per role)
         self._done = threading.Event()
+
+    def role(self, proc: psutil.Process) -> str:
+        """driver (the command), actors (the scan's model actors), ray (GCS, raylet, Ray's own workers)."""
+        if proc.pid not in self.roles:
+            cmdline = " ".join(proc.cmdline())
+            self.roles[proc.pid] = ("driver" if proc.pid == self.root.pid else
+                                    "actors" if "MapWorker" in cmdline or "MapWorker" in proc.name() else "ray")
+        return self.roles[proc.pid]
 
     def run(self) -> None:
         while not self._done.is_set():
@@ -66,10 +78,14 @@ class TreeSampler(threading.Thread):
             except psutil.Error:
                 procs = []
             rss = pss = 0
+            by_role: dict[str, int] = {}
             for proc in procs:
                 try:
                     with proc.oneshot():
-                        rss += proc.memory_info().rss
+                        size = proc.memory_info().rss
+                        rss += size
+                        role = self.role(proc)
+                        by_role[role] = by_role.get(role, 0) + size
                         times = proc.cpu_times()
                         self.cpu[(proc.pid, proc.create_time())] = times.user + times.system
                     pss += _pss(proc.pid)
@@ -78,7 +94,22 @@ class TreeSampler(threading.Thread):
             if rss > self.peak_rss:
                 self.peak_rss, self.peak_processes = rss, len(procs)
             self.peak_pss = max(self.peak_pss, pss)
+            self.samples.append((time.monotonic(), rss, by_role))
             self._done.wait(self.interval)
+
+    def memory_profile(self) -> dict:
+        """Peak RSS per role, and the peak summed RSS of each quarter of the run: a leak climbs quarter by
+        quarter, while a one-off spike (one heavy video) does not."""
+        if not self.samples:
+            return {}
+        start, end = self.samples[0][0], self.samples[-1][0]
+        quarters = [0, 0, 0, 0]
+        for t, rss, _ in self.samples:
+            q = min(3, int(4 * (t - start) / max(end - start, 1e-9)))
+            quarters[q] = max(quarters[q], rss)
+        roles = sorted({r for _, _, by in self.samples for r in by})
+        return {"peak_rss_gib_by_role": {r: round(max(by.get(r, 0) for _, _, by in self.samples) / 2**30, 3) for r in roles},
+                "peak_rss_gib_by_quarter": [round(q / 2**30, 3) for q in quarters]}
 
     def stop(self) -> None:
         self._done.set()
@@ -163,7 +194,7 @@ def run_one(mode: str, files: list[Path], folder: Path, workdir: Path, args, env
     return {"mode": mode, "videos": len(files), "wall_s": round(wall, 2), "videos_per_s": round(len(files) / wall, 4),
             "cpu_s": round(cpu, 1), "sampler_cpu_s": round(sampler_cpu, 1), "cpu_s_per_video": round(cpu / len(files), 3), "cores_used": round(cpu / wall, 2),
             "peak_rss_gib": round(sampler.peak_rss / 2**30, 3), "peak_pss_gib": round(sampler.peak_pss / 2**30, 3),
-            "processes_at_peak": sampler.peak_processes, "labels": labels, "plan_line": plan,
+            "processes_at_peak": sampler.peak_processes, **sampler.memory_profile(), "labels": labels, "plan_line": plan,
             "command": " ".join(["deepfakestream", *command[3:]]).replace(" ".join(map(str, files)), "FILE…")}
 
 
@@ -199,6 +230,10 @@ def render(report: dict) -> str:
             if low and high:
                 lines.append(f"\n{mode}: peak RSS at {sizes[-1]} videos is {high['peak_rss_gib'] / low['peak_rss_gib']:.2f}x "
                              f"its peak at {sizes[0]} (PSS {high['peak_pss_gib'] / low['peak_pss_gib']:.2f}x).")
+                if high.get("peak_rss_gib_by_quarter"):
+                    roles = ", ".join(f"{k} {v:.2f}" for k, v in high["peak_rss_gib_by_role"].items())
+                    quarters = " / ".join(f"{q:.2f}" for q in high["peak_rss_gib_by_quarter"])
+                    lines.append(f"At {sizes[-1]} videos, peak RSS GiB per quarter of the run: {quarters}; per role: {roles}.")
     plans = sorted({r["plan_line"] for r in runs if r["plan_line"]})
     if plans:
         lines += ["", "Plans as the scans printed them:", "", *(f"- `{p}`" for p in plans)]
