@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the shipped default detector (v7) from ../shared/data on a 2-core CPU machine.
 # Usage: scripts/train_default.sh [SHARED_DATA_DIR] [WORK_DIR]      (after `make setup`)
-# Env: EMA (weight moving-average decay, 0 = off), CROP, MARGIN (crop margin per side, a fraction of the face box; travels in the card), ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR, REAL_FAKES (1: also train on the
+# Env: CROSS (share of pseudo-fakes blended from another person's face, 0 = self-blends only), EMA (weight moving-average decay, 0 = off), CROP, MARGIN (crop margin per side, a fraction of the face box; travels in the card), ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR, REAL_FAKES (1: also train on the
 # FF++ train split's fakes, 0: self-blends only); STOP_AFTER=prepare|train for partial runs.
 # Steps: label CSVs for the extra real sets → crop datasets → self-blended training (resumable: rerun
 # the script after an interruption) → operating point on the validation split → report on the held-out
@@ -43,7 +43,7 @@ RESUME=""; [ -f "$WORK/train/last.pt" ] && RESUME="--resume"
 $BIN/deepfakestream train $D/ffpp$SUF --extra-dataset $D/th$SUF --extra-dataset $D/faces$SUF \
     --extra-dataset $D/utk$SUF --extra-dataset $D/utk${SUF}val --output "$WORK/train" \
     --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-6}" --patience "${PATIENCE:-3}" --max-steps-per-epoch "${STEPS:-250}" \
-    --codec-p 0.5 --ema-decay "${EMA:-0.997}" $FAKES --threads "${THREADS:-2}" --version "$VERSION" $RESUME \
+    --codec-p 0.5 --cross-p "${CROSS:-0}" --ema-decay "${EMA:-0.997}" $FAKES --threads "${THREADS:-2}" --version "$VERSION" $RESUME \
     --data-description "$DATA_NOTE"
 [ "${STOP_AFTER:-}" = train ] && exit 0   # comparison runs: keep the shipped checkpoint
 

@@ -27,6 +27,7 @@ from jobs.training.metrics import balanced_weights, binary_metrics
 from jobs.training.prepare import decode_png, load_crop_table
 from jobs.training.augment import augment
 from jobs.training.sbi import self_blend
+from jobs.training.xblend import cross_blend, normalised, pick_donor
 from pipeline.card import ModelCard, ModelSpec
 from pipeline.checkpoint import save_checkpoint
 from pipeline.crop import DEFAULT_MARGIN
@@ -61,6 +62,8 @@ class TrainConfig(BaseModel):
     data_description: str = Field("", description="what the data is and its terms, for the model card")
     max_steps_per_epoch: int | None = None
     codec_p: float = Field(0.5, ge=0, le=1, description="share of crops (any label) sent through the H.264 round trip")
+    cross_p: float = Field(0.0, ge=0, le=1, description="share of pseudo-fakes blended from another video's face "
+                           "(xblend.py) instead of the face itself (sbi.py)")
     ema_decay: float = Field(0.0, ge=0, lt=1, description="0 = off; else validate and ship an exponential moving "
                              "average of the weights (per step), which steadies a small, noisy training set")
     source_balance: Literal["none", "sqrt"] = Field(
@@ -94,14 +97,19 @@ def _rows(dataset: Path, split: str, max_per_video: int) -> list[dict]:
 class CropSet(torch.utils.data.Dataset):
     """(uint8 crop, label) items; item ``i`` of epoch ``e`` always gets the same random transform."""
 
-    def __init__(self, rows: list[dict], sbi: bool, real_fakes: bool, seed: int, train: bool = True, codec_p: float = 0.0):
+    def __init__(self, rows: list[dict], sbi: bool, real_fakes: bool, seed: int, train: bool = True, codec_p: float = 0.0,
+                 cross_p: float = 0.0):
         self.crops = [decode_png(r["crop_png"]) for r in rows]
         self.sources = [r.get("source", "") for r in rows]
-        self.codec_p = codec_p
+        self.codec_p, self.cross_p = codec_p, cross_p
         self.boxes = [np.asarray(r["box"], np.float32) for r in rows]
         self.landmarks = [np.asarray(r["landmarks"], np.float32).reshape(5, 2) for r in rows]
         self.videos = [r["video"] for r in rows]
         self.seed, self.train, self.epoch = seed, train, 0
+        # donors for cross-identity blends: real faces, compared by pose; never from the same video
+        self.donors = np.array([r["label"] == "REAL" for r in rows], bool)
+        self.poses = normalised(np.stack(self.landmarks)) if rows else np.zeros((0, 5, 2), np.float32)
+        self.video_ids = np.unique(np.array(self.videos, object), return_inverse=True)[1] if rows else np.zeros(0, int)
         # (row index, make a self-blended fake?, label)
         self.items: list[tuple[int, bool, int]] = []
         for i, row in enumerate(rows):
@@ -125,7 +133,12 @@ class CropSet(torch.utils.data.Dataset):
             return crop, label
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if blend:
-            crop, _ = self_blend(crop, self.boxes[row], self.landmarks[row], rng)
+            donor = (pick_donor(self.poses[row], self.poses, self.donors & (self.video_ids != self.video_ids[row]), rng)
+                     if self.cross_p and rng.random() < self.cross_p else None)  # no draw when off: old runs replay
+            if donor is None:
+                crop, _ = self_blend(crop, self.boxes[row], self.landmarks[row], rng)
+            else:
+                crop, _ = cross_blend(crop, self.boxes[row], self.landmarks[row], self.crops[donor], self.landmarks[donor], rng)
         return augment(crop, rng, self.codec_p), label
 
 
@@ -239,7 +252,8 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     train_rows = _rows(config.dataset, "train", config.max_crops_per_video)
     for extra in config.extra_datasets:
         train_rows += _rows(extra, "train", config.max_crops_per_video)
-    train_set = CropSet(train_rows, config.sbi, config.real_fakes, config.seed, codec_p=config.codec_p)
+    train_set = CropSet(train_rows, config.sbi, config.real_fakes, config.seed, codec_p=config.codec_p,
+                        cross_p=config.cross_p)
     val_rows = [r for d in [config.dataset, *config.extra_datasets] for r in _rows(d, "val", config.max_crops_per_video)]
     val_set = CropSet(val_rows, False, True, config.seed, train=False)
     log.warning("training on %d items (%d crops), validating on %d crops", len(train_set), len(train_rows), len(val_set))
