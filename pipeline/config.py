@@ -49,6 +49,10 @@ class DetectConfig(BaseModel):
     detect_every: int = Field(4, ge=1, description="run MTCNN on every k-th sampled frame (and the last); the "
                               "frames between get the faces carried along their tracks (pipeline/keyframes.py)")
     min_face_px: int = Field(40, ge=8, description="faces smaller than this (original pixels) are dropped")
+    first_pass_min_face_px: int | None = Field(
+        80, ge=8, description="MTCNN first looks only for faces at least this large (its image pyramid starts at "
+                              "the minimum face size, so small faces cost most of its work); frames where it finds "
+                              "none are searched again down to min_face_px. None = one pass at min_face_px")
     min_probability: float = Field(0.90, ge=0, le=1)
     max_faces_per_frame: int = Field(4, ge=1)
     crop_size: int | None = Field(None, ge=32, description="crop side; None = the checkpoint's input size")

@@ -34,12 +34,25 @@ class FaceDetector:
         """For each frame (N, H, W, 3 uint8): (boxes (k, 4), probs (k,), landmarks (k, 5, 2)), filtered, in
         source pixels. ``source_size`` (width, height): the original size when the frames arrive already
         shrunk to the working size (the split scan plan); the working size and the face-size limits follow
-        the source, so the result is the same either way."""
+        the source, so the result is the same either way.
+
+        Two passes when ``first_pass_min_face_px`` is set: large faces first, then the frames where none was
+        found down to ``min_face_px``. So a frame with only small faces is searched as fully as before; small
+        faces *beside* a large one are not looked for."""
         if len(frames) == 0:
             return []
+        first = max(self.config.min_face_px, self.config.first_pass_min_face_px or 0)
+        results = self._detect(frames, source_size, first)
+        empty = [i for i, (boxes, _, _) in enumerate(results) if len(boxes) == 0]
+        if first > self.config.min_face_px and empty:
+            for i, found in zip(empty, self._detect(frames[empty], source_size, self.config.min_face_px)):
+                results[i] = found
+        return results
+
+    def _detect(self, frames: np.ndarray, source_size: tuple[int, int] | None, min_face_px: int):
         width, height = source_size or (frames.shape[2], frames.shape[1])
         scale, small_size = working_size(width, height, self.config.detect_max_side)
-        self.mtcnn.min_face_size = max(12, int(self.config.min_face_px * scale))
+        self.mtcnn.min_face_size = max(12, int(min_face_px * scale))
         if min(small_size) < self.mtcnn.min_face_size:
             # smaller than the smallest face MTCNN looks for: its image pyramid is empty and it crashes
             # (torch.cat of an empty list); no face can be found here, and none would be kept

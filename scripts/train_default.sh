@@ -26,8 +26,10 @@ for split in train val; do   # crops for training and validation only; the test 
   (head -1 data-cache/utkface.csv; grep -a ",$split" data-cache/utkface.csv) > "data-cache/utkface-$split.csv"
 done
 D=data-cache
-# skipped when already prepared; two single-threaded prepares at a time (one per core)
-prep() { [ -f "$2/manifest.json" ] || $BIN/deepfakestream prepare "$1" -o "$2" "${@:3}" --crop-size "$CROP"; }
+# skipped when already prepared; two single-threaded prepares at a time (one per core). One MTCNN pass
+# (first pass = the minimum face): the crops of every shipped detector were cut that way
+prep() { [ -f "$2/manifest.json" ] || DFS_DETECT__FIRST_PASS_MIN_FACE_PX=40 \
+    $BIN/deepfakestream prepare "$1" -o "$2" "${@:3}" --crop-size "$CROP"; }
 prep "$SHARED/ffpp-c23" $D/ffpp$SUF --frames-real 48 --frames-fake 16 & p1=$!
 { prep $D/talking-heads.csv $D/th$SUF --frames-real 32; prep $D/faces.csv $D/faces$SUF --frames-real 48; } & p2=$!
 wait $p1; wait $p2   # each wait returns its job's status, so set -e stops on a failed prepare

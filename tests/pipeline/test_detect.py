@@ -191,3 +191,22 @@ def test_a_zoom_seen_on_few_frames_keeps_its_one_track(samples_dir):
     frames = DecodeStage(DecodeConfig(num_frames=4)).decode_one(str(samples_dir / "astronaut_zoom.mp4")).frames
     out = DetectStage(DetectConfig(detect_every=4), "cpu", crop_size=160).faces_of(frames)
     assert out["face_frame"].tolist() == [0, 1, 2, 3] and out["face_track"].tolist() == [0, 0, 0, 0]
+
+
+def test_small_faces_are_searched_for_where_no_large_one_was_found(samples_dir, monkeypatch):
+    import cv2
+
+    frame = _frame(samples_dir / "astronaut.jpg")[0]
+    small = cv2.resize(frame, None, fx=0.45, fy=0.45, interpolation=cv2.INTER_AREA)[None]   # the face ≈ 38 px
+    large = cv2.resize(frame, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)[None]       # the face ≈ 160 px
+    two_pass = FaceDetector(DetectConfig(min_face_px=24, first_pass_min_face_px=80), "cpu")
+    one_pass = FaceDetector(DetectConfig(min_face_px=24, first_pass_min_face_px=None), "cpu")
+    calls = []
+    original = FaceDetector._detect
+    monkeypatch.setattr(FaceDetector, "_detect", lambda self, f, s, m: calls.append(m) or original(self, f, s, m))
+    for frames, passes in [(small, [80, 24]), (large, [80])]:
+        calls.clear()
+        (boxes, probs, _), = two_pass.detect(frames)
+        assert calls == passes                                       # the second pass only where the first found none
+        (expected, _, _), = one_pass.detect(frames)
+        assert len(boxes) == len(expected) == 1 and box_iou(boxes, expected)[0, 0] > 0.8  # pyramids differ a little
