@@ -51,6 +51,49 @@ MODES = ("loop-1t", "loop-2t", "fused", "split")
 DEFAULT_MEDIA = ROOT.parent / "shared" / "data" / "ffpp-c23"
 
 
+class GpuSampler:
+    """Utilisation and used memory of the visible NVIDIA GPUs through NVML (nvidia-ml-py), or nothing where
+    there is no GPU or no NVML: the bench then reports CPU numbers only."""
+
+    def __init__(self):
+        self.handles, self.nvml = [], None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            self.nvml = pynvml
+        except Exception:  # noqa: BLE001 - no driver, no library, no device: all mean "no GPU numbers"
+            self.handles = []
+        self.util: list[float] = []  # per sample, mean over the GPUs (%)
+        self.peak_mem = 0
+
+    def names(self) -> list[str]:
+        return [str(self.nvml.nvmlDeviceGetName(h)) for h in self.handles] if self.handles else []
+
+    def sample(self) -> None:
+        if not self.handles:
+            return
+        try:
+            rates = [self.nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self.handles]
+            used = sum(self.nvml.nvmlDeviceGetMemoryInfo(h).used for h in self.handles)
+        except Exception:  # noqa: BLE001 - a failed read loses one sample, not the run
+            return
+        self.util.append(sum(rates) / len(rates))
+        self.peak_mem = max(self.peak_mem, used)
+
+    def summary(self) -> dict:
+        """Mean and peak utilisation over the whole command (start-up included, like its time), the mean over
+        the samples where the GPU was busy at all, and peak used memory (every process on the GPU)."""
+        if not self.util:
+            return {}
+        busy = [u for u in self.util if u > 0]
+        return {"gpu": {"util_mean_pct": round(sum(self.util) / len(self.util), 1), "util_peak_pct": max(self.util),
+                        "util_busy_mean_pct": round(sum(busy) / len(busy), 1) if busy else 0.0,
+                        "busy_share": round(len(busy) / len(self.util), 3), "samples": len(self.util),
+                        "peak_mem_gib": round(self.peak_mem / 2**30, 2)}}
+
+
 class TreeSampler(threading.Thread):
     """Peak summed RSS and PSS, and CPU seconds, of a process and all its descendants, until stopped."""
 
@@ -61,6 +104,7 @@ class TreeSampler(threading.Thread):
         self.cpu: dict[tuple[int, float], float] = {}  # (pid, create time) → CPU seconds
         self.roles: dict[int, str] = {}
         self.samples: list[tuple[float, int, dict[str, int]]] = []  # (time, summed RSS, RSS per role)
+        self.gpu = GpuSampler()
         self._done = threading.Event()
 
     def role(self, proc: psutil.Process) -> str:
@@ -95,6 +139,7 @@ class TreeSampler(threading.Thread):
                 self.peak_rss, self.peak_processes = rss, len(procs)
             self.peak_pss = max(self.peak_pss, pss)
             self.samples.append((time.monotonic(), rss, by_role))
+            self.gpu.sample()
             self._done.wait(self.interval)
 
     def memory_profile(self) -> dict:
@@ -194,7 +239,7 @@ def run_one(mode: str, files: list[Path], folder: Path, workdir: Path, args, env
     return {"mode": mode, "videos": len(files), "wall_s": round(wall, 2), "videos_per_s": round(len(files) / wall, 4),
             "cpu_s": round(cpu, 1), "sampler_cpu_s": round(sampler_cpu, 1), "cpu_s_per_video": round(cpu / len(files), 3), "cores_used": round(cpu / wall, 2),
             "peak_rss_gib": round(sampler.peak_rss / 2**30, 3), "peak_pss_gib": round(sampler.peak_pss / 2**30, 3),
-            "processes_at_peak": sampler.peak_processes, **sampler.memory_profile(), "labels": labels, "plan_line": plan,
+            "processes_at_peak": sampler.peak_processes, **sampler.memory_profile(), **sampler.gpu.summary(), "labels": labels, "plan_line": plan,
             "command": " ".join(["deepfakestream", *command[3:]]).replace(" ".join(map(str, files)), "FILE…")}
 
 
@@ -213,17 +258,25 @@ def render(report: dict) -> str:
         "--plan fused|split`. Speed-up: videos/s over the faster loop. Memory: peak summed RSS (and PSS) of the "
         "command's process tree; CPU s/video: user + system of that tree.",
         "",
-        "| videos | command | videos/s | speed-up | CPU s/video | cores used | peak RSS GiB | peak PSS GiB |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
+    gpu = any("gpu" in r for r in runs)
+    if gpu:
+        lines += ["GPU: NVML every sample, whole command: mean utilisation over the run (start-up included), the mean "
+                  "over the samples with the GPU busy at all, peak; peak GPU memory used.", ""]
+    lines += ["| videos | command | videos/s | speed-up | CPU s/video | cores used | peak RSS GiB | peak PSS GiB |"
+              + (" GPU util % mean / busy / peak | GPU GiB |" if gpu else ""),
+              "|---:|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if gpu else "")]
     for size in sizes:
         best = max((by[(size, m)]["videos_per_s"] for m in ("loop-1t", "loop-2t") if (size, m) in by), default=None)
         for mode in MODES:
             r = by.get((size, mode))
             if r:
                 speed = f"{r['videos_per_s'] / best:.2f}x" if best else "-"
+                g = r.get("gpu")
+                cells = (f" {g['util_mean_pct']:.0f} / {g['util_busy_mean_pct']:.0f} / {g['util_peak_pct']:.0f} | "
+                         f"{g['peak_mem_gib']:.1f} |" if g else " - | - |") if gpu else ""
                 lines.append(f"| {size} | {mode} | {r['videos_per_s']:.3f} | {speed} | {r['cpu_s_per_video']:.2f} | "
-                             f"{r['cores_used']:.2f} | {r['peak_rss_gib']:.2f} | {r['peak_pss_gib']:.2f} |")
+                             f"{r['cores_used']:.2f} | {r['peak_rss_gib']:.2f} | {r['peak_pss_gib']:.2f} |{cells}")
     if len(sizes) > 1:
         for mode in ("fused", "split"):
             low, high = by.get((sizes[0], mode)), by.get((sizes[-1], mode))
@@ -275,8 +328,9 @@ def main() -> None:
                 runs.append(run_one(mode, files, folder, workdir, args, env))
                 print(json.dumps(runs[-1]), flush=True)
             shutil.rmtree(folder, ignore_errors=True)
+        gpus = GpuSampler().names()
         report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {psutil.cpu_count()} CPUs, "
-                  f"{psutil.virtual_memory().total / 2**30:.0f} GiB", "frames": args.frames, "media": str(args.media),
+                  f"{psutil.virtual_memory().total / 2**30:.0f} GiB" + (f", {len(gpus)} GPU ({', '.join(sorted(set(gpus)))})" if gpus else ""), "frames": args.frames, "media": str(args.media),
                   "checkpoint": kind, "sizes": args.sizes, "load_average": {"before": before, "after": round(os.getloadavg()[0], 2)},
                   "runs": runs}
         table = render(report)

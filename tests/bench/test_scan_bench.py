@@ -1,0 +1,48 @@
+"""bench/scan.py's report: the GPU columns appear only when a run has GPU samples, and the summary is what was sampled."""
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _scan_bench():
+    import sys
+
+    sys.path.insert(0, str(BENCH))  # scan.py imports bench_common beside it
+    spec = importlib.util.spec_from_file_location("bench_scan", BENCH / "scan.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(mode, videos, per_s, gpu=None):
+    return {"mode": mode, "videos": videos, "videos_per_s": per_s, "cpu_s_per_video": 1.0, "cores_used": 1.0,
+            "peak_rss_gib": 2.0, "peak_pss_gib": 1.5, "plan_line": None, **({"gpu": gpu} if gpu else {})}
+
+
+def _report(runs):
+    return {"date": "2026-12-04", "machine": "test", "load_average": {"before": 0, "after": 0}, "frames": 32,
+            "media": "m", "checkpoint": "c", "runs": runs}
+
+
+def test_gpu_summary_is_what_was_sampled():
+    scan = _scan_bench()
+    sampler = scan.GpuSampler()
+    sampler.util, sampler.peak_mem = [0.0, 20.0, 60.0, 0.0], 3 * 2**30
+    gpu = sampler.summary()["gpu"]
+    assert gpu["util_mean_pct"] == 20.0 and gpu["util_busy_mean_pct"] == 40.0 and gpu["util_peak_pct"] == 60.0
+    assert gpu["busy_share"] == 0.5 and gpu["peak_mem_gib"] == 3.0
+    sampler.util = []
+    assert sampler.summary() == {}  # no GPU: no GPU numbers, not zeros
+
+
+def test_render_adds_gpu_columns_only_with_gpu_runs():
+    scan = _scan_bench()
+    cpu_only = scan.render(_report([_run("loop-2t", 32, 0.5), _run("fused", 32, 0.6)]))
+    assert "GPU util" not in cpu_only and "| 32 | fused | 0.600 | 1.20x |" in cpu_only
+    gpu = {"util_mean_pct": 5.2, "util_busy_mean_pct": 12.9, "util_peak_pct": 34.0, "peak_mem_gib": 2.94}
+    with_gpu = scan.render(_report([_run("loop-2t", 32, 0.5), _run("split", 32, 1.0, gpu)]))
+    assert "GPU util % mean / busy / peak" in with_gpu
+    assert "| 32 | split | 1.000 | 2.00x | 1.00 | 1.00 | 2.00 | 1.50 | 5 / 13 / 34 | 2.9 |" in with_gpu
+    assert "| 32 | loop-2t | 0.500 | 1.00x | 1.00 | 1.00 | 2.00 | 1.50 | - | - |" in with_gpu
