@@ -111,8 +111,11 @@ class TreeSampler(threading.Thread):
         """driver (the command), actors (the scan's model actors), ray (GCS, raylet, Ray's own workers)."""
         if proc.pid not in self.roles:
             cmdline = " ".join(proc.cmdline())
-            self.roles[proc.pid] = ("driver" if proc.pid == self.root.pid else
-                                    "actors" if "MapWorker" in cmdline or "MapWorker" in proc.name() else "ray")
+            role = ("driver" if proc.pid == self.root.pid else
+                    "actors" if "MapWorker" in cmdline or "MapWorker" in proc.name() else "ray")
+            if role != "ray":  # a Ray worker starts as default_worker.py and takes its actor's title later
+                self.roles[proc.pid] = role
+            return role
         return self.roles[proc.pid]
 
     def run(self) -> None:
