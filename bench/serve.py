@@ -75,9 +75,19 @@ def _duration(path: Path) -> float:
         return float(s.duration * s.time_base) if s.duration else 0.0
 
 
-async def _post(client: httpx.AsyncClient, name: str, data: bytes) -> float:
+class Shed(Exception):
+    """The server refused a request at its admission limit (503 ``overloaded``): load shedding, not a failure."""
+
+    def __init__(self, retry_after: float):
+        super().__init__(f"shed; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+async def _post(client: httpx.AsyncClient, name: str, data: bytes, shed_ok: bool = False) -> float:
     start = time.perf_counter()
     response = await client.post("/v1/score", files={"file": (name, data)})
+    if shed_ok and response.status_code == 503 and response.json().get("code") == "overloaded":
+        raise Shed(float(response.headers.get("retry-after", 1)))
     if response.status_code != 200:
         raise RuntimeError(f"{name}: HTTP {response.status_code}: {response.text[:300]}")
     return (time.perf_counter() - start) * 1000
@@ -89,20 +99,27 @@ async def latency(url: str, name: str, data: bytes, n: int) -> list[float]:
 
 
 async def throughput(url: str, name: str, data: bytes, clients: int, seconds: float) -> dict:
-    """`clients` closed-loop clients for `seconds`: completed requests per second and their latencies."""
+    """`clients` closed-loop clients for `seconds`: completed requests per second and their latencies. More
+    clients than the server admits (serve.max_inflight + max_queued) get 503s: counted as shed, and that client
+    waits for Retry-After (at most 1 s) before its next request, as a well-behaved caller would."""
     latencies: list[float] = []
+    shed = [0]
     stop = time.perf_counter() + seconds
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         while time.perf_counter() < stop:
-            latencies.append(await _post(client, name, data))
+            try:
+                latencies.append(await _post(client, name, data, shed_ok=True))
+            except Shed as refused:
+                shed[0] += 1
+                await asyncio.sleep(min(refused.retry_after, 1.0))
 
     limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=clients + 2)
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
         start = time.perf_counter()
         await asyncio.gather(*(client_loop(client) for _ in range(clients)))
         elapsed = time.perf_counter() - start
-    return {"clients": clients, "requests": len(latencies), "seconds": round(elapsed, 1),
+    return {"clients": clients, "requests": len(latencies), "shed": shed[0], "seconds": round(elapsed, 1),
             "rps": round(len(latencies) / elapsed, 2), "p50_ms": round(percentile(latencies, 0.5)),
             "p95_ms": round(percentile(latencies, 0.95))}
 
@@ -236,7 +253,7 @@ def render(r: dict) -> str:
         SECTION,
         "",
         f"Measured by `bench/serve.py` on {time.strftime('%Y-%m-%d')}: {r['machine']}; load average before/after "
-        f"{r['load_average']['before'][0]}/{r['load_average']['after'][0]} (shared machine). Real HTTP on 127.0.0.1, "
+        f"{r['load_average']['before'][0]}/{r['load_average']['after'][0]}; the load after is the bench's own. Real HTTP on 127.0.0.1, "
         f"default settings ({r['num_frames']} frames per video, @serve.batch max sizes detect "
         f"{r['batching']['detect']} / classify {r['batching']['classify']}), detector: {r['checkpoint']}.",
         f"Image: `pipeline/samples/astronaut.jpg` (512x512, one face). Video: {r['clip']}.",
@@ -250,18 +267,20 @@ def render(r: dict) -> str:
         f"| 10 s video latency p50 / p95 (n={lat['video_10s']['n']}, one client) | {lat['video_10s']['p50']} / "
         f"{lat['video_10s']['p95']} ms | p50 < 5000 ms: {_verdict(lat['video_10s']['p50'] < 5000)} |",
         "",
-        "Image throughput, closed-loop clients (each sends its next request when the last one returns):",
+        "Image throughput, closed-loop clients (each sends its next request when the last one returns; a request "
+        "refused at the admission limit, 503 `overloaded` past `serve.max_inflight` + `serve.max_queued`, counts as shed "
+        "and its client waits for Retry-After, at most 1 s):",
         "",
-        "| clients | requests/s | p50 / p95 latency | requests per @serve.batch call (count) |",
-        "|---|---|---|---|",
+        "| clients | requests/s | p50 / p95 latency | shed (503 overloaded) | requests per @serve.batch call (count) |",
+        "|---|---|---|---|---|",
     ]
     for step in r["throughput_image"]:
-        lines.append(f"| {step['clients']} | {step['rps']} | {step['p50_ms']} / {step['p95_ms']} ms | "
+        lines.append(f"| {step['clients']} | {step['rps']} | {step['p50_ms']} / {step['p95_ms']} ms | {step.get('shed', 0)} | "
                      f"{_batches(step['batch_sizes'])} |")
     if "throughput_image_unbatched" in r:
         step = r["throughput_image_unbatched"]
         lines.append(f"| {step['clients']}, batching off (max_batch_size 1) | {step['rps']} | {step['p50_ms']} / "
-                     f"{step['p95_ms']} ms | {_batches(step['batch_sizes'])} |")
+                     f"{step['p95_ms']} ms | {step.get('shed', 0)} | {_batches(step['batch_sizes'])} |")
     steps = r["throughput_image"]
     if len(steps) > 1:
         first, last = steps[0], steps[-1]
