@@ -33,6 +33,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx  # noqa: E402
 
+from serve.problems import OVERLOADED  # noqa: E402
+
 SECTION = "## Online scoring"
 
 
@@ -83,10 +85,18 @@ class Shed(Exception):
         self.retry_after = retry_after
 
 
+def _problem_code(response: httpx.Response) -> str | None:
+    """The API's error code (serve/problems.py), or None for a body that is not one (e.g. Ray's proxy's text)."""
+    try:
+        return response.json().get("code")
+    except ValueError:
+        return None
+
+
 async def _post(client: httpx.AsyncClient, name: str, data: bytes, shed_ok: bool = False) -> float:
     start = time.perf_counter()
     response = await client.post("/v1/score", files={"file": (name, data)})
-    if shed_ok and response.status_code == 503 and response.json().get("code") == "overloaded":
+    if shed_ok and response.status_code == 503 and _problem_code(response) == OVERLOADED[0]:
         raise Shed(float(response.headers.get("retry-after", 1)))
     if response.status_code != 200:
         raise RuntimeError(f"{name}: HTTP {response.status_code}: {response.text[:300]}")

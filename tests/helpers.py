@@ -87,3 +87,15 @@ def photo_crops(size: int, count: int = 6):
 
     image = cv2.cvtColor(cv2.imread(str(ROOT / "pipeline" / "samples" / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
     return np.stack([cv2.resize(image[10 * i:10 * i + 300, 8 * i:8 * i + 300], (size, size)) for i in range(count)])
+
+
+def load_bench(name: str):
+    """bench/<name>.py as a module: the benches are scripts, not a package (each puts the repo root and
+    bench/ on sys.path itself)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,19 +1,6 @@
 """bench/scan.py's report: the GPU columns appear only when a run has GPU samples, and the summary is what was sampled."""
 
-import importlib.util
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _scan_bench():
-    import sys
-
-    sys.path.insert(0, str(BENCH))  # scan.py imports bench_common beside it
-    spec = importlib.util.spec_from_file_location("bench_scan", BENCH / "scan.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_bench
 
 
 def _run(mode, videos, per_s, gpu=None):
@@ -27,7 +14,7 @@ def _report(runs):
 
 
 def test_gpu_summary_is_what_was_sampled():
-    scan = _scan_bench()
+    scan = load_bench("scan")
     sampler = scan.GpuSampler()
     sampler.util, sampler.peak_mem = [0.0, 20.0, 60.0, 0.0], 3 * 2**30
     gpu = sampler.summary()["gpu"]
@@ -38,7 +25,7 @@ def test_gpu_summary_is_what_was_sampled():
 
 
 def test_render_adds_gpu_columns_only_with_gpu_runs():
-    scan = _scan_bench()
+    scan = load_bench("scan")
     cpu_only = scan.render(_report([_run("loop-2t", 32, 0.5), _run("fused", 32, 0.6)]))
     assert "GPU util" not in cpu_only and "| 32 | fused | 0.600 | 1.20x |" in cpu_only
     gpu = {"util_mean_pct": 5.2, "util_busy_mean_pct": 12.9, "util_peak_pct": 34.0, "peak_mem_gib": 2.94}

@@ -1,32 +1,25 @@
 """bench/serve.py's closed-loop load: a 503 ``overloaded`` answer is counted as shed, not a failed bench."""
 
 import asyncio
-import importlib.util
 import itertools
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _serve_bench():
-    spec = importlib.util.spec_from_file_location("bench_serve", BENCH / "serve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_bench
 
 
 def _server(answers):
     """A real HTTP server on 127.0.0.1 answering POST /v1/score with the next status from ``answers``."""
+    lock = threading.Lock()  # ThreadingHTTPServer: one thread per connection
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - http.server's name
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            status, code = next(answers)
+            with lock:
+                status, code = next(answers)
             body = json.dumps({"code": code} if code else {"label": "REAL"}).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -45,11 +38,8 @@ def _server(answers):
 
 
 def test_overloaded_answers_are_counted_as_shed():
-    bench = _serve_bench()
-    lock = threading.Lock()
-    cycle = itertools.cycle([(200, None), (503, "overloaded")])
-    answers = iter(lambda: _locked(lock, cycle), None)
-    server = _server(answers)
+    bench = load_bench("serve")
+    server = _server(itertools.cycle([(200, None), (503, "overloaded")]))
     try:
         url = f"http://127.0.0.1:{server.server_port}"
         step = asyncio.run(bench.throughput(url, "a.jpg", b"x" * 100, clients=2, seconds=0.5))
@@ -60,7 +50,7 @@ def test_overloaded_answers_are_counted_as_shed():
 
 
 def test_other_errors_still_stop_the_bench():
-    bench = _serve_bench()
+    bench = load_bench("serve")
     server = _server(itertools.repeat((500, "internal")))
     try:
         with pytest.raises(RuntimeError, match="HTTP 500"):
@@ -68,7 +58,3 @@ def test_other_errors_still_stop_the_bench():
     finally:
         server.shutdown()
 
-
-def _locked(lock, cycle):
-    with lock:
-        return next(cycle)
