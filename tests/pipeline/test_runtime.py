@@ -86,3 +86,20 @@ def test_an_unwritable_cache_only_costs_the_export(tmp_path):
     blocked.write_text("a file where the cache folder would be")
     classifier = FaceClassifier(model, card, "cpu", runtime="onnx", onnx_cache=blocked / "onnx")
     assert classifier.network.source == "export" and classifier.predict(photo_crops(card.architecture.input_size, 2)).shape == (2,)
+
+
+@needs_onnx
+def test_a_process_that_finds_its_graph_cached_never_imports_onnx(tmp_path):
+    """``import onnx`` is about a second of every scan actor's and serve replica's start-up on 2 cores; only
+    the exporter needs it."""
+    import subprocess
+    import sys
+
+    build = ("import sys; from pipeline.classify import FaceClassifier; "
+             f"c = FaceClassifier.from_checkpoint({str(ROOT / 'pipeline' / 'checkpoints' / 'detector.safetensors')!r}, "
+             f"'cpu', runtime='onnx', onnx_cache={str(tmp_path)!r}); print(c.network.source, 'onnx' in sys.modules)")
+    runs = [subprocess.run([sys.executable, "-c", build], cwd=ROOT, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
+    assert runs[1].stdout.split()[-2:] == ["cache", "False"]  # cached: no onnx import
+    assert runs[0].stdout.split()[0] == "export"
