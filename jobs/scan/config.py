@@ -49,8 +49,9 @@ class ScanConfig(BaseModel):
     torch_threads: int | None = Field(None, ge=1)
     classify_batch: int = Field(4, ge=1)
     decode_batch: int = Field(1, ge=1)
-    tasks_per_actor: int = Field(1, ge=1, description="batches queued on each actor: 1 keeps a crashing object's "
-                                 "batch alone on its worker; 2 hides the dispatch gap between batches")
+    tasks_per_actor: int = Field(2, ge=1, description="batches queued on each actor in the first pass: 2 hides the "
+                                 "dispatch gap between batches; the passes that rescan lost objects always use 1, "
+                                 "so a crashing object's batch is alone on its worker there")
     object_store_limit: int | None = Field(None, ge=1)
     # fault tolerance and commits
     max_task_retries: int = Field(2, ge=0)

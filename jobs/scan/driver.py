@@ -295,10 +295,10 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
                     summary.errors[kind] = summary.errors.get(kind, 0) + 1
             summary.error_rate = round(summary.failed / summary.scanned, 4) if summary.scanned else 0.0
 
-        def stream(entries: list[dict], bar: Any) -> Exception | None:
+        def stream(entries: list[dict], bar: Any, pass_options: ScanConfig) -> Exception | None:
             """One Ray Data pass over ``entries``; returns what made Ray Data give up, if it did."""
-            with data_context(options):
-                ds = build_dataset(entries, specs, plan, options, scan_id)
+            with data_context(pass_options):
+                ds = build_dataset(entries, specs, plan, pass_options, scan_id)
                 batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1))
                 try:
                     for table in batches:  # rows as the last actor built them
@@ -341,7 +341,9 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
             while remaining and aborted is None and passes <= options.lost_retries:
                 if passes:
                     log.warning("%d objects were not returned (worker or node lost): scanning them again", len(remaining))
-                aborted = stream(remaining, bar)
+                # a rescan pass queues one batch per actor: an innocent object queued behind a crashing one
+                # shared its crashes (and retries) in the first pass, never again here
+                aborted = stream(remaining, bar, options.model_copy(update={"tasks_per_actor": 1}) if passes else options)
                 passes += 1
                 remaining = [e for e in todo if e["uri"] not in returned]
         finally:

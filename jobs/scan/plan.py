@@ -155,9 +155,9 @@ def build_dataset(entries: list[dict[str, Any]], specs: list, plan: PoolPlan, op
 
 
 def _pool(size: int, in_flight: int = 1):
-    """A fixed pool whose actors hold ``in_flight`` batches at a time. With 1, when an object crashes its
-    worker only its own batch dies with it and is retried (with 2 in flight, an innocent batch queued on
-    the same actor shares every crash and is retried too)."""
+    """A fixed pool whose actors hold ``in_flight`` batches at a time. With 2 the next batch is already on the
+    actor when one ends (no dispatch gap), but an innocent batch queued behind a crashing one shares its
+    crashes; the driver's rescan passes therefore run with 1 (``jobs/scan/driver.py``)."""
     from ray.data import ActorPoolStrategy
 
     return ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=in_flight)

@@ -658,7 +658,9 @@ class _PoisonDecodeStage(DecodeStage):
 def test_object_that_crashes_its_worker_every_time_gets_an_error_row(ray_session, settings, samples_dir, tmp_path,
                                                                      monkeypatch):
     """Bounded retries: the poison object ends as ERROR after (1 + max_task_retries) crashes in each of
-    the 1 + lost_retries passes, the others are scored, and the scan neither loops forever nor stops."""
+    the 1 + lost_retries passes, the others are scored, and the scan neither loops forever nor stops.
+    Two batches in flight per actor: innocent objects queued behind the poison share its crashes in the first
+    pass and are scored in the rescan pass, which queues one batch per actor."""
     import dataclasses
     import sys
 
@@ -676,14 +678,14 @@ def test_object_that_crashes_its_worker_every_time_gets_an_error_row(ray_session
     monkeypatch.setattr(pipeline.graph, "stage_specs", poisoned)
     source = tmp_path / "media"
     source.mkdir()
-    for name in ("a.jpg", "poison.jpg"):
+    for name in ("a.jpg", "poison.jpg", "q.jpg", "r.jpg"):
         shutil.copy(samples_dir / "astronaut.jpg", source / name)
     shutil.copy(samples_dir / "coffee.jpg", source / "z.jpg")
-    summary = run_scan(settings, _options(str(source), str(tmp_path / "out"), max_task_retries=1))
-    assert (summary.scanned, summary.lost, summary.failed, summary.no_face) == (3, 1, 1, 1)
+    summary = run_scan(settings, _options(str(source), str(tmp_path / "out"), max_task_retries=1, tasks_per_actor=2))
+    assert (summary.scanned, summary.lost, summary.failed, summary.no_face) == (5, 1, 1, 1)
     rows = {_name(v["uri"]): v for v in _read_table(OutputStore(str(tmp_path / "out")), "videos")}
     assert rows["poison.jpg"]["label"] == "ERROR" and "failed 4 times" in rows["poison.jpg"]["error"]
-    assert rows["a.jpg"]["label"] in ("FAKE", "REAL") and rows["z.jpg"]["label"] == "NO_FACE"
+    assert all(rows[n]["label"] in ("FAKE", "REAL") for n in ("a.jpg", "q.jpg", "r.jpg")) and rows["z.jpg"]["label"] == "NO_FACE"
 
 
 def test_docs_describe_every_output_column():
