@@ -130,7 +130,8 @@ def data_context(options: ScanConfig) -> Iterator[None]:
              "print_on_execution_start": ctx.print_on_execution_start,
              "resource_limits": ctx.execution_options.resource_limits,
              "issue_detectors": list(ctx.issue_detectors_config.detectors)}
-    ctx.max_errored_blocks = options.max_failed_batches
+    # a crash also fails the batches queued behind it on its actor: the budget counts crashing objects
+    ctx.max_errored_blocks = options.max_failed_batches * options.tasks_per_actor
     ctx.enable_progress_bars = options.ray_progress
     ctx.print_on_execution_start = options.verbose
     if not options.verbose:  # its advice ("set memory= per worker") is about Ray's API, not the scan's options

@@ -242,6 +242,22 @@ def test_ray_data_advice_is_silenced_for_the_scan_and_restored_after():
         assert ctx.issue_detectors_config.detectors == before
 
 
+def test_the_failed_batch_budget_counts_crashing_objects_whatever_the_batches_in_flight():
+    from ray.data import DataContext
+
+    from jobs.scan.plan import data_context
+
+    ctx = DataContext.get_current()
+    before = ctx.max_errored_blocks
+    with data_context(ScanConfig(source="x", max_failed_batches=5, tasks_per_actor=2)):
+        assert ctx.max_errored_blocks == 10  # each crash may fail the batch queued behind it too
+    with data_context(ScanConfig(source="x", max_failed_batches=5, tasks_per_actor=1)):
+        assert ctx.max_errored_blocks == 5
+    with data_context(ScanConfig(source="x", max_failed_batches=0)):
+        assert ctx.max_errored_blocks == 0  # 0 still stops at the first failure
+    assert ctx.max_errored_blocks == before
+
+
 def test_the_plan_is_a_setting_of_file_environment_and_flag(monkeypatch, tmp_path):
     from pydantic import ValidationError
 
