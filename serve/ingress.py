@@ -23,7 +23,7 @@ from pipeline.result import R1, R6, ScoreResult
 from serve.admission import Admission, Overloaded
 from serve.deployments import replica_settings
 from serve.guard import UriNotAllowedError, check_uri, server_decode_config
-from serve.heap import give_back_heap, pin_mmap_threshold
+from pipeline.heap import pin_mmap_threshold, release_heap
 from serve.problems import (INTERNAL, Problem, ProblemError, add_problem_handlers, overloaded, problem_responses,
                             public_detail, status_for)
 from serve.upload import Upload, body_deadline, read_small_body, receive_upload
@@ -119,7 +119,7 @@ class Api:
 
         self.settings = replica_settings(settings)
         self.config = self.settings.serve
-        pin_mmap_threshold()  # big uploads' buffers go back to the OS when freed (serve/heap.py)
+        pin_mmap_threshold()  # big uploads' buffers go back to the OS when freed (pipeline/heap.py)
         self.max_bytes = server_decode_config(self.settings).max_bytes
         self.decoder, self.detector, self.classifier = decoder, detector, classifier
         self.admission = Admission(self.config.max_inflight, self.config.max_queued)
@@ -157,7 +157,7 @@ class Api:
                     if upload is not None:
                         await upload.close()
                         if upload.size > self.config.spool_memory_bytes:
-                            await asyncio.to_thread(give_back_heap)
+                            await asyncio.to_thread(release_heap)
             if answer["error_code"]:
                 status = status_for(answer["error_code"])
                 raise ProblemError(status, public_detail(status, answer["detail"] or "request failed"))

@@ -42,3 +42,36 @@ print(released, before, rss_mib())
     released, before, after = out.stdout.split()
     assert released == "True"
     assert float(before) - float(after) > 200, (before, after)  # most of the 290 MiB handed back
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt; a no-op elsewhere")
+def test_a_pinned_threshold_gives_big_buffers_back_as_soon_as_they_are_freed():
+    """Without the pin, freeing one 8 MiB mapping raises glibc's adaptive threshold to 8 MiB, so the next such
+    buffers come from the heap and stay resident after they are freed (until a trim)."""
+    code = """
+import ctypes, gc, sys
+from pipeline.heap import pin_mmap_threshold
+
+def rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+pinned = pin_mmap_threshold() if sys.argv[1] == "pin" else False
+first = ctypes.create_string_buffer(8 << 20); del first  # a freed mapping: glibc raises its threshold here
+blocks = [ctypes.create_string_buffer(8 << 20) for _ in range(30)]  # 240 MiB
+keep = ctypes.create_string_buffer(100_000)  # a live block above them keeps the heap from shrinking
+before = rss_mib()
+del blocks
+gc.collect()
+print(pinned, before - rss_mib())
+"""
+    freed = {}
+    for mode in ("pin", "adaptive"):
+        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=60,
+                             cwd=Path(__file__).resolve().parents[2])
+        assert out.returncode == 0, out.stderr
+        flag, mib = out.stdout.split()
+        freed[mode] = (flag, float(mib))
+    assert freed["pin"][0] == "True"
+    assert freed["pin"][1] > 200, freed  # pinned: the 240 MiB left with the buffers
+    assert freed["adaptive"][1] < 100, freed  # adaptive: they stayed in the heap

@@ -122,7 +122,7 @@ def test_big_uploads_cost_the_ingress_about_their_size_and_it_is_given_back(api)
     while (after := memory_kib(pid)["RssAnon"]) - before >= total_mib * 512 and time.monotonic() < deadline:
         time.sleep(0.5)
     print(f"ingress RssAnon after: +{(after - before) / 1024:.0f} MiB")
-    # most of it is given back (serve/heap.py): on a fresh replica nothing stays (+1 MiB). This test runs first
+    # most of it is given back (pipeline/heap.py): on a fresh replica nothing stays (+1 MiB). This test runs first
     # in the module on purpose: after the trickle and overload tests, glibc arenas of their threads kept up to
     # all 4 uploads' worth on a slow host (2026-12-03), which is the arenas' history, not this request's cost
     assert (after - before) / 1024 < total_mib / 2, (before, after)
