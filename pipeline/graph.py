@@ -24,7 +24,7 @@ from pipeline.card import ModelCard, read_card
 from pipeline.config import Settings, set_torch_threads
 from pipeline.crop import DEFAULT_CROP_SIZE, DEFAULT_MARGIN
 from pipeline.errors import CheckpointError
-from pipeline.heap import release_heap
+from pipeline.heap import pin_mmap_threshold, release_heap
 from pipeline.result import ScoreResult
 
 if TYPE_CHECKING:
@@ -106,6 +106,9 @@ class Graph:
     """Built stages run one after another in this process; a callable class, so Ray Data can map it whole."""
 
     def __init__(self, specs: list[StageSpec]):
+        # frame buffers each get their own mapping, returned when freed: without it glibc's adaptive threshold
+        # serves them from the heap, whose fragments raised an actor's peak by ~9% over two passes of FF++ (5% pinned)
+        pin_mmap_threshold()
         self.stages = {spec.name: spec.build() for spec in specs}
 
     def __call__(self, batch: Batch) -> Batch:
