@@ -189,8 +189,12 @@ def test_the_plan_maps_the_graph_and_model_actors_ask_for_gpus(cluster, kind):
         assert pools[2][:2] == (Graph, ["score", "rows"]) and pools[2][3] == 3
     last = calls[-1][1]["fn_constructor_kwargs"]["specs"][-1]
     assert (last.cls, last.kwargs) == (RowsStage, {"scan_id": "scan1"})
-    assert all(kw["max_task_retries"] == options.max_task_retries and kw["compute"].max_tasks_in_flight_per_actor == 1
+    assert options.tasks_per_actor == 2  # the first pass's default: the next batch waits on the actor
+    assert all(kw["max_task_retries"] == options.max_task_retries and kw["compute"].max_tasks_in_flight_per_actor == 2
                for _, kw in calls)
+    rescan = options.model_copy(update={"tasks_per_actor": 1})  # what the driver's rescan passes use
+    assert all(kw["compute"].max_tasks_in_flight_per_actor == 1
+               for _, kw in map_plan(_RecordingDataset(), specs, plan, rescan, "scan1").calls)
 
 
 def test_the_scan_driver_never_imports_torch(detector_checkpoint, tmp_path):
