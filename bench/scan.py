@@ -159,6 +159,14 @@ class TreeSampler(threading.Thread):
         return {"peak_rss_gib_by_role": {r: round(max(by.get(r, 0) for _, _, by in self.samples) / 2**30, 3) for r in roles},
                 "peak_rss_gib_by_quarter": [round(q / 2**30, 3) for q in quarters]}
 
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds per role; a pid never titled as an actor was one of Ray's own."""
+        by: dict[str, float] = {}
+        for (pid, _), seconds in self.cpu.items():
+            role = self.roles.get(pid, "ray")
+            by[role] = by.get(role, 0.0) + seconds
+        return {role: round(seconds, 1) for role, seconds in by.items()}
+
     def stop(self) -> None:
         self._done.set()
         self.join()
@@ -239,13 +247,9 @@ def run_one(mode: str, files: list[Path], folder: Path, workdir: Path, args, env
         raise RuntimeError(f"{mode} on {len(files)} videos: exit {process.returncode}, labels {labels}\n{stderr[-3000:]}")
     plan = next((line for line in stderr.splitlines() if line.startswith("plan: ")), None)
     cpu = sum(sampler.cpu.values())
-    cpu_by_role: dict[str, float] = {}
-    for (pid, _), seconds in sampler.cpu.items():  # a pid never titled as an actor was one of Ray's own
-        role = sampler.roles.get(pid, "ray")
-        cpu_by_role[role] = round(cpu_by_role.get(role, 0.0) + seconds, 1)
     return {"mode": mode, "videos": len(files), "wall_s": round(wall, 2), "videos_per_s": round(len(files) / wall, 4),
             "cpu_s": round(cpu, 1), "sampler_cpu_s": round(sampler_cpu, 1), "cpu_s_per_video": round(cpu / len(files), 3), "cores_used": round(cpu / wall, 2),
-            "cpu_s_by_role": cpu_by_role,
+            "cpu_s_by_role": sampler.cpu_by_role(),
             "peak_rss_gib": round(sampler.peak_rss / 2**30, 3), "peak_pss_gib": round(sampler.peak_pss / 2**30, 3),
             "processes_at_peak": sampler.peak_processes, **sampler.memory_profile(), **sampler.gpu.summary(), "labels": labels, "plan_line": plan,
             "command": " ".join(["deepfakestream", *command[3:]]).replace(" ".join(map(str, files)), "FILE…")}
