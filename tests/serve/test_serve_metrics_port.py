@@ -1,5 +1,6 @@
 """`deepfakestream serve --metrics-port`: the local Ray it starts exports Prometheus metrics on that port."""
 
+import http.client
 import os
 import signal
 import socket
@@ -36,7 +37,7 @@ def test_metrics_port_flag_exports_prometheus_metrics(detector_env):
                 status, body = _get(f"http://127.0.0.1:{metrics}/metrics")
                 if status == 200 and "ray_" in body:
                     break
-            except OSError:
+            except (OSError, http.client.HTTPException):  # not up yet, or not yet the exporter answering
                 time.sleep(2)
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         assert "ray_" in body, "no Ray metrics on the requested port"
