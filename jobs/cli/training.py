@@ -1,4 +1,4 @@
-"""``prepare``, ``train`` and ``evaluate``: the detector's datasets, training and measurement (docs/training.md).
+"""``prepare``, ``train``, ``soup`` and ``evaluate``: the detector's datasets, training and measurement (docs/training.md).
 
 The flags are what ``scripts/train_default.sh`` calls: keep them stable."""
 
@@ -88,6 +88,24 @@ def train(
     console.print(f"best checkpoint: {output / 'best.safetensors'}")
 
 
+def soup(
+    checkpoints: list[Path] = typer.Argument(..., help="two or more trained checkpoints of one architecture"),
+    output: Path = typer.Option(..., "--output", "-o", help="the averaged checkpoint (.safetensors; card beside it)"),
+    version: str = typer.Option(..., help="model version written to the card"),
+) -> None:
+    """Average checkpoints' weights into one detector; fit its operating point next (`evaluate --fit`)."""
+    setup_logging()
+    from jobs.training.soup import soup as run_soup
+    from pipeline.errors import DeepfakeStreamError
+
+    try:
+        card = run_soup(checkpoints, output, version)
+    except DeepfakeStreamError as exc:
+        console.print(f"[red]{exc.code}: {exc}[/red]")
+        raise typer.Exit(2) from exc
+    console.print(f"{card.version}: average of {', '.join(i['version'] for i in card.training['ingredients'])} → {output}")
+
+
 def evaluate(
     source: Path = typer.Argument(..., help="labelled videos (CSV, DFDC or FaceForensics++ layout)"),
     split: str = typer.Option("test", help="train, val, test or all (identity-group split, same seed as prepare)"),
@@ -121,4 +139,5 @@ def evaluate(
 def register(app: typer.Typer) -> None:
     app.command()(prepare)
     app.command()(train)
+    app.command()(soup)
     app.command()(evaluate)

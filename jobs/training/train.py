@@ -170,6 +170,9 @@ def crop_geometry(datasets: list) -> tuple[int, float]:
 
 
 def build_model(config: TrainConfig, input_size: int, crop_margin: float = DEFAULT_MARGIN) -> DeepfakeDetector:
+    # One start for every run, whatever its seed: runs are averaged into soups (jobs/training/soup.py), and
+    # two heads initialised apart hold their hidden units in different orders, so their mean is no network.
+    torch.manual_seed(0)
     model = DeepfakeDetector(ModelSpec(encoder=config.encoder, input_mode=config.input_mode, input_size=input_size,
                                        crop_margin=crop_margin))
     if config.imagenet:
@@ -261,7 +264,6 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         raise ValueError(f"no training crops in {config.dataset} (split 'train')")
 
     weights = item_weights(train_set, config.source_balance)
-    torch.manual_seed(config.seed)
     model = build_model(config, input_size, margin).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / world / config.batch_size)
