@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Reproduces the shipped default detector (v7) from ../shared/data on a 2-core CPU machine.
+# Reproduces the shipped default detector (v11) from ../shared/data on a 2-core CPU machine.
 # Usage: scripts/train_default.sh [SHARED_DATA_DIR] [WORK_DIR]      (after `make setup`)
-# Env: CROSS (share of pseudo-fakes blended from another person's face, 0 = self-blends only), EMA (weight moving-average decay, 0 = off), CROP, MARGIN (crop margin per side, a fraction of the face box; travels in the card), ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR, REAL_FAKES (1: also train on the
+# Env: CROSSES (one training run per share of pseudo-fakes blended from another person's face; two or more
+# runs are averaged into one detector, a "soup"; default "0 0.5" = v7's and v9's recipes), EMA (weight
+# moving-average decay, 0 = off), SEED (training's random draws; the split's seed is fixed), CROP, MARGIN (crop margin per side, a fraction of the face box; travels in
+# the card), ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR, REAL_FAKES (1: also train on the
 # FF++ train split's fakes, 0: self-blends only); STOP_AFTER=prepare|train for partial runs.
-# Steps: label CSVs for the extra real sets → crop datasets → self-blended training (resumable: rerun
-# the script after an interruption) → operating point on the validation split → report on the held-out
-# test split and real sets → install as pipeline/checkpoints/detector.*
+# Steps: label CSVs for the extra real sets → crop datasets → one self-blended training run per share
+# (resumable: rerun the script after an interruption) → their weight average → operating point on the
+# validation split → report on the held-out test split and real sets → install as pipeline/checkpoints/detector.*
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${1:-../shared/data}
-WORK=${2:-runs/v7}
+WORK=${2:-runs/v11}
 CROP=${CROP:-224}                     # crop size = model input size
 MARGIN=${MARGIN:-0.15}
 export DFS_DETECT__MARGIN=$MARGIN
 SUF=$CROP; [ "$MARGIN" = 0.3 ] || SUF="${CROP}m${MARGIN#0.}"   # crops of another margin live beside, not over
-VERSION=${VERSION:-ffpp-utk-th-sbi-lite0-224m15-ema-v7}
+VERSION=${VERSION:-ffpp-utk-th-sbi-lite0-224m15-ema-soup-v11}
+CROSSES=${CROSSES:-0 0.5}
 ENCODER=${ENCODER:-tf_efficientnet_lite0}
 BIN=.venv/bin
 export HF_HUB_OFFLINE=1
@@ -41,17 +45,27 @@ wait $p1; wait $p2
 
 DATA_NOTE="Research use only; none of it is redistributed. FaceForensics++ c23 subset (../shared/data/ffpp-c23: 30 original, 63 manipulated videos; identity-group split 50/25/25, train split used: reals as SBI sources + its Deepfakes/Face2Face/FaceSwap/NeuralTextures fakes); UTKFace aligned face photos (8,201 of 9,674 for training, 473 validation, 1,000 held out); 47 real talking-head clips from public face-animation repositories (30 training, 8 validation, 9 held out, split by source repository); 38 photos/clips of the facenet-pytorch and face_recognition example media (training)."
 FAKES=--real-fakes; [ "${REAL_FAKES:-1}" = 0 ] && FAKES=--no-real-fakes
-RESUME=""; [ -f "$WORK/train/last.pt" ] && RESUME="--resume"
-$BIN/deepfakestream train $D/ffpp$SUF --extra-dataset $D/th$SUF --extra-dataset $D/faces$SUF \
-    --extra-dataset $D/utk$SUF --extra-dataset $D/utk${SUF}val --output "$WORK/train" \
-    --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-6}" --patience "${PATIENCE:-3}" --max-steps-per-epoch "${STEPS:-250}" \
-    --codec-p 0.5 --cross-p "${CROSS:-0}" --ema-decay "${EMA:-0.997}" $FAKES --threads "${THREADS:-2}" --version "$VERSION" $RESUME \
-    --data-description "$DATA_NOTE"
+RUNS=()
+for cross in $CROSSES; do   # each run resumes from its own last.pt
+  OUT="$WORK/train-xb$cross"; RUNS+=("$OUT/best.safetensors")
+  RESUME=""; [ -f "$OUT/last.pt" ] && RESUME="--resume"
+  $BIN/deepfakestream train $D/ffpp$SUF --extra-dataset $D/th$SUF --extra-dataset $D/faces$SUF \
+      --extra-dataset $D/utk$SUF --extra-dataset $D/utk${SUF}val --output "$OUT" \
+      --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-6}" --patience "${PATIENCE:-3}" --max-steps-per-epoch "${STEPS:-250}" \
+      --codec-p 0.5 --cross-p "$cross" --ema-decay "${EMA:-0.997}" $FAKES --threads "${THREADS:-2}" --seed "${SEED:-0}" --version "$VERSION-xb$cross" $RESUME \
+      --data-description "$DATA_NOTE"
+done
 [ "${STOP_AFTER:-}" = train ] && exit 0   # comparison runs: keep the shipped checkpoint
 
+if [ ${#RUNS[@]} -gt 1 ]; then
+  $BIN/deepfakestream soup "${RUNS[@]}" --output "$WORK/soup/detector.safetensors" --version "$VERSION"
+  BEST="$WORK/soup/detector"
+else
+  BEST="${RUNS[0]%.safetensors}"
+fi
 mkdir -p pipeline/checkpoints docs/reports
-cp "$WORK/train/best.safetensors" pipeline/checkpoints/detector.safetensors
-cp "$WORK/train/best.json" pipeline/checkpoints/detector.json
+cp "$BEST.safetensors" pipeline/checkpoints/detector.safetensors
+cp "$BEST.json" pipeline/checkpoints/detector.json
 EXTRA="--extra data-cache/talking-heads.csv --extra data-cache/utkface.csv"
 $BIN/deepfakestream evaluate "$SHARED/ffpp-c23" --split val $EXTRA --fit --target-fpr "${TARGET_FPR:-0.05}" --output "$WORK/eval"
 $BIN/deepfakestream evaluate "$SHARED/ffpp-c23" --split test $EXTRA --record --output "$WORK/eval"
