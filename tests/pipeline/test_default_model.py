@@ -47,8 +47,6 @@ def test_swap_scores_above_the_same_clip_unswapped(scorer, samples_dir):
     assert swap.score > real.score + 0.1 and real.label == "REAL"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 target not met by v3: pair_pan.mp4 scores FAKE and the swap "
-                                      "scores below the threshold (docs/training.md); flip this when a model meets it")
 def test_bundled_samples_get_the_verdicts_the_issue_asks_for(scorer, samples_dir):
     """The four real samples are REAL and the project's own face swap is FAKE."""
     verdicts = {p.name: scorer.score(str(p)).label for p in sorted(samples_dir.iterdir()) if p.suffix in (".jpg", ".mp4")}
