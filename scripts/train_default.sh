@@ -5,7 +5,8 @@
 # runs are averaged into one detector, a "soup"; default "0 0.5" = v7's and v9's recipes), EMA (weight
 # moving-average decay, 0 = off), SEED (training's random draws; the split's seed is fixed), CROP, MARGIN (crop margin per side, a fraction of the face box; travels in
 # the card), ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR, REAL_FAKES (1: also train on the
-# FF++ train split's fakes, 0: self-blends only); STOP_AFTER=prepare|train for partial runs.
+# FF++ train split's fakes, 0: self-blends only), PAIRED (1: each real crop and its pseudo-fake in one batch);
+# STOP_AFTER=prepare|train for partial runs.
 # Steps: label CSVs for the extra real sets → crop datasets → one self-blended training run per share
 # (resumable: rerun the script after an interruption) → their weight average → operating point on the
 # validation split → report on the held-out test split and real sets → install as pipeline/checkpoints/detector.*
@@ -45,6 +46,7 @@ wait $p1; wait $p2
 
 DATA_NOTE="Research use only; none of it is redistributed. FaceForensics++ c23 subset (../shared/data/ffpp-c23: 30 original, 63 manipulated videos; identity-group split 50/25/25, train split used: reals as SBI sources + its Deepfakes/Face2Face/FaceSwap/NeuralTextures fakes); UTKFace aligned face photos (8,201 of 9,674 for training, 473 validation, 1,000 held out); 47 real talking-head clips from public face-animation repositories (30 training, 8 validation, 9 held out, split by source repository); 38 photos/clips of the facenet-pytorch and face_recognition example media (training)."
 FAKES=--real-fakes; [ "${REAL_FAKES:-1}" = 0 ] && FAKES=--no-real-fakes
+PAIRED_FLAG=--no-paired; [ "${PAIRED:-0}" = 1 ] && PAIRED_FLAG=--paired
 RUNS=()
 for cross in $CROSSES; do   # each run resumes from its own last.pt
   OUT="$WORK/train-xb$cross"; RUNS+=("$OUT/best.safetensors")
@@ -52,7 +54,7 @@ for cross in $CROSSES; do   # each run resumes from its own last.pt
   $BIN/deepfakestream train $D/ffpp$SUF --extra-dataset $D/th$SUF --extra-dataset $D/faces$SUF \
       --extra-dataset $D/utk$SUF --extra-dataset $D/utk${SUF}val --output "$OUT" \
       --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-6}" --patience "${PATIENCE:-3}" --max-steps-per-epoch "${STEPS:-250}" \
-      --codec-p 0.5 --cross-p "$cross" --ema-decay "${EMA:-0.997}" $FAKES --threads "${THREADS:-2}" --seed "${SEED:-0}" --version "$VERSION-xb$cross" $RESUME \
+      --codec-p 0.5 --cross-p "$cross" --ema-decay "${EMA:-0.997}" $FAKES $PAIRED_FLAG --threads "${THREADS:-2}" --seed "${SEED:-0}" --version "$VERSION-xb$cross" $RESUME \
       --data-description "$DATA_NOTE"
 done
 [ "${STOP_AFTER:-}" = train ] && exit 0   # comparison runs: keep the shipped checkpoint

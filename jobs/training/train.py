@@ -66,6 +66,8 @@ class TrainConfig(BaseModel):
                            "(xblend.py) instead of the face itself (sbi.py)")
     ema_decay: float = Field(0.0, ge=0, lt=1, description="0 = off; else validate and ship an exponential moving "
                              "average of the weights (per step), which steadies a small, noisy training set")
+    paired: bool = Field(False, description="draw each real crop together with its pseudo-fake, side by side in "
+                         "one batch, so the only difference the loss sees between them is the blend")
     source_balance: Literal["none", "sqrt"] = Field(
         "sqrt", description="sqrt: each source's share of an epoch grows with the square root of its size, so "
                             "thousands of photos cannot drown a few hundred video frames")
@@ -150,6 +152,38 @@ def item_weights(dataset: CropSet, balance: str) -> torch.Tensor | None:
     for row, _, _ in dataset.items:
         counts[dataset.sources[row]] = counts.get(dataset.sources[row], 0) + 1
     return torch.tensor([counts[dataset.sources[row]] ** -0.5 for row, _, _ in dataset.items], dtype=torch.float64)
+
+
+def paired_order(dataset: CropSet, weights: torch.Tensor | None, draw: int, generator: torch.Generator) -> list[int]:
+    """``draw`` crops in which every real crop sits next to its own pseudo-fake. Reals and fakes are drawn as
+    the unpaired draw draws them (weighted, without replacement); the pseudo-fakes it drew are swapped for
+    those of the reals it drew, so labels and sources keep their shares. Lone crops (fakes) go out two at a
+    time: with an even batch size no pair is cut by a batch's end."""
+    partner: dict[int, int] = {}
+    by_row: dict[int, list[int]] = {}
+    for index, (row, _, _) in enumerate(dataset.items):
+        by_row.setdefault(row, []).append(index)
+    for members in by_row.values():
+        if len(members) == 2:
+            partner[members[0]] = members[1]
+    # a weighted order of every item (its first k are a weighted draw of k), read until ``draw`` are placed
+    drawn = (torch.multinomial(weights, len(weights), replacement=False, generator=generator) if weights is not None
+             else torch.randperm(len(dataset.items), generator=generator)).tolist()
+    order: list[int] = []
+    lone: list[int] = []
+    for index in drawn:
+        if index in partner:
+            order += [index, partner[index]]
+        elif dataset.items[index][1]:  # a pseudo-fake: its real brings it if drawn
+            continue
+        elif lone:
+            order += lone + [index]
+            lone = []
+        else:
+            lone = [index]
+        if len(order) >= draw:
+            break
+    return (order + lone)[:draw]
 
 
 def collate(items: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, torch.Tensor]:
@@ -300,12 +334,16 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         torch.manual_seed(config.seed * 1000 + epoch)
         train_set.set_epoch(epoch)
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        if weights is None:
+        draw = min(len(train_set), steps_per_epoch * config.batch_size * world)
+        if config.paired:
+            order = paired_order(train_set, weights, draw, generator)
+        elif weights is None:
             order = torch.randperm(len(train_set), generator=generator).tolist()
         else:  # a weighted draw without replacement: every epoch a new, source-balanced subset
-            draw = min(len(train_set), steps_per_epoch * config.batch_size * world)
             order = torch.multinomial(weights, draw, replacement=False, generator=generator).tolist()
-        shard = order[rank::world][: steps_per_epoch * config.batch_size]
+        # whole batches per worker, so a pair is not split between two workers
+        batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        shard = [i for batch in batches[rank::world] for i in batch][: steps_per_epoch * config.batch_size]
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(train_set, shard), batch_size=config.batch_size,
                                              shuffle=False, collate_fn=collate, drop_last=False)
         model.train()

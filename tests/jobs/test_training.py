@@ -22,7 +22,7 @@ from jobs.training.prepare import CROP_SCHEMA, decode_png, encode_png, load_crop
 from jobs.training.augment import augment, codec_roundtrip, h264
 from jobs.training.sbi import face_mask, self_blend
 from jobs.training.xblend import cross_blend, normalised, pick_donor
-from jobs.training.train import TrainConfig, fit
+from jobs.training.train import CropSet, TrainConfig, _rows, fit, item_weights, paired_order
 from pipeline.config import load_settings
 
 # ------------------------------------------------------------------------------------------ datasets
@@ -308,6 +308,34 @@ def test_datasets_cropped_differently_are_refused(tmp_path):
     assert crop_geometry([a, a]) == (32, 0.2)
     with pytest.raises(ValueError, match="differ in"):
         crop_geometry([a, b])
+
+
+def test_paired_draw_puts_each_real_beside_its_pseudo_fake_and_keeps_the_shares(tmp_path):
+    data = _toy_dataset(tmp_path / "toy")
+    rows = _rows(data, "train", 48)
+    # a second real source, four times the first's reals: sqrt balancing must hold it to twice their draws
+    rows += [dict(r, source="more", video=f"more{k}{r['video']}") for k in range(4) for r in rows if r["label"] == "REAL"]
+    crops = CropSet(rows, sbi=True, real_fakes=True, seed=0)
+    weights = item_weights(crops, "sqrt")
+    batch, draws, counts = 8, 400, torch.zeros(len(crops.items), dtype=torch.float64)
+    for epoch in range(draws):
+        order = paired_order(crops, weights, 40, torch.Generator().manual_seed(epoch))
+        assert len(order) == len(set(order)) == 40
+        for start in range(0, 40, batch):  # every real crop drawn sits in the same batch as its pseudo-fake
+            chunk = [crops.items[i] for i in order[start:start + batch]]
+            for row, blend, _ in chunk:
+                if crops.donors[row]:  # a real crop
+                    assert (row, not blend, int(not blend)) in chunk
+        counts[order] += 1
+    # each item is drawn about as often as an unpaired weighted draw would draw it
+    unpaired = torch.zeros_like(counts)
+    for epoch in range(draws):
+        unpaired[torch.multinomial(weights, 40, replacement=False, generator=torch.Generator().manual_seed(epoch))] += 1
+    for source in ("toy", "more"):
+        mask = torch.tensor([crops.sources[row] == source for row, _, _ in crops.items])
+        assert float(counts[mask].sum()) == pytest.approx(float(unpaired[mask].sum()), rel=0.1)
+    labels = torch.tensor([label for _, _, label in crops.items])
+    assert float(counts[labels == 1].sum()) == pytest.approx(float(unpaired[labels == 1].sum()), rel=0.1)
 
 
 def test_resumed_run_continues_exactly(tmp_path):
