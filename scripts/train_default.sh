@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# Reproduces the shipped default detector (v11) from ../shared/data on a 2-core CPU machine.
+# Reproduces the shipped default detector (v13) from ../shared/data on a 2-core CPU machine (about four
+# times one run's training: ~4 h on 2 cores, so more than one session; every run resumes where it stopped).
 # Usage: scripts/train_default.sh [SHARED_DATA_DIR] [WORK_DIR]      (after `make setup`)
-# Env: CROSSES (one training run per share of pseudo-fakes blended from another person's face; two or more
-# runs are averaged into one detector, a "soup"; default "0 0.5" = v7's and v9's recipes), EMA (weight
-# moving-average decay, 0 = off), SEED (training's random draws; the split's seed is fixed), CROP, MARGIN (crop margin per side, a fraction of the face box; travels in
+# Env: CROSSES (one training run per share of pseudo-fakes blended from another person's face; default "0 0.5" =
+# v7's and v9's recipes) and SEEDS (one run per seed of the training's random draws; the split's seed is fixed;
+# default "0 1"; SEED=N = SEEDS=N): two or more runs are averaged into one detector, a "soup" (the default: v7,
+# v9, v12, v13), EMA (weight moving-average decay, 0 = off), CROP, MARGIN (crop margin per side, a fraction of the face box; travels in
 # the card), ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR, REAL_FAKES (1: also train on the
 # FF++ train split's fakes, 0: self-blends only), PAIRED (1: each real crop and its pseudo-fake in one batch);
 # STOP_AFTER=prepare|train for partial runs.
-# Steps: label CSVs for the extra real sets → crop datasets → one self-blended training run per share
+# Steps: label CSVs for the extra real sets → crop datasets → one self-blended training run per share and seed
 # (resumable: rerun the script after an interruption) → their weight average → operating point on the
 # validation split → report on the held-out test split and real sets → install as pipeline/checkpoints/detector.*
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${1:-../shared/data}
-WORK=${2:-runs/v11}
+WORK=${2:-runs/v13}
 CROP=${CROP:-224}                     # crop size = model input size
 MARGIN=${MARGIN:-0.15}
 export DFS_DETECT__MARGIN=$MARGIN
 SUF=$CROP; [ "$MARGIN" = 0.3 ] || SUF="${CROP}m${MARGIN#0.}"   # crops of another margin live beside, not over
-VERSION=${VERSION:-ffpp-utk-th-sbi-lite0-224m15-ema-soup-v11}
+VERSION=${VERSION:-ffpp-utk-th-sbi-lite0-224m15-ema-soup4-v13}
 CROSSES=${CROSSES:-0 0.5}
+SEEDS=${SEEDS:-${SEED:-0 1}}
 ENCODER=${ENCODER:-tf_efficientnet_lite0}
 BIN=.venv/bin
 export HF_HUB_OFFLINE=1
@@ -48,15 +51,15 @@ DATA_NOTE="Research use only; none of it is redistributed. FaceForensics++ c23 s
 FAKES=--real-fakes; [ "${REAL_FAKES:-1}" = 0 ] && FAKES=--no-real-fakes
 PAIRED_FLAG=--no-paired; [ "${PAIRED:-0}" = 1 ] && PAIRED_FLAG=--paired
 RUNS=()
-for cross in $CROSSES; do   # each run resumes from its own last.pt
-  OUT="$WORK/train-xb$cross"; RUNS+=("$OUT/best.safetensors")
+for seed in $SEEDS; do for cross in $CROSSES; do   # each run resumes from its own last.pt
+  OUT="$WORK/train-xb$cross-s$seed"; RUNS+=("$OUT/best.safetensors")
   RESUME=""; [ -f "$OUT/last.pt" ] && RESUME="--resume"
   $BIN/deepfakestream train $D/ffpp$SUF --extra-dataset $D/th$SUF --extra-dataset $D/faces$SUF \
       --extra-dataset $D/utk$SUF --extra-dataset $D/utk${SUF}val --output "$OUT" \
       --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-6}" --patience "${PATIENCE:-3}" --max-steps-per-epoch "${STEPS:-250}" \
-      --codec-p 0.5 --cross-p "$cross" --ema-decay "${EMA:-0.997}" $FAKES $PAIRED_FLAG --threads "${THREADS:-2}" --seed "${SEED:-0}" --version "$VERSION-xb$cross" $RESUME \
+      --codec-p 0.5 --cross-p "$cross" --ema-decay "${EMA:-0.997}" $FAKES $PAIRED_FLAG --threads "${THREADS:-2}" --seed "$seed" --version "$VERSION-xb$cross-s$seed" $RESUME \
       --data-description "$DATA_NOTE"
-done
+done; done
 [ "${STOP_AFTER:-}" = train ] && exit 0   # comparison runs: keep the shipped checkpoint
 
 if [ ${#RUNS[@]} -gt 1 ]; then

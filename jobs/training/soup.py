@@ -2,7 +2,7 @@
 several runs fine-tuned from the same ImageNet start.
 
 Why: runs that differ only in their pseudo-fakes (self-blends vs cross-identity blends) fail on different
-unseen reals; their average scores like one network, at one network's cost (docs/training.md, v11)."""
+unseen reals; their average scores like one network, at one network's cost (docs/training.md, v11 and v13)."""
 
 from __future__ import annotations
 
