@@ -170,8 +170,8 @@ def test_carried_faces_are_interpolated_on_their_track_and_kept_near_their_keyfr
     np.testing.assert_allclose(per_frame[1][2][0], np.full((5, 2), [10, 0]))  # landmarks move with the box
 
 
-def test_keyframes_that_disagree_have_the_frames_between_detected_too():
-    from pipeline.keyframes import disputed_frames
+def test_detected_frames_that_disagree_are_bisected():
+    from pipeline.keyframes import disputed_midpoints
 
     def faces(*boxes):
         return (np.array(boxes, np.float32).reshape(-1, 4), np.ones(len(boxes), np.float32),
@@ -179,11 +179,28 @@ def test_keyframes_that_disagree_have_the_frames_between_detected_too():
 
     keys = np.array([0, 4, 8, 9])
     still = [faces([0, 0, 10, 10])] * 4
-    assert disputed_frames(keys, still, 0.3, 2).tolist() == []  # the same person throughout: carry
+    assert disputed_midpoints(keys, still, 0.3, 2).tolist() == []  # the same person throughout: carry
     jumped = [faces([0, 0, 10, 10]), faces([50, 50, 60, 60]), faces([50, 50, 60, 60]), faces([50, 50, 60, 60])]
-    assert disputed_frames(keys, jumped, 0.3, 2).tolist() == [1, 2, 3]  # moved too far to link: detect between
+    assert disputed_midpoints(keys, jumped, 0.3, 2).tolist() == [2]  # moved too far to link: detect between
     arrives = [faces(), faces(), faces([0, 0, 10, 10]), faces([0, 0, 10, 10])]
-    assert disputed_frames(keys, arrives, 0.3, 2).tolist() == [5, 6, 7]  # someone came in between 4 and 8
+    assert disputed_midpoints(keys, arrives, 0.3, 2).tolist() == [6]  # someone came in between 4 and 8
+    # after the middle is seen: still disputed on the side where the face came, never between neighbours
+    keys = np.array([0, 4, 6, 8, 9])
+    assert disputed_midpoints(keys, [faces(), faces(), faces(), *arrives[2:]], 0.3, 2).tolist() == [7]
+    assert disputed_midpoints(np.array([0, 1]), arrives[1:3], 0.3, 2).tolist() == []
+
+
+def test_bisection_finds_where_a_face_arrives_with_fewer_detections(samples_dir, monkeypatch):
+    """A face present from frame 11 of 17: every-8 keyframes 0, 8, 16 disagree between 8 and 16; bisecting
+    detects 12, 10, 11 (not all seven frames between), and every frame from 11 on has the face."""
+    frame = _frame(samples_dir / "astronaut.jpg")[0]
+    frames = np.stack([np.full_like(frame, 128)] * 11 + [frame] * 6)
+    calls = []
+    original = FaceDetector.detect
+    monkeypatch.setattr(FaceDetector, "detect", lambda self, f, s=None: calls.append(len(f)) or original(self, f, s))
+    out = DetectStage(DetectConfig(detect_every=8), "cpu", crop_size=160).faces_of(frames)
+    assert calls == [3, 1, 1, 1]
+    assert out["face_frame"].tolist() == list(range(11, 17))
 
 
 def test_a_zoom_seen_on_few_frames_keeps_its_one_track(samples_dir):
@@ -210,3 +227,19 @@ def test_small_faces_are_searched_for_where_no_large_one_was_found(samples_dir, 
         assert calls == passes                                       # the second pass only where the first found none
         (expected, _, _), = one_pass.detect(frames)
         assert len(boxes) == len(expected) == 1 and box_iou(boxes, expected)[0, 0] > 0.8  # pyramids differ a little
+
+
+def test_channels_last_mtcnn_finds_the_same_faces(samples_dir):
+    """The CPU detector runs MTCNN's networks in NHWC for speed: the faces and crops must not change."""
+    from pipeline.detect import ChannelsLast
+
+    frames = DecodeStage(DecodeConfig(num_frames=8)).decode_one(str(samples_dir / "pair_pan.mp4")).frames
+    fast = DetectStage(DetectConfig(detect_every=1), "cpu", crop_size=160)
+    plain = DetectStage(DetectConfig(detect_every=1), "cpu", crop_size=160)
+    assert all(isinstance(getattr(fast.detector.mtcnn, n), ChannelsLast) for n in ("pnet", "rnet", "onet"))
+    for name in ("pnet", "rnet", "onet"):
+        setattr(plain.detector.mtcnn, name, getattr(plain.detector.mtcnn, name).net)
+    a, b = fast.faces_of(frames), plain.faces_of(frames)
+    assert len(a["crops"]) >= 8 and a["face_frame"].tolist() == b["face_frame"].tolist()
+    np.testing.assert_allclose(a["face_boxes"], b["face_boxes"], atol=0.01)
+    assert np.abs(a["crops"].astype(int) - b["crops"].astype(int)).max() <= 1
