@@ -75,6 +75,20 @@ def codec_roundtrip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def capture(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """How a camera saw the whole scene, the same for any label: grain (sensor noise, often in a dark room,
+    so sometimes darkened first) or a soft lens. Applied before a blend, as a swap is made in footage that
+    already looks that way, so uniform grain or softness cannot read as a blend but a patch without it can."""
+    image = image.astype(np.float32)
+    if rng.random() < 0.6:
+        if rng.random() < 0.5:  # under-exposed: darker mid-tones, then the grain a high gain adds
+            image = 255.0 * (image / 255.0) ** rng.uniform(1.2, 1.8)
+        image = image + rng.normal(0.0, rng.uniform(2.0, 8.0), image.shape).astype(np.float32)
+    else:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.5))
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
 def augment(image: np.ndarray, rng: np.random.Generator, codec_p: float = 0.0) -> np.ndarray:
     """Flip, brightness/contrast, then either the H.264 path (``codec_p``) or JPEG (half the rest)."""
     if rng.random() < 0.5:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from jobs.training.metrics import balanced_weights, binary_metrics
 from jobs.training.prepare import decode_png, load_crop_table
-from jobs.training.augment import augment
+from jobs.training.augment import augment, capture
 from jobs.training.sbi import self_blend
 from jobs.training.xblend import cross_blend, normalised, pick_donor
 from pipeline.card import ModelCard, ModelSpec
@@ -62,6 +62,8 @@ class TrainConfig(BaseModel):
     data_description: str = Field("", description="what the data is and its terms, for the model card")
     max_steps_per_epoch: int | None = None
     codec_p: float = Field(0.5, ge=0, le=1, description="share of crops (any label) sent through the H.264 round trip")
+    capture_p: float = Field(0.0, ge=0, le=1, description="share of crops (any label) given a camera's grain or "
+                             "softness before any blend (augment.capture); 0 = off")
     cross_p: float = Field(0.0, ge=0, le=1, description="share of pseudo-fakes blended from another video's face "
                            "(xblend.py) instead of the face itself (sbi.py)")
     ema_decay: float = Field(0.0, ge=0, lt=1, description="0 = off; else validate and ship an exponential moving "
@@ -100,10 +102,10 @@ class CropSet(torch.utils.data.Dataset):
     """(uint8 crop, label) items; item ``i`` of epoch ``e`` always gets the same random transform."""
 
     def __init__(self, rows: list[dict], sbi: bool, real_fakes: bool, seed: int, train: bool = True, codec_p: float = 0.0,
-                 cross_p: float = 0.0):
+                 cross_p: float = 0.0, capture_p: float = 0.0):
         self.crops = [decode_png(r["crop_png"]) for r in rows]
         self.sources = [r.get("source", "") for r in rows]
-        self.codec_p, self.cross_p = codec_p, cross_p
+        self.codec_p, self.cross_p, self.capture_p = codec_p, cross_p, capture_p
         self.boxes = [np.asarray(r["box"], np.float32) for r in rows]
         self.landmarks = [np.asarray(r["landmarks"], np.float32).reshape(5, 2) for r in rows]
         self.videos = [r["video"] for r in rows]
@@ -134,6 +136,8 @@ class CropSet(torch.utils.data.Dataset):
         if not self.train:
             return crop, label
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.capture_p and rng.random() < self.capture_p:  # no draw when off: old runs replay
+            crop = capture(crop, rng)
         if blend:
             donor = (pick_donor(self.poses[row], self.poses, self.donors & (self.video_ids != self.video_ids[row]), rng)
                      if self.cross_p and rng.random() < self.cross_p else None)  # no draw when off: old runs replay
@@ -290,7 +294,7 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     for extra in config.extra_datasets:
         train_rows += _rows(extra, "train", config.max_crops_per_video)
     train_set = CropSet(train_rows, config.sbi, config.real_fakes, config.seed, codec_p=config.codec_p,
-                        cross_p=config.cross_p)
+                        cross_p=config.cross_p, capture_p=config.capture_p)
     val_rows = [r for d in [config.dataset, *config.extra_datasets] for r in _rows(d, "val", config.max_crops_per_video)]
     val_set = CropSet(val_rows, False, True, config.seed, train=False)
     log.warning("training on %d items (%d crops), validating on %d crops", len(train_set), len(train_rows), len(val_set))

@@ -19,7 +19,7 @@ from jobs.training.datasets import LabelledVideo, assign_identity_groups, load_l
 from jobs.training.evaluate import fit_on_validation, report
 from jobs.training.metrics import balanced_weights, binary_metrics, calibration, threshold_for_fpr, tpr_at_fpr
 from jobs.training.prepare import CROP_SCHEMA, decode_png, encode_png, load_crop_table, prepare, write_atomic
-from jobs.training.augment import augment, codec_roundtrip, h264
+from jobs.training.augment import augment, capture, codec_roundtrip, h264
 from jobs.training.sbi import face_mask, self_blend
 from jobs.training.xblend import cross_blend, normalised, pick_donor
 from jobs.training.train import CropSet, TrainConfig, _rows, fit, item_weights, paired_order
@@ -179,6 +179,41 @@ def test_codec_path_is_seeded_and_label_independent(astronaut_face):
     always = augment(crop, np.random.default_rng(0), codec_p=1.0)
     never = augment(crop, np.random.default_rng(0), codec_p=0.0)
     assert always.shape == never.shape == crop.shape and not np.array_equal(always, never)
+
+def test_capture_adds_grain_or_softness_to_the_whole_image(astronaut_face):
+    crop = astronaut_face[0]
+    detail = lambda x: np.abs(np.diff(x.astype(int), axis=1)).mean()  # noqa: E731 - pixel-to-pixel steps
+    outs = [capture(crop, np.random.default_rng(seed)) for seed in range(12)]
+    assert all(o.shape == crop.shape and o.dtype == np.uint8 for o in outs)
+    assert any(detail(o) > detail(crop) * 1.2 for o in outs)   # grain
+    assert any(detail(o) < detail(crop) * 0.8 for o in outs)   # a soft lens
+    assert np.array_equal(capture(crop, np.random.default_rng(5)), capture(crop, np.random.default_rng(5)))
+    # uniform over the image: grain is no stronger on the face than off it
+    grainy = next(o for o in outs if detail(o) > detail(crop) * 1.2)
+    noise = grainy.astype(int) - crop.astype(int)
+    _, box, _ = astronaut_face
+    x1, y1, x2, y2 = box.astype(int)
+    assert abs(noise[y1:y2, x1:x2].std() - noise.std()) < 0.35 * noise.std()
+
+
+def test_capture_comes_before_the_blend_for_any_label_and_only_when_asked(tmp_path, monkeypatch):
+    import jobs.training.train as train_module
+
+    rows = _rows(_toy_dataset(tmp_path / "toy"), "train", 48)
+    calls = []
+    real_capture, real_blend = train_module.capture, train_module.self_blend
+    monkeypatch.setattr(train_module, "capture", lambda image, rng: calls.append("capture") or real_capture(image, rng))
+    monkeypatch.setattr(train_module, "self_blend", lambda *a: calls.append("blend") or real_blend(*a))
+    off = CropSet(rows, sbi=True, real_fakes=True, seed=0)
+    for i in range(len(off)):
+        off[i]
+    assert "capture" not in calls and "blend" in calls
+    on = CropSet(rows, sbi=True, real_fakes=True, seed=0, capture_p=1.0)
+    for i, (row, blend, label) in enumerate(on.items):
+        calls.clear()
+        on[i]
+        assert calls == (["capture", "blend"] if blend else ["capture"]), (label, calls)
+
 
 # --------------------------------------------------------------------------------------------- metrics
 
