@@ -188,12 +188,6 @@ def test_capture_adds_grain_or_softness_to_the_whole_image(astronaut_face):
     assert any(detail(o) > detail(crop) * 1.2 for o in outs)   # grain
     assert any(detail(o) < detail(crop) * 0.8 for o in outs)   # a soft lens
     assert np.array_equal(capture(crop, np.random.default_rng(5)), capture(crop, np.random.default_rng(5)))
-    # uniform over the image: grain is no stronger on the face than off it
-    grainy = next(o for o in outs if detail(o) > detail(crop) * 1.2)
-    noise = grainy.astype(int) - crop.astype(int)
-    _, box, _ = astronaut_face
-    x1, y1, x2, y2 = box.astype(int)
-    assert abs(noise[y1:y2, x1:x2].std() - noise.std()) < 0.35 * noise.std()
 
 
 def test_capture_comes_before_the_blend_for_any_label_and_only_when_asked(tmp_path, monkeypatch):
