@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, Field
+from timm.optim import param_groups_layer_decay
 
 from jobs.training.metrics import balanced_weights, binary_metrics
 from jobs.training.prepare import decode_png, load_crop_table
@@ -70,6 +71,9 @@ class TrainConfig(BaseModel):
                              "average of the weights (per step), which steadies a small, noisy training set")
     paired: bool = Field(False, description="draw each real crop together with its pseudo-fake, side by side in "
                          "one batch, so the only difference the loss sees between them is the blend")
+    layer_decay: float = Field(0.0, ge=0, le=1, description="0 = off (one learning rate); else the encoder's "
+                               "layers learn at lr x layer_decay**depth below its top (timm's BEiT-style groups), "
+                               "so the ImageNet features near the input move least")
     source_balance: Literal["none", "sqrt"] = Field(
         "sqrt", description="sqrt: each source's share of an epoch grows with the square root of its size, so "
                             "thousands of photos cannot drown a few hundred video frames")
@@ -218,6 +222,22 @@ def build_model(config: TrainConfig, input_size: int, crop_margin: float = DEFAU
     return model
 
 
+def build_optimizer(model: DeepfakeDetector, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; with ``layer_decay`` one group per encoder layer (timm's grouping: stem, each block, conv head)
+    at lr x decay**(layers above it), the new head at the full lr. Weight decay stays on every parameter
+    as in the one-group optimizer, so layer decay is the only difference between the two."""
+    if not config.layer_decay:
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    groups = param_groups_layer_decay(model.encoder, config.weight_decay, weight_decay_exclude_1d=False,
+                                      layer_decay=config.layer_decay)
+    encoder_ids = {id(p) for p in model.encoder.parameters()}
+    groups.append({"params": [p for p in model.parameters() if id(p) not in encoder_ids], "lr_scale": 1.0,
+                   "weight_decay": config.weight_decay})
+    for group in groups:
+        group["lr"] = config.lr * group.pop("lr_scale")
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def predict(model: torch.nn.Module, crops: list[np.ndarray], device: torch.device, batch_size: int = 64) -> np.ndarray:
     model.eval()
     out = []
@@ -303,11 +323,11 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
 
     weights = item_weights(train_set, config.source_balance)
     model = build_model(config, input_size, margin).to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = build_optimizer(model, config)
     steps_per_epoch = math.ceil(len(train_set) / world / config.batch_size)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps_per_epoch * config.epochs,
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=steps_per_epoch * config.epochs,
                                                     pct_start=min(0.3, 1 / config.epochs), anneal_strategy="cos")
     # EMA of weights and BatchNorm buffers; it is what is validated and saved when on
     ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay),

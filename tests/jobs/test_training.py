@@ -330,6 +330,27 @@ def test_tiny_model_loss_falls_and_writes_checkpoints(tmp_path):
     assert (tmp_path / "run" / "last.pt").exists()
 
 
+def test_layer_decay_slows_the_encoder_s_lower_layers_and_only_when_asked(tmp_path):
+    from jobs.training.train import build_model, build_optimizer
+
+    config = _toy_config(tmp_path, epochs=1, layer_decay=0.8)
+    model = build_model(config, 32, 0.2)
+    assert len(build_optimizer(model, config.model_copy(update={"layer_decay": 0.0})).param_groups) == 1
+    groups = build_optimizer(model, config).param_groups
+    owner = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert len(owner) == sum(len(g["params"]) for g in groups) == len(list(model.parameters()))  # each once
+    lr = dict((name, owner[id(p)]) for name, p in model.named_parameters())
+    assert lr["head.0.weight"] == lr["encoder.conv_head.weight"] == config.lr
+    assert lr["encoder.conv_stem.weight"] == pytest.approx(config.lr * 0.8 ** 16)  # 16 layers below the top
+    assert lr["encoder.conv_stem.weight"] < lr["encoder.blocks.3.0.conv_pw.weight"] < lr["encoder.conv_head.weight"]
+    # a real run: the scheduler drives every group, and the stem moves far less than the top
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(config)
+    trained = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model"]
+    moved = {k: float((trained[k].float() - start[k].float()).abs().mean()) for k in ("encoder.conv_stem.weight", "encoder.conv_head.weight")}
+    assert 0 < moved["encoder.conv_stem.weight"] < 0.25 * moved["encoder.conv_head.weight"]
+
+
 def test_datasets_cropped_differently_are_refused(tmp_path):
     from jobs.training.train import crop_geometry
 
