@@ -260,6 +260,9 @@ def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, 
             "strategies": {k: {m: v[m] for m in ("roc_auc", "roc_auc_balanced", "log_loss", "f1", "fpr", "fitted_threshold")}
                            for k, v in strategies.items()}}
         card_path(checkpoint).write_text(card.model_dump_json(indent=2) + "\n")
+        # said out loud: without --checkpoint this rewrites the shipped detector's card
+        log.warning("model card %s: operating point fitted on %s (%s, threshold %.4f) written", card_path(checkpoint),
+                    split, strategy, card.threshold)
         source_note = f"fitted on this split ({split}) for {target_fpr:.0%} FPR per real source — optimistic here"
     else:
         source_note = "from the model card, fixed on the validation split"
@@ -285,4 +288,5 @@ def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, 
             summary["own_sources_auc"] = result["own_sources"]["roc_auc"]
         card.metrics[f"{split}_report"] = summary
         card_path(checkpoint).write_text(card.model_dump_json(indent=2) + "\n")
+        log.warning("model card %s: %s report's summary written", card_path(checkpoint), split)
     return result

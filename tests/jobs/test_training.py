@@ -493,7 +493,7 @@ def test_prepare_on_ray_matches_local(tmp_path, samples_dir, ray_session):
     assert a.column("crop_png").to_pylist() == b.column("crop_png").to_pylist()
 
 
-def test_evaluate_leaves_the_card_alone_unless_asked(tmp_path, samples_dir):
+def test_evaluate_leaves_the_card_alone_unless_asked(tmp_path, samples_dir, caplog):
     from jobs.training.evaluate import evaluate
     from pipeline.card import card_path
     from pipeline.checkpoint import imagenet_init_checkpoint
@@ -505,8 +505,10 @@ def test_evaluate_leaves_the_card_alone_unless_asked(tmp_path, samples_dir):
     settings = load_settings(**{"classify.checkpoint": str(ckpt)})
     evaluate(tmp_path / "labels.csv", "all", settings, tmp_path / "eval")
     assert card_path(ckpt).read_text() == before
+    assert "model card" not in caplog.text
     evaluate(tmp_path / "labels.csv", "all", settings, tmp_path / "eval", record=True)
     assert "all_report" in card_path(ckpt).read_text()
+    assert f"model card {card_path(ckpt)}: all report's summary written" in caplog.text  # a card write is never silent
 
 
 def test_ema_weights_are_validated_shipped_and_resumed(tmp_path):
