@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Reproduces the shipped default detector (v13) from ../shared/data on a 2-core CPU machine (about four
-# times one run's training: ~4 h on 2 cores, so more than one session; every run resumes where it stopped).
+# Reproduces the shipped default detector (v16: five runs averaged) from ../shared/data on a 2-core CPU machine
+# (five times one run's training: ~5–6 h on 2 cores, so more than one session; every run resumes where it stopped).
 # Usage: scripts/train_default.sh [SHARED_DATA_DIR] [WORK_DIR]      (after `make setup`)
 # Env: CROSSES (one training run per share of pseudo-fakes blended from another person's face; default "0 0.5" =
 # v7's and v9's recipes) and SEEDS (one run per seed of the training's random draws; the split's seed is fixed;
-# default "0 1"; SEED=N = SEEDS=N): two or more runs are averaged into one detector, a "soup" (the default: v7,
-# v9, v12, v13), EMA (weight moving-average decay, 0 = off), CROP, MARGIN (crop margin per side, a fraction of the face box; travels in
+# default "0 1"; SEED=N = SEEDS=N), LLD_RUN (one more run, of the first share and seed, with this --layer-decay:
+# v16's; default 0.85, empty = none): two or more runs are averaged into one detector, a "soup" (the default: v7,
+# v9, v12, v13, v16), EMA (weight moving-average decay, 0 = off), CROP, MARGIN (crop margin per side, a fraction of the face box; travels in
 # the card), ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR, REAL_FAKES (1: also train on the
-# FF++ train split's fakes, 0: self-blends only), PAIRED (1: each real crop and its pseudo-fake in one batch), CAPTURE (share of crops given a camera's grain or softness before any blend; default 0), LAYER_DECAY (encoder layers learn at lr x this**depth from the top; default 0 = one lr);
+# FF++ train split's fakes, 0: self-blends only), PAIRED (1: each real crop and its pseudo-fake in one batch), CAPTURE (share of crops given a camera's grain or softness before any blend; default 0), LAYER_DECAY (for the CROSSES x SEEDS runs: encoder layers learn at lr x this**depth from the top; default 0 = one lr);
 # STOP_AFTER=prepare|train for partial runs.
 # Steps: label CSVs for the extra real sets → crop datasets → one self-blended training run per share and seed
 # (resumable: rerun the script after an interruption) → their weight average → operating point on the
@@ -15,12 +16,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${1:-../shared/data}
-WORK=${2:-runs/v13}
+WORK=${2:-runs/v16}
 CROP=${CROP:-224}                     # crop size = model input size
 MARGIN=${MARGIN:-0.15}
 export DFS_DETECT__MARGIN=$MARGIN
 SUF=$CROP; [ "$MARGIN" = 0.3 ] || SUF="${CROP}m${MARGIN#0.}"   # crops of another margin live beside, not over
-VERSION=${VERSION:-ffpp-utk-th-sbi-lite0-224m15-ema-soup4-v13}
+VERSION=${VERSION:-ffpp-utk-th-sbi-lite0-224m15-ema-soup5-v16}
 CROSSES=${CROSSES:-0 0.5}
 SEEDS=${SEEDS:-${SEED:-0 1}}
 ENCODER=${ENCODER:-tf_efficientnet_lite0}
@@ -51,15 +52,17 @@ DATA_NOTE="Research use only; none of it is redistributed. FaceForensics++ c23 s
 FAKES=--real-fakes; [ "${REAL_FAKES:-1}" = 0 ] && FAKES=--no-real-fakes
 PAIRED_FLAG=--no-paired; [ "${PAIRED:-0}" = 1 ] && PAIRED_FLAG=--paired
 RUNS=()
-for seed in $SEEDS; do for cross in $CROSSES; do   # each run resumes from its own last.pt
-  OUT="$WORK/train-xb$cross-s$seed"; RUNS+=("$OUT/best.safetensors")
+JOBS=(); for seed in $SEEDS; do for cross in $CROSSES; do JOBS+=("$cross $seed ${LAYER_DECAY:-0}"); done; done
+LLD_RUN=${LLD_RUN-0.85}; [ -n "$LLD_RUN" ] && JOBS+=("${CROSSES%% *} ${SEEDS%% *} $LLD_RUN")
+for job in "${JOBS[@]}"; do read -r cross seed lld <<< "$job"   # each run resumes from its own last.pt
+  OUT="$WORK/train-xb$cross-s$seed"; [ "$lld" = 0 ] || OUT="$OUT-lld$lld"; RUNS+=("$OUT/best.safetensors")
   RESUME=""; [ -f "$OUT/last.pt" ] && RESUME="--resume"
   $BIN/deepfakestream train $D/ffpp$SUF --extra-dataset $D/th$SUF --extra-dataset $D/faces$SUF \
       --extra-dataset $D/utk$SUF --extra-dataset $D/utk${SUF}val --output "$OUT" \
       --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-6}" --patience "${PATIENCE:-3}" --max-steps-per-epoch "${STEPS:-250}" \
-      --codec-p 0.5 --capture-p "${CAPTURE:-0}" --layer-decay "${LAYER_DECAY:-0}" --cross-p "$cross" --ema-decay "${EMA:-0.997}" $FAKES $PAIRED_FLAG --threads "${THREADS:-2}" --seed "$seed" --version "$VERSION-xb$cross-s$seed" $RESUME \
+      --codec-p 0.5 --capture-p "${CAPTURE:-0}" --layer-decay "$lld" --cross-p "$cross" --ema-decay "${EMA:-0.997}" $FAKES $PAIRED_FLAG --threads "${THREADS:-2}" --seed "$seed" --version "$VERSION-${OUT##*/train-}" $RESUME \
       --data-description "$DATA_NOTE"
-done; done
+done
 [ "${STOP_AFTER:-}" = train ] && exit 0   # comparison runs: keep the shipped checkpoint
 
 if [ ${#RUNS[@]} -gt 1 ]; then
