@@ -58,6 +58,7 @@ def train(
     max_steps_per_epoch: Optional[int] = typer.Option(None, help="cap on batches per epoch (each epoch draws a new random subset)"),
     codec_p: float = typer.Option(0.5, help="share of training crops, any label, sent through an H.264 round trip"),
     capture_p: float = typer.Option(0.0, help="share of training crops, any label, given a camera's grain or softness before any blend"),
+    parts_p: float = typer.Option(0.0, help="share of training crops, any label, with the eyes, nose or mouth blacked out"),
     cross_p: float = typer.Option(0.0, help="share of pseudo-fakes blended from another person's aligned face instead of the face itself"),
     ema_decay: float = typer.Option(0.0, help="validate and ship an exponential moving average of the weights (0 = off; e.g. 0.998)"),
     paired: bool = typer.Option(False, help="each real crop and its pseudo-fake side by side in one batch"),
@@ -81,7 +82,7 @@ def train(
         cfg = TrainConfig(dataset=dataset, out_dir=output, extra_datasets=extra_dataset, encoder=encoder, input_mode=input_mode, epochs=epochs, batch_size=batch_size,
                           lr=lr, real_fakes=real_fakes, sbi=sbi, max_crops_per_video=max_crops_per_video,
                           patience=patience, seed=seed, num_workers=num_workers, use_gpu=gpu, threads=threads,
-                          resume=resume, version=version, max_steps_per_epoch=max_steps_per_epoch, codec_p=codec_p, capture_p=capture_p, cross_p=cross_p, ema_decay=ema_decay, paired=paired,
+                          resume=resume, version=version, max_steps_per_epoch=max_steps_per_epoch, codec_p=codec_p, capture_p=capture_p, parts_p=parts_p, cross_p=cross_p, ema_decay=ema_decay, paired=paired,
                           layer_decay=layer_decay,
                           data_description=data_description)
         state = run_train(cfg)

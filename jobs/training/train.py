@@ -26,7 +26,7 @@ from timm.optim import param_groups_layer_decay
 
 from jobs.training.metrics import balanced_weights, binary_metrics
 from jobs.training.prepare import decode_png, load_crop_table
-from jobs.training.augment import augment, capture
+from jobs.training.augment import augment, capture, erase_part
 from jobs.training.sbi import self_blend
 from jobs.training.xblend import cross_blend, normalised, pick_donor
 from pipeline.card import ModelCard, ModelSpec
@@ -69,6 +69,8 @@ class TrainConfig(BaseModel):
                            "(xblend.py) instead of the face itself (sbi.py)")
     ema_decay: float = Field(0.0, ge=0, lt=1, description="0 = off; else validate and ship an exponential moving "
                              "average of the weights (per step), which steadies a small, noisy training set")
+    parts_p: float = Field(0.0, ge=0, le=1, description="share of crops (any label) with the eyes, nose or mouth "
+                           "blacked out after any blend (augment.erase_part); 0 = off")
     paired: bool = Field(False, description="draw each real crop together with its pseudo-fake, side by side in "
                          "one batch, so the only difference the loss sees between them is the blend")
     layer_decay: float = Field(0.0, ge=0, le=1, description="0 = off (one learning rate); else the encoder's "
@@ -106,10 +108,10 @@ class CropSet(torch.utils.data.Dataset):
     """(uint8 crop, label) items; item ``i`` of epoch ``e`` always gets the same random transform."""
 
     def __init__(self, rows: list[dict], sbi: bool, real_fakes: bool, seed: int, train: bool = True, codec_p: float = 0.0,
-                 cross_p: float = 0.0, capture_p: float = 0.0):
+                 cross_p: float = 0.0, capture_p: float = 0.0, parts_p: float = 0.0):
         self.crops = [decode_png(r["crop_png"]) for r in rows]
         self.sources = [r.get("source", "") for r in rows]
-        self.codec_p, self.cross_p, self.capture_p = codec_p, cross_p, capture_p
+        self.codec_p, self.cross_p, self.capture_p, self.parts_p = codec_p, cross_p, capture_p, parts_p
         self.boxes = [np.asarray(r["box"], np.float32) for r in rows]
         self.landmarks = [np.asarray(r["landmarks"], np.float32).reshape(5, 2) for r in rows]
         self.videos = [r["video"] for r in rows]
@@ -149,6 +151,8 @@ class CropSet(torch.utils.data.Dataset):
                 crop, _ = self_blend(crop, self.boxes[row], self.landmarks[row], rng)
             else:
                 crop, _ = cross_blend(crop, self.boxes[row], self.landmarks[row], self.crops[donor], self.landmarks[donor], rng)
+        if self.parts_p and rng.random() < self.parts_p:  # no draw when off: old runs replay
+            crop = erase_part(crop, self.landmarks[row], rng)
         return augment(crop, rng, self.codec_p), label
 
 
@@ -314,7 +318,7 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     for extra in config.extra_datasets:
         train_rows += _rows(extra, "train", config.max_crops_per_video)
     train_set = CropSet(train_rows, config.sbi, config.real_fakes, config.seed, codec_p=config.codec_p,
-                        cross_p=config.cross_p, capture_p=config.capture_p)
+                        cross_p=config.cross_p, capture_p=config.capture_p, parts_p=config.parts_p)
     val_rows = [r for d in [config.dataset, *config.extra_datasets] for r in _rows(d, "val", config.max_crops_per_video)]
     val_set = CropSet(val_rows, False, True, config.seed, train=False)
     log.warning("training on %d items (%d crops), validating on %d crops", len(train_set), len(train_rows), len(val_set))
