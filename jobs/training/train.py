@@ -32,6 +32,7 @@ from jobs.training.xblend import cross_blend, normalised, pick_donor
 from pipeline.card import ModelCard, ModelSpec
 from pipeline.checkpoint import save_checkpoint
 from pipeline.crop import DEFAULT_MARGIN
+from pipeline.errors import DeepfakeStreamError
 from pipeline.imagenet import load_imagenet_lite
 from pipeline.model import DeepfakeDetector
 from pipeline.preprocess import crops_to_tensor
@@ -289,6 +290,29 @@ def validate(model: torch.nn.Module, val: CropSet, device: torch.device) -> dict
 
 # ------------------------------------------------------------------------------------------- training
 
+class ResumeMismatchError(DeepfakeStreamError, ValueError):
+    """``--resume`` with settings that differ from the run's own: the saved optimizer and schedule would carry
+    the old ones on silently (or fail deep in torch), so the run must be resumed as it was started."""
+
+    code = "resume_mismatch"
+
+
+# may differ on resume: where the data and the run live, and how this machine runs it
+RESUME_FREE = {"dataset", "out_dir", "extra_datasets", "resume", "threads", "num_workers", "use_gpu", "version",
+               "data_description", "patience"}
+
+
+def check_resume(saved: dict | None, config: TrainConfig, path: Path) -> None:
+    if saved is None:
+        return
+    now = config.model_dump(mode="json")
+    changed = sorted(k for k in now if k not in RESUME_FREE and k in saved and saved[k] != now[k])
+    if changed:
+        raise ResumeMismatchError(f"{path} was started with " + ", ".join(f"{k}={saved[k]!r}" for k in changed)
+                                  + "; resume with the same settings (here: " + ", ".join(f"{k}={now[k]!r}" for k in changed)
+                                  + "), or start a new run in another folder")
+
+
 def _unwrap(model: torch.nn.Module) -> DeepfakeDetector:
     return model.module if hasattr(model, "module") else model
 
@@ -340,6 +364,7 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     last_path = out_dir / "last.pt"
     if config.resume and last_path.exists():
         saved = torch.load(last_path, map_location="cpu", weights_only=False)
+        check_resume(saved.get("config"), config, last_path)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])

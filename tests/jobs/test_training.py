@@ -209,6 +209,46 @@ def test_capture_comes_before_the_blend_for_any_label_and_only_when_asked(tmp_pa
         assert calls == (["capture", "blend"] if blend else ["capture"]), (label, calls)
 
 
+def test_erase_part_blacks_out_one_landmark_region_and_nothing_else():
+    from jobs.training.augment import erase_part
+
+    crop = np.full((96, 96, 3), 200, np.uint8)
+    points = np.array([[30, 35], [66, 35], [48, 52], [34, 70], [62, 70]], np.float32)  # eyes, nose, mouth corners
+    hit = {"eyes": 0, "nose": 0, "mouth": 0}
+    for seed in range(30):
+        out = erase_part(crop, points, np.random.default_rng(seed))
+        assert out.shape == crop.shape and out.dtype == np.uint8 and crop.min() == 200  # the input is untouched
+        black = out.max(axis=2) == 0
+        assert black.any() and np.all(out[~black] == 200)  # erased pixels are black, the rest as it was
+        for name, (y, x) in {"eyes": (35, 48), "nose": (52, 48), "mouth": (70, 48)}.items():
+            hit[name] += bool(black[y, x])
+        assert sum(black[y, x] for y, x in [(35, 48), (52, 48), (70, 48)]) == 1  # one part at a time
+        assert not black[5, 5] and not black[90, 90]  # never the background or the chin's edge
+    assert all(hit.values()), hit
+
+
+def test_parts_erased_after_the_blend_for_any_label_and_only_when_asked(tmp_path, monkeypatch):
+    import jobs.training.train as train_module
+
+    rows = _rows(_toy_dataset(tmp_path / "toy"), "train", 48)
+    calls = []
+    real_erase, real_blend = train_module.erase_part, train_module.self_blend
+    monkeypatch.setattr(train_module, "erase_part", lambda *a: calls.append("erase") or real_erase(*a))
+    monkeypatch.setattr(train_module, "self_blend", lambda *a: calls.append("blend") or real_blend(*a))
+    off = CropSet(rows, sbi=True, real_fakes=True, seed=0)
+    for i in range(len(off)):
+        off[i]
+    assert "erase" not in calls and "blend" in calls
+    on = CropSet(rows, sbi=True, real_fakes=True, seed=0, parts_p=1.0)
+    labels = set()
+    for i, (row, blend, label) in enumerate(on.items):
+        calls.clear()
+        on[i]
+        assert calls == (["blend", "erase"] if blend else ["erase"]), (label, calls)
+        labels.add(label)
+    assert labels == {0, 1}
+
+
 # --------------------------------------------------------------------------------------------- metrics
 
 
@@ -509,6 +549,21 @@ def test_evaluate_leaves_the_card_alone_unless_asked(tmp_path, samples_dir, capl
     evaluate(tmp_path / "labels.csv", "all", settings, tmp_path / "eval", record=True)
     assert "all_report" in card_path(ckpt).read_text()
     assert f"model card {card_path(ckpt)}: all report's summary written" in caplog.text  # a card write is never silent
+
+
+def test_resume_refuses_other_settings_with_a_code(tmp_path):
+    from jobs.training.train import ResumeMismatchError
+
+    interrupted = _toy_config(tmp_path, epochs=2)
+    fit_stop_after_one(interrupted)
+    saved = (tmp_path / "run" / "last.pt").read_bytes()
+    for change in ({"layer_decay": 0.8}, {"ema_decay": 0.9}, {"epochs": 3}, {"lr": 1e-3}):
+        with pytest.raises(ResumeMismatchError) as caught:
+            fit(interrupted.model_copy(update={"resume": True, **change}))
+        assert caught.value.code == "resume_mismatch" and next(iter(change)) in str(caught.value)
+        assert (tmp_path / "run" / "last.pt").read_bytes() == saved  # nothing trained, nothing overwritten
+    resumed = fit(interrupted.model_copy(update={"resume": True, "threads": 1, "patience": 4, "version": "v2"}))
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]  # how this machine runs it may change
 
 
 def test_ema_weights_are_validated_shipped_and_resumed(tmp_path):
