@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from jobs.training.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
-from jobs.training.metrics import balanced_weights, binary_metrics, calibration, operating_threshold, tpr_at_fpr
+from jobs.training.metrics import auc_interval, balanced_weights, binary_metrics, calibration, operating_threshold, tpr_at_fpr
 from pipeline.aggregate import STRATEGIES, effective_min_track, video_score
 from pipeline.card import ModelCard, card_path
 from pipeline.config import Settings
@@ -117,7 +117,8 @@ def report(records: list[dict], threshold: float, strategy: str, min_track_frame
     per_method = {}
     for method in methods:  # each method's fakes against the reals of the sources that have fakes
         mask = np.array([(r["label"] == "REAL" and r.get("source", "") in fake_sources) or r["method"] == method for r in kept])
-        per_method[method] = binary_metrics(labels[mask], scores[mask], threshold)
+        per_method[method] = {**binary_metrics(labels[mask], scores[mask], threshold),
+                              "roc_auc_ci95": auc_interval(labels[mask], scores[mask])}
     real_sources = {}
     for source in sorted({s for s, y in zip(sources, labels) if y == 0}):
         members = np.array([s == source and y == 0 for s, y in zip(sources, labels)])
@@ -130,6 +131,7 @@ def report(records: list[dict], threshold: float, strategy: str, min_track_frame
         "no_face": sum(1 for r in records if not r["error"]) - len(kept),
         "errors": [{"path": r["path"], "error": r["error"]} for r in records if r["error"]],
         "overall": {**binary_metrics(labels, scores, threshold), **tpr_at_fpr(labels, scores),
+                    "roc_auc_ci95": auc_interval(labels, scores),
                     "roc_auc_balanced": balanced_auc(labels, scores, sources)},
         "calibration": calibration(labels, scores),
         "per_method": per_method, "real_sources": real_sources,
@@ -137,7 +139,8 @@ def report(records: list[dict], threshold: float, strategy: str, min_track_frame
                        "score": round(float(s), 6)} for r, s in zip(kept, scores)],
     }
     if own.any() and own.sum() < len(own):
-        result["own_sources"] = {"sources": fake_sources, **binary_metrics(labels[own], scores[own], threshold)}
+        result["own_sources"] = {"sources": fake_sources, **binary_metrics(labels[own], scores[own], threshold),
+                                 "roc_auc_ci95": auc_interval(labels[own], scores[own])}
     return result
 
 
@@ -189,6 +192,10 @@ def _auc(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _interval(value: list[float] | None) -> str:
+    return "n/a" if value is None else f"{value[0]:.2f}–{value[1]:.2f}"
+
+
 def markdown(result: dict[str, Any], title: str) -> str:
     o = result["overall"]
     lines = [f"# {title}", "", f"Model `{result['model_version']}`, split `{result['split']}`, sources "
@@ -198,20 +205,23 @@ def markdown(result: dict[str, Any], title: str) -> str:
              f"ROC AUC {_auc(o['roc_auc'])} (real sources weighed equally: {_auc(o['roc_auc_balanced'])}); "
              f"TPR at 1% / 5% / 10% FPR: {' / '.join(_auc(o[k]) for k in ('tpr_at_fpr_0.01', 'tpr_at_fpr_0.05', 'tpr_at_fpr_0.1'))}; "
              f"expected calibration error {result['calibration']['ece']:.3f}.", "",
-             "| subset | objects | fakes | F1 | precision | recall | accuracy | ROC AUC | log loss | TN/FP/FN/TP |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| subset | objects | fakes | F1 | precision | recall | accuracy | ROC AUC | AUC 95% interval | log loss | TN/FP/FN/TP |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def row(name: str, m: dict) -> str:
         c = m["confusion"]
         return (f"| {name} | {m['n']} | {m['positives']} | {m['f1']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
-                f"{m['accuracy']:.3f} | {_auc(m['roc_auc'])} | {m['log_loss']:.3f} | {c['tn']}/{c['fp']}/{c['fn']}/{c['tp']} |")
+                f"{m['accuracy']:.3f} | {_auc(m['roc_auc'])} | {_interval(m.get('roc_auc_ci95'))} | {m['log_loss']:.3f} | "
+                f"{c['tn']}/{c['fp']}/{c['fn']}/{c['tp']} |")
 
     lines.append(row("all", o))
     if "own_sources" in result:
         lines.append(row(f"{'+'.join(result['own_sources']['sources'])} only", result["own_sources"]))
     for method, m in result["per_method"].items():
         lines.append(row(f"reals vs {method}", m))
-    lines += ["", "Real objects per source at the threshold (score quantiles show photos vs video frames):", "",
+    lines += ["", "AUC 95% interval: percentile bootstrap (1,000 draws, reals and fakes resampled separately). Videos "
+              "that share a person are drawn as if independent, so the true interval is wider still.",
+              "", "Real objects per source at the threshold (score quantiles show photos vs video frames):", "",
               "| real source | objects | called FAKE | FPR | min | p25 | median | p75 | p95 | max |", "|---|---|---|---|---|---|---|---|---|---|"]
     for source, r in result["real_sources"].items():
         q = r["scores"]

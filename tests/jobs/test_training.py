@@ -585,3 +585,22 @@ def test_ema_weights_are_validated_shipped_and_resumed(tmp_path):
     c = torch.load(tmp_path / "c" / "run" / "last.pt", weights_only=False)["ema"]
     assert all(torch.allclose(a[k].float(), c[k].float(), atol=1e-5) for k in a)
     assert resumed["history"][-1]["val_video_auc"] == full["history"][-1]["val_video_auc"]
+
+
+def test_auc_interval_brackets_the_auc_and_narrows_with_more_objects():
+    from jobs.training.metrics import auc_interval
+
+    rng = np.random.default_rng(3)
+    def sample(n):  # overlapping classes: AUC about 0.76
+        return np.r_[np.zeros(n), np.ones(n)].astype(int), np.r_[rng.normal(0, 1, n), rng.normal(1, 1, n)]
+    small, large = sample(20), sample(2000)
+    lo, hi = auc_interval(*small)
+    auc = skm.roc_auc_score(*small)
+    assert lo < auc < hi and 0.15 < hi - lo < 0.5
+    lo2, hi2 = auc_interval(*large)
+    assert lo2 < skm.roc_auc_score(*large) < hi2 and hi2 - lo2 < 0.05  # shrinks like 1/sqrt(n)
+    labels, scores = small
+    assert auc_interval(labels, scores) == auc_interval(labels, scores)  # seeded: a report reproduces
+    assert auc_interval(np.ones(5, int), np.arange(5.0)) is None  # one class: undefined, not 0.5
+    tied = auc_interval(np.array([0, 0, 1, 1]), np.full(4, 0.5))
+    assert tied == [0.5, 0.5]  # ties count half, as in roc_auc_score
