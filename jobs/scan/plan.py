@@ -151,8 +151,21 @@ def build_dataset(entries: list[dict[str, Any]], specs: list, plan: PoolPlan, op
     """The Ray Data graph over ``entries`` (not executed until iterated)."""
     import ray
 
+    entries = work_order(entries)
+    pools = [plan.fused_actors, plan.decode_actors, plan.detect_actors, plan.classify_actors]
+    if len(entries) < max(pools) * options.tasks_per_actor:
+        # too few objects to queue two on every actor: the first actor up would take them all while the
+        # others finish starting (2 videos on 2 cores: one actor scored both, the other none)
+        options = options.model_copy(update={"tasks_per_actor": 1})
     ds = ray.data.from_items(entries, override_num_blocks=max(1, min(len(entries), 4096)))
     return map_plan(ds, specs, plan, options, scan_id)
+
+
+def work_order(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Largest objects first (stable for equal sizes). Bytes stand in for work: the long videos start
+    early and the short ones fill the end, so no actor is left with a big one while the others idle
+    (longest-processing-time-first scheduling). Which objects a capped run takes is decided before this."""
+    return sorted(entries, key=lambda entry: -(entry.get("size") or 0))
 
 
 def _pool(size: int, in_flight: int = 1):

@@ -197,6 +197,31 @@ def test_the_plan_maps_the_graph_and_model_actors_ask_for_gpus(cluster, kind):
                for _, kw in map_plan(_RecordingDataset(), specs, plan, rescan, "scan1").calls)
 
 
+def test_work_goes_out_largest_first_and_small_scans_queue_one_batch_per_actor(monkeypatch):
+    """Longest-processing-time-first: big objects start early, small ones fill the end. With fewer objects
+    than two per actor, each actor holds one, so the first actor up cannot take them all."""
+    import ray.data
+
+    from jobs.scan.plan import build_dataset, work_order
+    from pipeline.graph import StageSpec
+
+    entries = [{"uri": u, "size": s} for u, s in [("a", 5), ("b", 90), ("c", 5), ("d", None), ("e", 40)]]
+    assert [e["uri"] for e in work_order(entries)] == ["b", "e", "a", "c", "d"]  # stable for equal sizes
+    seen = {}
+
+    def from_items(items, **kwargs):
+        seen["uris"] = [item["uri"] for item in items]
+        return _RecordingDataset()
+
+    monkeypatch.setattr(ray.data, "from_items", from_items)
+    options = ScanConfig(source="x")
+    plan = plan_pools({"CPU": 2.0}, options)  # fused, two actors
+    specs = [StageSpec(name, object, {}) for name in ("decode", "detect", "score")]
+    in_flight = {n: build_dataset(entries[:n], specs, plan, options, "s").calls[0][1]["compute"].max_tasks_in_flight_per_actor
+                 for n in (2, 3, 4, 5)}
+    assert in_flight == {2: 1, 3: 1, 4: 2, 5: 2} and seen["uris"] == ["b", "e", "a", "c", "d"]
+
+
 def test_the_scan_driver_never_imports_torch(detector_checkpoint, tmp_path):
     """The fused plan's driver reads the card, plans and ships stage specs; only the actors import torch and
     timm (about 4.5 s of start-up on 2 cores). Run in a fresh interpreter: this one has torch loaded."""
