@@ -88,7 +88,8 @@ def train(
                           data_description=data_description)
         state = run_train(cfg)
     except (ValidationError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]{getattr(exc, 'code', 'invalid')}: {exc}[/red]")
+        code = getattr(exc, "code", None) or ("not_found" if isinstance(exc, FileNotFoundError) else "invalid")
+        console.print(f"[red]{code}: {exc}[/red]")
         raise typer.Exit(2) from exc
     console.print(f"done: {json.dumps(state.get('history', [])[-1:] or state, default=str)[:400]}")
     console.print(f"best checkpoint: {output / 'best.safetensors'}")

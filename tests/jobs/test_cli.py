@@ -77,3 +77,14 @@ def test_settings_precedence(tmp_path, monkeypatch):
     settings = load_settings(config)
     assert settings.decode.num_frames == 7 and settings.detect.margin == 0.25
     assert load_settings(config, **{"decode.num_frames": 3}).decode.num_frames == 3
+
+
+def test_train_names_a_missing_dataset_not_found(tmp_path):
+    """A typo'd dataset folder is `not_found`, a bad setting `invalid`: codes, exit 2, never a traceback."""
+    missing = run_cli("train", str(tmp_path / "no-such-crops"), "--output", str(tmp_path / "run"), "--epochs", "1")
+    said = missing.stdout + missing.stderr
+    assert missing.returncode == 2 and "not_found:" in said and "no-such-crops" in said and "Traceback" not in said
+    (tmp_path / "crops").mkdir()
+    bad = run_cli("train", str(tmp_path / "crops"), "--output", str(tmp_path / "run"), "--epochs", "0")
+    said = bad.stdout + bad.stderr
+    assert bad.returncode == 2 and "invalid:" in said and "epochs" in said and "Traceback" not in said
