@@ -291,11 +291,14 @@ def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, 
         o = result["overall"]
         summary = {k: o[k] for k in ("n", "f1", "precision", "recall", "accuracy", "roc_auc", "roc_auc_balanced", "log_loss",
                                      "tpr_at_fpr_0.01", "tpr_at_fpr_0.05", "tpr_at_fpr_0.1")}
+        summary["roc_auc_ci95"] = o["roc_auc_ci95"]  # small test sets: the interval says what the AUC is worth
         summary["ece"] = result["calibration"]["ece"]
         summary["per_method_auc"] = {m: v["roc_auc"] for m, v in result["per_method"].items()}
+        summary["per_method_auc_ci95"] = {m: v["roc_auc_ci95"] for m, v in result["per_method"].items()}
         summary["real_fpr"] = {s: v["fpr"] for s, v in result["real_sources"].items()}
         if "own_sources" in result:
             summary["own_sources_auc"] = result["own_sources"]["roc_auc"]
+            summary["own_sources_auc_ci95"] = result["own_sources"]["roc_auc_ci95"]
         card.metrics[f"{split}_report"] = summary
         card_path(checkpoint).write_text(card.model_dump_json(indent=2) + "\n")
         log.warning("model card %s: %s report's summary written", card_path(checkpoint), split)

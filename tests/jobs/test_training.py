@@ -547,7 +547,10 @@ def test_evaluate_leaves_the_card_alone_unless_asked(tmp_path, samples_dir, capl
     assert card_path(ckpt).read_text() == before
     assert "model card" not in caplog.text
     evaluate(tmp_path / "labels.csv", "all", settings, tmp_path / "eval", record=True)
-    assert "all_report" in card_path(ckpt).read_text()
+    summary = json.loads(card_path(ckpt).read_text())["metrics"]["all_report"]
+    assert summary["roc_auc_ci95"] is not None  # each AUC with its interval
+    assert set(summary["per_method_auc_ci95"]) == set(summary["per_method_auc"])
+    assert ("own_sources_auc_ci95" in summary) == ("own_sources_auc" in summary)
     assert f"model card {card_path(ckpt)}: all report's summary written" in caplog.text  # a card write is never silent
 
 

@@ -30,7 +30,10 @@ def test_default_checkpoint_and_card():
     assert set(fit["strategies"]) == {"mean", "confident", "track_max"}
     assert {"utkface", "talking-heads"} <= set(fit["sources"])
     assert "UTKFace" in card.training["dataset"] and "talking-head" in card.training["dataset"]
-    assert card.metrics["test_report"]["real_fpr"]
+    test = card.metrics["test_report"]
+    assert test["real_fpr"]
+    low, high = test["own_sources_auc_ci95"]  # the card says what its small test split's AUC is worth
+    assert low <= test["own_sources_auc"] <= high and set(test["per_method_auc_ci95"]) == set(test["per_method_auc"])
 
 
 @pytest.fixture(scope="module")
