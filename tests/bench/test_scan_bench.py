@@ -33,3 +33,21 @@ def test_render_adds_gpu_columns_only_with_gpu_runs():
     assert "GPU util % mean / busy / peak" in with_gpu
     assert "| 32 | split | 1.000 | 2.00x | 1.00 | 1.00 | 2.00 | 1.50 | 5 / 13 / 34 | 2.9 |" in with_gpu
     assert "| 32 | loop-2t | 0.500 | 1.00x | 1.00 | 1.00 | 2.00 | 1.50 | - | - |" in with_gpu
+
+
+def test_tree_sampler_reads_pss_only_every_nth_sample(monkeypatch):
+    """PSS walks every page table (86 ms per sample for a scan's 13 processes): read it on every Nth sample so the
+    bench does not take a share of a core from the command it measures; RSS and CPU every sample."""
+    import os
+    import time
+
+    scan = load_bench("scan")
+    calls = []
+    monkeypatch.setattr(scan, "_pss", lambda pid: calls.append(pid) or 1)
+    sampler = scan.TreeSampler(os.getpid(), interval=0.01, pss_every=3)
+    sampler.start()
+    time.sleep(0.3)
+    sampler.stop()
+    samples = len(sampler.samples)
+    assert samples >= 6 and len(calls) == -(-samples // 3)  # the 1st, 4th, 7th... sample
+    assert sampler.peak_rss > 0 and sampler.peak_pss == 1
