@@ -302,13 +302,25 @@ RESUME_FREE = {"dataset", "out_dir", "extra_datasets", "resume", "threads", "num
                "data_description", "patience"}
 
 
+_UNKNOWN = object()
+
+
+def _default(name: str) -> Any:
+    """A TrainConfig field's default as JSON would hold it; _UNKNOWN when it has none plain enough to compare."""
+    value = TrainConfig.model_fields[name].get_default(call_default_factory=True)
+    return value if value is None or isinstance(value, (bool, int, float, str)) else _UNKNOWN
+
+
 def check_resume(saved: dict | None, config: TrainConfig, path: Path) -> None:
     if saved is None:
         return
     now = config.model_dump(mode="json")
-    changed = sorted(k for k in now if k not in RESUME_FREE and k in saved and saved[k] != now[k])
+    # a setting newer than the run was not in its config: the run had that setting's default (new options
+    # default to the old behaviour), so resuming with any other value would change it mid-run
+    was = {k: saved[k] if k in saved else _default(k) for k in now}
+    changed = sorted(k for k in now if k not in RESUME_FREE and was[k] is not _UNKNOWN and was[k] != now[k])
     if changed:
-        raise ResumeMismatchError(f"{path} was started with " + ", ".join(f"{k}={saved[k]!r}" for k in changed)
+        raise ResumeMismatchError(f"{path} was started with " + ", ".join(f"{k}={was[k]!r}" for k in changed)
                                   + "; resume with the same settings (here: " + ", ".join(f"{k}={now[k]!r}" for k in changed)
                                   + "), or start a new run in another folder")
 

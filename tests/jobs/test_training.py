@@ -569,6 +569,23 @@ def test_resume_refuses_other_settings_with_a_code(tmp_path):
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]  # how this machine runs it may change
 
 
+def test_resume_of_a_run_older_than_a_setting_holds_it_to_its_default(tmp_path):
+    """A last.pt saved before a setting existed ran with its default (new options keep the old behaviour):
+    resuming with another value is refused, with the default it goes on."""
+    from jobs.training.train import ResumeMismatchError
+
+    interrupted = _toy_config(tmp_path, epochs=2)
+    fit_stop_after_one(interrupted)
+    last = tmp_path / "run" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    del state["config"]["parts_p"]  # as if saved before --parts-p existed
+    torch.save(state, last)
+    with pytest.raises(ResumeMismatchError, match="parts_p=0.0"):
+        fit(interrupted.model_copy(update={"resume": True, "parts_p": 0.3}))
+    resumed = fit(interrupted.model_copy(update={"resume": True}))
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+
+
 def test_ema_weights_are_validated_shipped_and_resumed(tmp_path):
     from safetensors.torch import load_file
 
