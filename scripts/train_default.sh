@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces the shipped default detector (v16: five runs averaged) from ../shared/data on a 2-core CPU machine
+# Reproduces the shipped default detector's recipe (v16: five runs averaged) from ../shared/data on a 2-core CPU machine:
+# the recipe, not its bytes (a full rebuild scored 0.937 balanced val AUC against v16's 0.944; docs/training.md, v20)
 # (five times one run's training: ~5–6 h on 2 cores, so more than one session; every run resumes where it stopped).
 # Usage: scripts/train_default.sh [SHARED_DATA_DIR] [WORK_DIR]      (after `make setup`)
 # Env: CROSSES (one training run per share of pseudo-fakes blended from another person's face; default "0 0.5" =
