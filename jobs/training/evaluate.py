@@ -260,7 +260,7 @@ def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, 
     strategies = {}
     if fit:
         strategy, threshold, strategies = fit_on_validation(records, target_fpr, min_track)
-        card.aggregation, card.threshold = strategy, round(threshold, 6)
+        card.aggregation, card.threshold = strategy, threshold  # already at the card's precision
         card.min_track_frames, card.target_fpr = min_track, target_fpr
         if settings.classify.tta_flip is not None:  # the scores were made with this setting: it ships with them
             card.tta_flip = settings.classify.tta_flip

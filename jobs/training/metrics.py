@@ -63,16 +63,26 @@ def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(np.clip(cuts[best], 0.0, 1.0))
 
 
+THRESHOLD_DECIMALS = 6  # what a model card stores
+
+
 def threshold_for_fpr(real_scores: np.ndarray, target_fpr: float) -> float:
     """Smallest threshold at which at most ``target_fpr`` of these real scores are called FAKE (score >= t).
 
     With n reals, floor(target * n) of them may lie at or above it; with few reals that is zero and the
-    threshold sits just above the highest real score: small validation sets make a cautious scanner."""
+    threshold sits just above the highest real score: small validation sets make a cautious scanner.
+    Returned at the card's precision, rounded *up*: rounding to nearest could land under the real score
+    it must clear and call that real FAKE (it did, v22)."""
     real_scores = np.sort(np.asarray(real_scores, np.float64))
     if len(real_scores) == 0:
         raise ValueError("no real scores to choose a threshold on")
     allowed = int(np.floor(target_fpr * len(real_scores) + 1e-9))
-    return float(min(1.0, np.nextafter(real_scores[len(real_scores) - allowed - 1], np.inf)))
+    highest_allowed_real = real_scores[len(real_scores) - allowed - 1]
+    step = 10.0 ** -THRESHOLD_DECIMALS
+    threshold = round(float(np.floor(highest_allowed_real / step) + 1) * step, THRESHOLD_DECIMALS)
+    if threshold <= highest_allowed_real:  # float error at the last digit
+        threshold = round(threshold + step, THRESHOLD_DECIMALS)
+    return float(min(1.0, threshold))
 
 
 def operating_threshold(labels: np.ndarray, scores: np.ndarray, sources: list[str], target_fpr: float) -> tuple[float, dict[str, float]]:
