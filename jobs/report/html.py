@@ -4,6 +4,8 @@ data: URIs), readable offline and safe to mail around."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import posixpath
 from datetime import datetime, timezone
 from pathlib import Path
@@ -74,9 +76,13 @@ def write_html_report(output: str, path: str | Path, storage_options: dict | Non
     """Write the page to ``path`` (a local file) and return it."""
     page = html_report(output, storage_options, top=top, trailing=trailing)
     path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(page, encoding="utf-8")
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, path)  # a full disk leaves the last good page, never half of a new one
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise ReportError(f"cannot write {path}: {exc}") from exc
     return path

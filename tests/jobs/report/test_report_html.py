@@ -112,6 +112,12 @@ def test_the_report_command_writes_the_page_and_fails_with_a_code(sample_scan, t
     unwritable.write_text("")
     blocked = CliRunner().invoke(app, ["report", str(sample_scan), "--html", str(unwritable / "r.html")])
     assert blocked.exit_code == 2 and "cannot write the HTML report" in blocked.output
+    # the page goes in whole or not at all: a failed replace leaves no temporary file behind
+    taken = tmp_path / "taken.html"
+    taken.mkdir()
+    refused = CliRunner().invoke(app, ["report", str(sample_scan), "--html", str(taken)])
+    assert refused.exit_code == 2 and "cannot write the HTML report" in refused.output
+    assert taken.is_dir() and not list(tmp_path.glob(".taken.html.*"))
 
 
 def test_old_parts_without_thumbnails_and_new_parts_with_them_report_together(scan_copy):
