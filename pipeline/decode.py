@@ -126,6 +126,14 @@ def _packet_index(data: bytes) -> tuple[int, list[int] | None]:
     return len(pts), None if any(t is None for t in pts) else sorted(pts)
 
 
+def _upright_rgb(frame) -> np.ndarray:
+    """The frame as RGB, turned as its stream's display matrix says: phones store portrait video sideways
+    and tag it (decord applies the tag, PyAV leaves it to us); a sideways face is one MTCNN does not find."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = round((frame.rotation or 0) / 90) % 4  # counter-clockwise quarter turns, as np.rot90 counts them
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
 def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts: list[int] | None) -> tuple[dict, int]:
     """{frame index: (RGB frame, time s)} for the sampled ``indices``, and how many frames were decoded.
 
@@ -151,7 +159,7 @@ def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts:
             for frame in packet.decode():
                 key = frame.pts if pts is not None else decoded
                 if key in wanted:
-                    kept[wanted[key]] = (frame.to_ndarray(format="rgb24"), float(frame.time or 0.0))
+                    kept[wanted[key]] = (_upright_rgb(frame), float(frame.time or 0.0))
                 decoded += 1
             if len(kept) == len(wanted):
                 break

@@ -173,6 +173,31 @@ def _one_face(detector, frame: np.ndarray) -> None:
     assert 150 < x1 < 200 and 40 < y1 < 90  # where the face is in the upright photo
 
 
+@pytest.mark.parametrize("degrees", [90, 180, -90])
+def test_video_display_rotation_is_applied(astronaut, detector, degrees):
+    """Phones store portrait video sideways and tag the stream with a display rotation; decord applied it,
+    the default PyAV decoder had not, so the face was sideways and MTCNN missed it."""
+    import av
+
+    upright = np.asarray(astronaut)
+    stored = np.ascontiguousarray(np.rot90(upright, -(degrees // 90)))  # what the tag turns back
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=25, options={"crf": "12"})
+        stream.height, stream.width, stream.pix_fmt = *stored.shape[:2], "yuv444p"
+        stream.set_display_rotation(degrees)
+        for _ in range(4):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    media = decode_bytes(buf.getvalue(), DecodeConfig(num_frames=2))
+    assert np.abs(media.frames[0].astype(int) - upright).mean() < 4
+    _one_face(detector, media.frames[0])
+    decord_media = _decode_video_decord(buf.getvalue(), "video/mp4", DecodeConfig(num_frames=2))
+    assert np.array_equal(media.frames, decord_media.frames)  # both backends show what a player shows
+
+
 def test_16_bit_grey_png_is_scaled_not_clipped(astronaut, detector):
     grey = np.asarray(astronaut.convert("L"))
     wide = Image.fromarray(grey.astype(np.uint16) * 257)
