@@ -126,10 +126,25 @@ def _packet_index(data: bytes) -> tuple[int, list[int] | None]:
     return len(pts), None if any(t is None for t in pts) else sorted(pts)
 
 
-def _upright_rgb(frame) -> np.ndarray:
-    """The frame as RGB, turned as its stream's display matrix says: phones store portrait video sideways
-    and tag it (decord applies the tag, PyAV leaves it to us); a sideways face is one MTCNN does not find."""
+def _one_field(rgb: np.ndarray) -> np.ndarray:
+    """The top field with the lines between interpolated. An interlaced frame weaves two fields shot 1/50 s
+    apart, so a moving face combs, and combing reads like a blending seam to the detector (a woven FF++ real
+    scored FAKE, 0.59 against 0.49 progressive). Spatial only: the frames around a sampled one are not decoded."""
+    top = rgb[0::2].astype(np.uint16)
+    odd = rgb.shape[0] // 2
+    below = np.concatenate([top[1:], top[-1:]])[:odd]  # the last line repeats the one above it
+    out = rgb.copy()
+    out[1::2] = ((top[:odd] + below + 1) >> 1).astype(np.uint8)
+    return out
+
+
+def _frame_rgb(frame) -> np.ndarray:
+    """The frame as RGB, as a player shows it: interlaced frames as one field, turned as the stream's
+    display matrix says (phones store portrait video sideways and tag it; decord applies the tag, PyAV
+    leaves it to us, and a sideways face is one MTCNN does not find)."""
     rgb = frame.to_ndarray(format="rgb24")
+    if frame.interlaced_frame:
+        rgb = _one_field(rgb)
     turns = round((frame.rotation or 0) / 90) % 4  # counter-clockwise quarter turns, as np.rot90 counts them
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
@@ -159,7 +174,7 @@ def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts:
             for frame in packet.decode():
                 key = frame.pts if pts is not None else decoded
                 if key in wanted:
-                    kept[wanted[key]] = (_upright_rgb(frame), float(frame.time or 0.0))
+                    kept[wanted[key]] = (_frame_rgb(frame), float(frame.time or 0.0))
                 decoded += 1
             if len(kept) == len(wanted):
                 break
