@@ -38,7 +38,8 @@ class DecodeConfig(BaseModel):
                                 "(1 in a scan actor), 0 = one per core")
     backend: Literal["pyav", "decord"] = Field(
         "pyav", description="video decoder: pyav skips the frames nothing references unless sampled (same frames, "
-                            "30-55% less decoding); decord decodes every frame (PyAV where decord is not installed)")
+                            "30-55% less decoding) and shows interlaced frames as one field; decord decodes every frame and "
+                            "leaves fields woven (PyAV where decord is not installed)")
 
 
 class DetectConfig(BaseModel):
