@@ -59,11 +59,51 @@ def test_decoders_agree_on_ffpp_videos(ffpp_dir, threads):
     _assert_decoders_agree([sorted(ffpp_dir.glob(f"{kind}/*.mp4"))[0] for kind in ("original", "FaceSwap")], 32, threads)
 
 
+def _long_clip(frames: int = 1500, keyint: int = 50) -> bytes:
+    """60 s at 25 fps, a keyframe every 2 s, B-frames: every frame's brightness and a moving bar differ."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=25, options={
+            "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=3", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            image = np.full((48, 64, 3), (i * 23) % 256, np.uint8)
+            image[:, (i // 7) % 64] = 255 - image[0, 0]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_long_clip_jumps_between_samples_and_keeps_decords_frames(threads):
+    """Samples far apart are reached by seeking to their keyframe: the same frames, a fraction of the decoding."""
+    from pipeline.decode import _packet_index, _sampled_frames
+
+    pytest.importorskip("decord")
+    data = _long_clip()
+    a = decode_bytes(data, DecodeConfig(num_frames=16, backend="decord"))
+    b = decode_bytes(data, DecodeConfig(num_frames=16, threads=threads))
+    assert a.frame_indices.tolist() == b.frame_indices.tolist() and np.array_equal(a.frames, b.frames)
+    packets, pts, keyframes = _packet_index(data)
+    assert packets == 1500 and len(keyframes) == 30
+    indices = sample_indices(packets, 16)
+    jumped, decoded_jumping = _sampled_frames(data, DecodeConfig(threads=threads), indices, pts, keyframes)
+    through, decoded_through = _sampled_frames(data, DecodeConfig(threads=threads), indices, pts)
+    assert all(np.array_equal(jumped[i][0], through[i][0]) for i in through) and len(jumped) == 16
+    assert decoded_jumping < 0.6 * decoded_through
+
+
 def test_unreferenced_frames_are_really_skipped(samples_dir):
     from pipeline.decode import _packet_index, _sampled_frames
 
     data = (samples_dir / "astronaut_swap.mp4").read_bytes()
-    packets, pts = _packet_index(data)
+    packets, pts, _ = _packet_index(data)
     assert packets == len(pts)
     indices = sample_indices(len(pts), 8)
     _, everything = _sampled_frames(data, DecodeConfig(), indices, None)
