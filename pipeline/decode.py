@@ -15,7 +15,7 @@ from pipeline.config import DecodeConfig
 from pipeline.errors import DECODE_FAILED, MediaError, MediaTooLargeError
 from pipeline.logsafe import log_safe
 from pipeline.media import MediaKind, read_media_bytes, sniff_media
-from pipeline.probe import VideoInfo, check_duration, check_pixels, probe_video
+from pipeline.probe import VideoInfo, check_duration, check_pixels, main_video_stream, probe_video
 from pipeline.resize import shrink, working_size
 from pipeline.seek import seek_plan
 
@@ -128,7 +128,7 @@ def _packet_index(data: bytes) -> tuple[int, list[int] | None, list[int]]:
     import av
 
     with av.open(io.BytesIO(data)) as container:
-        packets = [(p.pts, p.is_keyframe) for p in container.demux(container.streams.video[0]) if p.size]
+        packets = [(p.pts, p.is_keyframe) for p in container.demux(main_video_stream(container)) if p.size]
         seekable = any(name in _SEEKABLE for name in container.format.name.split(","))
     if any(t is None for t, _ in packets):
         return len(packets), None, []
@@ -184,7 +184,7 @@ def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts:
     decoded = 0
     # max_pixels: the decoder refuses a frame that grows past the limit mid-stream
     with av.open(io.BytesIO(data), options={"max_pixels": str(config.max_pixels)}) as container:
-        stream = container.streams.video[0]
+        stream = main_video_stream(container)
         # Frame threads keep per-packet skip decisions: FFmpeg copies skip_frame into the worker thread's
         # context as each packet is submitted (tests/pipeline/test_decode.py checks frames against decord's).
         threads = 1 if config.threads is None else config.threads

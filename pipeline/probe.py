@@ -50,11 +50,17 @@ def _no_video_message(container) -> str:
     return f"file has no video stream (only {', '.join(kinds)})"
 
 
+def main_video_stream(container):
+    """The video stream a player shows: FFmpeg's pick (never a cover picture or a one-frame thumbnail stream,
+    which downloaders embed and some containers list first; decord picks the same), else the first."""
+    return container.streams.best("video") or container.streams.video[0]
+
+
 def _read(data: bytes, max_pixels: int, skip_frames: bool) -> VideoInfo:
     with _open(data, max_pixels, skip_frames) as container:
         if not container.streams.video:
             raise NoVideoStreamError(_no_video_message(container))
-        stream = container.streams.video[0]
+        stream = main_video_stream(container)
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         if stream.duration and stream.time_base:
             duration = float(stream.duration * stream.time_base)

@@ -223,6 +223,37 @@ def test_interlaced_video_is_deinterlaced_to_one_field(astronaut, detector):
     # progressive frames are left as they are (the decoders agree on every bundled clip: tests/pipeline/test_decode.py)
 
 
+def test_a_cover_picture_listed_first_is_not_the_video(astronaut, detector):
+    """Downloaders embed a thumbnail as a one-frame video stream, and Matroska lists it first: decoding it gave
+    NO_FACE for a clip full of faces. The stream scored is the one a player shows (and decord picks)."""
+    import av
+
+    photo = np.asarray(astronaut)
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as container:
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 320, 240, "yuvj420p"
+        clip = container.add_stream("libx264", rate=25)
+        clip.width, clip.height, clip.pix_fmt = 512, 512, "yuv420p"
+        for packet in cover.encode(av.VideoFrame.from_ndarray(np.full((240, 320, 3), 90, np.uint8), format="rgb24")):
+            container.mux(packet)
+        for packet in cover.encode():
+            container.mux(packet)
+        for _ in range(20):
+            for packet in clip.encode(av.VideoFrame.from_ndarray(photo, format="rgb24")):
+                container.mux(packet)
+        for packet in clip.encode():
+            container.mux(packet)
+    data = buf.getvalue()
+    with av.open(io.BytesIO(data)) as container:
+        assert container.streams.video[0].codec_context.name == "mjpeg"  # the trap is really there
+    media = decode_bytes(data, DecodeConfig(num_frames=4))
+    assert (media.width, media.height, media.frame_count, len(media.frames)) == (512, 512, 20, 4)
+    _one_face(detector, media.frames[0])
+    assert probe_video(data, DecodeConfig()).width == 512
+    assert np.array_equal(media.frames, _decode_video_decord(data, "video/x-matroska", DecodeConfig(num_frames=4)).frames)
+
+
 def test_16_bit_grey_png_is_scaled_not_clipped(astronaut, detector):
     grey = np.asarray(astronaut.convert("L"))
     wide = Image.fromarray(grey.astype(np.uint16) * 257)
