@@ -24,7 +24,7 @@ import numpy as np
 from jobs.training.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
 from jobs.training.metrics import auc_interval, balanced_weights, binary_metrics, calibration, operating_threshold, tpr_at_fpr
 from pipeline.aggregate import STRATEGIES, effective_min_track, video_score
-from pipeline.card import ModelCard, card_path
+from pipeline.card import card_path, read_card
 from pipeline.config import Settings
 from pipeline.graph import ScoringPipeline
 
@@ -248,7 +248,7 @@ def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, 
     card is written only when asked: ``fit`` stores the validation operating point, ``record`` the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = Path(settings.classify.checkpoint)
-    card = ModelCard.model_validate_json(card_path(checkpoint).read_text())
+    card = read_card(checkpoint)  # before any scoring: a missing detector is said as every command says it
     records = []
     for src in [source, *(extra or [])]:
         name = source_name(src)

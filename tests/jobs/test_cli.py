@@ -56,8 +56,10 @@ def test_human_summary(detector_env, samples_dir):
     assert proc.returncode == 0 and "astronaut.jpg" in proc.stdout and "track" in proc.stdout
 
 
-def test_no_trained_model_is_said_plainly(tmp_path, samples_dir):
-    proc = run_cli("score", str(samples_dir / "astronaut.jpg"), env_extra={"DFS_CLASSIFY__CHECKPOINT": str(tmp_path / "none.safetensors")})
+@pytest.mark.parametrize("command", ["score", "evaluate"])
+def test_no_trained_model_is_said_plainly(tmp_path, samples_dir, command):
+    args = [str(samples_dir / "astronaut.jpg")] if command == "score" else [str(samples_dir), "--output", str(tmp_path / "ev")]
+    proc = run_cli(command, *args, env_extra={"DFS_CLASSIFY__CHECKPOINT": str(tmp_path / "none.safetensors")})
     assert proc.returncode == 2
     assert "no trained detector is installed" in proc.stderr.replace("\n", " ")
     assert proc.stdout == ""
