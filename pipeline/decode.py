@@ -121,8 +121,8 @@ _SEEKABLE = ("mov", "mp4", "matroska", "webm")
 
 
 def _packet_index(data: bytes) -> tuple[int, list[int] | None, list[int]]:
-    """(frames, presentation times in display order, keyframes' times) of the first video stream by
-    demuxing only; the times are None when a packet has none (then frames can only be matched by counting
+    """(frames, presentation times in display order, keyframes' times) of the video stream a player shows,
+    by demuxing only; the times are None when a packet has none (then frames can only be matched by counting
     as they decode), and keyframes are listed only where the container can be seeked by its index.
     The count serves containers that store none (WebM)."""
     import av
