@@ -173,6 +173,17 @@ def _one_face(detector, frame: np.ndarray) -> None:
     assert 150 < x1 < 200 and 40 < y1 < 90  # where the face is in the upright photo
 
 
+def _write_still(container, stream, picture: np.ndarray, frames: int) -> None:
+    """``picture`` encoded ``frames`` times into ``stream``, the encoder flushed."""
+    import av
+
+    for _ in range(frames):
+        for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
 @pytest.mark.parametrize("degrees", [90, 180, -90])
 def test_video_display_rotation_is_applied(astronaut, detector, degrees):
     """Phones store portrait video sideways and tag the stream with a display rotation; decord applied it,
@@ -186,11 +197,7 @@ def test_video_display_rotation_is_applied(astronaut, detector, degrees):
         stream = container.add_stream("libx264", rate=25, options={"crf": "12"})
         stream.height, stream.width, stream.pix_fmt = *stored.shape[:2], "yuv444p"
         stream.set_display_rotation(degrees)
-        for _ in range(4):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        _write_still(container, stream, stored, 4)
     media = decode_bytes(buf.getvalue(), DecodeConfig(num_frames=2))
     assert np.abs(media.frames[0].astype(int) - upright).mean() < 4
     _one_face(detector, media.frames[0])
@@ -211,11 +218,7 @@ def test_interlaced_video_is_deinterlaced_to_one_field(astronaut, detector):
     with av.open(buf, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=25, options={"crf": "12", "x264-params": "interlaced=1:tff=1"})
         stream.height, stream.width, stream.pix_fmt = *woven.shape[:2], "yuv444p"
-        for _ in range(4):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(woven, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        _write_still(container, stream, woven, 4)
     frame = decode_bytes(buf.getvalue(), DecodeConfig(num_frames=2)).frames[0].astype(int)
     assert np.abs(frame - early).mean() < 6 < np.abs(woven.astype(int) - early).mean()  # the early field, no comb
     assert np.abs(frame[1::2][:-1] - (frame[0::2][:-1] + frame[0::2][1:]) / 2).max() <= 1  # lines between: averages
@@ -235,15 +238,8 @@ def test_a_cover_picture_listed_first_is_not_the_video(astronaut, detector):
         cover.width, cover.height, cover.pix_fmt = 320, 240, "yuvj420p"
         clip = container.add_stream("libx264", rate=25)
         clip.width, clip.height, clip.pix_fmt = 512, 512, "yuv420p"
-        for packet in cover.encode(av.VideoFrame.from_ndarray(np.full((240, 320, 3), 90, np.uint8), format="rgb24")):
-            container.mux(packet)
-        for packet in cover.encode():
-            container.mux(packet)
-        for _ in range(20):
-            for packet in clip.encode(av.VideoFrame.from_ndarray(photo, format="rgb24")):
-                container.mux(packet)
-        for packet in clip.encode():
-            container.mux(packet)
+        _write_still(container, cover, np.full((240, 320, 3), 90, np.uint8), 1)
+        _write_still(container, clip, photo, 20)
     data = buf.getvalue()
     with av.open(io.BytesIO(data)) as container:
         assert container.streams.video[0].codec_context.name == "mjpeg"  # the trap is really there
