@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import re
@@ -65,9 +66,19 @@ def image_to_rgb(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
+@functools.cache
+def _heif_opener() -> None:
+    """Teach PIL to open HEIC (AVIF it reads itself); pi-heif is libheif's decode-only build (no GPL encoder)."""
+    import pi_heif
+
+    pi_heif.register_heif_opener()
+
+
 def _decode_image(data: bytes, mime: str, config: DecodeConfig) -> DecodedMedia:
     from PIL import Image, ImageOps
 
+    if mime == "image/heic":
+        _heif_opener()
     try:
         with Image.open(io.BytesIO(data)) as image:
             check_pixels(image.width, image.height, config)

@@ -19,7 +19,7 @@ from pipeline.errors import (
 
 MediaKind = Literal["image", "video"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts")
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
 
@@ -61,8 +61,9 @@ def sniff_media(head: bytes) -> tuple[MediaKind, str]:
         brand = head[8:12]
         if brand.startswith(b"qt"):
             return "video", "video/quicktime"
-        if brand in (b"avif", b"avis", b"heic", b"heix", b"mif1"):
-            raise UnsupportedMediaError(f"unsupported still-image container (brand {brand.decode(errors='replace')})")
+        still = _heif_still(head, brand)
+        if still:
+            return "image", still
         return "video", "video/mp4"
     if head[4:8] in (b"moov", b"mdat", b"wide", b"free"):
         return "video", "video/quicktime"
@@ -75,6 +76,25 @@ def sniff_media(head: bytes) -> tuple[MediaKind, str]:
     if head[0] == 0x47 and len(head) > 188 and head[188] == 0x47:
         return "video", "video/mp2t"
     raise UnsupportedMediaError("not a supported image or video (unrecognised file signature)")
+
+
+_AVIF_BRANDS = (b"avif", b"avis")
+# HEIF stills (iPhone photos: heic) and their sequences; mif1/msf1 are the generic HEIF brands
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"mif2")
+
+
+def _heif_still(head: bytes, brand: bytes) -> str | None:
+    """'image/avif' or 'image/heic' for an HEIF-family ftyp box, else None (an MP4).
+
+    A generic mif1 file is AVIF when AV1 is among its compatible brands, so those are read too.
+    """
+    size = int.from_bytes(head[:4], "big")
+    compatible = {head[i:i + 4] for i in range(16, min(size, len(head)) - 3, 4)}
+    if brand in _AVIF_BRANDS or (brand in _HEIF_BRANDS and compatible & set(_AVIF_BRANDS)):
+        return "image/avif"
+    if brand in _HEIF_BRANDS:
+        return "image/heic"
+    return None
 
 
 def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = None) -> bytes:

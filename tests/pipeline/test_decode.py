@@ -112,3 +112,15 @@ def test_unreferenced_frames_are_really_skipped(samples_dir):
         kept, decoded = _sampled_frames(data, DecodeConfig(threads=threads), indices, pts)
         assert sorted(kept) == indices.tolist()
         assert decoded < 0.8 * everything  # the clip has B-frames: most unsampled ones were never decoded
+
+
+@pytest.mark.parametrize("brands, mime", [
+    (b"heic\x00\x00\x00\x00mif1heic", "image/heic"),
+    (b"mif1\x00\x00\x00\x00mif1heic", "image/heic"),
+    (b"avif\x00\x00\x00\x00avifmif1", "image/avif"),
+    (b"mif1\x00\x00\x00\x00mif1avif", "image/avif"),  # a generic HEIF file holding AV1 is AVIF
+    (b"isom\x00\x00\x02\x00isomiso2avc1mp41", "video/mp4"),
+])
+def test_ftyp_brands_tell_photos_from_videos(brands, mime):
+    head = (8 + len(brands)).to_bytes(4, "big") + b"ftyp" + brands + b"\x00" * 64
+    assert sniff_media(head)[1] == mime
