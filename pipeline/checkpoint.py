@@ -9,6 +9,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, load_file, save_file
 
+from pipeline.atomic import replacing
 from pipeline.card import ModelCard, ModelSpec, card_path, read_card, trained_card
 from pipeline.errors import CheckpointError
 from pipeline.model import DeepfakeDetector
@@ -22,11 +23,10 @@ def save_checkpoint(model: DeepfakeDetector, card: ModelCard, path: Path | str, 
         raise CheckpointError("model card architecture does not describe this model")
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in model.state_dict().items()}
-    tmp_weights, tmp_card = path.with_suffix(".safetensors.tmp"), path.with_suffix(".json.tmp")
-    save_file(tensors, str(tmp_weights), metadata={"version": card.version, "name": card.name})
-    tmp_card.write_text(card.model_dump_json(indent=2) + "\n")
-    tmp_weights.replace(path)
-    tmp_card.replace(card_path(path))
+    # the card is renamed last: a reader that finds the new card finds the new weights
+    with replacing(card_path(path)) as tmp_card, replacing(path) as tmp_weights:
+        save_file(tensors, str(tmp_weights), metadata={"version": card.version, "name": card.name})
+        tmp_card.write_text(card.model_dump_json(indent=2) + "\n")
     return path
 
 

@@ -14,8 +14,6 @@ import hashlib
 import importlib.util
 import io
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -23,6 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from pipeline.atomic import write_atomic
 from pipeline.errors import RuntimeUnavailableError
 
 Runtime = Literal["auto", "torch", "onnx"]
@@ -70,7 +69,7 @@ class OnnxNetwork:
         self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.source = "export"
         if cached is not None:
-            _write_atomic(cached, graph)
+            _cache(cached, graph)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(pixels.cpu().numpy(), np.float32)
@@ -100,13 +99,10 @@ def export_onnx(module: torch.nn.Module, input_size: int) -> bytes:
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _cache(path: Path, data: bytes) -> None:
     """Temp file + rename: actors starting together never read half a graph. A cache that cannot be written
     (read-only home) only costs the next process its export."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-            handle.write(data)
-        os.replace(handle.name, path)
+        write_atomic(path, data)
     except OSError as exc:
         log.warning("cannot cache the ONNX graph in %s: %s", path.parent, exc)

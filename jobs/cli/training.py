@@ -135,8 +135,8 @@ def evaluate(
 
     settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint, "decode.num_frames": frames})
     try:
-        result = run_evaluate(source, split, settings, output, fit=fit, seed=seed, record=record, extra=extra,
-                              target_fpr=target_fpr, min_track_frames=min_track_frames)
+        run_evaluate(source, split, settings, output, fit=fit, seed=seed, record=record, extra=extra,
+                     target_fpr=target_fpr, min_track_frames=min_track_frames)
     except (DeepfakeStreamError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc

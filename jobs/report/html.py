@@ -4,8 +4,6 @@ data: URIs), readable offline and safe to mail around."""
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
 import posixpath
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 from jobs.report.data import ReportData, load
 from pipeline.thumbs import data_uri
 from jobs.report.version import package_version
+from pipeline.atomic import write_atomic
 from pipeline.errors import DeepfakeStreamError
 
 
@@ -76,13 +75,8 @@ def write_html_report(output: str, path: str | Path, storage_options: dict | Non
     """Write the page to ``path`` (a local file) and return it."""
     page = html_report(output, storage_options, top=top, trailing=trailing)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, path)  # a full disk leaves the last good page, never half of a new one
+        write_atomic(path, page.encode("utf-8"))  # a full disk leaves the last good page, never half of a new one
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise ReportError(f"cannot write {path}: {exc}") from exc
     return path

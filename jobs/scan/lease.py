@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel, ValidationError
 
+from pipeline.atomic import write_atomic
 from pipeline.errors import DeepfakeStreamError
 
 log = logging.getLogger(__name__)
@@ -116,12 +117,7 @@ class OutputLease:
     def _write(self, info: LeaseInfo, exists: bool, etag: str | None) -> None:
         data = (info.model_dump_json(indent=2) + "\n").encode()
         if self.kind == "local":
-            tmp = f"{self.path}.{self.token}.tmp"
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+            write_atomic(self.path, data, durable=True)
             return
         if self.kind == "s3":
             condition = {"IfMatch": etag} if exists and etag else {"mode": "create"}

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.scan.listing import is_local
+from pipeline.atomic import write_atomic
 from pipeline.errors import DeepfakeStreamError
 from pipeline.media import normalize_uri
 
@@ -277,14 +278,7 @@ class OutputStore:
     # ---- writing
     def _put(self, path: str, data: bytes) -> None:
         if self.local:
-            directory, name = os.path.split(path)
-            os.makedirs(directory, exist_ok=True)
-            tmp = os.path.join(directory, f".{name}.tmp")
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            write_atomic(path, data, durable=True)
         else:
             self.fs.pipe_file(path, data)
 

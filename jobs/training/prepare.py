@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from jobs.training.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
+from pipeline.atomic import replacing
 from pipeline.batch import object_column
 from pipeline.config import Settings
 from pipeline.crop import DEFAULT_MARGIN, crop_transform
@@ -74,11 +75,9 @@ def crop_rows(video: LabelledVideo, split: str, row: dict, crop_size: int, margi
     return pa.table(columns, schema=CROP_SCHEMA)
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+def write_table(table: pa.Table, path: Path) -> None:
+    with replacing(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def pin_geometry(settings: Settings, crop_size: int) -> Settings:
@@ -116,7 +115,7 @@ class VideoCropper:
             log.warning("skipping %s: %s", video.path, row["error"])
             return {"video": video.path, "split": split, "faces": 0, "error": str(row["error"]), "skipped": False}
         table = crop_rows(video, split, row, self.crop_size, self.settings.detect.margin, main_track_only=video.label == "FAKE")
-        write_atomic(table, target)
+        write_table(table, target)
         return {"video": video.path, "split": split, "faces": table.num_rows, "error": "", "skipped": False}
 
     def __call__(self, batch: dict) -> dict:

@@ -29,6 +29,7 @@ from jobs.training.prepare import decode_png, load_crop_table
 from jobs.training.augment import augment, capture, erase_part
 from jobs.training.sbi import self_blend
 from jobs.training.xblend import cross_blend, normalised, pick_donor
+from pipeline.atomic import replacing
 from pipeline.card import ModelCard, ModelSpec
 from pipeline.checkpoint import save_checkpoint
 from pipeline.crop import DEFAULT_MARGIN
@@ -439,11 +440,10 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
             log.warning("epoch %d: %s", epoch, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
             if improved:
                 save_checkpoint(shipped, _card(config, shipped.spec, state, manifest), out_dir / "best.safetensors")
-            torch.save({"model": _unwrap(model).state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "state": state, "config": config.model_dump(mode="json")},
-                       out_dir / "last.pt.tmp")
-            os.replace(out_dir / "last.pt.tmp", last_path)
+            with replacing(last_path) as tmp:
+                torch.save({"model": _unwrap(model).state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state,
+                            "config": config.model_dump(mode="json")}, tmp)
             (out_dir / "history.json").write_text(json.dumps(state["history"], indent=2))
         if distributed:
             ray.train.report(metrics)

@@ -18,7 +18,7 @@ from sklearn import metrics as skm
 from jobs.training.datasets import LabelledVideo, assign_identity_groups, load_labelled_videos, split_by_group
 from jobs.training.evaluate import fit_on_validation, report
 from jobs.training.metrics import balanced_weights, binary_metrics, calibration, threshold_for_fpr, tpr_at_fpr
-from jobs.training.prepare import CROP_SCHEMA, decode_png, encode_png, load_crop_table, prepare, write_atomic
+from jobs.training.prepare import CROP_SCHEMA, decode_png, encode_png, load_crop_table, prepare, write_table
 from jobs.training.augment import augment, capture, codec_roundtrip, h264
 from jobs.training.sbi import face_mask, self_blend
 from jobs.training.xblend import cross_blend, normalised, pick_donor
@@ -357,7 +357,7 @@ def _toy_dataset(root: Path, size: int = 32, per_class: int = 24, margin: float 
                 rows.append({"video": f"{split}{v}", "label": label, "method": "toy", "group": f"{split}{v}", "split": split,
                              "frame": i, "timestamp": 0.0, "track": 0, "det_prob": 1.0, "box": [8.0, 8.0, 24.0, 24.0],
                              "landmarks": [12, 12, 20, 12, 16, 16, 13, 20, 19, 20], "crop_png": encode_png(crop)})
-            write_atomic(pa.Table.from_pylist(rows, schema=CROP_SCHEMA), root / "crops" / split / f"{split}{v}.parquet")
+            write_table(pa.Table.from_pylist(rows, schema=CROP_SCHEMA), root / "crops" / split / f"{split}{v}.parquet")
     (root / "manifest.json").write_text(json.dumps({"crop_size": size, "margin": margin, "source": "toy", "splits": {}}))
     return root
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.batch import object_column
 from pipeline.config import DecodeConfig
-from pipeline.decode import DecodeStage, _decode_video_pyav, decode_bytes, sample_indices
-from pipeline.errors import MediaError, MediaTooLargeError, UnsupportedMediaError
+from pipeline.decode import decode_bytes, sample_indices
 from pipeline.media import sniff_media
 
 

@@ -11,7 +11,6 @@ import pytest
 from media_fixtures import audio_only_mp4, declare_size, encode_video
 from pipeline import errors
 from pipeline.batch import object_column
-from pipeline.config import DecodeConfig
 from pipeline.decode import DecodeStage
 from pipeline.logsafe import log_safe
 from pipeline.media import normalize_uri, read_media_bytes
