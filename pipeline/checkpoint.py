@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, load_file, save_file
+from safetensors.torch import load, load_file, save
 
-from pipeline.atomic import replacing
+from pipeline.atomic import replacing, write_atomic
 from pipeline.card import ModelCard, ModelSpec, card_path, read_card, trained_card
 from pipeline.errors import CheckpointError
 from pipeline.model import DeepfakeDetector
@@ -23,10 +23,12 @@ def save_checkpoint(model: DeepfakeDetector, card: ModelCard, path: Path | str, 
         raise CheckpointError("model card architecture does not describe this model")
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in model.state_dict().items()}
-    # the card is renamed last: a reader that finds the new card finds the new weights
-    with replacing(card_path(path)) as tmp_card, replacing(path) as tmp_weights:
-        save_file(tensors, str(tmp_weights), metadata={"version": card.version, "name": card.name})
+    # bytes, not save_file: that makes the file 0600 whatever the umask, unreadable to the service account
+    # that serves it. The card is renamed last: a reader that finds the new card finds the new weights
+    weights = save(tensors, metadata={"version": card.version, "name": card.name})
+    with replacing(card_path(path)) as tmp_card:
         tmp_card.write_text(card.model_dump_json(indent=2) + "\n")
+        write_atomic(path, weights)
     return path
 
 

@@ -100,6 +100,19 @@ def test_checkpoint_round_trip(tmp_path):
     assert json.loads(card_path(path).read_text())["normalisation"]["rgb_mean"] == [0.5, 0.5, 0.5]
 
 
+def test_checkpoint_files_follow_the_umask(tmp_path):
+    """Weights another account can read (a service serving them); safetensors' save_file makes them 0600."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        _, path = _saved(tmp_path)
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777, card_path(path).stat().st_mode & 0o777) == (0o644, 0o644)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, card_path(path).name])
+
+
 def test_checkpoint_mismatch_says_what_is_wrong(tmp_path):
     _, path = _saved(tmp_path)
     card = json.loads(card_path(path).read_text())
