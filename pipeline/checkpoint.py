@@ -16,9 +16,8 @@ from pipeline.model import DeepfakeDetector
 
 
 def save_checkpoint(model: DeepfakeDetector, card: ModelCard, path: Path | str, dtype=torch.float16) -> Path:
-    """Write weights (fp16 by default) and card atomically enough: temp files, then rename."""
+    """Write weights (fp16 by default) and card, each whole or not at all (temp file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if card.architecture != model.spec:
         raise CheckpointError("model card architecture does not describe this model")
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()

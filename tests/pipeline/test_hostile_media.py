@@ -293,11 +293,16 @@ def test_transparency_is_composited_on_white(astronaut, mode):
     assert frame[:, 256:].mean() < 200  # the opaque half is still the picture
 
 
-def test_exif_rotation_is_applied(astronaut, detector):
-    rotated = astronaut.rotate(90, expand=True)  # stored sideways, EXIF says "rotate 90° clockwise to view"
+def _sideways(astronaut: Image.Image) -> tuple[Image.Image, bytes]:
+    """The photo stored sideways, as phones store it, and EXIF saying "rotate 90° clockwise to view"."""
     exif = Image.Exif()
     exif[0x0112] = 6
-    frame = _decoded(_encode_image(rotated, "JPEG", quality=95, exif=exif.tobytes()))
+    return astronaut.rotate(90, expand=True), exif.tobytes()
+
+
+def test_exif_rotation_is_applied(astronaut, detector):
+    rotated, exif = _sideways(astronaut)
+    frame = _decoded(_encode_image(rotated, "JPEG", quality=95, exif=exif))
     assert frame.shape == (512, 512, 3)
     assert np.abs(frame.astype(int) - np.asarray(astronaut)).mean() < 4
     _one_face(detector, frame)
@@ -306,19 +311,20 @@ def test_exif_rotation_is_applied(astronaut, detector):
 # ---- phone photo formats: HEIC (iPhone's default) and AVIF -----------------------------------------------
 
 
-def _heic(image: Image.Image, **kwargs) -> bytes:
-    import pillow_heif  # the test extra's encoder; the pipeline reads with pi-heif, which cannot write
+def _heic(picture, **kwargs) -> bytes:
+    """A PIL image or a pillow_heif file encoded as HEIC (the test extra's encoder; the pipeline reads with
+    pi-heif, which cannot write)."""
+    import pillow_heif
 
     buf = io.BytesIO()
-    pillow_heif.from_pillow(image).save(buf, format="HEIF", **kwargs)
+    heif = pillow_heif.from_pillow(picture) if isinstance(picture, Image.Image) else picture
+    heif.save(buf, format="HEIF", **kwargs)
     return buf.getvalue()
 
 
 def test_heic_photo_is_read_upright(astronaut, detector):
-    rotated = astronaut.rotate(90, expand=True)  # stored sideways as phones do; the file says how to turn it
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    data = _heic(rotated, quality=90, exif=exif.tobytes())
+    rotated, exif = _sideways(astronaut)
+    data = _heic(rotated, quality=90, exif=exif)
     assert data[4:12] == b"ftypheic"
     media = decode_bytes(data, DecodeConfig())
     assert (media.kind, media.mime) == ("image", "image/heic")
@@ -330,19 +336,14 @@ def test_ten_bit_heic_is_scaled_to_eight_bits(astronaut, detector):
     import pillow_heif
 
     wide = (np.asarray(astronaut).astype(np.uint16) * 257)  # 16-bit RGB, stored at 10 bits as HDR phones do
-    heif = pillow_heif.from_bytes("RGB;16", astronaut.size, wide.tobytes())
-    buf = io.BytesIO()
-    heif.save(buf, quality=90)
-    frame = _decoded(buf.getvalue())
+    frame = _decoded(_heic(pillow_heif.from_bytes("RGB;16", astronaut.size, wide.tobytes()), quality=90))
     assert frame.dtype == np.uint8 and np.abs(frame.astype(int) - np.asarray(astronaut)).mean() < 4
     _one_face(detector, frame)
 
 
 def test_avif_photo_is_read_upright(astronaut, detector):
-    rotated = astronaut.rotate(90, expand=True)
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    data = _encode_image(rotated, "AVIF", quality=90, exif=exif.tobytes())
+    rotated, exif = _sideways(astronaut)
+    data = _encode_image(rotated, "AVIF", quality=90, exif=exif)
     media = decode_bytes(data, DecodeConfig())
     assert (media.kind, media.mime) == ("image", "image/avif")
     assert np.abs(media.frames[0].astype(int) - np.asarray(astronaut)).mean() < 4
