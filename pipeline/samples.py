@@ -61,13 +61,17 @@ def _write_pan_zoom(path: Path, image: np.ndarray, seconds: float, size: tuple[i
             container.mux(packet)
 
 
-def _landmarks(image: np.ndarray) -> np.ndarray:
+def swap_landmarks(image: np.ndarray, detector=None) -> np.ndarray | None:
     """MTCNN's 5 points of the most confident face, plus forehead, chin, temples and jaw derived from
-    them: 13 points in a fixed order (MTCNN names eyes and mouth corners by image side)."""
-    from pipeline.config import DetectConfig
-    from pipeline.detect import FaceDetector
+    them: 13 points in a fixed order (MTCNN names eyes and mouth corners by image side); None if no face."""
+    if detector is None:
+        from pipeline.config import DetectConfig
+        from pipeline.detect import FaceDetector
 
-    (boxes, _, points), = FaceDetector(DetectConfig(), "cpu").detect(image[None])
+        detector = FaceDetector(DetectConfig(), "cpu")
+    (boxes, _, points), = detector.detect(image[None])
+    if len(points) == 0:
+        return None
     eye_l, eye_r, nose, mouth_l, mouth_r = points[0]
     eyes, mouth = (eye_l + eye_r) / 2, (mouth_l + mouth_r) / 2
     down, across = mouth - eyes, eye_r - eye_l
@@ -117,8 +121,8 @@ def swapped_astronaut() -> np.ndarray:
     mirror = np.ascontiguousarray(astronaut[:, ::-1])
     ramp = np.linspace(0.8, 1.2, mirror.shape[1], dtype=np.float32)[None, :, None]   # light from the other side
     source = np.clip(mirror.astype(np.float32) * ramp * np.array([1.08, 0.95, 0.9], np.float32), 0, 255).astype(np.uint8)
-    target_points = _landmarks(astronaut)
-    source_points = _landmarks(source)  # MTCNN orders points by image side, so they correspond as they are
+    target_points = swap_landmarks(astronaut)
+    source_points = swap_landmarks(source)  # MTCNN orders points by image side, so they correspond as they are
     return face_swap(astronaut, source, target_points, source_points)
 
 
