@@ -8,15 +8,17 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
 from pipeline.batch import Batch, as_text, batch_size, codes_of, errors_of, object_column
 from pipeline.config import DecodeConfig
 from pipeline.errors import DECODE_FAILED, MediaError, MediaTooLargeError
+from pipeline.aspect import square_pixels, turned_sideways
 from pipeline.logsafe import log_safe
 from pipeline.media import MediaKind, read_media_bytes, sniff_media
-from pipeline.probe import VideoInfo, check_duration, check_pixels, main_video_stream, probe_video
+from pipeline.probe import VideoInfo, check_duration, check_pixels, main_video_stream, probe_video, sample_aspect
 from pipeline.resize import shrink, working_size
 from pipeline.seek import seek_plan
 
@@ -124,6 +126,9 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: Vid
         raise MediaError("video is truncated or corrupt: frames could not be decoded") from exc
     height, width = frames.shape[1:3]
     check_pixels(width, height, config)  # a stream may change size after its header
+    if info.sar != 1:  # decord turns frames for display but leaves anamorphic pixels as stored
+        frames = square_pixels(frames, info.sar, config, turned_sideways(data))
+        height, width = frames.shape[1:3]
     return DecodedMedia(frames, indices, timestamps, fps, frame_count, duration, width, height, "video", mime)
 
 
@@ -158,13 +163,15 @@ def _one_field(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def _frame_rgb(frame) -> np.ndarray:
-    """The frame as RGB, as a player shows it: interlaced frames as one field, turned as the stream's
-    display matrix says (phones store portrait video sideways and tag it; decord applies the tag, PyAV
-    leaves it to us, and a sideways face is one MTCNN does not find)."""
+def _frame_rgb(frame, sar: Fraction, config: DecodeConfig) -> np.ndarray:
+    """The frame as RGB, as a player shows it: interlaced frames as one field, pixels made square
+    (``pipeline/aspect.py``), turned as the stream's display matrix says (phones store portrait video
+    sideways and tag it; decord applies the tag, PyAV leaves it to us, and a sideways face is one MTCNN
+    does not find)."""
     rgb = frame.to_ndarray(format="rgb24")
     if frame.interlaced_frame:
         rgb = _one_field(rgb)
+    rgb = square_pixels(rgb[None], sar, config)[0]  # the ratio is the stored frame's, so before turning
     turns = round((frame.rotation or 0) / 90) % 4  # counter-clockwise quarter turns, as np.rot90 counts them
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
@@ -202,6 +209,7 @@ def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts:
         stream.thread_type = "SLICE" if threads == 1 else "FRAME"
         stream.thread_count = threads
         context = stream.codec_context
+        sar = sample_aspect(stream)
         for jump, run in _runs(targets, plan):
             if jump is not None:  # lands on that keyframe, with no frame of before it left in the decoder
                 container.seek(jump, stream=stream, backward=True)
@@ -212,7 +220,7 @@ def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts:
                 for frame in packet.decode():
                     key = frame.pts if pts is not None else decoded
                     if key in wanted:
-                        kept[wanted[key]] = (_frame_rgb(frame), float(frame.time or 0.0))
+                        kept[wanted[key]] = (_frame_rgb(frame, sar, config), float(frame.time or 0.0))
                     decoded += 1
                 if all(wanted[t] in kept for t in run):
                     break

@@ -8,8 +8,10 @@ import json
 import subprocess
 import sys
 import tracemalloc
+from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -203,6 +205,48 @@ def test_video_display_rotation_is_applied(astronaut, detector, degrees):
     _one_face(detector, media.frames[0])
     decord_media = _decode_video_decord(buf.getvalue(), "video/mp4", DecodeConfig(num_frames=2))
     assert np.array_equal(media.frames, decord_media.frames)  # both backends show what a player shows
+
+
+def _anamorphic(stored: np.ndarray, sar: Fraction, degrees: int = 0, frames: int = 4) -> bytes:
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=25, options={"crf": "12"})
+        stream.height, stream.width, stream.pix_fmt = *stored.shape[:2], "yuv444p"
+        stream.codec_context.sample_aspect_ratio = sar
+        if degrees:
+            stream.set_display_rotation(degrees)
+        _write_still(container, stream, stored, frames)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("sar, degrees", [(Fraction(4, 3), 0), (Fraction(2, 3), 0), (Fraction(4, 3), 90)])
+def test_anamorphic_video_is_shown_with_square_pixels(astronaut, detector, sar, degrees):
+    """DVD and broadcast SD store widescreen frames squeezed and say so by the sample aspect ratio; a player
+    stretches them. Scored as stored, the face was squeezed to 3/4 of its width (or stretched 1.5x)."""
+    upright = np.asarray(astronaut)
+    turned = np.ascontiguousarray(np.rot90(upright, -(degrees // 90)))  # as the camera stored it, square pixels
+    height, width = turned.shape[:2]
+    stored = cv2.resize(turned, (round(width / sar), height), interpolation=cv2.INTER_AREA)
+    data = _anamorphic(stored, sar, degrees)
+    assert probe_video(data, DecodeConfig()).sar == sar
+    media = decode_bytes(data, DecodeConfig(num_frames=2))
+    assert (media.width, media.height) == (upright.shape[1], upright.shape[0])
+    assert np.abs(media.frames[0].astype(int) - upright).mean() < 6
+    _one_face(detector, media.frames[0])
+    decord_media = _decode_video_decord(data, "video/mp4", DecodeConfig(num_frames=2))
+    assert np.array_equal(media.frames, decord_media.frames)  # both backends show what a player shows
+
+
+def test_absurd_pixel_aspect_is_refused_before_allocating(astronaut):
+    """A ratio of 64:1 (the largest x264 writes) stretches a 64 px frame to 4096 px wide: over the pixel limit,
+    it is refused as too large (per frame, before the stretched frame exists), not allocated."""
+    stored = np.asarray(astronaut.resize((64, 64)))
+    data = _anamorphic(stored, Fraction(64, 1), frames=2)
+    for decode in (decode_bytes, lambda d, c: _decode_video_decord(d, "video/mp4", c)):
+        with pytest.raises(MediaTooLargeError):
+            decode(data, DecodeConfig(num_frames=2, max_pixels=100_000))
 
 
 def test_interlaced_video_is_deinterlaced_to_one_field(astronaut, detector):
