@@ -27,3 +27,18 @@ def test_swap_changes_the_face_and_nothing_else():
     outside = np.ones_like(diff, bool)
     outside[max(0, y0 - 5):y1 + 6, max(0, x0 - 5):x1 + 6] = False
     assert diff[outside].max() == 0
+
+
+def test_swap_landmarks_none_without_a_face():
+    """scripts/swap_set.py leaves out photos where MTCNN finds no face; the helper says so instead of raising."""
+    from pipeline.config import DetectConfig
+    from pipeline.detect import FaceDetector
+    from pipeline.samples import swap_landmarks
+
+    detector = FaceDetector(DetectConfig(), "cpu")
+    photos = _photos()
+    assert swap_landmarks(photos["coffee"], detector) is None
+    points = swap_landmarks(photos["astronaut"], detector)
+    assert points.shape == (13, 2)
+    eye_l, eye_r, nose, mouth_l, mouth_r, forehead, chin = points[:7]
+    assert forehead[1] < eye_l[1] < nose[1] < mouth_l[1] < chin[1]  # derived points in the face's order, top to bottom
