@@ -12,10 +12,10 @@ from fractions import Fraction
 
 import numpy as np
 
+from pipeline.aspect import square_pixels, turned_sideways
 from pipeline.batch import Batch, as_text, batch_size, codes_of, errors_of, object_column
 from pipeline.config import DecodeConfig
 from pipeline.errors import DECODE_FAILED, MediaError, MediaTooLargeError
-from pipeline.aspect import square_pixels, turned_sideways
 from pipeline.logsafe import log_safe
 from pipeline.media import MediaKind, read_media_bytes, sniff_media
 from pipeline.probe import VideoInfo, check_duration, check_pixels, main_video_stream, probe_video, sample_aspect

@@ -4,7 +4,8 @@ the same identities as the original's. Used to measure robustness to recompressi
 
 With ``--anamorphic``, each clip is instead stored as PAL SD does it: always 720x576, with pixels as wide as keeps the
 picture's own shape (64:45 for 16:9, 16:15 for 4:3: a 16:9 picture squeezed to 70% of its width and 80% of its
-height, stretched back by players), CRF 18; used to measure the decoders' square-pixel correction (docs/training.md, "Inputs unlike the training data").
+height, stretched back by players), CRF 18; used to measure the decoders' square-pixel correction
+(docs/training.md, "Inputs unlike the training data").
 
 Usage: .venv/bin/python scripts/reencode.py ../shared/data/ffpp-c23 data-cache/ffpp-c23-crf28 [--crf 28] [--anamorphic]
 Clips already re-encoded are skipped, so an interrupted run resumes.
