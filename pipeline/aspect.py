@@ -18,15 +18,30 @@ from pipeline.config import DecodeConfig
 from pipeline.probe import check_pixels, main_video_stream
 
 
-def turned_sideways(data: bytes) -> bool:
-    """Whether the stream's display matrix turns it a quarter turn (decoding the first frame tells; PyAV has
-    no stream-level getter). Only asked for anamorphic video, where it decides which axis to stretch."""
+def sample_aspect(stream) -> Fraction:
+    """The stream's pixel shape, as FFmpeg's player guesses it: the container's if it says one, else the codec's.
+    Read from a container opened normally: the header-only probe (skip_frame) misses a ratio that only the
+    stream's SPS carries (Matroska, MPEG-TS)."""
+    for sar in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if sar and sar > 0:
+            return Fraction(sar)
+    return Fraction(1)
+
+
+def stored_shape(data: bytes) -> tuple[Fraction, bool]:
+    """(pixel aspect ratio, whether the display matrix turns the picture a quarter turn), for decoders that
+    report neither (decord). The turn is read off the first frame (PyAV has no stream-level getter) and only
+    for anamorphic video, where it decides which axis to stretch."""
     import av
 
     with av.open(io.BytesIO(data)) as container:
-        for frame in container.decode(main_video_stream(container)):
-            return round((frame.rotation or 0) / 90) % 2 == 1
-    return False
+        stream = main_video_stream(container)
+        sar = sample_aspect(stream)
+        if sar == 1:
+            return sar, False
+        for frame in container.decode(stream):
+            return sar, round((frame.rotation or 0) / 90) % 2 == 1
+    return sar, False
 
 
 def square_pixels(frames: np.ndarray, sar: Fraction, config: DecodeConfig, turned: bool = False) -> np.ndarray:

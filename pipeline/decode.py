@@ -12,13 +12,13 @@ from fractions import Fraction
 
 import numpy as np
 
-from pipeline.aspect import square_pixels, turned_sideways
+from pipeline.aspect import sample_aspect, square_pixels, stored_shape
 from pipeline.batch import Batch, as_text, batch_size, codes_of, errors_of, object_column
 from pipeline.config import DecodeConfig
 from pipeline.errors import DECODE_FAILED, MediaError, MediaTooLargeError
 from pipeline.logsafe import log_safe
 from pipeline.media import MediaKind, read_media_bytes, sniff_media
-from pipeline.probe import VideoInfo, check_duration, check_pixels, main_video_stream, probe_video, sample_aspect
+from pipeline.probe import VideoInfo, check_duration, check_pixels, main_video_stream, probe_video
 from pipeline.resize import shrink, working_size
 from pipeline.seek import seek_plan
 
@@ -126,8 +126,9 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: Vid
         raise MediaError("video is truncated or corrupt: frames could not be decoded") from exc
     height, width = frames.shape[1:3]
     check_pixels(width, height, config)  # a stream may change size after its header
-    if info.sar != 1:  # decord turns frames for display but leaves anamorphic pixels as stored
-        frames = square_pixels(frames, info.sar, config, turned_sideways(data))
+    sar, turned = stored_shape(data)  # decord turns frames for display but leaves anamorphic pixels as stored
+    if sar != 1:
+        frames = square_pixels(frames, sar, config, turned)
         height, width = frames.shape[1:3]
     return DecodedMedia(frames, indices, timestamps, fps, frame_count, duration, width, height, "video", mime)
 

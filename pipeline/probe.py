@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from fractions import Fraction
 
 from pipeline.config import DecodeConfig
 from pipeline.errors import MediaError, MediaTooLargeError, NoVideoStreamError
@@ -19,7 +18,6 @@ class VideoInfo:
     fps: float
     frame_count: int  # from the container; 0 when it does not say
     duration: float  # seconds; 0.0 when unknown
-    sar: Fraction = Fraction(1)  # pixel width / height as stored (pipeline/aspect.py)
 
 
 def check_pixels(width: int, height: int, config: DecodeConfig) -> None:
@@ -58,14 +56,6 @@ def main_video_stream(container):
     return container.streams.best("video") or container.streams.video[0]
 
 
-def sample_aspect(stream) -> Fraction:
-    """The stream's pixel shape, as FFmpeg's player guesses it: the container's if it says one, else the codec's."""
-    for sar in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
-        if sar and sar > 0:
-            return Fraction(sar)
-    return Fraction(1)
-
-
 def _read(data: bytes, max_pixels: int, skip_frames: bool) -> VideoInfo:
     with _open(data, max_pixels, skip_frames) as container:
         if not container.streams.video:
@@ -77,8 +67,7 @@ def _read(data: bytes, max_pixels: int, skip_frames: bool) -> VideoInfo:
         else:
             duration = (container.duration or 0) / 1_000_000
         frame_count = int(stream.frames or 0)
-        return VideoInfo(stream.codec_context.width, stream.codec_context.height, fps, frame_count, max(duration, 0.0),
-                         sample_aspect(stream))
+        return VideoInfo(stream.codec_context.width, stream.codec_context.height, fps, frame_count, max(duration, 0.0))
 
 
 def probe_video(data: bytes, config: DecodeConfig) -> VideoInfo:
