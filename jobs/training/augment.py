@@ -109,8 +109,15 @@ def erase_part(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generato
 
 def augment(image: np.ndarray, rng: np.random.Generator, codec_p: float = 0.0) -> np.ndarray:
     """Flip, brightness/contrast, then either the H.264 path (``codec_p``) or JPEG (half the rest)."""
+    return augment_with_map(image, None, rng, codec_p)[0]
+
+
+def augment_with_map(image: np.ndarray, blend_map: np.ndarray | None, rng: np.random.Generator,
+                     codec_p: float = 0.0) -> tuple[np.ndarray, np.ndarray | None]:
+    """``augment``, with the crop's blend map (H, W) flipped alongside; the same random draws either way."""
     if rng.random() < 0.5:
         image = image[:, ::-1]
+        blend_map = None if blend_map is None else np.ascontiguousarray(blend_map[:, ::-1])
     if rng.random() < 0.3:
         image = np.clip(image.astype(np.float32) * rng.uniform(0.9, 1.1) + rng.uniform(-10, 10), 0, 255).astype(np.uint8)
     image = np.ascontiguousarray(image)
@@ -118,4 +125,4 @@ def augment(image: np.ndarray, rng: np.random.Generator, codec_p: float = 0.0) -
         image = codec_roundtrip(image, rng)
     elif rng.random() < 0.5:
         image = jpeg(image, rng.integers(60, 96))
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(image), blend_map

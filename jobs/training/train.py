@@ -26,7 +26,8 @@ from timm.optim import param_groups_layer_decay
 
 from jobs.training.metrics import balanced_weights, binary_metrics
 from jobs.training.prepare import decode_png, load_crop_table
-from jobs.training.augment import augment, capture, erase_part
+from jobs.training.augment import augment_with_map, capture, erase_part
+from jobs.training.blendmap import BlendMapHead, blend_map_loss
 from jobs.training.sbi import self_blend
 from jobs.training.xblend import cross_blend, normalised, pick_donor
 from pipeline.atomic import replacing
@@ -78,6 +79,8 @@ class TrainConfig(BaseModel):
     layer_decay: float = Field(0.0, ge=0, le=1, description="0 = off (one learning rate); else the encoder's "
                                "layers learn at lr x layer_decay**depth below its top (timm's BEiT-style groups), "
                                "so the ImageNet features near the input move least")
+    blend_map: float = Field(0.0, ge=0, description="0 = off; else the weight of an auxiliary loss: predict where "
+                             "each pseudo-fake was blended (blendmap.py, Face X-ray); training only")
     source_balance: Literal["none", "sqrt"] = Field(
         "sqrt", description="sqrt: each source's share of an epoch grows with the square root of its size, so "
                             "thousands of photos cannot drown a few hundred video frames")
@@ -110,10 +113,11 @@ class CropSet(torch.utils.data.Dataset):
     """(uint8 crop, label) items; item ``i`` of epoch ``e`` always gets the same random transform."""
 
     def __init__(self, rows: list[dict], sbi: bool, real_fakes: bool, seed: int, train: bool = True, codec_p: float = 0.0,
-                 cross_p: float = 0.0, capture_p: float = 0.0, parts_p: float = 0.0):
+                 cross_p: float = 0.0, capture_p: float = 0.0, parts_p: float = 0.0, maps: bool = False):
         self.crops = [decode_png(r["crop_png"]) for r in rows]
         self.sources = [r.get("source", "") for r in rows]
         self.codec_p, self.cross_p, self.capture_p, self.parts_p = codec_p, cross_p, capture_p, parts_p
+        self.maps = maps  # items carry their blend map too (zeros for a real, None for a real fake)
         self.boxes = [np.asarray(r["box"], np.float32) for r in rows]
         self.landmarks = [np.asarray(r["landmarks"], np.float32).reshape(5, 2) for r in rows]
         self.videos = [r["video"] for r in rows]
@@ -138,11 +142,12 @@ class CropSet(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+    def __getitem__(self, index: int) -> tuple:
         row, blend, label = self.items[index]
         crop = self.crops[row]
         if not self.train:
             return crop, label
+        blend_map = np.zeros(crop.shape[:2], np.float32) if label == 0 or blend else None
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.capture_p and rng.random() < self.capture_p:  # no draw when off: old runs replay
             crop = capture(crop, rng)
@@ -150,12 +155,13 @@ class CropSet(torch.utils.data.Dataset):
             donor = (pick_donor(self.poses[row], self.poses, self.donors & (self.video_ids != self.video_ids[row]), rng)
                      if self.cross_p and rng.random() < self.cross_p else None)  # no draw when off: old runs replay
             if donor is None:
-                crop, _ = self_blend(crop, self.boxes[row], self.landmarks[row], rng)
+                crop, blend_map = self_blend(crop, self.boxes[row], self.landmarks[row], rng)
             else:
-                crop, _ = cross_blend(crop, self.boxes[row], self.landmarks[row], self.crops[donor], self.landmarks[donor], rng)
+                crop, blend_map = cross_blend(crop, self.boxes[row], self.landmarks[row], self.crops[donor], self.landmarks[donor], rng)
         if self.parts_p and rng.random() < self.parts_p:  # no draw when off: old runs replay
             crop = erase_part(crop, self.landmarks[row], rng)
-        return augment(crop, rng, self.codec_p), label
+        crop, blend_map = augment_with_map(crop, blend_map, rng, self.codec_p)
+        return (crop, label, blend_map) if self.maps else (crop, label)
 
 
 def item_weights(dataset: CropSet, balance: str) -> torch.Tensor | None:
@@ -200,8 +206,14 @@ def paired_order(dataset: CropSet, weights: torch.Tensor | None, draw: int, gene
     return (order + lone)[:draw]
 
 
-def collate(items: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, torch.Tensor]:
-    return np.stack([c for c, _ in items]), torch.tensor([y for _, y in items], dtype=torch.float32)
+def collate(items: list[tuple]) -> tuple:
+    """(crops, labels), or with blend maps (crops, labels, maps, which maps are known)."""
+    crops, labels = np.stack([i[0] for i in items]), torch.tensor([i[1] for i in items], dtype=torch.float32)
+    if len(items[0]) == 2:
+        return crops, labels
+    known = torch.tensor([i[2] is not None for i in items])
+    maps = torch.from_numpy(np.stack([i[2] if i[2] is not None else np.zeros(crops.shape[1:3], np.float32) for i in items]))
+    return crops, labels, maps, known
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -355,7 +367,8 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     for extra in config.extra_datasets:
         train_rows += _rows(extra, "train", config.max_crops_per_video)
     train_set = CropSet(train_rows, config.sbi, config.real_fakes, config.seed, codec_p=config.codec_p,
-                        cross_p=config.cross_p, capture_p=config.capture_p, parts_p=config.parts_p)
+                        cross_p=config.cross_p, capture_p=config.capture_p, parts_p=config.parts_p,
+                        maps=bool(config.blend_map))
     val_rows = [r for d in [config.dataset, *config.extra_datasets] for r in _rows(d, "val", config.max_crops_per_video)]
     val_set = CropSet(val_rows, False, True, config.seed, train=False)
     log.warning("training on %d items (%d crops), validating on %d crops", len(train_set), len(train_rows), len(val_set))
@@ -365,6 +378,9 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     weights = item_weights(train_set, config.source_balance)
     model = build_model(config, input_size, margin).to(device).to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config)
+    head = BlendMapHead(model.encoder).to(device) if config.blend_map else None
+    if head is not None:  # its own group at the full rate, before the schedule reads the groups' rates
+        optimizer.add_param_group({"params": list(head.parameters()), "lr": config.lr, "weight_decay": config.weight_decay})
     steps_per_epoch = math.ceil(len(train_set) / world / config.batch_size)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
@@ -381,6 +397,8 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        if head is not None:
+            head.load_state_dict(saved["blend_map_head"])
         state = saved["state"]
         if ema is not None:
             if saved.get("ema") is None:
@@ -389,6 +407,8 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         log.warning("resuming from %s after epoch %d", last_path, state["epoch"])
     if distributed:
         model = ray.train.torch.prepare_model(model)
+        if head is not None:
+            head = ray.train.torch.prepare_model(head)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -414,10 +434,12 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
                                              shuffle=False, collate_fn=collate, drop_last=False)
         model.train()
         losses = []
-        for crops, labels in tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", disable=rank != 0, leave=False):
+        for crops, labels, *maps in tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", disable=rank != 0, leave=False):
             pixels, labels = crops_to_tensor(crops, device), labels.to(device)
             with torch.autocast(device.type, enabled=use_amp):
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(model(pixels).float(), labels)
+                if head is not None:
+                    loss = loss + config.blend_map * blend_map_loss(head(), maps[0].to(device), maps[1].to(device))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -443,6 +465,7 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
             with replacing(last_path) as tmp:
                 torch.save({"model": _unwrap(model).state_dict(), "ema": ema.state_dict() if ema is not None else None,
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state,
+                            "blend_map_head": _unwrap(head).state_dict() if head is not None else None,
                             "config": config.model_dump(mode="json")}, tmp)
             (out_dir / "history.json").write_text(json.dumps(state["history"], indent=2))
         if distributed:
