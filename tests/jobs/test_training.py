@@ -635,3 +635,103 @@ def test_auc_interval_brackets_the_auc_and_narrows_with_more_objects():
     assert auc_interval(np.ones(5, int), np.arange(5.0)) is None  # one class: undefined, not 0.5
     tied = auc_interval(np.array([0, 0, 1, 1]), np.full(4, 0.5))
     assert tied == [0.5, 0.5]  # ties count half, as in roc_auc_score
+
+
+# ------------------------------------------------------------------------------------------ blend map
+
+
+def test_blend_map_head_reads_the_stride_16_grid_of_the_latest_forward():
+    import copy
+
+    from jobs.training.blendmap import BlendMapHead
+    from pipeline.card import ModelSpec
+    from pipeline.model import DeepfakeDetector
+
+    model = DeepfakeDetector(ModelSpec(input_size=64))
+    head = BlendMapHead(model.encoder)
+    with pytest.raises(RuntimeError, match="first"):
+        head()
+    model(torch.rand(3, 3, 64, 64) * 255)
+    assert head().shape == (3, 1, 4, 4)
+    ema = copy.deepcopy(model)  # an EMA copy keeps the hook but brings no copy of the head's weights
+    assert sum(p.numel() for p in ema.parameters()) == sum(p.numel() for p in model.parameters())
+    ema(torch.rand(2, 3, 64, 64) * 255)
+    assert head().shape == (2, 1, 4, 4)
+    head.remove()
+    model(torch.rand(1, 3, 64, 64) * 255)
+    assert head().shape[0] == 2  # no longer listening
+
+
+def test_blend_map_loss_counts_only_known_maps():
+    from jobs.training.blendmap import blend_map_loss
+
+    logits = torch.full((3, 1, 2, 2), -2.0)  # not 0: at 0 BCE is ln 2 whatever the target
+    maps = torch.zeros(3, 8, 8)
+    maps[0, :4, :4] = 1.0
+    known = torch.tensor([True, True, False])
+    base = blend_map_loss(logits, maps, known)
+    other = maps.clone()
+    other[2] = 1.0  # an unknown map changes nothing
+    assert float(blend_map_loss(logits, other, known)) == pytest.approx(float(base))
+    other[1] = 1.0  # a known one does
+    assert float(blend_map_loss(logits, other, known)) != pytest.approx(float(base))
+    # the target is the map averaged onto the logits' grid: a logit that says so exactly has the least loss
+    exact = torch.full((3, 1, 2, 2), -20.0)
+    exact[0, 0, 0, 0] = 20.0
+    assert float(blend_map_loss(exact, maps, known)) < 1e-6
+    logits.requires_grad_(True)
+    none = blend_map_loss(logits, maps, torch.zeros(3, dtype=torch.bool))
+    none.backward()  # no known map: a zero that still backpropagates, so a batch of real fakes needs no branch
+    assert float(none.detach()) == 0.0 and logits.grad is not None
+
+
+def test_blend_map_is_flipped_with_its_crop_and_the_draws_are_unchanged():
+    from jobs.training.augment import augment_with_map
+
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[:, :16] = 200  # a bright left half, and a map over it
+    mask = np.zeros((32, 32), np.float32)
+    mask[:, :16] = 1.0
+    flips = 0
+    for seed in range(20):
+        out, out_map = augment_with_map(image, mask, np.random.default_rng(seed), codec_p=0.5)
+        bright_left = out[:, :16].mean() > out[:, 16:].mean()
+        assert (out_map[:, :16].mean() == 1.0) == bright_left
+        flips += not bright_left
+        assert np.array_equal(out, augment(image, np.random.default_rng(seed), codec_p=0.5))
+    assert 0 < flips < 20
+
+
+def test_crop_set_gives_maps_only_when_asked_and_the_same_crops(tmp_path):
+    rows = _rows(_toy_dataset(tmp_path / "toy"), "train", 48)
+    plain = CropSet(rows, sbi=True, real_fakes=True, seed=0, codec_p=0.5)
+    mapped = CropSet(rows, sbi=True, real_fakes=True, seed=0, codec_p=0.5, maps=True)
+    seen = set()
+    for index, (row, blend, label) in enumerate(mapped.items):
+        crop, got_label, blend_map = mapped[index]
+        assert len(plain[index]) == 2 and np.array_equal(plain[index][0], crop) and got_label == label
+        kind = "blend" if blend else ("real" if label == 0 else "fake")
+        seen.add(kind)
+        if kind == "fake":
+            assert blend_map is None  # a real fake's map is unknown
+        elif kind == "real":
+            assert blend_map.shape == crop.shape[:2] and not blend_map.any()
+        else:
+            assert blend_map.shape == crop.shape[:2] and 0 < blend_map.max() <= 1
+    assert seen == {"blend", "real", "fake"}
+
+
+def test_blend_map_run_resumes_exactly_and_ships_no_head(tmp_path):
+    from pipeline.checkpoint import load_checkpoint
+
+    update = {"sbi": True, "blend_map": 1.0}
+    full = fit(_toy_config(tmp_path / "a", epochs=2).model_copy(update=update))
+    interrupted = _toy_config(tmp_path / "c", epochs=2).model_copy(update=update)
+    fit_stop_after_one(interrupted)
+    resumed = fit(interrupted.model_copy(update={"resume": True}))
+    a = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=False)
+    c = torch.load(tmp_path / "c" / "run" / "last.pt", weights_only=False)
+    assert all(torch.allclose(a["blend_map_head"][k], c["blend_map_head"][k], atol=1e-5) for k in a["blend_map_head"])
+    assert resumed["history"][-1]["train_loss"] == pytest.approx(full["history"][-1]["train_loss"], rel=1e-4)
+    model, card = load_checkpoint(tmp_path / "a" / "run" / "best.safetensors")  # strict: no head weights inside
+    assert card.training["hyperparameters"]["blend_map"] == 1.0
