@@ -433,13 +433,15 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(train_set, shard), batch_size=config.batch_size,
                                              shuffle=False, collate_fn=collate, drop_last=False)
         model.train()
-        losses = []
+        losses, map_losses = [], []
         for crops, labels, *maps in tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", disable=rank != 0, leave=False):
             pixels, labels = crops_to_tensor(crops, device), labels.to(device)
             with torch.autocast(device.type, enabled=use_amp):
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(model(pixels).float(), labels)
                 if head is not None:
-                    loss = loss + config.blend_map * blend_map_loss(head(), maps[0].to(device), maps[1].to(device))
+                    map_loss = blend_map_loss(head(), maps[0].to(device), maps[1].to(device))
+                    map_losses.append(float(map_loss.detach()))
+                    loss = loss + config.blend_map * map_loss
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -450,6 +452,8 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
             losses.append(float(loss.detach()))
         shipped = _unwrap(model) if ema is None else ema.module
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)), **validate(shipped, val_set, device)}
+        if map_losses:  # train_loss is the sum; this is the blend map's part, unweighted
+            metrics["train_map_loss"] = float(np.mean(map_losses))
         state["train_seconds"] += time.time() - started
         metrics["seconds"] = round(time.time() - started, 1)
         state["history"].append(metrics)

@@ -735,3 +735,4 @@ def test_blend_map_run_resumes_exactly_and_ships_no_head(tmp_path):
     assert resumed["history"][-1]["train_loss"] == pytest.approx(full["history"][-1]["train_loss"], rel=1e-4)
     model, card = load_checkpoint(tmp_path / "a" / "run" / "best.safetensors")  # strict: no head weights inside
     assert card.training["hyperparameters"]["blend_map"] == 1.0
+    assert all(0 < h["train_map_loss"] < h["train_loss"] for h in full["history"])  # logged apart, part of the sum
