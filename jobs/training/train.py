@@ -429,6 +429,8 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
             order = torch.multinomial(weights, draw, replacement=False, generator=generator).tolist()
         # whole batches per worker, so a pair is not split between two workers
         batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        if len(batches) % world:  # every worker takes as many steps, or DDP's all-reduce waits forever on the last
+            batches += batches[: world - len(batches) % world]
         shard = [i for batch in batches[rank::world] for i in batch][: steps_per_epoch * config.batch_size]
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(train_set, shard), batch_size=config.batch_size,
                                              shuffle=False, collate_fn=collate, drop_last=False)

@@ -489,10 +489,13 @@ def test_ray_train_two_cpu_workers(tmp_path, ray_session):
         gc.collect()
         time.sleep(1)
     assert ray_session.available_resources().get("CPU", 0) >= 2, ray_session.available_resources()
-    config = _toy_config(tmp_path, epochs=2, num_workers=2)
+    # with the blend-map head: a second module that the workers must wrap and keep in step like the detector
+    config = _toy_config(tmp_path, epochs=2, num_workers=2, blend_map=1.0).model_copy(update={"sbi": True})
     result = train(config)
     assert [h["epoch"] for h in result["history"]] == [1, 2]
+    assert all(h["train_map_loss"] > 0 for h in result["history"])
     assert (tmp_path / "run" / "best.safetensors").exists()
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["blend_map_head"]  # rank 0 saved the head
 
 # -------------------------------------------------------------------------------------------- prepare
 
