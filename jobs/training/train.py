@@ -147,7 +147,8 @@ class CropSet(torch.utils.data.Dataset):
         crop = self.crops[row]
         if not self.train:
             return crop, label
-        blend_map = np.zeros(crop.shape[:2], np.float32) if label == 0 or blend else None
+        # a map only when asked: a 224x224 float per crop is not free on the hot path of every other run
+        blend_map = np.zeros(crop.shape[:2], np.float32) if self.maps and (label == 0 or blend) else None
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.capture_p and rng.random() < self.capture_p:  # no draw when off: old runs replay
             crop = capture(crop, rng)
@@ -160,7 +161,7 @@ class CropSet(torch.utils.data.Dataset):
                 crop, blend_map = cross_blend(crop, self.boxes[row], self.landmarks[row], self.crops[donor], self.landmarks[donor], rng)
         if self.parts_p and rng.random() < self.parts_p:  # no draw when off: old runs replay
             crop = erase_part(crop, self.landmarks[row], rng)
-        crop, blend_map = augment_with_map(crop, blend_map, rng, self.codec_p)
+        crop, blend_map = augment_with_map(crop, blend_map if self.maps else None, rng, self.codec_p)
         return (crop, label, blend_map) if self.maps else (crop, label)
 
 
