@@ -9,7 +9,7 @@
 # v16's; default 0.85, empty = none): two or more runs are averaged into one detector, a "soup" (the default: v7,
 # v9, v12, v13, v16), EMA (weight moving-average decay, 0 = off), CROP, MARGIN (crop margin per side, a fraction of the face box; travels in
 # the card), ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR, REAL_FAKES (1: also train on the
-# FF++ train split's fakes, 0: self-blends only), CODEC (share of crops, any label, sent through the H.264 round trip; default 0.5), PAIRED (1: each real crop and its pseudo-fake in one batch), CAPTURE (share of crops given a camera's grain or softness before any blend; default 0), PARTS (share of crops with the eyes, nose or mouth blacked out; default 0), BALANCE (sqrt: each source's share of an epoch grows with the square root of its size, the default; none: with its size), LAYER_DECAY (for the CROSSES x SEEDS runs: encoder layers learn at lr x this**depth from the top; default 0 = one lr), BLEND_MAP (weight of the auxiliary loss that predicts where each pseudo-fake was blended; default 0 = off);
+# FF++ train split's fakes, 0: self-blends only), CODEC (share of crops, any label, sent through the H.264 round trip; default 0.5), PAIRED (1: each real crop and its pseudo-fake in one batch), CAPTURE (share of crops given a camera's grain or softness before any blend; default 0), PARTS (share of crops with the eyes, nose or mouth blacked out; default 0), BALANCE (sqrt: each source's share of an epoch grows with the square root of its size, the default; none: with its size), LAYER_DECAY (for the CROSSES x SEEDS runs: encoder layers learn at lr x this**depth from the top; default 0 = one lr), BLEND_MAP (weight of the auxiliary loss that predicts where each pseudo-fake was blended; default 0 = off), INIT (start every run from this trained detector instead of ImageNet, e.g. the shipped one: fine-tuning; default none), LR (peak learning rate; default 3e-4);
 # STOP_AFTER=prepare|train for partial runs.
 # Steps: label CSVs for the extra real sets → crop datasets → one self-blended training run per share and seed
 # (resumable: rerun the script after an interruption) → their weight average → operating point on the
@@ -52,6 +52,7 @@ wait $p1; wait $p2
 DATA_NOTE="Research use only; none of it is redistributed. FaceForensics++ c23 subset (../shared/data/ffpp-c23: 30 original, 63 manipulated videos; identity-group split 50/25/25, train split used: reals as SBI sources + its Deepfakes/Face2Face/FaceSwap/NeuralTextures fakes); UTKFace aligned face photos (8,201 of 9,674 for training, 473 validation, 1,000 held out); 47 real talking-head clips from public face-animation repositories (30 training, 8 validation, 9 held out, split by source repository); 38 photos/clips of the facenet-pytorch and face_recognition example media (training)."
 FAKES=--real-fakes; [ "${REAL_FAKES:-1}" = 0 ] && FAKES=--no-real-fakes
 PAIRED_FLAG=--no-paired; [ "${PAIRED:-0}" = 1 ] && PAIRED_FLAG=--paired
+INIT_FLAG=(); [ -n "${INIT:-}" ] && INIT_FLAG=(--init "$INIT")
 RUNS=()
 JOBS=(); for seed in $SEEDS; do for cross in $CROSSES; do JOBS+=("$cross $seed ${LAYER_DECAY:-0}"); done; done
 LLD_RUN=${LLD_RUN-0.85}; [ -n "$LLD_RUN" ] && JOBS+=("${CROSSES%% *} ${SEEDS%% *} $LLD_RUN")
@@ -61,7 +62,7 @@ for job in "${JOBS[@]}"; do read -r cross seed lld <<< "$job"   # each run resum
   $BIN/deepfakestream train $D/ffpp$SUF --extra-dataset $D/th$SUF --extra-dataset $D/faces$SUF \
       --extra-dataset $D/utk$SUF --extra-dataset $D/utk${SUF}val --output "$OUT" \
       --encoder "$ENCODER" --input-mode rgb+srm --epochs "${EPOCHS:-6}" --patience "${PATIENCE:-3}" --max-steps-per-epoch "${STEPS:-250}" \
-      --codec-p "${CODEC:-0.5}" --capture-p "${CAPTURE:-0}" --parts-p "${PARTS:-0}" --source-balance "${BALANCE:-sqrt}" --layer-decay "$lld" --blend-map "${BLEND_MAP:-0}" --cross-p "$cross" --ema-decay "${EMA:-0.997}" $FAKES $PAIRED_FLAG --threads "${THREADS:-2}" --seed "$seed" --version "$VERSION-${OUT##*/train-}" $RESUME \
+      --codec-p "${CODEC:-0.5}" --capture-p "${CAPTURE:-0}" --parts-p "${PARTS:-0}" --source-balance "${BALANCE:-sqrt}" --layer-decay "$lld" --blend-map "${BLEND_MAP:-0}" --lr "${LR:-3e-4}" "${INIT_FLAG[@]}" --cross-p "$cross" --ema-decay "${EMA:-0.997}" $FAKES $PAIRED_FLAG --threads "${THREADS:-2}" --seed "$seed" --version "$VERSION-${OUT##*/train-}" $RESUME \
       --data-description "$DATA_NOTE"
 done
 [ "${STOP_AFTER:-}" = train ] && exit 0   # comparison runs: keep the shipped checkpoint

@@ -63,6 +63,7 @@ def train(
     ema_decay: float = typer.Option(0.0, help="validate and ship an exponential moving average of the weights (0 = off; e.g. 0.998)"),
     paired: bool = typer.Option(False, help="each real crop and its pseudo-fake side by side in one batch"),
     layer_decay: float = typer.Option(0.0, help="encoder layers learn at lr x this**(layers above them); 0 = one lr"),
+    init: Optional[Path] = typer.Option(None, "--init", help="start from this trained detector (.safetensors + card) instead of ImageNet, e.g. to fine-tune the shipped one"),
     blend_map: float = typer.Option(0.0, help="weight of an auxiliary loss predicting where each pseudo-fake was blended (0 = off)"),
     source_balance: str = typer.Option("sqrt", help="sqrt: a source of n crops gets a share of each epoch growing with sqrt(n); none: in proportion to n"),
     patience: int = typer.Option(3, help="early stopping: epochs without validation AUC gain"),
@@ -79,16 +80,17 @@ def train(
     from pydantic import ValidationError
 
     from jobs.training.train import TrainConfig, train as run_train
+    from pipeline.errors import DeepfakeStreamError
 
     try:
         cfg = TrainConfig(dataset=dataset, out_dir=output, extra_datasets=extra_dataset, encoder=encoder, input_mode=input_mode, epochs=epochs, batch_size=batch_size,
                           lr=lr, real_fakes=real_fakes, sbi=sbi, max_crops_per_video=max_crops_per_video,
                           patience=patience, seed=seed, num_workers=num_workers, use_gpu=gpu, threads=threads,
                           resume=resume, version=version, max_steps_per_epoch=max_steps_per_epoch, codec_p=codec_p, capture_p=capture_p, parts_p=parts_p, cross_p=cross_p, ema_decay=ema_decay, paired=paired,
-                          layer_decay=layer_decay, blend_map=blend_map, source_balance=source_balance,
+                          layer_decay=layer_decay, blend_map=blend_map, init=init, source_balance=source_balance,
                           data_description=data_description)
         state = run_train(cfg)
-    except (ValidationError, ValueError, FileNotFoundError) as exc:
+    except (ValidationError, ValueError, FileNotFoundError, DeepfakeStreamError) as exc:
         code = getattr(exc, "code", None) or ("not_found" if isinstance(exc, FileNotFoundError) else "invalid")
         console.print(f"[red]{code}: {exc}[/red]")
         raise typer.Exit(2) from exc

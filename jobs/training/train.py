@@ -10,6 +10,7 @@ Single process by default; ``num_workers > 0`` runs the same loop data-parallel 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -31,10 +32,10 @@ from jobs.training.blendmap import BlendMapHead, blend_map_loss
 from jobs.training.sbi import self_blend
 from jobs.training.xblend import cross_blend, normalised, pick_donor
 from pipeline.atomic import replacing
-from pipeline.card import ModelCard, ModelSpec
-from pipeline.checkpoint import save_checkpoint
+from pipeline.card import ModelCard, ModelSpec, read_card
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.crop import DEFAULT_MARGIN
-from pipeline.errors import DeepfakeStreamError
+from pipeline.errors import CheckpointError, DeepfakeStreamError
 from pipeline.imagenet import load_imagenet_lite
 from pipeline.model import DeepfakeDetector
 from pipeline.preprocess import crops_to_tensor
@@ -62,6 +63,8 @@ class TrainConfig(BaseModel):
     threads: int = Field(0, ge=0)
     resume: bool = False
     imagenet: bool = True
+    init: Path | None = Field(None, description="start from this trained detector's weights (same encoder, input "
+                              "mode, crop size and margin) instead of ImageNet's; e.g. to fine-tune a shipped soup")
     version: str = "dev"
     data_description: str = Field("", description="what the data is and its terms, for the model card")
     max_steps_per_epoch: int | None = None
@@ -236,7 +239,13 @@ def build_model(config: TrainConfig, input_size: int, crop_margin: float = DEFAU
     torch.manual_seed(0)
     model = DeepfakeDetector(ModelSpec(encoder=config.encoder, input_mode=config.input_mode, input_size=input_size,
                                        crop_margin=crop_margin))
-    if config.imagenet:
+    if config.init:  # whole network, head included; its card must describe the network this run builds
+        start, card = load_checkpoint(config.init)
+        if card.architecture != model.spec:
+            raise CheckpointError(f"--init {config.init} is {card.architecture.model_dump()}, this run builds "
+                                  f"{model.spec.model_dump()}: prepare crops of its size and margin, same encoder")
+        model.load_state_dict(start.state_dict())
+    elif config.imagenet:
         model.load_encoder_imagenet(load_imagenet_lite(config.encoder))
     return model
 
@@ -490,6 +499,9 @@ def _card(config: TrainConfig, spec: ModelSpec, state: dict, manifest: dict) -> 
             "best_epoch": state["best_epoch"], "history": state["history"],
             "train_seconds": round(state["train_seconds"], 1),
             "hardware": f"{platform.machine()} {os.cpu_count()} CPU" + (", CUDA" if torch.cuda.is_available() and config.use_gpu else ""),
+            # a path means nothing elsewhere: which weights it started from, by version and content
+            **({"init": {"version": read_card(config.init).version,
+                         "sha256": hashlib.sha256(Path(config.init).read_bytes()).hexdigest()}} if config.init else {}),
         },
         metrics={"val_video_auc_mean_agg": state["best_auc"]},
     )

@@ -381,6 +381,28 @@ def test_tiny_model_loss_falls_and_writes_checkpoints(tmp_path):
     assert (tmp_path / "run" / "last.pt").exists()
 
 
+def test_init_starts_from_a_trained_detector_and_refuses_another_geometry(tmp_path):
+    import hashlib
+
+    from jobs.training.train import build_model
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.errors import CheckpointError
+
+    fit(_toy_config(tmp_path, epochs=2))
+    start = tmp_path / "run" / "best.safetensors"
+    trained, _ = load_checkpoint(start)
+    config = _toy_config(tmp_path / "ft", epochs=1, init=start)
+    built = build_model(config, 32, 0.2)  # every tensor the checkpoint's, the head's too (not a seeded fresh one)
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in built.state_dict().items())
+    assert not torch.equal(build_model(_toy_config(tmp_path / "plain", epochs=1), 32, 0.2).head[0].weight, built.head[0].weight)
+    with pytest.raises(CheckpointError, match="this run builds"):
+        build_model(config, 48, 0.2)  # crops of another size: the checkpoint is not this run's network
+    state = fit(config)  # one epoch fine-tuning from it keeps the toy task solved from the first validation
+    assert state["history"][0]["val_video_auc"] == 1.0
+    _, card = load_checkpoint(tmp_path / "ft" / "run" / "best.safetensors")
+    assert card.training["init"] == {"version": "dev", "sha256": hashlib.sha256(start.read_bytes()).hexdigest()}
+
+
 def test_layer_decay_slows_the_encoder_s_lower_layers_and_only_when_asked(tmp_path):
     from jobs.training.train import build_model, build_optimizer
 
