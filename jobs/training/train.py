@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, FilePath
 from timm.optim import param_groups_layer_decay
 
 from jobs.training.metrics import balanced_weights, binary_metrics
@@ -63,7 +63,7 @@ class TrainConfig(BaseModel):
     threads: int = Field(0, ge=0)
     resume: bool = False
     imagenet: bool = True
-    init: Path | None = Field(None, description="start from this trained detector's weights (same encoder, input "
+    init: FilePath | None = Field(None, description="start from this trained detector's weights (same encoder, input "
                               "mode, crop size and margin) instead of ImageNet's; e.g. to fine-tune a shipped soup")
     version: str = "dev"
     data_description: str = Field("", description="what the data is and its terms, for the model card")

@@ -395,6 +395,8 @@ def test_init_starts_from_a_trained_detector_and_refuses_another_geometry(tmp_pa
     built = build_model(config, 32, 0.2)  # every tensor the checkpoint's, the head's too (not a seeded fresh one)
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in built.state_dict().items())
     assert not torch.equal(build_model(_toy_config(tmp_path / "plain", epochs=1), 32, 0.2).head[0].weight, built.head[0].weight)
+    with pytest.raises(ValueError, match="does not point to a file"):  # pydantic's, before any crop is read
+        _toy_config(tmp_path / "none", init=tmp_path / "missing.safetensors")
     with pytest.raises(CheckpointError, match="this run builds"):
         build_model(config, 48, 0.2)  # crops of another size: the checkpoint is not this run's network
     state = fit(config)  # one epoch fine-tuning from it keeps the toy task solved from the first validation
