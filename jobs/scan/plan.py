@@ -18,7 +18,7 @@ import math
 import os
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 from jobs.scan.config import ScanConfig
@@ -39,6 +39,13 @@ class PoolPlan:
     detect_gpus: float  # also a fused actor's share: it runs the models
     classify_gpus: float
     torch_threads: int
+
+    def at_most(self, objects: int) -> "PoolPlan":
+        """No pool larger than the objects it will see: a spare actor still loads the models, holds its CPU or
+        GPU share for nothing, and makes Ray Data warn (a rescan pass of one lost object met a pool of two)."""
+        cap = max(1, objects)
+        return replace(self, **{k: min(getattr(self, k), cap)
+                                for k in ("fused_actors", "decode_actors", "detect_actors", "classify_actors")})
 
     def line(self) -> str:
         """The one line the scan prints at start."""
@@ -152,6 +159,7 @@ def build_dataset(entries: list[dict[str, Any]], specs: list, plan: PoolPlan, op
     import ray
 
     entries = work_order(entries)
+    plan = plan.at_most(len(entries))
     pools = [plan.fused_actors, plan.decode_actors, plan.detect_actors, plan.classify_actors]
     if len(entries) < max(pools) * options.tasks_per_actor:
         # too few objects to queue two on every actor: the first actor up would take them all while the

@@ -144,6 +144,17 @@ def test_a_cpu_only_cluster_gets_the_fused_plan_one_actor_per_core():
     assert plan_pools({"CPU": 2.0}, ScanConfig(source="x", plan="split")).plan == "split"
 
 
+def test_no_pool_is_larger_than_the_objects_it_will_see():
+    fused = plan_pools({"CPU": 4.0}, ScanConfig(source="x"))
+    split = plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x"))
+    assert fused.fused_actors > 1 and min(split.decode_actors, split.detect_actors, split.classify_actors) > 1
+    one = fused.at_most(1), split.at_most(1)
+    assert one[0].fused_actors == 1 and one[0].decode_actors == one[0].detect_actors == one[0].classify_actors == 0
+    assert (one[1].fused_actors, one[1].decode_actors, one[1].detect_actors, one[1].classify_actors) == (0, 1, 1, 1)
+    assert one[1].detect_gpus == split.detect_gpus and fused.at_most(0).fused_actors == 1  # shares unchanged; never 0
+    assert fused.at_most(10_000) == fused and split.at_most(10_000) == split
+
+
 def test_model_actors_share_gpus_when_the_cluster_has_them():
     plan = plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x"))
     assert (plan.plan, plan.why) == ("split", "auto: 2 GPU in the cluster")
