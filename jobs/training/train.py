@@ -10,6 +10,7 @@ Single process by default; ``num_workers > 0`` runs the same loop data-parallel 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -489,6 +490,13 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     return state
 
 
+@functools.lru_cache(maxsize=4)
+def _init_record(path: Path) -> dict[str, str]:
+    """Which weights a run started from, by version and content (a path means nothing elsewhere); read once per
+    run, not at every best epoch."""
+    return {"version": read_card(path).version, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+
+
 def _card(config: TrainConfig, spec: ModelSpec, state: dict, manifest: dict) -> ModelCard:
     return ModelCard(
         version=config.version, architecture=spec,
@@ -499,9 +507,7 @@ def _card(config: TrainConfig, spec: ModelSpec, state: dict, manifest: dict) -> 
             "best_epoch": state["best_epoch"], "history": state["history"],
             "train_seconds": round(state["train_seconds"], 1),
             "hardware": f"{platform.machine()} {os.cpu_count()} CPU" + (", CUDA" if torch.cuda.is_available() and config.use_gpu else ""),
-            # a path means nothing elsewhere: which weights it started from, by version and content
-            **({"init": {"version": read_card(config.init).version,
-                         "sha256": hashlib.sha256(Path(config.init).read_bytes()).hexdigest()}} if config.init else {}),
+            **({"init": _init_record(config.init)} if config.init else {}),
         },
         metrics={"val_video_auc_mean_agg": state["best_auc"]},
     )
