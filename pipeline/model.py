@@ -14,12 +14,14 @@ from pipeline.srm import SRMFilter
 class DeepfakeDetector(nn.Module):
     """Takes raw 0..255 RGB crops (B, 3, S, S); returns one fake logit per crop (B,)."""
 
-    def __init__(self, spec: ModelSpec | None = None):
+    def __init__(self, spec: ModelSpec | None = None, drop_path_rate: float = 0.0):
         super().__init__()
         self.spec = spec or ModelSpec()
         in_chans = 3 if self.spec.input_mode == "srm" else 6
         self.srm = SRMFilter(truncate=SRM_TRUNCATE)
-        self.encoder = timm.create_model(self.spec.encoder, pretrained=False, num_classes=0, in_chans=in_chans)
+        # drop_path_rate: training-only stochastic depth (identity in eval, no weights), so it is not in the card.
+        self.encoder = timm.create_model(self.spec.encoder, pretrained=False, num_classes=0, in_chans=in_chans,
+                                         drop_path_rate=drop_path_rate)
         self.head = nn.Sequential(
             nn.Linear(self.encoder.num_features, self.spec.head_hidden),
             nn.ReLU(inplace=True),

@@ -85,6 +85,9 @@ class TrainConfig(BaseModel):
                                "so the ImageNet features near the input move least")
     blend_map: float = Field(0.0, ge=0, description="0 = off; else the weight of an auxiliary loss: predict where "
                              "each pseudo-fake was blended (blendmap.py, Face X-ray); training only")
+    drop_path: float = Field(0.0, ge=0, lt=1, description="0 = off; else stochastic depth: the encoder's residual "
+                             "blocks are skipped at random in training, the deepest at this rate (timm's linear "
+                             "schedule); training only")
     source_balance: Literal["none", "sqrt"] = Field(
         "sqrt", description="sqrt: each source's share of an epoch grows with the square root of its size, so "
                             "thousands of photos cannot drown a few hundred video frames")
@@ -239,7 +242,7 @@ def build_model(config: TrainConfig, input_size: int, crop_margin: float = DEFAU
     # two heads initialised apart hold their hidden units in different orders, so their mean is no network.
     torch.manual_seed(0)
     model = DeepfakeDetector(ModelSpec(encoder=config.encoder, input_mode=config.input_mode, input_size=input_size,
-                                       crop_margin=crop_margin))
+                                       crop_margin=crop_margin), drop_path_rate=config.drop_path)
     if config.init:  # whole network, head included; its card must describe the network this run builds
         start, card = load_checkpoint(config.init)
         if card.architecture != model.spec:

@@ -405,6 +405,27 @@ def test_init_starts_from_a_trained_detector_and_refuses_another_geometry(tmp_pa
     assert card.training["init"] == {"version": "dev", "sha256": hashlib.sha256(start.read_bytes()).hexdigest()}
 
 
+def test_drop_path_skips_blocks_in_training_only_and_adds_no_weights(tmp_path):
+    from jobs.training.train import build_model
+
+    config = _toy_config(tmp_path, epochs=1, drop_path=0.5)
+    model, plain = build_model(config, 32, 0.2), build_model(config.model_copy(update={"drop_path": 0.0}), 32, 0.2)
+    assert model.state_dict().keys() == plain.state_dict().keys()  # the card's network: checkpoints load either way
+    rates = [getattr(b.drop_path, "drop_prob", 0.0) for stage in model.encoder.blocks for b in stage]
+    assert rates[-1] == pytest.approx(0.5 * (len(rates) - 1) / len(rates)) and rates == sorted(rates)
+    assert not any(getattr(b.drop_path, "drop_prob", 0.0) for stage in plain.encoder.blocks for b in stage)
+    plain.load_state_dict(model.state_dict())
+    x = torch.rand(4, 3, 32, 32) * 255
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), plain(x))  # identity at inference
+        model.train()
+        torch.manual_seed(1)
+        a = model(x)
+        torch.manual_seed(2)
+        assert not torch.allclose(a, model(x))  # random in training
+
+
 def test_layer_decay_slows_the_encoder_s_lower_layers_and_only_when_asked(tmp_path):
     from jobs.training.train import build_model, build_optimizer
 
