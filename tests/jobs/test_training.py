@@ -411,12 +411,16 @@ def test_drop_path_skips_blocks_in_training_only_and_adds_no_weights(tmp_path):
     config = _toy_config(tmp_path, epochs=1, drop_path=0.5)
     model, plain = build_model(config, 32, 0.2), build_model(config.model_copy(update={"drop_path": 0.0}), 32, 0.2)
     assert model.state_dict().keys() == plain.state_dict().keys()  # the card's network: checkpoints load either way
-    rates = [getattr(b.drop_path, "drop_prob", 0.0) for stage in model.encoder.blocks for b in stage]
-    assert rates[-1] == pytest.approx(0.5 * (len(rates) - 1) / len(rates)) and rates == sorted(rates)
-    assert not any(getattr(b.drop_path, "drop_prob", 0.0) for stage in plain.encoder.blocks for b in stage)
+    def rates(net):
+        return [getattr(b.drop_path, "drop_prob", 0.0) for stage in net.encoder.blocks for b in stage]
+
+    skip = rates(model)
+    assert skip[-1] == pytest.approx(0.5 * (len(skip) - 1) / len(skip)) and skip == sorted(skip)
+    assert not any(rates(plain))
     plain.load_state_dict(model.state_dict())
     x = torch.rand(4, 3, 32, 32) * 255
-    model.eval(), plain.eval()
+    model.eval()
+    plain.eval()
     with torch.no_grad():
         assert torch.equal(model(x), plain(x))  # identity at inference
         model.train()
