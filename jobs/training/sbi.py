@@ -13,15 +13,22 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from jobs.training.mesh import OVAL
+
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
 
 
-def face_mask(shape: tuple[int, int], box: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Soft face mask (H, W) float32 in [0, 1] from MTCNN's box and 5 landmarks (crop coordinates).
+def face_mask(shape: tuple[int, int], box: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
+              outline: np.ndarray | None = None) -> np.ndarray:
+    """Soft face mask (H, W) float32 in [0, 1] from MTCNN's box and 5 landmarks (crop coordinates), or from a
+    dense ``outline`` (``jobs.training.mesh.OUTLINE`` points) when given.
 
     Either a convex hull of the landmarks extended to forehead and chin, or an ellipse fitted to the
-    box; then randomly dilated/eroded and blurred so the blending boundary varies in place and width.
+    box; with an outline, its hull, deformed. Then randomly dilated/eroded and blurred so the blending
+    boundary varies in place and width.
     """
+    if outline is not None:
+        return _soften(_outline_hull(shape, outline, rng), _outline_face_size(outline), rng)
     height, width = shape
     points = np.asarray(landmarks, np.float32).reshape(5, 2)
     x1, y1, x2, y2 = np.asarray(box, np.float32).reshape(4)
@@ -42,7 +49,34 @@ def face_mask(shape: tuple[int, int], box: np.ndarray, landmarks: np.ndarray, rn
         centre = (int((x1 + x2) / 2), int((y1 + y2) / 2 + (y2 - y1) * rng.uniform(-0.05, 0.1)))
         axes = (int((x2 - x1) / 2 * rng.uniform(0.75, 1.0)), int((y2 - y1) / 2 * rng.uniform(0.8, 1.05)))
         cv2.ellipse(mask, centre, (max(axes[0], 2), max(axes[1], 2)), 0, 0, 360, 1.0, -1)
-    face_size = max(4.0, float(min(x2 - x1, y2 - y1)))
+    return _soften(mask, float(min(x2 - x1, y2 - y1)), rng)
+
+
+def _outline_hull(shape: tuple[int, int], outline: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The whole oval (forehead included) or, as dlib's 68 points give, brows to jaw; its corners moved a
+    little so the seam is not always the hull's straight edges (SBI deforms its mask elastically)."""
+    points = np.asarray(outline, np.float32).reshape(-1, 2)
+    oval, brows = points[:len(OVAL)], points[len(OVAL):]
+    if rng.random() < 0.5:
+        up = oval[0] - oval[len(OVAL) // 2]  # forehead top minus chin
+        up /= max(float(np.linalg.norm(up)), 1e-6)
+        oval = oval[oval @ up <= (brows @ up).max()]
+        points = np.concatenate([oval, brows])
+    hull = cv2.convexHull(points).reshape(-1, 2)
+    hull = hull + rng.normal(0, _outline_face_size(outline) * rng.uniform(0.0, 0.03), hull.shape)
+    mask = np.zeros(shape, np.float32)
+    cv2.fillPoly(mask, [np.round(hull).astype(np.int32)], 1.0)
+    return mask
+
+
+def _outline_face_size(outline: np.ndarray) -> float:
+    """A face size comparable to MTCNN's box side (brows to chin is about 1/1.2 of the oval)."""
+    points = np.asarray(outline, np.float32).reshape(-1, 2)
+    return float((points.max(0) - points.min(0)).min()) / 1.2
+
+
+def _soften(mask: np.ndarray, face_size: float, rng: np.random.Generator) -> np.ndarray:
+    face_size = max(4.0, face_size)
     k = max(1, int(face_size * rng.uniform(0.0, 0.12)))
     kernel = np.ones((k, k), np.uint8)
     mask = cv2.erode(mask, kernel) if rng.random() < 0.5 else cv2.dilate(mask, kernel)
@@ -84,8 +118,10 @@ def _shift_scale(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def self_blend(face: np.ndarray, box: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Return (pseudo-fake uint8 image, the blend mask actually used (H, W) in [0, 1])."""
+def self_blend(face: np.ndarray, box: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
+               outline: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return (pseudo-fake uint8 image, the blend mask actually used (H, W) in [0, 1]); ``outline``: see
+    ``face_mask``."""
     # Only the blended-in copy is transformed: outside the mask the image stays exactly the real face
     # (a global change would teach nothing about blending and would tint the zero padding).
     target = face
@@ -95,6 +131,6 @@ def self_blend(face: np.ndarray, box: np.ndarray, landmarks: np.ndarray, rng: np
     if rng.random() < 0.8:
         source = _frequency_transform(source, rng)
     source = _shift_scale(source, rng)
-    mask = face_mask(face.shape[:2], box, landmarks, rng) * rng.choice(BLEND_RATIOS)
+    mask = face_mask(face.shape[:2], box, landmarks, rng, outline) * rng.choice(BLEND_RATIOS)
     blended = mask[..., None] * source.astype(np.float32) + (1 - mask[..., None]) * target.astype(np.float32)
     return np.clip(blended, 0, 255).astype(np.uint8), mask

@@ -88,6 +88,8 @@ class TrainConfig(BaseModel):
     drop_path: float = Field(0.0, ge=0, lt=1, description="0 = off; else stochastic depth: the encoder's residual "
                              "blocks are skipped at random in training, the deepest at this rate (timm's linear "
                              "schedule); training only")
+    mesh_p: float = Field(0.0, ge=0, le=1, description="share of self-blends whose mask follows the face's dense "
+                          "outline (mesh.py, MediaPipe's face mesh) instead of MTCNN's box and 5 points; 0 = off")
     source_balance: Literal["none", "sqrt"] = Field(
         "sqrt", description="sqrt: each source's share of an epoch grows with the square root of its size, so "
                             "thousands of photos cannot drown a few hundred video frames")
@@ -120,7 +122,8 @@ class CropSet(torch.utils.data.Dataset):
     """(uint8 crop, label) items; item ``i`` of epoch ``e`` always gets the same random transform."""
 
     def __init__(self, rows: list[dict], sbi: bool, real_fakes: bool, seed: int, train: bool = True, codec_p: float = 0.0,
-                 cross_p: float = 0.0, capture_p: float = 0.0, parts_p: float = 0.0, maps: bool = False):
+                 cross_p: float = 0.0, capture_p: float = 0.0, parts_p: float = 0.0, maps: bool = False,
+                 mesh_p: float = 0.0):
         self.crops = [decode_png(r["crop_png"]) for r in rows]
         self.sources = [r.get("source", "") for r in rows]
         self.codec_p, self.cross_p, self.capture_p, self.parts_p = codec_p, cross_p, capture_p, parts_p
@@ -132,6 +135,9 @@ class CropSet(torch.utils.data.Dataset):
         # donors for cross-identity blends: real faces, compared by pose; never from the same video
         self.donors = np.array([r["label"] == "REAL" for r in rows], bool)
         self.poses = normalised(np.stack(self.landmarks)) if rows else np.zeros((0, 5, 2), np.float32)
+        self.mesh_p = mesh_p
+        # dense outlines of the reals that get blended: ~5 ms a crop, once per run, only when asked
+        self.outlines = (dict(zip(*_real_outlines(rows, self.crops, self.boxes))) if mesh_p and sbi and train else {})
         self.video_ids = np.unique(np.array(self.videos, object), return_inverse=True)[1] if rows else np.zeros(0, int)
         # (row index, make a self-blended fake?, label)
         self.items: list[tuple[int, bool, int]] = []
@@ -163,13 +169,24 @@ class CropSet(torch.utils.data.Dataset):
             donor = (pick_donor(self.poses[row], self.poses, self.donors & (self.video_ids != self.video_ids[row]), rng)
                      if self.cross_p and rng.random() < self.cross_p else None)  # no draw when off: old runs replay
             if donor is None:
-                crop, blend_map = self_blend(crop, self.boxes[row], self.landmarks[row], rng)
+                outline = (self.outlines[row] if self.mesh_p and rng.random() < self.mesh_p else None)  # no draw when off
+                crop, blend_map = self_blend(crop, self.boxes[row], self.landmarks[row], rng, outline)
             else:
                 crop, blend_map = cross_blend(crop, self.boxes[row], self.landmarks[row], self.crops[donor], self.landmarks[donor], rng)
         if self.parts_p and rng.random() < self.parts_p:  # no draw when off: old runs replay
             crop = erase_part(crop, self.landmarks[row], rng)
         crop, blend_map = augment_with_map(crop, blend_map if self.maps else None, rng, self.codec_p)
         return (crop, label, blend_map) if self.maps else (crop, label)
+
+
+def _real_outlines(rows: list[dict], crops: list[np.ndarray], boxes: list[np.ndarray]) -> tuple[list[int], np.ndarray]:
+    from jobs.training.mesh import outlines
+
+    reals = [i for i, r in enumerate(rows) if r["label"] == "REAL"]
+    started = time.monotonic()
+    points = outlines([crops[i] for i in reals], [boxes[i] for i in reals])
+    log.warning("dense face outlines of %d real crops in %.0f s", len(reals), time.monotonic() - started)
+    return reals, points
 
 
 def item_weights(dataset: CropSet, balance: str) -> torch.Tensor | None:
@@ -382,7 +399,7 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         train_rows += _rows(extra, "train", config.max_crops_per_video)
     train_set = CropSet(train_rows, config.sbi, config.real_fakes, config.seed, codec_p=config.codec_p,
                         cross_p=config.cross_p, capture_p=config.capture_p, parts_p=config.parts_p,
-                        maps=bool(config.blend_map))
+                        maps=bool(config.blend_map), mesh_p=config.mesh_p)
     val_rows = [r for d in [config.dataset, *config.extra_datasets] for r in _rows(d, "val", config.max_crops_per_video)]
     val_set = CropSet(val_rows, False, True, config.seed, train=False)
     log.warning("training on %d items (%d crops), validating on %d crops", len(train_set), len(train_rows), len(val_set))
