@@ -18,7 +18,7 @@ class ModelSpec(BaseModel):
     """Everything needed to rebuild the network; stored in the model card and checked on load."""
 
     encoder: str = "tf_efficientnet_lite0"
-    input_mode: Literal["srm", "rgb+srm"] = "rgb+srm"
+    input_mode: Literal["srm", "rgb+srm", "rgb"] = "rgb+srm"
     input_size: int = Field(224, ge=32)
     # Preprocessing the weights were trained with, so it travels with them (cards before v6: 0.3).
     crop_margin: float = Field(0.3, ge=0, le=2, description="face box grows by this fraction per side before cropping")

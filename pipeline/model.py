@@ -1,4 +1,4 @@
-"""The classifier network: SRM noise filters → EfficientNet (timm) → a small MLP head → fake logit."""
+"""The classifier network: SRM noise filters and/or RGB → EfficientNet (timm) → a small MLP head → fake logit."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class DeepfakeDetector(nn.Module):
     def __init__(self, spec: ModelSpec | None = None, drop_path_rate: float = 0.0):
         super().__init__()
         self.spec = spec or ModelSpec()
-        in_chans = 3 if self.spec.input_mode == "srm" else 6
+        in_chans = 6 if self.spec.input_mode == "rgb+srm" else 3
         self.srm = SRMFilter(truncate=SRM_TRUNCATE)
         # drop_path_rate: training-only stochastic depth (identity in eval, no weights), so it is not in the card.
         self.encoder = timm.create_model(self.spec.encoder, pretrained=False, num_classes=0, in_chans=in_chans,
@@ -33,10 +33,13 @@ class DeepfakeDetector(nn.Module):
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """0..255 pixels → the encoder's input channels (RGB in [-1, 1] and/or SRM residuals in [-1, 1])."""
+        rgb = (pixels - self.rgb_mean) / self.rgb_std
+        if self.spec.input_mode == "rgb":
+            return rgb
         srm = self.srm(pixels) / SRM_TRUNCATE
         if self.spec.input_mode == "srm":
             return srm
-        return torch.cat([(pixels - self.rgb_mean) / self.rgb_std, srm], dim=1)
+        return torch.cat([rgb, srm], dim=1)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(self.normalise(pixels))).squeeze(1)

@@ -48,7 +48,7 @@ def train(
     output: Path = typer.Option(Path("runs/train"), "--output", "-o"),
     extra_dataset: list[Path] = typer.Option([], "--extra-dataset", help="another prepared dataset: its train split is trained on, its val split validated on (repeatable)"),
     encoder: str = typer.Option("tf_efficientnet_lite0", help="timm encoder: tf_efficientnet_lite0/1/2 have offline ImageNet weights"),
-    input_mode: str = typer.Option("rgb+srm", help="srm or rgb+srm"),
+    input_mode: str = typer.Option("rgb+srm", help="rgb+srm, srm (noise residuals only) or rgb (no SRM filters)"),
     epochs: int = typer.Option(8),
     batch_size: int = typer.Option(32),
     lr: float = typer.Option(3e-4),

@@ -49,7 +49,7 @@ class TrainConfig(BaseModel):
     out_dir: Path
     extra_datasets: list[Path] = Field(default_factory=list, description="more prepared datasets: train split trained on, val split validated on")
     encoder: str = "tf_efficientnet_lite0"
-    input_mode: Literal["srm", "rgb+srm"] = "rgb+srm"
+    input_mode: Literal["srm", "rgb+srm", "rgb"] = "rgb+srm"
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=2)
     lr: float = Field(3e-4, gt=0)
