@@ -13,7 +13,7 @@ from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.errors import CheckpointError, NoTrainedModelError
 from pipeline.imagenet import imagenet_classifier, load_imagenet_lite, map_lite_state_dict
 from pipeline.model import DeepfakeDetector
-from pipeline.preprocess import crops_to_tensor
+from pipeline.preprocess import RGB_MEAN, RGB_STD, SRM_TRUNCATE, crops_to_tensor
 from pipeline.srm import SRM_KERNELS, SRMFilter
 
 
@@ -71,15 +71,24 @@ def test_mapping_refuses_mismatches():
         map_lite_state_dict({"x": torch.zeros(3, 2), "y": torch.zeros(4)}, target)
 
 
-@pytest.mark.parametrize("mode", ["srm", "rgb+srm"])
+@pytest.mark.parametrize("mode", ["srm", "rgb+srm", "rgb"])
 def test_detector_forward_and_imagenet_init(mode):
     model = DeepfakeDetector(ModelSpec(input_mode=mode, input_size=64)).eval()
-    model.load_encoder_imagenet(load_imagenet_lite())
+    imagenet = load_imagenet_lite()
+    model.load_encoder_imagenet(imagenet)
     crops = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
-    out = model(crops_to_tensor(crops))
+    pixels = crops_to_tensor(crops)
+    out = model(pixels)
     assert out.shape == (3,) and torch.isfinite(out).all()
     stem = model.encoder.conv_stem.weight
-    assert stem.shape[1] == (3 if mode == "srm" else 6)
+    assert stem.shape[1] == (6 if mode == "rgb+srm" else 3)
+    inputs = model.normalise(pixels)
+    rgb = (pixels / 255 - torch.tensor(RGB_MEAN).view(1, 3, 1, 1)) / torch.tensor(RGB_STD).view(1, 3, 1, 1)
+    if mode == "rgb":  # ImageNet's own stem on the RGB channels alone
+        assert torch.equal(stem, imagenet["conv_stem.weight"]) and torch.allclose(inputs, rgb, atol=1e-5)
+    else:  # the SRM residuals are there (last three channels), and RGB before them
+        assert torch.allclose(inputs[:, -3:], model.srm(pixels) / SRM_TRUNCATE)
+        assert mode == "srm" or torch.allclose(inputs[:, :3], rgb, atol=1e-5)
 
 
 def _saved(tmp_path, **card_fields):
