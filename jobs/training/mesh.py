@@ -3,7 +3,8 @@
 MTCNN's five points cannot say where a face ends; FaceSwap and Face2Face blend along the jaw and brows,
 so self-blends whose masks follow the real outline look more like them (SBI uses dlib's 81 points).
 Training only: inference never needs it. The network ships beside this file (Apache-2.0, from the
-``mediapipe==0.10.21`` wheel; LICENSE-mediapipe), so nothing is fetched at run time.
+``mediapipe==0.10.21`` wheel's ``mediapipe/modules/face_landmark/face_landmark.tflite``, sha256 1055cb9d…c814;
+LICENSE-mediapipe), so nothing is fetched at run time.
 """
 
 from __future__ import annotations
