@@ -30,6 +30,7 @@ from jobs.training.metrics import balanced_weights, binary_metrics
 from jobs.training.prepare import decode_png, load_crop_table
 from jobs.training.augment import augment_with_map, capture, erase_part
 from jobs.training.blendmap import BlendMapHead, blend_map_loss
+from jobs.training.mesh import outlines
 from jobs.training.sbi import self_blend
 from jobs.training.xblend import cross_blend, normalised, pick_donor
 from pipeline.atomic import replacing
@@ -180,8 +181,6 @@ class CropSet(torch.utils.data.Dataset):
 
 
 def _real_outlines(rows: list[dict], crops: list[np.ndarray], boxes: list[np.ndarray]) -> tuple[list[int], np.ndarray]:
-    from jobs.training.mesh import outlines
-
     reals = [i for i, r in enumerate(rows) if r["label"] == "REAL"]
     started = time.monotonic()
     points = outlines([crops[i] for i in reals], [boxes[i] for i in reals])
