@@ -39,7 +39,8 @@ class DecodeConfig(BaseModel):
     backend: Literal["pyav", "decord"] = Field(
         "pyav", description="video decoder: pyav skips the frames nothing references unless sampled (same frames, "
                             "30-55% less decoding) and shows interlaced frames as one field; decord decodes every frame and "
-                            "leaves fields woven (PyAV where decord is not installed)")
+                            "leaves fields woven (PyAV where decord is not installed, and for MPEG-TS, which "
+                            "decord cannot read from memory)")
 
 
 class DetectConfig(BaseModel):

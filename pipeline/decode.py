@@ -272,7 +272,7 @@ def decode_bytes(data: bytes, config: DecodeConfig) -> DecodedMedia:
     if kind == "image":
         return _decode_image(data, mime, config)
     info = probe_video(data, config)  # limits from the headers, before any frame buffer exists
-    if config.backend == "decord":
+    if config.backend == "decord" and mime != "video/mp2t":  # decord cannot read MPEG-TS from memory at all
         try:
             import decord  # noqa: F401
         except ImportError:  # decord has x86_64 wheels only

@@ -22,7 +22,7 @@ from pipeline.config import DecodeConfig, DetectConfig
 from pipeline.aspect import stored_shape
 from pipeline.decode import DecodeStage, _decode_video_decord, _decode_video_pyav, decode_bytes
 from pipeline.detect import DetectStage, FaceDetector
-from pipeline.errors import MediaTooLargeError, NoVideoStreamError
+from pipeline.errors import MediaError, MediaTooLargeError, NoVideoStreamError
 from pipeline.probe import probe_video
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,7 +223,8 @@ def _anamorphic(stored: np.ndarray, sar: Fraction, degrees: int = 0, frames: int
 
 
 @pytest.mark.parametrize("sar, degrees, format", [(Fraction(4, 3), 0, "mp4"), (Fraction(2, 3), 0, "mp4"),
-                                                  (Fraction(4, 3), 90, "mp4"), (Fraction(4, 3), 0, "matroska")])
+                                                  (Fraction(4, 3), 90, "mp4"), (Fraction(4, 3), 0, "matroska"),
+                                                  (Fraction(4, 3), 0, "mpegts")])
 def test_anamorphic_video_is_shown_with_square_pixels(astronaut, detector, sar, degrees, format):
     """DVD and broadcast SD store widescreen frames squeezed and say so by the sample aspect ratio; a player
     stretches them. Scored as stored, the face was squeezed to 3/4 of its width (or stretched 1.5x)."""
@@ -231,14 +232,26 @@ def test_anamorphic_video_is_shown_with_square_pixels(astronaut, detector, sar, 
     turned = np.ascontiguousarray(np.rot90(upright, -(degrees // 90)))  # as the camera stored it, square pixels
     height, width = turned.shape[:2]
     stored = cv2.resize(turned, (round(width / sar), height), interpolation=cv2.INTER_AREA)
-    data = _anamorphic(stored, sar, degrees, format=format)  # Matroska: the ratio only in the stream's SPS
+    data = _anamorphic(stored, sar, degrees, format=format)  # Matroska, MPEG-TS: the ratio only in the stream's SPS
     assert stored_shape(data) == (sar, degrees % 180 != 0)
     media = decode_bytes(data, DecodeConfig(num_frames=2))
     assert (media.width, media.height) == (upright.shape[1], upright.shape[0])
     assert np.abs(media.frames[0].astype(int) - upright).mean() < 6
     _one_face(detector, media.frames[0])
-    decord_media = _decode_video_decord(data, "video/mp4", DecodeConfig(num_frames=2))
+    decord_media = decode_bytes(data, DecodeConfig(num_frames=2, backend="decord"))
     assert np.array_equal(media.frames, decord_media.frames)  # both backends show what a player shows
+
+
+def test_mpeg_ts_decodes_with_either_backend_setting(astronaut):
+    """decord cannot read MPEG-TS from memory (every frame 'corrupt', whatever the length): with the decord
+    backend chosen, a broadcast recording would fail the scan; PyAV reads it instead."""
+    stored = np.asarray(astronaut.resize((160, 128)))
+    data = _anamorphic(stored, Fraction(1), frames=25, format="mpegts")
+    with pytest.raises(MediaError):
+        _decode_video_decord(data, "video/mp2t", DecodeConfig(num_frames=2))
+    media = decode_bytes(data, DecodeConfig(num_frames=2, backend="decord"))
+    assert media.mime == "video/mp2t" and media.frames.shape == (2, 128, 160, 3)
+    assert np.abs(media.frames[0].astype(int) - stored).mean() < 6
 
 
 def test_absurd_pixel_aspect_is_refused_before_allocating(astronaut):
