@@ -33,13 +33,12 @@ class DeepfakeDetector(nn.Module):
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """0..255 pixels → the encoder's input channels (RGB in [-1, 1] and/or SRM residuals in [-1, 1])."""
-        rgb = (pixels - self.rgb_mean) / self.rgb_std
-        if self.spec.input_mode == "rgb":
-            return rgb
+        if self.spec.input_mode == "rgb":  # no SRM work at all
+            return (pixels - self.rgb_mean) / self.rgb_std
         srm = self.srm(pixels) / SRM_TRUNCATE
         if self.spec.input_mode == "srm":
             return srm
-        return torch.cat([rgb, srm], dim=1)
+        return torch.cat([(pixels - self.rgb_mean) / self.rgb_std, srm], dim=1)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(self.normalise(pixels))).squeeze(1)

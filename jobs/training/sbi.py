@@ -28,7 +28,8 @@ def face_mask(shape: tuple[int, int], box: np.ndarray, landmarks: np.ndarray, rn
     boundary varies in place and width.
     """
     if outline is not None:
-        return _soften(_outline_hull(shape, outline, rng), _outline_face_size(outline), rng)
+        size = _outline_face_size(outline)
+        return _soften(_outline_hull(shape, outline, size, rng), size, rng)
     height, width = shape
     points = np.asarray(landmarks, np.float32).reshape(5, 2)
     x1, y1, x2, y2 = np.asarray(box, np.float32).reshape(4)
@@ -52,7 +53,7 @@ def face_mask(shape: tuple[int, int], box: np.ndarray, landmarks: np.ndarray, rn
     return _soften(mask, float(min(x2 - x1, y2 - y1)), rng)
 
 
-def _outline_hull(shape: tuple[int, int], outline: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _outline_hull(shape: tuple[int, int], outline: np.ndarray, face_size: float, rng: np.random.Generator) -> np.ndarray:
     """The whole oval (forehead included) or, as dlib's 68 points give, brows to jaw; its corners moved a
     little so the seam is not always the hull's straight edges (SBI deforms its mask elastically)."""
     points = np.asarray(outline, np.float32).reshape(-1, 2)
@@ -63,7 +64,7 @@ def _outline_hull(shape: tuple[int, int], outline: np.ndarray, rng: np.random.Ge
         oval = oval[oval @ up <= (brows @ up).max()]
         points = np.concatenate([oval, brows])
     hull = cv2.convexHull(points).reshape(-1, 2)
-    hull = hull + rng.normal(0, _outline_face_size(outline) * rng.uniform(0.0, 0.03), hull.shape)
+    hull = hull + rng.normal(0, face_size * rng.uniform(0.0, 0.03), hull.shape)
     mask = np.zeros(shape, np.float32)
     cv2.fillPoly(mask, [np.round(hull).astype(np.int32)], 1.0)
     return mask
