@@ -9,7 +9,7 @@
 # v16's; default 0.85, empty = none): two or more runs are averaged into one detector, a "soup" (the default: v7,
 # v9, v12, v13, v16), EMA (weight moving-average decay, 0 = off), CROP, MARGIN (crop margin per side, a fraction of the face box; travels in
 # the card), ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR, REAL_FAKES (1: also train on the
-# FF++ train split's fakes, 0: self-blends only), CODEC (share of crops, any label, sent through the H.264 round trip; default 0.5), PAIRED (1: each real crop and its pseudo-fake in one batch), CAPTURE (share of crops given a camera's grain or softness before any blend; default 0), PARTS (share of crops with the eyes, nose or mouth blacked out; default 0), BALANCE (sqrt: each source's share of an epoch grows with the square root of its size, the default; none: with its size), LAYER_DECAY (for the CROSSES x SEEDS runs: encoder layers learn at lr x this**depth from the top; default 0 = one lr), BLEND_MAP (weight of the auxiliary loss that predicts where each pseudo-fake was blended; default 0 = off), DROP_PATH (stochastic depth: the deepest encoder blocks skipped at this rate in training; default 0 = off), INPUT_MODE (rgb+srm, the default; rgb: no SRM noise filters; srm), MESH (share of self-blends masked along the face's dense outline from MediaPipe's face mesh instead of MTCNN's 5 points; default 0 = off), INIT (start every run from this trained detector instead of ImageNet, e.g. the shipped one: fine-tuning; default none), LR (peak learning rate; default 3e-4);
+# FF++ train split's fakes, 0: self-blends only), CODEC (share of crops, any label, sent through the H.264 round trip; default 0.5), PAIRED (1: each real crop and its pseudo-fake in one batch), CAPTURE (share of crops given a camera's grain or softness before any blend; default 0), PARTS (share of crops with the eyes, nose or mouth blacked out; default 0), BALANCE (sqrt: each source's share of an epoch grows with the square root of its size, the default; none: with its size), LAYER_DECAY (for the CROSSES x SEEDS runs: encoder layers learn at lr x this**depth from the top; default 0 = one lr), BLEND_MAP (weight of the auxiliary loss that predicts where each pseudo-fake was blended; default 0 = off), DROP_PATH (stochastic depth: the deepest encoder blocks skipped at this rate in training; default 0 = off), INPUT_MODE (rgb+srm, the default; rgb: no SRM noise filters; srm), MESH (share of self-blends masked along the face's dense outline from MediaPipe's face mesh instead of MTCNN's 5 points; default 0 = off), MORE_SETS (more labelled sets to train and validate on, below), INIT (start every run from this trained detector instead of ImageNet, e.g. the shipped one: fine-tuning; default none), LR (peak learning rate; default 3e-4);
 # STOP_AFTER=prepare|train for partial runs.
 # Steps: label CSVs for the extra real sets → crop datasets → one self-blended training run per share and seed
 # (resumable: rerun the script after an interruption) → their weight average → operating point on the
@@ -47,10 +47,25 @@ wait $p1; wait $p2   # each wait returns its job's status, so set -e stops on a 
 DFS_DETECT__MIN_FACE_PX=80 prep $D/utkface-train.csv $D/utk$SUF --frames-real 1 & p1=$!
 DFS_DETECT__MIN_FACE_PX=80 prep $D/utkface-val.csv $D/utk${SUF}val --frames-real 1 & p2=$!
 wait $p1; wait $p2
+# More data, the limit here (~20 training video identities): MORE_SETS="SET ..." (paths without spaces) adds labelled
+# sets in any layout `prepare` reads (labels CSV, DFDC, FaceForensics++). Each is split like FF++ (by identity group,
+# or by a CSV's split column): its train split is trained on (reals as SBI sources, fakes as fakes), its val split
+# validated on and in the fit of the operating point, its test split reported; the model card names each set.
+MORE=(); MORE_EVAL=(); MORE_NOTE=""
+for src in ${MORE_SETS:-}; do
+  name=$(basename "${src%.csv}"); out="$D/more-$name$SUF"
+  if [ ! -e "$src" ]; then echo "MORE_SETS: $src not found" >&2; exit 2; fi
+  if [ -e "$out/.source" ] && [ "$(cat "$out/.source")" != "$src" ]; then
+    echo "MORE_SETS: $out holds another set named $name ($(cat "$out/.source")); rename one" >&2; exit 2
+  fi
+  prep "$src" "$out" --frames-real 32 --frames-fake 16; echo "$src" > "$out/.source"
+  MORE+=(--extra-dataset "$out"); MORE_EVAL+=(--extra "$src"); MORE_NOTE="$MORE_NOTE $name ($src);"
+done
 [ "${STOP_AFTER:-}" = prepare ] && exit 0
 
 DATA_NOTE="Research use only; none of it is redistributed. FaceForensics++ c23 subset (../shared/data/ffpp-c23: 30 original, 63 manipulated videos; identity-group split 50/25/25, train split used: reals as SBI sources + its Deepfakes/Face2Face/FaceSwap/NeuralTextures fakes); UTKFace aligned face photos (8,201 of 9,674 for training, 473 validation, 1,000 held out); 47 real talking-head clips from public face-animation repositories (30 training, 8 validation, 9 held out, split by source repository); 38 photos/clips of the facenet-pytorch and face_recognition example media (training)."
 FAKES=--real-fakes; [ "${REAL_FAKES:-1}" = 0 ] && FAKES=--no-real-fakes
+[ -n "$MORE_NOTE" ] && DATA_NOTE="$DATA_NOTE More labelled sets (identity-group split 50/25/25, train split used):$MORE_NOTE"
 PAIRED_FLAG=--no-paired; [ "${PAIRED:-0}" = 1 ] && PAIRED_FLAG=--paired
 INIT_FLAG=(); [ -n "${INIT:-}" ] && INIT_FLAG=(--init "$INIT")
 RUNS=()
@@ -60,7 +75,7 @@ for job in "${JOBS[@]}"; do read -r cross seed lld <<< "$job"   # each run resum
   OUT="$WORK/train-xb$cross-s$seed"; [ "$lld" = 0 ] || OUT="$OUT-lld$lld"; RUNS+=("$OUT/best.safetensors")
   RESUME=""; [ -f "$OUT/last.pt" ] && RESUME="--resume"
   $BIN/deepfakestream train $D/ffpp$SUF --extra-dataset $D/th$SUF --extra-dataset $D/faces$SUF \
-      --extra-dataset $D/utk$SUF --extra-dataset $D/utk${SUF}val --output "$OUT" \
+      --extra-dataset $D/utk$SUF --extra-dataset $D/utk${SUF}val "${MORE[@]}" --output "$OUT" \
       --encoder "$ENCODER" --input-mode "${INPUT_MODE:-rgb+srm}" --epochs "${EPOCHS:-6}" --patience "${PATIENCE:-3}" --max-steps-per-epoch "${STEPS:-250}" \
       --codec-p "${CODEC:-0.5}" --capture-p "${CAPTURE:-0}" --parts-p "${PARTS:-0}" --source-balance "${BALANCE:-sqrt}" --layer-decay "$lld" --blend-map "${BLEND_MAP:-0}" --drop-path "${DROP_PATH:-0}" --mesh-p "${MESH:-0}" --lr "${LR:-3e-4}" "${INIT_FLAG[@]}" --cross-p "$cross" --ema-decay "${EMA:-0.997}" $FAKES $PAIRED_FLAG --threads "${THREADS:-2}" --seed "$seed" --version "$VERSION-${OUT##*/train-}" $RESUME \
       --data-description "$DATA_NOTE"
@@ -76,7 +91,7 @@ fi
 mkdir -p pipeline/checkpoints docs/reports
 cp "$BEST.safetensors" pipeline/checkpoints/detector.safetensors
 cp "$BEST.json" pipeline/checkpoints/detector.json
-EXTRA="--extra data-cache/talking-heads.csv --extra data-cache/utkface.csv"
+EXTRA="--extra data-cache/talking-heads.csv --extra data-cache/utkface.csv ${MORE_EVAL[*]}"
 $BIN/deepfakestream evaluate "$SHARED/ffpp-c23" --split val $EXTRA --fit --target-fpr "${TARGET_FPR:-0.05}" --output "$WORK/eval"
 $BIN/deepfakestream evaluate "$SHARED/ffpp-c23" --split test $EXTRA --record --output "$WORK/eval"
 cp "$WORK"/eval/report-val.* "$WORK"/eval/report-test.* "$WORK"/eval/reliability-*.png docs/reports/
