@@ -47,7 +47,8 @@ wait $p1; wait $p2   # each wait returns its job's status, so set -e stops on a 
 DFS_DETECT__MIN_FACE_PX=80 prep $D/utkface-train.csv $D/utk$SUF --frames-real 1 & p1=$!
 DFS_DETECT__MIN_FACE_PX=80 prep $D/utkface-val.csv $D/utk${SUF}val --frames-real 1 & p2=$!
 wait $p1; wait $p2
-# More data, the limit here (~20 training video identities): MORE_SETS="SET ..." (paths without spaces) adds labelled
+# More data, the limit here (~20 training video identities): MORE_SETS="SET ..." (no spaces; relative paths are read
+# from the repository root, as SHARED_DATA_DIR is) adds labelled
 # sets in any layout `prepare` reads (labels CSV, DFDC, FaceForensics++). Each is split like FF++ (by identity group,
 # or by a CSV's split column): its train split is trained on (reals as SBI sources, fakes as fakes), its val split
 # validated on and in the fit of the operating point, its test split reported; the model card names each set.
@@ -65,7 +66,7 @@ done
 
 DATA_NOTE="Research use only; none of it is redistributed. FaceForensics++ c23 subset (../shared/data/ffpp-c23: 30 original, 63 manipulated videos; identity-group split 50/25/25, train split used: reals as SBI sources + its Deepfakes/Face2Face/FaceSwap/NeuralTextures fakes); UTKFace aligned face photos (8,201 of 9,674 for training, 473 validation, 1,000 held out); 47 real talking-head clips from public face-animation repositories (30 training, 8 validation, 9 held out, split by source repository); 38 photos/clips of the facenet-pytorch and face_recognition example media (training)."
 FAKES=--real-fakes; [ "${REAL_FAKES:-1}" = 0 ] && FAKES=--no-real-fakes
-[ -n "$MORE_NOTE" ] && DATA_NOTE="$DATA_NOTE More labelled sets (identity-group split 50/25/25, train split used):$MORE_NOTE"
+[ -n "$MORE_NOTE" ] && DATA_NOTE="$DATA_NOTE More labelled sets (split by identity group 50/25/25 or their own split column, train split used):$MORE_NOTE"
 PAIRED_FLAG=--no-paired; [ "${PAIRED:-0}" = 1 ] && PAIRED_FLAG=--paired
 INIT_FLAG=(); [ -n "${INIT:-}" ] && INIT_FLAG=(--init "$INIT")
 RUNS=()
