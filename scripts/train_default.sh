@@ -47,11 +47,11 @@ wait $p1; wait $p2   # each wait returns its job's status, so set -e stops on a 
 DFS_DETECT__MIN_FACE_PX=80 prep $D/utkface-train.csv $D/utk$SUF --frames-real 1 & p1=$!
 DFS_DETECT__MIN_FACE_PX=80 prep $D/utkface-val.csv $D/utk${SUF}val --frames-real 1 & p2=$!
 wait $p1; wait $p2
-# More data, the limit here (~20 training video identities): MORE_SETS="SET ..." (no spaces; relative paths are read
-# from the repository root, as SHARED_DATA_DIR is) adds labelled
-# sets in any layout `prepare` reads (labels CSV, DFDC, FaceForensics++). Each is split like FF++ (by identity group,
-# or by a CSV's split column): its train split is trained on (reals as SBI sources, fakes as fakes), its val split
-# validated on and in the fit of the operating point, its test split reported; the model card names each set.
+# More data, the limit here (~20 training video identities): MORE_SETS="SET ..." adds labelled sets in any layout
+# `prepare` reads (labels CSV, DFDC, FaceForensics++); no spaces in paths, relative ones read from the repository root
+# as SHARED_DATA_DIR is. Each is split like FF++ (by identity group, or by a CSV's split column): its train split is
+# trained on (reals as SBI sources, fakes as fakes), its val split validated on and in the fit of the operating point,
+# its test split reported; the model card names each set.
 MORE=(); MORE_EVAL=(); MORE_NOTE=""
 for src in ${MORE_SETS:-}; do
   name=$(basename "${src%.csv}"); out="$D/more-$name$SUF"
