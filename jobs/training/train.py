@@ -31,6 +31,7 @@ from jobs.training.prepare import decode_png, load_crop_table
 from jobs.training.augment import augment_with_map, capture, erase_part
 from jobs.training.blendmap import BlendMapHead, blend_map_loss
 from jobs.training.mesh import outlines
+from jobs.training.sam import ascend, descend, frozen_norm_stats
 from jobs.training.sbi import self_blend
 from jobs.training.xblend import cross_blend, normalised, pick_donor
 from pipeline.atomic import replacing
@@ -91,6 +92,8 @@ class TrainConfig(BaseModel):
                              "schedule); training only")
     mesh_p: float = Field(0.0, ge=0, le=1, description="share of self-blends whose mask follows the face's dense "
                           "outline (mesh.py, MediaPipe's face mesh) instead of MTCNN's box and 5 points; 0 = off")
+    sam_rho: float = Field(0.0, ge=0, description="0 = off; else sharpness-aware minimisation: each step's gradient is "
+                           "taken at the weights moved this far up the normalised gradient (SBI's optimiser; 2x a step's cost)")
     source_balance: Literal["none", "sqrt"] = Field(
         "sqrt", description="sqrt: each source's share of an epoch grows with the square root of its size, so "
                             "thousands of photos cannot drown a few hundred video frames")
@@ -468,14 +471,24 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         losses, map_losses = [], []
         for crops, labels, *maps in tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", disable=rank != 0, leave=False):
             pixels, labels = crops_to_tensor(crops, device), labels.to(device)
-            with torch.autocast(device.type, enabled=use_amp):
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(model(pixels).float(), labels)
-                if head is not None:
-                    map_loss = blend_map_loss(head(), maps[0].to(device), maps[1].to(device))
-                    map_losses.append(float(map_loss.detach()))
-                    loss = loss + config.blend_map * map_loss
+
+            def batch_loss() -> tuple[torch.Tensor, torch.Tensor | None]:
+                with torch.autocast(device.type, enabled=use_amp):
+                    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(pixels).float(), labels)
+                    map_loss = blend_map_loss(head(), maps[0].to(device), maps[1].to(device)) if head is not None else None
+                    return (loss if map_loss is None else loss + config.blend_map * map_loss), map_loss
+
+            loss, map_loss = batch_loss()
+            if map_loss is not None:
+                map_losses.append(float(map_loss.detach()))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            moves = ascend([p for g in optimizer.param_groups for p in g["params"]], config.sam_rho) if config.sam_rho else None
+            if moves is not None:  # SAM: the step's gradient is the perturbed weights', applied to the original ones
+                optimizer.zero_grad(set_to_none=True)
+                with frozen_norm_stats(model):
+                    scaler.scale(batch_loss()[0]).backward()
+                descend(moves)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
