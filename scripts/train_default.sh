@@ -47,7 +47,8 @@ wait $p1; wait $p2   # each wait returns its job's status, so set -e stops on a 
 DFS_DETECT__MIN_FACE_PX=80 prep $D/utkface-train.csv $D/utk$SUF --frames-real 1 & p1=$!
 DFS_DETECT__MIN_FACE_PX=80 prep $D/utkface-val.csv $D/utk${SUF}val --frames-real 1 & p2=$!
 wait $p1; wait $p2
-# More data (a learning curve, docs/training.md v45/v46, saw no gain from more FF++ videos; other sets are untested): MORE_SETS="SET ..." adds labelled sets in any layout
+# More data (a learning curve, docs/training.md v45/v46, saw no gain from more FF++ videos; other sets are untested):
+# MORE_SETS="SET ..." adds labelled sets in any layout
 # `prepare` reads (labels CSV, DFDC, FaceForensics++); no spaces in paths, relative ones read from the repository root
 # as SHARED_DATA_DIR is. Each is split like FF++ (by identity group, or by a CSV's split column): its train split is
 # trained on (reals as SBI sources, fakes as fakes), its val split validated on and in the fit of the operating point,
