@@ -94,6 +94,8 @@ class TrainConfig(BaseModel):
                           "outline (mesh.py, MediaPipe's face mesh) instead of MTCNN's box and 5 points; 0 = off")
     sam_rho: float = Field(0.0, ge=0, description="0 = off; else sharpness-aware minimisation: each step's gradient is "
                            "taken at the weights moved this far up the normalised gradient (SBI's optimiser; 2x a step's cost)")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="0 = off; else targets move this far toward 0.5 "
+                                   "(0 -> eps/2, 1 -> 1 - eps/2), so no crop is pushed to certainty; training only")
     source_balance: Literal["none", "sqrt"] = Field(
         "sqrt", description="sqrt: each source's share of an epoch grows with the square root of its size, so "
                             "thousands of photos cannot drown a few hundred video frames")
@@ -254,6 +256,11 @@ def crop_geometry(datasets: list) -> tuple[int, float]:
     if len(set(found.values())) > 1:
         raise ValueError(f"prepared datasets differ in (crop size, margin): {found}; prepare them alike")
     return next(iter(found.values()))
+
+
+def smooth(labels: torch.Tensor, eps: float) -> torch.Tensor:
+    """Label smoothing for a binary target: 0 -> eps/2, 1 -> 1 - eps/2 (eps = 0 leaves it be)."""
+    return labels * (1 - eps) + eps / 2
 
 
 def build_model(config: TrainConfig, input_size: int, crop_margin: float = DEFAULT_MARGIN) -> DeepfakeDetector:
@@ -474,7 +481,7 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
 
             def batch_loss() -> tuple[torch.Tensor, torch.Tensor | None]:
                 with torch.autocast(device.type, enabled=use_amp):
-                    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(pixels).float(), labels)
+                    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(pixels).float(), smooth(labels, config.label_smoothing))
                     map_loss = blend_map_loss(head(), maps[0].to(device), maps[1].to(device)) if head is not None else None
                     return (loss if map_loss is None else loss + config.blend_map * map_loss), map_loss
 
