@@ -83,7 +83,8 @@ def train(
     setup_logging()
     from pydantic import ValidationError
 
-    from jobs.training.train import TrainConfig, train as run_train
+    from jobs.training.config import TrainConfig
+    from jobs.training.train import train as run_train
     from pipeline.errors import DeepfakeStreamError
 
     try:

@@ -7,6 +7,9 @@ import pytest
 import torch
 
 from jobs.training.sam import ascend, descend, frozen_norm_stats
+from jobs.training.train import fit
+
+from training_fixtures import toy_config
 
 
 def _params(*values):
@@ -59,10 +62,7 @@ def test_perturbed_pass_leaves_batchnorm_statistics_as_they_were():
 
 
 def test_training_with_sam_still_learns(tmp_path):
-    from tests.jobs.test_training import _toy_config
-    from jobs.training.train import fit
-
-    state = fit(_toy_config(tmp_path, sam_rho=0.05))
+    state = fit(toy_config(tmp_path, sam_rho=0.05))
     losses = [h["train_loss"] for h in state["history"]]
     assert losses[-1] < losses[0] * 0.7
     assert state["history"][-1]["val_video_auc"] == 1.0

@@ -1,0 +1,57 @@
+"""Video-level validation of held-out crops: the selection metric every run and ``--resume`` agree on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from jobs.training.cropset import CropSet
+from jobs.training.metrics import balanced_weights, binary_metrics
+from pipeline.preprocess import crops_to_tensor
+
+
+def predict(model: torch.nn.Module, crops: list[np.ndarray], device: torch.device, batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(crops), batch_size):
+            pixels = crops_to_tensor(np.stack(crops[start:start + batch_size]), device)
+            out.append(torch.sigmoid(model(pixels).float()).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def validate(model: torch.nn.Module, val: CropSet, device: torch.device) -> dict[str, Any]:
+    """Video-level metrics on held-out crops (video score = mean of its face scores).
+
+    ``val_video_auc`` (the selection metric) weighs each real source equally (``balanced_weights``);
+    ``val_ffpp_auc`` is FF++ alone; ``val_real_mean/<source>`` shows how each real source scores."""
+    from sklearn.metrics import roc_auc_score
+
+    if not len(val):
+        return {}
+    indices = [row for row, _, _ in val.items]
+    labels = np.array([label for _, _, label in val.items])
+    scores = predict(model, [val.crops[i] for i in indices], device)
+    videos = [val.videos[i] for i in indices]
+    by_video: dict[str, list[int]] = {}
+    for k, vid in enumerate(videos):
+        by_video.setdefault(vid, []).append(k)
+    video_ids = sorted(by_video)
+    video_scores = np.array([scores[by_video[v]].mean() for v in video_ids])
+    video_labels = np.array([labels[by_video[v][0]] for v in video_ids])
+    video_sources = [val.sources[indices[by_video[v][0]]] for v in video_ids]
+    frame = binary_metrics(labels, scores, 0.5)
+    out: dict[str, Any] = {"val_frame_auc": frame["roc_auc"], "val_videos": len(video_ids), "val_faces": len(scores)}
+    if len(np.unique(video_labels)) == 2:
+        out["val_video_auc"] = float(roc_auc_score(video_labels, video_scores, sample_weight=balanced_weights(video_labels, video_sources)))
+        fake_sources = {s for s, y in zip(video_sources, video_labels) if y == 1}
+        own = np.array([s in fake_sources for s in video_sources])
+        if len(np.unique(video_labels[own])) == 2:
+            out["val_ffpp_auc"] = float(roc_auc_score(video_labels[own], video_scores[own]))
+    for source in sorted(set(video_sources)):
+        members = np.array([s == source and y == 0 for s, y in zip(video_sources, video_labels)])
+        if members.any():
+            out[f"val_real_mean/{source}"] = float(video_scores[members].mean())
+    return out

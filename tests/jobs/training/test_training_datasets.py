@@ -1,0 +1,58 @@
+"""Labelled sets in their three layouts, and splits that never share an identity (jobs/training/datasets.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs.training.datasets import LabelledVideo, assign_identity_groups, load_labelled_videos, split_by_group
+
+
+def _ffpp_like() -> list[LabelledVideo]:
+    videos = []
+    for a, b in [("001", "002"), ("003", "004"), ("005", "006"), ("007", "008"), ("009", "010")]:
+        videos += [LabelledVideo(f"o/{a}.mp4", "REAL", "original", [a]), LabelledVideo(f"o/{b}.mp4", "REAL", "original", [b]),
+                   LabelledVideo(f"d/{a}_{b}.mp4", "FAKE", "Deepfakes", [a, b]), LabelledVideo(f"d/{b}_{a}.mp4", "FAKE", "Deepfakes", [b, a])]
+    assign_identity_groups(videos)
+    return videos
+
+
+def test_splits_never_leak_an_identity():
+    videos = _ffpp_like()
+    splits = split_by_group(videos, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=3)
+    seen = {name: {i for v in members for i in v.identities} for name, members in splits.items()}
+    assert not (seen["train"] & seen["val"]) and not (seen["train"] & seen["test"]) and not (seen["val"] & seen["test"])
+    assert sum(len(m) for m in splits.values()) == len(videos) and all(splits.values())
+    again = split_by_group(_ffpp_like(), {"train": 0.6, "val": 0.2, "test": 0.2}, seed=3)
+    assert [v.path for v in again["val"]] == [v.path for v in splits["val"]]
+
+
+def test_preassigned_split_is_kept():
+    videos = _ffpp_like() + [LabelledVideo("extra/a.jpg", "REAL", "original", ["zz"], "extra", "train")]
+    splits = split_by_group(videos, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=3)
+    assert any(v.path == "extra/a.jpg" for v in splits["train"])
+    with pytest.raises(ValueError, match="unknown split"):
+        split_by_group([LabelledVideo("x", "REAL", split="holdout")], {"train": 1.0})
+
+
+def test_three_layouts(tmp_path):
+    ff = tmp_path / "ff"
+    for rel in ["original_sequences/youtube/c23/videos/001.mp4", "manipulated_sequences/FaceSwap/c23/videos/001_002.mp4"]:
+        (ff / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ff / rel).write_bytes(b"x")
+    videos = load_labelled_videos(ff)
+    assert [(v.label, v.method) for v in videos] == [("REAL", "original"), ("FAKE", "FaceSwap")]
+    assert videos[0].group == videos[1].group
+    dfdc = tmp_path / "dfdc" / "part0"
+    dfdc.mkdir(parents=True)
+    (dfdc / "metadata.json").write_text(json.dumps({"a.mp4": {"label": "REAL"}, "b.mp4": {"label": "FAKE", "original": "a.mp4"}}))
+    videos = load_labelled_videos(tmp_path / "dfdc")
+    assert [v.label for v in videos] == ["REAL", "FAKE"] and videos[0].group == videos[1].group
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text("path,label,method,group\nx.mp4,real,,g1\ny.mp4,FAKE,Face2Face,g1\n")
+    videos = load_labelled_videos(csv_file)
+    assert [(v.label, v.method, v.group) for v in videos] == [("REAL", "original", "g1"), ("FAKE", "Face2Face", "g1")]
+    csv_file.write_text("path,label\nx.mp4,maybe\n")
+    with pytest.raises(ValueError, match="REAL or FAKE"):
+        load_labelled_videos(csv_file)

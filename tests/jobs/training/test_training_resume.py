@@ -1,0 +1,54 @@
+"""Resuming a run: exactly where it stopped, only with its own settings (jobs/training/resume.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jobs.training.train import fit
+
+from training_fixtures import fit_stop_after_one, toy_config
+
+
+def test_resumed_run_continues_exactly(tmp_path):
+    full = fit(toy_config(tmp_path / "a", epochs=2))
+    interrupted = toy_config(tmp_path / "c", epochs=2)
+    fit_stop_after_one(interrupted)
+    resumed = fit(interrupted.model_copy(update={"resume": True}))
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    a = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=False)["model"]
+    c = torch.load(tmp_path / "c" / "run" / "last.pt", weights_only=False)["model"]
+    assert all(torch.allclose(a[k].float(), c[k].float(), atol=1e-5) for k in a)
+    assert resumed["history"][-1]["train_loss"] == pytest.approx(full["history"][-1]["train_loss"], rel=1e-4)
+
+
+def test_resume_refuses_other_settings_with_a_code(tmp_path):
+    from jobs.training.resume import ResumeMismatchError
+
+    interrupted = toy_config(tmp_path, epochs=2)
+    fit_stop_after_one(interrupted)
+    saved = (tmp_path / "run" / "last.pt").read_bytes()
+    for change in ({"layer_decay": 0.8}, {"ema_decay": 0.9}, {"epochs": 3}, {"lr": 1e-3}):
+        with pytest.raises(ResumeMismatchError) as caught:
+            fit(interrupted.model_copy(update={"resume": True, **change}))
+        assert caught.value.code == "resume_mismatch" and next(iter(change)) in str(caught.value)
+        assert (tmp_path / "run" / "last.pt").read_bytes() == saved  # nothing trained, nothing overwritten
+    resumed = fit(interrupted.model_copy(update={"resume": True, "threads": 1, "patience": 4, "version": "v2"}))
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]  # how this machine runs it may change
+
+
+def test_resume_of_a_run_older_than_a_setting_holds_it_to_its_default(tmp_path):
+    """A last.pt saved before a setting existed ran with its default (new options keep the old behaviour):
+    resuming with another value is refused, with the default it goes on."""
+    from jobs.training.resume import ResumeMismatchError
+
+    interrupted = toy_config(tmp_path, epochs=2)
+    fit_stop_after_one(interrupted)
+    last = tmp_path / "run" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    del state["config"]["parts_p"]  # as if saved before --parts-p existed
+    torch.save(state, last)
+    with pytest.raises(ResumeMismatchError, match="parts_p=0.0"):
+        fit(interrupted.model_copy(update={"resume": True, "parts_p": 0.3}))
+    resumed = fit(interrupted.model_copy(update={"resume": True}))
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
