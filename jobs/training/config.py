@@ -1,4 +1,4 @@
-"""``TrainConfig``: every setting of a training run, typed and checked once; the run's card
+"""``TrainConfig``: every setting of a training run, typed and checked once, unknown keys refused; the run's card
 records it whole and ``--resume`` compares against it (resume.py)."""
 
 from __future__ import annotations
@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, FilePath
+from pydantic import BaseModel, ConfigDict, Field, FilePath
 
 
 class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting must fail, not train with the default
+
     dataset: Path
     out_dir: Path
     extra_datasets: list[Path] = Field(default_factory=list, description="more prepared datasets: train split trained on, val split validated on")
