@@ -15,6 +15,7 @@ import pytest
 
 from jobs.scan.output import OutputStore
 
+
 DRIVER = Path(__file__).with_name("node_failure_driver.py")
 
 
@@ -26,7 +27,7 @@ def test_scan_survives_the_loss_of_a_worker_node(detector_env, samples_dir, tmp_
     names = [f"img{i:02d}.jpg" for i in range(10)]
     for i, name in enumerate(names):
         shutil.copy(samples_dir / ("astronaut.jpg" if i % 2 else "coffee.jpg"), source / name)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run([sys.executable, str(DRIVER), str(source), str(out)], capture_output=True, text=True,
                           env=env, timeout=400)

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from jobs.scan.lease import LeaseHeld, LeaseLost, OutputLease, _Contended
 from jobs.scan.output import OutputStore
 
+
 ROW = {"schema_version": 1, "scan_id": "old", "uri": "/media/a.mp4", "fingerprint": "size:1:mtime:0",
        "label": "ERROR", "error": "x", "model_version": "m"}
 
@@ -339,7 +340,7 @@ def test_the_documented_alert_query_runs_on_run_records(tmp_path):
     from jobs.query.sql import run_query
     from jobs.scan.records import RunRecord, record_bytes
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "scan.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "scan.md").read_text()
     sql = re.search(r'--format json "\n(.*?)"\n```', doc, re.S).group(1)
     store = OutputStore(str(tmp_path))
     old = datetime.now(timezone.utc) - timedelta(days=3)

@@ -1,0 +1,61 @@
+"""Media (the bundled samples plus one file of every kind of bad input) and readers the scan tests share."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from jobs.scan.output import OutputStore
+
+
+GOOD = ("astronaut_zoom.mp4", "pair_pan.mp4", "astronaut.jpg", "coffee.jpg")
+
+
+ERRORS = {  # object name → words its `error` text must contain
+    "empty.mp4": "empty",
+    "truncated.mp4": "corrupt",
+    "corrupt.mp4": "corrupt",
+    "notavideo.mp4": "not a supported image or video",
+    "huge.png": "over the",
+}
+
+
+def png(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 150)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def media(samples_dir: Path) -> dict[str, bytes]:
+    """Relative key → bytes: the bundled samples plus one file of every kind of bad input."""
+    video = (samples_dir / "astronaut_zoom.mp4").read_bytes()
+    corrupt = bytearray(video)
+    corrupt[2000:60000] = np.random.default_rng(0).integers(0, 256, 58000, dtype=np.uint8).tobytes()
+    files = {f"good/{name}": (samples_dir / name).read_bytes() for name in GOOD}
+    files.update({
+        "bad/empty.mp4": b"",
+        "bad/truncated.mp4": video[: len(video) // 3],
+        "bad/corrupt.mp4": bytes(corrupt),
+        "bad/notavideo.mp4": b"this is a text file, not a video\n" * 20,
+        "bad/huge.png": png(5000, 4000),  # 20 Mpx, over the 16.7 Mpx decode limit
+        "notes.txt": b"not media: never listed\n",
+    })
+    return files
+
+
+def object_name(uri: str) -> str:
+    return uri.rsplit("/", 1)[-1]
+
+
+def read_table(store: OutputStore, table: str):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = sorted(store.list_parts(table).values())
+    if not parts:
+        return []
+    return pa.concat_tables([pq.read_table(io.BytesIO(store.fs.cat_file(p))) for p in parts]).to_pylist()

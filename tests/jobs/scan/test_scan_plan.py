@@ -1,0 +1,186 @@
+"""The scan's plan (jobs/scan/plan.py): actor pools for the cluster, how they map the graph, the work's order, Ray Data's settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.scan.config import ScanConfig
+from jobs.scan.plan import plan_pools
+
+
+def _cpus_asked(plan) -> float:
+    return plan.cpus_per_actor * (plan.fused_actors + plan.decode_actors + plan.detect_actors + plan.classify_actors)
+
+
+@pytest.mark.parametrize("kind", ["fused", "split"])
+@pytest.mark.parametrize("cpus", [1, 2, 3, 4, 16, 64])
+def test_actor_pools_leave_a_cpu_for_ray_data(cpus, kind):
+    plan = plan_pools({"CPU": float(cpus)}, ScanConfig(source="x", plan=kind))
+    assert plan.plan == kind and _cpus_asked(plan) <= max(cpus - 1, cpus / 2) + 1e-6
+    assert plan.detect_gpus == plan.classify_gpus == 0
+    forced = plan_pools({"CPU": float(cpus)}, ScanConfig(source="x", plan=kind, detect_actors=8, classify_actors=8,
+                                                         fused_actors=16))
+    assert _cpus_asked(forced) <= max(cpus - 1, cpus / 2) + 1e-3
+
+
+def test_a_cpu_only_cluster_gets_the_fused_plan_one_actor_per_core():
+    plan = plan_pools({"CPU": 2.0}, ScanConfig(source="x"))
+    assert (plan.plan, plan.fused_actors, plan.torch_threads, plan.cpus_per_actor) == ("fused", 2, 1, 0.5)
+    assert plan.decode_actors == plan.detect_actors == plan.classify_actors == 0
+    assert plan.line() == "plan: fused (auto: no GPU): 2 actors decode→detect→score, 0.5 CPU and 1 torch thread(s) each"
+    assert plan_pools({"CPU": 2.0}, ScanConfig(source="x", plan="split")).plan == "split"
+
+
+def test_no_pool_is_larger_than_the_objects_it_will_see():
+    fused = plan_pools({"CPU": 4.0}, ScanConfig(source="x"))
+    split = plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x"))
+    assert fused.fused_actors > 1 and min(split.decode_actors, split.detect_actors, split.classify_actors) > 1
+    one = fused.at_most(1), split.at_most(1)
+    assert one[0].fused_actors == 1 and one[0].decode_actors == one[0].detect_actors == one[0].classify_actors == 0
+    assert (one[1].fused_actors, one[1].decode_actors, one[1].detect_actors, one[1].classify_actors) == (0, 1, 1, 1)
+    assert one[1].detect_gpus == split.detect_gpus and fused.at_most(0).fused_actors == 1  # shares unchanged; never 0
+    assert fused.at_most(10_000) == fused and split.at_most(10_000) == split
+
+
+def test_model_actors_share_gpus_when_the_cluster_has_them():
+    plan = plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x"))
+    assert (plan.plan, plan.why) == ("split", "auto: 2 GPU in the cluster")
+    assert plan.detect_actors == plan.classify_actors == 2 and plan.fused_actors == 0
+    assert plan.detect_gpus == plan.classify_gpus == 0.5
+    assert plan.line() == ("plan: split (auto: 2 GPU in the cluster): 8 decode → 2 detect → 2 score actors, 1 CPU and "
+                           "1 torch thread(s) each; 0.5 GPU per model actor")
+    on_cpu = plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x"), device="cpu")
+    assert (on_cpu.plan, on_cpu.detect_gpus) == ("fused", 0)
+    fused = plan_pools({"CPU": 4.0, "GPU": 1.0}, ScanConfig(source="x", plan="fused"))
+    assert (fused.plan, fused.why, fused.fused_actors, fused.detect_gpus) == ("fused", "chosen", 4, 0.25)
+
+
+class _RecordingDataset:
+    """Stands in for a Ray dataset: records what each map_batches call asks for."""
+
+    def __init__(self):
+        self.calls = []
+
+    def map_batches(self, fn, **kwargs):
+        self.calls.append((fn, kwargs))
+        return self
+
+
+@pytest.mark.parametrize("cluster, kind", [({"CPU": 2.0}, "fused"), ({"CPU": 2.0, "GPU": 1.0}, "split")])
+def test_the_plan_maps_the_graph_and_model_actors_ask_for_gpus(cluster, kind):
+    from jobs.scan.plan import map_plan
+    from jobs.scan.rows import RowsStage
+    from pipeline.graph import Graph, StageSpec
+
+    options = ScanConfig(source="x", classify_batch=3)
+    plan = plan_pools(cluster, options)
+    specs = [StageSpec(name, object, {"stage": name}) for name in ("decode", "detect", "score")]
+    calls = map_plan(_RecordingDataset(), specs, plan, options, "scan1").calls
+    assert all(fn is Graph for fn, _ in calls)  # every pool: the graph over its stages
+    pools = [(fn, [s.name for s in kw["fn_constructor_kwargs"]["specs"]],
+              kw["compute"].min_size, kw["batch_size"], kw["num_gpus"], kw["num_cpus"]) for fn, kw in calls]
+    if kind == "fused":  # one pool, one actor per core, the whole graph and the rows in each
+        assert pools == [(Graph, ["decode", "detect", "score", "rows"], 2, 1, None, 0.5)]
+    else:  # decode on CPU; the model actors ask for the GPU (shared by two pools)
+        assert plan.plan == "split" and [p[4] for p in pools] == [None, 0.5, 0.5]
+        assert pools[0][1] == ["decode"] and pools[1][1] == ["detect"]
+        assert pools[2][:2] == (Graph, ["score", "rows"]) and pools[2][3] == 3
+    last = calls[-1][1]["fn_constructor_kwargs"]["specs"][-1]
+    assert (last.cls, last.kwargs) == (RowsStage, {"scan_id": "scan1"})
+    assert options.tasks_per_actor == 2  # the first pass's default: the next batch waits on the actor
+    assert all(kw["max_task_retries"] == options.max_task_retries and kw["compute"].max_tasks_in_flight_per_actor == 2
+               for _, kw in calls)
+    rescan = options.model_copy(update={"tasks_per_actor": 1})  # what the driver's rescan passes use
+    assert all(kw["compute"].max_tasks_in_flight_per_actor == 1
+               for _, kw in map_plan(_RecordingDataset(), specs, plan, rescan, "scan1").calls)
+
+
+def test_work_goes_out_largest_first_and_small_scans_queue_one_batch_per_actor(monkeypatch):
+    """Longest-processing-time-first: big objects start early, small ones fill the end. With fewer objects
+    than two per actor, each actor holds one, so the first actor up cannot take them all."""
+    import ray.data
+
+    from jobs.scan.plan import build_dataset, work_order
+    from pipeline.graph import StageSpec
+
+    entries = [{"uri": u, "size": s} for u, s in [("a", 5), ("b", 90), ("c", 5), ("d", None), ("e", 40)]]
+    assert [e["uri"] for e in work_order(entries)] == ["b", "e", "a", "c", "d"]  # stable for equal sizes
+    seen = {}
+
+    def from_items(items, **kwargs):
+        seen["uris"] = [item["uri"] for item in items]
+        return _RecordingDataset()
+
+    monkeypatch.setattr(ray.data, "from_items", from_items)
+    options = ScanConfig(source="x")
+    plan = plan_pools({"CPU": 2.0}, options)  # fused, two actors
+    specs = [StageSpec(name, object, {}) for name in ("decode", "detect", "score")]
+    in_flight = {n: build_dataset(entries[:n], specs, plan, options, "s").calls[0][1]["compute"].max_tasks_in_flight_per_actor
+                 for n in (2, 3, 4, 5)}
+    assert in_flight == {2: 1, 3: 1, 4: 2, 5: 2} and seen["uris"] == ["b", "e", "a", "c", "d"]
+
+
+def test_ray_data_advice_is_silenced_for_the_scan_and_restored_after():
+    from ray.data import DataContext
+
+    from jobs.scan.plan import data_context
+
+    ctx = DataContext.get_current()
+    before = list(ctx.issue_detectors_config.detectors)
+    assert before  # Ray Data's default: detectors that print advice about its own API mid-scan
+    with data_context(ScanConfig(source="x")):
+        assert ctx.issue_detectors_config.detectors == []
+    assert ctx.issue_detectors_config.detectors == before
+    with data_context(ScanConfig(source="x", verbose=True)):  # --verbose keeps everything Ray says
+        assert ctx.issue_detectors_config.detectors == before
+
+
+def test_the_failed_batch_budget_counts_crashing_objects_whatever_the_batches_in_flight():
+    from ray.data import DataContext
+
+    from jobs.scan.plan import data_context
+
+    ctx = DataContext.get_current()
+    before = ctx.max_errored_blocks
+    with data_context(ScanConfig(source="x", max_failed_batches=5, tasks_per_actor=2)):
+        assert ctx.max_errored_blocks == 10  # each crash may fail the batch queued behind it too
+    with data_context(ScanConfig(source="x", max_failed_batches=5, tasks_per_actor=1)):
+        assert ctx.max_errored_blocks == 5
+    with data_context(ScanConfig(source="x", max_failed_batches=0)):
+        assert ctx.max_errored_blocks == 0  # 0 still stops at the first failure
+    assert ctx.max_errored_blocks == before
+
+
+def test_the_plan_is_a_setting_of_file_environment_and_flag(monkeypatch, tmp_path):
+    from pydantic import ValidationError
+
+    from pipeline.config import load_settings
+
+    assert load_settings().scan.plan == "auto"
+    (tmp_path / "c.yaml").write_text("scan:\n  plan: split\n")
+    assert load_settings(tmp_path / "c.yaml").scan.plan == "split"
+    monkeypatch.setenv("DFS_SCAN__PLAN", "fused")
+    assert load_settings(tmp_path / "c.yaml").scan.plan == "fused"
+    assert load_settings(tmp_path / "c.yaml", **{"scan.plan": "split"}).scan.plan == "split"
+    with pytest.raises(ValidationError, match="plan"):
+        load_settings(**{"scan.plan": "both"})
+
+
+def test_the_plan_flag_reaches_the_scan(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import jobs.scan.driver
+    from jobs.cli import app
+
+    seen = []
+
+    def fake_run_scan(settings, options=None, on_commit=None, on_plan=None):
+        seen.append(settings.scan.plan)
+        raise jobs.scan.driver.ScanError("stop here")
+
+    monkeypatch.setattr(jobs.scan.driver, "run_scan", fake_run_scan)
+    for flag in ("fused", "split", "auto"):
+        result = CliRunner().invoke(app, ["scan", str(tmp_path), "--plan", flag, "--no-progress"])
+        assert result.exit_code == 2 and "stop here" in result.output
+    assert seen == ["fused", "split", "auto"]
+    assert CliRunner().invoke(app, ["scan", str(tmp_path), "--plan", "both"]).exit_code == 2 and len(seen) == 3
