@@ -10,9 +10,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # training_fixtures beside this file
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # four modules use it: one MTCNN pass, not one per module
 def astronaut_face(samples_dir):
-    """The bundled astronaut photo's face crop with MTCNN's box and landmarks in crop coordinates."""
+    """The bundled astronaut photo's face crop with MTCNN's box and landmarks in crop coordinates (read only)."""
     from pipeline.config import DecodeConfig, DetectConfig
     from pipeline.crop import crop_face
     from pipeline.decode import decode_bytes
