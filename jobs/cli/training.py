@@ -68,6 +68,7 @@ def train(
     drop_path: float = typer.Option(0.0, help="stochastic depth: the deepest encoder blocks skipped at this rate in training (0 = off)"),
     sam_rho: float = typer.Option(0.0, help="sharpness-aware minimisation radius (0 = off; SBI's 0.05): 2x a step's cost"),
     mesh_p: float = typer.Option(0.0, help="share of self-blends masked along the face's dense outline (MediaPipe face mesh) instead of MTCNN's 5 points"),
+    local_p: float = typer.Option(0.0, help="share of self-blends confined to the mouth or the eyes (a reenactment's local seam); 0 = off"),
     label_smoothing: float = typer.Option(0.0, help="binary targets moved this far toward 0.5 (0 -> eps/2, 1 -> 1 - eps/2); 0 = off"),
     source_balance: str = typer.Option("sqrt", help="sqrt: a source of n crops gets a share of each epoch growing with sqrt(n); none: in proportion to n"),
     patience: int = typer.Option(3, help="early stopping: epochs without validation AUC gain"),
@@ -92,7 +93,7 @@ def train(
                           lr=lr, real_fakes=real_fakes, sbi=sbi, max_crops_per_video=max_crops_per_video,
                           patience=patience, seed=seed, num_workers=num_workers, use_gpu=gpu, threads=threads,
                           resume=resume, version=version, max_steps_per_epoch=max_steps_per_epoch, codec_p=codec_p, capture_p=capture_p, parts_p=parts_p, cross_p=cross_p, ema_decay=ema_decay, paired=paired,
-                          layer_decay=layer_decay, blend_map=blend_map, init=init, drop_path=drop_path, mesh_p=mesh_p, sam_rho=sam_rho, label_smoothing=label_smoothing, source_balance=source_balance,
+                          layer_decay=layer_decay, blend_map=blend_map, init=init, drop_path=drop_path, mesh_p=mesh_p, local_p=local_p, sam_rho=sam_rho, label_smoothing=label_smoothing, source_balance=source_balance,
                           data_description=data_description)
         state = run_train(cfg)
     except (ValidationError, ValueError, FileNotFoundError, DeepfakeStreamError) as exc:

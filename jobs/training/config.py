@@ -57,6 +57,8 @@ class TrainConfig(BaseModel):
                              "schedule); training only")
     mesh_p: float = Field(0.0, ge=0, le=1, description="share of self-blends whose mask follows the face's dense "
                           "outline (mesh.py, MediaPipe's face mesh) instead of MTCNN's box and 5 points; 0 = off")
+    local_p: float = Field(0.0, ge=0, le=1, description="share of self-blends confined to the mouth or the eyes "
+                           "(sbi.part_mask), a reenactment's local seam instead of a swap's round the face; 0 = off")
     sam_rho: float = Field(0.0, ge=0, description="0 = off; else sharpness-aware minimisation: each step's gradient is "
                            "taken at the weights moved this far up the normalised gradient (SBI's optimiser; 2x a step's cost)")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="0 = off; else targets move this far toward 0.5 "

@@ -48,7 +48,7 @@ class CropSet(torch.utils.data.Dataset):
 
     def __init__(self, rows: list[dict], sbi: bool, real_fakes: bool, seed: int, train: bool = True, codec_p: float = 0.0,
                  cross_p: float = 0.0, capture_p: float = 0.0, parts_p: float = 0.0, maps: bool = False,
-                 mesh_p: float = 0.0):
+                 mesh_p: float = 0.0, local_p: float = 0.0):
         self.crops = [decode_png(r["crop_png"]) for r in rows]
         self.sources = [r.get("source", "") for r in rows]
         self.codec_p, self.cross_p, self.capture_p, self.parts_p = codec_p, cross_p, capture_p, parts_p
@@ -60,7 +60,7 @@ class CropSet(torch.utils.data.Dataset):
         # donors for cross-identity blends: real faces, compared by pose; never from the same video
         self.donors = np.array([r["label"] == "REAL" for r in rows], bool)
         self.poses = normalised(np.stack(self.landmarks)) if rows else np.zeros((0, 5, 2), np.float32)
-        self.mesh_p = mesh_p
+        self.mesh_p, self.local_p = mesh_p, local_p
         # dense outlines of the reals that get blended: ~5 ms a crop, once per run, only when asked
         self.outlines = (dict(zip(*_real_outlines(rows, self.crops, self.boxes))) if mesh_p and sbi and train else {})
         self.video_ids = np.unique(np.array(self.videos, object), return_inverse=True)[1] if rows else np.zeros(0, int)
@@ -95,7 +95,8 @@ class CropSet(torch.utils.data.Dataset):
                      if self.cross_p and rng.random() < self.cross_p else None)  # no draw when off: old runs replay
             if donor is None:
                 outline = (self.outlines[row] if self.mesh_p and rng.random() < self.mesh_p else None)  # no draw when off
-                crop, blend_map = self_blend(crop, self.boxes[row], self.landmarks[row], rng, outline)
+                part = bool(self.local_p) and rng.random() < self.local_p  # no draw when off
+                crop, blend_map = self_blend(crop, self.boxes[row], self.landmarks[row], rng, outline, part)
             else:
                 crop, blend_map = cross_blend(crop, self.boxes[row], self.landmarks[row], self.crops[donor], self.landmarks[donor], rng)
         if self.parts_p and rng.random() < self.parts_p:  # no draw when off: old runs replay

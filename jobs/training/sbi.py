@@ -53,6 +53,29 @@ def face_mask(shape: tuple[int, int], box: np.ndarray, landmarks: np.ndarray, rn
     return _soften(mask, float(min(x2 - x1, y2 - y1)), rng)
 
 
+def part_mask(shape: tuple[int, int], box: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Soft mask (H, W) of one part of the face: the mouth and chin (two draws in three) or the eyes.
+
+    Reenactment (Face2Face, NeuralTextures) re-renders the mouth and its surroundings and leaves the rest of the
+    frame as it was, so its seam runs across the cheeks, not round the face: a whole-face self-blend never
+    shows that. An ellipse placed by MTCNN's points, then moved and softened like the face masks.
+    """
+    points = np.asarray(landmarks, np.float32).reshape(5, 2)
+    x1, y1, x2, y2 = np.asarray(box, np.float32).reshape(4)
+    eyes, nose, mouth = points[:2].mean(0), points[2], points[3:].mean(0)
+    eye_gap = max(float(np.linalg.norm(points[1] - points[0])), 2.0)
+    if rng.random() < 2 / 3:  # mouth, down to the chin: where reenactment changes most
+        centre = mouth + (mouth - nose) * rng.uniform(0.0, 0.6)
+        axes = (eye_gap * rng.uniform(0.8, 1.3), max(float(np.linalg.norm(mouth - nose)), 2.0) * rng.uniform(1.0, 1.8))
+    else:  # both eyes and brows
+        centre = eyes - (mouth - eyes) * rng.uniform(0.0, 0.15)
+        axes = (eye_gap * rng.uniform(1.0, 1.4), eye_gap * rng.uniform(0.35, 0.6))
+    angle = float(np.degrees(np.arctan2(*(points[1] - points[0])[::-1])))  # tilted with the eye line
+    mask = np.zeros(shape, np.float32)
+    cv2.ellipse(mask, (int(centre[0]), int(centre[1])), (max(int(axes[0]), 2), max(int(axes[1]), 2)), angle, 0, 360, 1.0, -1)
+    return _soften(mask, float(min(x2 - x1, y2 - y1)) * 0.5, rng)  # half a face's softening: the part is smaller
+
+
 def _outline_hull(shape: tuple[int, int], outline: np.ndarray, face_size: float, rng: np.random.Generator) -> np.ndarray:
     """The whole oval (forehead included) or, as dlib's 68 points give, brows to jaw; its corners moved a
     little so the seam is not always the hull's straight edges (SBI deforms its mask elastically)."""
@@ -120,9 +143,9 @@ def _shift_scale(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def self_blend(face: np.ndarray, box: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
-               outline: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               outline: np.ndarray | None = None, part: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Return (pseudo-fake uint8 image, the blend mask actually used (H, W) in [0, 1]); ``outline``: see
-    ``face_mask``."""
+    ``face_mask``; ``part``: blend only the mouth or the eyes (``part_mask``)."""
     # Only the blended-in copy is transformed: outside the mask the image stays exactly the real face
     # (a global change would teach nothing about blending and would tint the zero padding).
     target = face
@@ -132,6 +155,7 @@ def self_blend(face: np.ndarray, box: np.ndarray, landmarks: np.ndarray, rng: np
     if rng.random() < 0.8:
         source = _frequency_transform(source, rng)
     source = _shift_scale(source, rng)
-    mask = face_mask(face.shape[:2], box, landmarks, rng, outline) * rng.choice(BLEND_RATIOS)
+    mask = (part_mask(face.shape[:2], box, landmarks, rng) if part
+            else face_mask(face.shape[:2], box, landmarks, rng, outline)) * rng.choice(BLEND_RATIOS)
     blended = mask[..., None] * source.astype(np.float32) + (1 - mask[..., None]) * target.astype(np.float32)
     return np.clip(blended, 0, 255).astype(np.uint8), mask

@@ -77,7 +77,7 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         train_rows += crop_rows(extra, "train", config.max_crops_per_video)
     train_set = CropSet(train_rows, config.sbi, config.real_fakes, config.seed, codec_p=config.codec_p,
                         cross_p=config.cross_p, capture_p=config.capture_p, parts_p=config.parts_p,
-                        maps=bool(config.blend_map), mesh_p=config.mesh_p)
+                        maps=bool(config.blend_map), mesh_p=config.mesh_p, local_p=config.local_p)
     val_rows = [r for d in [config.dataset, *config.extra_datasets] for r in crop_rows(d, "val", config.max_crops_per_video)]
     val_set = CropSet(val_rows, False, True, config.seed, train=False)
     log.warning("training on %d items (%d crops), validating on %d crops", len(train_set), len(train_rows), len(val_set))

@@ -36,6 +36,23 @@ def test_outline_masks_only_when_asked_and_outlines_only_of_reals(tmp_path, monk
     assert 0 < sum(seen) < len(seen)
 
 
+def test_local_blends_only_when_asked(tmp_path, monkeypatch):
+    import jobs.training.cropset as cropset_module
+
+    rows = crop_rows(toy_dataset(tmp_path / "toy"), "train", 48)
+    seen = []
+    real_blend = cropset_module.self_blend
+    monkeypatch.setattr(cropset_module, "self_blend", lambda *a: seen.append(a[5]) or real_blend(*a))
+    for local_p, expect in [(0.0, "none"), (1.0, "all"), (0.5, "some")]:
+        crops = CropSet(rows, sbi=True, real_fakes=True, seed=0, local_p=local_p)
+        seen.clear()
+        for i in range(len(crops)):
+            crops[i]
+        assert seen, local_p
+        got = "none" if not any(seen) else "all" if all(seen) else "some"
+        assert got == expect, (local_p, got)
+
+
 def test_capture_comes_before_the_blend_for_any_label_and_only_when_asked(tmp_path, monkeypatch):
     import jobs.training.cropset as cropset_module
 
