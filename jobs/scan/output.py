@@ -211,25 +211,35 @@ class OutputStore:
 
     def quarantine_unreadable(self, scan_id: str) -> list[str]:
         """Move parts that cannot be read to ``_quarantine/<scan_id>/``; returns their original URIs.
-
-        A bad ``videos`` part takes its ``faces`` twin with it (those faces belong to rows that are gone).
-        """
-        from jobs.scan.quarantine import move_aside, unreadable_parts
+        Raises ``OutputError`` when the storage itself fails a read (nothing is moved then)."""
+        from jobs.scan.quarantine import StorageUnreadable, unreadable_parts
 
         moved: list[str] = []
-        faces = self.list_parts("faces")
         for table in TABLES:
-            parts = self.list_parts(table)
-            for path, why in unreadable_parts(self.fs, sorted(parts.values()), table).items():
-                pair = [path]
-                if table == "videos" and posixpath.basename(path) in faces:
-                    pair.append(faces[posixpath.basename(path)])
-                for victim in pair:
-                    if not self.fs.exists(victim):
-                        continue
-                    target = move_aside(self.fs, self.root, victim, scan_id, self.local)
-                    moved.append(self.uri_of(victim))
-                    log.warning("quarantined unreadable part %s (%s) -> %s", self.uri_of(victim), why, self.uri_of(target))
+            try:
+                bad = unreadable_parts(self.fs, sorted(self.list_parts(table).values()), table)
+            except StorageUnreadable as exc:
+                raise OutputError(f"cannot read output {self.display}: {exc}") from exc
+            for path, why in bad.items():
+                moved += self._quarantine(path, why, scan_id)
+        return moved
+
+    def _quarantine(self, path: str, why: str, scan_id: str) -> list[str]:
+        """Move one bad part aside; a ``videos`` part takes its ``faces`` twin (those faces belong to rows that
+        are gone, and ``cleanup`` would delete a twin left alone)."""
+        from jobs.scan.quarantine import move_aside
+
+        pair = [path]
+        if path.startswith(self.table_path("videos") + "/"):
+            twin = self.list_parts("faces").get(posixpath.basename(path))
+            pair += [twin] if twin else []
+        moved = []
+        for victim in pair:
+            if not self.fs.exists(victim):  # a faces part listed bad on its own, already moved with its twin
+                continue
+            target = move_aside(self.fs, self.root, victim, scan_id, self.local)
+            moved.append(self.uri_of(victim))
+            log.warning("quarantined unreadable part %s (%s) -> %s", self.uri_of(victim), why, self.uri_of(target))
         self.quarantined.extend(moved)
         return moved
 
@@ -254,17 +264,18 @@ class OutputStore:
         except Exception:  # noqa: BLE001 - find the culprit(s) below
             if scan_id is None:
                 raise
-            from jobs.scan.quarantine import move_aside
+            from jobs.scan.quarantine import StorageUnreadable, confirmed_read
 
             tables = []
             for path in sorted(parts.values()):
                 try:
-                    tables.append(pads.dataset([path], filesystem=self.fs, format="parquet").to_table(columns=columns))
-                except Exception as exc:  # noqa: BLE001
-                    move_aside(self.fs, self.root, path, scan_id, self.local)
-                    self.quarantined.append(self.uri_of(path))
-                    log.warning("quarantined unreadable part %s (%s: %s)", self.uri_of(path), type(exc).__name__,
-                                str(exc).splitlines()[0][:200] if str(exc) else "")
+                    part, why = confirmed_read(self.fs, path, lambda f: pq.read_table(f, columns=columns))
+                except StorageUnreadable as exc:
+                    raise OutputError(f"cannot read output {self.display}: {exc}") from exc
+                if why:
+                    self._quarantine(path, why, scan_id)
+                else:
+                    tables.append(part)
             if not tables:
                 return {}
             table = pa.concat_tables(tables)

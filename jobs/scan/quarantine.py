@@ -4,6 +4,8 @@ A part that is not Parquet, truncated, or lacks the columns incremental scans ke
 make every later ``scan``, ``query`` and ``report`` fail. ``scan`` (which holds the output's lease)
 moves such parts to ``DEST/_quarantine/<scan_id>/<table>/…`` and names them in its run record;
 ``query``/``report`` (read-only, maybe without write access) skip them with a warning.
+Only a part's own bytes condemn it: a read that failed is tried again from the whole part in memory, so a
+storage hiccup (timeout, throttling) never moves a good part.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import logging
 import os
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 QUARANTINE = "_quarantine"
 # the columns readers key on: a part without them cannot join the table's views
@@ -22,15 +25,46 @@ REQUIRED = {"videos": ("scan_id", "uri", "fingerprint", "model_version", "label"
             "faces": ("scan_id", "uri")}
 
 
-def part_problem(fs: Any, path: str, table: str) -> str | None:
-    """Why ``path`` is not a usable part of ``table`` (None when it is): reads the footer only."""
-    import pyarrow.parquet as pq
+class StorageUnreadable(OSError):
+    """The storage would not hand over a part's bytes (network, permission, throttling): the part itself
+    may be fine, so nothing is moved; callers turn this into their own error."""
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}"
+
+
+def confirmed_read(fs: Any, path: str, read: Callable[[Any], T]) -> tuple[T | None, str | None]:
+    """``(read(file), None)``, or ``(None, why)`` when the part's own bytes cannot be read as ``read`` asks.
+
+    A failed read is not yet a bad part: an S3 timeout fails it too. So the part's bytes are fetched whole
+    and read again from memory; if the fetch fails, ``StorageUnreadable`` is raised and nothing is judged.
+    """
+    import pyarrow as pa
 
     try:
         with fs.open(path, "rb") as handle:
-            names = pq.ParquetFile(handle).schema_arrow.names
-    except Exception as exc:  # noqa: BLE001 - any reason it cannot be read is the same verdict
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}"
+            return read(handle), None
+    except Exception:  # noqa: BLE001 - storage or data: told apart below
+        pass
+    try:
+        data = fs.cat_file(path)
+    except Exception as exc:  # noqa: BLE001 - any storage failure: the part is not judged
+        raise StorageUnreadable(f"cannot read {path}: {_why(exc)}") from exc
+    try:
+        return read(pa.BufferReader(data)), None
+    except Exception as exc:  # noqa: BLE001 - the bytes are in hand: the part itself is bad
+        return None, _why(exc)
+
+
+def part_problem(fs: Any, path: str, table: str) -> str | None:
+    """Why ``path`` is not a usable part of ``table`` (None when it is): reads the footer only (the whole
+    part only after a failed read, to tell a bad part from a storage hiccup)."""
+    import pyarrow.parquet as pq
+
+    names, why = confirmed_read(fs, path, lambda f: pq.ParquetFile(f).schema_arrow.names)
+    if why:
+        return why
     missing = [c for c in REQUIRED[table] if c not in names]
     return f"missing columns {', '.join(missing)}" if missing else None
 
@@ -56,4 +90,4 @@ def move_aside(fs: Any, root: str, path: str, scan_id: str, local: bool) -> str:
     return target
 
 
-__all__ = ["QUARANTINE", "part_problem", "unreadable_parts", "move_aside"]
+__all__ = ["QUARANTINE", "StorageUnreadable", "confirmed_read", "part_problem", "unreadable_parts", "move_aside"]
