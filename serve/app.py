@@ -22,7 +22,6 @@ from ray import serve
 
 from pipeline.config import Settings, load_settings
 from serve.deployments import Classifier, Decoder, Detector
-from serve.guard import parse_allowed_prefix
 from serve.ingress import Api
 
 log = logging.getLogger(__name__)
@@ -43,8 +42,6 @@ def _cluster_has_gpu() -> bool:
 def build_app(settings: Settings):
     """The Serve application for ``settings`` (replicas, CPUs/GPUs and batch sizes from ``settings.serve``)."""
     cfg = settings.serve
-    for prefix in cfg.allowed_uri_prefixes:
-        parse_allowed_prefix(prefix)  # a bad allow-list entry fails the deploy, not a request
     payload = settings.model_dump(mode="json")
     if cfg.gpus is not None:
         gpus = cfg.gpus

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ServeConfig(BaseModel):
@@ -20,8 +20,9 @@ class ServeConfig(BaseModel):
     host: str = Field("127.0.0.1", description="address `deepfakestream serve` listens on")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port of `deepfakestream serve`")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Prometheus /metrics port of the local Ray `deepfakestream serve` starts (the PodMonitor scrapes 8080); None = Ray picks one")
-    app_name: str = Field("deepfakestream", min_length=1)
-    route_prefix: str = Field("/", pattern=r"^/")
+    # deepfakestream serve only: under `serve deploy`/KubeRay the config file's applications[] name and route them
+    app_name: str = Field("deepfakestream", min_length=1, description="Serve application name (`deepfakestream serve`)")
+    route_prefix: str = Field("/", pattern=r"^/", description="URL prefix of the API (`deepfakestream serve`)")
     max_upload_bytes: int = Field(100 * 1024**2, gt=0, description="larger uploads/objects get 413")
     max_pixels: int = Field(3840 * 2160, gt=0, description="larger images/video frames get 413")
     max_duration_s: float = Field(600.0, gt=0, description="longer videos get 413")
@@ -64,6 +65,15 @@ class ServeConfig(BaseModel):
         64, ge=2, description="Ray's limit of concurrent requests per ingress replica (all routes); must exceed "
         "max_inflight + max_queued so /v1/health always has room")
     explain_max_faces: int = Field(32, ge=0, description="Grad-CAM heat maps per request (explain=true)")
+
+    @field_validator("allowed_uri_prefixes")
+    @classmethod
+    def _check_prefixes(cls, prefixes: list[str]) -> list[str]:
+        from serve.guard import parse_allowed_prefix  # here, not at the top: guard imports the settings
+
+        for prefix in prefixes:
+            parse_allowed_prefix(prefix)  # a bad entry fails the settings (exit 2, a deploy error), not a request
+        return prefixes
 
     @model_validator(mode="after")
     def _room_for_health(self) -> ServeConfig:
