@@ -59,6 +59,16 @@ def card_path(weights_path: Path) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
+def write_card(card: ModelCard, weights_path: Path | str) -> Path:
+    """Rewrite the card beside ``weights_path`` whole or not at all: every command reads it, so a half-written
+    one (Ctrl-C, a full disk) would stop them all."""
+    from pipeline.atomic import write_atomic
+
+    path = card_path(Path(weights_path))
+    write_atomic(path, (card.model_dump_json(indent=2) + "\n").encode(), durable=True)
+    return path
+
+
 def read_card(path: Path | str) -> ModelCard:
     path = Path(path)
     card_file = card_path(path)

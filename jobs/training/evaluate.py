@@ -24,7 +24,7 @@ import numpy as np
 from jobs.training.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
 from jobs.training.metrics import auc_interval, balanced_weights, binary_metrics, calibration, operating_threshold, tpr_at_fpr
 from pipeline.aggregate import STRATEGIES, effective_min_track, video_score
-from pipeline.card import card_path, read_card
+from pipeline.card import card_path, read_card, write_card
 from pipeline.config import Settings
 from pipeline.graph import ScoringPipeline
 
@@ -269,7 +269,7 @@ def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, 
             "threshold": card.threshold, "target_fpr": target_fpr, "min_track_frames": min_track, "tta_flip": card.tta_flip,
             "strategies": {k: {m: v[m] for m in ("roc_auc", "roc_auc_balanced", "log_loss", "f1", "fpr", "fitted_threshold")}
                            for k, v in strategies.items()}}
-        card_path(checkpoint).write_text(card.model_dump_json(indent=2) + "\n")
+        write_card(card, checkpoint)
         # said out loud: without --checkpoint this rewrites the shipped detector's card
         log.warning("model card %s: operating point fitted on %s (%s, threshold %.4f) written", card_path(checkpoint),
                     split, strategy, card.threshold)
@@ -300,6 +300,6 @@ def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, 
             summary["own_sources_auc"] = result["own_sources"]["roc_auc"]
             summary["own_sources_auc_ci95"] = result["own_sources"]["roc_auc_ci95"]
         card.metrics[f"{split}_report"] = summary
-        card_path(checkpoint).write_text(card.model_dump_json(indent=2) + "\n")
+        write_card(card, checkpoint)
         log.warning("model card %s: %s report's summary written", card_path(checkpoint), split)
     return result

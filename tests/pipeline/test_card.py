@@ -1,0 +1,36 @@
+"""Model cards (pipeline/card.py): a rewritten card appears whole or not at all."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.card import card_path, read_card, write_card
+
+
+def test_a_card_rewrite_that_fails_half_way_leaves_the_old_card(tmp_path, monkeypatch, detector_env):
+    from pipeline.config import load_settings
+
+    shipped = Path(load_settings().classify.checkpoint)
+    weights = tmp_path / "detector.safetensors"
+    shutil.copy(shipped, weights)
+    shutil.copy(card_path(shipped), card_path(weights))
+    card = read_card(weights)
+    card.threshold = 0.25
+    assert write_card(card, weights) == card_path(weights) and read_card(weights).threshold == 0.25
+
+    real_write = Path.write_bytes
+
+    def disk_full(self, data):
+        real_write(self, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    card.threshold = 0.75
+    with pytest.raises(OSError, match="No space"):
+        write_card(card, weights)
+    monkeypatch.undo()
+    assert read_card(weights).threshold == 0.25                     # the old card, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["detector.json", "detector.safetensors"]  # no leftovers
