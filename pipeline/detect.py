@@ -166,7 +166,7 @@ class DetectStage:
             start = time.perf_counter()
             frames = batch["frames"][i]
             if errors[i] or frames is None or len(frames) == 0:
-                per_row.append(self.faces_of(np.zeros((0, 1, 1, 3), np.uint8)))
+                per_row.append(no_faces(self.crop_size))
             else:
                 try:
                     source = (int(batch["width"][i]), int(batch["height"][i])) if "width" in batch else None
@@ -174,13 +174,35 @@ class DetectStage:
                 except Exception as exc:  # noqa: BLE001 - one bad video never stops the batch
                     log.exception("face detection failed on %s", log_safe(batch["uri"][i]))
                     errors[i], codes[i] = f"face detection failed: {type(exc).__name__}: {exc}", DETECT_FAILED
-                    per_row.append(self.faces_of(np.zeros((0, 1, 1, 3), np.uint8)))
+                    per_row.append(no_faces(self.crop_size))
             elapsed.append((time.perf_counter() - start) * 1000)
-        out = {k: v for k, v in batch.items() if k != "frames"}
-        for key in per_row[0] if per_row else []:
-            out[key] = object_column(row[key] for row in per_row)
-        out["frames_sampled"] = np.array([len(batch["frames"][i]) for i in range(n)], np.int64)
-        out["error"] = object_column(errors)
-        out["error_code"] = object_column(codes)
-        out["detect_ms"] = np.array(elapsed, np.float64)
-        return out
+        return detected(batch, per_row, errors, codes, elapsed)
+
+
+def no_faces(crop_size: int) -> dict[str, np.ndarray]:
+    """``faces_of``'s answer for a row without faces (or without frames, or failed)."""
+    return {"crops": np.zeros((0, crop_size, crop_size, 3), np.uint8), "face_frame": np.zeros(0, np.int64),
+            "face_boxes": np.zeros((0, 4), np.float32), "face_landmarks": np.zeros((0, 5, 2), np.float32),
+            "face_probs": np.zeros(0, np.float32), "face_track": np.zeros(0, np.int64)}
+
+
+def detected(batch: Batch, per_row: list[dict[str, np.ndarray]], errors: list[str], codes: list[str],
+             elapsed: list[float]) -> Batch:
+    """The detect stage's output batch: the input less its frames, plus each row's faces and errors."""
+    out = {k: v for k, v in batch.items() if k != "frames"}
+    for key in per_row[0] if per_row else []:
+        out[key] = object_column(row[key] for row in per_row)
+    out["frames_sampled"] = np.array([len(f) if f is not None else 0 for f in batch["frames"]], np.int64)
+    out["error"] = object_column(errors)
+    out["error_code"] = object_column(codes)
+    out["detect_ms"] = np.array(elapsed, np.float64)
+    return out
+
+
+def failed_detection(batch: Batch, crop_size: int, message: str, code: str) -> Batch:
+    """Every row of ``batch`` failed with ``message``/``code`` (rows that had failed keep their own error):
+    for a front end whose detector could not be built, so its rows still flow to a typed error."""
+    errors, codes = errors_of(batch), codes_of(batch)
+    n = batch_size(batch)
+    return detected(batch, [no_faces(crop_size)] * n, [e or message for e in errors],
+                    [c if e else code for e, c in zip(errors, codes)], [0.0] * n)

@@ -84,6 +84,12 @@ class NoTrainedModelError(CheckpointError):
     code = "no_trained_model"
 
 
+class DeviceUnavailableError(DeepfakeStreamError):
+    """The configured device is not on this machine (``device: cuda`` where no GPU is visible)."""
+
+    code = "device_unavailable"
+
+
 class RuntimeUnavailableError(DeepfakeStreamError):
     """The configured inference engine cannot run here (not installed, or not for this device)."""
 

@@ -19,7 +19,7 @@ from ray import serve
 from pipeline.batch import Batch, concat_batches, object_column, split_batch
 from pipeline.config import Settings
 from pipeline.errors import DeepfakeStreamError
-from pipeline.graph import stage_specs
+from pipeline.graph import StageSpec, stage_specs
 from pipeline.logsafe import log_safe
 from pipeline.result import ScoreResult
 from serve.guard import server_decode_config
@@ -36,11 +36,14 @@ def _threads(settings: Settings) -> int:
     return settings.serve.torch_threads or settings.torch_threads or len(os.sched_getaffinity(0))
 
 
-def _stage(settings: Settings, name: str) -> Any:
-    """The built stage ``name`` of the graph as the server runs it (its limits, its storage, its threads)."""
+def _spec(settings: Settings, name: str) -> StageSpec:
+    """The stage ``name`` of the graph as the server runs it (its limits, its storage, its threads)."""
     graph = settings.model_copy(update={"decode": server_decode_config(settings)})
-    specs = stage_specs(graph, name, storage_options=settings.serve.storage_options, torch_threads=_threads(settings))
-    return specs[-1].build()
+    return stage_specs(graph, name, storage_options=settings.serve.storage_options, torch_threads=_threads(settings))[-1]
+
+
+def _stage(settings: Settings, name: str) -> Any:
+    return _spec(settings, name).build()
 
 
 @serve.deployment(name="Decoder")
@@ -81,17 +84,31 @@ class Detector(_Batched):
 
     def __init__(self, settings: dict[str, Any]):
         cfg = replica_settings(settings)
-        self.stage = _stage(cfg, "detect")
+        spec = _spec(cfg, "detect")
+        self.crop_size = spec.kwargs["crop_size"]
+        self.stage, self.error, self.error_code = None, None, ""
+        try:
+            self.stage = spec.build()
+        except DeepfakeStreamError as exc:  # e.g. a device it has not: stay up, answer typed errors, say why
+            self.error, self.error_code = str(exc), exc.code
+            log.error("no face detector loaded: %s", exc)
         self._size_batches(self.detect, cfg.serve.detect_max_batch_size, cfg.serve.detect_batch_wait_s)
+
+    def _run(self, batch: Batch) -> Batch:
+        if self.stage is None:
+            from pipeline.detect import failed_detection  # torch stays out of the modules the ingress imports
+
+            return failed_detection(batch, self.crop_size, self.error, self.error_code)
+        return self.stage(batch)
 
     @serve.batch
     async def detect(self, batches: list[Batch]) -> list[Batch]:
         self.batch_sizes[len(batches)] += 1
-        out = await asyncio.to_thread(self.stage, concat_batches(batches))  # off the event loop, or batches stay at 1
+        out = await asyncio.to_thread(self._run, concat_batches(batches))  # off the event loop, or batches stay at 1
         return split_batch(out, [len(b["uri"]) for b in batches])
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> tuple[bool, str]:
+        return (False, self.error) if self.stage is None else (True, "")
 
 
 @serve.deployment(name="Classifier")

@@ -193,12 +193,14 @@ class Api:
     async def health(self):
         try:
             ok, info = await asyncio.wait_for(self.classifier.ready.remote(), 10)
-            await asyncio.wait_for(self.detector.ready.remote(), 10)
+            detector_ok, detector_info = await asyncio.wait_for(self.detector.ready.remote(), 10)
         except Exception as exc:  # noqa: BLE001
             log.warning("health check failed: %s", exc)
             raise ProblemError(503, "model replicas are not responding") from exc
         if not ok:
             raise ProblemError(503, info)
+        if not detector_ok:
+            raise ProblemError(503, detector_info)
         return Health(status="ready", model_version=info)
 
     @api.get("/v1/model", summary="The loaded model's card", responses=problem_responses(503))

@@ -53,6 +53,8 @@ STATUS_FOR_CODE: dict[str, int] = {
     errors.StorageError.code: 502,
     errors.CheckpointError.code: 503,
     errors.NoTrainedModelError.code: 503,
+    errors.DeviceUnavailableError.code: 503,
+    errors.RuntimeUnavailableError.code: 503,
 }
 
 

@@ -29,12 +29,13 @@ def prepare(
     """Videos + labels → face-crop dataset (Parquet), split by identity group into train/val/test."""
     setup_logging()
     from jobs.training.prepare import prepare as run_prepare
+    from pipeline.errors import DeepfakeStreamError
 
     settings = settings_from_cli(config, device=device)
     try:
         manifest = run_prepare(source, output, settings, crop_size=crop_size, frames_real=frames_real,
                                frames_fake=frames_fake, seed=seed, use_ray=use_ray, limit=limit)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, DeepfakeStreamError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
     console.print(f"{manifest['faces']} face crops from {len(manifest['results'])} videos "
