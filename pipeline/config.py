@@ -104,14 +104,23 @@ class Settings(BaseSettings):
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
+    """The file's settings tree; ``ValueError`` (one line for the user) when it is not a mapping of settings."""
     text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        return yaml.safe_load(text) or {}
-    if path.suffix == ".toml":
-        return tomllib.loads(text)
-    return json.loads(text)
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:  # not a ValueError: callers catch one kind of bad file
+            raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
+    elif path.suffix == ".toml":
+        values = tomllib.loads(text)
+    else:
+        values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a mapping of settings (decode:, scan:, ...), "
+                         f"not a {type(values).__name__}")
+    return values
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -201,7 +210,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but no CUDA GPU is visible")
+        from pipeline.errors import DeviceUnavailableError
+
+        raise DeviceUnavailableError(f"device {device!r} requested but no CUDA GPU is visible (set device: cpu or auto)")
     return device
 
 

@@ -41,7 +41,7 @@ def scan(
     classify_actors: Optional[int] = typer.Option(None, "--classify-actors", min=1, help="classifier actors"),
     gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", min=0, help="GPU share of each model actor (default: share the cluster's GPUs; 0 on CPU-only clusters)"),
     torch_threads: Optional[int] = typer.Option(None, "--torch-threads", min=1, help="torch threads per model actor"),
-    classify_batch: Optional[int] = typer.Option(None, "--classify-batch", min=1, show_default="4", help="objects whose crops go through the classifier together"),
+    classify_batch: Optional[int] = typer.Option(None, "--classify-batch", min=1, show_default="4", help="split plan only: objects whose crops go through the classifier together (the fused plan uses --decode-batch)"),
     decode_batch: Optional[int] = typer.Option(None, "--decode-batch", min=1, show_default="1", help="objects per decode and per detect task"),
     commit_every: Optional[int] = typer.Option(None, "--commit-every", min=1, show_default="256", help="commit a Parquet part every N objects"),
     commit_seconds: Optional[float] = typer.Option(None, "--commit-seconds", min=0.1, show_default="60.0", help="… or every S seconds, whichever first"),
@@ -101,6 +101,14 @@ def scan(
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: committed results are kept; run the same command again to resume")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
+    except Exception as exc:  # noqa: BLE001 - a fault of ours or of the storage: one line; the trace in the debug log
+        import logging
+
+        logging.getLogger("deepfakestream.scan").debug("the scan crashed", exc_info=True)
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        console.print(f"[red]scan stopped:[/red] {type(exc).__name__}: {escape(first)}. Committed results and the run "
+                      "record are kept; run the same command again to resume (-v shows the trace)", soft_wrap=True)
+        raise typer.Exit(ExitCode.ABORTED) from None
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
     _print_scan_summary(summary)

@@ -47,7 +47,7 @@ class ScanConfig(BaseModel):
     classify_actors: int | None = Field(None, ge=1)
     gpus_per_actor: float | None = Field(None, ge=0)
     torch_threads: int | None = Field(None, ge=1)
-    classify_batch: int = Field(4, ge=1)
+    classify_batch: int = Field(4, ge=1, description="split plan only: objects per classifier call")
     decode_batch: int = Field(1, ge=1)
     tasks_per_actor: int = Field(2, ge=1, description="batches queued on each actor in the first pass: 2 hides the "
                                  "dispatch gap between batches; the passes that rescan lost objects always use 1, "

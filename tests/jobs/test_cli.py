@@ -70,6 +70,26 @@ def test_bad_config_is_a_clear_error(samples_dir):
     assert proc.returncode == 2 and "invalid configuration" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("text", ["decode: [num_frames: 4\n", "- decode\n- scan\n"])
+def test_a_malformed_config_file_is_one_line_not_a_trace(tmp_path, samples_dir, text):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    proc = run_cli("score", str(samples_dir / "astronaut.jpg"), "--config", str(config))
+    assert proc.returncode == 2 and "invalid configuration" in proc.stderr and str(config) in proc.stderr.replace("\n", "")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.parametrize("command", ["score", "prepare"])
+def test_a_gpu_asked_for_where_there_is_none_is_one_line_not_a_trace(detector_env, tmp_path, samples_dir, command):
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"path,label\n{samples_dir / 'astronaut.jpg'},REAL\n")
+    args = [str(samples_dir / "astronaut.jpg")] if command == "score" else [str(labels), "-o", str(tmp_path / "c")]
+    proc = run_cli(command, *args, "--device", "cuda")
+    assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr.replace("\n", " "), proc.stderr[-800:]
+    assert "Traceback" not in proc.stderr
+
+
 def test_settings_precedence(tmp_path, monkeypatch):
     from pipeline.config import load_settings
 
@@ -90,3 +110,24 @@ def test_train_names_a_missing_dataset_not_found(tmp_path):
     bad = run_cli("train", str(tmp_path / "crops"), "--output", str(tmp_path / "run"), "--epochs", "0")
     said = bad.stdout + bad.stderr
     assert bad.returncode == 2 and "invalid:" in said and "epochs" in said and "Traceback" not in said
+
+
+def test_a_scan_that_crashes_on_an_unexpected_error_says_so_in_one_line(detector_env, tmp_path, monkeypatch):
+    """A storage call that raises something unwrapped (here ``cleanup``'s delete) after the lease is taken."""
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+    from jobs.scan.output import OutputStore
+
+    def refuse(self):
+        raise PermissionError("delete denied on stale faces part")
+
+    monkeypatch.setattr(OutputStore, "cleanup", refuse)
+    (tmp_path / "media").mkdir()
+    result = CliRunner().invoke(app, ["scan", str(tmp_path / "media"), "-o", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert "scan stopped: PermissionError: delete denied" in " ".join(lines) and "Traceback" not in result.output
+    assert not isinstance(result.exception, PermissionError)          # handled, not escaped
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / "_runs").glob("*.json")]
+    assert record["status"] == "aborted" and record["exit_code"] == 1
