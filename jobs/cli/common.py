@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="DeepfakeStream: find face-swap deepfakes in videos and images.")
@@ -43,5 +44,5 @@ def settings_from_cli(config: Optional[Path], **overrides):
     try:
         return load_settings(config, **overrides)
     except (ValidationError, OSError, ValueError) as exc:
-        console.print(f"[red]invalid configuration:[/red] {exc}", soft_wrap=True)
+        console.print(f"[red]invalid configuration:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc

@@ -39,10 +39,11 @@ def query(
         raise typer.Exit(1) from exc
     if fmt == "table":
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(*columns, box=None, padding=(0, 2), header_style="bold")
-        for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+        table = Table(*(escape(c) for c in columns), box=None, padding=(0, 2), header_style="bold")
+        for row in rows:  # Text: a key like "clip [final].mp4" is printed as it is, never read as markup
+            table.add_row(*(Text("" if v is None else str(v)) for v in row))
         stdout_console().print(table)
         console.print(f"{len(rows)} row(s)")
     else:
@@ -81,7 +82,7 @@ def report(
         except (QueryError, ReportError) as exc:
             console.print(f"[red]cannot write the HTML report:[/red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from exc
-        console.print(f"HTML report: {html}", soft_wrap=True)
+        console.print(f"HTML report: {escape(str(html))}", soft_wrap=True)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return

@@ -130,8 +130,8 @@ def _print_scan_summary(summary) -> None:
     if summary.lost:
         console.print(f"  {summary.lost} objects crashed their worker on every retry (rows with label ERROR)")
     for uri in summary.quarantined:
-        console.print(f"  [yellow]quarantined[/yellow] unreadable part {uri}", soft_wrap=True)
-    console.print(f"output: {summary.output}   (deepfakestream report {summary.output}); "
+        console.print(f"  [yellow]quarantined[/yellow] unreadable part {escape(uri)}", soft_wrap=True)
+    console.print(f"output: {escape(summary.output)}   (deepfakestream report {escape(summary.output)}); "
                   f"run record: _runs/{summary.scan_id}.json", soft_wrap=True)
 
 

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from jobs.cli.common import CheckpointOpt, ConfigOpt, DeviceOpt, FramesOpt, console, settings_from_cli
@@ -19,10 +20,10 @@ def _print_summary(result) -> None:
     colour = {"FAKE": "red", "REAL": "green", "NO_FACE": "yellow", "ERROR": "magenta"}[result.label]
     score = "-" if result.score is None else f"{result.score:.3f}"
     out = Console()
-    out.print(f"[bold]{result.uri}[/bold]: [{colour}]{result.label}[/{colour}] score={score} "
-              f"threshold={result.threshold} model={result.model_version}")
+    out.print(f"[bold]{escape(result.uri)}[/bold]: [{colour}]{result.label}[/{colour}] score={score} "
+              f"threshold={result.threshold} model={escape(result.model_version)}")
     if result.error:
-        out.print(f"  error: {result.error}")
+        out.print(f"  error: {escape(result.error)}")
     if result.media:
         m = result.media
         out.print(f"  {m.type} {m.width}x{m.height}, {m.duration:.1f} s, {m.frames_sampled} frames sampled, "
@@ -54,7 +55,7 @@ def score(
     try:
         scorer = ScoringPipeline(settings)
     except DeepfakeStreamError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
     for path in paths:
         try:

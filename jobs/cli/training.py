@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from jobs.cli.common import CheckpointOpt, ConfigOpt, DeviceOpt, FramesOpt, console, settings_from_cli
 from jobs.cli.logs import setup_logging
@@ -36,7 +37,7 @@ def prepare(
         manifest = run_prepare(source, output, settings, crop_size=crop_size, frames_real=frames_real,
                                frames_fake=frames_fake, seed=seed, use_ray=use_ray, limit=limit)
     except (ValueError, FileNotFoundError, DeepfakeStreamError) as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
     console.print(f"{manifest['faces']} face crops from {len(manifest['results'])} videos "
                   f"({len(manifest['failed'])} failed) → {output}")
@@ -99,7 +100,7 @@ def train(
         state = run_train(cfg)
     except (ValidationError, ValueError, FileNotFoundError, DeepfakeStreamError) as exc:
         code = getattr(exc, "code", None) or ("not_found" if isinstance(exc, FileNotFoundError) else "invalid")
-        console.print(f"[red]{code}: {exc}[/red]")
+        console.print(f"[red]{code}: {escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
     console.print(f"done: {json.dumps(state.get('history', [])[-1:] or state, default=str)[:400]}")
     console.print(f"best checkpoint: {output / 'best.safetensors'}")
@@ -118,7 +119,7 @@ def soup(
     try:
         card = run_soup(checkpoints, output, version)
     except DeepfakeStreamError as exc:
-        console.print(f"[red]{exc.code}: {exc}[/red]")
+        console.print(f"[red]{exc.code}: {escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
     console.print(f"{card.version}: average of {', '.join(i['version'] for i in card.training['ingredients'])} → {output}")
 
@@ -148,7 +149,7 @@ def evaluate(
         run_evaluate(source, split, settings, output, fit=fit, seed=seed, record=record, extra=extra,
                      target_fpr=target_fpr, min_track_frames=min_track_frames)
     except (DeepfakeStreamError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
     print((output / f"report-{split}.md").read_text())
 

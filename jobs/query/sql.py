@@ -11,12 +11,14 @@ extension would have to be downloaded, which offline machines cannot do.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
 import logging
 import math
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -138,17 +140,25 @@ def run_query(output: str, sql: str, storage_options: dict | None = None) -> tup
 
 
 def jsonable(value: Any) -> Any:
-    if isinstance(value, (datetime, date)):
+    """A DuckDB value as JSON can hold it: times as ISO text, intervals as seconds, decimals as numbers,
+    bytes (thumbnails) as base64, anything else unknown as its text."""
+    if isinstance(value, (datetime, date, time)):
         return value.isoformat()
+    if isinstance(value, timedelta):  # `now() - max(ended_at)`: the age checks monitoring runs
+        return value.total_seconds()
+    if isinstance(value, Decimal):  # `SELECT 0.5` is a DECIMAL in DuckDB
+        return float(value)
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)  # UUID, and whatever else a query can return
 
 
 def format_rows(columns: list[str], rows: list[tuple], fmt: str) -> str:

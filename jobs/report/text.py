@@ -83,10 +83,13 @@ def _pct(value) -> str:
 
 
 def print_report(data: dict) -> None:
+    """Object keys, prefixes and error texts are printed as they are (``Text``/``escape``), never read as markup."""
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     out = stdout_console()
-    out.print(f"[bold]{data['output']}[/bold]: {data['objects']} objects — [red]{data['fakes']} fake[/red], "
+    out.print(f"[bold]{escape(data['output'])}[/bold]: {data['objects']} objects — [red]{data['fakes']} fake[/red], "
               f"[green]{data['reals']} real[/green], {data['no_face']} without a face, "
               f"[magenta]{data['errors']} errors[/magenta]; fake rate {_pct(data['fake_rate'])} of scored objects")
     if data["model_versions"] > 1:
@@ -94,25 +97,25 @@ def print_report(data: dict) -> None:
     table = Table("prefix", "day", "objects", "fake", "real", "no face", "error", "fake rate",
                   title="fake rate per prefix and day", box=None, padding=(0, 2), header_style="bold")
     for row in data["by_prefix_day"]:
-        table.add_row(row["prefix"], str(row["day"]), str(row["objects"]), str(row["fakes"]), str(row["reals"]),
+        table.add_row(Text(row["prefix"]), str(row["day"]), str(row["objects"]), str(row["fakes"]), str(row["reals"]),
                       str(row["no_face"]), str(row["errors"]), _pct(row["fake_rate"]))
     out.print(table)
     table = Table("uri", "score", "label", "faces", "people", "day", title="most suspicious", box=None,
                   padding=(0, 2), header_style="bold")
     for row in data["top_suspicious"]:
-        table.add_row(row["uri"], f"{row['score']:.3f}", row["label"], str(row["faces"]), str(row["tracks"]), str(row["day"]))
+        table.add_row(Text(row["uri"]), f"{row['score']:.3f}", row["label"], str(row["faces"]), str(row["tracks"]), str(row["day"]))
     out.print(table)
     if data["top_errors"]:
         table = Table("error", "objects", title="errors", box=None, padding=(0, 2), header_style="bold")
         for row in data["top_errors"]:
-            table.add_row(row["error"], str(row["objects"]))
+            table.add_row(Text(row["error"]), str(row["objects"]))
         out.print(table)
     if data["runs"]:
         table = Table("scan", "status", "exit", "started", "listed", "skipped", "scanned", "failed", "quarantined",
                       title="recent runs (query the `runs` view for more)", box=None, padding=(0, 2), header_style="bold")
         for row in data["runs"]:
             colour = "green" if row["status"] == "succeeded" else "yellow" if row["status"] == "running" else "red"
-            table.add_row(row["scan_id"], f"[{colour}]{row['status']}[/{colour}]", str(row["exit_code"] if row["exit_code"] is not None else "-"),
+            table.add_row(Text(row["scan_id"]), f"[{colour}]{row['status']}[/{colour}]", str(row["exit_code"] if row["exit_code"] is not None else "-"),
                           str(row["started_at"])[:19], str(row["listed"]), str(row["skipped"]), str(row["scanned"]),
                           str(row["failed"]), str(row["quarantined"]))
         out.print(table)
