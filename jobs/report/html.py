@@ -64,10 +64,14 @@ def render(d: ReportData) -> str:
 
 def html_report(output: str, storage_options: dict | None = None, top: int = 8, trailing: int = 7) -> str:
     """The page for the scan output at ``output`` (QueryError when it cannot be read)."""
-    from jobs.query.sql import connect
+    from jobs.query.sql import QueryError, connect, one_line
 
     con = connect(output, storage_options)
-    return render(load(con, output, top=top, trailing=trailing))
+    try:
+        data = load(con, output, top=top, trailing=trailing)
+    except Exception as exc:  # noqa: BLE001 - as the text report: a part that breaks mid-read, storage errors
+        raise QueryError(f"cannot report on {output}: {one_line(exc)}") from None
+    return render(data)
 
 
 def write_html_report(output: str, path: str | Path, storage_options: dict | None = None, top: int = 8,

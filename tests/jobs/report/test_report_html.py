@@ -140,6 +140,32 @@ def test_an_empty_output_reports_without_plots(tmp_path):
     assert "<img" not in page
 
 
+def test_a_faces_part_whose_data_breaks_mid_read_is_one_line_not_a_trace(tmp_path):
+    from datetime import datetime, timezone
+
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+    from jobs.scan.output import OutputStore
+
+    store = OutputStore(str(tmp_path / "out"))
+    store.prepare()
+    now = datetime.now(timezone.utc)
+    store.commit("part-s0-00000", "2026-01-02",
+                 [{"schema_version": 1, "scan_id": "s0", "uri": "/m/a.mp4", "fingerprint": "f", "label": "FAKE", "score": 0.9,
+                   "model_version": "m", "scanned_at": now}],
+                 [{"schema_version": 1, "scan_id": "s0", "uri": "/m/a.mp4", "face": 0, "frame": 0, "frame_number": 0,
+                   "score": 0.9, "model_version": "m", "scanned_at": now}])
+    (faces,) = store.list_parts("faces").values()
+    data = bytearray(Path(faces).read_bytes())
+    data[4:200] = b"\xff" * 196  # the data pages: the footer still parses, so readers do not skip it
+    Path(faces).write_bytes(bytes(data))
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")])
+    assert result.exit_code == 2 and "cannot write the HTML report" in result.output, result.output
+    assert "Traceback" not in result.output
+    assert type(result.exception).__name__ == "SystemExit" and not (tmp_path / "r.html").exists()
+
+
 def test_the_scan_stores_thumbnails_of_each_objects_top_faces(sample_scan):
     """scan.thumbnails (default 3): the faces table holds JPEGs for each object's top-scoring faces only."""
     import pyarrow.dataset as pads
