@@ -24,6 +24,8 @@ from typing import Any, Iterator
 from jobs.scan.config import ScanConfig
 from jobs.scan.errors import ScanError
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class PoolPlan:
@@ -80,6 +82,11 @@ def plan_pools(cluster: dict[str, float], options: ScanConfig, device: str = "au
     plan, why = choose_plan(cluster, options, device)
     fused = decode = detect = classify = 0
     if plan == "fused":
+        ignored = [f"--{name.replace('_', '-')}" for name in ("decode_actors", "detect_actors", "classify_actors")
+                   if getattr(options, name) is not None] + (["--classify-batch"] if "classify_batch" in options.model_fields_set else [])
+        if ignored:  # said, not silently dropped: they size the split plan's pools
+            log.warning("%s: ignored by the fused plan (%s); --fused-actors sizes it, --plan split uses them",
+                        ", ".join(ignored), why)
         fused = options.fused_actors or max(1, int(cpus))  # one per core, one torch thread each
         share = options.gpus_per_actor or (min(1.0, gpus / fused) if gpus >= 1 else 0.0)
         detect_gpus = classify_gpus = round(share, 4)

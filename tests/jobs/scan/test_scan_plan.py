@@ -31,6 +31,19 @@ def test_a_cpu_only_cluster_gets_the_fused_plan_one_actor_per_core():
     assert plan_pools({"CPU": 2.0}, ScanConfig(source="x", plan="split")).plan == "split"
 
 
+def test_split_only_flags_under_the_fused_plan_are_said_to_be_ignored(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        plan_pools({"CPU": 8.0}, ScanConfig(source="x", detect_actors=3, classify_batch=8))
+    assert "--detect-actors, --classify-batch: ignored by the fused plan" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        plan_pools({"CPU": 8.0}, ScanConfig(source="x", fused_actors=3))
+        plan_pools({"CPU": 8.0}, ScanConfig(source="x", plan="split", detect_actors=3, classify_batch=8))
+    assert "ignored" not in caplog.text
+
+
 def test_no_pool_is_larger_than_the_objects_it_will_see():
     fused = plan_pools({"CPU": 4.0}, ScanConfig(source="x"))
     split = plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x"))
