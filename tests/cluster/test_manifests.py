@@ -1,10 +1,12 @@
 """Every Kubernetes manifest under cluster/ is valid: KubeRay resources against KubeRay v1.7.0's CRD
 schemas (../shared/schemas, strict: an unknown field fails), plain ones against Kubernetes' own schemas
-(the kubernetes-validate package, strict), and the nightly schedule cannot overlap itself."""
+(the kubernetes-validate package, strict), and the nightly schedule cannot overlap itself; the Ray cluster
+launcher's config against Ray's own schema."""
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 
@@ -129,3 +131,16 @@ def test_the_kubernetes_strict_check_rejects_an_unknown_field():
     bad = {**cron, "spec": {**cron["spec"], "concurrencyPolicyy": "Forbid"}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(bad, latest_version(), strict=True)
+
+
+def test_the_ray_launcher_config_passes_rays_schema_and_installs_the_locked_versions():
+    """cluster/ray-cluster-aws.yaml (not launched from here: no AWS) against the installed Ray's own cluster
+    schema; every node installs the project under requirements.lock, as the Makefile and the Dockerfile do."""
+    import jsonschema
+    import ray.autoscaler
+
+    config = yaml.safe_load((ROOT / "cluster" / "ray-cluster-aws.yaml").read_text())
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    jsonschema.validate(config, schema)
+    project = [c for c in config["setup_commands"] if "pip install" in c and "~/deepfakestream" in c.split()[-1]]
+    assert project and all("-c ~/deepfakestream/requirements.lock" in c for c in project)
