@@ -81,7 +81,9 @@ def load(con, output: str, top: int = 8, thumbs_per_object: int = 4, trailing: i
     totals = con.execute("""
         SELECT count(*), count(*) FILTER (label = 'FAKE'), count(*) FILTER (label = 'REAL'),
                count(*) FILTER (label = 'NO_FACE'), count(*) FILTER (label = 'ERROR') FROM videos""").fetchone()
-    has_thumbs = has_column(con, "faces", THUMB_COLUMN)
+    # a column of nulls (scan --thumbnails 0 on a schema-3 output) has no pictures either: the page says so
+    has_thumbs = has_column(con, "faces", THUMB_COLUMN) and con.execute(
+        f"SELECT EXISTS (SELECT 1 FROM faces WHERE {THUMB_COLUMN} IS NOT NULL)").fetchone()[0]
     suspects = [Suspect(**row) for row in _dicts(con, f"""
         SELECT uri, score, label, scan_date AS day, faces, tracks, model_version FROM videos
         WHERE score IS NOT NULL ORDER BY score DESC, uri LIMIT {int(top)}""")]

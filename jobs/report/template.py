@@ -78,8 +78,8 @@ img.plot{max-width:100%;background:#fff;border:1px solid #d8dee6;border-radius:4
 10 equal bins over [0, 1]: under 0.1 stable, over {{ d.drift.psi_threshold }} flagged.</p>
 
 <h2>Most suspicious objects</h2>
-{% if not d.has_thumbs %}<p class="note" id="no-thumbs">This output stores no face thumbnails (the <code>faces</code>
-table has no <code>thumb_jpeg</code> column: an older scan, or thumbnails switched off).</p>{% endif %}
+{% if not d.has_thumbs %}<p class="note" id="no-thumbs">This output stores no face thumbnails for these verdicts (no
+<code>faces.thumb_jpeg</code> is set: an older scan, or thumbnails switched off).</p>{% endif %}
 {% for s in suspects %}<div class="suspect">
 <div><h3>{{ s.uri }}</h3>
 <span class="label {{ s.label }}">{{ s.label }}</span> score <b>{{ '%.3f'|format(s.score) }}</b> ·

@@ -140,6 +140,24 @@ def test_an_empty_output_reports_without_plots(tmp_path):
     assert "<img" not in page
 
 
+def test_a_scan_with_thumbnails_off_is_said_to_have_none(tmp_path):
+    """``scan --thumbnails 0`` on a schema-3 output writes the column, all null: the page says there are none."""
+    from datetime import datetime, timezone
+
+    from jobs.scan.output import OutputStore
+
+    store = OutputStore(str(tmp_path / "out"))
+    store.prepare()
+    now = datetime.now(timezone.utc)
+    store.commit("part-s0-00000", "2026-01-02",
+                 [{"schema_version": 3, "scan_id": "s0", "uri": "/m/a.mp4", "fingerprint": "f", "label": "FAKE", "score": 0.9,
+                   "model_version": "m", "scanned_at": now}],
+                 [{"schema_version": 3, "scan_id": "s0", "uri": "/m/a.mp4", "face": 0, "frame": 0, "frame_number": 0,
+                   "score": 0.9, "model_version": "m", "scanned_at": now}])
+    page = html_report(str(tmp_path / "out"))
+    assert 'id="no-thumbs"' in page and "/m/a.mp4</h3>" in page and not _thumbnails(page)
+
+
 def test_a_faces_part_whose_data_breaks_mid_read_is_one_line_not_a_trace(tmp_path):
     from datetime import datetime, timezone
 
