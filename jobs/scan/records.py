@@ -98,7 +98,7 @@ def runs_table(records: list[RunRecord]):
     ts = pa.timestamp("us", tz="UTC")
     schema = pa.schema([
         ("scan_id", pa.string()), ("status", pa.string()), ("exit_code", pa.int32()), ("message", pa.string()),
-        ("source", pa.string()), ("output", pa.string()), ("host", pa.string()), ("started_at", ts),
+        ("source", pa.string()), ("output", pa.string()), ("host", pa.string()), ("pid", pa.int64()), ("started_at", ts),
         ("ended_at", ts), ("elapsed_s", pa.float64()), ("model_version", pa.string()),
         ("settings_digest", pa.string()), ("listed", pa.int64()), ("skipped", pa.int64()), ("deferred", pa.int64()),
         ("scanned", pa.int64()), ("lost", pa.int64()), ("parts", pa.int64()), ("fakes", pa.int64()),
@@ -107,7 +107,7 @@ def runs_table(records: list[RunRecord]):
     ])
     rows = []
     for r in records:
-        row = r.model_dump(include={"scan_id", "status", "exit_code", "message", "source", "output", "host",
+        row = r.model_dump(include={"scan_id", "status", "exit_code", "message", "source", "output", "host", "pid",
                                     "started_at", "ended_at", "elapsed_s", "model_version", "settings_digest",
                                     "listed", "skipped", "deferred", "scanned", "lost", "parts", "error_rate",
                                     "quarantined"})
