@@ -14,6 +14,7 @@ values unchanged, so no reported number is tuned on its own data.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -49,27 +50,49 @@ def select_videos(source: str | Path, split: str, seed: int = 0, fractions: dict
     return splits[split]
 
 
-def score_videos(videos: list[LabelledVideo], settings: Settings, cache: Path | None = None, source: str = "") -> list[dict[str, Any]]:
-    """Run the graph on every object; per-object face scores, tracks and frames (cached as JSON Lines)."""
-    from tqdm import tqdm
+def scoring_key(settings: Settings, tta_flip: bool) -> str:
+    """What a cached face score depends on: the weights' bytes and the settings that make face scores (not the
+    threshold or aggregation, which are applied afterwards). A version string alone is not enough: every
+    ``train`` run is ``dev`` unless told otherwise."""
+    weights = hashlib.sha256(Path(settings.classify.checkpoint).read_bytes()).hexdigest()
+    graph = settings.model_dump(mode="json", include={"device", "decode", "detect", "classify"})
+    for key in ("checkpoint", "threshold", "aggregation", "min_track_frames", "onnx_cache", "batch_size"):
+        graph["classify"].pop(key, None)
+    graph["classify"]["tta_flip"] = tta_flip
+    return hashlib.sha256((weights + json.dumps(graph, sort_keys=True)).encode()).hexdigest()[:16]
 
+
+def _cached(cache: Path) -> dict[str, dict]:
+    """path -> record of the cache file; a line cut off by an interrupted run is skipped (it is scored again)."""
     done: dict[str, dict] = {}
-    if cache and cache.exists():
-        for line in cache.read_text().splitlines():
+    for number, line in enumerate(cache.read_text().splitlines(), 1):
+        try:
             record = json.loads(line)
             done[record["path"]] = record
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s line %d is not a whole record (an interrupted run?): that object is scored again", cache, number)
+    return done
+
+
+def score_videos(videos: list[LabelledVideo], settings: Settings, cache: Path | None = None, source: str = "") -> list[dict[str, Any]]:
+    """Run the graph on every object; per-object face scores, tracks and frames (cached as JSON Lines, reused
+    only for the same weights and scoring settings)."""
+    from tqdm import tqdm
+
+    done = _cached(cache) if cache and cache.exists() else {}
     scorer = ScoringPipeline(settings)
     version = scorer.card.version
+    key = scoring_key(settings, scorer.scorer.classifier.tta_flip)
     records = []
     for video in tqdm(videos, desc=f"evaluate {source}", unit="object"):
-        if video.path in done and done[video.path].get("model_version") == version:
+        if video.path in done and done[video.path].get("scoring_key") == key:
             records.append(done[video.path])
             continue
         # the faces per track (aggregation ignores their order); re-aggregated below for every strategy
         result = scorer.score(video.path)
         faces = [(box.score, track.track) for track in result.tracks for box in track.boxes]
         record = {"path": video.path, "label": video.label, "method": video.method, "group": video.group,
-                  "source": source, "model_version": version, "error": result.error or "",
+                  "source": source, "model_version": version, "scoring_key": key, "error": result.error or "",
                   "frames_sampled": result.media.frames_sampled if result.media else 0,
                   "face_scores": [score for score, _ in faces], "face_track": [track for _, track in faces]}
         records.append(record)

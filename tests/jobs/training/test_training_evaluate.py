@@ -73,3 +73,34 @@ def test_evaluate_leaves_the_card_alone_unless_asked(tmp_path, samples_dir, capl
     assert set(summary["per_method_auc_ci95"]) == set(summary["per_method_auc"])
     assert ("own_sources_auc_ci95" in summary) == ("own_sources_auc" in summary)
     assert f"model card {card_path(ckpt)}: all report's summary written" in caplog.text  # a card write is never silent
+
+
+def test_cached_scores_are_reused_only_for_the_same_weights_and_a_cut_line_is_rescored(tmp_path, samples_dir, caplog):
+    """Two detectors with one version string (every `train` run is `dev` unless told): the second is scored anew."""
+    from safetensors.torch import load_file, save_file
+
+    from jobs.training.evaluate import evaluate
+    from pipeline.card import card_path
+    from pipeline.checkpoint import imagenet_init_checkpoint
+
+    first = imagenet_init_checkpoint(tmp_path / "a.safetensors", "dev", "test")
+    second = tmp_path / "b.safetensors"
+    tensors = load_file(first)
+    head = next(k for k in tensors if k.startswith("head") and k.endswith("bias"))
+    tensors[head] = tensors[head] + 2.0  # other weights, same card and version
+    save_file(tensors, second)
+    card_path(second).write_text(card_path(first).read_text())
+    (tmp_path / "labels.csv").write_text(f"path,label,group\n{samples_dir / 'astronaut.jpg'},REAL,a\n"
+                                         f"{samples_dir / 'astronauts_pair.jpg'},FAKE,b\n")
+    out = tmp_path / "eval"
+    scores = {}
+    for ckpt in (first, second, first):
+        evaluate(tmp_path / "labels.csv", "all", load_settings(**{"classify.checkpoint": str(ckpt)}), out)
+        rows = [json.loads(line) for line in (out / "scores-all-labels.jsonl").read_text().splitlines()]
+        scores.setdefault(ckpt.name, []).append([r["face_scores"] for r in rows[-2:]])
+    assert scores["a.safetensors"][0] != scores["b.safetensors"][0]      # b was scored, not read from a's cache
+    assert len((out / "scores-all-labels.jsonl").read_text().splitlines()) == 6  # a again: a's key differs from b's
+    cache = out / "scores-all-labels.jsonl"
+    cache.write_text(cache.read_text()[:-40])                              # an interrupted run's last line
+    evaluate(tmp_path / "labels.csv", "all", load_settings(**{"classify.checkpoint": str(first)}), out)
+    assert "is not a whole record" in caplog.text
