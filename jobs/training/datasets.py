@@ -40,9 +40,17 @@ def _ids_from_stem(stem: str) -> list[str]:
 
 
 def _read_csv(path: Path) -> list[LabelledVideo]:
+    """Rows of a labels CSV (columns ``path`` and ``label``, optionally ``method``, ``ids``, ``group``, ``split``);
+    a malformed file is a ``ValueError`` naming the file and line, never a KeyError."""
     videos = []
-    with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
+        reader = csv.DictReader(handle)
+        missing = {"path", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: a labels CSV needs the columns path and label; missing {', '.join(sorted(missing))}")
+        for row in reader:
+            if not row["path"] or row["label"] is None:
+                raise ValueError(f"{path} line {reader.line_num}: every row needs a path and a label")
             label = row["label"].strip().upper()
             if label not in ("REAL", "FAKE"):
                 raise ValueError(f"{path}: label must be REAL or FAKE, got {row['label']!r} for {row['path']}")
@@ -56,7 +64,13 @@ def _read_csv(path: Path) -> list[LabelledVideo]:
 def _read_dfdc(root: Path) -> list[LabelledVideo]:
     videos = []
     for metadata in sorted(root.rglob("metadata.json")):
-        for name, info in json.loads(metadata.read_text()).items():
+        try:
+            entries = json.loads(metadata.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{metadata}: not JSON ({exc})") from exc
+        for name, info in entries.items():
+            if not isinstance(info, dict) or str(info.get("label", "")).upper() not in ("REAL", "FAKE"):
+                raise ValueError(f"{metadata}: entry {name!r} needs a label REAL or FAKE")
             label = str(info["label"]).upper()
             original = info.get("original") or name
             ids = [Path(name).stem] if label == "REAL" else [Path(original).stem]

@@ -56,3 +56,28 @@ def test_three_layouts(tmp_path):
     csv_file.write_text("path,label\nx.mp4,maybe\n")
     with pytest.raises(ValueError, match="REAL or FAKE"):
         load_labelled_videos(csv_file)
+
+
+@pytest.mark.parametrize("text, why", [
+    ("file,kind\na.mp4,REAL\n", "missing label, path"),
+    ("path,label\na.mp4\n", "line 2: every row needs a path and a label"),
+    ("path,label\n,REAL\n", "line 2: every row needs a path and a label"),
+    ("path,label\na.mp4,MAYBE\n", "label must be REAL or FAKE"),
+])
+def test_a_malformed_labels_csv_is_a_value_error_naming_the_file(tmp_path, text, why):
+    labels = tmp_path / "labels.csv"
+    labels.write_text(text)
+    with pytest.raises(ValueError, match=why) as caught:
+        load_labelled_videos(labels)
+    assert str(labels) in str(caught.value)
+
+
+def test_a_spreadsheets_byte_order_mark_and_a_dfdc_entry_without_label(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes("\ufeffpath,label\na.mp4,REAL\n".encode("utf-8"))
+    assert [v.label for v in load_labelled_videos(labels)] == ["REAL"]
+    dfdc = tmp_path / "dfdc"
+    dfdc.mkdir()
+    (dfdc / "metadata.json").write_text('{"a.mp4": {"split": "train"}}')
+    with pytest.raises(ValueError, match="entry 'a.mp4' needs a label"):
+        load_labelled_videos(dfdc)
