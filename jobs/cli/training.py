@@ -131,7 +131,7 @@ def evaluate(
     fit: bool = typer.Option(False, "--fit", help="validation only: choose aggregation + threshold here and write them to the card"),
     record: bool = typer.Option(False, "--record", help="store this report's summary metrics in the model card"),
     extra: list[Path] = typer.Option([], "--extra", help="another labelled set (e.g. a real-only CSV with a split column) scored on the same split (repeatable)"),
-    target_fpr: float = typer.Option(0.05, min=0.0001, max=0.5, help="--fit: false-positive rate allowed on each real source of the split"),
+    target_fpr: Optional[float] = typer.Option(None, min=0.0001, max=0.5, show_default="0.05", help="--fit: false-positive rate allowed on each real source of the split"),
     min_track_frames: Optional[int] = typer.Option(None, min=1, help="--fit: tracks seen in fewer sampled frames give no verdict (default 4)"),
     seed: int = typer.Option(0),
     config: Optional[Path] = ConfigOpt,
@@ -144,10 +144,15 @@ def evaluate(
     from jobs.training.evaluate import evaluate as run_evaluate
     from pipeline.errors import DeepfakeStreamError
 
+    from jobs.training.evaluate import DEFAULT_TARGET_FPR
+
+    if not fit and (target_fpr is not None or min_track_frames is not None):
+        console.print("[red]--target-fpr and --min-track-frames shape the fit: use them with --fit[/red]")
+        raise typer.Exit(2)
     settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint, "decode.num_frames": frames})
     try:
         run_evaluate(source, split, settings, output, fit=fit, seed=seed, record=record, extra=extra,
-                     target_fpr=target_fpr, min_track_frames=min_track_frames)
+                     target_fpr=DEFAULT_TARGET_FPR if target_fpr is None else target_fpr, min_track_frames=min_track_frames)
     except (DeepfakeStreamError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc

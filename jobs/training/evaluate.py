@@ -269,6 +269,11 @@ def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, 
              min_track_frames: int | None = None) -> dict[str, Any]:
     """Score ``split`` of ``source`` (+ ``extra`` sets) and write report-SPLIT.json/.md/.png. The model
     card is written only when asked: ``fit`` stores the validation operating point, ``record`` the summary."""
+    if fit and split != "val":  # the shipped threshold is tuned on validation only, never on what it is judged on
+        raise ValueError(f"--fit chooses the operating point on the validation split only (--split val, not {split})")
+    if fit and record:
+        raise ValueError("--fit writes the operating point and --record a report's summary: run them as two commands "
+                         "(fit on val, then --record on test)")
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = Path(settings.classify.checkpoint)
     card = read_card(checkpoint)  # before any scoring: a missing detector is said as every command says it

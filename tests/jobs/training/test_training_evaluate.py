@@ -104,3 +104,23 @@ def test_cached_scores_are_reused_only_for_the_same_weights_and_a_cut_line_is_re
     cache.write_text(cache.read_text()[:-40])                              # an interrupted run's last line
     evaluate(tmp_path / "labels.csv", "all", load_settings(**{"classify.checkpoint": str(first)}), out)
     assert "is not a whole record" in caplog.text
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--split", "test", "--fit"], "validation split only"),
+    (["--split", "val", "--fit", "--record"], "two commands"),
+    (["--split", "test", "--target-fpr", "0.01"], "use them with --fit"),
+    (["--split", "test", "--min-track-frames", "2"], "use them with --fit"),
+])
+def test_evaluate_refuses_options_that_would_do_nothing_or_fit_on_test(tmp_path, samples_dir, args, why):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+    from pipeline.card import card_path
+
+    (tmp_path / "labels.csv").write_text(f"path,label,group\n{samples_dir / 'astronaut.jpg'},REAL,a\n")
+    shipped = card_path(load_settings().classify.checkpoint).read_text()
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "labels.csv"), "-o", str(tmp_path / "ev"), *args])
+    assert result.exit_code == 2 and why in " ".join(result.output.split()), result.output
+    assert card_path(load_settings().classify.checkpoint).read_text() == shipped  # nothing written
+    assert not (tmp_path / "ev" / "report-test.md").exists()
