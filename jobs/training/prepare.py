@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from jobs.training.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
-from pipeline.atomic import replacing
+from pipeline.atomic import replacing, write_atomic
 from pipeline.batch import object_column
 from pipeline.config import Settings
 from pipeline.crop import DEFAULT_MARGIN, crop_transform
@@ -132,6 +132,10 @@ def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_si
 
     out_dir = Path(out_dir)
     settings = pin_geometry(settings, crop_size)
+    _same_settings(out_dir, {
+        "source": str(source) if "://" in str(source) else str(Path(source).resolve()), "crop_size": crop_size,
+        "seed": seed, "frames_real": frames_real, "frames_fake": frames_fake,
+        "split_fractions": split_fractions or DEFAULT_SPLIT, "detect": settings.detect.model_dump(mode="json")})
     videos = load_labelled_videos(source)
     splits = split_by_group(videos, split_fractions or DEFAULT_SPLIT, seed)
     work = [(v, name) for name, members in splits.items() for v in members][: limit or None]
@@ -149,8 +153,26 @@ def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_si
         "faces": int(sum(r["faces"] for r in results)),
         "failed": [r for r in results if r["error"]],
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str).encode())
     return manifest
+
+
+PREPARED_WITH = "prepare.json"
+
+
+def _same_settings(out_dir: Path, wanted: dict) -> None:
+    """A rerun resumes (videos already cropped are skipped), so it must crop as the first run did: another
+    seed would put a video's crops in two splits (an identity leak), another crop size would mix sizes under one
+    manifest. The first run's settings are kept in ``prepare.json``; a rerun with others is refused."""
+    path = out_dir / PREPARED_WITH
+    if not path.exists():
+        write_atomic(path, (json.dumps(wanted, indent=2, sort_keys=True) + "\n").encode())
+        return
+    first = json.loads(path.read_text())
+    changed = sorted(k for k in wanted.keys() | first.keys() if first.get(k) != wanted.get(k))
+    if changed:
+        raise ValueError(f"{out_dir} was prepared with other settings ({', '.join(changed)} differ; see {path}): "
+                         "prepare into a new folder, or delete this one to start over")
 
 
 def _prepare_on_ray(work, settings, crop_size, out_dir, frames_real, frames_fake) -> list[dict]:

@@ -36,6 +36,13 @@ def test_prepare_and_evaluate_end_to_end(tmp_path, samples_dir, detector_env):
     again = prepare(media, tmp_path / "crops", settings, crop_size=64, frames_real=4, frames_fake=2,
                     split_fractions={"train": 0.5, "val": 0.5})
     assert all(r["skipped"] for r in again["results"])
+    # but only with the first run's settings: another seed would put a video's crops in two splits
+    for change in ({"seed": 1}, {"crop_size": 96}, {"settings": load_settings(**{"detect.min_face_px": 40})}):
+        kwargs = {"settings": settings, "crop_size": 64, "frames_real": 4, "frames_fake": 2,
+                  "split_fractions": {"train": 0.5, "val": 0.5}, **change}
+        with pytest.raises(ValueError, match=f"{next(iter(change)).replace('settings', 'detect')}.* differ"):
+            prepare(media, tmp_path / "crops", **kwargs)
+    assert load_crop_table(tmp_path / "crops").num_rows == table.num_rows  # nothing was added
 
     result = evaluate(media / "labels.csv", "all", load_settings(**{"decode.num_frames": 3}), tmp_path / "eval")
     assert result["videos"] == 4 and result["scored"] == 4
