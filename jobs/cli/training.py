@@ -49,7 +49,7 @@ def train(
     dataset: Path = typer.Argument(..., help="folder made by `deepfakestream prepare`"),
     output: Path = typer.Option(Path("runs/train"), "--output", "-o"),
     extra_dataset: list[Path] = typer.Option([], "--extra-dataset", help="another prepared dataset: its train split is trained on, its val split validated on (repeatable)"),
-    encoder: str = typer.Option("tf_efficientnet_lite0", help="timm encoder: tf_efficientnet_lite0/1/2 have offline ImageNet weights"),
+    encoder: str = typer.Option("tf_efficientnet_lite0", help="timm encoder: tf_efficientnet_lite0/1/2 (offline ImageNet weights from the train extra)"),
     input_mode: str = typer.Option("rgb+srm", help="rgb+srm, srm (noise residuals only) or rgb (no SRM filters)"),
     epochs: int = typer.Option(8),
     batch_size: int = typer.Option(32),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath
+from pydantic import BaseModel, ConfigDict, Field, FilePath, model_validator
 
 
 class TrainConfig(BaseModel):
@@ -66,3 +66,16 @@ class TrainConfig(BaseModel):
     source_balance: Literal["none", "sqrt"] = Field(
         "sqrt", description="sqrt: each source's share of an epoch grows with the square root of its size, so "
                             "thousands of photos cannot drown a few hundred video frames")
+
+    @model_validator(mode="after")
+    def _imagenet_weights_installed(self) -> TrainConfig:
+        # said before any crop is decoded (minutes), not when the network is built after them
+        if self.imagenet and self.init is None:
+            from pipeline.errors import CheckpointError
+            from pipeline.imagenet import lite_weights_path
+
+            try:
+                lite_weights_path(self.encoder)
+            except CheckpointError as exc:
+                raise ValueError(str(exc)) from exc
+        return self

@@ -42,9 +42,10 @@ def test_srm_known_response_on_a_step_edge():
     assert SRMFilter(truncate=0.5)(step)[0, 2, 8, 7].item() == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("name,size", [("tf_efficientnet_lite0", 224), ("tf_efficientnet_lite2", 260)])
+@pytest.mark.parametrize("name,size", [("tf_efficientnet_lite0", 224), ("tf_efficientnet_lite1", 240),
+                                       ("tf_efficientnet_lite2", 260)])
 def test_imagenet_lite_mapping_classifies_real_photos(name, size):
-    """The packaged EfficientNet-Lite0/2 weights, mapped onto timm by position, recognise skimage's photos
+    """The packaged EfficientNet-Lite0/1/2 weights, mapped onto timm by position, recognise skimage's photos
     (a wrong mapping that still fits every shape gives noise, not a cat)."""
     import cv2
     import skimage.data

