@@ -36,6 +36,7 @@ from jobs.training.validate import validate
 from pipeline.atomic import replacing
 from pipeline.card import ModelCard, ModelSpec, read_card
 from pipeline.checkpoint import save_checkpoint
+from pipeline.errors import DeepfakeStreamError
 from pipeline.model import DeepfakeDetector
 from pipeline.preprocess import crops_to_tensor
 
@@ -216,6 +217,12 @@ def _card(config: TrainConfig, spec: ModelSpec, state: dict, manifest: dict) -> 
     )
 
 
+class TrainingFailedError(DeepfakeStreamError):
+    """A data-parallel run failed on its workers."""
+
+    code = "training_failed"
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Single process, or data-parallel on Ray Train when ``config.num_workers`` > 0."""
     if not config.num_workers:
@@ -228,6 +235,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
         ray.init()
     cpus = float(ray.cluster_resources().get("CPU", 1))
     per_worker = 1.0 if config.use_gpu else max(0.25, min(1.0, (cpus - 0.5) / config.num_workers))
+    # the workers run in Ray's session folder: a relative path (the default -o runs/train) would point there
+    config = config.model_copy(update={
+        "dataset": config.dataset.resolve(), "out_dir": config.out_dir.resolve(),
+        "extra_datasets": [p.resolve() for p in config.extra_datasets], "init": config.init.resolve() if config.init else None})
     trainer = TorchTrainer(
         lambda cfg: fit(TrainConfig.model_validate(cfg), distributed=True),
         train_loop_config=config.model_dump(mode="json"),
@@ -235,7 +246,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
                                      resources_per_worker={"CPU": per_worker}),
         run_config=RunConfig(name="deepfakestream-train", storage_path=str(Path(config.out_dir).resolve() / "ray")),
     )
-    result = trainer.fit()
-    if result.error:
-        raise result.error
+    try:
+        result = trainer.fit()
+        if result.error:
+            raise result.error
+    except Exception as exc:  # noqa: BLE001 - Ray's TrainingFailedError wraps the worker's: one line, the rest logged
+        log.debug("Ray Train failed", exc_info=True)
+        raise TrainingFailedError(f"Ray Train failed: {' '.join(str(exc).split())[:400]} (its trace is in the log with "
+                                  f"DFS_LOG_LEVEL=DEBUG; checkpoints in {config.out_dir} are kept: --resume)") from exc
     return {"metrics": result.metrics, "history": json.loads((Path(config.out_dir) / "history.json").read_text())}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,7 +81,7 @@ def test_label_smoothing_moves_targets_toward_a_half_and_reaches_the_loss(tmp_pa
 # the thread method dumps every stack and ends the run, so CI fails in minutes with the cause, not at its limit
 @pytest.mark.timeout(300, method="thread")
 @pytest.mark.slow
-def test_ray_train_two_cpu_workers(tmp_path, ray_session):
+def test_ray_train_two_cpu_workers(tmp_path, ray_session, monkeypatch):
     import gc
 
     from jobs.training.train import train
@@ -94,8 +95,11 @@ def test_ray_train_two_cpu_workers(tmp_path, ray_session):
         gc.collect()
         time.sleep(1)
     assert ray_session.available_resources().get("CPU", 0) >= 2, ray_session.available_resources()
-    # with the blend-map head: a second module that the workers must wrap and keep in step like the detector
-    config = toy_config(tmp_path, epochs=2, num_workers=2, blend_map=1.0).model_copy(update={"sbi": True})
+    # with the blend-map head: a second module that the workers must wrap and keep in step like the detector;
+    # relative paths, as the CLI's default `-o runs/train`: the workers run in Ray's session folder, not here
+    config = toy_config(tmp_path, epochs=2, num_workers=2, blend_map=1.0)
+    monkeypatch.chdir(tmp_path)
+    config = config.model_copy(update={"sbi": True, "dataset": config.dataset.relative_to(tmp_path), "out_dir": Path("run")})
     result = train(config)
     assert [h["epoch"] for h in result["history"]] == [1, 2]
     assert all(h["train_map_loss"] > 0 for h in result["history"])
