@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    from pipeline.atomic import replacing
     from pipeline.config import DetectConfig
     from pipeline.detect import FaceDetector
     from pipeline.samples import face_swap, swap_landmarks
@@ -65,9 +66,9 @@ def main() -> None:
                 except Exception:  # a hull at the chip's edge makes seamlessClone refuse: leave the pair out
                     skipped += 1
                     continue
-                for file, image in ((real_file, images[target_path]), (fake_file, fake)):
-                    file.parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(image).save(file, quality=args.quality)
+                for file, image in ((real_file, images[target_path]), (fake_file, fake)):  # the swap last: it marks done
+                    with replacing(file) as tmp:  # a file cut off by an interrupt is never taken as done
+                        Image.fromarray(image).save(tmp, format="JPEG", quality=args.quality)
             for file, label, method in ((real_file, "REAL", "original"), (fake_file, "FAKE", "landmark-swap")):
                 out_rows.append([str(file.resolve()), label, method, f"utkswap-{stem}", split])
             if (i + 1) % 100 == 0:
