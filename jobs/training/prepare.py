@@ -147,7 +147,9 @@ def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_si
     manifest = {
         "source": str(source), "crop_size": crop_size, "margin": settings.detect.margin, "seed": seed,
         "frames_real": frames_real, "frames_fake": frames_fake, "split_fractions": split_fractions or DEFAULT_SPLIT,
-        "splits": {name: {"videos": len(m), "groups": sorted({v.group for v in m})} for name, m in splits.items()},
+        # what was prepared: with --limit, only the first videos of the work list (a smoke run)
+        "splits": {name: {"videos": len(m), "groups": sorted({v.group for v in m})}
+                   for name, m in ((n, [v for v, s in work if s == n]) for n in splits)},
         "videos": [{**asdict(v), "split": s} for v, s in work],
         "results": results,
         "faces": int(sum(r["faces"] for r in results)),

@@ -43,6 +43,9 @@ def test_prepare_and_evaluate_end_to_end(tmp_path, samples_dir, detector_env):
         with pytest.raises(ValueError, match=f"{next(iter(change)).replace('settings', 'detect')}.* differ"):
             prepare(media, tmp_path / "crops", **kwargs)
     assert load_crop_table(tmp_path / "crops").num_rows == table.num_rows  # nothing was added
+    smoke = prepare(media, tmp_path / "smoke", settings, crop_size=64, frames_real=4, frames_fake=2,
+                    split_fractions={"train": 0.5, "val": 0.5}, limit=1)
+    assert sum(s["videos"] for s in smoke["splits"].values()) == len(smoke["results"]) == 1  # counts what it prepared
 
     result = evaluate(media / "labels.csv", "all", load_settings(**{"decode.num_frames": 3}), tmp_path / "eval")
     assert result["videos"] == 4 and result["scored"] == 4
