@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every 2-core timing in docs/benchmarks.md, in one quiet-machine run (about 35 min on 2 cores, measured 2026-12-04):
+# The in-process, batch-scan and online-scoring 2-core timings of docs/benchmarks.md, in one quiet-machine run (about 35 min on 2 cores, measured 2026-12-04):
 #   bench/run_all.sh [OUT_DIR]      then paste OUT_DIR/score.md into docs/benchmarks.md by hand
 # Scan and online-scoring sections are written into docs/benchmarks.md by their benches. Refuses to start
 # while training, evaluation or dataset preparation runs here (FORCE=1 overrides): their load would be timed.

@@ -63,8 +63,13 @@ class GpuSampler:
             pynvml.nvmlInit()
             self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
             self.nvml = pynvml
-        except Exception:  # noqa: BLE001 - no driver, no library, no device: all mean "no GPU numbers"
+        except Exception as exc:  # noqa: BLE001 - no driver, no library, no device: all mean "no GPU numbers"
             self.handles = []
+            import torch
+
+            if torch.cuda.is_available():  # a GPU the bench cannot watch: said, not silently left out
+                print(f"GPU columns left out: NVML is not usable ({type(exc).__name__}: {exc}); "
+                      "`.venv/bin/pip install nvidia-ml-py` adds them", file=sys.stderr)
         self.util: list[float] = []  # per sample, mean over the GPUs (%)
         self.peak_mem = 0
 

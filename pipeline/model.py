@@ -46,8 +46,8 @@ class DeepfakeDetector(nn.Module):
     def load_encoder_imagenet(self, state: dict[str, torch.Tensor]) -> None:
         """Load ImageNet encoder weights (3-channel stem) into this encoder, adapting the stem if needed.
 
-        For ``rgb+srm`` the RGB half of the stem keeps the ImageNet filters and the SRM half starts from
-        the same filters, halved, so the first activations keep their ImageNet scale.
+        For ``rgb+srm`` both halves of the stem (RGB's and SRM's channels) start from the ImageNet filters,
+        halved: their two sums then keep the first activations near ImageNet's scale.
         """
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
         stem = state["conv_stem.weight"]

@@ -85,6 +85,8 @@ def test_detector_forward_and_imagenet_init(mode):
     assert stem.shape[1] == (6 if mode == "rgb+srm" else 3)
     inputs = model.normalise(pixels)
     rgb = (pixels / 255 - torch.tensor(RGB_MEAN).view(1, 3, 1, 1)) / torch.tensor(RGB_STD).view(1, 3, 1, 1)
+    if mode == "rgb+srm":  # ImageNet's filters, halved, for both halves
+        assert torch.equal(stem, torch.cat([imagenet["conv_stem.weight"]] * 2, dim=1) * 0.5)
     if mode == "rgb":  # ImageNet's own stem on the RGB channels alone
         assert torch.equal(stem, imagenet["conv_stem.weight"]) and torch.allclose(inputs, rgb, atol=1e-5)
     else:  # the SRM residuals are there (last three channels), and RGB before them
