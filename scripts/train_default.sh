@@ -90,10 +90,13 @@ if [ ${#RUNS[@]} -gt 1 ]; then
 else
   BEST="${RUNS[0]%.safetensors}"
 fi
-mkdir -p pipeline/checkpoints docs/reports
-cp "$BEST.safetensors" pipeline/checkpoints/detector.safetensors
-cp "$BEST.json" pipeline/checkpoints/detector.json
+# fitted and reported on a copy; installed only when both passed (a failed evaluation leaves the shipped one)
+SHIP="$WORK/ship/detector"; mkdir -p "$WORK/ship" pipeline/checkpoints docs/reports
+cp "$BEST.safetensors" "$SHIP.safetensors"; cp "$BEST.json" "$SHIP.json"
 EXTRA="--extra data-cache/talking-heads.csv --extra data-cache/utkface.csv ${MORE_EVAL[*]}"
-$BIN/deepfakestream evaluate "$SHARED/ffpp-c23" --split val $EXTRA --fit --target-fpr "${TARGET_FPR:-0.05}" --output "$WORK/eval"
-$BIN/deepfakestream evaluate "$SHARED/ffpp-c23" --split test $EXTRA --record --output "$WORK/eval"
+$BIN/deepfakestream evaluate "$SHARED/ffpp-c23" --split val $EXTRA --fit --target-fpr "${TARGET_FPR:-0.05}" \
+    --checkpoint "$SHIP.safetensors" --output "$WORK/eval"
+$BIN/deepfakestream evaluate "$SHARED/ffpp-c23" --split test $EXTRA --record --checkpoint "$SHIP.safetensors" --output "$WORK/eval"
+cp "$SHIP.safetensors" pipeline/checkpoints/detector.safetensors
+cp "$SHIP.json" pipeline/checkpoints/detector.json
 cp "$WORK"/eval/report-val.* "$WORK"/eval/report-test.* "$WORK"/eval/reliability-*.png docs/reports/
