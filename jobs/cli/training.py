@@ -141,10 +141,8 @@ def evaluate(
 ) -> None:
     """Score a labelled set through the full graph; write report-SPLIT.json/.md (F1, AUC, log loss...)."""
     setup_logging()
-    from jobs.training.evaluate import evaluate as run_evaluate
+    from jobs.training.evaluate import DEFAULT_TARGET_FPR, evaluate as run_evaluate
     from pipeline.errors import DeepfakeStreamError
-
-    from jobs.training.evaluate import DEFAULT_TARGET_FPR
 
     if not fit and (target_fpr is not None or min_track_frames is not None):
         console.print("[red]--target-fpr and --min-track-frames shape the fit: use them with --fit[/red]")
