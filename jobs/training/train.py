@@ -33,7 +33,7 @@ from jobs.training.cropset import CropSet, collate, crop_rows, epoch_order, item
 from jobs.training.resume import check_resume
 from jobs.training.sam import ascend, descend, frozen_norm_stats
 from jobs.training.validate import validate
-from pipeline.atomic import replacing
+from pipeline.atomic import replacing, write_atomic
 from pipeline.card import ModelCard, ModelSpec, read_card
 from pipeline.checkpoint import save_checkpoint
 from pipeline.errors import DeepfakeStreamError
@@ -188,7 +188,7 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state,
                             "blend_map_head": _unwrap(head).state_dict() if head is not None else None,
                             "config": config.model_dump(mode="json")}, tmp)
-            (out_dir / "history.json").write_text(json.dumps(state["history"], indent=2))
+            write_atomic(out_dir / "history.json", json.dumps(state["history"], indent=2).encode())  # read by others mid-run
         if distributed:
             ray.train.report(metrics)
     return state
