@@ -1,5 +1,6 @@
 """Scan outputs for the report tests, made from a real scan of the bundled samples.
 
+- ``one_fake_output``: a small output written directly (one FAKE object, one face, no thumbnail).
 - ``drop_thumbnails``: the same output as an older scan (or one with thumbnails off) wrote it: no
   ``thumb_jpeg`` column in the ``faces`` parts.
 - ``add_shifted_run``: a later scan whose scores were shifted on purpose, written the way a scan writes
@@ -88,3 +89,21 @@ if __name__ == "__main__":  # refresh docs/images/report.png: python tests/jobs/
 
         Image.open(png).convert("RGB").quantize(256).save(png, optimize=True)  # a third of the bytes, same look
         print(png)
+
+
+def one_fake_output(dest: Path):
+    """An output of one scored FAKE object (/m/a.mp4) and its one face, no thumbnail, as a schema-3 scan writes it
+    with ``scan.thumbnails: 0``; returns its OutputStore."""
+    from datetime import datetime, timezone
+
+    from jobs.scan.output import OutputStore
+
+    store = OutputStore(str(dest))
+    store.prepare()
+    now = datetime.now(timezone.utc)
+    store.commit("part-s0-00000", "2026-01-02",
+                 [{"schema_version": 3, "scan_id": "s0", "uri": "/m/a.mp4", "fingerprint": "f", "label": "FAKE",
+                   "score": 0.9, "model_version": "m", "scanned_at": now}],
+                 [{"schema_version": 3, "scan_id": "s0", "uri": "/m/a.mp4", "face": 0, "frame": 0, "frame_number": 0,
+                   "score": 0.9, "model_version": "m", "scanned_at": now}])
+    return store

@@ -19,7 +19,7 @@ from PIL import Image
 from jobs.report.browser import chromium, probe, screenshot
 from jobs.report.html import html_report, write_html_report
 from pipeline.thumbs import MAX_BYTES
-from report_fixtures import add_shifted_run, drop_thumbnails
+from report_fixtures import add_shifted_run, drop_thumbnails, one_fake_output
 
 pytestmark = pytest.mark.slow
 
@@ -142,38 +142,17 @@ def test_an_empty_output_reports_without_plots(tmp_path):
 
 def test_a_scan_with_thumbnails_off_is_said_to_have_none(tmp_path):
     """``scan --thumbnails 0`` on a schema-3 output writes the column, all null: the page says there are none."""
-    from datetime import datetime, timezone
-
-    from jobs.scan.output import OutputStore
-
-    store = OutputStore(str(tmp_path / "out"))
-    store.prepare()
-    now = datetime.now(timezone.utc)
-    store.commit("part-s0-00000", "2026-01-02",
-                 [{"schema_version": 3, "scan_id": "s0", "uri": "/m/a.mp4", "fingerprint": "f", "label": "FAKE", "score": 0.9,
-                   "model_version": "m", "scanned_at": now}],
-                 [{"schema_version": 3, "scan_id": "s0", "uri": "/m/a.mp4", "face": 0, "frame": 0, "frame_number": 0,
-                   "score": 0.9, "model_version": "m", "scanned_at": now}])
+    one_fake_output(tmp_path / "out")
     page = html_report(str(tmp_path / "out"))
     assert 'id="no-thumbs"' in page and "/m/a.mp4</h3>" in page and not _thumbnails(page)
 
 
 def test_a_faces_part_whose_data_breaks_mid_read_is_one_line_not_a_trace(tmp_path):
-    from datetime import datetime, timezone
-
     from typer.testing import CliRunner
 
     from jobs.cli import app
-    from jobs.scan.output import OutputStore
 
-    store = OutputStore(str(tmp_path / "out"))
-    store.prepare()
-    now = datetime.now(timezone.utc)
-    store.commit("part-s0-00000", "2026-01-02",
-                 [{"schema_version": 1, "scan_id": "s0", "uri": "/m/a.mp4", "fingerprint": "f", "label": "FAKE", "score": 0.9,
-                   "model_version": "m", "scanned_at": now}],
-                 [{"schema_version": 1, "scan_id": "s0", "uri": "/m/a.mp4", "face": 0, "frame": 0, "frame_number": 0,
-                   "score": 0.9, "model_version": "m", "scanned_at": now}])
+    store = one_fake_output(tmp_path / "out")
     (faces,) = store.list_parts("faces").values()
     data = bytearray(Path(faces).read_bytes())
     data[4:200] = b"\xff" * 196  # the data pages: the footer still parses, so readers do not skip it
