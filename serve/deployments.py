@@ -42,17 +42,13 @@ def _spec(settings: Settings, name: str) -> StageSpec:
     return stage_specs(graph, name, storage_options=settings.serve.storage_options, torch_threads=_threads(settings))[-1]
 
 
-def _stage(settings: Settings, name: str) -> Any:
-    return _spec(settings, name).build()
-
-
 @serve.deployment(name="Decoder")
 class Decoder:
     """``DecodeStage`` for one object per request: reads an allowed URI or takes the uploaded bytes, sniffs
     the type and checks the limits from the header, decodes."""
 
     def __init__(self, settings: dict[str, Any]):
-        self.stage = _stage(replica_settings(settings), "decode")
+        self.stage = _spec(replica_settings(settings), "decode").build()
 
     def decode_row(self, uri: str, data: bytes | None = None, explain: bool = False) -> Batch:
         batch: Batch = {"uri": object_column([uri])}
@@ -66,8 +62,21 @@ class Decoder:
         return await asyncio.to_thread(self.decode_row, uri, data, explain)
 
 
-class _Batched:
-    """Counts how many requests each ``@serve.batch`` call saw (benchmarks and tests read ``stats``)."""
+class _Replica:
+    """A batched stage replica. It stays up when its stage cannot load (a device it lacks): rows get a typed
+    error and ``ready()`` says why, so /v1/health answers 503 instead of Serve crash-looping the replica.
+    ``stats`` counts how many requests each ``@serve.batch`` call saw (benchmarks and tests read it)."""
+
+    stage: Any = None
+    error: str = ""
+    error_code: str = ""
+
+    def _load(self, settings: Settings, name: str, what: str) -> None:
+        try:  # reading the card may fail too (no checkpoint installed)
+            self.stage = _spec(settings, name).build()
+        except DeepfakeStreamError as exc:
+            self.error, self.error_code = str(exc), exc.code
+            log.error("no %s loaded: %s", what, exc)
 
     def _size_batches(self, handler: Any, max_batch_size: int, wait_s: float) -> None:
         handler.set_max_batch_size(max_batch_size)
@@ -77,21 +86,21 @@ class _Batched:
     def stats(self) -> dict[str, Any]:
         return {"batch_sizes": dict(self.batch_sizes)}
 
+    def ready(self) -> tuple[bool, str]:
+        return (False, self.error) if self.stage is None else (True, self._version())
+
+    def _version(self) -> str:
+        return ""
+
 
 @serve.deployment(name="Detector")
-class Detector(_Batched):
+class Detector(_Replica):
     """``DetectStage`` (MTCNN) with dynamic batching across concurrent requests."""
 
     def __init__(self, settings: dict[str, Any]):
         cfg = replica_settings(settings)
-        spec = _spec(cfg, "detect")
-        self.crop_size = spec.kwargs["crop_size"]
-        self.stage, self.error, self.error_code = None, None, ""
-        try:
-            self.stage = spec.build()
-        except DeepfakeStreamError as exc:  # e.g. a device it has not: stay up, answer typed errors, say why
-            self.error, self.error_code = str(exc), exc.code
-            log.error("no face detector loaded: %s", exc)
+        self.crop_size = _spec(cfg, "detect").kwargs["crop_size"]  # the failed rows' empty crops keep this shape
+        self._load(cfg, "detect", "face detector")
         self._size_batches(self.detect, cfg.serve.detect_max_batch_size, cfg.serve.detect_batch_wait_s)
 
     def _run(self, batch: Batch) -> Batch:
@@ -107,24 +116,14 @@ class Detector(_Batched):
         out = await asyncio.to_thread(self._run, concat_batches(batches))  # off the event loop, or batches stay at 1
         return split_batch(out, [len(b["uri"]) for b in batches])
 
-    def ready(self) -> tuple[bool, str]:
-        return (False, self.error) if self.stage is None else (True, "")
-
 
 @serve.deployment(name="Classifier")
-class Classifier(_Batched):
+class Classifier(_Replica):
     """``ScoreStage`` (classify + aggregate) with dynamic batching; answers ``{error_code, detail, result}``."""
 
     def __init__(self, settings: dict[str, Any]):
         self.settings = replica_settings(settings)
-        self.error: str | None = None
-        self.error_code = ""
-        self.scorer = None
-        try:
-            self.scorer = _stage(self.settings, "score")
-        except DeepfakeStreamError as exc:  # stay up and say why: /v1/health answers 503 with this reason
-            self.error, self.error_code = str(exc), exc.code
-            log.error("no model loaded: %s", exc)
+        self._load(self.settings, "score", "model")
         cfg = self.settings.serve
         self._size_batches(self.score, cfg.classify_max_batch_size, cfg.classify_batch_wait_s)
 
@@ -134,13 +133,13 @@ class Classifier(_Batched):
             from serve.explain import explain_crops
 
             for i in np.flatnonzero(batch["explain"]):
-                heat_maps[int(i)] = explain_crops(self.scorer.classifier, batch["crops"][i],
+                heat_maps[int(i)] = explain_crops(self.stage.classifier, batch["crops"][i],
                                                   self.settings.serve.explain_max_faces)
-        return self.scorer(batch), heat_maps
+        return self.stage(batch), heat_maps
 
     @serve.batch
     async def score(self, batches: list[Batch]) -> list[dict[str, Any]]:
-        if self.scorer is None:
+        if self.stage is None:
             return [{"error_code": self.error_code, "detail": self.error, "result": None}] * len(batches)
         self.batch_sizes[len(batches)] += 1
         out, heat_maps = await asyncio.to_thread(self._run, concat_batches(batches))
@@ -159,12 +158,10 @@ class Classifier(_Batched):
         return answers
 
     def card(self) -> dict[str, Any] | None:
-        return None if self.scorer is None else self.scorer.card.model_dump(mode="json")
+        return None if self.stage is None else self.stage.card.model_dump(mode="json")
 
-    def ready(self) -> tuple[bool, str]:
-        if self.scorer is None:
-            return False, self.error or "model not loaded"
-        return True, self.scorer.card.version
+    def _version(self) -> str:
+        return self.stage.card.version
 
 
 def explanations(result: ScoreResult, pngs: list[str | None]) -> list[dict[str, Any]]:
