@@ -69,6 +69,16 @@ def _protocol(fs: Any) -> str:
     return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
 
 
+def _refused_condition(exc: OSError) -> bool:
+    """S3 refused a conditional write. s3fs raises FileExistsError for If-None-Match; for If-Match an OSError
+    whose cause is botocore's ClientError, read by its code (never the message, which s3fs may reword)."""
+    if isinstance(exc, FileExistsError):
+        return True
+    error = (getattr(exc.__cause__, "response", None) or {}).get("Error", {})
+    # ConditionalRequestConflict (409): AWS's answer when two conditional writes race on one key
+    return error.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict")
+
+
 class OutputLease:
     """The lease on one output for one scan. ``acquire`` → ``kept_alive()`` → ``release``."""
 
@@ -123,9 +133,8 @@ class OutputLease:
             condition = {"IfMatch": etag} if exists and etag else {"mode": "create"}
             try:
                 out = self.fs.pipe_file(self.path, data, **condition)
-            except (OSError, ValueError) as exc:
-                text = f"{type(exc).__name__} {exc}".lower().replace("-", "")
-                if isinstance(exc, FileExistsError) or "precondition" in text or "412" in text:
+            except OSError as exc:
+                if _refused_condition(exc):
                     raise _Contended(str(exc)) from exc
                 raise
             self._etag = str((out or {}).get("ETag") or "") or None
