@@ -1,4 +1,4 @@
-"""Stage 4 — aggregate: per-face probabilities → per-track scores → one score and label per video.
+"""The score stage's second half, aggregate: per-face probabilities → per-track scores → one score and label per video.
 
 Tracks shorter than the card's ``min_track_frames`` give no verdict (``long_tracks``); when none is long
 enough the object is NO_FACE."""

@@ -1,4 +1,4 @@
-"""Stage 3 — classify: face crops → fake probability per face (SRM → EfficientNet → MLP head)."""
+"""The score stage's first half, classify: face crops → fake probability per face (SRM → EfficientNet → MLP head)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-DEFAULT_MARGIN = 0.3  # crop margin when no checkpoint says otherwise (the model card's ``crop_margin``)
-DEFAULT_CROP_SIZE = 224  # crop side when neither the settings nor a checkpoint say (the card's ``input_size``)
+from pipeline.card import ModelSpec
+
+# when neither the settings nor a checkpoint say: the model card's own defaults, so the two cannot drift
+DEFAULT_MARGIN = ModelSpec.model_fields["crop_margin"].default
+DEFAULT_CROP_SIZE = ModelSpec.model_fields["input_size"].default
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,7 @@ def disputed_midpoints(keys: np.ndarray, detected: list[Faces], min_iou: float, 
 def carry_faces(keys: np.ndarray, detected: list[Faces], count: int, min_iou: float,
                 max_gap: int) -> tuple[list[Faces], list[np.ndarray]]:
     """Faces of all ``count`` frames from those ``detected`` on ``keys``, and each face's track id."""
-    ordinal = np.concatenate([np.full(len(b), o, np.int64) for o, (b, _, _) in enumerate(detected)])
-    tracks = link_tracks(ordinal, np.concatenate([b.reshape(-1, 4) for b, _, _ in detected]), min_iou, max_gap)
+    tracks, _ = _tracks_at(detected, min_iou, max_gap)
     at: list[dict[int, tuple]] = []  # per keyframe: track → (box, prob, landmarks)
     offset = 0
     for boxes, probs, landmarks in detected:
