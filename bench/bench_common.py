@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 
 def checkpoint(workdir: Path, purpose: str) -> tuple[Path, str]:
-    """DFS_CLASSIFY__CHECKPOINT, else the shipped detector, else an ImageNet-initialised one (timing only)."""
+    """The settings' detector (DFS_CLASSIFY__CHECKPOINT or DFS_CONFIG as everywhere), else an ImageNet-initialised
+    one (timing only)."""
+    from pipeline.card import read_card
     from pipeline.checkpoint import imagenet_init_checkpoint
-    from pipeline.config import DEFAULT_CHECKPOINT
+    from pipeline.config import DEFAULT_CHECKPOINT, load_settings
 
-    env = os.environ.get("DFS_CLASSIFY__CHECKPOINT")
-    if env:
-        return Path(env), "DFS_CLASSIFY__CHECKPOINT"
-    if DEFAULT_CHECKPOINT.exists():
-        from pipeline.card import read_card
-
-        return DEFAULT_CHECKPOINT, f"shipped detector {read_card(DEFAULT_CHECKPOINT).version}"
+    chosen = Path(load_settings().classify.checkpoint)
+    if chosen.resolve() != DEFAULT_CHECKPOINT.resolve() and not chosen.exists():
+        raise SystemExit(f"bench: no detector at {chosen} (the settings' classify.checkpoint)")
+    if chosen.exists():
+        where = "shipped detector" if chosen.resolve() == DEFAULT_CHECKPOINT.resolve() else f"settings' detector {chosen}"
+        return chosen, f"{where} {read_card(chosen).version}"
     path = imagenet_init_checkpoint(workdir / "bench-detector.safetensors", "bench-imagenet-init", purpose)
     return path, "ImageNet-initialised (no shipped detector)"
 
