@@ -1,7 +1,7 @@
 """The score stage's second half, aggregate: per-face probabilities → per-track scores → one score and label per video.
 
-Tracks shorter than the card's ``min_track_frames`` give no verdict (``long_tracks``); when none is long
-enough the object is NO_FACE."""
+Tracks shorter than the card's ``min_track_frames`` give no verdict (``long_tracks``) beside a long one; when
+every track is short, all faces are judged if there are at least that many, else the object is NO_FACE."""
 
 from __future__ import annotations
 
@@ -61,12 +61,16 @@ def long_tracks(scores: np.ndarray, tracks: np.ndarray | None, min_frames: int) 
 
     A face glimpsed in two frames (a passer-by, a false detection) is too little evidence to decide a
     video on: with ``track_max`` it used to. Callers cap ``min_frames`` at the frames sampled, so a photo
-    (one frame) or a short clip can still be scored."""
+    (one frame) or a short clip can still be scored. When no track is long enough but the faces together are
+    as many as one long track (jump cuts, a montage: each face unlinked to the next), all of them are kept:
+    a face in every sampled frame must not read as NO_FACE."""
     if tracks is None or min_frames <= 1 or len(tracks) != len(scores):
         return scores, tracks
     tracks = np.asarray(tracks)
     ids, counts = np.unique(tracks, return_counts=True)
     keep = np.isin(tracks, ids[counts >= min_frames])
+    if not keep.any() and len(scores) >= min_frames:
+        return scores, tracks
     return scores[keep], tracks[keep]
 
 

@@ -66,6 +66,15 @@ def test_short_tracks_give_no_verdict():
     assert effective_min_track(4, 1) == 1 and effective_min_track(4, 32) == 4 and effective_min_track(4, None) == 4
 
 
+def test_a_montage_of_short_tracks_is_judged_not_no_face():
+    """Jump cuts: a face in every sampled frame, no two linked. As many faces as one long track is evidence."""
+    scores, tracks = np.array([0.9, 0.8, 0.7, 0.9, 0.6]), np.arange(5)
+    assert video_score(scores, tracks, "mean", min_track_frames=4) == pytest.approx(0.78)
+    assert video_score(scores[:3], tracks[:3], "mean", min_track_frames=4) is None  # three glimpses: too little
+    kept, _ = long_tracks(np.r_[scores, [0.1] * 4], np.r_[tracks, [9] * 4], 4)
+    assert kept.tolist() == [0.1] * 4  # beside a long track the short ones still give no verdict
+
+
 def test_stage_applies_the_rule_per_row_capped_at_frames_sampled():
     batch = {
         "uri": object_column(["video", "photo", "glimpse"]),
