@@ -13,7 +13,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -166,14 +166,17 @@ NOT_SETTINGS = frozenset({"DFS_CONFIG", "DFS_LOG_LEVEL", "DFS_SHARED_DATA", "DFS
 
 def unknown_key(path: list[str], model: type[BaseModel] | None = None) -> str | None:
     """The dotted prefix of ``path`` that names no field of ``model`` (``Settings``), or None if it is known.
-    Below a plain value or a free dict (``storage_options``) every key is the value's own."""
+    Below a free dict (``storage_options``) every key is the dict's own; below a plain value none is known."""
     model = model or Settings
+    if not path or not all(path):
+        return ".".join(path) or "(empty)"  # ``DFS_`` alone, or ``DFS_DECODE____X``
     for depth, part in enumerate(path):
         field = model.model_fields.get(part)
         if field is None:
             return ".".join(path[: depth + 1])
         if not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return None
+            below = depth + 1 < len(path)
+            return ".".join(path[: depth + 2]) if below and get_origin(field.annotation) is not dict else None
         model = field.annotation
     return None
 

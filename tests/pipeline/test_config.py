@@ -43,11 +43,21 @@ def test_unknown_environment_variable_is_refused(clean_env):
         load_settings()
 
 
+@pytest.mark.parametrize("name", ["DFS_DECODE__NUM_FRAMES__X", "DFS_", "DFS_DECODE____NUM_FRAMES"])
+def test_a_key_below_a_plain_value_or_an_empty_name_is_refused(clean_env, name):
+    clean_env.setenv(name, "1")
+    with pytest.raises(UnknownSettingError, match=f"in environment variable {name}$"):
+        load_settings()
+
+
 def test_variables_that_are_not_settings_and_free_dicts_are_allowed(clean_env):
     clean_env.setenv("DFS_SHARED_DATA", "/nowhere")
     clean_env.setenv("DFS_LOG_LEVEL", "INFO")
     clean_env.setenv("DFS_SERVE__STORAGE_OPTIONS", '{"anon": true}')
     assert load_settings().serve.storage_options == {"anon": True}
+    clean_env.delenv("DFS_SERVE__STORAGE_OPTIONS")
+    clean_env.setenv("DFS_SERVE__STORAGE_OPTIONS__ANON", "true")  # a free dict's own key, one level down (as text)
+    assert load_settings().serve.storage_options == {"anon": "true"}
 
 
 def test_flags_override_environment_override_file(clean_env, tmp_path):
