@@ -78,6 +78,9 @@ def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | No
                 raise
     threads = settings.torch_threads if torch_threads is None else torch_threads
     crop = settings.detect.crop_size or (card.architecture.input_size if card else DEFAULT_CROP_SIZE)
+    if "score" in names and crop != card.architecture.input_size:  # else every face fails later, one by one
+        raise CheckpointError(f"detect.crop_size {crop} does not match the detector's input size "
+                              f"{card.architecture.input_size} (its model card): unset it, or use a detector trained at {crop} px")
     margin = settings.detect.margin if settings.detect.margin is not None else (
         card.architecture.crop_margin if card else DEFAULT_MARGIN)
     cls = settings.classify

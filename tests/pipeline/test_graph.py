@@ -8,6 +8,7 @@ import pytest
 from pipeline.batch import object_column
 from pipeline.card import read_card
 from pipeline.config import Settings
+from pipeline.errors import CheckpointError
 from pipeline.graph import STAGES, Graph, stage_specs
 
 
@@ -27,8 +28,11 @@ def test_arguments_come_from_the_card_unless_the_settings_override_them(detector
         card.threshold, card.aggregation, card.min_track_frames)
     override = Settings(classify={"checkpoint": detector_checkpoint, "threshold": 0.9, "aggregation": "track_max"},
                         detect={"crop_size": 96}, torch_threads=2)
-    specs = stage_specs(override)
-    assert specs[1].kwargs["crop_size"] == 96 and specs[1].kwargs["torch_threads"] == 2
+    assert stage_specs(override, "detect")[1].kwargs["crop_size"] == 96  # crops alone (prepare) may be any size
+    with pytest.raises(CheckpointError, match="crop_size 96 does not match the detector's input size"):
+        stage_specs(override)  # but not crops the detector cannot take: refused once, not per face
+    specs = stage_specs(override.model_copy(update={"detect": override.detect.model_copy(update={"crop_size": None})}))
+    assert specs[1].kwargs["torch_threads"] == 2
     assert stage_specs(Settings(classify={"checkpoint": detector_checkpoint}, detect={"margin": 0.5}),
                        "detect")[1].kwargs["config"].margin == 0.5
     assert (specs[2].kwargs["threshold"], specs[2].kwargs["aggregation"]) == (0.9, "track_max")
