@@ -10,30 +10,44 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from jobs.cli.common import AnonOpt, EndpointOpt, ProfileOpt, console
+from jobs.cli.common import AnonOpt, ConfigOpt, EndpointOpt, ProfileOpt, console, settings_from_cli
 from jobs.cli.logs import setup_logging
 from jobs.scan.config import DEFAULT_OUTPUT
+
+OUTPUT_HELP = "; unset: scan.output of --config / DFS_SCAN__OUTPUT, where `scan` writes"
+
+
+def _output(config: Optional[Path], output: Optional[str], endpoint_url: Optional[str], anon: bool,
+            profile: Optional[str]) -> tuple[str, dict]:
+    """The output and its fsspec options from the settings' ``scan`` section, resolved as ``scan`` resolves them
+    (flags > DFS_SCAN__* > config file > defaults), so these commands read where a scan so configured wrote."""
+    from jobs.scan.listing import storage_options_for
+
+    flags = dict(output=output, endpoint_url=endpoint_url, anon=anon or None, profile=profile)
+    scan = settings_from_cli(config, **{f"scan.{k}": v for k, v in flags.items()}).scan
+    return scan.output, storage_options_for(scan.output, scan.endpoint_url, scan.anon, scan.profile)
 
 
 def query(
     sql: str = typer.Argument(..., help="SQL over the views `videos`, `faces` (latest verdicts), `videos_history`, `faces_history` and `runs` (one row per scan)"),
-    output: str = typer.Option(DEFAULT_OUTPUT, "--output", "-o", help="scan output to query (fsspec URI or folder)"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", show_default=DEFAULT_OUTPUT, help=f"scan output to query (fsspec URI or folder){OUTPUT_HELP}"),
     fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
     endpoint_url: Optional[str] = EndpointOpt,
     anon: bool = AnonOpt,
     profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Run DuckDB SQL over a scan's Parquet output and print the result."""
     setup_logging(False)
     from jobs.query.sql import QueryError, format_rows, run_query
     from jobs.report.text import stdout_console
-    from jobs.scan.listing import storage_options_for
 
     if fmt not in ("table", "csv", "json"):
         console.print(f"[red]unknown --format {fmt!r}[/red]: use table, csv or json")
         raise typer.Exit(2)
+    output, options = _output(config, output, endpoint_url, anon, profile)
     try:
-        columns, rows = run_query(output, sql, storage_options_for(output, endpoint_url, anon, profile))
+        columns, rows = run_query(output, sql, options)
     except QueryError as exc:
         console.print(f"[red]query failed:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
@@ -51,7 +65,7 @@ def query(
 
 
 def report(
-    output: str = typer.Argument(DEFAULT_OUTPUT, help="scan output (fsspec URI or folder)"),
+    output: Optional[str] = typer.Argument(None, show_default=DEFAULT_OUTPUT, help=f"scan output (fsspec URI or folder){OUTPUT_HELP}"),
     top: int = typer.Option(10, "--top", min=1, help="how many suspicious objects to list"),
     depth: Optional[int] = typer.Option(None, "--depth", min=0, help="group by the first N path levels (bucket counts as one) instead of the parent folder"),
     runs: int = typer.Option(10, "--runs", min=0, help="how many recent scans (run records) to list"),
@@ -61,14 +75,14 @@ def report(
     endpoint_url: Optional[str] = EndpointOpt,
     anon: bool = AnonOpt,
     profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Summarise a scan's output: fake rate per prefix and day, the most suspicious objects, errors, recent runs."""
     setup_logging(False)
     from jobs.query.sql import QueryError
     from jobs.report.text import print_report, report as build_report
-    from jobs.scan.listing import storage_options_for
 
-    options = storage_options_for(output, endpoint_url, anon, profile)
+    output, options = _output(config, output, endpoint_url, anon, profile)
     try:
         data = build_report(output, options, top=top, depth=depth, runs=runs)
     except QueryError as exc:

@@ -25,12 +25,15 @@ import pyarrow as pa
 
 from jobs.scan.output import PARTITION, SCHEMAS, OutputStore
 from jobs.scan.records import read_records, runs_table
+from pipeline.errors import DeepfakeStreamError
 
 log = logging.getLogger(__name__)
 
 
-class QueryError(Exception):
+class QueryError(DeepfakeStreamError):
     """The output cannot be read or the SQL failed (the message is one line, for the operator)."""
+
+    code = "query_failed"
 
 
 def one_line(exc: BaseException) -> str:
@@ -66,10 +69,11 @@ def _history_view(con, store: OutputStore, table: str, parts: list[str]) -> None
     def create(paths: list[str]) -> None:
         files = ", ".join(_sql_str(store.uri_of(p)) for p in paths)
         source = f"read_parquet([{files}], hive_partitioning = true, union_by_name = true)"
-        # columns that parts of an older schema version lack (videos.error_code, v2) read as null
+        # columns that every part lacks (older schema versions: videos.error_code, faces.thumb_jpeg) read as
+        # null of the column's own type, so the SQL that works on a new output works on an old one
         present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-        added = "".join(f", NULL::VARCHAR AS {f.name}" for f in SCHEMAS[table]
-                        if f.name not in present and f.type == pa.string())
+        added = "".join(f", CAST(NULL AS {kind}) AS \"{name}\"" for name, kind in _column_types(con, table).items()
+                        if name not in present)
         con.execute(f"CREATE OR REPLACE VIEW {table}_history AS SELECT *{added} FROM {source}")
         con.execute(f"SELECT * FROM {table}_history LIMIT 0").fetchall()
 
@@ -87,6 +91,15 @@ def _history_view(con, store: OutputStore, table: str, parts: list[str]) -> None
         create(good)
     else:
         _empty_view(con, table)
+
+
+def _column_types(con, table: str) -> dict[str, str]:
+    """DuckDB's type for each column of ``table``'s schema (jobs/scan/output.py), as DuckDB reads Arrow."""
+    con.register(f"_{table}_schema", SCHEMAS[table].empty_table())
+    try:
+        return {name: kind for name, kind, *_ in con.execute(f"DESCRIBE _{table}_schema").fetchall()}
+    finally:
+        con.unregister(f"_{table}_schema")
 
 
 def _empty_view(con, table: str) -> None:

@@ -64,14 +64,9 @@ def render(d: ReportData) -> str:
 
 def html_report(output: str, storage_options: dict | None = None, top: int = 8, trailing: int = 7) -> str:
     """The page for the scan output at ``output`` (QueryError when it cannot be read)."""
-    from jobs.query.sql import QueryError, connect, one_line
+    from jobs.report.queries import read_report
 
-    con = connect(output, storage_options)
-    try:
-        data = load(con, output, top=top, trailing=trailing)
-    except Exception as exc:  # noqa: BLE001 - as the text report: a part that breaks mid-read, storage errors
-        raise QueryError(f"cannot report on {output}: {one_line(exc)}") from None
-    return render(data)
+    return render(read_report(output, storage_options, lambda con: load(con, output, top=top, trailing=trailing)))
 
 
 def write_html_report(output: str, path: str | Path, storage_options: dict | None = None, top: int = 8,

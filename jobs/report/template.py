@@ -62,7 +62,7 @@ img.plot{max-width:100%;background:#fff;border:1px solid #d8dee6;border-radius:4
 {% if plots.fake_rate %}<img class="plot" alt="fake rate per scan day" src="{{ plots.fake_rate }}">{% endif %}
 <table id="prefixes"><tr><th>prefix (current verdicts)</th><th>objects</th><th>fake</th><th>real</th><th>no face / error</th><th>fake rate</th></tr>
 {% for p in d.prefixes %}<tr><td>{{ p.prefix }}</td><td class="n">{{ p.objects }}</td><td class="n">{{ p.fakes }}</td>
-<td class="n">{{ p.reals }}</td><td class="n">{{ p.unscored }}</td><td class="n">{{ pct(p.fake_rate) }}</td></tr>{% endfor %}</table>
+<td class="n">{{ p.reals }}</td><td class="n">{{ p.no_face + p.errors }}</td><td class="n">{{ pct(p.fake_rate) }}</td></tr>{% endfor %}</table>
 
 <h2>Score distributions per day</h2>
 {% if plots.scores %}<img class="plot" alt="object scores per scan day with the threshold" src="{{ plots.scores }}">{% else %}<p class="note">no scored objects</p>{% endif %}

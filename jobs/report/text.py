@@ -9,30 +9,24 @@ from typing import Any
 
 from rich.console import Console
 
-from jobs.query.sql import QueryError, connect, jsonable, one_line
-from jobs.scan.output import PARTITION, OutputStore
-
-
-def _prefix_expr(depth: int | None) -> str:
-    """SQL for an object's prefix: its parent folder, or its first ``depth`` path levels."""
-    if depth is None:
-        return "regexp_replace(uri, '[^/]*$', '')"
-    return f"regexp_extract(uri, '^((?:[A-Za-z0-9+.-]+://)?/?(?:[^/]+/){{0,{int(depth)}}})', 1)"
+from jobs.query.sql import jsonable
+from jobs.report.queries import FAKE_RATE, LABEL_COUNTS, dicts, prefixes, read_report, suspects
+from jobs.scan.output import OutputStore
 
 
 def report(output: str, storage_options: dict | None = None, top: int = 10, depth: int | None = None,
            runs: int = 10) -> dict[str, Any]:
     """Summary of the latest verdict of every object (totals, fake rate per prefix and day, top suspects)
     and of the last ``runs`` scans. Any failure is one ``QueryError`` line."""
-    con = connect(output, storage_options)
-    try:
-        return _report(con, output, storage_options, top, depth, runs)
-    except Exception as exc:  # noqa: BLE001 - a part that breaks mid-read, storage errors
-        raise QueryError(f"cannot report on {output}: {one_line(exc)}") from None
+    return read_report(output, storage_options, lambda con: _report(con, output, storage_options, top, depth, runs))
 
 
 _RUN_COLUMNS = ("scan_id", "status", "exit_code", "started_at", "ended_at", "listed", "skipped", "scanned",
                 "failed", "error_rate", "quarantined", "message")
+
+
+def _jsonable_rows(con, sql: str) -> list[dict]:
+    return [{k: jsonable(v) for k, v in row.items()} for row in dicts(con, sql)]
 
 
 def _report(con, output: str, storage_options: dict | None, top: int, depth: int | None, runs: int) -> dict[str, Any]:
@@ -41,32 +35,18 @@ def _report(con, output: str, storage_options: dict | None, top: int, depth: int
                len(quarantined), message
         FROM runs ORDER BY started_at DESC, scan_id DESC LIMIT {int(runs)}""").fetchall()
     last_success = con.execute("SELECT max(ended_at) FROM runs WHERE status = 'succeeded'").fetchone()[0]
-    totals = con.execute("""
-        SELECT count(*), count(*) FILTER (label = 'FAKE'), count(*) FILTER (label = 'REAL'),
-               count(*) FILTER (label = 'NO_FACE'), count(*) FILTER (label = 'ERROR'),
-               min(scanned_at), max(scanned_at), count(DISTINCT model_version)
-        FROM videos""").fetchone()
-    by_prefix = con.execute(f"""
-        SELECT {_prefix_expr(depth)} AS prefix, {PARTITION} AS day, count(*) AS objects,
-               count(*) FILTER (label = 'FAKE') AS fakes, count(*) FILTER (label = 'REAL') AS reals,
-               count(*) FILTER (label = 'NO_FACE') AS no_face, count(*) FILTER (label = 'ERROR') AS errors,
-               count(*) FILTER (label = 'FAKE') / nullif(count(*) FILTER (label IN ('FAKE', 'REAL')), 0) AS fake_rate
-        FROM videos GROUP BY ALL ORDER BY prefix, day""").fetchall()
-    suspects = con.execute(f"""
-        SELECT uri, score, label, faces, tracks, model_version, {PARTITION}
-        FROM videos WHERE score IS NOT NULL ORDER BY score DESC, uri LIMIT {int(top)}""").fetchall()
+    (totals,) = _jsonable_rows(con, f"""
+        SELECT {LABEL_COUNTS}, {FAKE_RATE}, min(scanned_at) AS first_scan, max(scanned_at) AS last_scan,
+               count(DISTINCT model_version) AS model_versions
+        FROM videos""")
     errors = con.execute("""
         SELECT error, count(*) AS objects FROM videos WHERE label = 'ERROR'
         GROUP BY error ORDER BY objects DESC, error LIMIT 10""").fetchall()
     return {
         "output": OutputStore(output, storage_options or {}).display,
-        "objects": totals[0], "fakes": totals[1], "reals": totals[2], "no_face": totals[3], "errors": totals[4],
-        "fake_rate": (totals[1] / (totals[1] + totals[2])) if (totals[1] + totals[2]) else None,
-        "first_scan": jsonable(totals[5]), "last_scan": jsonable(totals[6]), "model_versions": totals[7],
-        "by_prefix_day": [dict(zip(("prefix", "day", "objects", "fakes", "reals", "no_face", "errors", "fake_rate"),
-                                   map(jsonable, row))) for row in by_prefix],
-        "top_suspicious": [dict(zip(("uri", "score", "label", "faces", "tracks", "model_version", "day"),
-                                    map(jsonable, row))) for row in suspects],
+        **totals,
+        "by_prefix_day": _jsonable_rows(con, prefixes(depth, per_day=True)),
+        "top_suspicious": _jsonable_rows(con, suspects(top)),
         "top_errors": [{"error": e, "objects": n} for e, n in errors],
         "last_success": jsonable(last_success),
         "runs": [dict(zip(_RUN_COLUMNS, map(jsonable, row))) for row in recent],

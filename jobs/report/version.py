@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from importlib import metadata
 from pathlib import Path
 
+from pipeline.card import read_card
+from pipeline.config import DEFAULT_CHECKPOINT
+from pipeline.errors import DeepfakeStreamError
+
 DIST = "deepfakestream"
-CARD = Path(__file__).resolve().parents[2] / "pipeline" / "checkpoints" / "detector.json"
 
 
 def package_version() -> str:
@@ -18,11 +20,11 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def detector_version(card: Path = CARD) -> str | None:
-    """The shipped model card's version, read as JSON (importing torch to ask would take seconds)."""
+def detector_version(checkpoint: Path = DEFAULT_CHECKPOINT) -> str | None:
+    """The version on the model card of ``checkpoint`` (the shipped detector); None when there is none to read."""
     try:
-        return json.loads(card.read_text())["version"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_card(checkpoint).version
+    except (DeepfakeStreamError, OSError):  # no checkpoint, no card, an invalid card: "not installed"
         return None
 
 

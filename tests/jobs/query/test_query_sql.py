@@ -47,3 +47,50 @@ def test_keys_with_brackets_print_as_they_are_in_query_and_report(tmp_path):
     assert result.exit_code == 0 and json.loads(result.output)[0]["age"] >= 0, result.output
     result = CliRunner().invoke(app, ["report", output])
     assert result.exit_code == 0 and ODD in result.output, result.output
+
+
+def test_columns_an_old_schema_lacks_read_as_typed_nulls(tmp_path):
+    """Schema 1 parts (no videos.error_code, no faces.thumb_jpeg): every newer column reads as a null of its own type."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.scan.output import FACES_SCHEMA, PARTITION, VIDEOS_SCHEMA
+
+    now = datetime.now(timezone.utc)
+    rows = {"videos": {"schema_version": 1, "scan_id": "old", "uri": "/a.mp4", "fingerprint": "f", "label": "FAKE",
+                       "score": 0.9, "model_version": "v", "scanned_at": now},
+            "faces": {"schema_version": 1, "scan_id": "old", "uri": "/a.mp4", "face": 0, "frame": 0, "score": 0.9,
+                      "model_version": "v", "scanned_at": now}}
+    for table, schema in (("videos", VIDEOS_SCHEMA), ("faces", FACES_SCHEMA)):
+        old = pa.schema([f for f in schema if f.name not in ("error_code", "thumb_jpeg")])
+        part = tmp_path / table / f"{PARTITION}=2026-01-01" / "part-old-00000.parquet"
+        part.parent.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist([rows[table]], schema=old), part)
+    _, got = run_query(str(tmp_path), "SELECT count(thumb_jpeg), typeof(any_value(thumb_jpeg)), "
+                                      "(SELECT typeof(any_value(error_code)) FROM videos) FROM faces")
+    assert got == [(0, "BLOB", "VARCHAR")]
+    _, got = run_query(str(tmp_path), "SELECT count(*) FROM faces WHERE octet_length(thumb_jpeg) > 0")
+    assert got == [(0,)]
+
+
+def test_bare_query_and_report_read_the_output_the_settings_name(tmp_path, monkeypatch):
+    """Where a scan configured by DFS_SCAN__OUTPUT or a config file wrote, not ./scan-output; flags still win."""
+    from jobs.cli import app
+
+    output = _output(tmp_path)
+    monkeypatch.chdir(tmp_path)  # no ./scan-output here
+    monkeypatch.setenv("DFS_SCAN__OUTPUT", output)
+    result = CliRunner().invoke(app, ["query", "SELECT uri FROM videos"])
+    assert result.exit_code == 0 and ODD in result.output, result.output
+    result = CliRunner().invoke(app, ["report", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["objects"] == 1, result.output
+
+    monkeypatch.delenv("DFS_SCAN__OUTPUT")
+    config = tmp_path / "settings.yaml"
+    config.write_text(f"scan:\n  output: {json.dumps(output)}\n")
+    result = CliRunner().invoke(app, ["report", "--config", str(config), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["objects"] == 1, result.output
+    result = CliRunner().invoke(app, ["query", "SELECT count(*) AS n FROM videos", "-c", str(config), "-f", "json"])
+    assert result.exit_code == 0 and json.loads(result.stdout) == [{"n": 1}], result.output
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "elsewhere"), "--config", str(config)])
+    assert result.exit_code == 1 and "no scan output at" in result.output and "elsewhere" in result.output
