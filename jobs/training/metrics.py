@@ -1,4 +1,5 @@
-"""Binary classification metrics, computed by scikit-learn (one definition for train, evaluate, tests)."""
+"""Binary classification metrics, computed by scikit-learn (one definition for train, evaluate, tests), and the
+per-object labels and scores they are computed on."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
+
+from pipeline.aggregate import effective_min_track, video_score
 
 
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -48,19 +51,6 @@ def auc_interval(labels: np.ndarray, scores: np.ndarray, level: float = 0.95, dr
         aucs[i] = (below + at_or_below).sum() / (2.0 * len(p) * len(n))
     tail = (1 - level) / 2 * 100
     return [float(v) for v in np.percentile(aucs, [tail, 100 - tail])]
-
-
-def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The threshold that maximises F1 on (validation) data: midpoint between neighbouring scores."""
-    labels = np.asarray(labels, int)
-    scores = np.asarray(scores, np.float64)
-    candidates = np.unique(scores)
-    if len(candidates) < 2 or len(np.unique(labels)) < 2:
-        return 0.5
-    cuts = np.concatenate([[candidates[0] - 1e-6], (candidates[:-1] + candidates[1:]) / 2])
-    f1s = [skm.f1_score(labels, (scores >= c).astype(int), zero_division=0) for c in cuts]
-    best = int(np.argmax(f1s))
-    return float(np.clip(cuts[best], 0.0, 1.0))
 
 
 THRESHOLD_DECIMALS = 6  # what a model card stores
@@ -137,3 +127,36 @@ def balanced_weights(labels: np.ndarray, sources: list[str]) -> np.ndarray:
     if fakes.any():
         weights[fakes] = 1.0 / fakes.sum()
     return weights
+
+
+def balanced_auc(labels: np.ndarray, scores: np.ndarray, sources: list[str]) -> float | None:
+    """ROC AUC with every real source weighing the same (``balanced_weights``); None with one class. The
+    checkpoint-selection metric of training (``validate``) and the fit's choice of aggregation (``evaluate``)."""
+    labels = np.asarray(labels, int)
+    if len(np.unique(labels)) < 2:
+        return None
+    return float(skm.roc_auc_score(labels, np.asarray(scores, np.float64), sample_weight=balanced_weights(labels, sources)))
+
+
+def own_sources(labels: np.ndarray, sources: list[str]) -> tuple[list[str], np.ndarray]:
+    """The sources that hold fakes (e.g. FF++, sorted) and the mask of the objects, real or fake, from them:
+    the fakes judged against their own set's reals only, without the real-only sets (photos, other videos)."""
+    names = sorted({s for s, y in zip(sources, np.asarray(labels)) if y == 1})
+    return names, np.array([s in names for s in sources], bool)
+
+
+def video_scores(records: list[dict], strategy: str, min_track_frames: int = 1) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Labels and scores of the scored objects (``evaluate.score_videos`` records) that get a verdict under ``strategy``
+    and the minimum-track rule (the others are counted, not scored); the report and the fit both read these."""
+    labels, scores, kept = [], [], []
+    for record in records:
+        if record["error"]:
+            continue
+        min_frames = effective_min_track(min_track_frames, record.get("frames_sampled"))
+        value = video_score(np.array(record["face_scores"]), np.array(record["face_track"]), strategy, min_frames)
+        if value is None:
+            continue
+        labels.append(int(record["label"] == "FAKE"))
+        scores.append(value)
+        kept.append(record)
+    return np.array(labels, int), np.array(scores, np.float64), kept

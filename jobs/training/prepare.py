@@ -24,7 +24,7 @@ from jobs.training.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_v
 from pipeline.atomic import replacing, write_atomic
 from pipeline.batch import object_column
 from pipeline.config import Settings
-from pipeline.crop import DEFAULT_MARGIN, crop_transform
+from pipeline.crop import DEFAULT_CROP_SIZE, DEFAULT_MARGIN, crop_transform
 from pipeline.graph import stage_specs
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,11 @@ def write_table(table: pa.Table, path: Path) -> None:
         pq.write_table(table, tmp)
 
 
-def pin_geometry(settings: Settings, crop_size: int) -> Settings:
-    """Settings with the crop size and an explicit margin: crops for training must not follow whichever
-    checkpoint is installed (a margin of None means the card's)."""
+def pin_geometry(settings: Settings, crop_size: int | None = None) -> Settings:
+    """Settings with an explicit crop size and margin: crops for training must not follow whichever checkpoint
+    is installed (None in the settings means the card's). Crop size: ``crop_size`` (the flag) > the settings'
+    ``detect.crop_size`` > a new model's input size (``ModelSpec``'s); margin: the settings' > ``ModelSpec``'s."""
+    crop_size = crop_size or settings.detect.crop_size or DEFAULT_CROP_SIZE
     margin = DEFAULT_MARGIN if settings.detect.margin is None else settings.detect.margin
     return settings.model_copy(update={"detect": settings.detect.model_copy(update={"crop_size": crop_size, "margin": margin})})
 
@@ -90,11 +92,11 @@ def pin_geometry(settings: Settings, crop_size: int) -> Settings:
 class VideoCropper:
     """Decode → Detect (the pipeline's stages) → crop rows written per video. Usable as a Ray actor."""
 
-    def __init__(self, settings: Settings, crop_size: int, out_dir: Path, frames_real: int, frames_fake: int):
+    def __init__(self, settings: Settings, crop_size: int | None, out_dir: Path, frames_real: int, frames_fake: int):
         # the graph's prefix decode → detect; DFS_TORCH_THREADS reaches the detector (parallel prepares on few
         # cores must not oversubscribe)
         self.settings = settings = pin_geometry(settings, crop_size)
-        self.crop_size = crop_size
+        self.crop_size = settings.detect.crop_size
         self.out_dir = Path(out_dir)
 
         def frames(n: int) -> Settings:
@@ -124,14 +126,16 @@ class VideoCropper:
         return {key: np.array([r[key] for r in results]) for key in results[0]} if results else {}
 
 
-def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_size: int = 160, frames_real: int = 48,
+def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_size: int | None = None, frames_real: int = 48,
             frames_fake: int = 16, split_fractions: dict[str, float] | None = None, seed: int = 0,
             use_ray: bool = False, limit: int | None = None) -> dict:
-    """Build (or resume) the crop dataset; returns and writes the manifest."""
+    """Build (or resume) the crop dataset; returns and writes the manifest. ``crop_size`` None: the settings'
+    ``detect.crop_size``, else a new model's default input size (``pin_geometry``)."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
     settings = pin_geometry(settings, crop_size)
+    crop_size = settings.detect.crop_size
     _same_settings(out_dir, {
         "source": str(source) if "://" in str(source) else str(Path(source).resolve()), "crop_size": crop_size,
         "seed": seed, "frames_real": frames_real, "frames_fake": frames_fake,

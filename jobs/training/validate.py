@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from jobs.training.cropset import CropSet
-from jobs.training.metrics import balanced_weights, binary_metrics
+from jobs.training.metrics import balanced_auc, binary_metrics, own_sources
 from pipeline.preprocess import crops_to_tensor
 
 
@@ -25,8 +25,9 @@ def predict(model: torch.nn.Module, crops: list[np.ndarray], device: torch.devic
 def validate(model: torch.nn.Module, val: CropSet, device: torch.device) -> dict[str, Any]:
     """Video-level metrics on held-out crops (video score = mean of its face scores).
 
-    ``val_video_auc`` (the selection metric) weighs each real source equally (``balanced_weights``);
-    ``val_ffpp_auc`` is FF++ alone; ``val_real_mean/<source>`` shows how each real source scores."""
+    ``val_video_auc`` (the selection metric) weighs each real source equally (``metrics.balanced_auc``);
+    ``val_ffpp_auc`` is FF++ alone (``metrics.own_sources``: the sources with fakes, their reals and fakes);
+    ``val_real_mean/<source>`` shows how each real source scores."""
     from sklearn.metrics import roc_auc_score
 
     if not len(val):
@@ -44,10 +45,9 @@ def validate(model: torch.nn.Module, val: CropSet, device: torch.device) -> dict
     video_sources = [val.sources[indices[by_video[v][0]]] for v in video_ids]
     frame = binary_metrics(labels, scores, 0.5)
     out: dict[str, Any] = {"val_frame_auc": frame["roc_auc"], "val_videos": len(video_ids), "val_faces": len(scores)}
-    if len(np.unique(video_labels)) == 2:
-        out["val_video_auc"] = float(roc_auc_score(video_labels, video_scores, sample_weight=balanced_weights(video_labels, video_sources)))
-        fake_sources = {s for s, y in zip(video_sources, video_labels) if y == 1}
-        own = np.array([s in fake_sources for s in video_sources])
+    if (auc := balanced_auc(video_labels, video_scores, video_sources)) is not None:
+        out["val_video_auc"] = auc
+        _, own = own_sources(video_labels, video_sources)
         if len(np.unique(video_labels[own])) == 2:
             out["val_ffpp_auc"] = float(roc_auc_score(video_labels[own], video_scores[own]))
     for source in sorted(set(video_sources)):

@@ -1,57 +1,14 @@
-"""The operating point, the aggregation's fit and the model card's writes (jobs/training/evaluate.py)."""
+"""Scoring through the graph, the report and when the model card is written (jobs/training/evaluate.py)."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
-from jobs.training.evaluate import fit_on_validation, report
 from pipeline.config import load_settings
 
-
-def _records(prefix: str, source: str, label: str, scores, frames: int = 1) -> list[dict]:
-    return [{"path": f"{prefix}{i}", "label": label, "method": "original" if label == "REAL" else "X", "source": source,
-             "error": "", "frames_sampled": frames, "face_scores": [s], "face_track": [0]} for i, s in enumerate(scores)]
-
-
-def test_operating_point_keeps_every_real_source_within_the_target_fpr():
-    photos = _records("p", "photos", "REAL", np.linspace(0.01, 0.20, 20))        # many easy reals
-    videos = _records("v", "videos", "REAL", [0.30, 0.35, 0.40, 0.45, 0.50])     # few hard reals
-    fakes = _records("f", "videos", "FAKE", [0.45, 0.6, 0.7, 0.8, 0.9])
-    strategy, threshold, comparison = fit_on_validation(photos + videos + fakes, target_fpr=0.05)
-    per_source = comparison[strategy]["per_source_threshold"]
-    # 20 photos at 5%: one may be called FAKE → just above the 19th; 5 videos at 5%: none → just above the top
-    # (at the card's precision: the next number of 6 decimals)
-    assert per_source["photos"] == pytest.approx(0.190001, abs=1e-9)
-    assert threshold == per_source["videos"] == pytest.approx(0.500001, abs=1e-9)
-    # the pooled 5% quantile (what the photos alone would allow) would have called 4 real videos FAKE
-    assert np.quantile([r["face_scores"][0] for r in photos + videos], 0.95) < 0.5
-    assert comparison[strategy]["fpr"] == 0.0
-    # a test split is reported at the validation threshold, untouched, with FPR per real source
-    test = _records("tp", "photos", "REAL", [0.1, 0.6]) + _records("tf", "videos", "FAKE", [0.55, 0.4])
-    result = report(test, threshold, strategy)
-    assert result["threshold"] == threshold and result["real_sources"]["photos"]["fpr"] == 0.5
-    assert result["overall"]["confusion"] == {"tn": 1, "fp": 1, "fn": 1, "tp": 1}
-
-
-def test_aggregation_is_chosen_by_auc_with_the_min_track_rule():
-    # one real video whose long main track is clean but a 2-frame side track looks fake: track_max would
-    # call it FAKE; with the minimum-track rule (4 frames) the side track gives no verdict
-    def video(path, label, main, side=None):
-        scores, tracks = [main] * 8, [0] * 8
-        if side is not None:
-            scores, tracks = scores + [side] * 2, tracks + [1] * 2
-        return {"path": path, "label": label, "method": "X", "source": "v", "error": "", "frames_sampled": 8,
-                "face_scores": scores, "face_track": tracks}
-
-    records = [video("r1", "REAL", 0.2, side=0.95), video("r2", "REAL", 0.3), video("f1", "FAKE", 0.7), video("f2", "FAKE", 0.8)]
-    _, _, without_rule = fit_on_validation(records, 0.05, min_track_frames=1)
-    assert without_rule["track_max"]["roc_auc"] < 1.0
-    strategy, threshold, with_rule = fit_on_validation(records, 0.05, min_track_frames=4)
-    assert with_rule["track_max"]["roc_auc"] == 1.0 and with_rule[strategy]["roc_auc"] == 1.0
-    assert 0.3 < threshold < 0.7
+from training_fixtures import score_records
 
 
 def test_evaluate_leaves_the_card_alone_unless_asked(tmp_path, samples_dir, caplog):
@@ -124,3 +81,38 @@ def test_evaluate_refuses_options_that_would_do_nothing_or_fit_on_test(tmp_path,
     assert result.exit_code == 2 and why in " ".join(result.output.split()), result.output
     assert card_path(load_settings().classify.checkpoint).read_text() == shipped  # nothing written
     assert not (tmp_path / "ev" / "report-test.md").exists()
+
+
+def _card_only_checkpoint(tmp_path, **card_fields):
+    """Weights that are never loaded (the scores are stubbed) and a card with these fields."""
+    from pipeline.card import ModelCard, ModelSpec, write_card
+
+    ckpt = tmp_path / "m.safetensors"
+    ckpt.write_bytes(b"not loaded")
+    write_card(ModelCard(version="t", architecture=ModelSpec(), **card_fields), ckpt)
+    return ckpt
+
+
+@pytest.mark.parametrize("overrides", [{}, {"classify.threshold": 0.25, "classify.aggregation": "track_max",
+                                            "classify.min_track_frames": 3}])
+def test_report_takes_threshold_aggregation_and_min_track_as_the_graph_does(tmp_path, monkeypatch, overrides):
+    """Settings override the card (pipeline.graph.stage_specs, the one rule), both on a report and after a fit."""
+    import jobs.training.evaluate as evaluate_module
+    from pipeline.graph import stage_specs
+
+    records = score_records("r", "v", "REAL", [0.1, 0.2, 0.3, 0.4], frames=8) + score_records("f", "v", "FAKE", [0.6, 0.7, 0.8], frames=8)
+    for record in records:  # one track of 4 faces: a verdict under any of the minimum-track rules here
+        record["face_scores"], record["face_track"] = record["face_scores"] * 4, [0] * 4
+    monkeypatch.setattr(evaluate_module, "score_videos", lambda videos, settings, cache, source: records)
+    (tmp_path / "labels.csv").write_text("path,label,group\nr0,REAL,a\n")
+    ckpt = _card_only_checkpoint(tmp_path, threshold=0.55, aggregation="confident", min_track_frames=2)
+    settings = load_settings(**{"classify.checkpoint": str(ckpt), **overrides})
+    result = evaluate_module.evaluate(tmp_path / "labels.csv", "all", settings, tmp_path / "eval")
+    expected = stage_specs(settings)[-1].kwargs
+    assert (result["threshold"], result["aggregation"], result["min_track_frames"]) == (
+        expected["threshold"], expected["aggregation"], expected["min_track_frames"])
+    assert (result["threshold"] == 0.25) == bool(overrides) and (result["threshold"] == 0.55) != bool(overrides)
+    fitted = evaluate_module.evaluate(tmp_path / "labels.csv", "val", settings, tmp_path / "fit", fit=True)
+    expected = stage_specs(settings)[-1].kwargs  # the card now holds the fitted operating point
+    assert (fitted["threshold"], fitted["aggregation"], fitted["min_track_frames"]) == (
+        expected["threshold"], expected["aggregation"], expected["min_track_frames"])

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from jobs.training.metrics import balanced_weights, binary_metrics, calibration, threshold_for_fpr, tpr_at_fpr
+from jobs.training.metrics import (balanced_auc, balanced_weights, binary_metrics, calibration, own_sources, threshold_for_fpr,
+                                   tpr_at_fpr)
 
 
 def test_metrics_match_scikit_learn():
@@ -51,6 +52,22 @@ def test_balanced_weights_give_each_real_source_equal_say():
     sources = ["photos"] * 100 + ["videos"] * 2 + ["videos"] * 4
     w = balanced_weights(labels, sources)
     assert w[:100].sum() == pytest.approx(0.5) and w[100:102].sum() == pytest.approx(0.5) and w[102:].sum() == pytest.approx(1)
+
+
+def test_balanced_auc_is_the_mean_of_the_fakes_auc_against_each_real_source():
+    # fakes 0.5, 0.9; videos' real 0.3 is below both (AUC 1); photos 0.1, 0.2, 0.6, 0.95: 5 of 8 pairs (0.625)
+    labels = np.array([0, 1, 1, 0, 0, 0, 0])
+    scores = np.array([0.3, 0.5, 0.9, 0.1, 0.2, 0.6, 0.95])
+    sources = ["videos"] * 3 + ["photos"] * 4
+    assert balanced_auc(labels, scores, sources) == pytest.approx((1 + 0.625) / 2)
+    assert skm.roc_auc_score(labels, scores) == pytest.approx(0.7)  # pooled: the four photos outweigh the one video
+    assert balanced_auc(np.zeros(3, int), scores[:3], sources[:3]) is None
+
+
+def test_own_sources_are_the_sources_with_fakes_reals_and_fakes_alike():
+    names, mask = own_sources(np.array([0, 1, 0, 1, 0]), ["ffpp", "ffpp", "photos", "dfdc", "dfdc"])
+    assert names == ["dfdc", "ffpp"] and mask.tolist() == [True, True, False, True, True]
+    assert own_sources(np.array([0]), ["photos"])[1].tolist() == [False]
 
 
 def test_auc_interval_brackets_the_auc_and_narrows_with_more_objects():

@@ -52,6 +52,43 @@ def test_prepare_and_evaluate_end_to_end(tmp_path, samples_dir, detector_env):
     assert (tmp_path / "eval" / "report-all.md").read_text().startswith("# Evaluation report")
 
 
+class _NoDetection:
+    """Stands in for VideoCropper: what a prepare would crop with, no detector run."""
+
+    def __init__(self, settings, crop_size, out_dir, frames_real, frames_fake):
+        self.crop_size = crop_size
+
+    def process(self, video, split):
+        return {"video": video.path, "split": split, "faces": 0, "error": "", "skipped": False}
+
+
+@pytest.mark.parametrize("flag, env, expected", [(None, None, 224), (None, "96", 96), (64, "96", 64), (64, None, 64)])
+def test_crop_size_is_the_flag_else_the_settings_else_the_models_default(tmp_path, samples_dir, monkeypatch, flag, env, expected):
+    """`prepare --crop-size` > detect.crop_size (DFS_DETECT__CROP_SIZE, a config file) > ModelSpec's input size."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import jobs.training.prepare as prepare_module
+    from jobs.cli import app
+    from pipeline.card import ModelSpec
+
+    assert ModelSpec().input_size == 224  # the default expected above
+    monkeypatch.setattr(prepare_module, "VideoCropper", _NoDetection)
+    if env:
+        monkeypatch.setenv("DFS_DETECT__CROP_SIZE", env)
+    (tmp_path / "labels.csv").write_text(f"path,label,group\n{samples_dir / 'astronaut.jpg'},REAL,a\n")
+    out = tmp_path / "crops"
+    result = CliRunner().invoke(app, ["prepare", str(tmp_path / "labels.csv"), "-o", str(out),
+                                      *(["--crop-size", str(flag)] if flag else [])])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["crop_size"] == expected
+    assert json.loads((out / "prepare.json").read_text())["detect"]["crop_size"] == expected
+    # the function alone, as the command calls it
+    again = prepare(tmp_path / "labels.csv", tmp_path / "direct", load_settings(), crop_size=flag)
+    assert again["crop_size"] == expected
+
+
 @pytest.mark.slow
 def test_prepare_on_ray_matches_local(tmp_path, samples_dir, ray_session):
     media = tmp_path / "media"

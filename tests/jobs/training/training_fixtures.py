@@ -1,4 +1,4 @@
-"""Toy crop datasets, configs and an interrupted run that the training tests share."""
+"""Toy crop datasets, configs, an interrupted run and scored records that the training tests share."""
 
 from __future__ import annotations
 
@@ -63,3 +63,9 @@ def fit_stop_after_one(config: TrainConfig) -> None:
         train_module.validate = original
     saved = torch.load(Path(config.out_dir) / "last.pt", weights_only=False)
     assert saved["state"]["epoch"] == 1
+
+
+def score_records(prefix: str, source: str, label: str, scores, frames: int = 1) -> list[dict]:
+    """Records as ``evaluate.score_videos`` writes them: one face per object, on track 0, with these scores."""
+    return [{"path": f"{prefix}{i}", "label": label, "method": "original" if label == "REAL" else "X", "source": source,
+             "error": "", "frames_sampled": frames, "face_scores": [s], "face_track": [0]} for i, s in enumerate(scores)]

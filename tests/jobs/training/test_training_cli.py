@@ -1,0 +1,71 @@
+"""`deepfakestream train`'s flags (jobs/cli/training.py): TrainConfig owns every default, the script's flags parse."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from jobs.cli import app
+from jobs.training.config import TrainConfig
+
+SCRIPT = Path(__file__).parents[3] / "scripts" / "train_default.sh"
+
+
+@pytest.fixture
+def trained_with(monkeypatch):
+    """Run `train ARGS` with the training itself stubbed out; returns the TrainConfig it would train with."""
+    import jobs.training.train as train_module
+
+    def run(*args: str) -> TrainConfig:
+        seen = []
+        monkeypatch.setattr(train_module, "train", lambda cfg: seen.append(cfg) or {"history": []})
+        result = CliRunner().invoke(app, ["train", *args])
+        assert result.exit_code == 0, result.output
+        return seen[0]
+
+    return run
+
+
+def test_a_flag_left_out_takes_train_configs_default_and_a_given_flag_overrides_it(tmp_path, trained_with):
+    data, out = tmp_path / "crops", tmp_path / "run"
+    defaults = TrainConfig(dataset=data, out_dir=out)
+    assert trained_with(str(data), "-o", str(out)) == defaults
+    given = trained_with(str(data), "-o", str(out), "--epochs", "2", "--no-sbi", "--gpu", "--codec-p", "0.25",
+                         "--extra-dataset", str(tmp_path / "more"))
+    changed = {"epochs": 2, "sbi": False, "use_gpu": True, "codec_p": 0.25, "extra_datasets": [tmp_path / "more"]}
+    assert {k: getattr(given, k) for k in changed} == changed
+    assert given.model_dump(exclude=set(changed)) == defaults.model_dump(exclude=set(changed))
+    assert trained_with(str(data)).out_dir == Path("runs/train")  # the command's own default (TrainConfig has none)
+
+
+def test_help_shows_train_configs_defaults():
+    result = CliRunner().invoke(app, ["train", "--help"], terminal_width=250)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0
+    for flag, default in (("--epochs", TrainConfig.model_fields["epochs"].default),
+                          ("--codec-p", TrainConfig.model_fields["codec_p"].default)):
+        assert re.search(rf"{flag} .*?\[default: \(?{re.escape(str(default))}\)?\]", text), (flag, text)
+
+
+def test_every_flag_the_training_script_passes_parses(tmp_path, trained_with):
+    script = SCRIPT.read_text()
+    block = script[script.index("FAKES=--real-fakes"):script.index('[ "${STOP_AFTER:-}" = train ]')]
+    passed = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", block))
+    command = typer.main.get_command(app).commands["train"]
+    known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    assert passed and passed <= known, passed - known
+    # one run of the script as it calls it (its defaults filled in)
+    cfg = trained_with(
+        str(tmp_path / "ffpp"), "--extra-dataset", str(tmp_path / "th"), "--output", str(tmp_path / "run"),
+        "--encoder", "tf_efficientnet_lite0", "--input-mode", "rgb+srm", "--epochs", "6", "--patience", "3",
+        "--max-steps-per-epoch", "250", "--codec-p", "0.5", "--capture-p", "0", "--parts-p", "0", "--source-balance", "sqrt",
+        "--layer-decay", "0.85", "--blend-map", "0", "--drop-path", "0", "--mesh-p", "0", "--local-p", "0", "--sam-rho", "0",
+        "--label-smoothing", "0", "--lr", "3e-4", "--cross-p", "0.5", "--ema-decay", "0.997", "--real-fakes", "--no-paired",
+        "--threads", "2", "--seed", "1", "--version", "v-xb0.5-s1", "--resume", "--data-description", "toy")
+    assert (cfg.epochs, cfg.max_steps_per_epoch, cfg.layer_decay, cfg.cross_p, cfg.ema_decay) == (6, 250, 0.85, 0.5, 0.997)
+    assert cfg.real_fakes and not cfg.paired and cfg.resume and cfg.threads == 2 and cfg.seed == 1
+    assert cfg.extra_datasets == [tmp_path / "th"] and cfg.data_description == "toy"
