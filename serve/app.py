@@ -56,8 +56,9 @@ def build_app(settings: Settings):
         # the batch so @serve.batch fills, and HEALTH_ROOM so /v1/health's ready() never queues behind them
         return max(8, 2 * batch, cfg.ingress_replicas * cfg.max_inflight) + HEALTH_ROOM
 
+    # decoded frames are the big memory: the replica's decode pool has the same size (serve/deployments.py)
     decoder = Decoder.options(num_replicas=cfg.decode_replicas, ray_actor_options=actor(cfg.decode_cpus),
-                              max_ongoing_requests=8).bind(payload)  # decoded frames are the big memory: 8 at most
+                              max_ongoing_requests=cfg.decode_max_ongoing_requests).bind(payload)
     detector = Detector.options(num_replicas=cfg.detect_replicas, ray_actor_options=actor(cfg.detect_cpus, gpus),
                                 max_ongoing_requests=model_slots(cfg.detect_max_batch_size)).bind(payload)
     classifier = Classifier.options(num_replicas=cfg.classify_replicas,
@@ -101,15 +102,18 @@ def deploy(settings: Settings, *, blocking: bool = False):
 
 
 def run(settings: Settings) -> None:
-    """``deepfakestream serve``: a local Ray instance, the app on host:port, until Ctrl-C."""
+    """``deepfakestream serve``: a local Ray instance of its own, the app on host:port, until Ctrl-C."""
     import ray
 
     import signal
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not ray.is_initialized():
+    started_ray = not ray.is_initialized()
+    if started_ray:
         extra = {"_metrics_export_port": settings.serve.metrics_port} if settings.serve.metrics_port else {}
-        ray.init(include_dashboard=False, log_to_driver=True,
+        # "local": a new instance even where `ray start` left a cluster on this machine or RAY_ADDRESS names one
+        # (plain ray.init() joins those), so that stopping takes down nobody else's Serve applications
+        ray.init(address="local", include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}, **extra)
     elif settings.serve.metrics_port:
         log.warning("serve.metrics_port is ignored: Ray is already running and exports metrics on its own port")
@@ -127,8 +131,22 @@ def run(settings: Settings) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        stop(settings, started_ray)
+
+
+def stop(settings: Settings, started_ray: bool) -> None:
+    """Undo ``run``: Serve and Ray when ``run`` started that Ray (nothing else runs on it); otherwise only this
+    application, so the Serve apps of whoever started Ray in this process keep running."""
+    import ray
+
+    if started_ray:
         serve.shutdown()
         ray.shutdown()
+        return
+    try:
+        serve.delete(settings.serve.app_name)
+    except Exception as exc:  # noqa: BLE001 - never hide why run() is stopping
+        log.warning("could not delete the Serve application %r: %s", settings.serve.app_name, exc)
 
 
-__all__ = ["app_builder", "build_app", "deploy", "run"]
+__all__ = ["app_builder", "build_app", "deploy", "run", "stop"]

@@ -34,6 +34,9 @@ class ServeConfig(BaseModel):
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for allowed URIs")
     request_timeout_s: float = Field(60.0, gt=0, description="per-request deadline; past it the API answers 504")
     ingress_replicas: int = Field(1, ge=1)
+    decode_max_ongoing_requests: int = Field(
+        8, ge=1, description="decodes at once per decoder replica (its Ray max_ongoing_requests and its thread "
+        "pool): decoded frames are the big memory")
     decode_replicas: int = Field(1, ge=1)
     detect_replicas: int = Field(2, ge=1, description="detection costs most and one replica does not fill 2 cores")
     classify_replicas: int = Field(1, ge=1)
@@ -69,10 +72,10 @@ class ServeConfig(BaseModel):
     @field_validator("allowed_uri_prefixes")
     @classmethod
     def _check_prefixes(cls, prefixes: list[str]) -> list[str]:
-        from serve.guard import parse_allowed_prefix  # here, not at the top: guard imports the settings
+        from serve.guard import check_filesystem  # here, not at the top: guard imports the settings
 
-        for prefix in prefixes:
-            parse_allowed_prefix(prefix)  # a bad entry fails the settings (exit 2, a deploy error), not a request
+        for prefix in prefixes:  # a bad entry fails the settings (exit 2, a deploy error), not every request
+            check_filesystem(prefix)  # check_uri's rules (parse_allowed_prefix), and fsspec can read the scheme
         return prefixes
 
     @model_validator(mode="after")

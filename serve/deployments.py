@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,13 @@ class Decoder:
     the type and checks the limits from the header, decodes."""
 
     def __init__(self, settings: dict[str, Any]):
-        self.stage = _spec(replica_settings(settings), "decode").build()
+        cfg = replica_settings(settings)
+        self.stage = _spec(cfg, "decode").build()
+        # Decodes run in this replica's own pool, as many threads as Ray lets calls in. A cancelled call
+        # (504, client gone) frees its Ray slot at once while its decode runs on, so Python's default pool
+        # (up to 32 threads) would let more decodes run than the slots allow; this pool keeps the bound, and
+        # a cancelled job that has not started yet is dropped.
+        self.pool = ThreadPoolExecutor(cfg.serve.decode_max_ongoing_requests, thread_name_prefix="decode")
 
     def decode_row(self, uri: str, data: bytes | None = None, explain: bool = False) -> Batch:
         batch: Batch = {"uri": object_column([uri])}
@@ -59,7 +66,7 @@ class Decoder:
         return out
 
     async def decode(self, uri: str, data: bytes | None = None, explain: bool = False) -> Batch:
-        return await asyncio.to_thread(self.decode_row, uri, data, explain)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self.decode_row, uri, data, explain)
 
 
 class _Replica:
@@ -157,8 +164,9 @@ class Classifier(_Replica):
             answers.append({"error_code": None, "detail": None, "result": body})
         return answers
 
-    def card(self) -> dict[str, Any] | None:
-        return None if self.stage is None else self.stage.card.model_dump(mode="json")
+    def card(self) -> tuple[dict[str, Any] | None, str]:
+        """(the model card, "") or (None, why no model is loaded): both from this replica."""
+        return (None, self.error) if self.stage is None else (self.stage.card.model_dump(mode="json"), "")
 
     def _version(self) -> str:
         return self.stage.card.version

@@ -16,6 +16,7 @@ from pipeline.media import normalize_uri
 # read local files or reach internal hosts.
 REMOTE_SCHEMES = frozenset({"s3", "gs", "gcs", "az", "abfs"})
 MAX_URI_LENGTH = 1024
+FORBIDDEN = ("\\", "::", "?", "#", "*", "[", "]")  # fsspec chains, query/fragment, globs; and control characters
 
 
 class UriNotAllowedError(Exception):
@@ -37,20 +38,49 @@ def _split(uri: str) -> ObjectPath:
     return ObjectPath(scheme.lower(), bucket, key)
 
 
+def _bad_characters(uri: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in uri) or any(t in uri for t in FORBIDDEN)
+
+
+def _bad_segments(key: str) -> bool:
+    return any(s in ("", ".", "..") for s in key.split("/"))
+
+
 def parse_allowed_prefix(prefix: str) -> ObjectPath:
-    """Validate one ``serve.allowed_uri_prefixes`` entry (raises ValueError for a bad one)."""
+    """Validate one ``serve.allowed_uri_prefixes`` entry (raises ValueError for a bad one): the rules of
+    ``check_uri``, so that no entry is accepted that no URI could ever match."""
+    uri = normalize_uri(prefix.strip())
     try:
-        path = _split(normalize_uri(prefix.strip()))
+        path = _split(uri)
     except UriNotAllowedError as exc:
         raise ValueError(f"allowed URI prefix {prefix!r} is not an object-store URI") from exc
     if path.scheme not in REMOTE_SCHEMES:
         raise ValueError(f"allowed URI prefix {prefix!r}: scheme must be one of {sorted(REMOTE_SCHEMES)}")
-    if not path.bucket or any(c in path.bucket for c in "*?[]:"):
+    if len(uri) > MAX_URI_LENGTH:
+        raise ValueError(f"allowed URI prefix {prefix!r} is longer than {MAX_URI_LENGTH} characters")
+    if _bad_characters(uri):
+        raise ValueError(f"allowed URI prefix {prefix!r} contains characters no allowed URI may have "
+                         "(control, \\, ::, ?, #, glob)")
+    if not path.bucket or ":" in path.bucket:
         raise ValueError(f"allowed URI prefix {prefix!r} must name one bucket")
-    key = path.key
-    if key and not key.endswith("/"):
-        key += "/"  # "s3://b/uploads" allows s3://b/uploads/..., not s3://b/uploads-private/...
-    return ObjectPath(path.scheme, path.bucket, key)
+    key = path.key.removesuffix("/")
+    if path.key and (not key or _bad_segments(key)):
+        raise ValueError(f"allowed URI prefix {prefix!r} has an empty, '.' or '..' path segment")
+    # "s3://b/uploads" allows s3://b/uploads/..., not s3://b/uploads-private/...
+    return ObjectPath(path.scheme, path.bucket, f"{key}/" if key else "")
+
+
+def check_filesystem(prefix: str) -> None:
+    """The entry's scheme has an fsspec filesystem installed here (``gs://`` needs gcsfs, ``az://`` adlfs),
+    else every request under it would fail with 502: raises ValueError."""
+    import fsspec
+
+    scheme = parse_allowed_prefix(prefix).scheme
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except (ImportError, ValueError) as exc:
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"allowed URI prefix {prefix!r}: no filesystem for {scheme}:// is installed ({why})") from None
 
 
 def check_uri(uri: str, allowed: list[str]) -> str:
@@ -62,11 +92,10 @@ def check_uri(uri: str, allowed: list[str]) -> str:
         raise UriNotAllowedError("this server reads no URIs (serve.allowed_uri_prefixes is empty); upload the file")
     if len(uri) > MAX_URI_LENGTH:
         raise UriNotAllowedError(f"URI is longer than {MAX_URI_LENGTH} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in uri) or any(t in uri for t in ("\\", "::", "?", "#", "*", "[", "]")):
+    if _bad_characters(uri):
         raise UriNotAllowedError("URI contains characters that are not allowed (control, \\, ::, ?, #, glob)")
     path = _split(uri)
-    segments = path.key.split("/")
-    if not path.key or any(s in ("", ".", "..") for s in segments):
+    if not path.key or _bad_segments(path.key):
         raise UriNotAllowedError("URI must name one object (no empty, '.' or '..' path segments)")
     for prefix in map(parse_allowed_prefix, allowed):
         if (path.scheme, path.bucket) == (prefix.scheme, prefix.bucket) and path.key.startswith(prefix.key):

@@ -68,7 +68,8 @@ SCORE_REQUEST_BODY = {
         "multipart/form-data": {
             "schema": {"type": "object", "required": ["file"],
                        "properties": {"file": {"type": "string", "format": "binary",
-                                               "description": "image (JPEG/PNG/WebP) or video (MP4/MOV/MKV/WebM/AVI/MPEG-TS)"}}},
+                                               "description": "image (JPEG/PNG/WebP/HEIC/HEIF/AVIF) or video "
+                                                              "(MP4/MOV/MKV/WebM/AVI/MPEG-PS/TS)"}}},
         },
         "application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}},
     },
@@ -77,8 +78,9 @@ SCORE_REQUEST_BODY = {
 api = FastAPI(
     title="DeepfakeStream",
     version="1",
-    description="Face-swap deepfake scoring for one image or video per request. Errors are "
-    "`application/problem+json` (RFC 9457).",
+    description="Face-swap deepfake scoring for one image or video per request. The API's errors are "
+    "`application/problem+json` (RFC 9457); Ray Serve's HTTP proxy answers a few itself in plain text "
+    "(no ingress replica running: 503; past its own request timeout: 408).",
     docs_url="/docs",
     openapi_url="/openapi.json",
 )
@@ -113,6 +115,8 @@ async def put_upload(upload: Upload | None) -> ray.ObjectRef | None:
 @serve.deployment(name="Api")
 @serve.ingress(api)
 class Api:
+    ready_timeout_s = 10.0  # /v1/health and /v1/model: past this a model replica is not responding (503)
+
     def __init__(self, settings: dict[str, Any], decoder: DeploymentHandle, detector: DeploymentHandle,
                  classifier: DeploymentHandle):
         from ray.serve import metrics
@@ -125,7 +129,7 @@ class Api:
         self.admission = Admission(self.config.max_inflight, self.config.max_queued)
         self.requests = metrics.Counter(
             "deepfakestream_requests", description="POST /v1/score requests by outcome "
-            "(fake, real, no_face, or the problem code)", tag_keys=("outcome",))
+            "(fake, real, no_face, the problem code, or cancelled: the client went away)", tag_keys=("outcome",))
         self.latency = metrics.Histogram(
             "deepfakestream_request_latency_ms", description="POST /v1/score latency by outcome",
             boundaries=[50, 100, 200, 300, 500, 1000, 2000, 5000, 10000, 30000, 60000], tag_keys=("outcome",))
@@ -163,6 +167,9 @@ class Api:
                 raise ProblemError(status, public_detail(status, answer["detail"] or "request failed"))
             outcome = answer["result"]["label"].lower()
             return JSONResponse(answer["result"])
+        except asyncio.CancelledError:  # the client disconnected (Ray Serve cancels its request): no answer
+            outcome = "cancelled"
+            raise
         except Overloaded:
             exc = overloaded(self.config.retry_after_s)
             outcome = exc.code
@@ -188,27 +195,25 @@ class Api:
         except BackPressureError:  # a stage deployment's own max_queued_requests, if one is set
             raise overloaded(self.config.retry_after_s) from None
 
-    @api.get("/v1/health", response_model=Health, summary="Ready when the model is loaded",
+    @api.get("/v1/health", response_model=Health, summary="Ready when every model replica has its model loaded",
              responses=problem_responses(503))
     async def health(self):
-        try:
-            ok, info = await asyncio.wait_for(self.classifier.ready.remote(), 10)
-            detector_ok, detector_info = await asyncio.wait_for(self.detector.ready.remote(), 10)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("health check failed: %s", exc)
-            raise ProblemError(503, "model replicas are not responding") from exc
-        if not ok:
-            raise ProblemError(503, info)
-        if not detector_ok:
-            raise ProblemError(503, detector_info)
-        return Health(status="ready", model_version=info)
+        classifiers = await self._ask_replicas(self.classifier)
+        detectors = await self._ask_replicas(self.detector)
+        for ok, info in classifiers + detectors:  # the first replica that is not ready says why
+            if not ok:
+                raise ProblemError(503, info)
+        return Health(status="ready", model_version=classifiers[0][1])
 
     @api.get("/v1/model", summary="The loaded model's card", responses=problem_responses(503))
     async def model(self):
-        card = await self.classifier.card.remote()
+        try:  # one call: the card, or why not, from the same replica
+            card, info = await asyncio.wait_for(self.classifier.card.remote(), self.ready_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - a dead, restarting or stuck replica
+            log.warning("model card request failed: %s", exc)
+            raise ProblemError(503, "model replicas are not responding") from exc
         if card is None:
-            _, info = await self.classifier.ready.remote()
-            raise ProblemError(503, info)
+            raise ProblemError(503, info or "no model loaded")
         return JSONResponse(card)
 
     def stats(self) -> dict[str, int]:
@@ -216,6 +221,18 @@ class Api:
         return self.admission.stats()
 
     # ---- helpers ----
+
+    async def _ask_replicas(self, stage: DeploymentHandle) -> list[tuple[bool, str]]:
+        """``ready()`` of every running replica of a stage (``DeploymentHandle.broadcast``), so one broken
+        replica among several fails every health check, not one in N; 503 when any does not answer."""
+        try:
+            answers = await stage.broadcast("ready").results_async(timeout_s=self.ready_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - no running replica, a dead or stuck one, the timeout
+            log.warning("health check failed: %s", exc)
+            raise ProblemError(503, "model replicas are not responding") from exc
+        if not answers:
+            raise ProblemError(503, "model replicas are not responding")
+        return [tuple(answer) for answer in answers]
 
     async def _parse(self, request: Request) -> tuple[str, Upload | None]:
         """(name or URI, the spooled upload or None), received within ``serve.body_timeout_s`` (408)."""

@@ -40,7 +40,9 @@ PROBLEMS: dict[int, tuple[str, str]] = {
 # a status answered for more than one reason: the other reasons' code and title
 OVERLOADED = ("overloaded", "Server busy")  # 503 from admission control, with Retry-After
 
-# pipeline error code → status; a code not listed (e.g. detect_failed) is a server fault: 500
+# pipeline error code → status; a code not listed is a server fault: 500. So are decode_failed and
+# detect_failed: a stage crashed (a bug, out of memory) on media it had accepted, and the caller must not be
+# told the media is broken; media that does not decode is media_corrupt (422).
 STATUS_FOR_CODE: dict[str, int] = {
     errors.EmptyMediaError.code: 400,
     errors.AccessDeniedError.code: 403,
@@ -49,7 +51,6 @@ STATUS_FOR_CODE: dict[str, int] = {
     errors.UnsupportedMediaError.code: 415,
     errors.MediaError.code: 422,
     errors.NoVideoStreamError.code: 422,
-    errors.DECODE_FAILED: 422,
     errors.StorageError.code: 502,
     errors.CheckpointError.code: 503,
     errors.NoTrainedModelError.code: 503,

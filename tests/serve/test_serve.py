@@ -332,4 +332,4 @@ def test_classifier_without_model_reports_not_ready(tmp_path):
     replica = Classifier.func_or_class(settings.model_dump(mode="json"))
     ready, reason = replica.ready()
     assert not ready and "no trained detector" in reason
-    assert replica.card() is None
+    assert replica.card() == (None, reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -12,16 +13,59 @@ from pydantic import ValidationError
 from serve.config import ServeConfig
 
 
-@pytest.mark.parametrize("prefix, why", [("file:///tmp/", "scheme"), ("s3://*/x/", "one bucket"), ("/etc/", "not an object-store URI")])
+@pytest.mark.parametrize("prefix, why", [
+    ("file:///tmp/", "scheme"), ("s3://*/x/", "characters"), ("s3://b:1/x/", "one bucket"), ("s3:///x/", "one bucket"),
+    ("/etc/", "not an object-store URI"),
+    # entries no URI could ever match: check_uri refuses every URI with these characters or segments
+    ("s3://b/in?x", "characters"), ("s3://b/#x", "characters"), ("s3://b/in::x/", "characters"),
+    ("s3://b/in\\x/", "characters"), ("s3://b/in\x01/", "characters"), ("s3://b/in\x7f/", "characters"),
+    ("s3://b/in/*/", "characters"), ("s3://b/../x/", "segment"), ("s3://b/in/./x/", "segment"),
+    ("s3://b/in/%2e%2e/x/", "segment"), ("s3://b/in//", "segment"), ("s3://b//in/", "segment"), ("s3://b//", "segment"),
+    ("s3://b/" + "k" * 1024 + "/", "longer than"),
+])
 def test_a_bad_allowed_prefix_fails_the_settings(prefix, why):
-    with pytest.raises(ValidationError, match=why):
+    with pytest.raises(ValidationError, match=why) as info:
         ServeConfig(allowed_uri_prefixes=["s3://fine/uploads/", prefix])
-    assert ServeConfig(allowed_uri_prefixes=["s3://fine/uploads/"]).allowed_uri_prefixes == ["s3://fine/uploads/"]
+    assert len(info.value.errors()) == 1 and "\n" not in info.value.errors()[0]["msg"]  # one line, like the others
 
 
-def test_serve_with_a_bad_allowed_prefix_says_so_in_one_line_and_starts_nothing():
-    env = {**os.environ, "DFS_SERVE__ALLOWED_URI_PREFIXES": '["file:///tmp/"]', "RAY_ADDRESS": "127.0.0.1:1"}
+@pytest.mark.parametrize("prefix", ["s3://fine/uploads/", "s3://fine/uploads", "s3://fine", "s3://fine/", "S3://fine/a%2e%2e/"])
+def test_good_allowed_prefixes_pass_and_match_what_check_uri_accepts(prefix):
+    from serve.guard import check_uri
+
+    assert ServeConfig(allowed_uri_prefixes=[prefix]).allowed_uri_prefixes == [prefix]
+    key = "a../x.jpg" if "%2e" in prefix else "uploads/x.jpg"
+    assert check_uri(f"s3://fine/{key}", [prefix]) == f"s3://fine/{key}"
+
+
+MISSING_FS = [scheme for scheme, package in [("gs", "gcsfs"), ("gcs", "gcsfs"), ("az", "adlfs"), ("abfs", "adlfs")]
+              if importlib.util.find_spec(package) is None]
+
+
+@pytest.mark.skipif(not MISSING_FS, reason="gcsfs and adlfs are both installed")
+@pytest.mark.parametrize("scheme", MISSING_FS or ["gs"])
+def test_a_prefix_whose_filesystem_is_not_installed_fails_the_settings(scheme):
+    """Else every request under it would be a 502 from the decoder's read."""
+    with pytest.raises(ValidationError, match=f"no filesystem for {scheme}:// is installed") as info:
+        ServeConfig(allowed_uri_prefixes=[f"{scheme}://bucket/in/"])
+    assert "\n" not in info.value.errors()[0]["msg"]
+
+
+def test_the_filesystem_check_asks_fsspec(monkeypatch):
+    import fsspec
+
+    def missing(protocol):
+        raise ImportError("Install s3fs to access S3\nsecond line")
+
+    monkeypatch.setattr(fsspec, "get_filesystem_class", missing)
+    with pytest.raises(ValidationError, match=r"no filesystem for s3:// is installed \(Install s3fs to access S3 second line\)"):
+        ServeConfig(allowed_uri_prefixes=["s3://bucket/in/"])
+
+
+@pytest.mark.parametrize("prefix", ["file:///tmp/", "s3://b/in?x", f"{(MISSING_FS or ['file'])[0]}://b/in/"])
+def test_serve_with_a_bad_allowed_prefix_says_so_in_one_line_and_starts_nothing(prefix):
+    env = {**os.environ, "DFS_SERVE__ALLOWED_URI_PREFIXES": f'["{prefix}"]', "RAY_ADDRESS": "127.0.0.1:1"}
     proc = subprocess.run([sys.executable, "-m", "jobs.cli", "serve", "--port", "18123"], capture_output=True,
                           text=True, env=env, timeout=120)
-    assert proc.returncode == 2 and "invalid configuration" in proc.stderr and "file:///tmp/" in proc.stderr
+    assert proc.returncode == 2 and "invalid configuration" in proc.stderr and prefix in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -47,3 +47,78 @@ def test_a_replica_without_its_stage_gives_the_healthy_stage_s_columns(samples_d
     for key in healthy:
         if isinstance(healthy[key][0], np.ndarray):
             assert failed[key][0].dtype == healthy[key][0].dtype and failed[key][0].shape[1:] == healthy[key][0].shape[1:], key
+
+
+def test_cancelled_decodes_never_run_past_the_decoder_s_slots():
+    """Ray frees a Decoder slot as soon as the ingress cancels the call (504, client gone, ?timeout_s) while
+    the decode runs on in its thread: the replica's own pool, sized to its slots, keeps the memory bound,
+    and cancelled calls whose decode has not started never start it."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.config import Settings
+    from serve.deployments import Decoder
+
+    slots = 4
+    decoder = Decoder.func_or_class(Settings(serve={"decode_max_ongoing_requests": slots}).model_dump(mode="json"))
+    lock, release = threading.Lock(), threading.Event()
+    seen = {"running": 0, "peak": 0, "started": 0}
+
+    class SlowStage:  # decoding a big video: holds its frames until the test lets it finish
+        def __call__(self, batch):
+            with lock:
+                seen["running"] += 1
+                seen["started"] += 1
+                seen["peak"] = max(seen["peak"], seen["running"])
+            release.wait(30)
+            with lock:
+                seen["running"] -= 1
+            return dict(batch)
+
+    decoder.stage = SlowStage()
+
+    async def main():
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32))  # what a 28+ core node gets
+        ray_slots = asyncio.Semaphore(slots)  # Ray's max_ongoing_requests: a cancelled call frees its slot at once
+
+        async def call():
+            async with ray_slots:
+                await asyncio.wait_for(decoder.decode("s3://b/in/x.mp4"), 0.05)
+
+        try:
+            for _ in range(4):
+                results = await asyncio.gather(*(call() for _ in range(slots)), return_exceptions=True)
+                assert all(isinstance(r, TimeoutError) for r in results), results
+            await asyncio.sleep(0.1)
+            return dict(seen)
+        finally:
+            release.set()
+
+    during = asyncio.run(main())
+    decoder.pool.shutdown(wait=True)
+    assert during["peak"] == slots, during       # never more decodes than slots, though 16 calls came and went
+    assert seen["started"] == slots, seen        # the later rounds' cancelled calls never started decoding
+    assert seen["running"] == 0
+
+
+@pytest.mark.parametrize("crash", [MemoryError(), RuntimeError("bug in a decoder")], ids=["out of memory", "bug"])
+def test_a_decoder_crash_is_a_server_fault_not_broken_media(crash):
+    """A row the decode stage itself crashed on (decode_failed) is a 500 with the detail in the log, never the
+    422 that tells the caller its media is broken (media that does not decode is media_corrupt)."""
+    from pipeline import errors
+    from pipeline.config import Settings
+    from serve.deployments import Decoder
+    from serve.problems import INTERNAL, public_detail, status_for
+
+    decoder = Decoder.func_or_class(Settings().model_dump(mode="json"))
+
+    def crashes(uri, data=None):
+        raise crash
+
+    decoder.stage.decode_one = crashes
+    row = decoder.decode_row("upload.jpg", b"\xff\xd8\xff" + b"\0" * 100)
+    assert row["error_code"][0] == errors.DECODE_FAILED
+    status = status_for(row["error_code"][0])
+    assert status == 500 and public_detail(status, row["error"][0]) == INTERNAL
+    assert status_for(errors.MediaError.code) == 422

@@ -1,5 +1,7 @@
-"""The ingress's scoring path without Ray (stand-in stage handles): the wait for a turn counts against the
-request's deadline (504, and the turn is not lost), and Ray's BackPressureError becomes 503 overloaded."""
+"""The ingress without Ray (stand-in stage handles): the wait for a turn counts against the request's
+deadline (504, and the turn is not lost), Ray's BackPressureError becomes 503 overloaded, a client that goes
+away is counted as `cancelled`, and /v1/health and /v1/model answer 503 problems in time for replicas that
+are broken, dead or stuck."""
 
 from __future__ import annotations
 
@@ -38,9 +40,27 @@ class _Method:
         return response
 
 
+class _Broadcast:
+    """Stands in for a DeploymentBroadcastResponse: one answer per running replica."""
+
+    def __init__(self, make):
+        self._make = make
+
+    async def results_async(self, *, timeout_s=None, return_exceptions=False):
+        try:
+            return await asyncio.wait_for(self._make(), timeout_s)
+        except asyncio.TimeoutError:
+            raise TimeoutError("Timed out waiting for broadcast results.") from None
+
+
 class _Stage:
-    def __init__(self, **methods):
+    def __init__(self, replicas=None, **methods):
+        self._replicas = replicas  # broadcast("ready"): a coroutine function giving every replica's answer
         self.__dict__.update(methods)
+
+    def broadcast(self, method: str) -> _Broadcast:
+        assert method == "ready"
+        return _Broadcast(self._replicas)
 
 
 def _ingress(score, max_inflight: int = 1, timeout_s: float = 0.3):
@@ -103,3 +123,140 @@ def test_a_freed_turn_serves_the_next_request():
 
     assert asyncio.run(main()) == [ANSWER] * 4
     assert len(api.classifier.score.sent) == 4
+
+
+# ---- a client that goes away ----------------------------------------------------------------------------
+
+
+class _Recorder:
+    def __init__(self):
+        self.outcomes: list[str] = []
+
+    def inc(self, value, tags):
+        self.outcomes.append(tags["outcome"])
+
+    def observe(self, value, tags):
+        self.outcomes.append(tags["outcome"])
+
+
+def test_a_client_that_disconnects_is_counted_as_cancelled_and_frees_its_place():
+    from starlette.requests import Request
+
+    api = _ingress(lambda: asyncio.sleep(30), timeout_s=20)
+    api.config = api.config.model_copy(update={"allowed_uri_prefixes": ["s3://b/in/"]})
+    api.requests, api.latency = _Recorder(), _Recorder()
+    sent = {"body": False}
+
+    async def receive():
+        if sent["body"]:
+            await asyncio.sleep(100)
+        sent["body"] = True
+        return {"type": "http.request", "body": b'{"uri": "s3://b/in/x.mp4"}', "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/score", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")]}
+
+    async def main():
+        task = asyncio.create_task(api.score(Request(scope, receive), explain=False, timeout_s=None))
+        await asyncio.sleep(0.2)
+        assert len(api.classifier.score.sent) == 1  # in the graph
+        task.cancel()  # what Ray Serve does when the HTTP client disconnects
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert api.requests.outcomes == ["cancelled"] and api.latency.outcomes == ["cancelled"]
+    assert api.admission.stats()["admitted"] == 0
+    assert api.classifier.score.sent[0].cancelled  # and the graph's calls were cancelled
+
+
+# ---- /v1/health and /v1/model ---------------------------------------------------------------------------
+
+
+class _Replicas:
+    """A stage's replicas' ready() answers: all of them by broadcast, or one per call, in turn, as a handle
+    routes ``ready.remote()``."""
+
+    def __init__(self, *answers):
+        self.answers, self.calls = list(answers), 0
+
+    async def __call__(self):
+        return list(self.answers)
+
+    async def one(self):
+        self.calls += 1
+        return self.answers[(self.calls - 1) % len(self.answers)]
+
+
+_replicas = _Replicas
+
+
+async def _forever(*args):
+    await asyncio.sleep(3600)
+
+
+def _model_api(card=None, classifiers=None, detectors=None):
+    classifiers, detectors = classifiers or _replicas((True, "v1")), detectors or _replicas((True, ""))
+    api = _ingress(lambda: asyncio.sleep(0))
+    api.classifier = _Stage(classifiers, card=_Method(card), ready=_Method(getattr(classifiers, "one", classifiers)))
+    api.detector = _Stage(detectors, ready=_Method(getattr(detectors, "one", detectors)))
+    return api
+
+
+async def _answer(call):
+    """The route's answer, or its ProblemError: within 3 s, or the test fails (no backstop to wait for)."""
+    try:
+        return await asyncio.wait_for(call(), 3)
+    except ProblemError as exc:
+        return exc
+
+
+def test_health_asks_every_replica_so_one_broken_replica_fails_every_check():
+    api = _model_api(detectors=_replicas((True, ""), (False, "device cuda requested but no CUDA GPU"), (True, "")))
+    for _ in range(5):
+        problem = asyncio.run(_answer(api.health))
+        assert isinstance(problem, ProblemError) and problem.status == 503
+        assert problem.detail == "device cuda requested but no CUDA GPU"
+    api = _model_api(classifiers=_replicas((True, "v1"), (False, "no trained detector installed")))
+    assert asyncio.run(_answer(api.health)).detail == "no trained detector installed"
+    health = asyncio.run(_answer(_model_api(classifiers=_replicas((True, "v1"), (True, "v1"))).health))
+    assert health.status == "ready" and health.model_version == "v1"
+
+
+@pytest.mark.parametrize("replicas", [_forever, _replicas()], ids=["stuck", "none running"])
+def test_health_answers_503_in_time_when_replicas_do_not_answer(replicas):
+    api = _model_api(detectors=replicas)
+    api.ready_timeout_s = 0.2
+    problem = asyncio.run(_answer(api.health))
+    assert isinstance(problem, ProblemError) and problem.status == 503 and "not responding" in problem.detail
+
+
+async def _dead(*args):
+    from ray.exceptions import RayActorError
+
+    raise RayActorError()
+
+
+@pytest.mark.parametrize("card", [_forever, _dead], ids=["stuck", "dead"])
+def test_model_answers_503_in_time_when_the_classifier_does_not_answer(card):
+    api = _model_api(card)
+    api.ready_timeout_s = 0.2
+    problem = asyncio.run(_answer(api.model))
+    assert isinstance(problem, ProblemError) and problem.status == 503 and problem.code == "unavailable"
+    assert "not responding" in problem.detail
+
+
+def test_model_without_a_model_says_why_from_the_replica_that_answered():
+    async def no_model():
+        return None, "no trained detector installed"
+
+    # another replica is ready: its (True, version) must not become this 503's detail
+    problem = asyncio.run(_answer(_model_api(no_model, classifiers=_replicas((True, "v1"))).model))
+    assert isinstance(problem, ProblemError) and problem.status == 503
+    assert problem.detail == "no trained detector installed"
+
+    async def loaded():
+        return {"version": "v1"}, ""
+
+    response = asyncio.run(_answer(_model_api(loaded).model))
+    assert response.status_code == 200 and response.body == b'{"version":"v1"}'
