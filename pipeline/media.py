@@ -97,9 +97,13 @@ def _heif_still(head: bytes, brand: bytes) -> str | None:
     return None
 
 
-def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = None) -> bytes:
-    """Read a whole object through fsspec, refusing objects over ``max_bytes`` before reading them."""
-    uri = normalize_uri(uri)
+def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = None, *, literal: bool = False) -> bytes:
+    """Read a whole object through fsspec, refusing objects over ``max_bytes`` before reading them.
+
+    ``uri`` is normalised first (``normalize_uri``: what a user typed), unless ``literal``: a URI that a
+    listing returned names its key exactly (S3 keys are literal: ``clip%41.mp4`` is not ``clipA.mp4``).
+    """
+    uri = uri if literal else normalize_uri(uri)
     try:
         fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
         size = fs.size(path)
@@ -115,6 +119,8 @@ def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = No
         raise MediaError(f"is a directory, not a file: {uri}") from exc
     except PermissionError as exc:
         raise AccessDeniedError(f"could not read {uri}: {type(exc).__name__}: {exc}") from exc
+    except MemoryError:  # the server's fault, not the media's (PyAV's own subclasses it): OUT_OF_MEMORY
+        raise
     except Exception as exc:  # noqa: BLE001 - any storage failure becomes a readable message
         raise StorageError(f"could not read {uri}: {type(exc).__name__}: {exc}") from exc
     if len(data) > max_bytes:

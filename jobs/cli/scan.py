@@ -57,7 +57,7 @@ def scan(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="detector .safetensors (model card .json beside it)"),
     frames: Optional[int] = typer.Option(None, "--frames", help="frames sampled per video"),
     threshold: Optional[float] = typer.Option(None, help="override the model card's decision threshold"),
-    as_json: bool = typer.Option(False, "--json", help="print the end summary as JSON on stdout"),
+    as_json: bool = typer.Option(False, "--json", help="print the end summary as JSON on stdout (on every exit)"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", show_default="progress", help="progress bar on stderr"),
     ray_progress: bool = typer.Option(False, "--ray-progress", help="also show Ray Data's per-operator progress bars"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -80,31 +80,45 @@ def scan(
                  commit_seconds=commit_seconds, max_task_retries=max_task_retries, max_failed_batches=max_failed_batches,
                  lost_retries=lost_retries, max_error_rate=max_error_rate, lease_seconds=lease_seconds,
                  stop_timeout=stop_timeout, thumbnails=thumbnails, progress=progress, ray_progress=ray_progress or None, verbose=verbose or None)
-    settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint, "decode.num_frames": frames,
-                                 "classify.threshold": threshold},
-                                 **{f"scan.{k}": v for k, v in flags.items() if v is not None and v != []})
+    ended: list = []  # the summary, however the scan ends (none when it stopped before opening the output)
+    failure = _failure_json(as_json, ended, source, output)
     try:
-        summary = run_scan(settings, on_plan=lambda chosen: console.print(escape(chosen.line()), soft_wrap=True, highlight=False))
+        settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint, "decode.num_frames": frames,
+                                     "classify.threshold": threshold},
+                                     **{f"scan.{k}": v for k, v in flags.items() if v is not None and v != []})
+    except typer.Exit as exc:  # the settings' one line is printed; --json still gets its summary
+        failure(exc.__cause__ or exc, "not_started", ExitCode.NOT_STARTED, "invalid_configuration")
+        raise
+    failure = _failure_json(as_json, ended, source, settings.scan.output)
+    try:
+        summary = run_scan(settings, on_plan=lambda chosen: console.print(escape(chosen.line()), soft_wrap=True, highlight=False),
+                           on_end=ended.append)
     except LeaseHeld as exc:
+        failure(exc, "busy", ExitCode.BUSY)
         console.print(f"[yellow]output busy:[/yellow] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(ExitCode.BUSY) from None
     except (ScanAborted, LeaseLost) as exc:
+        failure(exc, "aborted", ExitCode.ABORTED)
         console.print(f"[red]scan stopped:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(ExitCode.ABORTED) from None
     except DeepfakeStreamError as exc:
+        failure(exc, "not_started", ExitCode.NOT_STARTED)
         console.print(f"[red]cannot scan:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(ExitCode.NOT_STARTED) from None
-    except Terminated:
+    except Terminated as exc:
+        failure(exc, "terminated", ExitCode.TERMINATED, "terminated")
         console.print("[yellow]stopped (SIGTERM)[/yellow]: finished rows and the run record are committed; "
                       "run the same command again to resume", soft_wrap=True)
         raise typer.Exit(ExitCode.TERMINATED) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        failure(exc, "interrupted", ExitCode.INTERRUPTED, "interrupted")
         console.print("[yellow]interrupted[/yellow]: committed results are kept; run the same command again to resume")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
     except Exception as exc:  # noqa: BLE001 - a fault of ours or of the storage: one line; the trace in the debug log
         import logging
 
         logging.getLogger("deepfakestream.scan").debug("the scan crashed", exc_info=True)
+        failure(exc, "aborted", ExitCode.ABORTED)
         first = str(exc).splitlines()[0][:300] if str(exc) else ""
         console.print(f"[red]scan stopped:[/red] {type(exc).__name__}: {escape(first)}. Committed results and the run "
                       "record are kept; run the same command again to resume (-v shows the trace)", soft_wrap=True)
@@ -115,6 +129,24 @@ def scan(
     if summary.exit_code:
         console.print(f"[red]{summary.status}:[/red] {escape(summary.message or '')}", soft_wrap=True)
         raise typer.Exit(summary.exit_code)
+
+
+def _failure_json(as_json: bool, ended: list, source: str, output: str | None):
+    """``failure(exc, status, exit_code[, error_code])``: with ``--json``, print the end summary of a scan that
+    failed, one line on stdout: the run's own once it has one, else status, exit code, error code, message."""
+    def failure(exc: BaseException, status: str, code: int, error_code: str | None = None) -> None:
+        if not as_json:
+            return
+        from jobs.scan.errors import CRASHED
+        from pipeline.errors import DeepfakeStreamError
+
+        data = ended[-1].to_dict() if ended else {
+            "source": source, "output": output, "status": status, "exit_code": int(code),
+            "error_code": error_code or (exc.code if isinstance(exc, DeepfakeStreamError) else CRASHED),
+            "message": " ".join(str(exc).split())[:300] or type(exc).__name__}
+        sys.stdout.write(json.dumps(data) + "\n")
+
+    return failure
 
 
 def _print_scan_summary(summary) -> None:

@@ -127,10 +127,12 @@ def _connect(store: OutputStore):
     con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
     if not found_any and not records and not store.fs.exists(store.root):
         raise QueryError(f"no scan output at {store.display}")
+    # latest as the scan's skip rule has it (jobs/scan/incremental.py): scan_id starts with the driver's clock,
+    # scanned_at is each worker's own
     con.execute("""
         CREATE VIEW videos AS
         SELECT * EXCLUDE (_rank) FROM (
-            SELECT *, row_number() OVER (PARTITION BY uri ORDER BY scanned_at DESC, scan_id DESC) AS _rank
+            SELECT *, row_number() OVER (PARTITION BY uri ORDER BY scan_id DESC, scanned_at DESC) AS _rank
             FROM videos_history)
         WHERE _rank = 1""")
     con.execute("""

@@ -12,7 +12,8 @@ onto ``map_batches`` by the plan the cluster calls for (``jobs/scan/plan.py``)::
 
 The driver holds only the listing and the rows waiting for the next commit (no pixels), so memory
 stays flat as the bucket grows; Ray Data's streaming executor bounds what is in flight between stages.
-Incremental: an object already scanned with the same (uri, fingerprint, model_version) is skipped.
+Incremental: an object whose latest row has the same fingerprint and model version is skipped
+(``jobs/scan/incremental.py``).
 See docs/scan.md. (A little over the usual module size: the commit loop's state is shared by closures of
 one function, and splitting it would pass that state around instead.)
 """
@@ -31,19 +32,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.scan.config import ScanConfig
-from jobs.scan.errors import ScanAborted, ScanError
+from jobs.scan.errors import CRASHED, ScanAborted, ScanError
 from jobs.scan.exit_codes import ExitCode
+from jobs.scan.incremental import unchanged, uri_prefix
 from jobs.scan.lease import LeaseHeld, LeaseLost, OutputLease
 from jobs.scan.listing import list_objects, storage_options_for
 from jobs.scan.output import FACES_SCHEMA, CommitInfo, OutputError, OutputStore
 from jobs.scan.rows import lost_rows, unnest
-from jobs.scan.plan import PoolPlan, build_dataset, data_context, ensure_ray, plan_pools
+from jobs.scan.plan import PoolPlan, build_dataset, data_context, ensure_ray, plan_pools, read_literally
 from jobs.scan.records import RUNS_DIR, RunRecord, record_bytes, settings_digest
 from jobs.scan.stop import GracefulStop, Terminated
 from pipeline.config import Settings
 from pipeline.errors import DeepfakeStreamError
 
 log = logging.getLogger(__name__)
+
+Outcome = tuple[str, int, str | None, str | None]  # status, exit code, message, error code
 
 
 @dataclass
@@ -71,6 +75,7 @@ class ScanSummary:
     quarantined: list[str] = field(default_factory=list)
     status: str = "running"
     exit_code: int = 0
+    error_code: str | None = None  # the stable code of what stopped the scan (e.g. source_not_found)
     message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,9 +94,11 @@ def _progress(total: int, enabled: bool):
 
 def run_scan(settings: Settings, options: ScanConfig | None = None,
              on_commit: Callable[[CommitInfo], None] | None = None,
-             on_plan: Callable[[PoolPlan], None] | None = None) -> ScanSummary:
+             on_plan: Callable[[PoolPlan], None] | None = None,
+             on_end: Callable[[ScanSummary], None] | None = None) -> ScanSummary:
     """Scan ``options.source`` into ``options.output`` (``options``: ``settings.scan`` unless given); returns
-    the summary (``status``, ``exit_code``). ``on_plan`` hears the plan once it is chosen (the CLI prints it).
+    the summary (``status``, ``exit_code``). ``on_plan`` hears the plan once it is chosen (the CLI prints it);
+    ``on_end`` the final summary however the scan ends, once it has one (the CLI's ``--json`` on failures).
 
     Raises ``ScanError`` / ``OutputError`` / ``DeepfakeStreamError`` (e.g. ``NoTrainedModelError``) when
     the scan cannot run, ``LeaseHeld`` when another scan holds the output, ``ScanAborted`` / ``LeaseLost``
@@ -130,7 +137,9 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     try:
         lease.acquire()
     except LeaseHeld as exc:
-        _finish(store, record, summary, "busy", ExitCode.BUSY, str(exc), started)
+        _finish(store, record, summary, ("busy", ExitCode.BUSY, str(exc), exc.code), started)
+        if on_end:
+            on_end(summary)
         raise
     except Exception as exc:  # noqa: BLE001 - credentials, network, permissions, missing bucket
         raise OutputError(f"cannot write to output {store.display}: {type(exc).__name__}: "
@@ -138,7 +147,7 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
 
     stop = GracefulStop(options.stop_timeout)
     stop.install()
-    outcome: tuple[str, int, str | None] = ("aborted", ExitCode.ABORTED, "the scan crashed")
+    outcome: Outcome = ("aborted", ExitCode.ABORTED, "the scan crashed", CRASHED)
     try:
         _write_record(store, record)
         with lease.kept_alive():
@@ -146,29 +155,32 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
         outcome = _outcome(summary, options)
         return summary
     except Terminated:
-        outcome = ("terminated", ExitCode.TERMINATED, "stopped by SIGTERM; finished rows were committed")
+        outcome = ("terminated", ExitCode.TERMINATED, "stopped by SIGTERM; finished rows were committed", "terminated")
         raise
     except KeyboardInterrupt:
-        outcome = ("interrupted", ExitCode.INTERRUPTED, "interrupted; finished rows were committed")
+        outcome = ("interrupted", ExitCode.INTERRUPTED, "interrupted; finished rows were committed", "interrupted")
         raise
     except LeaseLost as exc:
-        outcome = ("lease_lost", ExitCode.ABORTED, str(exc))
+        outcome = ("lease_lost", ExitCode.ABORTED, str(exc), exc.code)
         raise
     except ScanAborted as exc:
-        outcome = ("aborted", ExitCode.ABORTED, str(exc))
+        outcome = ("aborted", ExitCode.ABORTED, str(exc), exc.code)
         raise
-    except DeepfakeStreamError as exc:  # source not listable, output unusable, bad plan
-        outcome = ("not_started", ExitCode.NOT_STARTED, str(exc))
+    except DeepfakeStreamError as exc:  # source not found or not listable, output unusable, bad plan
+        outcome = ("not_started", ExitCode.NOT_STARTED, str(exc), exc.code)
         raise
     except Exception as exc:
-        outcome = ("aborted", ExitCode.ABORTED, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+        outcome = ("aborted", ExitCode.ABORTED, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+                   CRASHED)
         raise
     finally:
         # SIGTERM stays held off while the record is written: the last thing a stopping scan does
         with stop.critical(then_stop=False):
-            _finish(store, record, summary, *outcome, started)
+            _finish(store, record, summary, outcome, started)
             lease.release()
         stop.restore()
+        if on_end:
+            on_end(summary)
 
 
 def _record_options(options: ScanConfig) -> dict[str, Any]:
@@ -177,21 +189,27 @@ def _record_options(options: ScanConfig) -> dict[str, Any]:
     return {k: getattr(options, k) for k in keep}
 
 
-def _outcome(summary: ScanSummary, options: ScanConfig) -> tuple[str, int, str | None]:
-    if summary.error_rate > options.max_error_rate:
+def _percent(share: float) -> str:
+    return f"{share * 100:.6g}%"  # enough digits that 50.001% is not shown as 50%
+
+
+def _outcome(summary: ScanSummary, options: ScanConfig) -> Outcome:
+    # the exact share, not summary.error_rate (rounded for display): 50001 of 100000 is over 0.5
+    share = summary.failed / summary.scanned if summary.scanned else 0.0
+    if share > options.max_error_rate:
         return ("too_many_errors", ExitCode.TOO_MANY_ERRORS,
-                f"{summary.failed} of {summary.scanned} objects got ERROR rows ({summary.error_rate:.0%}), "
-                f"over --max-error-rate {options.max_error_rate:.0%}; every row was committed")
-    return "succeeded", ExitCode.OK, None
+                f"{summary.failed} of {summary.scanned} objects got ERROR rows ({_percent(share)}), over "
+                f"--max-error-rate {_percent(options.max_error_rate)}; every row was committed", "too_many_errors")
+    return "succeeded", ExitCode.OK, None, None
 
 
 def _write_record(store: OutputStore, record: RunRecord) -> None:
     store.put(f"{RUNS_DIR}/{record.scan_id}.json", record_bytes(record))
 
 
-def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, status: str, code: int,
-            message: str | None, started: float) -> None:
+def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, outcome: Outcome, started: float) -> None:
     """Fill the summary's outcome and write the final run record (a storage failure only warns)."""
+    status, code, message, summary.error_code = outcome
     summary.status, summary.exit_code, summary.message = status, int(code), message
     summary.quarantined = list(store.quarantined)
     summary.elapsed_s = round(time.perf_counter() - started, 3)
@@ -212,6 +230,14 @@ def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, status:
         log.warning("could not write the run record %s/%s/%s.json: %s", store.display, RUNS_DIR, record.scan_id, exc)
 
 
+def _changed(store: OutputStore, entries: list[dict], scan_id: str, model_version: str,
+             options: ScanConfig) -> list[dict]:
+    """The entries whose latest row is of another version or model (or ERROR, with --retry-errors)."""
+    latest = store.latest(scan_id, prefix=uri_prefix(entries))
+    skip = unchanged(entries, latest, model_version, options.retry_errors)
+    return [entry for entry, done in zip(entries, skip) if not done]
+
+
 def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: ScanSummary, verdict: dict[str, Any],
           scan_date: str, lease: OutputLease, stop: GracefulStop,
           on_commit: Callable[[CommitInfo], None] | None, on_plan: Callable[[PoolPlan], None] | None) -> None:
@@ -222,12 +248,7 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
     store.prepare()
     store.quarantine_unreadable(scan_id)
     summary.seen = len(entries)
-    done = {} if options.full else store.scanned(scan_id)
-    todo = []
-    for entry in entries:
-        label = done.get((entry["uri"], entry["fingerprint"], summary.model_version))
-        if label is None or (options.retry_errors and label == "ERROR"):
-            todo.append(entry)
+    todo = entries if options.full or not entries else _changed(store, entries, scan_id, summary.model_version, options)
     summary.skipped = len(entries) - len(todo)
     if options.max_objects is not None:  # after skipping, so successive capped runs walk the whole bucket
         summary.deferred = max(0, len(todo) - options.max_objects)
@@ -254,9 +275,10 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
 
         # the packed weights travel to the actors in the object store (once); where frames travel (split),
         # shrink_frames sends them at the detector's working size
-        specs = stage_specs(settings, storage_options=source_options, torch_threads=plan.torch_threads,
-                            packed=verdict["packed"], shrink_frames=plan.plan == "split" and options.shrink_frames,
-                            thumbnails=options.thumbnails, thumbnail_px=options.thumbnail_px)
+        specs = read_literally(stage_specs(
+            settings, storage_options=source_options, torch_threads=plan.torch_threads, packed=verdict["packed"],
+            shrink_frames=plan.plan == "split" and options.shrink_frames, thumbnails=options.thumbnails,
+            thumbnail_px=options.thumbnail_px))
         scan_start = time.perf_counter()
         pending_videos: list[pa.Table] = []
         pending_faces: list[pa.Table] = []
@@ -270,11 +292,11 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
             nonlocal pending_videos, pending_faces, last_commit
             if not waiting():
                 return
-            lease.check()  # never write into an output another scan has taken over
             part = f"part-{scan_id}-{summary.parts:05d}"
             with stop.critical():
                 videos, faces = pa.concat_tables(pending_videos), pa.concat_tables(pending_faces)
-                store.commit(part, scan_date, videos, faces)
+                # the lease is checked before each file: never write into an output that may be another scan's
+                store.commit(part, scan_date, videos, faces, check=lease.check)
                 summary.parts += 1
                 info = CommitInfo(part=part, videos=videos.num_rows, faces=faces.num_rows, total_videos=summary.scanned)
                 log.info("committed %s (%d videos, %d faces)", part, info.videos, info.faces)

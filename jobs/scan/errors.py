@@ -5,9 +5,22 @@ from __future__ import annotations
 from pipeline.errors import DeepfakeStreamError
 
 
+CRASHED = "scan_crashed"  # the code of an unexpected exception (a fault of ours or of the storage)
+
+
 class ScanError(DeepfakeStreamError):
     """The scan itself cannot run (bad source, unusable output, no model, no cluster)."""
+
+    code = "scan_error"
+
+
+class SourceNotFoundError(ScanError):
+    """The source names no object and no prefix with objects (a mistyped or removed prefix)."""
+
+    code = "source_not_found"
 
 
 class ScanAborted(DeepfakeStreamError):
     """The scan started but Ray Data gave up (more failed batches than --max-failed-batches)."""
+
+    code = "scan_aborted"

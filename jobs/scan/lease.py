@@ -11,6 +11,9 @@ next scan takes it over. Taking and renewing are compare-and-swap:
 - other stores: write, then read back and check the token (best effort).
 
 Expiry compares the holder's ``expires_at`` with this machine's clock: keep clocks in sync (NTP).
+The holder also keeps its own deadline on a monotonic clock: ``check`` refuses once the last successful
+acquire/renew is older than ``ttl`` minus a safety margin, so a scan whose renewals keep failing
+(throttling) or whose machine was frozen stops committing before another scan may take the output over.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -34,14 +38,21 @@ log = logging.getLogger(__name__)
 
 LEASE = "_lease.json"
 LOCK = "_lease.lock"
+# share of the ttl kept in hand: a commit started just before the deadline must end before the lease
+# lapses, and the next scan's clock may run a little ahead of ours
+SAFETY = 0.25
 
 
 class LeaseHeld(DeepfakeStreamError):
     """Another scan holds the output's lease."""
 
+    code = "output_busy"
+
 
 class LeaseLost(DeepfakeStreamError):
-    """This scan's lease lapsed and another scan took the output over."""
+    """This scan's lease was taken over, or may have lapsed (not renewed in time)."""
+
+    code = "lease_lost"
 
 
 class _Contended(Exception):
@@ -63,6 +74,11 @@ class LeaseInfo(BaseModel):
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _clock() -> float:
+    """Seconds on a clock no one can set; CLOCK_BOOTTIME (Linux) also counts a suspended machine."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
 
 
 def _protocol(fs: Any) -> str:
@@ -90,6 +106,7 @@ class OutputLease:
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.acquired_at: datetime | None = None
         self.lost: str | None = None
+        self.valid_until: float | None = None  # _clock() time until which the lease is surely ours
         self._etag: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -148,6 +165,12 @@ class OutputLease:
         return LeaseInfo(scan_id=self.scan_id, owner=self.owner, token=self.token, acquired_at=self.acquired_at or at,
                          heartbeat_at=at, expires_at=at + timedelta(seconds=self.ttl_s), ttl_s=self.ttl_s)
 
+    def _write_held(self, exists: bool, etag: str | None) -> None:
+        """Write our lease, expiring ``ttl`` from now; once written, it is surely ours until ``valid_until``."""
+        started = _clock()  # read before the expiry's time: the lease lapses no sooner than started + ttl
+        self._write(self._info(_now()), exists, etag)
+        self.valid_until = started + self.ttl_s * (1 - SAFETY)
+
     # ---- the protocol
     def acquire(self) -> None:
         """Take the lease, or raise ``LeaseHeld`` (one line, for the operator) when a live scan has it."""
@@ -164,7 +187,7 @@ class OutputLease:
                     log.warning("taking over the lapsed lease of scan %s (%s, expired %s)",
                                 current.scan_id, current.owner, current.expires_at.isoformat())
                 self.acquired_at = at
-                self._write(self._info(at), exists, etag)
+                self._write_held(exists, etag)
         except _Contended as exc:
             raise LeaseHeld(f"output {self.display} is in use: another scan took its lease at the same moment") from exc
 
@@ -177,14 +200,18 @@ class OutputLease:
                 self.lost = f"the lease on {self.display} is now held by {holder}"
                 return
             try:
-                self._write(self._info(_now()), exists, etag)
+                self._write_held(exists, etag)
             except _Contended:
                 self.lost = f"the lease on {self.display} was taken over while renewing it"
 
     def check(self) -> None:
-        """Raise ``LeaseLost`` when the output is no longer ours (before committing more parts)."""
+        """Raise ``LeaseLost`` when the output is no longer surely ours (before every write of a part): taken
+        over, or not renewed within ``ttl`` minus the margin (renewals failing, a frozen machine)."""
         if self.lost:
             raise LeaseLost(f"stopped: {self.lost}; committed parts are kept")
+        if self.valid_until is not None and _clock() >= self.valid_until:
+            raise LeaseLost(f"stopped: the lease on {self.display} was not renewed for {self.ttl_s * (1 - SAFETY):.0f} s "
+                            "(renewals failing, or this machine was paused) and may lapse; committed parts are kept")
 
     def _stop_beating(self) -> None:
         self._stop.set()

@@ -12,7 +12,7 @@ from typing import Any
 
 import fsspec
 
-from jobs.scan.errors import ScanError
+from jobs.scan.errors import ScanError, SourceNotFoundError
 from pipeline.media import MEDIA_EXTENSIONS, normalize_uri
 
 
@@ -60,8 +60,13 @@ def _epoch(value: Any) -> float:
     return float(value)
 
 
-def fingerprint(size: int, etag: str, mtime: float) -> str:
-    """What identifies one version of an object: its ETag when the store has one, else size + mtime."""
+def fingerprint(size: int, etag: str, mtime: float, generation: str = "", md5: str = "") -> str:
+    """What identifies one version of an object's content: its GCS generation (or MD5) when it has one (a GCS
+    ETag also changes when only the metadata does), else its ETag, else size + mtime."""
+    if generation:
+        return f"generation:{generation}"
+    if md5:
+        return f"md5:{md5}"
     if etag:
         return f"etag:{etag}"
     return f"size:{size}:mtime:{'none' if math.isnan(mtime) else f'{mtime:.6f}'}"
@@ -72,7 +77,8 @@ def object_entry(uri: str, info: dict[str, Any]) -> dict[str, Any]:
     mtime = _epoch(info.get("mtime") or info.get("LastModified") or info.get("updated")
                    or info.get("last_modified") or info.get("modified"))
     size = int(info.get("size") or info.get("Size") or 0)
-    return {"uri": uri, "size": size, "etag": etag, "mtime": mtime, "fingerprint": fingerprint(size, etag, mtime)}
+    version = fingerprint(size, etag, mtime, str(info.get("generation") or ""), str(info.get("md5Hash") or ""))
+    return {"uri": uri, "size": size, "etag": etag, "mtime": mtime, "fingerprint": version}
 
 
 def _followed(path: str) -> dict[str, Any] | None:
@@ -101,12 +107,14 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
             infos = {root: fs.info(root)}
         else:
             infos = fs.find(root, detail=True, withdirs=False)
-            if not infos:
-                container = root if local else root.split("/")[0]
-                if not fs.exists(container):
-                    raise ScanError(f"source not found: {source}")
+            # an object store has no empty prefixes, only keys: nothing under a prefix that is not even a
+            # folder marker (`prefix/`) is a mistyped or removed source, not a quiet night
+            if not infos and not fs.exists(root):
+                raise SourceNotFoundError(f"source not found: {source} (no such folder, object or prefix)")
     except ScanError:
         raise
+    except FileNotFoundError as exc:  # s3fs: no such bucket
+        raise SourceNotFoundError(f"source not found: {source} ({str(exc).splitlines()[0][:200]})") from exc
     except Exception as exc:  # noqa: BLE001 - credentials, network, permissions
         raise ScanError(f"cannot list source {source}: {type(exc).__name__}: {exc}") from exc
     suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)

@@ -23,7 +23,7 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import fsspec
 import pyarrow as pa
@@ -59,7 +59,8 @@ VIDEOS_SCHEMA = pa.schema([
     _field("size", pa.int64(), "object size in bytes from the listing"),
     _field("etag", pa.string(), "object store ETag (quotes stripped); null on filesystems without one"),
     _field("mtime", TS, "object last-modified time from the listing"),
-    _field("fingerprint", pa.string(), "object version used by incremental scans: etag:<ETag> or size:<n>:mtime:<s>", False),
+    _field("fingerprint", pa.string(), "object version used by incremental scans: generation:<n> (GCS), etag:<ETag> or "
+           "size:<n>:mtime:<s>", False),
     _field("content_type", pa.string(), "MIME type sniffed from the object's bytes; null when unreadable"),
     _field("duration", pa.float64(), "seconds (0 for images)"),
     _field("fps", pa.float64(), "frames per second (0 for images)"),
@@ -108,6 +109,8 @@ SCHEMAS = {"videos": VIDEOS_SCHEMA, "faces": FACES_SCHEMA}
 
 class OutputError(DeepfakeStreamError):
     """DEST cannot be used (unwritable, or written by an incompatible schema version)."""
+
+    code = "output_error"
 
 
 def schema_doc() -> dict[str, list[dict[str, str]]]:
@@ -247,44 +250,43 @@ class OutputStore:
         return path if self.local else self.fs.unstrip_protocol(path)
 
     # ---- reading
-    def scanned(self, scan_id: str | None = None) -> dict[tuple[str, str, str], str]:
-        """(uri, fingerprint, model_version) → label of the latest row, over every committed scan.
+    def latest(self, scan_id: str | None = None, prefix: str = "") -> pa.Table:
+        """The latest row of each object whose URI starts with ``prefix`` (``jobs.scan.incremental``: columns
+        ``COLUMNS``, one row per URI), over every committed scan; reduced in Arrow while it is read.
 
         A part whose footer is fine but whose data is not fails the read as a whole: with ``scan_id``,
         such parts are found one by one and quarantined, and the read is done again.
         """
-        parts = self.list_parts("videos")
+        from jobs.scan.incremental import COLUMNS, empty, fold_latest
+
+        parts = sorted(self.list_parts("videos").values())
         if not parts:
-            return {}
+            return empty()
+        import pyarrow.compute as pc
         import pyarrow.dataset as pads
 
-        columns = ["uri", "fingerprint", "model_version", "label", "scanned_at"]
+        under = pc.starts_with(pc.field("uri"), pattern=prefix) if prefix else None
         try:
-            table = pads.dataset(sorted(parts.values()), filesystem=self.fs, format="parquet").to_table(columns=columns)
+            dataset = pads.dataset(parts, filesystem=self.fs, format="parquet")
+            return fold_latest(dataset.to_batches(columns=COLUMNS, filter=under))
         except Exception:  # noqa: BLE001 - find the culprit(s) below
             if scan_id is None:
                 raise
-            from jobs.scan.quarantine import StorageUnreadable, confirmed_read
+        return fold_latest(self._readable_parts(parts, COLUMNS, under, scan_id))
 
-            tables = []
-            for path in sorted(parts.values()):
-                try:
-                    part, why = confirmed_read(self.fs, path, lambda f: pq.read_table(f, columns=columns))
-                except StorageUnreadable as exc:
-                    raise OutputError(f"cannot read output {self.display}: {exc}") from exc
-                if why:
-                    self._quarantine(path, why, scan_id)
-                else:
-                    tables.append(part)
-            if not tables:
-                return {}
-            table = pa.concat_tables(tables)
-        latest: dict[tuple[str, str, str], tuple[Any, str]] = {}
-        for uri, fp, mv, label, at in zip(*(table.column(c).to_pylist() for c in table.column_names)):
-            key = (uri, fp, mv)
-            if key not in latest or at >= latest[key][0]:
-                latest[key] = (at, label)
-        return {key: label for key, (_at, label) in latest.items()}
+    def _readable_parts(self, parts: list[str], columns: list[str], under: Any, scan_id: str):
+        """Each part's ``columns`` (rows matching ``under``), quarantining the parts whose data is unreadable."""
+        from jobs.scan.quarantine import StorageUnreadable, confirmed_read
+
+        for path in parts:
+            try:
+                part, why = confirmed_read(self.fs, path, lambda f: pq.read_table(f, columns=columns))
+            except StorageUnreadable as exc:
+                raise OutputError(f"cannot read output {self.display}: {exc}") from exc
+            if why:
+                self._quarantine(path, why, scan_id)
+            else:
+                yield part if under is None else part.filter(under)
 
     # ---- writing
     def _put(self, path: str, data: bytes) -> None:
@@ -305,11 +307,15 @@ class OutputStore:
         pq.write_table(table, buffer, compression="zstd")
         return buffer.getvalue()
 
-    def commit(self, part: str, scan_date: str, videos: pa.Table | list[dict], faces: pa.Table | list[dict]) -> None:
+    def commit(self, part: str, scan_date: str, videos: pa.Table | list[dict], faces: pa.Table | list[dict],
+               check: Callable[[], None] | None = None) -> None:
         """Write one part of both tables (Arrow tables, or rows as dicts): faces first, then the videos part
-        that commits them."""
+        that commits them. ``check`` runs before each write and may raise to stop it (the lease's check: a
+        faces part left without its videos part is ignored by readers and deleted by the next scan)."""
         name = f"{part}.parquet"
         faces_bytes = self._parquet_bytes(faces, FACES_SCHEMA)
         videos_bytes = self._parquet_bytes(videos, VIDEOS_SCHEMA)
-        self._put(f"{self.table_path('faces')}/{PARTITION}={scan_date}/{name}", faces_bytes)
-        self._put(f"{self.table_path('videos')}/{PARTITION}={scan_date}/{name}", videos_bytes)
+        for table, data in (("faces", faces_bytes), ("videos", videos_bytes)):
+            if check is not None:
+                check()
+            self._put(f"{self.table_path(table)}/{PARTITION}={scan_date}/{name}", data)

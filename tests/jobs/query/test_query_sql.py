@@ -36,6 +36,19 @@ def test_intervals_decimals_times_uuids_and_bytes_print_as_json_and_csv(tmp_path
     assert header == "age,share,at,id,thumb" and line.endswith(",0.5,10:00:00,6f1e0e52-1f4b-4f0e-9d8e-3a2b1c0d9e8f,anBlZw==")
 
 
+def test_the_latest_row_is_the_latest_scan_whatever_the_workers_clocks_say(tmp_path):
+    store = OutputStore(str(tmp_path / "out"))
+    store.prepare()
+    fast_clock = datetime(2026, 1, 3, tzinfo=timezone.utc)  # the earlier scan's worker ran a day ahead
+    for scan_id, label, at in [("20260102T000000Z-aaaaaa", "FAKE", fast_clock),
+                               ("20260102T010000Z-bbbbbb", "REAL", datetime(2026, 1, 2, 1, tzinfo=timezone.utc))]:
+        row = {"schema_version": 1, "scan_id": scan_id, "uri": "/a.mp4", "fingerprint": "f", "label": label,
+               "score": 0.5, "faces": 1, "tracks": 1, "model_version": "m", "scanned_at": at}
+        store.commit(f"part-{scan_id}-00000", "2026-01-02", [row], [])
+    _, rows = run_query(str(tmp_path / "out"), "SELECT label FROM videos")
+    assert rows == [("REAL",)]
+
+
 def test_keys_with_brackets_print_as_they_are_in_query_and_report(tmp_path):
     from jobs.cli import app
 

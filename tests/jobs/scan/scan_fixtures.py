@@ -59,3 +59,10 @@ def read_table(store: OutputStore, table: str):
     if not parts:
         return []
     return pa.concat_tables([pq.read_table(io.BytesIO(store.fs.cat_file(p))) for p in parts]).to_pylist()
+
+
+def latest_rows(store: OutputStore, scan_id: str | None = None, prefix: str = "") -> dict[tuple[str, str, str], str]:
+    """(uri, fingerprint, model_version) → label of each object's latest row (``OutputStore.latest``)."""
+    table = store.latest(scan_id, prefix=prefix)
+    return {(u, f, m): label for u, f, m, label in zip(*(table.column(c).to_pylist()
+                                                         for c in ("uri", "fingerprint", "model_version", "label")))}

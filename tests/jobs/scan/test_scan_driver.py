@@ -60,3 +60,64 @@ def test_scan_of_a_missing_source_exits_2(tmp_path, detector_env):
 
     result = CliRunner().invoke(app, ["scan", str(tmp_path / "nope"), "-o", str(tmp_path / "out"), "--no-progress"])
     assert result.exit_code == 2 and "source not found" in result.output
+
+
+def _scan_cli(*args: str):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    return CliRunner().invoke(app, ["scan", *args, "--no-progress", "--json"])
+
+
+def test_scan_of_a_mistyped_s3_prefix_exits_2_in_one_line_and_says_so_in_json(tmp_path, detector_env, s3_server, s3_bucket):
+    import json
+
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_server["endpoint_url"]).put_object(Bucket=s3_bucket, Key="uploads/a.jpg", Body=b"x")
+    result = _scan_cli(f"s3://{s3_bucket}/uplaods", "-o", str(tmp_path / "out"))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "source not found" in lines[0] and "Traceback" not in result.output, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["status"], summary["exit_code"], summary["error_code"]) == ("not_started", 2, "source_not_found")
+    assert "source not found" in summary["message"] and summary["scan_id"]
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / "_runs").glob("*.json")]
+    assert (record["status"], record["exit_code"], record["scan_id"]) == ("not_started", 2, summary["scan_id"])
+
+
+def test_json_summary_on_failures_before_and_after_the_output_is_opened(tmp_path, samples_dir, detector_env, monkeypatch):
+    import json
+
+    import fsspec
+
+    from jobs.scan.lease import OutputLease
+
+    out = str(tmp_path / "out")
+    holder = OutputLease(fsspec.filesystem("file"), out, out, "the-nightly-run", ttl_s=60)
+    holder.acquire()
+    busy = _scan_cli(str(samples_dir), "-o", out)
+    assert busy.exit_code == 3
+    summary = json.loads(busy.stdout)
+    assert (summary["status"], summary["exit_code"], summary["error_code"]) == ("busy", 3, "output_busy")
+    holder.release()
+
+    monkeypatch.setenv("DFS_CLASSIFY__CHECKPOINT", str(tmp_path / "missing.safetensors"))
+    no_model = _scan_cli(str(samples_dir), "-o", out)  # stops before the output is opened: no run of its own
+    assert no_model.exit_code == 2
+    summary = json.loads(no_model.stdout)
+    assert (summary["status"], summary["exit_code"], summary["error_code"]) == ("not_started", 2, "no_trained_model")
+    assert "no trained detector" in summary["message"]
+
+
+def test_the_error_rate_limit_compares_the_exact_share():
+    from jobs.scan.config import ScanConfig
+    from jobs.scan.driver import ScanSummary, _outcome
+
+    summary = ScanSummary(source="s", output="o", scan_id="x", model_version="m", scanned=100_000, failed=50_001)
+    summary.error_rate = round(summary.failed / summary.scanned, 4)  # as the driver keeps it: 0.5, for display
+    outcome = _outcome(summary, ScanConfig(source="s", max_error_rate=0.5))
+    assert outcome[:2] == ("too_many_errors", 4) and "(50.001%)" in outcome[2]
+    summary.failed = 50_000
+    assert _outcome(summary, ScanConfig(source="s", max_error_rate=0.5))[:2] == ("succeeded", 0)

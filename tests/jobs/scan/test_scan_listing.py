@@ -43,3 +43,39 @@ def test_listing_filters_by_extension_glob_and_count(tmp_path, samples_dir):
     (links / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
     (linked,) = list_objects(str(links), {})
     assert object_name(linked["uri"]) == "clip.mp4" and linked["size"] == (tmp_path / "good" / "pair_pan.mp4").stat().st_size
+
+
+def test_a_missing_s3_prefix_is_source_not_found_and_an_empty_one_is_not(s3_server, s3_bucket):
+    """A mistyped or removed prefix stops the scan (exit 2) instead of succeeding every night with nothing."""
+    import boto3
+    import pytest
+
+    from jobs.scan.errors import SourceNotFoundError
+    from jobs.scan.listing import list_objects
+
+    client = boto3.client("s3", endpoint_url=s3_server["endpoint_url"])
+    client.put_object(Bucket=s3_bucket, Key="uploads/notes.txt", Body=b"not media")
+    client.put_object(Bucket=s3_bucket, Key="empty/", Body=b"")  # a folder marker, as consoles create them
+    options = storage_options_for(f"s3://{s3_bucket}")
+    for missing in (f"s3://{s3_bucket}/uplaods", f"s3://{s3_bucket}/uploads/notes", f"s3://{s3_bucket}-gone/uploads"):
+        with pytest.raises(SourceNotFoundError, match="source not found"):
+            list_objects(missing, options)
+    assert list_objects(f"s3://{s3_bucket}/empty", options) == []    # exists, empty: a quiet night
+    assert list_objects(f"s3://{s3_bucket}/uploads", options) == []  # exists, no media
+    assert list_objects(f"s3://{s3_bucket}", options) == []
+
+
+def test_gcs_fingerprints_ignore_metadata_only_updates():
+    """A GCS ETag changes when only an object's metadata does; its generation (or MD5) changes with the content."""
+    from jobs.scan.listing import object_entry
+
+    info = {"name": "b/a.mp4", "size": 10, "etag": "CJf3k8mLq4EDEAE=", "generation": "1700000000000001",
+            "metageneration": "1", "md5Hash": "rL0Y20zC+Fzt72VPzMSk2A==", "updated": "2026-11-27T02:00:00Z"}
+    entry = object_entry("gs://b/a.mp4", info)
+    relabelled = object_entry("gs://b/a.mp4", {**info, "etag": "CJf3k8mLq4EDEAI=", "metageneration": "2",
+                                               "updated": "2026-11-28T09:00:00Z"})
+    assert entry["fingerprint"] == relabelled["fingerprint"] == "generation:1700000000000001"
+    assert object_entry("gs://b/a.mp4", {**info, "generation": "1700000000000002"})["fingerprint"] != entry["fingerprint"]
+    without = {k: v for k, v in info.items() if k != "generation"}
+    assert object_entry("gs://b/a.mp4", without)["fingerprint"] == "md5:rL0Y20zC+Fzt72VPzMSk2A=="
+    assert object_entry("s3://b/a.mp4", {"ETag": '"abc"', "size": 10})["fingerprint"] == "etag:abc"  # S3 unchanged

@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 from jobs.scan.lease import LeaseHeld, LeaseLost, OutputLease, _Contended
 from jobs.scan.output import OutputStore
 
+from scan_fixtures import latest_rows
+
 
 ROW = {"schema_version": 1, "scan_id": "old", "uri": "/media/a.mp4", "fingerprint": "size:1:mtime:0",
        "label": "ERROR", "error": "x", "model_version": "m"}
@@ -253,7 +255,7 @@ def test_a_part_with_a_good_footer_but_bad_data_is_quarantined_by_the_scan(tmp_p
     data[4:200] = b"\xff" * 196  # the first data pages: the footer still parses
     broken = Path(good).with_name("part-broken-00000.parquet")
     broken.write_bytes(bytes(data))
-    assert store.scanned("s2") == {("/media/a.mp4", "size:1:mtime:0", "m"): "ERROR"}
+    assert latest_rows(store, "s2") == {("/media/a.mp4", "size:1:mtime:0", "m"): "ERROR"}
     assert store.quarantined[-1] == str(broken) and not broken.exists()
 
 
@@ -327,7 +329,7 @@ def test_sigterm_commits_finished_rows_and_the_run_record(detector_env, tmp_path
     assert "stopped (SIGTERM)" in stderr and "Traceback" not in stderr
     (record,) = _records(out)
     assert (record["status"], record["exit_code"]) == ("terminated", 143)
-    rows = OutputStore(str(out)).scanned()
+    rows = latest_rows(OutputStore(str(out)))
     assert 1 <= record["scanned"] == len(rows) < 12 and record["parts"] == len(list((out / "videos").rglob("*.parquet")))
     assert not (out / "_lease.json").exists()
 
@@ -352,6 +354,9 @@ def test_the_documented_alert_query_runs_on_run_records(tmp_path):
     columns, rows = run_query(str(tmp_path), sql)
     assert dict(zip(columns, rows[0])) == {"stale": True, "last_status": "too_many_errors",
                                            "last_error_rate": pytest.approx(0.6), "quarantines": 1}
+    store.fs.rm(f"{store.root}/_runs/s0.json")  # no scan ever succeeded: stale, not NULL
+    columns, rows = run_query(str(tmp_path), sql)
+    assert dict(zip(columns, rows[0]))["stale"] is True
 
 
 def test_a_folder_of_symlinks_lists_the_files_they_point_to(tmp_path, samples_dir):

@@ -20,6 +20,8 @@ from pipeline.batch import object_column
 from pipeline.decode import DecodeStage
 from pipeline.errors import WORKER_LOST, EmptyMediaError, UnsupportedMediaError
 
+from scan_fixtures import latest_rows
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -102,7 +104,7 @@ def test_local_commits_are_atomic_and_crash_leftovers_are_cleaned(tmp_path):
     day = tmp_path / "out" / "faces" / "scan_date=2026-01-02"
     (day / ".part-s-00001.parquet.tmp").write_bytes(b"PAR1 half")
     shutil.copy(day / "part-s-00000.parquet", day / "part-s-00001.parquet")
-    assert store.scanned() == {("/a.mp4", "size:1:mtime:0", "m"): "ERROR"}
+    assert latest_rows(store) == {("/a.mp4", "size:1:mtime:0", "m"): "ERROR"}
     OutputStore(str(tmp_path / "out")).prepare()
     assert sorted(p.name for p in day.iterdir()) == ["part-s-00000.parquet"]
 

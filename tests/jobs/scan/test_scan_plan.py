@@ -187,7 +187,7 @@ def test_the_plan_flag_reaches_the_scan(monkeypatch, tmp_path):
 
     seen = []
 
-    def fake_run_scan(settings, options=None, on_commit=None, on_plan=None):
+    def fake_run_scan(settings, options=None, on_commit=None, on_plan=None, on_end=None):
         seen.append(settings.scan.plan)
         raise jobs.scan.driver.ScanError("stop here")
 

@@ -12,6 +12,8 @@ import pytest
 from jobs.scan.output import OutputError, OutputStore
 from jobs.scan.quarantine import part_problem
 
+from scan_fixtures import latest_rows
+
 
 ROW = {"schema_version": 1, "scan_id": "s0", "uri": "/media/a.mp4", "fingerprint": "size:1:mtime:0",
        "label": "FAKE", "model_version": "m"}
@@ -70,7 +72,7 @@ def test_a_failed_data_read_of_good_parts_moves_nothing(tmp_path, monkeypatch):
         raise OSError("connection reset")
 
     monkeypatch.setattr(pads, "dataset", broken)
-    assert store.scanned("s1") == {("/media/a.mp4", "size:1:mtime:0", "m"): "FAKE"}
+    assert latest_rows(store, "s1") == {("/media/a.mp4", "size:1:mtime:0", "m"): "FAKE"}
     assert store.quarantined == [] and len(store.list_parts("faces")) == 1
 
 
@@ -84,7 +86,7 @@ def test_a_videos_part_with_bad_data_takes_its_faces_twin_and_no_face_rows_are_l
     good.with_name(broken_name).write_bytes(bytes(data))
     twin.with_name(broken_name).write_bytes(twin.read_bytes())
     assert store.quarantine_unreadable("s1") == []                  # its footer is fine
-    assert store.scanned("s2") == {("/media/a.mp4", "size:1:mtime:0", "m"): "FAKE"}
+    assert latest_rows(store, "s2") == {("/media/a.mp4", "size:1:mtime:0", "m"): "FAKE"}
     aside = tmp_path / "out" / "_quarantine" / "s2"
     assert sorted(p.relative_to(aside).as_posix() for p in aside.rglob("*.parquet")) == [
         f"faces/scan_date=2026-01-02/{broken_name}", f"videos/scan_date=2026-01-02/{broken_name}"]
