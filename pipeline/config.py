@@ -39,8 +39,9 @@ class DecodeConfig(BaseModel):
     backend: Literal["pyav", "decord"] = Field(
         "pyav", description="video decoder: pyav skips the frames nothing references unless sampled (same frames, "
                             "30-55% less decoding) and shows interlaced frames as one field; decord decodes every frame and "
-                            "leaves fields woven (PyAV where decord is not installed, and for MPEG-TS, which "
-                            "decord cannot read from memory)")
+                            "leaves fields woven (PyAV where decord is not installed, for MPEG-TS, which "
+                            "decord cannot read from memory, and for streams whose frames decord cannot place in time: "
+                            "no timestamps (AVI, MPEG-PS) or a trimmed lead-in)")
 
 
 class DetectConfig(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 import re
@@ -10,12 +9,13 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 
+import cv2
 import numpy as np
 
 from pipeline.aspect import sample_aspect, square_pixels, stored_shape
 from pipeline.batch import Batch, as_text, batch_size, codes_of, errors_of, object_column
 from pipeline.config import DecodeConfig
-from pipeline.errors import DECODE_FAILED, MediaError, MediaTooLargeError
+from pipeline.errors import DECODE_FAILED, OUT_OF_MEMORY, MediaError, MediaTooLargeError
 from pipeline.logsafe import log_safe
 from pipeline.media import MediaKind, read_media_bytes, sniff_media
 from pipeline.probe import VideoInfo, check_duration, check_pixels, main_video_stream, probe_video
@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DecodedMedia:
-    """Sampled frames (N, H, W, 3 uint8 RGB) with where they sit in the source."""
+    """Sampled frames (N, H, W, 3 uint8 RGB) with where they sit in the source: ``timestamps`` in seconds from
+    the stream's start, ``frame_indices`` among the frames a player shows. ``width``/``height`` are the first
+    sampled frame's; a stream that changes size later has its later frames rescaled to it (``same_size``)."""
 
     frames: np.ndarray
     frame_indices: np.ndarray
@@ -49,56 +51,50 @@ def sample_indices(frame_count: int, num_frames: int) -> np.ndarray:
     return np.unique(np.linspace(0, frame_count - 1, count).round().astype(np.int64))
 
 
-def image_to_rgb(image) -> np.ndarray:
-    """A PIL image in any mode PNG, JPEG or WebP produce → (H, W, 3) uint8 RGB.
-
-    16-bit grey is scaled to 8 bits (PIL's own conversion clips it, turning most pixels white);
-    transparency is composited over white (dropping alpha would show whatever colour transparent pixels
-    happen to hold, often black); CMYK, palette, 1-bit and grey go through PIL's conversion.
-    """
-    from PIL import Image
-
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        wide = np.asarray(image).astype(np.int64).clip(0, 65535)
-        grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+def sample_times(times: np.ndarray, num_frames: int) -> np.ndarray:
+    """Frames (positions in ``times``: each frame's start, ascending) nearest to ``num_frames`` times spaced
+    evenly from the first frame to the last. Where frame numbers already sit within a frame of those times
+    (a constant rate, timestamp jitter included) they are kept, so constant-rate video samples exactly the
+    frames it always did; variable-rate video (phones slow down in the dark, screen recordings idle at 1 fps)
+    would otherwise crowd the samples into its fast stretches. A frame held longer than the spacing is
+    sampled once, so fewer than ``num_frames`` may come back."""
+    indices = sample_indices(len(times), num_frames)
+    times = np.asarray(times, np.float64)
+    even = np.linspace(times[0], times[-1], len(indices)) if len(indices) else times[:0]
+    if len(indices) < 3 or np.all(np.abs(times[indices] - even) <= np.median(np.diff(times))):
+        return indices
+    after = np.searchsorted(times, even).clip(1, len(times) - 1)
+    return np.unique(np.where(even - times[after - 1] <= times[after] - even, after - 1, after))
 
 
-@functools.cache
-def _heif_opener() -> None:
-    """Teach PIL to open HEIC (AVIF it reads itself); pi-heif is libheif's decode-only build (no GPL encoder)."""
-    import pi_heif
+def _duration(times: np.ndarray, frame_count: int, fps: float) -> float:
+    """Seconds from the first frame's start to the last one's end (shown for the usual gap between frames),
+    from the timestamps where there are any: frame_count / fps is wrong for variable-rate video."""
+    if len(times) > 1:
+        return round(float(times[-1] - times[0] + np.median(np.diff(times))), 6)
+    return frame_count / fps if fps else 0.0
 
-    pi_heif.register_heif_opener()
 
-
-def _decode_image(data: bytes, mime: str, config: DecodeConfig) -> DecodedMedia:
-    from PIL import Image, ImageOps
-
-    if mime == "image/heic":
-        _heif_opener()
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            check_pixels(image.width, image.height, config)
-            frame = image_to_rgb(ImageOps.exif_transpose(image))
-    except MediaError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise MediaTooLargeError(f"image is a decompression bomb: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
-        raise MediaError(f"corrupt or unreadable image: {exc}") from exc
-    height, width = frame.shape[:2]
-    return DecodedMedia(frame[None], np.zeros(1, np.int64), np.zeros(1, np.float32), 0.0, 1, 0.0,
-                        width, height, "image", mime)
+def same_size(frames: list[np.ndarray]) -> np.ndarray:
+    """The frames stacked at the first one's size. A stream may change resolution mid-way (a broadcast's ad
+    break, an adaptive stream switching variants): later frames are resized to the first, without keeping
+    their aspect, so face boxes and ``width``/``height`` stay in the first frame's coordinates."""
+    height, width = frames[0].shape[:2]
+    return np.stack([f if f.shape[:2] == (height, width) else cv2.resize(
+        f, (width, height), interpolation=cv2.INTER_AREA if f.shape[0] > height else cv2.INTER_CUBIC)
+        for f in frames])
 
 
 def _decord_message(exc: Exception) -> str:
     """decord's first error line without its '[hh:mm:ss] /src/file.cc:NN: ' prefixes."""
     return re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", str(exc).splitlines()[0] if str(exc) else "")[:200]
+
+
+def _decord_times(reader, config: DecodeConfig) -> np.ndarray | None:
+    """Every frame's start in seconds, from decord's index; None where frames carry no timestamp (AVI, MPEG-PS:
+    decord sorts those first, at about -1e14 s, so its frame numbers are not the display order)."""
+    times = reader.get_frame_timestamp(list(range(len(reader))))[:, 0].astype(np.float64)
+    return None if times.min() < -config.max_duration_s else times
 
 
 def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: VideoInfo | None = None) -> DecodedMedia:
@@ -107,18 +103,28 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: Vid
     info = info or probe_video(data, config)  # decord's reader decodes on open: check limits first
     try:
         reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
+    except MemoryError:  # the server's fault, not the media's (PyAV's own subclasses it): OUT_OF_MEMORY
+        raise
     except Exception as exc:  # noqa: BLE001 - decord raises DECORDError / RuntimeError
         raise MediaError(f"corrupt or unreadable video: {_decord_message(exc)}") from exc
-    frame_count = len(reader)
-    if frame_count == 0:
+    if len(reader) == 0:
         raise MediaError("video has no frames")
+    times = _decord_times(reader, config)
+    if times is None or times[0] < 0:
+        # No timestamps (AVI, MPEG-PS): decord's numbers put those frames first, not in display order. A lead-in
+        # (an MP4 trimmed without re-encoding): decord counts the frames its edit list cuts, so its numbers drift
+        # by the cut depending on how it reads. PyAV gets both right.
+        return _decode_video_pyav(data, mime, config, info)
+    frame_count = len(reader)
     fps = float(reader.get_avg_fps() or info.fps or 0.0)
-    duration = frame_count / fps if fps > 0 else 0.0
+    duration = _duration(times, frame_count, fps)
     check_duration(duration, config)
-    indices = sample_indices(frame_count, config.num_frames)
+    indices = sample_times(times, config.num_frames)
     try:
         frames = reader.get_batch(indices.tolist()).asnumpy()
-        timestamps = reader.get_frame_timestamp(indices.tolist())[:, 0].astype(np.float32)
+        timestamps = times[indices].astype(np.float32)
+    except MemoryError:  # the server's fault, not the media's (PyAV's own subclasses it): OUT_OF_MEMORY
+        raise
     except Exception as exc:  # noqa: BLE001 - truncated streams fail here
         # decord's text here depends on which of its decoder threads hit the damage first: log it, but keep
         # the row's message stable so a rescan or the API says the same thing about the same file
@@ -137,19 +143,28 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: Vid
 _SEEKABLE = ("mov", "mp4", "matroska", "webm")
 
 
-def _packet_index(data: bytes) -> tuple[int, list[int] | None, list[int]]:
-    """(frames, presentation times in display order, keyframes' times) of the video stream a player shows,
-    by demuxing only; the times are None when a packet has none (then frames can only be matched by counting
-    as they decode), and keyframes are listed only where the container can be seeked by its index.
-    The count serves containers that store none (WebM)."""
+def _index(data: bytes) -> tuple[int, list[int] | None, list[int], Fraction]:
+    """(frames, presentation times in display order, keyframes' times, time base) of the video stream a player
+    shows, by demuxing only; the times are None when a packet has none (then frames can only be matched by
+    counting as they decode), and keyframes are listed only where the container can be seeked by its index.
+    The count serves containers that store none (WebM). Packets FFmpeg marks discard (the lead-in an MP4
+    trimmed without re-encoding keeps before its edit list's start) are decoded but never shown: not frames."""
     import av
 
     with av.open(io.BytesIO(data)) as container:
-        packets = [(p.pts, p.is_keyframe) for p in container.demux(main_video_stream(container)) if p.size]
+        stream = main_video_stream(container)
+        packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size and not p.is_discard]
         seekable = any(name in _SEEKABLE for name in container.format.name.split(","))
+        time_base = stream.time_base or Fraction(1)
     if any(t is None for t, _ in packets):
-        return len(packets), None, []
-    return len(packets), sorted(t for t, _ in packets), sorted(t for t, key in packets if key) if seekable else []
+        return len(packets), None, [], time_base
+    keyframes = sorted(t for t, key in packets if key) if seekable else []
+    return len(packets), sorted(t for t, _ in packets), keyframes, time_base
+
+
+def _packet_index(data: bytes) -> tuple[int, list[int] | None, list[int]]:
+    """``_index`` without the time base."""
+    return _index(data)[:3]
 
 
 def _one_field(rgb: np.ndarray) -> np.ndarray:
@@ -175,6 +190,10 @@ def _frame_rgb(frame, sar: Fraction, config: DecodeConfig) -> np.ndarray:
     rgb = square_pixels(rgb[None], sar, config)[0]  # the ratio is the stored frame's, so before turning
     turns = round((frame.rotation or 0) / 90) % 4  # counter-clockwise quarter turns, as np.rot90 counts them
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def _seconds(frame, start: int | None) -> float:
+    return float((frame.pts - start) * frame.time_base) if frame.pts is not None and start is not None else 0.0
 
 
 def _runs(targets: list[int], plan: list[int | None]) -> list[tuple[int | None, set[int]]]:
@@ -211,6 +230,7 @@ def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts:
         stream.thread_count = threads
         context = stream.codec_context
         sar = sample_aspect(stream)
+        start = stream.start_time  # times count from the stream's start (an MP4 may start at 10 s, MPEG-TS at 0.08)
         for jump, run in _runs(targets, plan):
             if jump is not None:  # lands on that keyframe, with no frame of before it left in the decoder
                 container.seek(jump, stream=stream, backward=True)
@@ -219,9 +239,10 @@ def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts:
                 if pts is not None:
                     context.skip_frame = "DEFAULT" if not packet.size or packet.pts in wanted else "NONREF"
                 for frame in packet.decode():
+                    start = frame.pts if start is None else start  # no start time: the first frame's
                     key = frame.pts if pts is not None else decoded
                     if key in wanted:
-                        kept[wanted[key]] = (_frame_rgb(frame, sar, config), float(frame.time or 0.0))
+                        kept[wanted[key]] = (_frame_rgb(frame, sar, config), _seconds(frame, start))
                     decoded += 1
                 if all(wanted[t] in kept for t in run):
                     break
@@ -239,14 +260,20 @@ def _decode_video_pyav(data: bytes, mime: str, config: DecodeConfig, info: Video
     without timestamps, or whose frames do not carry their packets' timestamps, are decoded in full."""
     info = info or probe_video(data, config)
     try:
-        packets, pts, keyframes = _packet_index(data)
+        packets, pts, keyframes, time_base = _index(data)
+        times = np.array(pts or [], np.float64) * float(time_base)
         frame_count = len(pts) if pts else (info.frame_count or packets)
-        indices = sample_indices(frame_count, config.num_frames)
+        indices = sample_times(times, config.num_frames) if pts else sample_indices(frame_count, config.num_frames)
         kept, decoded = _sampled_frames(data, config, indices, pts or None, keyframes)
         if pts and len(kept) < len(indices):  # timestamps that do not match up: count frames instead
             kept, decoded = _sampled_frames(data, config, indices, None)
-            pts = None
+            pts, times = None, times[:0]
+        if len(kept) < len(indices) and decoded < frame_count:  # fewer frames than promised: sample those there are
+            frame_count, indices = decoded, sample_indices(decoded, config.num_frames)
+            kept, decoded = _sampled_frames(data, config, indices, None)
     except MediaError:
+        raise
+    except MemoryError:  # the server's fault, not the media's (PyAV's own subclasses it): OUT_OF_MEMORY
         raise
     except Exception as exc:  # noqa: BLE001 - av raises InvalidDataError and friends
         raise MediaError(f"corrupt or unreadable video: {str(exc)[:200]}") from exc
@@ -255,9 +282,9 @@ def _decode_video_pyav(data: bytes, mime: str, config: DecodeConfig, info: Video
     if not pts and decoded < frame_count:  # the container promised more frames than the stream holds
         frame_count = decoded
     fps = info.fps
-    duration = frame_count / fps if fps else 0.0
+    duration = _duration(times, frame_count, fps)
     order = sorted(kept)
-    frames = np.stack([kept[i][0] for i in order])
+    frames = same_size([kept[i][0] for i in order])
     height, width = frames.shape[1:3]
     check_pixels(width, height, config)
     return DecodedMedia(frames, np.array(order, np.int64), np.array([kept[i][1] for i in order], np.float32),
@@ -270,7 +297,9 @@ def decode_bytes(data: bytes, config: DecodeConfig) -> DecodedMedia:
         raise MediaTooLargeError(f"media is {len(data)} bytes, over the {config.max_bytes}-byte limit")
     kind, mime = sniff_media(data[:512])
     if kind == "image":
-        return _decode_image(data, mime, config)
+        from pipeline.images import decode_image  # it builds on this module's sampling
+
+        return decode_image(data, mime, config)
     info = probe_video(data, config)  # limits from the headers, before any frame buffer exists
     if config.backend == "decord" and mime != "video/mp2t":  # decord cannot read MPEG-TS from memory at all
         try:
@@ -319,6 +348,9 @@ class DecodeStage:
                 except MediaError as exc:
                     errors[i], codes[i] = str(exc), exc.code
                     log.warning("decode failed for %s: %s", log_safe(uris[i]), log_safe(exc))
+                except MemoryError:
+                    errors[i], codes[i] = "decode failed: out of memory", OUT_OF_MEMORY
+                    log.error("out of memory decoding %s", log_safe(uris[i]))
                 except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
                     errors[i] = f"decode failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
                     codes[i] = DECODE_FAILED

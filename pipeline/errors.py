@@ -65,6 +65,7 @@ class MediaTooLargeError(MediaError):
 DECODE_FAILED = "decode_failed"  # the decoder itself crashed on the object
 DETECT_FAILED = "detect_failed"  # face detection crashed on decoded frames (a server fault, not the media's)
 WORKER_LOST = "worker_lost"  # the scan's worker for the object crashed on every retry
+OUT_OF_MEMORY = "out_of_memory"  # decoding or detection ran out of memory: the server's limit, worth a retry
 
 
 def code_of(exc: BaseException, default: str = DECODE_FAILED) -> str:

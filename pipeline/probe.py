@@ -82,6 +82,8 @@ def probe_video(data: bytes, config: DecodeConfig) -> VideoInfo:
             info = _read(data, config.max_pixels, skip_frames=False)
     except MediaError:
         raise
+    except MemoryError:  # the server's fault, not the media's (PyAV's own subclasses it): OUT_OF_MEMORY
+        raise
     except Exception as exc:  # noqa: BLE001 - av raises InvalidDataError and friends
         raise MediaError(f"corrupt or unreadable video: {str(exc)[:200]}") from exc
     check_pixels(info.width, info.height, config)

@@ -1,17 +1,19 @@
-"""Media made on the fly for hostile-input tests: tiny H.264 MP4s (optionally declaring a huge frame),
-audio-only MP4s, and images in unusual modes."""
+"""Media made on the fly for hostile-input tests: tiny H.264 MP4s (optionally declaring a huge frame, starting
+late, variable-rate, trimmed without re-encoding), a stream that changes size, audio-only MP4s, animated images."""
 
 from __future__ import annotations
 
 import io
 import struct
+from fractions import Fraction
 
 import numpy as np
 
 
 def encode_video(width: int = 64, height: int = 64, frames: int = 10, fps: int = 25, codec: str = "libx264",
-                 format: str = "mp4") -> bytes:
-    """A small real video whose brightness changes each frame."""
+                 format: str = "mp4", start: int = 0) -> bytes:
+    """A small real video whose brightness changes each frame; ``start``: the first frame's time in frames
+    (an MP4 cut from a longer recording keeps its offset, 10 s here is 250 at 25 fps)."""
     import av
 
     buf = io.BytesIO()
@@ -19,11 +21,95 @@ def encode_video(width: int = 64, height: int = 64, frames: int = 10, fps: int =
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(frames):
-            image = np.full((height, width, 3), (i * 23) % 256, np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), (i * 23) % 256, np.uint8), format="rgb24")
+            if start:
+                frame.pts, frame.time_base = start + i, Fraction(1, fps)
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    return buf.getvalue()
+
+
+def variable_rate_mp4(gaps_ms: list[int], width: int = 64, height: int = 48) -> bytes:
+    """An MP4 whose frames are ``gaps_ms`` apart (a screen recording idling at 1 fps, then 30 fps); frame i's
+    brightness is 23 i mod 256."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        t = 0
+        for i, gap in enumerate([*gaps_ms, 0]):
+            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), (i * 23) % 256, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            t += gap
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def size_change_ts(sizes: list[tuple[int, int]], frames_each: int = 10, fps: int = 25) -> bytes:
+    """MPEG-TS whose H.264 stream changes resolution at each of ``sizes`` (width, height), as a broadcast does at
+    an ad break. Each part: left half white, right half black."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as container:
+        stream = container.add_stream("h264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = *sizes[0], "yuv420p"
+        for part, (width, height) in enumerate(sizes):
+            encoder = av.CodecContext.create("libx264", "w")  # a new encoder per size: a new SPS mid-stream
+            encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+            encoder.time_base, encoder.framerate = Fraction(1, fps), Fraction(fps)
+            image = np.zeros((height, width, 3), np.uint8)
+            image[:, :width // 2] = 255
+            packets = []
+            for i in range(frames_each):
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, fps)
+                packets += encoder.encode(frame)
+            for packet in packets + encoder.encode(None):
+                packet.stream, packet.time_base = stream, Fraction(1, fps)
+                packet.pts += part * frames_each
+                packet.dts += part * frames_each
+                container.mux(packet)
+    return buf.getvalue()
+
+
+def trimmed_copy(mp4: bytes, frames: int) -> bytes:
+    """``mp4`` cut by ``frames`` at the start without re-encoding (a stream copy from a mid-GOP point): every
+    packet stays, shifted so the cut lands at 0; the muxer writes an edit list and FFmpeg marks the packets
+    before it discard."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(io.BytesIO(mp4)) as source, av.open(buf, "w", format="mp4") as container:
+        video = source.streams.video[0]
+        stream = container.add_stream_from_template(video)
+        shift = round(frames / video.average_rate / video.time_base)
+        for packet in source.demux(video):
+            if packet.dts is None:  # the demuxer's flush packet
+                continue
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = stream
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def animated_image(format: str, durations_ms: list[int], size: tuple[int, int] = (48, 32)) -> bytes:
+    """An animated WebP, PNG (APNG) or AVIF: frame i's brightness is 23 i mod 256, shown ``durations_ms[i]``."""
+    from PIL import Image
+
+    frames = [Image.new("RGB", size, ((i * 23) % 256,) * 3) for i in range(len(durations_ms))]
+    buf = io.BytesIO()
+    lossless = {"lossless": True} if format == "WEBP" else {}
+    frames[0].save(buf, format, save_all=True, append_images=frames[1:], duration=durations_ms, loop=0, **lossless)
     return buf.getvalue()
 
 

@@ -1,0 +1,106 @@
+"""Stage 1 for images: a still as one frame; an animated WebP, APNG or AVIF sequence sampled like a video
+(``pipeline/decode.py``'s sampling), timed by its frames' durations."""
+
+from __future__ import annotations
+
+import functools
+import io
+
+import numpy as np
+
+from pipeline.config import DecodeConfig
+from pipeline.decode import DecodedMedia, same_size, sample_indices, sample_times
+from pipeline.errors import MediaError, MediaTooLargeError
+from pipeline.probe import check_duration, check_pixels
+
+# formats whose extra images are an animation's frames; HEIC's and MPO's are other pictures (bursts, depth maps)
+ANIMATED = ("WEBP", "PNG", "AVIF")
+
+
+def image_to_rgb(image) -> np.ndarray:
+    """A PIL image in any mode PNG, JPEG or WebP produce → (H, W, 3) uint8 RGB.
+
+    16-bit grey is scaled to 8 bits (PIL's own conversion clips it, turning most pixels white);
+    transparency is composited over white (dropping alpha would show whatever colour transparent pixels
+    happen to hold, often black); CMYK, palette, 1-bit and grey go through PIL's conversion.
+    """
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        wide = np.asarray(image).astype(np.int64).clip(0, 65535)
+        grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+@functools.cache
+def _heif_opener() -> None:
+    """Teach PIL to open HEIC (AVIF it reads itself); pi-heif is libheif's decode-only build (no GPL encoder)."""
+    import pi_heif
+
+    pi_heif.register_heif_opener()
+
+
+def count_frames(image) -> int:
+    """An animation's frames; 1 for a still, and for formats whose extra images are not frames."""
+    return int(getattr(image, "n_frames", 1) or 1) if image.format in ANIMATED else 1
+
+
+def read_frames(image, wanted: set[int]) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """({frame: upright RGB} for the ``wanted`` frames, every frame's display time in ms), in one pass
+    from the first frame: an animation's frames are drawn over the ones before, and PIL knows a frame's
+    duration only once it has decoded it."""
+    from PIL import ImageOps
+
+    kept: dict[int, np.ndarray] = {}
+    durations = []
+    for i in range(count_frames(image)):
+        image.seek(i)
+        image.load()
+        durations.append(float(image.info.get("duration") or 0))  # a still has none
+        if i in wanted:
+            kept[i] = image_to_rgb(ImageOps.exif_transpose(image))
+    return kept, np.array(durations)
+
+
+def _sampled(image, config: DecodeConfig) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
+    """(frames kept, their indices, every frame's start in seconds then the last one's end). The first pass keeps
+    frames by number; a second reads the frames evenly spaced in time where uneven durations move the samples."""
+    count = count_frames(image)
+    if config.max_frames is not None and count > config.max_frames:
+        raise MediaTooLargeError(f"animation has {count} frames, over the {config.max_frames}-frame limit")
+    kept, durations = read_frames(image, set(sample_indices(count, config.num_frames).tolist()))
+    starts = np.concatenate([[0.0], np.cumsum(durations)]) / 1000
+    indices = sample_times(starts[:-1], config.num_frames)
+    if not kept.keys() >= set(indices.tolist()):
+        kept = read_frames(image, set(indices.tolist()))[0]
+    return kept, indices, starts
+
+
+def decode_image(data: bytes, mime: str, config: DecodeConfig) -> DecodedMedia:
+    from PIL import Image
+
+    if mime == "image/heic":
+        _heif_opener()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            check_pixels(image.width, image.height, config)
+            kept, indices, starts = _sampled(image, config)
+    except MediaError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise MediaTooLargeError(f"image is a decompression bomb: {exc}") from exc
+    except MemoryError:  # the server's fault, not the media's (PyAV's own subclasses it): OUT_OF_MEMORY
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
+        raise MediaError(f"corrupt or unreadable image: {exc}") from exc
+    count = len(starts) - 1
+    duration = float(starts[-1]) if count > 1 else 0.0  # a still's own duration (AVIF says 1 s) means nothing
+    check_duration(duration, config)
+    frames = same_size([kept[i] for i in indices.tolist()])
+    height, width = frames.shape[1:3]
+    return DecodedMedia(frames, indices, starts[indices].astype(np.float32), count / duration if duration else 0.0,
+                        count, duration, width, height, "image", mime)
