@@ -24,8 +24,8 @@ from serve.admission import Admission, Overloaded
 from serve.deployments import replica_settings
 from serve.guard import UriNotAllowedError, check_uri, server_decode_config
 from pipeline.heap import pin_mmap_threshold, release_heap
-from serve.problems import (INTERNAL, Problem, ProblemError, add_problem_handlers, overloaded, problem_responses,
-                            public_detail, status_for)
+from serve.problems import (INTERNAL, Problem, ProblemError, add_problem_handlers, overloaded, problem_for,
+                            problem_responses)
 from serve.upload import Upload, body_deadline, read_small_body, receive_upload
 
 log = logging.getLogger("deepfakestream.serve")
@@ -163,8 +163,7 @@ class Api:
                         if upload.size > self.config.spool_memory_bytes:
                             await asyncio.to_thread(release_heap)
             if answer["error_code"]:
-                status = status_for(answer["error_code"])
-                raise ProblemError(status, public_detail(status, answer["detail"] or "request failed"))
+                raise problem_for(answer["error_code"], answer["detail"] or "request failed", self.config.retry_after_s)
             outcome = answer["result"]["label"].lower()
             return JSONResponse(answer["result"])
         except asyncio.CancelledError:  # the client disconnected (Ray Serve cancels its request): no answer

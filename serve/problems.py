@@ -39,6 +39,7 @@ PROBLEMS: dict[int, tuple[str, str]] = {
 
 # a status answered for more than one reason: the other reasons' code and title
 OVERLOADED = ("overloaded", "Server busy")  # 503 from admission control, with Retry-After
+OUT_OF_MEMORY = ("out_of_memory", "Server out of memory")  # 503 with Retry-After: a stage ran out on this object
 
 # pipeline error code → status; a code not listed is a server fault: 500. So are decode_failed and
 # detect_failed: a stage crashed (a bug, out of memory) on media it had accepted, and the caller must not be
@@ -56,6 +57,7 @@ STATUS_FOR_CODE: dict[str, int] = {
     errors.NoTrainedModelError.code: 503,
     errors.DeviceUnavailableError.code: 503,
     errors.RuntimeUnavailableError.code: 503,
+    errors.OUT_OF_MEMORY: 503,
 }
 
 
@@ -105,6 +107,15 @@ class ProblemError(Exception):
 def overloaded(retry_after_s: int, detail: str = "the server is at capacity; retry later") -> ProblemError:
     """503 ``overloaded`` with ``Retry-After``: the caller may try again, unlike a missing model."""
     return ProblemError(503, detail, reason=OVERLOADED, headers={"Retry-After": str(retry_after_s)})
+
+
+def problem_for(code: str, detail: str, retry_after_s: int) -> ProblemError:
+    """The problem for a row that failed with ``code``: out of memory may pass (retry later), a missing model not."""
+    status = status_for(code)
+    if code == errors.OUT_OF_MEMORY:
+        return ProblemError(status, "the server ran out of memory on this object; retry later", reason=OUT_OF_MEMORY,
+                            headers={"Retry-After": str(retry_after_s)})
+    return ProblemError(status, public_detail(status, detail))
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -102,14 +102,16 @@ def test_cancelled_decodes_never_run_past_the_decoder_s_slots():
     assert seen["running"] == 0
 
 
-@pytest.mark.parametrize("crash", [MemoryError(), RuntimeError("bug in a decoder")], ids=["out of memory", "bug"])
-def test_a_decoder_crash_is_a_server_fault_not_broken_media(crash):
-    """A row the decode stage itself crashed on (decode_failed) is a 500 with the detail in the log, never the
-    422 that tells the caller its media is broken (media that does not decode is media_corrupt)."""
+@pytest.mark.parametrize("crash,code,status", [(MemoryError(), "out_of_memory", 503), (RuntimeError("bug"), "decode_failed", 500)],
+                         ids=["out of memory", "bug"])
+def test_a_decoder_crash_is_a_server_fault_not_broken_media(crash, code, status):
+    """A row the decode stage itself crashed on is the server's fault, never the 422 that tells the caller its
+    media is broken: out of memory is a 503 to retry later (Retry-After), any other crash a 500 whose detail stays
+    in the log."""
     from pipeline import errors
     from pipeline.config import Settings
     from serve.deployments import Decoder
-    from serve.problems import INTERNAL, public_detail, status_for
+    from serve.problems import INTERNAL, problem_for, status_for
 
     decoder = Decoder.func_or_class(Settings().model_dump(mode="json"))
 
@@ -118,7 +120,9 @@ def test_a_decoder_crash_is_a_server_fault_not_broken_media(crash):
 
     decoder.stage.decode_one = crashes
     row = decoder.decode_row("upload.jpg", b"\xff\xd8\xff" + b"\0" * 100)
-    assert row["error_code"][0] == errors.DECODE_FAILED
-    status = status_for(row["error_code"][0])
-    assert status == 500 and public_detail(status, row["error"][0]) == INTERNAL
+    assert row["error_code"][0] == code
+    problem = problem_for(row["error_code"][0], row["error"][0], retry_after_s=5)
+    assert (problem.status, problem.code) == (status, "out_of_memory" if status == 503 else "internal_error")
+    assert (problem.headers or {}).get("Retry-After") == ("5" if status == 503 else None)
+    assert status == 503 or problem.detail == INTERNAL
     assert status_for(errors.MediaError.code) == 422
