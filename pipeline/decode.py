@@ -315,18 +315,20 @@ class DecodeStage:
 
     A row that cannot be decoded keeps going through the graph with its ``error`` text set. ``max_side``
     shrinks the frames to the detector's working size (``pipeline.resize``) when they leave this process
-    (the split scan plan); ``width``/``height`` stay the source's.
+    (the split scan plan); ``width``/``height`` stay the source's. ``literal_uris``: the URIs came from a
+    listing (the scan) and name their keys exactly, so they are not normalised as typed ones are.
     """
 
     def __init__(self, config: DecodeConfig | None = None, storage_options: dict | None = None,
-                 max_side: int | None = None):
+                 max_side: int | None = None, literal_uris: bool = False):
         self.config = config or DecodeConfig()
         self.storage_options = storage_options or {}
         self.max_side = max_side
+        self.literal_uris = literal_uris
 
     def decode_one(self, uri: str, data: bytes | None = None) -> DecodedMedia:
         if data is None:
-            data = read_media_bytes(uri, self.config.max_bytes, self.storage_options)
+            data = read_media_bytes(uri, self.config.max_bytes, self.storage_options, literal=self.literal_uris)
         decoded = decode_bytes(bytes(data), self.config)
         if self.max_side:
             decoded.frames = shrink(decoded.frames, working_size(decoded.width, decoded.height, self.max_side)[1])

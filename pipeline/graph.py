@@ -59,7 +59,7 @@ def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | No
                 storage_options: dict | None = None, torch_threads: int | None = None,
                 packed: tuple[ModelCard, bytes] | None = None,
                 classifier: FaceClassifier | None = None, shrink_frames: bool = False, thumbnails: int = 0,
-                thumbnail_px: int = 64) -> list[StageSpec]:
+                thumbnail_px: int = 64, listed: bool = False) -> list[StageSpec]:
     """The stages ``decode`` … ``upto`` in order, each with its arguments.
 
     ``card`` defaults to the classifier's, else the checkpoint's card (read, not loaded); it is needed for
@@ -67,6 +67,7 @@ def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | No
     default when there is no model and ``detect.crop_size`` is unset. ``torch_threads`` overrides
     ``settings.torch_threads`` for the model stages (a front end that sizes its own workers).
     ``thumbnails``/``thumbnail_px``: face thumbnails kept per object by ``score`` (the scan's evidence).
+    ``listed``: the URIs come from a listing (the scan), so decode reads them literally (S3 keys are literal).
     """
     names = STAGES[: STAGES.index(upto) + 1]
     card = card or (packed[0] if packed else None) or (classifier.card if classifier else None)
@@ -88,7 +89,7 @@ def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | No
         "decode": lambda: StageSpec("decode", "pipeline.decode:DecodeStage", {
             "config": settings.decode if settings.decode.threads is not None else settings.decode.model_copy(
                 update={"threads": threads}), "storage_options": storage_options,
-            "max_side": settings.detect.detect_max_side if shrink_frames else None}),
+            "max_side": settings.detect.detect_max_side if shrink_frames else None, "literal_uris": listed}),
         "detect": lambda: StageSpec("detect", "pipeline.detect:DetectStage", {"config": settings.detect.model_copy(update={"margin": margin}),
                                                             "device": settings.device,
                                                             "crop_size": crop, "torch_threads": threads}),

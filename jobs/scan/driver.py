@@ -39,7 +39,7 @@ from jobs.scan.lease import LeaseHeld, LeaseLost, OutputLease
 from jobs.scan.listing import list_objects, storage_options_for
 from jobs.scan.output import FACES_SCHEMA, CommitInfo, OutputError, OutputStore
 from jobs.scan.rows import lost_rows, unnest
-from jobs.scan.plan import PoolPlan, build_dataset, data_context, ensure_ray, plan_pools, read_literally
+from jobs.scan.plan import PoolPlan, build_dataset, data_context, ensure_ray, plan_pools
 from jobs.scan.records import RUNS_DIR, RunRecord, record_bytes, settings_digest
 from jobs.scan.stop import GracefulStop, Terminated
 from pipeline.config import Settings
@@ -275,10 +275,10 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
 
         # the packed weights travel to the actors in the object store (once); where frames travel (split),
         # shrink_frames sends them at the detector's working size
-        specs = read_literally(stage_specs(
+        specs = stage_specs(
             settings, storage_options=source_options, torch_threads=plan.torch_threads, packed=verdict["packed"],
             shrink_frames=plan.plan == "split" and options.shrink_frames, thumbnails=options.thumbnails,
-            thumbnail_px=options.thumbnail_px))
+            thumbnail_px=options.thumbnail_px, listed=True)
         scan_start = time.perf_counter()
         pending_videos: list[pa.Table] = []
         pending_faces: list[pa.Table] = []

@@ -183,17 +183,6 @@ def work_order(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda entry: -(entry.get("size") or 0))
 
 
-STOCK_DECODE = "pipeline.decode:DecodeStage"
-LISTED_DECODE = "jobs.scan.reading:ListedDecodeStage"
-
-
-def read_literally(specs: list) -> list:
-    """The graph's specs with the stock decode stage swapped for the scan's, which reads the listing's URIs
-    literally (``jobs/scan/reading.py``); named, not imported, so the driver loads no stage. A decode stage
-    of another class (a test's) is kept."""
-    return [replace(s, cls=LISTED_DECODE) if s.name == "decode" and s.cls == STOCK_DECODE else s for s in specs]
-
-
 def _pool(size: int, in_flight: int = 1):
     """A fixed pool whose actors hold ``in_flight`` batches at a time. With 2 the next batch is already on the
     actor when one ends (no dispatch gap), but an innocent batch queued behind a crashing one shares its

@@ -1,13 +1,12 @@
-"""The scan reads the keys its listing returned as they are (jobs/scan/reading.py, plan.read_literally), on the
-local S3 server: S3 keys are literal, so `clip%41.jpg` is not `clipA.jpg` and `caf%c3%a9.jpg` exists as
-written. What a user types (`score`, the server) is still normalised by ``read_media_bytes``."""
+"""The scan reads the keys its listing returned as they are (``stage_specs(listed=True)``: DecodeStage's
+``literal_uris``), on the local S3 server: S3 keys are literal, so `clip%41.jpg` is not `clipA.jpg` and
+`caf%c3%a9.jpg` exists as written. What a user types (`score`, the server) is still normalised by ``read_media_bytes``."""
 
 from __future__ import annotations
 
 import boto3
 
 from jobs.scan.listing import list_objects, storage_options_for
-from jobs.scan.plan import read_literally
 from pipeline.batch import object_column
 from pipeline.config import load_settings
 from pipeline.graph import stage_specs
@@ -25,7 +24,7 @@ def test_listed_keys_are_read_as_they_are(s3_server, s3_bucket, samples_dir):
     uris = [entry["uri"] for entry in list_objects(source, options)]
     assert uris == sorted(f"s3://{s3_bucket}/{key}" for key in keys)
 
-    (decode,) = read_literally(stage_specs(load_settings(), "decode", storage_options=options))
+    (decode,) = stage_specs(load_settings(), "decode", storage_options=options, listed=True)
     out = decode.build()({"uri": object_column(uris)})  # the stage the scan's actors run
     assert [e or None for e in out["error"]] == [None] * 3, list(out["error"])
     shapes = {name: (int(w), int(h)) for name, w, h in zip(uris, out["width"], out["height"])}
