@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.aspect import sample_aspect, square_pixels, stored_shape
 from pipeline.batch import Batch, as_text, batch_size, codes_of, errors_of, object_column
 from pipeline.config import DecodeConfig
-from pipeline.errors import DECODE_FAILED, OUT_OF_MEMORY, MediaError, MediaTooLargeError
+from pipeline.errors import DECODE_FAILED, OUT_OF_MEMORY, MediaError, MediaTooLargeError, one_line
 from pipeline.logsafe import log_safe
 from pipeline.media import MediaKind, read_media_bytes, sniff_media
 from pipeline.probe import VideoInfo, check_duration, check_pixels, main_video_stream, probe_video
@@ -354,7 +354,7 @@ class DecodeStage:
                     errors[i], codes[i] = "decode failed: out of memory", OUT_OF_MEMORY
                     log.error("out of memory decoding %s", log_safe(uris[i]))
                 except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
-                    errors[i] = f"decode failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                    errors[i] = f"decode failed: {one_line(exc, 200)}"
                     codes[i] = DECODE_FAILED
                     log.exception("decode failed for %s", log_safe(uris[i]))
             decoded.append(item)

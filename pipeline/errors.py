@@ -68,6 +68,14 @@ WORKER_LOST = "worker_lost"  # the scan's worker for the object crashed on every
 OUT_OF_MEMORY = "out_of_memory"  # decoding or detection ran out of memory: the server's limit, worth a retry
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message``, cut at ``limit``: what a log line or an operator's message quotes of an
+    exception whose text can run to pages (botocore, DuckDB, FFmpeg)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0][:limit] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def code_of(exc: BaseException, default: str = DECODE_FAILED) -> str:
     """The stable code of a typed error; ``default`` for anything else."""
     return exc.code if isinstance(exc, DeepfakeStreamError) else default

@@ -69,7 +69,7 @@ def scan(
     from jobs.scan.exit_codes import ExitCode
     from jobs.scan.lease import LeaseHeld, LeaseLost
     from jobs.scan.stop import Terminated
-    from pipeline.errors import DeepfakeStreamError
+    from pipeline.errors import DeepfakeStreamError, one_line
 
     # flags override the `scan:` section of the file and DFS_SCAN__* only when given (on/off flags when on)
     flags = dict(source=source, output=output, full=full or None, retry_errors=retry_errors or None, extensions=ext, include=include,
@@ -119,8 +119,7 @@ def scan(
 
         logging.getLogger("deepfakestream.scan").debug("the scan crashed", exc_info=True)
         failure(exc, "aborted", ExitCode.ABORTED)
-        first = str(exc).splitlines()[0][:300] if str(exc) else ""
-        console.print(f"[red]scan stopped:[/red] {type(exc).__name__}: {escape(first)}. Committed results and the run "
+        console.print(f"[red]scan stopped:[/red] {escape(one_line(exc))}. Committed results and the run "
                       "record are kept; run the same command again to resume (-v shows the trace)", soft_wrap=True)
         raise typer.Exit(ExitCode.ABORTED) from None
     if as_json:

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from jobs.scan.output import PARTITION, SCHEMAS, OutputStore
 from jobs.scan.records import read_records, runs_table
-from pipeline.errors import DeepfakeStreamError
+from pipeline.errors import DeepfakeStreamError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,6 @@ class QueryError(DeepfakeStreamError):
     """The output cannot be read or the SQL failed (the message is one line, for the operator)."""
 
     code = "query_failed"
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _sql_str(value: str) -> str:
@@ -191,4 +186,4 @@ def format_rows(columns: list[str], rows: list[tuple], fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r} (table, csv or json)")
 
 
-__all__ = ["connect", "run_query", "format_rows", "QueryError", "one_line", "jsonable"]
+__all__ = ["connect", "run_query", "format_rows", "QueryError", "jsonable"]

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from jobs.query.sql import QueryError, connect, one_line
+from jobs.query.sql import QueryError, connect
+from pipeline.errors import one_line
 from jobs.scan.output import PARTITION
 
 T = TypeVar("T")

@@ -43,7 +43,7 @@ from jobs.scan.plan import PoolPlan, build_dataset, data_context, ensure_ray, pl
 from jobs.scan.records import RUNS_DIR, RunRecord, record_bytes, settings_digest
 from jobs.scan.stop import GracefulStop, Terminated
 from pipeline.config import Settings
-from pipeline.errors import DeepfakeStreamError
+from pipeline.errors import DeepfakeStreamError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,7 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
             on_end(summary)
         raise
     except Exception as exc:  # noqa: BLE001 - credentials, network, permissions, missing bucket
-        raise OutputError(f"cannot write to output {store.display}: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:300] if str(exc) else ''}") from exc
+        raise OutputError(f"cannot write to output {store.display}: {one_line(exc)}") from exc
 
     stop = GracefulStop(options.stop_timeout)
     stop.install()
@@ -170,7 +169,7 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
         outcome = ("not_started", ExitCode.NOT_STARTED, str(exc), exc.code)
         raise
     except Exception as exc:
-        outcome = ("aborted", ExitCode.ABORTED, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+        outcome = ("aborted", ExitCode.ABORTED, one_line(exc),
                    CRASHED)
         raise
     finally:
@@ -375,7 +374,7 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
             summary.scan_s = round(time.perf_counter() - scan_start, 3)
             raise ScanAborted(
                 f"the scan stopped after {summary.scanned} of {len(todo)} objects: "
-                f"{type(aborted).__name__}: {str(aborted).splitlines()[0][:300]}. Committed results are kept; "
+                f"{one_line(aborted)}. Committed results are kept; "
                 "run the same command again to scan the rest.") from aborted
         lost = [e for e in todo if e["uri"] not in returned]
         if lost:

@@ -32,7 +32,7 @@ from typing import Any, Iterator
 from pydantic import BaseModel, ValidationError
 
 from pipeline.atomic import write_atomic
-from pipeline.errors import DeepfakeStreamError
+from pipeline.errors import DeepfakeStreamError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class OutputLease:
         try:
             return LeaseInfo.model_validate(json.loads(data)), etag, True
         except (ValidationError, ValueError) as exc:
-            log.warning("ignoring unreadable lease %s: %s", self.path, str(exc).splitlines()[0][:200])
+            log.warning("ignoring unreadable lease %s: %s", self.path, one_line(exc, 200))
             return None, etag, True
 
     def _write(self, info: LeaseInfo, exists: bool, etag: str | None) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import fsspec
 
 from jobs.scan.errors import ScanError, SourceNotFoundError
+from pipeline.errors import one_line
 from pipeline.media import MEDIA_EXTENSIONS, normalize_uri
 
 
@@ -114,7 +115,7 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
     except ScanError:
         raise
     except FileNotFoundError as exc:  # s3fs: no such bucket
-        raise SourceNotFoundError(f"source not found: {source} ({str(exc).splitlines()[0][:200]})") from exc
+        raise SourceNotFoundError(f"source not found: {source} ({one_line(exc, 200)})") from exc
     except Exception as exc:  # noqa: BLE001 - credentials, network, permissions
         raise ScanError(f"cannot list source {source}: {type(exc).__name__}: {exc}") from exc
     suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)

@@ -16,6 +16,8 @@ import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
+from pipeline.errors import one_line
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -31,7 +33,7 @@ class StorageUnreadable(OSError):
 
 
 def _why(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}"
+    return one_line(exc, 200)
 
 
 def confirmed_read(fs: Any, path: str, read: Callable[[Any], T]) -> tuple[T | None, str | None]:

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from pipeline.errors import one_line
+
 log = logging.getLogger(__name__)
 
 RUNS_DIR = "_runs"
@@ -85,7 +87,7 @@ def read_records(fs: Any, root: str) -> list[RunRecord]:
                 raise data
             records.append(RunRecord.model_validate(json.loads(data)))
         except (ValidationError, ValueError, OSError) as exc:
-            log.warning("skipping unreadable run record %s: %s", path, str(exc).splitlines()[0][:200])
+            log.warning("skipping unreadable run record %s: %s", path, one_line(exc, 200))
     return sorted(records, key=lambda r: (r.started_at, r.scan_id), reverse=True)
 
 
