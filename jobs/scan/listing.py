@@ -92,8 +92,7 @@ def _followed(path: str) -> dict[str, Any] | None:
 
 
 def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple[str, ...] = MEDIA_EXTENSIONS,
-                 include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
-                 max_objects: int | None = None) -> list[dict[str, Any]]:
+                 include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Every media object under ``source`` (a prefix, folder or single object), sorted by URI."""
     source = normalize_uri(source)  # `S3://b/x` and `s3://b/x` are one source (fsspec knows only the latter)
     try:
@@ -138,6 +137,4 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
             continue
         uri = path if local else fs.unstrip_protocol(path)
         entries.append(object_entry(uri, info))
-        if max_objects is not None and len(entries) >= max_objects:
-            break
     return entries

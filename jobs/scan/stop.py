@@ -16,9 +16,11 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from jobs.scan.exit_codes import ExitCode
+
 log = logging.getLogger(__name__)
 
-EXIT_TERMINATED = 143
+EXIT_TERMINATED = int(ExitCode.TERMINATED)  # the process's own status when a second SIGTERM cannot wait
 
 
 class Terminated(KeyboardInterrupt):
