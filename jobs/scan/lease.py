@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel, ValidationError
 
+from jobs.scan.listing import is_local, protocol
 from pipeline.atomic import write_atomic
 from pipeline.errors import DeepfakeStreamError, one_line
 
@@ -81,10 +82,6 @@ def _clock() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
 
 
-def _protocol(fs: Any) -> str:
-    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-
-
 def _refused_condition(exc: OSError) -> bool:
     """S3 refused a conditional write. s3fs raises FileExistsError for If-None-Match; for If-Match an OSError
     whose cause is botocore's ClientError, read by its code (never the message, which s3fs may reword)."""
@@ -101,7 +98,7 @@ class OutputLease:
     def __init__(self, fs: Any, root: str, display: str, scan_id: str, ttl_s: float = 120.0):
         self.fs, self.root, self.display, self.scan_id, self.ttl_s = fs, root, display, scan_id, ttl_s
         self.path = f"{root}/{LEASE}"
-        self.kind = "local" if _protocol(fs) in ("file", "local") else "s3" if _protocol(fs) in ("s3", "s3a") else "other"
+        self.kind = "local" if is_local(fs) else "s3" if protocol(fs) in ("s3", "s3a") else "other"
         self.token = uuid.uuid4().hex
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.acquired_at: datetime | None = None

@@ -43,9 +43,13 @@ def storage_options_for(uri: str, endpoint_url: str | None = None, anon: bool = 
     return options
 
 
+def protocol(fs: fsspec.AbstractFileSystem) -> str:
+    """A filesystem's main protocol (fsspec gives a string or a tuple of aliases)."""
+    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+
+
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
+    return protocol(fs) in ("file", "local")
 
 
 def _epoch(value: Any) -> float:
