@@ -15,6 +15,11 @@ from pipeline.probe import check_duration, check_pixels
 
 # formats whose extra images are an animation's frames; HEIC's and MPO's are other pictures (bursts, depth maps)
 ANIMATED = ("WEBP", "PNG", "AVIF")
+# Frames an animation may have when ``decode.max_frames`` is unset (its default). PIL learns a frame's duration only
+# by decoding it and every frame before it, so sampling reads the whole animation (twice where durations vary):
+# time grows with the frame count, which the header states and a few KB of tiny frames can make enormous. 10,000 is
+# over 5 minutes at 30 fps, beyond any real GIF-style animation; videos are not bound by it (they seek).
+MAX_ANIMATION_FRAMES = 10_000
 
 
 def image_to_rgb(image) -> np.ndarray:
@@ -69,9 +74,10 @@ def read_frames(image, wanted: set[int]) -> tuple[dict[int, np.ndarray], np.ndar
 def _sampled(image, config: DecodeConfig) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
     """(frames kept, their indices, every frame's start in seconds then the last one's end). The first pass keeps
     frames by number; a second reads the frames evenly spaced in time where uneven durations move the samples."""
-    count = count_frames(image)
-    if config.max_frames is not None and count > config.max_frames:
-        raise MediaTooLargeError(f"animation has {count} frames, over the {config.max_frames}-frame limit")
+    count = count_frames(image)  # from the header: no frame is decoded yet
+    limit = config.max_frames if config.max_frames is not None else MAX_ANIMATION_FRAMES
+    if count > limit:
+        raise MediaTooLargeError(f"animation has {count} frames, over the {limit}-frame limit")
     kept, durations = read_frames(image, set(sample_indices(count, config.num_frames).tolist()))
     starts = np.concatenate([[0.0], np.cumsum(durations)]) / 1000
     indices = sample_times(starts[:-1], config.num_frames)

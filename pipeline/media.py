@@ -20,7 +20,7 @@ from pipeline.errors import (
 MediaKind = Literal["image", "video"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif")
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts")
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
 
 
@@ -75,6 +75,10 @@ def sniff_media(head: bytes) -> tuple[MediaKind, str]:
         return "video", "video/mpeg"
     if head[0] == 0x47 and len(head) > 188 and head[188] == 0x47:
         return "video", "video/mp2t"
+    # M2TS/AVCHD (camcorders' .mts, Blu-ray's .m2ts): 192-byte packets, a 4-byte timestamp before each TS packet.
+    # The same mime as MPEG-TS: decode.py then reads it with PyAV (decord cannot read either from memory).
+    if len(head) > 196 and head[4] == 0x47 and head[196] == 0x47:
+        return "video", "video/mp2t"
     raise UnsupportedMediaError("not a supported image or video (unrecognised file signature)")
 
 
@@ -97,6 +101,16 @@ def _heif_still(head: bytes, brand: bytes) -> str | None:
     return None
 
 
+def _filesystem(uri: str, storage_options: dict):
+    """(file system, path) for ``uri``. A plain path (no ``://``) is a local file, read as named: fsspec's URL
+    parsing would take ``x::y.jpg`` for a chained URL (and read ``x``) and ``data:...`` for inline data.
+    LocalFileSystem still expands ``~``, resolves relative paths and drops a ``file:`` prefix, as before."""
+    if "://" not in uri:
+        fs = fsspec.filesystem("file", **storage_options)
+        return fs, fs._strip_protocol(uri)
+    return fsspec.core.url_to_fs(uri, **storage_options)
+
+
 def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = None, *, literal: bool = False) -> bytes:
     """Read a whole object through fsspec, refusing objects over ``max_bytes`` before reading them.
 
@@ -105,8 +119,11 @@ def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = No
     """
     uri = uri if literal else normalize_uri(uri)
     try:
-        fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-        size = fs.size(path)
+        fs, path = _filesystem(uri, storage_options or {})
+        info = fs.info(path)
+        if info.get("type") == "directory":
+            raise IsADirectoryError(path)
+        size = info.get("size")
         if size is not None and size > max_bytes:
             raise MediaTooLargeError(f"object is {size} bytes, over the {max_bytes}-byte limit")
         with fs.open(path, "rb") as handle:
@@ -115,8 +132,8 @@ def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = No
         raise
     except FileNotFoundError as exc:
         raise MediaNotFoundError(f"not found: {uri}") from exc
-    except IsADirectoryError as exc:
-        raise MediaError(f"is a directory, not a file: {uri}") from exc
+    except IsADirectoryError as exc:  # errors.py: not_found covers "does not exist (or is a directory)"
+        raise MediaNotFoundError(f"is a directory, not a file: {uri}") from exc
     except PermissionError as exc:
         raise AccessDeniedError(f"could not read {uri}: {type(exc).__name__}: {exc}") from exc
     except MemoryError:  # the server's fault, not the media's (PyAV's own subclasses it): OUT_OF_MEMORY

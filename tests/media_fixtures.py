@@ -31,6 +31,14 @@ def encode_video(width: int = 64, height: int = 64, frames: int = 10, fps: int =
     return buf.getvalue()
 
 
+def m2ts(ts: bytes) -> bytes:
+    """MPEG-TS ``ts`` as M2TS/AVCHD (a camcorder's .mts): each 188-byte packet behind a 4-byte header (2 copy-control
+    bits, a 30-bit arrival time in 27 MHz ticks), so the sync byte 0x47 sits at 4, 196, 388..."""
+    assert len(ts) % 188 == 0 and ts[0] == 0x47
+    return b"".join(((i * 2700) & 0x3FFFFFFF).to_bytes(4, "big") + ts[at:at + 188]
+                    for i, at in enumerate(range(0, len(ts), 188)))
+
+
 def variable_rate_mp4(gaps_ms: list[int], width: int = 64, height: int = 48) -> bytes:
     """An MP4 whose frames are ``gaps_ms`` apart (a screen recording idling at 1 fps, then 30 fps); frame i's
     brightness is 23 i mod 256."""
