@@ -135,15 +135,15 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
 
 
 def load_settings(config_file: Path | str | None = None, *, overrides_from: str = "command-line flags",
-                  **overrides: Any) -> Settings:
-    """Build settings from file < environment < overrides (dotted keys like ``decode.num_frames``).
-    ``overrides_from`` names where the overrides came from in the error for an unknown key."""
+                  tree: dict[str, Any] | None = None, **overrides: Any) -> Settings:
+    """Build settings from file < environment < overrides: ``tree`` (nested, as in a file) and dotted keys like
+    ``decode.num_frames`` (None: not given). ``overrides_from`` names them in the error for an unknown key."""
     config_file = config_file or os.environ.get("DFS_CONFIG")
     file_values = _read_config_file(Path(config_file)) if config_file else {}
     check_keys(file_values, f"config file {config_file}")
     check_environment()
     env_values = Settings().model_dump(exclude_unset=True)  # only what the environment set
-    nested: dict[str, Any] = {}
+    nested: dict[str, Any] = _deep_merge({}, tree or {})
     for dotted, value in overrides.items():
         if value is None:
             continue

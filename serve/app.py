@@ -69,16 +69,6 @@ def build_app(settings: Settings):
                        max_ongoing_requests=cfg.max_ongoing_requests).bind(payload, decoder, detector, classifier)
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and key != "storage_options":
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def app_builder(args: dict[str, Any]):
     """``serve deploy`` / KubeRay entry point (``import_path: serve.app:app_builder``).
 
@@ -90,7 +80,7 @@ def app_builder(args: dict[str, Any]):
     if unknown:
         raise ValueError(f"unknown application args {sorted(unknown)}; expected 'config' and/or 'settings'")
     settings = load_settings(args.get("config"), overrides_from="the application's args.settings",
-                             **_flatten(args.get("settings") or {}))
+                             tree=args.get("settings") or {})
     return build_app(settings)
 
 

@@ -24,7 +24,7 @@ from serve.admission import Admission, Overloaded
 from serve.deployments import replica_settings
 from serve.guard import UriNotAllowedError, check_uri, server_decode_config
 from pipeline.heap import pin_mmap_threshold, release_heap
-from serve.problems import (INTERNAL, Problem, ProblemError, add_problem_handlers, overloaded, problem_for,
+from serve.problems import (INTERNAL, Problem, ProblemError, add_problem_handlers, invalid, overloaded, problem_for,
                             problem_responses)
 from serve.upload import Upload, body_deadline, read_small_body, receive_upload
 
@@ -246,8 +246,7 @@ class Api:
             try:
                 parsed = ScoreRequest.model_validate_json(body)
             except ValidationError as exc:
-                detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-                raise ProblemError(400, f"invalid JSON body: {detail}"[:1000]) from None
+                raise invalid(exc.errors(), "invalid JSON body: ") from None
             try:
                 return check_uri(parsed.uri, self.config.allowed_uri_prefixes), None
             except UriNotAllowedError as exc:

@@ -125,6 +125,12 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"description": described[s], "content": {PROBLEM_JSON: {"schema": schema}}} for s in statuses}
 
 
+def invalid(errors: list[dict[str, Any]], what: str = "") -> ProblemError:
+    """400 naming each invalid field and why (pydantic's or FastAPI's errors), cut to a readable length."""
+    detail = "; ".join(f"{'.'.join(map(str, e.get('loc', ()))) or 'body'}: {e.get('msg')}" for e in errors)
+    return ProblemError(400, (f"{what}{detail}" if detail else f"{what}invalid request")[:1000])
+
+
 def add_problem_handlers(app: FastAPI) -> None:
     """Every error the app raises (ours, Starlette's, validation, unexpected) answers as problem details."""
 
@@ -142,8 +148,7 @@ def add_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors())
-        return ProblemError(400, detail[:1000] or "invalid request").response()
+        return invalid(list(exc.errors())).response()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - backstop
