@@ -103,6 +103,12 @@ def _quantiles(values: np.ndarray) -> dict[str, float]:
     return {n: round(float(q), 4) for n, q in zip(names, np.quantile(values, [0, 0.25, 0.5, 0.75, 0.95, 1]))}
 
 
+def _at_card(overall: dict[str, Any]) -> dict[str, Any]:
+    """A strategy's row at the card's threshold, with its false-positive rate over every real (as the fit gives it)."""
+    reals = overall["confusion"]["tn"] + overall["confusion"]["fp"]
+    return {**overall, "fpr": overall["confusion"]["fp"] / reals if reals else 0.0}
+
+
 def report(records: list[dict], threshold: float, strategy: str, min_track_frames: int = 1) -> dict[str, Any]:
     labels, scores, kept = video_scores(records, strategy, min_track_frames)
     sources = [r.get("source", "") for r in kept]
@@ -166,7 +172,7 @@ def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, 
     strategy, threshold, min_track = verdict["aggregation"], verdict["threshold"], verdict["min_track_frames"]
     result = {"model_version": card.version, "split": split, "threshold_source": source_note, "sources": sources,
               **report(records, threshold, strategy, min_track)}
-    result["strategies"] = strategies or {name: {**report(records, threshold, name, min_track)["overall"], "fpr": float("nan")}
+    result["strategies"] = strategies or {name: _at_card(report(records, threshold, name, min_track)["overall"])
                                           for name in STRATEGIES}
     plot = reliability_plot(result, out_dir / f"reliability-{split}.png", f"{card.version} — {split}")
     result["plot"] = plot.name if plot else None

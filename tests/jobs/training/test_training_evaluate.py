@@ -21,8 +21,11 @@ def test_evaluate_leaves_the_card_alone_unless_asked(tmp_path, samples_dir, capl
     (tmp_path / "labels.csv").write_text(f"path,label,group\n{samples_dir / 'astronaut.jpg'},REAL,a\n"
                                          f"{samples_dir / 'astronauts_pair.jpg'},FAKE,b\n")
     settings = load_settings(**{"classify.checkpoint": str(ckpt)})
-    evaluate(tmp_path / "labels.csv", "all", settings, tmp_path / "eval")
+    result = evaluate(tmp_path / "labels.csv", "all", settings, tmp_path / "eval")
     assert card_path(ckpt).read_text() == before
+    for row in result["strategies"].values():  # each strategy's real FPR at the card's threshold, not a blank
+        confusion = row["confusion"]
+        assert row["fpr"] == confusion["fp"] / (confusion["fp"] + confusion["tn"])
     assert "model card" not in caplog.text
     evaluate(tmp_path / "labels.csv", "all", settings, tmp_path / "eval", record=True)
     summary = json.loads(card_path(ckpt).read_text())["metrics"]["all_report"]
