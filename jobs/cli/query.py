@@ -21,11 +21,9 @@ def _output(config: Optional[Path], output: Optional[str], endpoint_url: Optiona
             profile: Optional[str]) -> tuple[str, dict]:
     """The output and its fsspec options from the settings' ``scan`` section, resolved as ``scan`` resolves them
     (flags > DFS_SCAN__* > config file > defaults), so these commands read where a scan so configured wrote."""
-    from jobs.scan.listing import storage_options_for
-
     flags = dict(output=output, endpoint_url=endpoint_url, anon=anon or None, profile=profile)
     scan = settings_from_cli(config, **{f"scan.{k}": v for k, v in flags.items()}).scan
-    return scan.output, storage_options_for(scan.output, scan.endpoint_url, scan.anon, scan.profile)
+    return scan.output, scan.storage_options(scan.output)
 
 
 def query(

@@ -71,3 +71,9 @@ class ScanConfig(BaseModel):
     progress: bool = True
     ray_progress: bool = False
     verbose: bool = False
+
+    def storage_options(self, uri: str) -> dict:
+        """fsspec options for ``uri`` (the source or the output) from these settings' endpoint, anon and profile."""
+        from jobs.scan.listing import storage_options_for  # fsspec: not needed to compose the settings
+
+        return storage_options_for(uri, self.endpoint_url, self.anon, self.profile)

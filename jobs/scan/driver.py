@@ -36,7 +36,7 @@ from jobs.scan.errors import CRASHED, ScanAborted, ScanError
 from jobs.scan.exit_codes import ExitCode
 from jobs.scan.incremental import unchanged, uri_prefix
 from jobs.scan.lease import LeaseHeld, LeaseLost, OutputLease
-from jobs.scan.listing import list_objects, storage_options_for
+from jobs.scan.listing import list_objects
 from jobs.scan.output import FACES_SCHEMA, CommitInfo, OutputError, OutputStore
 from jobs.scan.rows import lost_rows, unnest
 from jobs.scan.plan import PoolPlan, build_dataset, data_context, ensure_ray, plan_pools
@@ -123,7 +123,7 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     verdict = stage_specs(settings, packed=packed)[-1].kwargs  # threshold and aggregation the actors will use
 
     # 2. The output's lease, before anything touches DEST (its clean-up must not race a running scan).
-    output_options = storage_options_for(options.output, options.endpoint_url, options.anon, options.profile)
+    output_options = options.storage_options(options.output)
     try:
         store = OutputStore(options.output, output_options)
     except Exception as exc:  # noqa: BLE001 - unknown protocol, missing backend, bad options
@@ -242,7 +242,7 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
           on_commit: Callable[[CommitInfo], None] | None, on_plan: Callable[[PoolPlan], None] | None) -> None:
     """List, skip what is done, run the Ray Data graph, commit parts; fills ``summary``."""
     scan_id = summary.scan_id
-    source_options = storage_options_for(options.source, options.endpoint_url, options.anon, options.profile)
+    source_options = options.storage_options(options.source)
     entries = list_objects(options.source, source_options, options.extensions, options.include, options.exclude)
     store.prepare()
     store.quarantine_unreadable(scan_id)
