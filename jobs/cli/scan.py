@@ -12,9 +12,18 @@ from typing import Literal, Optional
 import typer
 from rich.markup import escape
 
-from jobs.cli.common import AnonOpt, EndpointOpt, ProfileOpt, console, settings_from_cli
+from jobs.cli.common import (AnonOpt, CheckpointOpt, ConfigOpt, DeviceOpt, EndpointOpt, FramesOpt, ProfileOpt, console,
+                             settings_from_cli)
 from jobs.cli.logs import setup_logging
-from jobs.scan.config import DEFAULT_OUTPUT
+from jobs.scan.config import DEFAULT_OUTPUT, ScanConfig
+
+
+def _default(name: str) -> str:
+    """A flag's default as help shows it: ScanConfig's own, so the two cannot drift (flags left out pass None)."""
+    default = ScanConfig.model_fields[name].default
+    if isinstance(default, bool):  # a --x/--no-x pair shows the side that is on
+        return ("" if default else "no-") + name.replace("_", "-")
+    return str(default)
 
 
 def scan(
@@ -32,33 +41,33 @@ def scan(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local instance)"),
     num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs of the local Ray instance (default: all)"),
     num_gpus: Optional[int] = typer.Option(None, "--num-gpus", min=0, help="GPUs of the local Ray instance (default: detected)"),
-    plan: Optional[Literal["auto", "fused", "split"]] = typer.Option(None, "--plan", show_default="auto",
+    plan: Optional[Literal["auto", "fused", "split"]] = typer.Option(None, "--plan", show_default=_default("plan"),
                                        help="fused: one actor per CPU runs the whole graph; split: CPU decode actors → (GPU) model actors; auto: split when the cluster has a GPU"),
     fused_actors: Optional[int] = typer.Option(None, "--fused-actors", min=1, help="actors of the fused plan (default: one per CPU)"),
-    shrink_frames: Optional[bool] = typer.Option(None, "--shrink-frames/--no-shrink-frames", show_default="no-shrink-frames", help="split plan: decode sends frames at the detector's working size, less traffic but softer crops on large sources (default: full frames)"),
+    shrink_frames: Optional[bool] = typer.Option(None, "--shrink-frames/--no-shrink-frames", show_default=_default("shrink_frames"), help="split plan: decode sends frames at the detector's working size, less traffic but softer crops on large sources (default: full frames)"),
     decode_actors: Optional[int] = typer.Option(None, "--decode-actors", min=1, help="decode actors (default: from the cluster)"),
     detect_actors: Optional[int] = typer.Option(None, "--detect-actors", min=1, help="face-detection actors"),
     classify_actors: Optional[int] = typer.Option(None, "--classify-actors", min=1, help="classifier actors"),
     gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", min=0, help="GPU share of each model actor (default: share the cluster's GPUs; 0 on CPU-only clusters)"),
     torch_threads: Optional[int] = typer.Option(None, "--torch-threads", min=1, help="torch threads per model actor"),
-    classify_batch: Optional[int] = typer.Option(None, "--classify-batch", min=1, show_default="4", help="split plan only: objects whose crops go through the classifier together (the fused plan uses --decode-batch)"),
-    decode_batch: Optional[int] = typer.Option(None, "--decode-batch", min=1, show_default="1", help="objects per decode and per detect task"),
-    commit_every: Optional[int] = typer.Option(None, "--commit-every", min=1, show_default="256", help="commit a Parquet part every N objects"),
-    commit_seconds: Optional[float] = typer.Option(None, "--commit-seconds", min=0.1, show_default="60.0", help="… or every S seconds, whichever first"),
-    max_task_retries: Optional[int] = typer.Option(None, "--max-task-retries", min=0, show_default="2", help="retries of a batch whose worker died"),
-    max_failed_batches: Optional[int] = typer.Option(None, "--max-failed-batches", min=0, show_default="16", help="batches that may fail for good (their objects get ERROR rows) before the scan stops"),
-    lost_retries: Optional[int] = typer.Option(None, "--lost-retries", min=0, show_default="1", help="extra passes, with fresh actors, over objects whose batch failed on every retry (a lost node) before they get ERROR rows"),
-    max_error_rate: Optional[float] = typer.Option(None, "--max-error-rate", min=0.0, max=1.0, show_default="0.5", help="exit 4 (after committing everything) when more than this share of scanned objects got ERROR rows"),
-    lease_seconds: Optional[float] = typer.Option(None, "--lease-seconds", min=1.0, show_default="120.0", help="the output's lease lapses this long after its scan stops renewing it (a killed scan)"),
-    stop_timeout: Optional[float] = typer.Option(None, "--stop-timeout", min=1.0, show_default="25.0", help="after SIGTERM, exit (143) within this many seconds even if the final commit hangs"),
-    thumbnails: Optional[int] = typer.Option(None, "--thumbnails", min=0, max=32, show_default="3", help="face thumbnails kept per object for the report (its top-scoring faces; 0 = off)"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON/TOML settings file (also DFS_CONFIG)"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto"),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="detector .safetensors (model card .json beside it)"),
-    frames: Optional[int] = typer.Option(None, "--frames", help="frames sampled per video"),
+    classify_batch: Optional[int] = typer.Option(None, "--classify-batch", min=1, show_default=_default("classify_batch"), help="split plan only: objects whose crops go through the classifier together (the fused plan uses --decode-batch)"),
+    decode_batch: Optional[int] = typer.Option(None, "--decode-batch", min=1, show_default=_default("decode_batch"), help="objects per decode and per detect task"),
+    commit_every: Optional[int] = typer.Option(None, "--commit-every", min=1, show_default=_default("commit_every"), help="commit a Parquet part every N objects"),
+    commit_seconds: Optional[float] = typer.Option(None, "--commit-seconds", min=0.1, show_default=_default("commit_seconds"), help="… or every S seconds, whichever first"),
+    max_task_retries: Optional[int] = typer.Option(None, "--max-task-retries", min=0, show_default=_default("max_task_retries"), help="retries of a batch whose worker died"),
+    max_failed_batches: Optional[int] = typer.Option(None, "--max-failed-batches", min=0, show_default=_default("max_failed_batches"), help="batches that may fail for good (their objects get ERROR rows) before the scan stops"),
+    lost_retries: Optional[int] = typer.Option(None, "--lost-retries", min=0, show_default=_default("lost_retries"), help="extra passes, with fresh actors, over objects whose batch failed on every retry (a lost node) before they get ERROR rows"),
+    max_error_rate: Optional[float] = typer.Option(None, "--max-error-rate", min=0.0, max=1.0, show_default=_default("max_error_rate"), help="exit 4 (after committing everything) when more than this share of scanned objects got ERROR rows"),
+    lease_seconds: Optional[float] = typer.Option(None, "--lease-seconds", min=1.0, show_default=_default("lease_seconds"), help="the output's lease lapses this long after its scan stops renewing it (a killed scan)"),
+    stop_timeout: Optional[float] = typer.Option(None, "--stop-timeout", min=1.0, show_default=_default("stop_timeout"), help="after SIGTERM, exit (143) within this many seconds even if the final commit hangs"),
+    thumbnails: Optional[int] = typer.Option(None, "--thumbnails", min=0, max=32, show_default=_default("thumbnails"), help="face thumbnails kept per object for the report (its top-scoring faces; 0 = off)"),
+    config: Optional[Path] = ConfigOpt,
+    device: Optional[str] = DeviceOpt,
+    checkpoint: Optional[Path] = CheckpointOpt,
+    frames: Optional[int] = FramesOpt,
     threshold: Optional[float] = typer.Option(None, help="override the model card's decision threshold"),
     as_json: bool = typer.Option(False, "--json", help="print the end summary as JSON on stdout (on every exit)"),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", show_default="progress", help="progress bar on stderr"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", show_default=_default("progress"), help="progress bar on stderr"),
     ray_progress: bool = typer.Option(False, "--ray-progress", help="also show Ray Data's per-operator progress bars"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
