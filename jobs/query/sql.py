@@ -23,7 +23,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from jobs.scan.output import PARTITION, SCHEMAS, OutputStore
+from jobs.scan.output import OutputStore
+from jobs.scan.schema import PARTITION, SCHEMAS
 from jobs.scan.records import read_records, runs_table
 from pipeline.errors import DeepfakeStreamError, one_line
 

@@ -8,7 +8,7 @@ from typing import Callable, TypeVar
 
 from jobs.query.sql import QueryError, connect
 from pipeline.errors import one_line
-from jobs.scan.output import PARTITION
+from jobs.scan.schema import PARTITION
 
 T = TypeVar("T")
 

@@ -37,7 +37,8 @@ from jobs.scan.exit_codes import ExitCode
 from jobs.scan.incremental import unchanged, uri_prefix
 from jobs.scan.lease import LeaseHeld, LeaseLost, OutputLease
 from jobs.scan.listing import list_objects
-from jobs.scan.output import FACES_SCHEMA, CommitInfo, OutputError, OutputStore
+from jobs.scan.output import CommitInfo, OutputError, OutputStore
+from jobs.scan.schema import FACES_SCHEMA
 from jobs.scan.rows import lost_rows, unnest
 from jobs.scan.plan import PoolPlan, build_dataset, data_context, ensure_ray, plan_pools
 from jobs.scan.records import RUNS_DIR, RunRecord, record_bytes, settings_digest

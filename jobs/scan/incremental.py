@@ -45,7 +45,7 @@ def fold_latest(tables: Iterable[pa.Table | pa.RecordBatch]) -> pa.Table:
 
 
 def empty() -> pa.Table:
-    from jobs.scan.output import VIDEOS_SCHEMA
+    from jobs.scan.schema import VIDEOS_SCHEMA
 
     return pa.schema([VIDEOS_SCHEMA.field(c) for c in COLUMNS]).empty_table()
 

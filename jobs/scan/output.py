@@ -30,97 +30,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.scan.listing import is_local
+from jobs.scan.schema import (FACES_SCHEMA, MANIFEST, PARTITION, READABLE_VERSIONS, SCHEMA_VERSION, SCHEMAS, TABLES,
+                              VIDEOS_SCHEMA, schema_doc)
 from pipeline.atomic import write_atomic
 from pipeline.errors import DeepfakeStreamError
 from pipeline.media import normalize_uri
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
-# older versions whose parts this scanner reads and appends to (2 added `videos.error_code`, 3
-# `faces.thumb_jpeg`): the manifest is raised to SCHEMA_VERSION, old parts keep their columns and read
-# the new ones as null
-READABLE_VERSIONS = (1, 2, 3)
-MANIFEST = "_deepfakestream.json"
-PARTITION = "scan_date"
-TABLES = ("videos", "faces")
-
-
-def _field(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
-    return pa.field(name, type_, nullable=nullable, metadata={"doc": doc})
-
-
-TS = pa.timestamp("us", tz="UTC")
-
-VIDEOS_SCHEMA = pa.schema([
-    _field("schema_version", pa.int16(), "output schema version (this file format)", False),
-    _field("scan_id", pa.string(), "run that wrote the row (UTC start time + random suffix)", False),
-    _field("uri", pa.string(), "object URI (s3://…, gs://…) or absolute local path", False),
-    _field("size", pa.int64(), "object size in bytes from the listing"),
-    _field("etag", pa.string(), "object store ETag (quotes stripped); null on filesystems without one"),
-    _field("mtime", TS, "object last-modified time from the listing"),
-    _field("fingerprint", pa.string(), "object version used by incremental scans: generation:<n> (GCS), etag:<ETag> or "
-           "size:<n>:mtime:<s>", False),
-    _field("content_type", pa.string(), "MIME type sniffed from the object's bytes; null when unreadable"),
-    _field("duration", pa.float64(), "seconds (0 for images)"),
-    _field("fps", pa.float64(), "frames per second (0 for images)"),
-    _field("frame_count", pa.int64(), "frames in the video (1 for images)"),
-    _field("width", pa.int32(), "pixels"),
-    _field("height", pa.int32(), "pixels"),
-    _field("frames_sampled", pa.int32(), "frames decoded and searched for faces"),
-    _field("faces", pa.int32(), "face crops found over the sampled frames (rows in `faces`)"),
-    _field("tracks", pa.int32(), "distinct people (face tracks)"),
-    _field("score", pa.float64(), "fake probability of the object (aggregated); null for NO_FACE and ERROR"),
-    _field("label", pa.string(), "FAKE, REAL, NO_FACE or ERROR", False),
-    _field("threshold", pa.float64(), "decision threshold: score >= threshold is FAKE"),
-    _field("aggregation", pa.string(), "how face scores became the object score (mean, confident, track_max)"),
-    _field("model_version", pa.string(), "detector checkpoint version (model card)", False),
-    _field("error", pa.string(), "why the object could not be scored; null when it was"),
-    _field("error_code", pa.string(), "stable code of that error (pipeline/errors.py, e.g. media_too_large, "
-           "unsupported_media, worker_lost); null when scored, and in parts of schema version 1"),
-    _field("scanned_at", TS, "when the row was produced", False),
-    _field("decode_ms", pa.float64(), "decode time"),
-    _field("detect_ms", pa.float64(), "face detection time"),
-    _field("classify_ms", pa.float64(), "classifier time (the batch's time shared over its objects)"),
-    _field("processing_ms", pa.float64(), "decode + detect + classify"),
-])
-
-FACES_SCHEMA = pa.schema([
-    _field("schema_version", pa.int16(), "output schema version", False),
-    _field("scan_id", pa.string(), "run that wrote the row; (scan_id, uri) joins to `videos`", False),
-    _field("uri", pa.string(), "object URI", False),
-    _field("face", pa.int32(), "face number within the object", False),
-    _field("frame", pa.int32(), "index among the sampled frames", False),
-    _field("frame_number", pa.int64(), "frame number in the source video (0 for images)"),
-    _field("timestamp", pa.float64(), "seconds into the video"),
-    _field("track", pa.int32(), "person (track) id within the object"),
-    _field("box", pa.list_(pa.float32()), "x1, y1, x2, y2 in source pixels"),
-    _field("landmarks", pa.list_(pa.float32()), "5 facial landmarks as x, y pairs (10 values), source pixels"),
-    _field("probability", pa.float32(), "face detector probability"),
-    _field("score", pa.float32(), "fake probability of this face crop"),
-    _field("thumb_jpeg", pa.binary(), "small JPEG of the face crop, kept for the object's top-scoring faces "
-           "(scan.thumbnails, scan.thumbnail_px); null for the others"),
-    _field("model_version", pa.string(), "detector checkpoint version", False),
-    _field("scanned_at", TS, "when the row was produced", False),
-])
-
-SCHEMAS = {"videos": VIDEOS_SCHEMA, "faces": FACES_SCHEMA}
-
-
 class OutputError(DeepfakeStreamError):
     """DEST cannot be used (unwritable, or written by an incompatible schema version)."""
 
     code = "output_error"
-
-
-def schema_doc() -> dict[str, list[dict[str, str]]]:
-    """The documented schema, as written to the manifest and shown in docs/scan.md."""
-    doc = {}
-    for table, schema in SCHEMAS.items():
-        doc[table] = [{"name": f.name, "type": str(f.type), "doc": (f.metadata or {}).get(b"doc", b"").decode()}
-                      for f in schema]
-        doc[table].append({"name": PARTITION, "type": "date (Hive partition)", "doc": "UTC date the scan started"})
-    return doc
 
 
 # --------------------------------------------------------------------------------------- the store

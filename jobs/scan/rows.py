@@ -1,4 +1,4 @@
-"""The scan's ``videos`` and ``faces`` rows (``jobs/scan/output.py`` has their schemas), built as Arrow
+"""The scan's ``videos`` and ``faces`` rows (``jobs/scan/schema.py`` has their schemas), built as Arrow
 columns in the scan's last actor (``RowsStage``) from the objects' ``ScoreResult`` records plus the
 listing's columns: one ``videos`` row per object, one ``faces`` row per face of a scored object. The
 driver only splits, counts and writes them."""
@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.scan.output import FACES_SCHEMA, SCHEMA_VERSION, TS, VIDEOS_SCHEMA
+from jobs.scan.schema import FACES_SCHEMA, SCHEMA_VERSION, TS, VIDEOS_SCHEMA
 from pipeline.batch import Batch, as_text, batch_size
 from pipeline.errors import WORKER_LOST
 from pipeline.result import FaceBox, ScoreResult
