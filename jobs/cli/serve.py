@@ -9,11 +9,12 @@ import typer
 
 from jobs.cli.common import CheckpointOpt, ConfigOpt, DeviceOpt, FramesOpt, settings_from_cli
 from jobs.cli.logs import setup_logging
+from serve.config import ServeConfig
 
 
 def serve_command(
-    host: Optional[str] = typer.Option(None, help="listen address (serve.host, default 127.0.0.1)"),
-    port: Optional[int] = typer.Option(None, help="HTTP port (serve.port, default 8000)"),
+    host: Optional[str] = typer.Option(None, help="listen address (serve.host)", show_default=ServeConfig.model_fields["host"].default),
+    port: Optional[int] = typer.Option(None, help="HTTP port (serve.port)", show_default=str(ServeConfig.model_fields["port"].default)),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Prometheus /metrics port (serve.metrics_port; default: Ray picks one)"),
     config: Optional[Path] = ConfigOpt,
     device: Optional[str] = DeviceOpt,

@@ -98,8 +98,8 @@ def plan_pools(cluster: dict[str, float], options: ScanConfig, device: str = "au
         per_gpu = options.gpus_per_actor or min(1.0, gpus / (detect + classify))
         detect_gpus = classify_gpus = round(per_gpu, 4)
     else:
-        # Detect and classify cost about the same on CPU (measured, 1 thread: 40/56% of a video's time with a
-        # 224 px classifier, 60/30% with the shipped 160 px one; decode 4-10%): equal pools.
+        # Detect and classify cost about the same on CPU (measured, 1 thread: 40/56% of a video's time with the
+        # 224 px classifier shipped since v4, 60/30% with v3's 160 px one; decode 4-10%): equal pools.
         detect = options.detect_actors or max(1, round(0.45 * cpus))
         classify = options.classify_actors or max(1, round(0.45 * cpus))
         decode = options.decode_actors or max(1, int(cpus) // 8)
