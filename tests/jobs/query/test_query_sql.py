@@ -1,5 +1,6 @@
 """`query` (jobs/query/sql.py, jobs/cli/query.py): every DuckDB value a monitoring query returns prints as JSON or
-CSV, and object keys print as they are, brackets included (rich markup would eat or choke on them)."""
+CSV, object keys print as they are, brackets included (rich markup would eat or choke on them), and S3 without
+credentials fails in one line."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ from jobs.scan.output import OutputStore
 
 
 ODD = "/media/clip [final] v2 [/b].mp4"  # a legal object key that is also rich markup
+
+
+def _app():
+    from jobs.cli import app
+
+    return app
 
 
 def _output(tmp_path) -> str:
@@ -107,3 +114,22 @@ def test_bare_query_and_report_read_the_output_the_settings_name(tmp_path, monke
     assert result.exit_code == 0 and json.loads(result.stdout) == [{"n": 1}], result.output
     result = CliRunner().invoke(app, ["report", str(tmp_path / "elsewhere"), "--config", str(config)])
     assert result.exit_code == 1 and "no scan output at" in result.output and "elsewhere" in result.output
+
+
+def test_query_and_report_on_s3_without_credentials_fail_in_one_line(s3_server, s3_bucket, monkeypatch):
+    import s3fs
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask an instance metadata endpoint
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    s3fs.S3FileSystem.clear_instance_cache()
+    runner = CliRunner()
+    for args in (["query", "-o", f"s3://{s3_bucket}/out", "SELECT count(*) FROM videos"],
+                 ["report", f"s3://{s3_bucket}/out"]):
+        result = runner.invoke(_app(), args)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 1 and len(lines) == 1, result.output
+        assert "Traceback" not in result.output and "credentials" in lines[0].lower(), lines
+    s3fs.S3FileSystem.clear_instance_cache()

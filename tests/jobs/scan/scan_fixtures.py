@@ -1,8 +1,11 @@
-"""Media (the bundled samples plus one file of every kind of bad input) and readers the scan tests share."""
+"""Media (the bundled samples plus one file of every kind of bad input), readers, the CLI app, run records and an
+output holding unreadable parts: what several scan test modules share."""
 
 from __future__ import annotations
 
 import io
+import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,10 @@ ERRORS = {  # object name → words its `error` text must contain
     "notavideo.mp4": "not a supported image or video",
     "huge.png": "over the",
 }
+
+
+ERROR_ROW = {"schema_version": 1, "scan_id": "old", "uri": "/media/a.mp4", "fingerprint": "size:1:mtime:0",
+             "label": "ERROR", "error": "x", "model_version": "m"}
 
 
 def png(width: int, height: int) -> bytes:
@@ -66,3 +73,25 @@ def latest_rows(store: OutputStore, scan_id: str | None = None, prefix: str = ""
     table = store.latest(scan_id, prefix=prefix)
     return {(u, f, m): label for u, f, m, label in zip(*(table.column(c).to_pylist()
                                                          for c in ("uri", "fingerprint", "model_version", "label")))}
+
+
+def _app():
+    from jobs.cli import app
+
+    return app
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "_runs").glob("*.json"))]
+
+
+def _store_with_parts(out: Path) -> OutputStore:
+    """An output holding one good committed part, a non-Parquet `part-*.parquet` in videos and in faces."""
+    store = OutputStore(str(out))
+    store.prepare()
+    store.commit("part-old-00000", "2026-01-02", [{**ERROR_ROW, "scanned_at": datetime.now(timezone.utc)}], [])
+    for table in ("videos", "faces"):
+        bad = out / table / "scan_date=2026-01-03" / "part-garbage-00000.parquet"
+        bad.parent.mkdir(parents=True, exist_ok=True)
+        bad.write_bytes(b"this is not parquet\n" * 10)
+    return store

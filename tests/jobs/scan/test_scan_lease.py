@@ -1,4 +1,5 @@
-"""The lease's own deadline (jobs/scan/lease.py): a scan whose renewals keep failing (S3 throttling) or whose
+"""The output lease (jobs/scan/lease.py): it excludes a second scan, its writes are conditional, its heartbeat keeps
+it, a busy output exits 3; and its own deadline: a scan whose renewals keep failing (S3 throttling) or whose
 machine was paused stops committing before its lease may lapse, even though nobody took the output over.
 Failures are injected into a real filesystem's calls (local, and s3fs against the local S3 server)."""
 
@@ -9,10 +10,13 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from typer.testing import CliRunner
 
 import jobs.scan.lease as lease_module
-from jobs.scan.lease import SAFETY, LeaseLost, OutputLease
+from jobs.scan.lease import SAFETY, LeaseHeld, LeaseLost, OutputLease, _Contended
 from jobs.scan.output import OutputStore
+
+from scan_fixtures import _app
 
 ROW = {"schema_version": 3, "scan_id": "s", "uri": "/media/a.mp4", "fingerprint": "size:1:mtime:0", "label": "REAL",
        "model_version": "m"}
@@ -124,3 +128,82 @@ def test_a_scan_whose_renewals_fail_commits_nothing_after_its_deadline(ray_sessi
     assert not list((out / "videos").rglob("*.parquet"))
     (record,) = [json.loads(p.read_text()) for p in (out / "_runs").glob("*.json")]
     assert (record["status"], record["exit_code"], record["parts"]) == ("lease_lost", 1, 0)
+
+
+def _lease_cases(tmp_path, s3_server, s3_bucket) -> list[tuple]:
+    import fsspec
+
+    local = fsspec.filesystem("file")
+    s3 = fsspec.filesystem("s3", **s3_server["storage_options"])
+    return [(local, str(tmp_path / "out")), (s3, f"{s3_bucket}/out")]
+
+
+def test_lease_excludes_a_second_scan_and_lapses_when_not_renewed(tmp_path, s3_server, s3_bucket):
+    for fs, root in _lease_cases(tmp_path, s3_server, s3_bucket):
+        first = OutputLease(fs, root, root, "scan-A", ttl_s=1.0)
+        first.acquire()
+        second = OutputLease(fs, root, root, "scan-B", ttl_s=1.0)
+        with pytest.raises(LeaseHeld, match="in use by scan scan-A"):
+            second.acquire()
+        time.sleep(1.1)  # scan-A was killed: nobody renews its lease
+        second.acquire()
+        first.renew()
+        assert first.lost and "scan-B" in first.lost
+        with pytest.raises(LeaseLost):
+            first.check()
+        first.release()  # must not delete scan-B's lease
+        assert json.loads(fs.cat_file(f"{root}/_lease.json"))["scan_id"] == "scan-B"
+        second.release()
+        assert not fs.exists(f"{root}/_lease.json")
+
+
+def test_s3_lease_writes_are_conditional(s3_server, s3_bucket):
+    """Two scans that both read "no lease" cannot both win: the second create and a stale replace fail."""
+    import fsspec
+
+    fs = fsspec.filesystem("s3", **s3_server["storage_options"])
+    root = f"{s3_bucket}/out"
+    winner, loser = OutputLease(fs, root, root, "A"), OutputLease(fs, root, root, "B")
+    winner.acquire()
+    at = datetime.now(timezone.utc)
+    with pytest.raises(_Contended):
+        loser._write(loser._info(at), exists=False, etag=None)
+    with pytest.raises(_Contended):
+        loser._write(loser._info(at), exists=True, etag='"0123456789abcdef0123456789abcdef"')
+    assert json.loads(fs.cat_file(f"{root}/_lease.json"))["scan_id"] == "A"
+
+
+def test_heartbeat_keeps_the_lease_past_its_ttl(tmp_path):
+    import fsspec
+
+    fs, root = fsspec.filesystem("file"), str(tmp_path / "out")
+    lease = OutputLease(fs, root, root, "A", ttl_s=0.6)
+    lease.acquire()
+    first_expiry = json.loads(fs.cat_file(f"{root}/_lease.json"))["expires_at"]
+    with lease.kept_alive():
+        time.sleep(1.5)
+        with pytest.raises(LeaseHeld):
+            OutputLease(fs, root, root, "B", ttl_s=0.6).acquire()
+    assert json.loads(fs.cat_file(f"{root}/_lease.json"))["expires_at"] > first_expiry
+    lease.release()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_scan_on_a_busy_output_exits_3_with_one_line(where, detector_env, tmp_path, samples_dir, s3_server, s3_bucket):
+    import fsspec
+
+    if where == "local":
+        fs, root, output = fsspec.filesystem("file"), str(tmp_path / "out"), str(tmp_path / "out")
+    else:
+        fs, root = fsspec.filesystem("s3", **s3_server["storage_options"]), f"{s3_bucket}/out"
+        output = f"s3://{root}"
+    holder = OutputLease(fs, root, output, "the-nightly-run", ttl_s=60)
+    holder.acquire()
+    result = CliRunner().invoke(_app(), ["scan", str(samples_dir), "-o", output, "--no-progress"])
+    assert result.exit_code == 3, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "output busy" in lines[0] and "the-nightly-run" in lines[0], result.output
+    assert not fs.exists(f"{root}/_deepfakestream.json")  # nothing of DEST was touched
+    records = [json.loads(fs.cat_file(p)) for p in fs.find(f"{root}/_runs")]
+    assert [(r["status"], r["exit_code"]) for r in records] == [("busy", 3)]
+    holder.release()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 from jobs.scan.listing import storage_options_for
 
@@ -78,3 +81,18 @@ def test_gcs_fingerprints_ignore_metadata_only_updates():
     without = {k: v for k, v in info.items() if k != "generation"}
     assert object_entry("gs://b/a.mp4", without)["fingerprint"] == "md5:rL0Y20zC+Fzt72VPzMSk2A=="
     assert object_entry("s3://b/a.mp4", {"ETag": '"abc"', "size": 10})["fingerprint"] == "etag:abc"  # S3 unchanged
+
+
+def test_a_folder_of_symlinks_lists_the_files_they_point_to(tmp_path, samples_dir):
+    """fsspec lists local links as type "other"; a folder of links to media must still be scanned."""
+    from jobs.scan.listing import list_objects
+
+    (tmp_path / "media").mkdir()
+    target = samples_dir / "astronaut.jpg"
+    (tmp_path / "media" / "a.jpg").symlink_to(target)
+    (tmp_path / "media" / "gone.jpg").symlink_to(tmp_path / "missing.jpg")  # dangling: skipped
+    (tmp_path / "media" / "dir.jpg").symlink_to(samples_dir)  # a link to a folder: skipped
+    entries = list_objects(str(tmp_path / "media"), {})
+    assert [Path(e["uri"]).name for e in entries] == ["a.jpg"]
+    assert entries[0]["size"] == target.stat().st_size and entries[0]["mtime"] == pytest.approx(target.stat().st_mtime)
+    assert list_objects(str(tmp_path / "media" / "a.jpg"), {})[0]["size"] == target.stat().st_size  # one linked file

@@ -1,9 +1,12 @@
-"""Which parts a scan moves aside (jobs/scan/quarantine.py, OutputStore): a bad part with its faces twin, never a
-good part whose read failed because the storage did. Storage failures are injected into a real local
-filesystem's ``open``/``cat_file`` (an S3 timeout cannot be made to happen on cue here)."""
+"""Unreadable parts (jobs/scan/quarantine.py, OutputStore): query/report skip them with a warning; a scan (local, S3)
+moves them aside and names them in its run record, a bad part with its faces twin, never a good part whose read
+failed because the storage did. Storage failures are injected into a real local filesystem's ``open``/``cat_file``
+(an S3 timeout cannot be made to happen on cue here)."""
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 from jobs.scan.output import OutputError, OutputStore
 from jobs.scan.quarantine import part_problem
 
-from scan_fixtures import latest_rows
+from scan_fixtures import ERROR_ROW, _records, _store_with_parts, latest_rows
 
 
 ROW = {"schema_version": 1, "scan_id": "s0", "uri": "/media/a.mp4", "fingerprint": "size:1:mtime:0",
@@ -92,3 +95,80 @@ def test_a_videos_part_with_bad_data_takes_its_faces_twin_and_no_face_rows_are_l
         f"faces/scan_date=2026-01-02/{broken_name}", f"videos/scan_date=2026-01-02/{broken_name}"]
     store.cleanup()                                                 # the next scan's start: the good twin stays
     assert list(store.list_parts("faces")) == ["part-s0-00000.parquet"]
+
+
+def test_query_and_report_skip_unreadable_parts_with_a_warning(tmp_path, caplog):
+    from jobs.query.sql import run_query
+    from jobs.report.text import report
+
+    _store_with_parts(tmp_path / "out")
+    with caplog.at_level(logging.WARNING):
+        assert run_query(str(tmp_path / "out"), "SELECT uri, label FROM videos")[1] == [("/media/a.mp4", "ERROR")]
+        assert report(str(tmp_path / "out"))["errors"] == 1
+    assert "part-garbage-00000.parquet" in caplog.text and "quarantines it" in caplog.text
+    assert (tmp_path / "out" / "videos" / "scan_date=2026-01-03" / "part-garbage-00000.parquet").exists()  # read-only
+
+
+def test_scan_quarantines_unreadable_parts_and_names_them_in_its_record(detector_env, tmp_path, caplog):
+    from jobs.query.sql import run_query
+    from jobs.scan.config import ScanConfig
+    from jobs.scan.driver import run_scan
+    from pipeline.config import load_settings
+
+    out = tmp_path / "out"
+    _store_with_parts(out)
+    (tmp_path / "media").mkdir()
+    with caplog.at_level(logging.WARNING):
+        summary = run_scan(load_settings(), ScanConfig(source=str(tmp_path / "media"), output=str(out), progress=False))
+    moved = sorted(summary.quarantined)
+    assert [Path(p).relative_to(out).parts[0] for p in moved] == ["faces", "videos"]
+    assert "quarantined unreadable part" in caplog.text
+    (record,) = _records(out)
+    assert sorted(record["quarantined"]) == moved and record["status"] == "succeeded"
+    kept = sorted(p.relative_to(out).as_posix() for p in (out / "_quarantine").rglob("*.parquet"))
+    assert kept == [f"_quarantine/{summary.scan_id}/{t}/scan_date=2026-01-03/part-garbage-00000.parquet"
+                    for t in ("faces", "videos")]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert run_query(str(out), "SELECT count(*) FROM videos_history")[1] == [(1,)]
+    assert "unreadable" not in caplog.text
+
+
+def test_scan_quarantines_unreadable_parts_on_s3(detector_env, tmp_path, s3_server, s3_bucket, caplog):
+    caplog.set_level(logging.WARNING)
+    from jobs.query.sql import run_query
+    from jobs.scan.config import ScanConfig
+    from jobs.scan.driver import run_scan
+    from pipeline.config import load_settings
+
+    output = f"s3://{s3_bucket}/out"
+    store = OutputStore(output, s3_server["storage_options"])
+    store.prepare()
+    store.commit("part-old-00000", "2026-01-02", [{**ERROR_ROW, "scanned_at": datetime.now(timezone.utc)}], [])
+    bad = f"{store.root}/videos/scan_date=2026-01-03/part-garbage-00000.parquet"
+    store.fs.pipe_file(bad, b"PAR1 but not really")
+    (tmp_path / "media").mkdir()
+    summary = run_scan(load_settings(), ScanConfig(source=str(tmp_path / "media"), output=output, progress=False))
+    assert summary.quarantined == [f"s3://{bad}"]
+    store.fs.invalidate_cache()
+    assert not store.fs.exists(bad)
+    assert store.fs.exists(f"{store.root}/_quarantine/{summary.scan_id}/videos/scan_date=2026-01-03/part-garbage-00000.parquet")
+    record = json.loads(store.fs.cat_file(f"{store.root}/_runs/{summary.scan_id}.json"))
+    assert record["quarantined"] == [f"s3://{bad}"] and record["status"] == "succeeded"
+    assert "quarantined unreadable part" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert run_query(output, "SELECT count(*) FROM videos")[1] == [(1,)]
+    assert "unreadable" not in caplog.text
+
+
+def test_a_part_with_a_good_footer_but_bad_data_is_quarantined_by_the_scan(tmp_path):
+    store = _store_with_parts(tmp_path / "out")
+    store.quarantine_unreadable("s1")
+    good = next(iter(store.list_parts("videos").values()))
+    data = bytearray(Path(good).read_bytes())
+    data[4:200] = b"\xff" * 196  # the first data pages: the footer still parses
+    broken = Path(good).with_name("part-broken-00000.parquet")
+    broken.write_bytes(bytes(data))
+    assert latest_rows(store, "s2") == {("/media/a.mp4", "size:1:mtime:0", "m"): "ERROR"}
+    assert store.quarantined[-1] == str(broken) and not broken.exists()

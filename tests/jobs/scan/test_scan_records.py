@@ -1,9 +1,15 @@
-"""Run records (jobs/scan/records.py) as the `runs` view of `query`: every field of a record is a column."""
+"""Run records (jobs/scan/records.py) as the `runs` view of `query`: every field of a record is a column, unreadable
+records are skipped, and docs/scan.md's alert query runs on them."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
+from pathlib import Path
 
+import pytest
+
+from jobs.scan.output import OutputStore
 from jobs.scan.records import RunRecord, runs_table
 
 
@@ -16,3 +22,38 @@ def test_every_field_of_a_record_is_a_column_of_the_runs_view():
         assert mapped.get(name, {name}) <= set(table.column_names), name
     row = table.to_pylist()[0]
     assert (row["host"], row["pid"], row["fakes"], row["failed"]) == (record.host, record.pid, 2, 1)
+
+
+def test_unreadable_run_records_are_skipped(tmp_path, caplog):
+    from jobs.query.sql import run_query
+
+    (tmp_path / "_runs").mkdir()
+    (tmp_path / "_runs" / "broken.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING):
+        assert run_query(str(tmp_path), "SELECT count(*) FROM runs")[1] == [(0,)]
+    assert "broken.json" in caplog.text
+
+
+def test_the_documented_alert_query_runs_on_run_records(tmp_path):
+    """docs/scan.md's staleness/error-rate alert is valid SQL over the `runs` view and reads it right."""
+    import re
+    from datetime import timedelta
+
+    from jobs.query.sql import run_query
+    from jobs.scan.records import RunRecord, record_bytes
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "scan.md").read_text()
+    sql = re.search(r'--format json "\n(.*?)"\n```', doc, re.S).group(1)
+    store = OutputStore(str(tmp_path))
+    old = datetime.now(timezone.utc) - timedelta(days=3)
+    for i, (status, at) in enumerate((("succeeded", old), ("too_many_errors", datetime.now(timezone.utc)))):
+        record = RunRecord(scan_id=f"s{i}", status=status, exit_code=0 if i == 0 else 4, source="s", output="o",
+                           started_at=at, ended_at=at, model_version="m", settings_digest="d", error_rate=0.1 * (i + 5),
+                           quarantined=["x"] if i else [])
+        store.put(f"_runs/{record.scan_id}.json", record_bytes(record))
+    columns, rows = run_query(str(tmp_path), sql)
+    assert dict(zip(columns, rows[0])) == {"stale": True, "last_status": "too_many_errors",
+                                           "last_error_rate": pytest.approx(0.6), "quarantines": 1}
+    store.fs.rm(f"{store.root}/_runs/s0.json")  # no scan ever succeeded: stale, not NULL
+    columns, rows = run_query(str(tmp_path), sql)
+    assert dict(zip(columns, rows[0]))["stale"] is True

@@ -1,0 +1,71 @@
+"""SIGTERM handling (jobs/scan/stop.py): held during a commit and raised after it, in-process; and a real
+`deepfakestream scan` subprocess that commits its finished rows and run record, then exits 143."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from jobs.scan.output import OutputStore
+
+from scan_fixtures import _records, latest_rows
+
+
+def test_sigterm_is_held_during_a_commit_and_raised_after_it():
+    from jobs.scan.stop import GracefulStop, Terminated
+
+    stop = GracefulStop(grace_s=30)
+    stop.install()
+    try:
+        done = []
+        with pytest.raises(Terminated):
+            with stop.critical():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.1)  # the handler has run by now; the commit goes on
+                done.append("committed")
+        assert done == ["committed"] and stop.requested
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGTERM) is not stop._handle
+
+
+@pytest.mark.slow
+def test_sigterm_commits_finished_rows_and_the_run_record(detector_env, tmp_path, samples_dir):
+    """A real `deepfakestream scan` process (its own Ray) gets SIGTERM after its first commit: it commits
+    what is finished, writes a `terminated` run record, releases the lease and exits 143 promptly."""
+    import shutil
+
+    source, out = tmp_path / "media", tmp_path / "out"
+    source.mkdir()
+    for i in range(12):
+        shutil.copy(samples_dir / ("astronaut.jpg" if i % 2 else "coffee.jpg"), source / f"img{i:02d}.jpg")
+    env = {**os.environ, "DFS_DECODE__NUM_FRAMES": "2", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "scan", str(source), "-o", str(out), "--no-progress",
+                             "--num-cpus", "2", "--commit-every", "1", "--classify-batch", "1", "--stop-timeout", "30"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((out / "videos").rglob("part-*.parquet")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no commit within 240 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        _stdout, stderr = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr
+    assert took < 35, f"exited {took:.1f} s after SIGTERM"
+    assert "stopped (SIGTERM)" in stderr and "Traceback" not in stderr
+    (record,) = _records(out)
+    assert (record["status"], record["exit_code"]) == ("terminated", 143)
+    rows = latest_rows(OutputStore(str(out)))
+    assert 1 <= record["scanned"] == len(rows) < 12 and record["parts"] == len(list((out / "videos").rglob("*.parquet")))
+    assert not (out / "_lease.json").exists()
