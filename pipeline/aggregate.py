@@ -56,6 +56,16 @@ STRATEGIES: dict[str, Callable[..., float]] = {
 }
 
 
+def counted_faces(n: int, tracks: np.ndarray | None, min_frames: int) -> np.ndarray:
+    """Which of ``n`` faces the verdict counts (``long_tracks``' rule, as a mask the result shows per person)."""
+    if tracks is None or min_frames <= 1 or len(tracks) != n:
+        return np.ones(n, bool)
+    tracks = np.asarray(tracks)
+    ids, counts = np.unique(tracks, return_counts=True)
+    keep = np.isin(tracks, ids[counts >= min_frames])
+    return keep if keep.any() or n < min_frames else np.ones(n, bool)
+
+
 def long_tracks(scores: np.ndarray, tracks: np.ndarray | None, min_frames: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Only the faces of tracks seen in at least ``min_frames`` sampled frames.
 
@@ -66,12 +76,8 @@ def long_tracks(scores: np.ndarray, tracks: np.ndarray | None, min_frames: int) 
     a face in every sampled frame must not read as NO_FACE."""
     if tracks is None or min_frames <= 1 or len(tracks) != len(scores):
         return scores, tracks
-    tracks = np.asarray(tracks)
-    ids, counts = np.unique(tracks, return_counts=True)
-    keep = np.isin(tracks, ids[counts >= min_frames])
-    if not keep.any() and len(scores) >= min_frames:
-        return scores, tracks
-    return scores[keep], tracks[keep]
+    keep = counted_faces(len(scores), tracks, min_frames)
+    return scores[keep], np.asarray(tracks)[keep]
 
 
 def video_score(scores: np.ndarray, tracks: np.ndarray | None, strategy: Strategy, min_track_frames: int = 1) -> float | None:
@@ -114,13 +120,15 @@ class AggregateStage:
     def __call__(self, batch: Batch) -> Batch:
         n = batch_size(batch)
         errors = errors_of(batch)
-        scores, labels = [], []
+        scores, labels, counted = [], [], []
         sampled = batch.get("frames_sampled")
         for i in range(n):
             min_frames = effective_min_track(self.min_track_frames, None if sampled is None else int(sampled[i]))
             value = None if errors[i] else video_score(batch["face_scores"][i], batch["face_track"][i], self.strategy, min_frames)
             scores.append(math.nan if value is None else value)
             labels.append(label_for(value, self.threshold, errors[i]))
+            faces = len(batch["face_scores"][i]) if batch["face_scores"][i] is not None else 0
+            counted.append(counted_faces(faces, batch["face_track"][i], min_frames))
         out = dict(batch)
         out.update(
             score=np.array(scores, np.float64),
@@ -128,5 +136,6 @@ class AggregateStage:
             threshold=np.full(n, self.threshold, np.float64),
             model_version=object_column([self.model_version] * n),
             aggregation=object_column([self.strategy] * n),
+            face_counted=object_column(counted),
         )
         return out

@@ -48,6 +48,7 @@ class TrackResult(BaseModel):
     track: int
     score: R6
     frames_seen: int
+    counted: bool = True  # False: seen too briefly (fewer than the card's min_track_frames) to count in the verdict
     boxes: list[FaceBox]
 
 
@@ -128,6 +129,7 @@ def _from_row(row: dict[str, Any]) -> ScoreResult:
     landmarks = np.asarray(row["face_landmarks"], np.float32).reshape(-1, 10) if "face_landmarks" in row else None
     probs = np.asarray(row["face_probs"], np.float32).reshape(-1).astype(np.float64)
     thumbs = list(row["face_thumbs"]) if "face_thumbs" in row else []
+    counted = np.asarray(row["face_counted"], bool).reshape(-1) if "face_counted" in row else np.ones(len(scores), bool)
     timestamps = np.asarray(row["timestamps"], np.float64)
     frame_numbers = np.asarray(row["frame_indices"], np.int64)
 
@@ -142,7 +144,7 @@ def _from_row(row: dict[str, Any]) -> ScoreResult:
     for track, track_score in track_scores(scores, tracks).items() if len(scores) else []:
         members = np.flatnonzero(tracks == track)
         track_results.append(TrackResult(track=track, score=track_score, frames_seen=len(np.unique(frame_ids[members])),
-                                         boxes=[face(int(m)) for m in members]))
+                                         counted=bool(counted[members].any()), boxes=[face(int(m)) for m in members]))
     frames = [FrameResult(index=i, frame_number=int(frame_numbers[i]), timestamp=float(timestamps[i]),
                           faces=int((frame_ids == i).sum()), scores=scores[frame_ids == i].tolist())
               for i in range(len(timestamps))]

@@ -29,9 +29,10 @@ def _print_summary(result) -> None:
         out.print(f"  {m.type} {m.width}x{m.height}, {m.duration:.1f} s, {m.frames_sampled} frames sampled, "
                   f"{sum(f.faces for f in result.frames)} faces in {len(result.tracks)} track(s)")
     if result.tracks:
-        table = Table("person (track)", "score", "frames seen", box=None, padding=(0, 2))
+        table = Table("person (track)", "score", "frames seen", "in the verdict", box=None, padding=(0, 2))
         for track in result.tracks:
-            table.add_row(str(track.track), f"{track.score:.3f}", str(track.frames_seen))
+            table.add_row(str(track.track), f"{track.score:.3f}", str(track.frames_seen),
+                          "yes" if track.counted else "no: seen too briefly")
         out.print(table)
 
 

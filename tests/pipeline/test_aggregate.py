@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.aggregate import (AggregateStage, confident_score, effective_min_track, label_for, long_tracks, mean_score,
-                                track_max_score, video_score)
+from pipeline.aggregate import (AggregateStage, confident_score, counted_faces, effective_min_track, label_for, long_tracks,
+                                mean_score, track_max_score, video_score)
 from pipeline.batch import object_column
 
 
@@ -73,6 +73,18 @@ def test_a_montage_of_short_tracks_is_judged_not_no_face():
     assert video_score(scores[:3], tracks[:3], "mean", min_track_frames=4) is None  # three glimpses: too little
     kept, _ = long_tracks(np.r_[scores, [0.1] * 4], np.r_[tracks, [9] * 4], 4)
     assert kept.tolist() == [0.1] * 4  # beside a long track the short ones still give no verdict
+
+
+def test_the_stage_says_which_faces_its_verdict_counted():
+    """A passer-by's two frames beside a long track are shown, but not counted: the result marks that person."""
+    batch = {"uri": object_column(["video", "montage"]), "error": object_column(["", ""]),
+             "frames_sampled": np.array([32, 32]),
+             "face_scores": object_column([np.array([0.2] * 6 + [0.95] * 2), np.array([0.9, 0.8, 0.7, 0.6])]),
+             "face_track": object_column([np.array([0] * 6 + [1] * 2), np.arange(4)])}
+    out = AggregateStage(0.5, "track_max", "v", min_track_frames=4)(batch)
+    assert out["face_counted"][0].tolist() == [True] * 6 + [False] * 2
+    assert out["face_counted"][1].tolist() == [True] * 4  # a montage: every face counts (see above)
+    assert counted_faces(3, np.arange(3), 4).tolist() == [False] * 3  # three glimpses: none counts (NO_FACE)
 
 
 def test_stage_applies_the_rule_per_row_capped_at_frames_sampled():
