@@ -48,7 +48,9 @@ from bench_common import checkpoint, write_section  # noqa: E402
 
 SECTION = "## Batch scan"
 MODES = ("loop-1t", "loop-2t", "fused", "split")
-DEFAULT_MEDIA = ROOT.parent / "shared" / "data" / "ffpp-c23"
+# FF++'s 720p videos where ../shared is; else the bundled clips, so `make bench` runs on a fresh clone
+DEFAULT_MEDIA = next((p for p in (ROOT.parent / "shared" / "data" / "ffpp-c23", ROOT / "pipeline" / "samples")
+                      if any(p.rglob("*.mp4"))), ROOT / "pipeline" / "samples")
 
 
 class GpuSampler:

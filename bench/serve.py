@@ -180,7 +180,7 @@ def main() -> None:
     load_before = os.getloadavg()
 
     t0 = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)  # never a cluster
     t_ray = time.perf_counter() - t0
     t1 = time.perf_counter()
     deploy(settings)

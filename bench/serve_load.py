@@ -158,7 +158,7 @@ def main() -> None:
     cfg = settings.serve
     url = f"http://127.0.0.1:{port}"
     load_before = os.getloadavg()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
     try:
         deploy(settings)
