@@ -144,3 +144,26 @@ def test_the_ray_launcher_config_passes_rays_schema_and_installs_the_locked_vers
     jsonschema.validate(config, schema)
     project = [c for c in config["setup_commands"] if "pip install" in c and "~/deepfakestream" in c.split()[-1]]
     assert project and all("-c ~/deepfakestream/requirements.lock" in c for c in project)
+    # any other package a node adds comes at the lock's version too (an unpinned boto3 pulled a botocore s3fs rejects)
+    extra = [c for c in config["setup_commands"] + config["head_setup_commands"] + config["worker_setup_commands"]
+             if "pip install" in c and "torch==" not in c]
+    assert all("-c ~/deepfakestream/requirements.lock" in c for c in extra), extra
+
+
+def test_the_rayservice_serves_serve_config_yaml_but_for_torch_threads():
+    """cluster/README.md promises it: the RayService's serveConfigV2 is serve/config.yaml (a Serve deploy config
+    whose args build our Settings) with only torch_threads changed, so tuning one cannot miss the other."""
+    from ray.serve.schema import ServeDeploySchema
+
+    from pipeline.config import load_settings
+
+    service = next(d for d in yaml.safe_load_all((ROOT / "cluster" / "kuberay" / "rayservice.yaml").read_text())
+                   if d and d.get("kind") == "RayService")
+    cluster = yaml.safe_load(service["spec"]["serveConfigV2"])
+    local = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    ServeDeploySchema.model_validate(cluster)
+    settings = cluster["applications"][0]["args"]["settings"]
+    assert load_settings(tree=settings).serve.torch_threads == 2
+    settings["serve"].pop("torch_threads")
+    local["applications"][0]["args"]["settings"]["serve"].pop("torch_threads")
+    assert cluster == local
