@@ -90,7 +90,7 @@ def report(
         from jobs.report.html import ReportError, write_html_report
 
         try:
-            write_html_report(output, html, options, top=top, trailing=trailing)
+            write_html_report(output, html, options, top=top, trailing=trailing, depth=depth)
         except (QueryError, ReportError) as exc:
             console.print(f"[red]cannot write the HTML report:[/red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from exc

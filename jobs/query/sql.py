@@ -1,4 +1,4 @@
-"""DuckDB over a scan's output: the views ``query`` (any SQL) and ``report`` read.
+"""DuckDB over a scan's output: the views ``query`` (one read-only statement) and ``report`` read.
 
 Views on the connection:
 - ``videos_history`` / ``faces_history``: every row every scan wrote (``--full`` rescans add rows).
@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import math
+import re
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -108,6 +109,9 @@ def _connect(store: OutputStore):
     import duckdb
 
     con = duckdb.connect()
+    # TIMESTAMPTZ values come back in the session's zone, which is the host's by default; every reader labels
+    # times UTC
+    con.execute("SET TimeZone = 'UTC'")
     if not store.local:
         con.register_filesystem(store.fs)
     found_any = False
@@ -138,7 +142,43 @@ def _connect(store: OutputStore):
     return con
 
 
+def _sql_error(exc: Exception) -> QueryError:
+    return QueryError(" ".join(str(exc).split())[:500] or type(exc).__name__)
+
+
+READ_ONLY = "one read-only statement (SELECT, WITH … SELECT, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN SELECT)"
+_EXPLAIN = re.compile(r"\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(?:\([^)]*\)\s*)?", re.IGNORECASE)
+
+
+def check_read_only(sql: str) -> None:
+    """QueryError unless ``sql`` is exactly one statement that only reads.
+
+    ``query`` and ``report`` only read (docs/scan.md), but DuckDB runs COPY … TO, CREATE, ATTACH, SET or several
+    statements as readily (a COPY into the output rewrote its verdicts). DuckDB types DESCRIBE, SHOW and SUMMARIZE
+    as SELECT; PRAGMA and CALL are refused (some write or change settings; ``SELECT * FROM pragma_version()``
+    reads the same), and EXPLAIN only of a SELECT (EXPLAIN ANALYZE runs what it explains).
+    """
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+        kinds = [s.type.name for s in statements]
+        if kinds == ["EXPLAIN"]:
+            explained = _EXPLAIN.match(statements[0].query)
+            inner = duckdb.extract_statements(statements[0].query[explained.end():]) if explained else []
+            kinds = ["SELECT" if [s.type.name for s in inner] == ["SELECT"] else "EXPLAIN of anything but one SELECT"]
+    except duckdb.Error as exc:  # a syntax error: the line executing it would give
+        raise _sql_error(exc) from None
+    if not kinds:
+        raise QueryError(f"no SQL to run: give {READ_ONLY}")
+    if len(kinds) > 1:
+        raise QueryError(f"query takes {READ_ONLY}; got {len(kinds)} statements")
+    if kinds != ["SELECT"]:
+        raise QueryError(f"query takes {READ_ONLY}; got {kinds[0]}")
+
+
 def run_query(output: str, sql: str, storage_options: dict | None = None) -> tuple[list[str], list[tuple]]:
+    check_read_only(sql)  # before reading anything: refused SQL costs no listing
     con = connect(output, storage_options)
     try:
         result = con.execute(sql)
@@ -147,7 +187,7 @@ def run_query(output: str, sql: str, storage_options: dict | None = None) -> tup
         columns = [d[0] for d in result.description]
         return columns, result.fetchall()
     except Exception as exc:  # noqa: BLE001 - duckdb.Error subclasses, storage errors while reading
-        raise QueryError(" ".join(str(exc).split())[:500] or type(exc).__name__) from None
+        raise _sql_error(exc) from None
 
 
 def jsonable(value: Any) -> Any:
@@ -187,4 +227,4 @@ def format_rows(columns: list[str], rows: list[tuple], fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r} (table, csv or json)")
 
 
-__all__ = ["connect", "run_query", "format_rows", "QueryError", "jsonable"]
+__all__ = ["connect", "run_query", "check_read_only", "format_rows", "QueryError", "jsonable"]

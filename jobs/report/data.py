@@ -1,7 +1,8 @@
 """What the HTML report and the notebook show, read from a scan output with DuckDB (``jobs.query.connect``).
 
-Per day means per ``scan_date`` over ``videos_history`` (every scan's own rows), so the pictures show how
-nights differ; the suspects and prefixes come from the ``videos`` view (each object's current verdict).
+Per day means per ``scan_date`` over ``videos_history`` (every scan's own rows, ``queries.DAYS``, as in the text
+report), so the pictures show how nights differ; the suspects, prefixes and errors come from the ``videos`` view
+(each object's current verdict).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.report.drift import Drift, scan_drift
-from jobs.report.queries import FAKE_RATE, LABEL_COUNTS, PREFIXES, TOTALS, dicts, suspects
+from jobs.report.queries import DAYS, ERRORS, TOTALS, dicts, prefixes, suspects
 from pipeline.thumbs import THUMB_COLUMN
 
 
@@ -40,16 +41,18 @@ class ReportData:
     has_thumbs: bool
     drift: Drift
     totals: dict[str, Any]  # LABEL_COUNTS and fake_rate of the current verdicts
+    errors: list[dict] = field(default_factory=list)  # ERROR verdicts per error_code, with an example message
 
 
-def load(con, output: str, top: int = 8, thumbs_per_object: int = 4, trailing: int = 7) -> ReportData:
-    """Everything the report draws, from a ``jobs.query.connect`` connection."""
+def load(con, output: str, top: int = 8, thumbs_per_object: int = 4, trailing: int = 7,
+         depth: int | None = None) -> ReportData:
+    """Everything the report draws, from a ``jobs.query.connect`` connection; ``depth`` groups prefixes by the
+    first N path levels instead of the parent folder (``report --depth``)."""
     runs = dicts(con, """
         SELECT scan_id, status, exit_code, started_at, ended_at, elapsed_s, scanned, skipped, fakes, reals, no_face,
                failed, error_rate, model_version, message
         FROM runs ORDER BY started_at, scan_id""")
-    days = dicts(con, f"SELECT scan_date AS day, {LABEL_COUNTS}, {FAKE_RATE} FROM videos_history GROUP BY ALL ORDER BY day")
-    prefixes = dicts(con, PREFIXES)
+    days = dicts(con, DAYS)
     day_scores: dict[Any, list[float]] = {}
     for day, score in con.execute(
             "SELECT scan_date, score FROM videos_history WHERE score IS NOT NULL ORDER BY scan_date, score").fetchall():
@@ -68,6 +71,6 @@ def load(con, output: str, top: int = 8, thumbs_per_object: int = 4, trailing: i
             s.thumbs = [(float(sc), bytes(j)) for sc, j in con.execute(f"""
                 SELECT score, {THUMB_COLUMN} FROM faces WHERE uri = ? AND {THUMB_COLUMN} IS NOT NULL
                 ORDER BY score DESC, face LIMIT {int(thumbs_per_object)}""", [s.uri]).fetchall()]
-    return ReportData(output=output, runs=runs, days=days, prefixes=prefixes, day_scores=day_scores,
+    return ReportData(output=output, runs=runs, days=days, prefixes=dicts(con, prefixes(depth)), day_scores=day_scores,
                       thresholds=thresholds, model_versions=models, suspects=top_suspects, has_thumbs=has_thumbs,
-                      drift=scan_drift(con, trailing=trailing), totals=totals)
+                      drift=scan_drift(con, trailing=trailing), totals=totals, errors=dicts(con, ERRORS))

@@ -4,11 +4,15 @@ A model swap, an upstream re-encode or a broken decoder moves every score at onc
 still looks plausible on its own. We compare the latest scan's object scores with the pooled scores of
 the trailing scans by the population stability index (PSI), and its faces per object and error rate
 with theirs. Rule of thumb for PSI: < 0.1 stable, 0.1-0.25 moderate, > 0.25 a real shift.
+
+Each flag also needs the move to be unlikely as sampling noise (``ALPHA``): a night of a few objects drawn from
+an unchanged stream moves every statistic a lot by chance alone.
 """
 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Literal, Sequence
 
 import numpy as np
@@ -18,7 +22,11 @@ BINS = 10                 # equal-width over [0, 1]: scores are probabilities, s
 PSI_THRESHOLD = 0.25
 FACE_RATIO = 0.5          # faces per object moving by more than half (either way) is flagged
 ERROR_RISE = 0.10         # error rate up by more than 10 points is flagged
-MIN_OBJECTS = 5           # fewer scored objects on either side: too few to judge
+# Fewer (scored) objects on either side: score and face-count shifts are not judged. Same-distribution samples
+# of 5-50 objects put PSI over 0.25 on most nights (its noise is about (BINS - 1) * (1/n + 1/m)), and the
+# chi-square law behind the noise floor below wants about 10 objects per bin.
+MIN_OBJECTS = 100
+ALPHA = 0.001             # chance of a flag on an unchanged stream, per statistic: ~1 false alarm in 3 years of nights
 
 
 def histogram(scores: Sequence[float], bins: int = BINS) -> np.ndarray:
@@ -70,7 +78,9 @@ class Drift(BaseModel):
     status: Literal["ok", "drift", "insufficient"]
     flags: list[Flag] = Field(default_factory=list)
     psi: float | None = None
-    psi_threshold: float = PSI_THRESHOLD
+    psi_threshold: float = PSI_THRESHOLD  # what PSI had to exceed: PSI_THRESHOLD, or the noise floor if higher
+    min_objects: int = MIN_OBJECTS
+    alpha: float = ALPHA
     latest: Sample
     reference: Sample
     bins: int = BINS
@@ -81,37 +91,84 @@ class Drift(BaseModel):
         return self.status == "drift"
 
 
+def psi_noise_floor(n: int, m: int, bins: int = BINS, alpha: float = ALPHA) -> float:
+    """The PSI two samples of ``n`` and ``m`` objects from one distribution exceed with chance ``alpha``.
+
+    PSI * nm/(n+m) is about chi-square with ``bins - 1`` degrees of freedom (it is the chi-square statistic of
+    the two histograms to second order); quantile by Wilson-Hilferty, exact enough at these tails.
+    """
+    k = bins - 1
+    z = NormalDist().inv_cdf(1 - alpha)
+    return k * (1 - 2 / (9 * k) + z * math.sqrt(2 / (9 * k))) ** 3 * (1 / n + 1 / m)
+
+
+def _lchoose(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def error_rise_p(reference: Sample, latest: Sample) -> float:
+    """One-sided p-value of the latest error rate being above the trailing one by chance: Fisher's exact test
+    (hypergeometric tail), exact for a night of any size."""
+    total, errors, drawn = reference.objects + latest.objects, reference.errors + latest.errors, latest.objects
+    log_all = _lchoose(total, drawn)
+    p = 0.0
+    for k in range(latest.errors, min(errors, drawn) + 1):
+        term = math.exp(_lchoose(errors, k) + _lchoose(total - errors, drawn - k) - log_all)
+        p += term
+        if term < p * 1e-17 and k > errors * drawn / total:  # past the mode terms only shrink
+            break
+    return min(p, 1.0)
+
+
+def face_shift_p(reference: Sample, latest: Sample) -> float:
+    """Two-sided p-value of the faces-per-object means differing by chance (Welch's z; both sides >= MIN_OBJECTS)."""
+    r, lt = np.asarray(reference.faces, np.float64), np.asarray(latest.faces, np.float64)
+    se = math.sqrt(sum(x.var(ddof=1) / x.size for x in (r, lt) if x.size > 1))
+    diff = abs(lt.mean() - r.mean())
+    if se == 0:  # every object on both sides had the same count: any difference is no accident
+        return 0.0 if diff else 1.0
+    return math.erfc(diff / se / math.sqrt(2))
+
+
 def compare(reference: Sample, latest: Sample, psi_threshold: float = PSI_THRESHOLD, face_ratio: float = FACE_RATIO,
-            error_rise: float = ERROR_RISE, min_objects: int = MIN_OBJECTS) -> Drift:
-    """Compare ``latest`` with ``reference``; status ``drift`` when a statistic crosses its threshold."""
-    base = dict(latest=latest, reference=reference, psi_threshold=psi_threshold)
+            error_rise: float = ERROR_RISE, min_objects: int = MIN_OBJECTS, alpha: float = ALPHA) -> Drift:
+    """Compare ``latest`` with ``reference``; status ``drift`` when a statistic crosses its threshold and the
+    move is unlikely (< ``alpha``) to be sampling noise; shifts are judged only on ``min_objects`` per side."""
+    base = dict(latest=latest, reference=reference, min_objects=min_objects, alpha=alpha)
     if not reference.scan_ids:
-        return Drift(status="insufficient", message="no earlier scan to compare with", **base)
+        return Drift(status="insufficient", message="no earlier scan to compare with", psi_threshold=psi_threshold,
+                     **base)
     flags: list[str] = []
-    value = None
-    if min(len(reference.scores), len(latest.scores)) >= min_objects:
+    value, threshold, unjudged = None, psi_threshold, []
+    n, m = len(latest.scores), len(reference.scores)
+    if min(n, m) >= min_objects:
         value = psi(reference.scores, latest.scores)
-        if value > psi_threshold:
+        threshold = max(psi_threshold, psi_noise_floor(n, m, alpha=alpha))
+        if value > threshold:
             flags.append("score_shift")
+    else:
+        unjudged.append(f"too few scored objects to judge scores ({n} latest, {m} trailing; "
+                        f"need {min_objects} on each side)")
     rf, lf = reference.faces_per_object, latest.faces_per_object
-    if rf and lf is not None and min(len(reference.faces), len(latest.faces)) >= min_objects \
-            and abs(lf - rf) / rf > face_ratio:
-        flags.append("face_count_shift")
+    if min(len(reference.faces), len(latest.faces)) >= min_objects:
+        # from or to 0 faces is a shift of its own (a dead detector finds none): no ratio to take
+        moved = lf > 0 if rf == 0 else abs(lf - rf) / rf > face_ratio
+        if moved and face_shift_p(reference, latest) < alpha:
+            flags.append("face_count_shift")
     re_, le = reference.error_rate, latest.error_rate
-    if re_ is not None and le is not None and latest.objects >= min_objects and le - re_ > error_rise:
+    if re_ is not None and le is not None and le - re_ > error_rise and error_rise_p(reference, latest) < alpha:
         flags.append("error_rate_rise")
     alarms = list(flags)
     if set(latest.model_versions) - set(reference.model_versions):
         flags.append("model_changed")
     if alarms:
-        status, message = "drift", "latest scan differs from the trailing scans: " + ", ".join(alarms)
+        status = "drift"
+        message = "; ".join(["latest scan differs from the trailing scans: " + ", ".join(alarms), *unjudged])
     elif value is None:
-        status = "insufficient"
-        message = (f"too few scored objects to compare scores ({len(latest.scores)} latest, "
-                   f"{len(reference.scores)} trailing; need {min_objects})")
+        status, message = "insufficient", "; ".join(unjudged)
     else:
-        status, message = "ok", f"PSI {value:.3f} <= {psi_threshold}"
-    return Drift(status=status, flags=flags, psi=value, message=message, **base)
+        status, message = "ok", f"PSI {value:.3f} <= {threshold:.3g}"
+    return Drift(status=status, flags=flags, psi=value, psi_threshold=threshold, message=message, **base)
 
 
 def scan_drift(con, trailing: int = 7, **thresholds) -> Drift:
@@ -120,8 +177,8 @@ def scan_drift(con, trailing: int = 7, **thresholds) -> Drift:
     ``con`` is a DuckDB connection from ``jobs.query.connect`` (its ``videos_history`` view: each scan's
     own rows, so an incremental night is compared by the objects it scanned).
     """
-    order = [sid for (sid,) in con.execute(
-        "SELECT scan_id FROM videos_history GROUP BY scan_id ORDER BY min(scanned_at), scan_id").fetchall()]
+    # scan_id starts with the driver's clock, as the videos view orders scans; scanned_at is each worker's own
+    order = [sid for (sid,) in con.execute("SELECT DISTINCT scan_id FROM videos_history ORDER BY scan_id").fetchall()]
     if not order:
         return Drift(status="insufficient", message="no scan has written rows yet", latest=Sample(), reference=Sample())
     return compare(_sample(con, order[-trailing - 1:-1]), _sample(con, order[-1:]), **thresholds)
@@ -142,4 +199,5 @@ def _sample(con, scan_ids: list[str]) -> Sample:
     )
 
 
-__all__ = ["psi", "histogram", "Sample", "Drift", "compare", "scan_drift", "PSI_THRESHOLD"]
+__all__ = ["psi", "histogram", "psi_noise_floor", "error_rise_p", "face_shift_p", "Sample", "Drift", "compare",
+           "scan_drift", "PSI_THRESHOLD", "MIN_OBJECTS", "ALPHA"]

@@ -12,11 +12,12 @@ from jobs.report.data import ReportData, load
 from pipeline.thumbs import data_uri
 from jobs.report.version import package_version
 from pipeline.atomic import write_atomic
-from pipeline.errors import DeepfakeStreamError
+from pipeline.errors import DeepfakeStreamError, one_line
 
 
 class ReportError(DeepfakeStreamError):
-    """The HTML report cannot be made (its extra is not installed, or the page cannot be written)."""
+    """The HTML report cannot be made (its extra is not installed, a plot or the page cannot be drawn, or the page
+    cannot be written)."""
 
     code = "report_failed"
 
@@ -45,34 +46,41 @@ def render(d: ReportData) -> str:
         raise ReportError(f"the HTML report needs matplotlib and jinja2: pip install 'deepfakestream[report]' ({exc})") from exc
     from jobs.report.template import PAGE
 
-    pictures = {
-        "runs": _png_uri(plots.runs_plot(d.runs)) if d.runs else None,
-        "fake_rate": _png_uri(plots.fake_rate_plot(d.days)) if d.days else None,
-        "scores": _png_uri(plots.score_days_plot(d.day_scores, d.thresholds)) if d.day_scores else None,
-        "drift": _png_uri(plots.drift_plot(d.drift, d.thresholds)) if d.drift.latest.scores else None,
-    }
-    suspects = [{
-        **vars(s),
-        "thumbs": [(score, data_uri(jpeg)) for score, jpeg in s.thumbs],
-        "timeline": _png_uri(plots.timeline_plot(s.timeline, d.thresholds, posixpath.basename(s.uri))) if s.timeline else None,
-    } for s in d.suspects]
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(PAGE).render(
-        d=d, plots=pictures, suspects=suspects, pct=_pct, num=_num, version=package_version(),
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    try:
+        pictures = {
+            "runs": _png_uri(plots.runs_plot(d.runs)) if d.runs else None,
+            "fake_rate": _png_uri(plots.fake_rate_plot(d.days)) if d.days else None,
+            "scores": _png_uri(plots.score_days_plot(d.day_scores, d.thresholds)) if d.day_scores else None,
+            "drift": _png_uri(plots.drift_plot(d.drift, d.thresholds)) if d.drift.latest.scores else None,
+        }
+        suspects = [{
+            **vars(s),
+            "thumbs": [(score, data_uri(jpeg)) for score, jpeg in s.thumbs],
+            "timeline": (_png_uri(plots.timeline_plot(s.timeline, d.thresholds, posixpath.basename(s.uri)))
+                         if s.timeline else None),
+        } for s in d.suspects]
+        env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+        return env.from_string(PAGE).render(
+            d=d, plots=pictures, suspects=suspects, pct=_pct, num=_num, version=package_version(),
+            generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    except Exception as exc:  # noqa: BLE001 - matplotlib or jinja2 choking on some data: one line, not a trace
+        raise ReportError(f"cannot draw the report: {one_line(exc)}") from None
 
 
-def html_report(output: str, storage_options: dict | None = None, top: int = 8, trailing: int = 7) -> str:
-    """The page for the scan output at ``output`` (QueryError when it cannot be read)."""
+def html_report(output: str, storage_options: dict | None = None, top: int = 8, trailing: int = 7,
+                depth: int | None = None) -> str:
+    """The page for the scan output at ``output`` (QueryError when it cannot be read, ReportError when it cannot
+    be drawn)."""
     from jobs.report.queries import read_report
 
-    return render(read_report(output, storage_options, lambda con: load(con, output, top=top, trailing=trailing)))
+    return render(read_report(output, storage_options,
+                              lambda con: load(con, output, top=top, trailing=trailing, depth=depth)))
 
 
 def write_html_report(output: str, path: str | Path, storage_options: dict | None = None, top: int = 8,
-                      trailing: int = 7) -> Path:
+                      trailing: int = 7, depth: int | None = None) -> Path:
     """Write the page to ``path`` (a local file) and return it."""
-    page = html_report(output, storage_options, top=top, trailing=trailing)
+    page = html_report(output, storage_options, top=top, trailing=trailing, depth=depth)
     path = Path(path)
     try:
         write_atomic(path, page.encode("utf-8"))  # a full disk leaves the last good page, never half of a new one

@@ -19,6 +19,13 @@ from jobs.report.drift import Drift
 INK, ACCENT, MUTED, ALERT = "#1f3b57", "#3b7dd8", "#9aa5b1", "#c0392b"
 
 
+def plain(text: Any) -> str:
+    """``text`` from the data (object keys, scan ids, statuses) drawn as it is: matplotlib reads a pair of ``$`` as
+    mathtext (``cost_$100_$200.mp4`` fails to parse); an escaped ``\\$`` is drawn as ``$``. Escaping, unlike
+    ``parse_math=False``, also holds for the tick labels matplotlib makes anew at draw time."""
+    return str(text).replace("$", r"\$")
+
+
 def png(fig: Figure, dpi: int = 110) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
@@ -37,7 +44,12 @@ def _figure(width: float = 7.5, height: float = 3.2) -> tuple[Figure, Any]:
 
 
 def _day_labels(days: Sequence[Any]) -> list[str]:
-    return [d.isoformat() if hasattr(d, "isoformat") else str(d) for d in days]
+    return [d.isoformat() if hasattr(d, "isoformat") else plain(d) for d in days]
+
+
+def _ended(run: dict) -> str:
+    """The run's status, with its exit code once it has one (a running scan has none yet)."""
+    return plain(run["status"] if run["exit_code"] is None else f"{run['status']} ({run['exit_code']})")
 
 
 def runs_plot(runs: list[dict]) -> Figure:
@@ -48,9 +60,9 @@ def runs_plot(runs: list[dict]) -> Figure:
     bad = [r["status"] not in ("succeeded", "running") for r in runs]
     ax.bar(x, scanned, color=ACCENT, edgecolor=[ALERT if b else ACCENT for b in bad], linewidth=2)
     for i, r in enumerate(runs):
-        ax.annotate(f"{r['scanned'] or 0} scanned\n{r['status']} ({r['exit_code']})", (i, scanned[i]),
+        ax.annotate(f"{r['scanned'] or 0} scanned\n{_ended(r)}", (i, scanned[i]),
                     ha="center", va="bottom", fontsize=7, color=ALERT if bad[i] else INK)
-    ax.set_xticks(x, [f"{r['started_at']:%m-%d %H:%M}" if r.get("started_at") else r["scan_id"] for r in runs],
+    ax.set_xticks(x, [f"{r['started_at']:%m-%d %H:%M}" if r.get("started_at") else plain(r["scan_id"]) for r in runs],
                   rotation=30 if len(runs) > 6 else 0, fontsize=8)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(0, max(scanned + [1]) * 1.3)
@@ -110,7 +122,7 @@ def drift_plot(drift: Drift, thresholds: Sequence[float] = ()) -> Figure:
     psi = "n/a" if drift.psi is None else f"{drift.psi:.2f}"
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlim(0, 1)
-    ax.set(title=f"Score drift: PSI {psi} (flag above {drift.psi_threshold}) — {drift.status.upper()}",
+    ax.set(title=f"Score drift: PSI {psi} (flag above {drift.psi_threshold:.3g}) — {drift.status.upper()}",
            xlabel="fake probability (object score)", ylabel="share of objects")
     ax.legend(fontsize=7)
     return fig
@@ -132,8 +144,8 @@ def timeline_plot(timeline: list[tuple[int, float, float]], thresholds: Sequence
         ax.set_xticks(range(len(tracks)), [f"person {t}" for t in tracks])
         ax.set_xlim(-0.7, len(tracks) - 0.3)
     ax.set_ylim(0, 1)
-    ax.set(title=title or "Face scores over time", xlabel="person (image)" if still else "time in video (s)",
-           ylabel="face score")
+    ax.set(title=plain(title) if title else "Face scores over time",
+           xlabel="person (image)" if still else "time in video (s)", ylabel="face score")
     ax.title.set_fontsize(9)
     if tracks:
         ax.legend(fontsize=6, loc="lower right")

@@ -30,14 +30,25 @@ TOTALS = f"SELECT {LABEL_COUNTS}, {FAKE_RATE} FROM videos"
 
 
 def prefixes(depth: int | None = None, per_day: bool = False) -> str:
-    """Label counts and fake rate of the current verdicts per prefix (and per scan day)."""
-    day = f", {PARTITION} AS day" if per_day else ""
-    order = ", day" if per_day else ""
-    return f"""SELECT {prefix_expr(depth)} AS prefix{day}, {LABEL_COUNTS}, {FAKE_RATE}
-        FROM videos GROUP BY ALL ORDER BY prefix{order}"""
+    """Label counts and fake rate per prefix: of the current verdicts (``videos``), or ``per_day`` of every scan's
+    own rows per scan day (``videos_history``, as ``DAYS``)."""
+    if per_day:
+        return f"""SELECT {prefix_expr(depth)} AS prefix, {PARTITION} AS day, {LABEL_COUNTS}, {FAKE_RATE}
+            FROM videos_history GROUP BY ALL ORDER BY prefix, day"""
+    return f"""SELECT {prefix_expr(depth)} AS prefix, {LABEL_COUNTS}, {FAKE_RATE}
+        FROM videos GROUP BY ALL ORDER BY prefix"""
 
 
-PREFIXES = prefixes()  # per folder: the HTML report's table and the notebook's
+PREFIXES = prefixes()  # per folder: the notebook's table
+
+# "fake rate per day" of a nightly scan: what each scan day's scans found (every scan's own rows), so an object
+# FAKE on day 1 and REAL after a rescan on day 2 counts on both days; the text report and the page alike
+DAYS = f"""SELECT {PARTITION} AS day, {LABEL_COUNTS}, {FAKE_RATE} FROM videos_history GROUP BY ALL ORDER BY day"""
+
+# ERROR verdicts by stable code, not by message (messages carry URIs and sizes: 500 access-denied objects would
+# be 500 rows of 1); rows written before error_code existed count as 'error'
+ERRORS = """SELECT coalesce(error_code, 'error') AS error_code, count(*) AS objects, min(error) AS example
+    FROM videos WHERE label = 'ERROR' GROUP BY ALL ORDER BY objects DESC, error_code LIMIT 10"""
 
 
 def suspects(top: int) -> str:

@@ -52,7 +52,7 @@ img.plot{max-width:100%;background:#fff;border:1px solid #d8dee6;border-radius:4
 {% if plots.runs %}<img class="plot" alt="objects scanned per run" src="{{ plots.runs }}">{% endif %}
 <table id="runs"><tr><th>scan</th><th>status</th><th>exit</th><th>started (UTC)</th><th>took</th><th>scanned</th>
 <th>skipped</th><th>fake</th><th>real</th><th>no face</th><th>errors</th><th>error rate</th><th>model</th></tr>
-{% for r in d.runs|reverse %}<tr><td>{{ r.scan_id }}</td><td>{{ r.status }}</td><td class="n">{{ r.exit_code }}</td>
+{% for r in d.runs|reverse %}<tr><td>{{ r.scan_id }}</td><td>{{ r.status }}</td><td class="n">{{ '—' if r.exit_code is none else r.exit_code }}</td>
 <td>{{ r.started_at.strftime('%Y-%m-%d %H:%M:%S') if r.started_at }}</td><td class="n">{{ '%.0f s'|format(r.elapsed_s) if r.elapsed_s is not none }}</td>
 <td class="n">{{ r.scanned }}</td><td class="n">{{ r.skipped }}</td><td class="n">{{ r.fakes }}</td><td class="n">{{ r.reals }}</td>
 <td class="n">{{ r.no_face }}</td><td class="n">{{ r.failed }}</td><td class="n">{{ pct(r.error_rate) }}</td><td>{{ r.model_version }}</td></tr>
@@ -63,6 +63,11 @@ img.plot{max-width:100%;background:#fff;border:1px solid #d8dee6;border-radius:4
 <table id="prefixes"><tr><th>prefix (current verdicts)</th><th>objects</th><th>fake</th><th>real</th><th>no face / error</th><th>fake rate</th></tr>
 {% for p in d.prefixes %}<tr><td>{{ p.prefix }}</td><td class="n">{{ p.objects }}</td><td class="n">{{ p.fakes }}</td>
 <td class="n">{{ p.reals }}</td><td class="n">{{ p.no_face + p.errors }}</td><td class="n">{{ pct(p.fake_rate) }}</td></tr>{% endfor %}</table>
+
+<h2>Errors</h2>
+<table id="errors"><tr><th>error code (current verdicts)</th><th>objects</th><th>example message</th></tr>
+{% for e in d.errors %}<tr><td>{{ e.error_code }}</td><td class="n">{{ e.objects }}</td><td>{{ e.example }}</td></tr>
+{% else %}<tr><td colspan="3">no ERROR verdicts</td></tr>{% endfor %}</table>
 
 <h2>Score distributions per day</h2>
 {% if plots.scores %}<img class="plot" alt="object scores per scan day with the threshold" src="{{ plots.scores }}">{% else %}<p class="note">no scored objects</p>{% endif %}
@@ -75,7 +80,10 @@ img.plot{max-width:100%;background:#fff;border:1px solid #d8dee6;border-radius:4
 <td class="n">{{ num(s.mean_score) }}</td><td class="n">{{ num(s.faces_per_object, 2) }}</td><td class="n">{{ pct(s.error_rate) }}</td>
 <td>{{ s.model_versions|join(', ') }}</td></tr>{% endfor %}</table>
 <p class="note">PSI (population stability index) of the latest scan's object scores against the pooled trailing scans,
-10 equal bins over [0, 1]: under 0.1 stable, over {{ d.drift.psi_threshold }} flagged.</p>
+10 equal bins over [0, 1]: under 0.1 stable, over {{ '%.3g'|format(d.drift.psi_threshold) }} flagged (the 0.25 rule of
+thumb, or the level chance reaches at these sample sizes where that is higher). Score and face-count shifts are judged
+only with at least {{ d.drift.min_objects }} objects on each side; every flag also needs the move to be unlikely by
+chance (p &lt; {{ d.drift.alpha }}).</p>
 
 <h2>Most suspicious objects</h2>
 {% if not d.has_thumbs %}<p class="note" id="no-thumbs">This output stores no face thumbnails for these verdicts (no

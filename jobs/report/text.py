@@ -1,5 +1,5 @@
-"""The text report on a scan's output (``deepfakestream report``): totals, fake rate per prefix and day,
-the most suspicious objects, the commonest errors and the recent runs, from DuckDB over the views of
+"""The text report on a scan's output (``deepfakestream report``): totals, fake rate per scan day and per prefix
+and day, the most suspicious objects, the commonest errors and the recent runs, from DuckDB over the views of
 ``jobs/query/sql.py``; printed with rich, or as JSON."""
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ from typing import Any
 from rich.console import Console
 
 from jobs.query.sql import jsonable
-from jobs.report.queries import FAKE_RATE, LABEL_COUNTS, dicts, prefixes, read_report, suspects
+from jobs.report.queries import DAYS, ERRORS, FAKE_RATE, LABEL_COUNTS, dicts, prefixes, read_report, suspects
 from jobs.scan.output import OutputStore
 
 
 def report(output: str, storage_options: dict | None = None, top: int = 10, depth: int | None = None,
            runs: int = 10) -> dict[str, Any]:
-    """Summary of the latest verdict of every object (totals, fake rate per prefix and day, top suspects)
-    and of the last ``runs`` scans. Any failure is one ``QueryError`` line."""
+    """Summary of the latest verdict of every object (totals, top suspects, errors), of what each scan day's
+    scans found (fake rate per day, and per prefix and day) and of the last ``runs`` scans. Any failure is one
+    ``QueryError`` line."""
     return read_report(output, storage_options, lambda con: _report(con, output, storage_options, top, depth, runs))
 
 
@@ -39,15 +40,13 @@ def _report(con, output: str, storage_options: dict | None, top: int, depth: int
         SELECT {LABEL_COUNTS}, {FAKE_RATE}, min(scanned_at) AS first_scan, max(scanned_at) AS last_scan,
                count(DISTINCT model_version) AS model_versions
         FROM videos""")
-    errors = con.execute("""
-        SELECT error, count(*) AS objects FROM videos WHERE label = 'ERROR'
-        GROUP BY error ORDER BY objects DESC, error LIMIT 10""").fetchall()
     return {
         "output": OutputStore(output, storage_options or {}).display,
         **totals,
+        "by_day": _jsonable_rows(con, DAYS),
         "by_prefix_day": _jsonable_rows(con, prefixes(depth, per_day=True)),
         "top_suspicious": _jsonable_rows(con, suspects(top)),
-        "top_errors": [{"error": e, "objects": n} for e, n in errors],
+        "top_errors": _jsonable_rows(con, ERRORS),
         "last_success": jsonable(last_success),
         "runs": [dict(zip(_RUN_COLUMNS, map(jsonable, row))) for row in recent],
     }
@@ -74,8 +73,15 @@ def print_report(data: dict) -> None:
               f"[magenta]{data['errors']} errors[/magenta]; fake rate {_pct(data['fake_rate'])} of scored objects")
     if data["model_versions"] > 1:
         out.print(f"[yellow]note:[/yellow] verdicts come from {data['model_versions']} model versions")
+    table = Table("day", "objects", "fake", "real", "no face", "error", "fake rate",
+                  title="fake rate per scan day (every scan's own rows)", box=None, padding=(0, 2), header_style="bold")
+    for row in data["by_day"]:
+        table.add_row(str(row["day"]), str(row["objects"]), str(row["fakes"]), str(row["reals"]),
+                      str(row["no_face"]), str(row["errors"]), _pct(row["fake_rate"]))
+    out.print(table)
     table = Table("prefix", "day", "objects", "fake", "real", "no face", "error", "fake rate",
-                  title="fake rate per prefix and day", box=None, padding=(0, 2), header_style="bold")
+                  title="fake rate per prefix and day (every scan's own rows)", box=None, padding=(0, 2),
+                  header_style="bold")
     for row in data["by_prefix_day"]:
         table.add_row(Text(row["prefix"]), str(row["day"]), str(row["objects"]), str(row["fakes"]), str(row["reals"]),
                       str(row["no_face"]), str(row["errors"]), _pct(row["fake_rate"]))
@@ -86,12 +92,13 @@ def print_report(data: dict) -> None:
         table.add_row(Text(row["uri"]), f"{row['score']:.3f}", row["label"], str(row["faces"]), str(row["tracks"]), str(row["day"]))
     out.print(table)
     if data["top_errors"]:
-        table = Table("error", "objects", title="errors", box=None, padding=(0, 2), header_style="bold")
+        table = Table("error code", "objects", "example", title="errors (current verdicts)", box=None, padding=(0, 2),
+                      header_style="bold")
         for row in data["top_errors"]:
-            table.add_row(Text(row["error"]), str(row["objects"]))
+            table.add_row(Text(row["error_code"]), str(row["objects"]), Text(row["example"] or ""))
         out.print(table)
     if data["runs"]:
-        table = Table("scan", "status", "exit", "started", "listed", "skipped", "scanned", "failed", "quarantined",
+        table = Table("scan", "status", "exit", "started (UTC)", "listed", "skipped", "scanned", "failed", "quarantined",
                       title="recent runs (query the `runs` view for more)", box=None, padding=(0, 2), header_style="bold")
         for row in data["runs"]:
             colour = "green" if row["status"] == "succeeded" else "yellow" if row["status"] == "running" else "red"

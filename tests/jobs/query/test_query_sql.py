@@ -133,3 +133,85 @@ def test_query_and_report_on_s3_without_credentials_fail_in_one_line(s3_server, 
         assert result.exit_code == 1 and len(lines) == 1, result.output
         assert "Traceback" not in result.output and "credentials" in lines[0].lower(), lines
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+REFUSED = ["COPY (SELECT * REPLACE ('REAL' AS label) FROM videos_history) TO '{part}' (FORMAT parquet)",
+           "SELECT 1; COPY (SELECT 1) TO '{part}'",
+           "EXPLAIN ANALYZE COPY (SELECT 1) TO '{part}'",
+           "CREATE TABLE t AS SELECT * FROM videos", "ATTACH '{out}/x.duckdb'", "SET TimeZone = 'UTC'",
+           "PRAGMA version", "CALL pragma_version()", "INSTALL httpfs"]
+
+
+def test_query_refuses_anything_but_one_read_only_statement(tmp_path):
+    """query and report only read (docs/scan.md): a COPY … TO into the output rewrote every verdict."""
+    from jobs.query.sql import QueryError
+
+    output = _output(tmp_path)
+    (part,) = (tmp_path / "out" / "videos").rglob("part-*.parquet")
+    before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    for sql in REFUSED:
+        sql = sql.format(part=part, out=tmp_path / "out")
+        try:
+            run_query(output, sql)
+        except QueryError as exc:
+            assert exc.code == "query_failed" and "\n" not in str(exc), sql
+            assert str(exc).startswith("query takes one read-only statement"), str(exc)
+        else:
+            raise AssertionError(f"ran {sql}")
+        result = CliRunner().invoke(_app(), ["query", sql, "-o", output])
+        assert result.exit_code == 1 and result.output.startswith("query failed: query takes one"), result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before
+    assert run_query(output, "SELECT label FROM videos")[1] == [("FAKE",)]
+
+
+def test_query_reads_with_select_with_explain_describe_show_and_summarize(tmp_path):
+    output = _output(tmp_path)
+    for sql in ("SELECT uri FROM videos;", "WITH v AS (SELECT * FROM videos) SELECT count(*) FROM v", "FROM videos",
+                "EXPLAIN SELECT * FROM videos", "EXPLAIN ANALYZE SELECT count(*) FROM videos", "DESCRIBE videos",
+                "SHOW TABLES", "SUMMARIZE videos", "SELECT * FROM pragma_version()"):
+        columns, rows = run_query(output, sql)
+        assert columns and rows, sql
+
+
+def test_empty_sql_is_a_clear_error_not_a_trace(tmp_path):
+    output = _output(tmp_path)
+    for sql in ("", "   \n", "/* nothing but a comment */"):
+        result = CliRunner().invoke(_app(), ["query", sql, "-o", output])
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith("query failed: no SQL to run: give one read-only statement"), result.output
+        assert "NoneType" not in result.output and "Traceback" not in result.output
+
+
+def test_query_and_reports_show_utc_whatever_the_host_time_zone(tmp_path):
+    """DuckDB shows TIMESTAMPTZ in the session's zone, the host's by default; every reader labels times UTC."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
+    from report_fixtures import video_row, write_scan
+
+    at, scan = datetime(2026, 1, 1, 23, 30, tzinfo=timezone.utc), "20260101T233000Z-aaaaaa"  # 18:30 in New York
+    write_scan(tmp_path / "out", scan, at, [video_row(scan, "/a.mp4", "FAKE", 0.9, at)])
+    code = f"""
+import json
+from jobs.query.sql import connect, format_rows, run_query
+from jobs.report.data import load
+from jobs.report.text import report
+out = {str(tmp_path / 'out')!r}
+columns, rows = run_query(out, "SELECT scanned_at, (SELECT started_at FROM runs) AS started FROM videos")
+text = report(out)
+data = load(connect(out), out)
+print(json.dumps([json.loads(format_rows(columns, rows, "json")), text["last_scan"], text["runs"][0]["started_at"],
+                  data.runs[0]["started_at"].isoformat()]))
+"""
+    env = {**os.environ, "TZ": "America/New_York"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[3])
+    assert proc.returncode == 0, proc.stderr
+    query, last_scan, text_started, page_started = json.loads(proc.stdout.strip().splitlines()[-1])
+    utc = "2026-01-01T23:30:00+00:00"
+    assert query == [{"scanned_at": utc, "started": utc}]
+    assert last_scan == text_started == page_started == utc

@@ -5,12 +5,17 @@
   ``thumb_jpeg`` column in the ``faces`` parts.
 - ``add_shifted_run``: a later scan whose scores were shifted on purpose, written the way a scan writes
   (videos/faces parts under tomorrow's ``scan_date``, a ``_runs`` record), to test the drift flag.
+- ``widen``: every row copied under ``copyN/`` folders, so a scan of the samples has enough objects for drift
+  to be judged (``jobs.report.drift.MIN_OBJECTS``).
+- ``write_scan`` (with ``video_row``/``face_row``): a hand-made scan, its parts and run record, for the cases the
+  samples do not cover (errors, rescans, odd keys, a scan still running).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import posixpath
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.thumbs import THUMB_COLUMN
-from jobs.scan.records import RUNS_DIR, RunRecord
+from jobs.scan.records import RUNS_DIR, RunRecord, record_bytes
+
 
 def _parts(dest: Path, table: str, scan_id: str | None = None) -> list[Path]:
     parts = sorted((dest / table).glob("scan_date=*/part-*.parquet"))
@@ -35,6 +41,19 @@ def drop_thumbnails(dest: Path, scan_id: str | None = None) -> int:
             removed += table.num_rows - table[THUMB_COLUMN].null_count
             pq.write_table(table.drop_columns([THUMB_COLUMN]), part, compression="zstd")
     return removed
+
+
+def widen(dest: Path, copies: int) -> None:
+    """Add ``copies`` copies of every row of every part, each under a ``copyN/`` folder beside its object (23: the
+    5 scored samples become 120 per scan, enough for drift to be judged)."""
+    for table in ("faces", "videos"):
+        for part in _parts(dest, table):
+            t = pq.read_table(part, partitioning=None)
+            uris = t["uri"].to_pylist()
+            copied = [t] + [t.set_column(t.schema.get_field_index("uri"), t.schema.field("uri"), pa.array(
+                [posixpath.join(posixpath.dirname(u), f"copy{k}", posixpath.basename(u)) for u in uris]))
+                for k in range(1, copies + 1)]
+            pq.write_table(pa.concat_tables(copied), part, compression="zstd")
 
 
 def add_shifted_run(dest: Path, shift: float, days: int = 1, suffix: str = "shift") -> str:
@@ -82,6 +101,7 @@ if __name__ == "__main__":  # refresh docs/images/report.png: python tests/jobs/
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp) / "scan-output"
         shutil.copytree(sys.argv[1], dest)
+        widen(dest, 23)  # 5 scored samples x 24: enough objects for drift to be judged
         add_shifted_run(dest, shift=0.25)
         page = write_html_report(str(dest), Path(tmp) / "report.html")
         png = screenshot(page, Path(sys.argv[2] if len(sys.argv) > 2 else "docs/images/report.png"))
@@ -106,4 +126,39 @@ def one_fake_output(dest: Path):
                    "score": 0.9, "model_version": "m", "scanned_at": now}],
                  [{"schema_version": 3, "scan_id": "s0", "uri": "/m/a.mp4", "face": 0, "frame": 0, "frame_number": 0,
                    "score": 0.9, "model_version": "m", "scanned_at": now}])
+    return store
+
+
+def video_row(scan_id: str, uri: str, label: str, score: float | None, at: datetime, **extra) -> dict:
+    """A schema-3 ``videos`` row; ``extra`` sets or overrides columns (``error``, ``error_code``, ``faces``…)."""
+    return {"schema_version": 3, "scan_id": scan_id, "uri": uri, "fingerprint": "f", "label": label, "score": score,
+            "faces": 0 if score is None else 1, "tracks": 0 if score is None else 1, "model_version": "m",
+            "scanned_at": at, "threshold": 0.5, **extra}
+
+
+def face_row(scan_id: str, uri: str, face: int, score: float, at: datetime, **extra) -> dict:
+    return {"schema_version": 3, "scan_id": scan_id, "uri": uri, "face": face, "frame": face, "timestamp": float(face),
+            "track": 0, "score": score, "model_version": "m", "scanned_at": at, **extra}
+
+
+def write_scan(dest: Path, scan_id: str, at: datetime, videos: list[dict], faces: list[dict] = (),
+               status: str = "succeeded", exit_code: int | None = 0):
+    """Commit ``videos``/``faces`` as scan ``scan_id`` under ``at``'s day and write its run record (``status``
+    "running": no exit code, no end yet); returns the OutputStore."""
+    from jobs.scan.output import OutputStore
+
+    store = OutputStore(str(dest))
+    store.prepare()
+    if videos:
+        store.commit(f"part-{scan_id}-00000", f"{at:%Y-%m-%d}", videos, list(faces))
+    labels: dict[str, int] = {}
+    for row in videos:
+        labels[row["label"]] = labels.get(row["label"], 0) + 1
+    done = status != "running"
+    record = RunRecord(scan_id=scan_id, status=status, exit_code=exit_code, source="s3://src/", output=str(dest),
+                       started_at=at, ended_at=at + timedelta(minutes=5) if done else None,
+                       elapsed_s=300.0 if done else None, model_version="m", settings_digest="x",
+                       scanned=len(videos), labels=labels)
+    store.fs.makedirs(f"{store.root}/{RUNS_DIR}", exist_ok=True)
+    store.fs.pipe(f"{store.root}/{RUNS_DIR}/{scan_id}.json", record_bytes(record))
     return store

@@ -1,11 +1,17 @@
-"""Drift statistic on hand-made distributions: identical is ~0, a shift is flagged, small samples are not judged."""
+"""Drift statistic on hand-made distributions: identical is ~0, a shift is flagged, small samples are not judged,
+and samples of one distribution are not flagged by chance (seeded simulations)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from jobs.report.drift import PSI_THRESHOLD, Sample, compare, histogram, psi
+from datetime import datetime, timezone
+
+from jobs.query.sql import connect
+from jobs.report.drift import (ALPHA, MIN_OBJECTS, PSI_THRESHOLD, Sample, compare, error_rise_p, histogram, psi,
+                               psi_noise_floor, scan_drift)
+from report_fixtures import video_row, write_scan
 
 
 def _sample(scores, faces=None, errors=0, scan="s1", model="v3"):
@@ -53,14 +59,89 @@ def test_compare_flags_a_score_shift_and_names_it():
 
 
 def test_compare_flags_face_counts_and_error_rate_but_not_a_model_change_alone():
-    ref = _sample([0.2] * 20, faces=[2] * 20, errors=1)
-    fewer_faces = compare(ref, _sample([0.2] * 20, faces=[0] * 10 + [1] * 10, scan="b"))
+    ref = _sample([0.2] * 120, faces=[2] * 120, errors=1)
+    fewer_faces = compare(ref, _sample([0.2] * 120, faces=[0] * 60 + [1] * 60, scan="b"))
     assert "face_count_shift" in fewer_faces.flags and fewer_faces.status == "drift"
-    errors = compare(ref, _sample([0.2] * 20, faces=[2] * 20, errors=10, scan="b"))
+    errors = compare(ref, _sample([0.2] * 120, faces=[2] * 120, errors=40, scan="b"))
     assert errors.flags == ["error_rate_rise"]
-    assert errors.latest.error_rate == pytest.approx(10 / 30)
-    new_model = compare(ref, _sample([0.2] * 20, faces=[2] * 20, scan="b", model="v4"))
+    assert errors.latest.error_rate == pytest.approx(40 / 160)
+    new_model = compare(ref, _sample([0.2] * 120, faces=[2] * 120, scan="b", model="v4"))
     assert new_model.status == "ok" and new_model.flags == ["model_changed"]
+
+
+def test_a_face_count_from_or_to_zero_is_flagged():
+    """A dead detector finds no face at all; the ratio to a trailing mean of 0 was never taken."""
+    rng = np.random.default_rng(4)
+    scores = rng.beta(2, 5, 150)
+    alive, dead = list(rng.poisson(1.5, 150)), [0] * 150
+    died = compare(_sample(scores, faces=alive, scan="a"), _sample(scores, faces=dead, scan="b"))
+    assert died.flags == ["face_count_shift"] and died.status == "drift"
+    back = compare(_sample(scores, faces=dead, scan="a"), _sample(scores, faces=alive, scan="b"))
+    assert back.flags == ["face_count_shift"] and back.status == "drift"
+    still_dead = compare(_sample(scores, faces=dead, scan="a"), _sample(scores, faces=dead, scan="b"))
+    assert still_dead.flags == [] and still_dead.status == "ok"
+
+
+def _night(rng, n: int, scan: str, shift: float = 0.0, error_rate: float = 0.03, faces: float = 1.5) -> Sample:
+    """A scan of ``n`` objects from one stream: beta(2, 5) scores, Poisson face counts, binomial errors."""
+    errors = int(rng.binomial(n, error_rate))
+    return Sample(scan_ids=[scan], scores=list(np.clip(rng.beta(2, 5, n - errors) + shift, 0, 1)),
+                  faces=list(rng.poisson(faces, n - errors)), objects=n, errors=errors, model_versions=["v3"])
+
+
+@pytest.mark.parametrize("latest, trailing", [(5, 35), (20, 140), (50, 350)])
+def test_small_nights_from_one_stream_are_never_flagged(latest, trailing):
+    """Half-count smoothing and a fixed PSI > 0.25 flagged 94% of such pairs at 5 vs 35 objects, 12% at 50 vs 350."""
+    rng = np.random.default_rng(latest)
+    for _ in range(200):
+        drift = compare(_night(rng, trailing, "a"), _night(rng, latest, "b"))
+        assert drift.flags == [] and drift.status == "insufficient" and drift.psi is None, drift.message
+        assert drift.message == (f"too few scored objects to judge scores ({len(drift.latest.scores)} latest, "
+                                 f"{len(drift.reference.scores)} trailing; need {MIN_OBJECTS} on each side)")
+
+
+@pytest.mark.parametrize("latest, trailing", [(120, 120), (150, 1050)])
+def test_adequate_nights_from_one_stream_are_flagged_at_about_alpha(latest, trailing):
+    rng = np.random.default_rng(latest)
+    drifts = [compare(_night(rng, trailing, "a"), _night(rng, latest, "b")) for _ in range(400)]
+    assert all(d.status in ("ok", "drift") for d in drifts)
+    assert sum(d.flagged for d in drifts) <= 2  # 3 statistics at ALPHA each: ~1 in 300 nights at most
+
+
+def test_one_error_in_a_small_night_is_no_error_rate_rise():
+    ref = Sample(scan_ids=["a"], scores=[0.2] * 35, faces=[1] * 35, objects=35, model_versions=["v3"])
+    one = Sample(scan_ids=["b"], scores=[0.2] * 4, faces=[1] * 4, objects=5, errors=1, model_versions=["v3"])
+    assert error_rise_p(ref, one) == pytest.approx(5 / 40)  # 1 error in 40 objects lands in these 5 by chance
+    assert compare(ref, one).flags == []
+    all_five = one.model_copy(update={"scores": [], "faces": [], "errors": 5})
+    assert compare(ref, all_five).flags == ["error_rate_rise"]  # p = 1 / C(40, 5): no chance
+
+
+def test_real_shifts_of_adequate_nights_are_flagged():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        assert compare(_night(rng, 840, "a"), _night(rng, 120, "b", shift=0.3)).flags == ["score_shift"]
+        assert compare(_night(rng, 840, "a"), _night(rng, 120, "b", error_rate=0.25)).flags == ["error_rate_rise"]
+        assert compare(_night(rng, 840, "a"), _night(rng, 120, "b", faces=0.5)).flags == ["face_count_shift"]
+
+
+def test_the_psi_noise_floor_is_the_chi_square_quantile_over_the_sample_sizes():
+    assert psi_noise_floor(10**9, 10**9) * 10**9 / 2 == pytest.approx(27.877, rel=0.01)  # chi2(9) at 0.999
+    rng = np.random.default_rng(6)
+    values = [psi(rng.beta(2, 5, 700), rng.beta(2, 5, 100)) for _ in range(4000)]
+    assert np.mean(np.array(values) > psi_noise_floor(100, 700)) < 5 * ALPHA
+    assert psi_noise_floor(1000, 7000) < PSI_THRESHOLD < psi_noise_floor(100, 100)
+
+
+def test_the_latest_scan_is_the_latest_scan_id_whatever_the_workers_clocks_say(tmp_path):
+    """The videos view orders scans by scan_id (the driver's clock); drift must pick the same latest scan."""
+    ahead = datetime(2026, 1, 5, tzinfo=timezone.utc)  # the earlier scan's worker ran days ahead
+    first, second = "20260101T000000Z-aaaaaa", "20260102T000000Z-bbbbbb"
+    write_scan(tmp_path / "out", first, ahead, [video_row(first, "/a.mp4", "REAL", 0.1, ahead)])
+    at = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    write_scan(tmp_path / "out", second, at, [video_row(second, "/b.mp4", "REAL", 0.1, at)])
+    drift = scan_drift(connect(str(tmp_path / "out")))
+    assert drift.latest.scan_ids == [second] and drift.reference.scan_ids == [first]
 
 
 def test_compare_does_not_judge_too_few_objects_or_no_history():

@@ -1,8 +1,8 @@
 """The HTML report on a real scan of the bundled samples: self-contained, right content, looked at in Chromium.
 
-Outputs: the scan as it is (its face thumbnails, one run), the scan plus a second run whose scores were
-shifted on purpose (drift flagged), the same with an unshifted second run (no flag), and older outputs
-without thumbnails.
+Outputs: the scan as it is (its face thumbnails, one run), the scan widened to enough objects for drift to be
+judged plus a second run whose scores were shifted on purpose (drift flagged), the same with an unshifted second
+run (no flag), and older outputs without thumbnails.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from PIL import Image
 from jobs.report.browser import chromium, probe, screenshot
 from jobs.report.html import html_report, write_html_report
 from pipeline.thumbs import MAX_BYTES
-from report_fixtures import add_shifted_run, drop_thumbnails, one_fake_output
+from report_fixtures import add_shifted_run, drop_thumbnails, one_fake_output, widen
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +73,7 @@ def test_report_of_a_scan_has_runs_suspects_and_the_scans_thumbnails(sample_scan
 
 def test_report_flags_a_shifted_run_and_shows_face_thumbnails(scan_copy, tmp_path):
     first = next((scan_copy / "_runs").glob("*.json")).stem
+    widen(scan_copy, 23)  # 120 scored objects a scan: enough to judge
     second = add_shifted_run(scan_copy, shift=0.3)
     page = write_html_report(str(scan_copy), tmp_path / "report.html").read_text()
     _self_contained(page)
@@ -93,6 +94,7 @@ def test_report_flags_a_shifted_run_and_shows_face_thumbnails(scan_copy, tmp_pat
 
 
 def test_an_unshifted_second_run_is_not_flagged(scan_copy):
+    widen(scan_copy, 23)
     add_shifted_run(scan_copy, shift=0.0)
     page = html_report(str(scan_copy))
     assert 'data-status="ok"' in page and "No drift" in page and 'class="flag"' not in page

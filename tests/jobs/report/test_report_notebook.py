@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from report_fixtures import add_shifted_run
+from report_fixtures import add_shifted_run, widen
 
 NOTEBOOK = Path(__file__).resolve().parents[3] / "notebooks" / "scan_analysis.ipynb"
 
@@ -26,6 +26,7 @@ def test_the_notebook_executes_against_a_scan(scan_copy, monkeypatch):
     nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[notebook]'")
     nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[notebook]'")
     pytest.importorskip("ipykernel", reason="pip install -e '.[notebook]'")
+    widen(scan_copy, 23)  # enough objects for drift to be judged
     add_shifted_run(scan_copy, shift=0.3)
     monkeypatch.setenv("SCAN_OUTPUT", str(scan_copy))  # the kernel inherits the environment
     nb = nbformat.read(NOTEBOOK, as_version=4)

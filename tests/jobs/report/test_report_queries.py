@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from jobs.query.sql import QueryError, connect
+from jobs.query.sql import QueryError, connect, jsonable
 from jobs.report.data import load
 from jobs.report.queries import read_report
 from jobs.report.text import report
-from report_fixtures import one_fake_output
+from report_fixtures import face_row, one_fake_output, video_row, write_scan
 
 NOTEBOOK = Path(__file__).resolve().parents[3] / "notebooks" / "scan_analysis.ipynb"
 
@@ -37,3 +38,63 @@ def test_the_notebook_restates_no_report_sql():
     code = "".join("".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code")
     assert "jobs.report.queries" in code
     assert "regexp_replace" not in code and "FILTER (label" not in code  # prefixes and label counts: queries.py
+
+
+DAY1, DAY2 = datetime(2026, 1, 1, 23, 30, tzinfo=timezone.utc), datetime(2026, 1, 2, 23, 30, tzinfo=timezone.utc)
+SCAN1, SCAN2 = "20260101T233000Z-aaaaaa", "20260102T233000Z-bbbbbb"
+
+
+def _rescanned(dest: Path) -> str:
+    """Night 1: a.mp4 FAKE, c.mp4 REAL; night 2 (--full of one folder) rescans a.mp4, now REAL."""
+    write_scan(dest, SCAN1, DAY1, [video_row(SCAN1, "s3://b/x/y/a.mp4", "FAKE", 0.9, DAY1),
+                                   video_row(SCAN1, "s3://b/x/z/c.mp4", "REAL", 0.1, DAY1)],
+               [face_row(SCAN1, "s3://b/x/y/a.mp4", 0, 0.9, DAY1), face_row(SCAN1, "s3://b/x/z/c.mp4", 0, 0.1, DAY1)])
+    write_scan(dest, SCAN2, DAY2, [video_row(SCAN2, "s3://b/x/y/a.mp4", "REAL", 0.2, DAY2)],
+               [face_row(SCAN2, "s3://b/x/y/a.mp4", 0, 0.2, DAY2)])
+    return str(dest)
+
+
+def test_text_and_page_give_the_same_fake_rate_per_scan_day(tmp_path):
+    """The text grouped current verdicts by their latest day (day 1: 0 of 1 fake), the page every scan's rows."""
+    output = _rescanned(tmp_path / "out")
+    text = report(output)
+    data = load(connect(output), output)
+    per_day = [(str(d["day"]), d["objects"], d["fakes"], d["reals"], d["fake_rate"]) for d in text["by_day"]]
+    assert per_day == [("2026-01-01", 2, 1, 1, 0.5), ("2026-01-02", 1, 0, 1, 0.0)]
+    assert text["by_day"] == [{k: jsonable(v) for k, v in d.items()} for d in data.days]
+    by_prefix = {}  # per prefix and day: the same rows, split by folder
+    for row in text["by_prefix_day"]:
+        by_prefix.setdefault(row["day"], []).append(row)
+    assert {day: sum(r["fakes"] for r in rows) for day, rows in by_prefix.items()} == \
+        {d["day"]: d["fakes"] for d in text["by_day"]}
+    assert (text["fakes"], text["reals"]) == (0, 2)  # the totals stay the current verdicts
+
+
+def test_depth_groups_the_pages_prefixes_as_it_groups_the_texts(tmp_path):
+    from jobs.report.html import html_report
+
+    output = _rescanned(tmp_path / "out")
+    text = report(output, depth=2)
+    assert {r["prefix"] for r in text["by_prefix_day"]} == {"s3://b/x/"}
+    data = load(connect(output), output, depth=2)
+    assert [(p["prefix"], p["objects"]) for p in data.prefixes] == [("s3://b/x/", 2)]
+    page = html_report(output, depth=2)
+    table = page.split('id="prefixes"', 1)[1].split("</table>", 1)[0]
+    assert "<td>s3://b/x/</td>" in table and "s3://b/x/y/" not in table
+    assert "s3://b/x/y/" in html_report(output).split('id="prefixes"', 1)[1].split("</table>", 1)[0]
+
+
+def test_errors_are_counted_by_code_with_an_example_in_text_and_page(tmp_path):
+    """Messages carry URIs and sizes: grouped by message, 30 access-denied objects were 30 rows of 1."""
+    from jobs.report.html import html_report
+
+    denied = [video_row(SCAN1, f"s3://b/in/{i:03d}.mp4", "ERROR", None, DAY1, error_code="access_denied",
+                        error=f"AccessDenied: s3://b/in/{i:03d}.mp4 ({1000 + i} bytes)") for i in range(30)]
+    old = [video_row(SCAN1, f"s3://b/old/{i}.mp4", "ERROR", None, DAY1, error=f"boom {i}") for i in range(2)]
+    output = str(write_scan(tmp_path / "out", SCAN1, DAY1, denied + old).root)
+    expected = [{"error_code": "access_denied", "objects": 30, "example": "AccessDenied: s3://b/in/000.mp4 (1000 bytes)"},
+                {"error_code": "error", "objects": 2, "example": "boom 0"}]  # written before error_code existed
+    assert report(output)["top_errors"] == expected
+    assert load(connect(output), output).errors == expected
+    table = html_report(output).split('id="errors"', 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr>") == 3 and "<td>access_denied</td><td class=\"n\">30</td>" in table

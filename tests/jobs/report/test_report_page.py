@@ -1,0 +1,77 @@
+"""The HTML page on hand-made outputs (no Ray): object keys matplotlib would misread, a scan still running, and a
+plot that fails to draw, each reported as it is or in one coded line."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from typer.testing import CliRunner
+
+from jobs.query.sql import connect
+from jobs.report.data import load
+from jobs.report.html import ReportError, html_report
+from report_fixtures import face_row, video_row, write_scan
+
+AT = datetime(2026, 1, 1, 23, 30, tzinfo=timezone.utc)
+SCAN = "20260101T233000Z-aaaaaa"
+DOLLARS = "s3://b/x/cost_$100_$200.mp4"  # a pair of $: mathtext to matplotlib, which cannot parse it
+
+
+def _app():
+    from jobs.cli import app
+
+    return app
+
+
+def test_a_key_with_dollar_signs_is_drawn_as_it_is(tmp_path):
+    write_scan(tmp_path / "out", SCAN, AT, [video_row(SCAN, DOLLARS, "FAKE", 0.9, AT)],
+               [face_row(SCAN, DOLLARS, 0, 0.9, AT), face_row(SCAN, DOLLARS, 1, 0.8, AT)])
+    result = CliRunner().invoke(_app(), ["report", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r.html").read_text()
+    assert f"<h3>{DOLLARS}</h3>" in page and page.count('alt="face scores over time"') == 1
+
+
+def test_a_plot_that_fails_to_draw_is_one_coded_line(tmp_path, monkeypatch):
+    from jobs.report import plots
+
+    def broken(*args, **kwargs):
+        raise ValueError("bad glyph\nand pages of matplotlib detail")
+
+    write_scan(tmp_path / "out", SCAN, AT, [video_row(SCAN, "/a.mp4", "FAKE", 0.9, AT)], [face_row(SCAN, "/a.mp4", 0, 0.9, AT)])
+    monkeypatch.setattr(plots, "timeline_plot", broken)
+    try:
+        html_report(str(tmp_path / "out"))
+    except ReportError as exc:
+        assert exc.code == "report_failed" and str(exc) == "cannot draw the report: ValueError: bad glyph"
+    else:
+        raise AssertionError("drew a page with a broken plot")
+    result = CliRunner().invoke(_app(), ["report", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")])
+    assert result.exit_code == 2 and "cannot write the HTML report: cannot draw the report: ValueError: bad glyph" \
+        in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "r.html").exists()
+
+
+def test_a_running_scan_shows_no_exit_code_yet(tmp_path):
+    from jobs.report import plots
+
+    write_scan(tmp_path / "out", SCAN, AT, [video_row(SCAN, "/a.mp4", "FAKE", 0.9, AT)], status="running", exit_code=None)
+    page = html_report(str(tmp_path / "out"))
+    row = page.split('id="runs"', 1)[1].split("</table>", 1)[0].split(f"<tr><td>{SCAN}</td>", 1)[1].split("</tr>", 1)[0]
+    assert re.match(r'<td>running</td><td class="n">—</td>', row) and "None" not in row, row
+    figure = plots.runs_plot(load(connect(str(tmp_path / "out")), str(tmp_path / "out")).runs)
+    assert [t.get_text() for t in figure.axes[0].texts] == ["1 scanned\nrunning"]
+
+
+def test_the_page_says_when_scans_are_too_small_to_judge(tmp_path):
+    """Two 5-object nights wide apart: 5 objects are too few to tell a shift from chance, and the banner says so."""
+    later = datetime(2026, 1, 2, 23, 30, tzinfo=timezone.utc)
+    second = "20260102T233000Z-bbbbbb"
+    write_scan(tmp_path / "out", SCAN, AT, [video_row(SCAN, f"/d1/{i}.mp4", "REAL", 0.1, AT) for i in range(5)])
+    write_scan(tmp_path / "out", second, later,
+               [video_row(second, f"/d2/{i}.mp4", "FAKE", 0.9, later) for i in range(4)]
+               + [video_row(second, "/d2/e.mp4", "ERROR", None, later, error="boom")])
+    banner = html_report(str(tmp_path / "out")).split('id="drift-status"', 1)[1].split("</div>", 1)[0]
+    assert 'data-status="insufficient"' in banner and 'class="flag"' not in banner
+    assert "too few scored objects to judge scores (4 latest, 5 trailing; need 100 on each side)" in banner
