@@ -5,7 +5,7 @@
   ``thumb_jpeg`` column in the ``faces`` parts.
 - ``add_shifted_run``: a later scan whose scores were shifted on purpose, written the way a scan writes
   (videos/faces parts under tomorrow's ``scan_date``, a ``_runs`` record), to test the drift flag.
-- ``widen``: every row copied under ``copyN/`` folders, so a scan of the samples has enough objects for drift
+- ``widen``: every row copied as ``NAME_copyN.EXT`` beside its object, so a scan of the samples has enough objects for drift
   to be judged (``jobs.report.drift.MIN_OBJECTS``).
 - ``write_scan`` (with ``video_row``/``face_row``): a hand-made scan, its parts and run record, for the cases the
   samples do not cover (errors, rescans, odd keys, a scan still running).
@@ -44,14 +44,15 @@ def drop_thumbnails(dest: Path, scan_id: str | None = None) -> int:
 
 
 def widen(dest: Path, copies: int) -> None:
-    """Add ``copies`` copies of every row of every part, each under a ``copyN/`` folder beside its object (23: the
-    5 scored samples become 120 per scan, enough for drift to be judged)."""
+    """Add ``copies`` copies of every row of every part, each named ``NAME_copyN.EXT`` beside its object, so the
+    folders (the report's prefixes) stay as scanned (23: the 5 scored samples become 120 per scan, enough for
+    drift to be judged)."""
     for table in ("faces", "videos"):
         for part in _parts(dest, table):
             t = pq.read_table(part, partitioning=None)
             uris = t["uri"].to_pylist()
             copied = [t] + [t.set_column(t.schema.get_field_index("uri"), t.schema.field("uri"), pa.array(
-                [posixpath.join(posixpath.dirname(u), f"copy{k}", posixpath.basename(u)) for u in uris]))
+                [f"{posixpath.splitext(u)[0]}_copy{k}{posixpath.splitext(u)[1]}" for u in uris]))
                 for k in range(1, copies + 1)]
             pq.write_table(pa.concat_tables(copied), part, compression="zstd")
 
