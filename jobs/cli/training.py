@@ -52,12 +52,13 @@ def prepare(
 TRAIN_FIELDS = {"output": "out_dir", "extra_dataset": "extra_datasets", "gpu": "use_gpu"}
 
 
-def _train_option(field: str, *decls: str, help: str | None = None) -> typer.models.OptionInfo:
-    """A `train` flag left out is not passed: TrainConfig owns its default, which help shows from there."""
-    default = TrainConfig.model_fields[field].default
+def _train_option(field: str, *decls: str) -> typer.models.OptionInfo:
+    """A `train` flag left out is not passed: TrainConfig owns its default and its description, which help shows."""
+    info = TrainConfig.model_fields[field]
+    default = info.default
     if default is None or isinstance(default, bool):
         default = {None: "none", True: "on", False: "off"}[default]
-    return typer.Option(None, *decls, help=help, show_default=str(default))
+    return typer.Option(None, *decls, help=info.description, show_default=str(default))
 
 
 def train(
@@ -65,38 +66,38 @@ def train(
     dataset: Path = typer.Argument(..., help="folder made by `deepfakestream prepare`"),
     output: Path = typer.Option(Path("runs/train"), "--output", "-o"),
     extra_dataset: Optional[list[Path]] = typer.Option(None, "--extra-dataset", help="another prepared dataset: its train split is trained on, its val split validated on (repeatable)"),
-    encoder: Optional[str] = _train_option("encoder", help="timm encoder: tf_efficientnet_lite0/1/2 (offline ImageNet weights from the train extra)"),
-    input_mode: Optional[str] = _train_option("input_mode", help="rgb+srm, srm (noise residuals only) or rgb (no SRM filters)"),
+    encoder: Optional[str] = _train_option("encoder"),
+    input_mode: Optional[str] = _train_option("input_mode"),
     epochs: Optional[int] = _train_option("epochs"),
     batch_size: Optional[int] = _train_option("batch_size"),
     lr: Optional[float] = _train_option("lr"),
-    real_fakes: Optional[bool] = _train_option("real_fakes", "--real-fakes/--no-real-fakes", help="also train on the train split's manipulated videos"),
-    sbi: Optional[bool] = _train_option("sbi", "--sbi/--no-sbi", help="self-blended pseudo-fakes from the reals"),
+    real_fakes: Optional[bool] = _train_option("real_fakes", "--real-fakes/--no-real-fakes"),
+    sbi: Optional[bool] = _train_option("sbi", "--sbi/--no-sbi"),
     max_crops_per_video: Optional[int] = _train_option("max_crops_per_video"),
-    max_steps_per_epoch: Optional[int] = _train_option("max_steps_per_epoch", help="cap on batches per epoch (each epoch draws a new random subset)"),
-    codec_p: Optional[float] = _train_option("codec_p", help="share of training crops, any label, sent through an H.264 round trip"),
-    capture_p: Optional[float] = _train_option("capture_p", help="share of training crops, any label, given a camera's grain or softness before any blend"),
-    parts_p: Optional[float] = _train_option("parts_p", help="share of training crops, any label, with the eyes, nose or mouth blacked out"),
-    cross_p: Optional[float] = _train_option("cross_p", help="share of pseudo-fakes blended from another person's aligned face instead of the face itself"),
-    ema_decay: Optional[float] = _train_option("ema_decay", help="validate and ship an exponential moving average of the weights (0 = off; e.g. 0.998)"),
-    paired: Optional[bool] = _train_option("paired", "--paired/--no-paired", help="each real crop and its pseudo-fake side by side in one batch"),
-    layer_decay: Optional[float] = _train_option("layer_decay", help="encoder layers learn at lr x this**(layers above them); 0 = one lr"),
-    init: Optional[Path] = _train_option("init", "--init", help="start from this trained detector (.safetensors + card) instead of ImageNet, e.g. to fine-tune the shipped one"),
-    blend_map: Optional[float] = _train_option("blend_map", help="weight of an auxiliary loss predicting where each pseudo-fake was blended (0 = off)"),
-    drop_path: Optional[float] = _train_option("drop_path", help="stochastic depth: the deepest encoder blocks skipped at this rate in training (0 = off)"),
-    sam_rho: Optional[float] = _train_option("sam_rho", help="sharpness-aware minimisation radius (0 = off; SBI's 0.05): 2x a step's cost"),
-    mesh_p: Optional[float] = _train_option("mesh_p", help="share of self-blends masked along the face's dense outline (MediaPipe face mesh) instead of MTCNN's 5 points"),
-    local_p: Optional[float] = _train_option("local_p", help="share of self-blends confined to the mouth or the eyes (a reenactment's local seam); 0 = off"),
-    label_smoothing: Optional[float] = _train_option("label_smoothing", help="binary targets moved this far toward 0.5 (0 -> eps/2, 1 -> 1 - eps/2); 0 = off"),
-    source_balance: Optional[str] = _train_option("source_balance", help="sqrt: a source of n crops gets a share of each epoch growing with sqrt(n); none: in proportion to n"),
-    patience: Optional[int] = _train_option("patience", help="early stopping: epochs without validation AUC gain"),
+    max_steps_per_epoch: Optional[int] = _train_option("max_steps_per_epoch"),
+    codec_p: Optional[float] = _train_option("codec_p"),
+    capture_p: Optional[float] = _train_option("capture_p"),
+    parts_p: Optional[float] = _train_option("parts_p"),
+    cross_p: Optional[float] = _train_option("cross_p"),
+    ema_decay: Optional[float] = _train_option("ema_decay"),
+    paired: Optional[bool] = _train_option("paired", "--paired/--no-paired"),
+    layer_decay: Optional[float] = _train_option("layer_decay"),
+    init: Optional[Path] = _train_option("init", "--init"),
+    blend_map: Optional[float] = _train_option("blend_map"),
+    drop_path: Optional[float] = _train_option("drop_path"),
+    sam_rho: Optional[float] = _train_option("sam_rho"),
+    mesh_p: Optional[float] = _train_option("mesh_p"),
+    local_p: Optional[float] = _train_option("local_p"),
+    label_smoothing: Optional[float] = _train_option("label_smoothing"),
+    source_balance: Optional[str] = _train_option("source_balance"),
+    patience: Optional[int] = _train_option("patience"),
     seed: Optional[int] = _train_option("seed"),
-    num_workers: Optional[int] = _train_option("num_workers", help="Ray Train data-parallel workers (0 = single process)"),
-    gpu: Optional[bool] = _train_option("use_gpu", "--gpu", help="train on CUDA (mixed precision)"),
-    threads: Optional[int] = _train_option("threads", help="torch CPU threads (0 = default)"),
-    resume: Optional[bool] = _train_option("resume", "--resume/--no-resume", help="continue from OUTPUT/last.pt"),
-    version: Optional[str] = _train_option("version", help="model version written to the card"),
-    data_description: Optional[str] = _train_option("data_description", help="what the training data is and its terms (model card)"),
+    num_workers: Optional[int] = _train_option("num_workers"),
+    gpu: Optional[bool] = _train_option("use_gpu", "--gpu"),
+    threads: Optional[int] = _train_option("threads"),
+    resume: Optional[bool] = _train_option("resume", "--resume/--no-resume"),
+    version: Optional[str] = _train_option("version"),
+    data_description: Optional[str] = _train_option("data_description"),
 ) -> None:
     """Train the detector; writes OUTPUT/best.safetensors + model card, last.pt, history.json."""
     setup_logging()

@@ -15,27 +15,27 @@ class TrainConfig(BaseModel):
     dataset: Path
     out_dir: Path
     extra_datasets: list[Path] = Field(default_factory=list, description="more prepared datasets: train split trained on, val split validated on")
-    encoder: str = "tf_efficientnet_lite0"
-    input_mode: Literal["srm", "rgb+srm", "rgb"] = "rgb+srm"
+    encoder: str = Field("tf_efficientnet_lite0", description="timm encoder: tf_efficientnet_lite0/1/2 (offline ImageNet weights from the train extra)")
+    input_mode: Literal["srm", "rgb+srm", "rgb"] = Field("rgb+srm", description="rgb+srm, srm (noise residuals only) or rgb (no SRM filters)")
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=2)
     lr: float = Field(3e-4, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
-    sbi: bool = True
-    real_fakes: bool = False
+    sbi: bool = Field(True, description="self-blended pseudo-fakes from the reals")
+    real_fakes: bool = Field(False, description="also train on the train split's manipulated videos")
     max_crops_per_video: int = Field(48, ge=1)
-    patience: int = Field(3, ge=1)
+    patience: int = Field(3, ge=1, description="early stopping: epochs without validation AUC gain")
     seed: int = 0
     num_workers: int = Field(0, ge=0, description="0 = single process; N = Ray Train data-parallel workers")
-    use_gpu: bool = False
-    threads: int = Field(0, ge=0)
-    resume: bool = False
+    use_gpu: bool = Field(False, description="train on CUDA (mixed precision)")
+    threads: int = Field(0, ge=0, description="torch CPU threads (0 = default)")
+    resume: bool = Field(False, description="continue from OUTPUT/last.pt")
     imagenet: bool = True
     init: FilePath | None = Field(None, description="start from this trained detector's weights (same encoder, input "
                               "mode, crop size and margin) instead of ImageNet's; e.g. to fine-tune a shipped soup")
-    version: str = "dev"
+    version: str = Field("dev", description="model version written to the card")
     data_description: str = Field("", description="what the data is and its terms, for the model card")
-    max_steps_per_epoch: int | None = None
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on batches per epoch (each epoch draws a new random subset)")
     codec_p: float = Field(0.5, ge=0, le=1, description="share of crops (any label) sent through the H.264 round trip")
     capture_p: float = Field(0.0, ge=0, le=1, description="share of crops (any label) given a camera's grain or "
                              "softness before any blend (augment.capture); 0 = off")
