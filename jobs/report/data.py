@@ -1,7 +1,7 @@
 """What the HTML report and the notebook show, read from a scan output with DuckDB (``jobs.query.connect``).
 
-Per day means per ``scan_date`` over ``videos_history`` (every scan's own rows, ``queries.DAYS``, as in the text
-report), so the pictures show how nights differ; the suspects, prefixes and errors come from the ``videos`` view
+Per day means per ``scan_date``: each object's last verdict of that day (``queries.DAILY``, ``DAYS``, as in the
+text report), so the pictures show how nights differ; the suspects, prefixes and errors come from the ``videos`` view
 (each object's current verdict).
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.report.drift import Drift, scan_drift
-from jobs.report.queries import DAYS, ERRORS, TOTALS, dicts, prefixes, suspects
+from jobs.report.queries import DAILY, DAYS, ERRORS, TOTALS, dicts, prefixes, suspects
 from pipeline.thumbs import THUMB_COLUMN
 
 
@@ -55,7 +55,7 @@ def load(con, output: str, top: int = 8, thumbs_per_object: int = 4, trailing: i
     days = dicts(con, DAYS)
     day_scores: dict[Any, list[float]] = {}
     for day, score in con.execute(
-            "SELECT scan_date, score FROM videos_history WHERE score IS NOT NULL ORDER BY scan_date, score").fetchall():
+            f"SELECT scan_date, score FROM {DAILY} WHERE score IS NOT NULL ORDER BY scan_date, score").fetchall():
         day_scores.setdefault(day, []).append(float(score))
     thresholds = [t for (t,) in con.execute(
         "SELECT DISTINCT threshold FROM videos_history WHERE threshold IS NOT NULL ORDER BY 1").fetchall()]

@@ -29,21 +29,27 @@ FAKE_RATE = "count(*) FILTER (label = 'FAKE') / nullif(count(*) FILTER (label IN
 TOTALS = f"SELECT {LABEL_COUNTS}, {FAKE_RATE} FROM videos"
 
 
+# each object's last verdict of each scan day (a --retry-errors rerun the same day must not count it twice);
+# "last" as the videos view has it: by scan_id, the driver's clock
+DAILY = f"""(SELECT * FROM videos_history QUALIFY row_number() OVER (
+    PARTITION BY uri, {PARTITION} ORDER BY scan_id DESC, scanned_at DESC) = 1)"""
+
+
 def prefixes(depth: int | None = None, per_day: bool = False) -> str:
-    """Label counts and fake rate per prefix: of the current verdicts (``videos``), or ``per_day`` of every scan's
-    own rows per scan day (``videos_history``, as ``DAYS``)."""
+    """Label counts and fake rate per prefix: of the current verdicts (``videos``), or ``per_day`` of each scan
+    day's verdicts (``DAILY``, as ``DAYS``)."""
     if per_day:
         return f"""SELECT {prefix_expr(depth)} AS prefix, {PARTITION} AS day, {LABEL_COUNTS}, {FAKE_RATE}
-            FROM videos_history GROUP BY ALL ORDER BY prefix, day"""
+            FROM {DAILY} GROUP BY ALL ORDER BY prefix, day"""
     return f"""SELECT {prefix_expr(depth)} AS prefix, {LABEL_COUNTS}, {FAKE_RATE}
         FROM videos GROUP BY ALL ORDER BY prefix"""
 
 
 PREFIXES = prefixes()  # per folder: the notebook's table
 
-# "fake rate per day" of a nightly scan: what each scan day's scans found (every scan's own rows), so an object
-# FAKE on day 1 and REAL after a rescan on day 2 counts on both days; the text report and the page alike
-DAYS = f"""SELECT {PARTITION} AS day, {LABEL_COUNTS}, {FAKE_RATE} FROM videos_history GROUP BY ALL ORDER BY day"""
+# "fake rate per day" of a nightly scan: what each scan day's scans found, so an object FAKE on day 1 and REAL
+# after a rescan on day 2 counts on both days (once a day); the text report and the page alike
+DAYS = f"""SELECT {PARTITION} AS day, {LABEL_COUNTS}, {FAKE_RATE} FROM {DAILY} GROUP BY ALL ORDER BY day"""
 
 # ERROR verdicts by stable code, not by message (messages carry URIs and sizes: 500 access-denied objects would
 # be 500 rows of 1); rows written before error_code existed count as 'error'

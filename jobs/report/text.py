@@ -74,13 +74,13 @@ def print_report(data: dict) -> None:
     if data["model_versions"] > 1:
         out.print(f"[yellow]note:[/yellow] verdicts come from {data['model_versions']} model versions")
     table = Table("day", "objects", "fake", "real", "no face", "error", "fake rate",
-                  title="fake rate per scan day (every scan's own rows)", box=None, padding=(0, 2), header_style="bold")
+                  title="fake rate per scan day (each object's last verdict of the day)", box=None, padding=(0, 2), header_style="bold")
     for row in data["by_day"]:
         table.add_row(str(row["day"]), str(row["objects"]), str(row["fakes"]), str(row["reals"]),
                       str(row["no_face"]), str(row["errors"]), _pct(row["fake_rate"]))
     out.print(table)
     table = Table("prefix", "day", "objects", "fake", "real", "no face", "error", "fake rate",
-                  title="fake rate per prefix and day (every scan's own rows)", box=None, padding=(0, 2),
+                  title="fake rate per prefix and day (each object's last verdict of the day)", box=None, padding=(0, 2),
                   header_style="bold")
     for row in data["by_prefix_day"]:
         table.add_row(Text(row["prefix"]), str(row["day"]), str(row["objects"]), str(row["fakes"]), str(row["reals"]),

@@ -70,6 +70,20 @@ def test_text_and_page_give_the_same_fake_rate_per_scan_day(tmp_path):
     assert (text["fakes"], text["reals"]) == (0, 2)  # the totals stay the current verdicts
 
 
+def test_a_same_day_rerun_counts_each_object_once_that_day(tmp_path):
+    """A --retry-errors rerun on night 2 rescans a.mp4 again: night 2 still has one object, its last verdict."""
+    output = _rescanned(tmp_path / "out")
+    rerun = "20260102T235900Z-cccccc"  # a later scan the same day
+    write_scan(tmp_path / "out", rerun, DAY2, [video_row(rerun, "s3://b/x/y/a.mp4", "FAKE", 0.8, DAY2)],
+               [face_row(rerun, "s3://b/x/y/a.mp4", 0, 0.8, DAY2)])
+    text = report(output)
+    per_day = [(str(d["day"]), d["objects"], d["fakes"], d["reals"]) for d in text["by_day"]]
+    assert per_day == [("2026-01-01", 2, 1, 1), ("2026-01-02", 1, 1, 0)]
+    assert sum(r["objects"] for r in text["by_prefix_day"] if str(r["day"]) == "2026-01-02") == 1
+    data = load(connect(output), output)
+    assert [len(scores) for scores in data.day_scores.values()] == [2, 1]
+
+
 def test_depth_groups_the_pages_prefixes_as_it_groups_the_texts(tmp_path):
     from jobs.report.html import html_report
 
