@@ -146,8 +146,16 @@ def _sql_error(exc: Exception) -> QueryError:
     return QueryError(" ".join(str(exc).split())[:500] or type(exc).__name__)
 
 
-READ_ONLY = "one read-only statement (SELECT, WITH … SELECT, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN SELECT)"
-_EXPLAIN = re.compile(r"\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(?:\([^)]*\)\s*)?", re.IGNORECASE)
+READ_ONLY = "one read-only statement (SELECT, WITH … SELECT, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)"
+
+
+def _keywords(sql: str) -> set[str]:
+    """The SQL keywords of ``sql`` as DuckDB's tokenizer reads them (comments and strings are other tokens)."""
+    import duckdb
+
+    tokens = duckdb.tokenize(sql)
+    ends = [start for start, _ in tokens[1:]] + [len(sql)]
+    return {sql[start:end].strip().upper() for (start, kind), end in zip(tokens, ends) if kind.name == "keyword"}
 
 
 def check_read_only(sql: str) -> None:
@@ -156,7 +164,9 @@ def check_read_only(sql: str) -> None:
     ``query`` and ``report`` only read (docs/scan.md), but DuckDB runs COPY … TO, CREATE, ATTACH, SET or several
     statements as readily (a COPY into the output rewrote its verdicts). DuckDB types DESCRIBE, SHOW and SUMMARIZE
     as SELECT; PRAGMA and CALL are refused (some write or change settings; ``SELECT * FROM pragma_version()``
-    reads the same), and EXPLAIN only of a SELECT (EXPLAIN ANALYZE runs what it explains).
+    reads the same), and EXPLAIN without ANALYZE (which runs what it explains; plain EXPLAIN only plans). The
+    keywords come from DuckDB's tokenizer, not a pattern: a comment must not hide one. ``run_query`` also locks
+    DuckDB's configuration, so a table function that changes it (``enable_logging`` writes files) is refused.
     """
     import duckdb
 
@@ -164,9 +174,7 @@ def check_read_only(sql: str) -> None:
         statements = duckdb.extract_statements(sql)
         kinds = [s.type.name for s in statements]
         if kinds == ["EXPLAIN"]:
-            explained = _EXPLAIN.match(statements[0].query)
-            inner = duckdb.extract_statements(statements[0].query[explained.end():]) if explained else []
-            kinds = ["SELECT" if [s.type.name for s in inner] == ["SELECT"] else "EXPLAIN of anything but one SELECT"]
+            kinds = ["EXPLAIN ANALYZE" if _keywords(sql) & {"ANALYZE", "ANALYSE"} else "SELECT"]
     except duckdb.Error as exc:  # a syntax error: the line executing it would give
         raise _sql_error(exc) from None
     if not kinds:
@@ -180,6 +188,7 @@ def check_read_only(sql: str) -> None:
 def run_query(output: str, sql: str, storage_options: dict | None = None) -> tuple[list[str], list[tuple]]:
     check_read_only(sql)  # before reading anything: refused SQL costs no listing
     con = connect(output, storage_options)
+    con.execute("SET lock_configuration = true")  # the views exist: nothing the user's SQL runs may change settings
     try:
         result = con.execute(sql)
         if result.description is None:

@@ -39,7 +39,7 @@ def fold_latest(tables: Iterable[pa.Table | pa.RecordBatch]) -> pa.Table:
         table = table if isinstance(table, pa.Table) else pa.Table.from_batches([table])
         pending.append(table.select(COLUMNS).cast(latest.schema))
         waiting += table.num_rows
-        if waiting >= FOLD_ROWS:
+        if waiting >= max(FOLD_ROWS, latest.num_rows):  # each fold re-sorts `latest`: fold as it doubles, not per 64k
             latest, pending, waiting = latest_per_uri(pa.concat_tables([latest, *pending])), [], 0
     return latest_per_uri(pa.concat_tables([latest, *pending])) if pending else latest
 

@@ -139,7 +139,25 @@ REFUSED = ["COPY (SELECT * REPLACE ('REAL' AS label) FROM videos_history) TO '{p
            "SELECT 1; COPY (SELECT 1) TO '{part}'",
            "EXPLAIN ANALYZE COPY (SELECT 1) TO '{part}'",
            "CREATE TABLE t AS SELECT * FROM videos", "ATTACH '{out}/x.duckdb'", "SET TimeZone = 'UTC'",
-           "PRAGMA version", "CALL pragma_version()", "INSTALL httpfs"]
+           "PRAGMA version", "CALL pragma_version()", "INSTALL httpfs",
+           # a comment must not hide what EXPLAIN ANALYZE runs (a pattern over the text was fooled by these)
+           "EXPLAIN (ANALYZE /* ) SELECT 1 -- */) COPY (SELECT 'x' AS x) TO '{out}/evil.csv'",
+           "EXPLAIN (ANALYZE, FORMAT json /* ) SELECT 1 -- */) COPY (SELECT 'x' AS x) TO '{out}/evil.csv'"]
+
+
+def test_a_table_function_that_changes_settings_is_refused(tmp_path):
+    """enable_logging passes as a SELECT but writes log files: the configuration is locked before the user's SQL."""
+    from jobs.query.sql import QueryError
+
+    output = _output(tmp_path)
+    logs = tmp_path / "logs"
+    try:
+        run_query(output, f"SELECT * FROM enable_logging(level='info', storage='file', storage_path='{logs}')")
+    except QueryError as exc:
+        assert "locked" in str(exc)
+    else:
+        raise AssertionError("enable_logging ran")
+    assert not logs.exists()
 
 
 def test_query_refuses_anything_but_one_read_only_statement(tmp_path):
@@ -168,7 +186,7 @@ def test_query_refuses_anything_but_one_read_only_statement(tmp_path):
 def test_query_reads_with_select_with_explain_describe_show_and_summarize(tmp_path):
     output = _output(tmp_path)
     for sql in ("SELECT uri FROM videos;", "WITH v AS (SELECT * FROM videos) SELECT count(*) FROM v", "FROM videos",
-                "EXPLAIN SELECT * FROM videos", "EXPLAIN ANALYZE SELECT count(*) FROM videos", "DESCRIBE videos",
+                "EXPLAIN SELECT * FROM videos", "EXPLAIN (SELECT 1)", "EXPLAIN COPY (SELECT 1) TO 'x.csv'", "DESCRIBE videos",
                 "SHOW TABLES", "SUMMARIZE videos", "SELECT * FROM pragma_version()"):
         columns, rows = run_query(output, sql)
         assert columns and rows, sql
