@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.aspect import sample_aspect, square_pixels, stored_shape
 from pipeline.batch import Batch, as_text, batch_size, codes_of, errors_of, object_column
 from pipeline.config import DecodeConfig
-from pipeline.errors import DECODE_FAILED, OUT_OF_MEMORY, MediaError, MediaTooLargeError, one_line
+from pipeline.errors import DECODE_FAILED, OUT_OF_MEMORY, MediaError, MediaTooLargeError, one_line, out_of_memory
 from pipeline.logsafe import log_safe
 from pipeline.media import MediaKind, read_media_bytes, sniff_media
 from pipeline.probe import VideoInfo, check_duration, check_pixels, main_video_stream, probe_video
@@ -57,8 +57,10 @@ def sample_times(times: np.ndarray, num_frames: int) -> np.ndarray:
     (a constant rate, timestamp jitter included) they are kept, so constant-rate video samples exactly the
     frames it always did; variable-rate video (phones slow down in the dark, screen recordings idle at 1 fps)
     would otherwise crowd the samples into its fast stretches. A frame held longer than the spacing is
-    sampled once, so fewer than ``num_frames`` may come back."""
+    sampled once, so fewer than ``num_frames`` may come back; a stream of no more frames than that gives them all."""
     indices = sample_indices(len(times), num_frames)
+    if len(times) <= num_frames:  # every frame fits: snapping to even times would only merge neighbours
+        return indices
     times = np.asarray(times, np.float64)
     even = np.linspace(times[0], times[-1], len(indices)) if len(indices) else times[:0]
     if len(indices) < 3 or np.all(np.abs(times[indices] - even) <= np.median(np.diff(times))):
@@ -103,9 +105,9 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: Vid
     info = info or probe_video(data, config)  # decord's reader decodes on open: check limits first
     try:
         reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
-    except MemoryError:  # the server's fault, not the media's (PyAV's own subclasses it): OUT_OF_MEMORY
-        raise
     except Exception as exc:  # noqa: BLE001 - decord raises DECORDError / RuntimeError
+        if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
+            raise
         raise MediaError(f"corrupt or unreadable video: {_decord_message(exc)}") from exc
     if len(reader) == 0:
         raise MediaError("video has no frames")
@@ -123,9 +125,9 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: Vid
     try:
         frames = reader.get_batch(indices.tolist()).asnumpy()
         timestamps = times[indices].astype(np.float32)
-    except MemoryError:  # the server's fault, not the media's (PyAV's own subclasses it): OUT_OF_MEMORY
-        raise
     except Exception as exc:  # noqa: BLE001 - truncated streams fail here
+        if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
+            raise
         # decord's text here depends on which of its decoder threads hit the damage first: log it, but keep
         # the row's message stable so a rescan or the API says the same thing about the same file
         log.debug("decord failed mid-stream: %s", _decord_message(exc))
@@ -273,9 +275,9 @@ def _decode_video_pyav(data: bytes, mime: str, config: DecodeConfig, info: Video
             kept, decoded = _sampled_frames(data, config, indices, None)
     except MediaError:
         raise
-    except MemoryError:  # the server's fault, not the media's (PyAV's own subclasses it): OUT_OF_MEMORY
-        raise
-    except Exception as exc:  # noqa: BLE001 - av raises InvalidDataError and friends
+    except Exception as exc:  # noqa: BLE001 - av raises InvalidDataError and friends (a corrupt header's MemoryError too)
+        if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
+            raise
         raise MediaError(f"corrupt or unreadable video: {str(exc)[:200]}") from exc
     if not kept:
         raise MediaError("video has no frames")
@@ -350,13 +352,14 @@ class DecodeStage:
                 except MediaError as exc:
                     errors[i], codes[i] = str(exc), exc.code
                     log.warning("decode failed for %s: %s", log_safe(uris[i]), log_safe(exc))
-                except MemoryError:
-                    errors[i], codes[i] = "decode failed: out of memory", OUT_OF_MEMORY
-                    log.error("out of memory decoding %s", log_safe(uris[i]))
                 except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
-                    errors[i] = f"decode failed: {one_line(exc, 200)}"
-                    codes[i] = DECODE_FAILED
-                    log.exception("decode failed for %s", log_safe(uris[i]))
+                    if out_of_memory(exc):
+                        errors[i], codes[i] = "decode failed: out of memory", OUT_OF_MEMORY
+                        log.error("out of memory decoding %s", log_safe(uris[i]))
+                    else:
+                        errors[i] = f"decode failed: {one_line(exc, 200)}"
+                        codes[i] = DECODE_FAILED
+                        log.exception("decode failed for %s", log_safe(uris[i]))
             decoded.append(item)
             elapsed.append((time.perf_counter() - start) * 1000)
         return self._output(batch, decoded, errors, codes, elapsed)

@@ -76,6 +76,15 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """This process ran out of memory (Python's MemoryError, torch's OutOfMemoryError), as opposed to a file that
+    asks for the impossible: FFmpeg raises PyAV's own MemoryError subclass when a corrupt header demands an
+    absurd allocation, and that is the media's fault (media_corrupt), not a reason to retry."""
+    if isinstance(exc, MemoryError):
+        return not type(exc).__module__.startswith("av.")
+    return type(exc).__name__ == "OutOfMemoryError"  # torch.OutOfMemoryError (CUDA); told by type, never message
+
+
 def code_of(exc: BaseException, default: str = DECODE_FAILED) -> str:
     """The stable code of a typed error; ``default`` for anything else."""
     return exc.code if isinstance(exc, DeepfakeStreamError) else default

@@ -10,7 +10,7 @@ import numpy as np
 
 from pipeline.config import DecodeConfig
 from pipeline.decode import DecodedMedia, same_size, sample_indices, sample_times
-from pipeline.errors import MediaError, MediaTooLargeError
+from pipeline.errors import MediaError, MediaTooLargeError, out_of_memory
 from pipeline.probe import check_duration, check_pixels
 
 # formats whose extra images are an animation's frames; HEIC's and MPO's are other pictures (bursts, depth maps)
@@ -75,7 +75,8 @@ def _sampled(image, config: DecodeConfig) -> tuple[dict[int, np.ndarray], np.nda
     """(frames kept, their indices, every frame's start in seconds then the last one's end). The first pass keeps
     frames by number; a second reads the frames evenly spaced in time where uneven durations move the samples."""
     count = count_frames(image)  # from the header: no frame is decoded yet
-    limit = config.max_frames if config.max_frames is not None else MAX_ANIMATION_FRAMES
+    # the lower of the two: a video's frame limit (the server's 36,000) is no bound on reading every frame
+    limit = min(config.max_frames or MAX_ANIMATION_FRAMES, MAX_ANIMATION_FRAMES)
     if count > limit:
         raise MediaTooLargeError(f"animation has {count} frames, over the {limit}-frame limit")
     kept, durations = read_frames(image, set(sample_indices(count, config.num_frames).tolist()))
@@ -99,9 +100,9 @@ def decode_image(data: bytes, mime: str, config: DecodeConfig) -> DecodedMedia:
         raise
     except Image.DecompressionBombError as exc:
         raise MediaTooLargeError(f"image is a decompression bomb: {exc}") from exc
-    except MemoryError:  # the server's fault, not the media's (PyAV's own subclasses it): OUT_OF_MEMORY
-        raise
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
+        if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
+            raise
         raise MediaError(f"corrupt or unreadable image: {exc}") from exc
     count = len(starts) - 1
     duration = float(starts[-1]) if count > 1 else 0.0  # a still's own duration (AVIF says 1 s) means nothing

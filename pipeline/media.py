@@ -15,6 +15,7 @@ from pipeline.errors import (
     MediaTooLargeError,
     StorageError,
     UnsupportedMediaError,
+    out_of_memory,
 )
 
 MediaKind = Literal["image", "video"]
@@ -136,9 +137,9 @@ def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = No
         raise MediaNotFoundError(f"is a directory, not a file: {uri}") from exc
     except PermissionError as exc:
         raise AccessDeniedError(f"could not read {uri}: {type(exc).__name__}: {exc}") from exc
-    except MemoryError:  # the server's fault, not the media's (PyAV's own subclasses it): OUT_OF_MEMORY
-        raise
     except Exception as exc:  # noqa: BLE001 - any storage failure becomes a readable message
+        if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
+            raise
         raise StorageError(f"could not read {uri}: {type(exc).__name__}: {exc}") from exc
     if len(data) > max_bytes:
         raise MediaTooLargeError(f"object is over the {max_bytes}-byte limit")

@@ -8,7 +8,7 @@ import io
 from dataclasses import dataclass
 
 from pipeline.config import DecodeConfig
-from pipeline.errors import MediaError, MediaTooLargeError, NoVideoStreamError
+from pipeline.errors import MediaError, MediaTooLargeError, NoVideoStreamError, out_of_memory
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,9 @@ def probe_video(data: bytes, config: DecodeConfig) -> VideoInfo:
             info = _read(data, config.max_pixels, skip_frames=False)
     except MediaError:
         raise
-    except MemoryError:  # the server's fault, not the media's (PyAV's own subclasses it): OUT_OF_MEMORY
-        raise
-    except Exception as exc:  # noqa: BLE001 - av raises InvalidDataError and friends
+    except Exception as exc:  # noqa: BLE001 - av raises InvalidDataError and friends (a corrupt header's MemoryError too)
+        if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
+            raise
         raise MediaError(f"corrupt or unreadable video: {str(exc)[:200]}") from exc
     check_pixels(info.width, info.height, config)
     check_duration(info.duration or (info.frame_count / info.fps if info.fps > 0 else 0.0), config)

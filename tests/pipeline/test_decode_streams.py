@@ -69,6 +69,10 @@ def test_constant_rate_samples_the_frames_it_always_did(count, num_frames):
         assert sample_times(times, num_frames).tolist() == sample_indices(count, num_frames).tolist()
 
 
+def test_a_stream_of_no_more_frames_than_asked_gives_them_all_whatever_their_times():
+    assert sample_times(np.array([0, 0.1, 0.2, 3, 3.1]), 32).tolist() == [0, 1, 2, 3, 4]
+
+
 def test_variable_rate_samples_the_frames_nearest_to_even_times():
     times = np.cumsum([0, *GAPS]) / 1000
     assert sample_times(times, 8).tolist() == [0, 2, 3, 5, 6, 8, 9, 39]
@@ -153,17 +157,39 @@ def test_decord_backend_reads_streams_without_timestamps_as_pyav_does(format, co
     _assert_backends_agree(encode_video(frames=24, codec=codec, format=format), 8)
 
 
-def test_out_of_memory_while_decoding_is_the_servers_fault_not_corrupt_media(monkeypatch):
-    """PyAV raises its own MemoryError (a subclass of the builtin) when FFmpeg cannot allocate: not media_corrupt."""
+@pytest.mark.parametrize("raised,code", [(MemoryError(), "out_of_memory"), ("ffmpeg", "media_corrupt")],
+                         ids=["the process ran out", "a corrupt header asked for the impossible"])
+def test_out_of_memory_is_the_servers_fault_but_ffmpegs_enomem_is_the_files(monkeypatch, raised, code):
+    """A MemoryError of this process is worth a retry (out_of_memory); PyAV's own MemoryError (FFmpeg's ENOMEM,
+    e.g. an MP4 whose stts table claims 2^28 entries) is the file's fault: media_corrupt, never a retry loop."""
     import av
 
     from pipeline.batch import object_column
     from pipeline.decode import DecodeStage
 
     def no_memory(*args, **kwargs):
-        raise av.error.MemoryError(12, "Cannot allocate memory")
+        raise av.error.MemoryError(12, "Cannot allocate memory") if raised == "ffmpeg" else raised
 
     data = encode_video()
     monkeypatch.setattr(av, "open", no_memory)
     out = DecodeStage(DecodeConfig())({"uri": object_column(["clip.mp4"]), "data": object_column([data])})
-    assert out["error_code"].tolist() == ["out_of_memory"] and "out of memory" in out["error"][0]
+    assert out["error_code"].tolist() == [code]
+
+
+def test_torch_running_out_while_detecting_faces_is_out_of_memory(monkeypatch):
+    import torch
+
+    from pipeline.batch import object_column
+    from pipeline.config import DetectConfig
+    from pipeline.decode import DecodeStage
+    from pipeline.detect import DetectStage
+
+    decoded = DecodeStage(DecodeConfig(num_frames=2))({"uri": object_column(["clip.mp4"]),
+                                                        "data": object_column([encode_video()])})
+    stage = DetectStage(DetectConfig(), "cpu", crop_size=64)
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(stage, "faces_of", no_memory)
+    assert stage(decoded)["error_code"].tolist() == ["out_of_memory"]

@@ -102,8 +102,10 @@ def test_animation_over_the_default_frame_bound_is_refused_before_decoding(monke
         decode_bytes(data, DecodeConfig(num_frames=2))
     assert caught.value.code == "media_too_large"
     assert str(caught.value) == "animation has 6 frames, over the 5-frame limit"
-    with pytest.raises(MediaTooLargeError, match="over the 4-frame limit"):  # a configured limit comes first
+    with pytest.raises(MediaTooLargeError, match="over the 4-frame limit"):  # a lower configured limit comes first
         decode_bytes(data, DecodeConfig(num_frames=2, max_frames=4))
+    with pytest.raises(MediaTooLargeError, match="over the 5-frame limit"):  # a higher one (the server's) does not lift it
+        decode_bytes(data, DecodeConfig(num_frames=2, max_frames=36_000))
     monkeypatch.undo()
     assert decode_bytes(data, DecodeConfig(num_frames=2, max_frames=20_000)).frame_count == 6
 
