@@ -134,6 +134,12 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+def _given(tree: dict[str, Any]) -> dict[str, Any]:
+    """``tree`` without its None leaves: null means "not given" there as a None flag does, so a ``gpus: null`` in
+    a deploy config leaves ``DFS_SERVE__GPUS`` or the settings file in force."""
+    return {k: _given(v) if isinstance(v, dict) else v for k, v in tree.items() if v is not None}
+
+
 def load_settings(config_file: Path | str | None = None, *, overrides_from: str = "command-line flags",
                   tree: dict[str, Any] | None = None, **overrides: Any) -> Settings:
     """Build settings from file < environment < overrides: ``tree`` (nested, as in a file) and dotted keys like
@@ -143,7 +149,7 @@ def load_settings(config_file: Path | str | None = None, *, overrides_from: str 
     check_keys(file_values, f"config file {config_file}")
     check_environment()
     env_values = Settings().model_dump(exclude_unset=True)  # only what the environment set
-    nested: dict[str, Any] = _deep_merge({}, tree or {})
+    nested: dict[str, Any] = _given(tree or {})
     for dotted, value in overrides.items():
         if value is None:
             continue

@@ -94,3 +94,11 @@ def test_a_typo_in_the_rayservice_settings_is_refused_and_attributed_to_them(cle
         app_builder({"settings": {"serve": {"max_uplod_bytes": 1}}})
     with pytest.raises(ValidationError, match="max_uplod_bytes"):
         ServeConfig(max_uplod_bytes=1)  # the section itself forbids it too, however it is built
+
+
+def test_a_null_in_a_settings_tree_means_not_given(clean_env):
+    """A deploy config's `gpus: null` must leave the environment's (or the settings file's) value in force."""
+    clean_env.setenv("DFS_SERVE__GPUS", "0.5")
+    settings = load_settings(tree={"serve": {"gpus": None, "storage_options": {}}, "decode": {"num_frames": None}})
+    assert settings.serve.gpus == 0.5 and settings.decode.num_frames == 32
+    assert load_settings(tree={"decode": {"num_frames": 8}}).decode.num_frames == 8
