@@ -153,7 +153,8 @@ def video_scores(records: list[dict], strategy: str, min_track_frames: int = 1) 
         if record["error"]:
             continue
         min_frames = effective_min_track(min_track_frames, record.get("frames_sampled"))
-        value = video_score(np.array(record["face_scores"]), np.array(record["face_track"]), strategy, min_frames)
+        value = video_score(np.array(record["face_scores"]), np.array(record["face_track"]), strategy, min_frames,
+                            record.get("frames_sampled"))
         if value is None:
             continue
         labels.append(int(record["label"] == "FAKE"))

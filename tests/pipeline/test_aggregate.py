@@ -73,17 +73,19 @@ def test_a_montage_of_short_tracks_is_judged_not_no_face():
     assert video_score(scores[:3], tracks[:3], "mean", min_track_frames=4) is None  # three glimpses: too little
     kept, _ = long_tracks(np.r_[scores, [0.1] * 4], np.r_[tracks, [9] * 4], 4)
     assert kept.tolist() == [0.1] * 4  # beside a long track the short ones still give no verdict
+    assert video_score(scores, tracks, "mean", 4, frames_sampled=10) == pytest.approx(0.78)  # faces in half the frames
+    assert video_score(scores, tracks, "mean", 4, frames_sampled=32) is None  # five scattered glimpses in 32 frames
 
 
 def test_the_stage_says_which_faces_its_verdict_counted():
     """A passer-by's two frames beside a long track are shown, but not counted: the result marks that person."""
     batch = {"uri": object_column(["video", "montage"]), "error": object_column(["", ""]),
-             "frames_sampled": np.array([32, 32]),
+             "frames_sampled": np.array([32, 8]),
              "face_scores": object_column([np.array([0.2] * 6 + [0.95] * 2), np.array([0.9, 0.8, 0.7, 0.6])]),
              "face_track": object_column([np.array([0] * 6 + [1] * 2), np.arange(4)])}
     out = AggregateStage(0.5, "track_max", "v", min_track_frames=4)(batch)
     assert out["face_counted"][0].tolist() == [True] * 6 + [False] * 2
-    assert out["face_counted"][1].tolist() == [True] * 4  # a montage: every face counts (see above)
+    assert out["face_counted"][1].tolist() == [True] * 4  # a montage over half its 8 frames: every face counts
     assert counted_faces(3, np.arange(3), 4).tolist() == [False] * 3  # three glimpses: none counts (NO_FACE)
 
 
