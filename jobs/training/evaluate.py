@@ -167,9 +167,11 @@ def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, 
         source_note = f"fitted on this split ({split}) for {target_fpr:.0%} FPR per real source — optimistic here"
     else:
         source_note = "from the model card, fixed on the validation split"
-    # the report is at the scanner's verdict: the graph's one rule for settings over the (fitted) card
-    verdict = stage_specs(settings, card=card)[-1].kwargs
-    strategy, threshold, min_track = verdict["aggregation"], verdict["threshold"], verdict["min_track_frames"]
+    if fit:  # the report is at what was just fitted (the fit's own min-track choice: flag > settings > 4)
+        strategy, threshold, min_track = card.aggregation, card.threshold, card.min_track_frames
+    else:  # at the scanner's verdict: the graph's one rule for settings over the card
+        verdict = stage_specs(settings, card=card)[-1].kwargs
+        strategy, threshold, min_track = verdict["aggregation"], verdict["threshold"], verdict["min_track_frames"]
     result = {"model_version": card.version, "split": split, "threshold_source": source_note, "sources": sources,
               **report(records, threshold, strategy, min_track)}
     result["strategies"] = strategies or {name: _at_card(report(records, threshold, name, min_track)["overall"])
