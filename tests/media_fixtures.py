@@ -243,3 +243,26 @@ def declare_size(mp4: bytes, width: int, height: int) -> bytes:
     data[avcc:avcc + 4] = struct.pack(">I", struct.unpack(">I", data[avcc:avcc + 4])[0] + delta)
     data[avcc + 14:avcc + 16 + sps_len] = struct.pack(">H", len(new_sps)) + new_sps
     return bytes(data)
+
+
+def decoded_frame(data: bytes) -> np.ndarray:
+    """The first sampled frame of ``data`` under default settings."""
+    from pipeline.config import DecodeConfig
+    from pipeline.decode import decode_bytes
+
+    return decode_bytes(data, DecodeConfig()).frames[0]
+
+
+def one_face(detector, frame: np.ndarray) -> None:
+    """Exactly one face, confidently, where it is in the upright astronaut photo."""
+    (boxes, probs, _), = detector.detect(frame[None])
+    assert len(boxes) == 1 and probs[0] > 0.95
+    x1, y1, x2, y2 = boxes[0]
+    assert 150 < x1 < 200 and 40 < y1 < 90
+
+
+def encode_image(image, format: str, **kwargs) -> bytes:
+    """A PIL image saved as ``format`` (PNG, JPEG, …) in memory."""
+    buf = io.BytesIO()
+    image.save(buf, format, **kwargs)
+    return buf.getvalue()

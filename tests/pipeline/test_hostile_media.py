@@ -1,5 +1,6 @@
 """Hostile and odd media (issue 13): limits from headers before any frame buffer, stream-less files,
-tiny inputs, unusual image modes, the PyAV fallback's memory."""
+tiny inputs, rotated, anamorphic, interlaced and multi-stream video, the PyAV fallback's memory (still images:
+test_images.py)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from media_fixtures import audio_only_mp4, declare_size, encode_video
+from media_fixtures import audio_only_mp4, declare_size, encode_image as _encode_image, encode_video, one_face as _one_face
 from pipeline.batch import object_column
 from pipeline.config import DecodeConfig, DetectConfig
 from pipeline.aspect import stored_shape
 from pipeline.decode import DecodeStage, _decode_video_decord, _decode_video_pyav, decode_bytes
-from pipeline.detect import DetectStage, FaceDetector
+from pipeline.detect import DetectStage
 from pipeline.errors import MediaError, MediaTooLargeError, NoVideoStreamError
 from pipeline.probe import probe_video
 
@@ -32,11 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def huge_mp4() -> bytes:
     """735 KB in the issue; here ~2 KB of H.264 whose SPS, sample entry and track header say 16000x16000."""
     return declare_size(encode_video(), 16000, 16000)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return FaceDetector(DetectConfig(), device="cpu")
 
 
 def test_rewritten_header_is_what_ffmpeg_reads(huge_mp4):
@@ -123,12 +119,6 @@ def test_pyav_fallback_counts_frames_when_the_container_does_not(tmp_path):
     assert np.abs(media.frames.mean(axis=(1, 2, 3)) - np.array([0, 4, 7, 11]) * 23).max() < 6
 
 
-def _encode_image(image: Image.Image, format: str, **kwargs) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format, **kwargs)
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("size, format", [(1, "PNG"), (8, "JPEG"), (32, "PNG"), (32, "video")])
 def test_tiny_inputs_have_no_face_and_no_error(size, format):
     if format == "video":
@@ -160,20 +150,6 @@ def test_tiny_image_scores_no_face(detector_env):
 # ---- unusual images: each mode has a defined, tested outcome -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def astronaut(samples_dir) -> Image.Image:
-    return Image.open(samples_dir / "astronaut.jpg").convert("RGB")
-
-
-def _decoded(data: bytes) -> np.ndarray:
-    return decode_bytes(data, DecodeConfig()).frames[0]
-
-
-def _one_face(detector, frame: np.ndarray) -> None:
-    (boxes, probs, _), = detector.detect(frame[None])
-    assert len(boxes) == 1 and probs[0] > 0.95
-    x1, y1, x2, y2 = boxes[0]
-    assert 150 < x1 < 200 and 40 < y1 < 90  # where the face is in the upright photo
 
 
 def _write_still(container, stream, picture: np.ndarray, frames: int) -> None:
@@ -307,106 +283,3 @@ def test_a_cover_picture_listed_first_is_not_the_video(astronaut, detector):
     _one_face(detector, media.frames[0])
     assert probe_video(data, DecodeConfig()).width == 512
     assert np.array_equal(media.frames, _decode_video_decord(data, "video/x-matroska", DecodeConfig(num_frames=4)).frames)
-
-
-def test_16_bit_grey_png_is_scaled_not_clipped(astronaut, detector):
-    grey = np.asarray(astronaut.convert("L"))
-    wide = Image.fromarray(grey.astype(np.uint16) * 257)
-    assert wide.mode == "I;16"
-    frame = _decoded(_encode_image(wide, "PNG"))
-    assert frame.shape == (512, 512, 3) and frame.dtype == np.uint8
-    assert np.abs(frame[..., 0].astype(int) - grey).max() <= 1 and (frame == 255).mean() < 0.01
-    _one_face(detector, frame)
-
-
-def test_palette_png_keeps_its_colours(astronaut, detector):
-    frame = _decoded(_encode_image(astronaut.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"))
-    assert np.abs(frame.astype(int) - np.asarray(astronaut)).mean() < 6
-    _one_face(detector, frame)
-
-
-def test_cmyk_jpeg_is_converted_to_rgb(astronaut, detector):
-    data = _encode_image(astronaut.convert("CMYK"), "JPEG", quality=95)
-    assert Image.open(io.BytesIO(data)).mode == "CMYK"
-    frame = _decoded(data)
-    assert np.abs(frame.astype(int) - np.asarray(astronaut)).mean() < 4
-    _one_face(detector, frame)
-
-
-@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
-def test_transparency_is_composited_on_white(astronaut, mode):
-    rgba = astronaut.convert("RGBA")
-    pixels = np.asarray(rgba).copy()
-    pixels[:, :256, :3] = 0  # the hidden colour under the transparent half is black
-    pixels[:, :256, 3] = 0
-    image = Image.fromarray(pixels, "RGBA")
-    image = image.convert("LA") if mode == "LA" else image
-    kwargs = {}
-    if mode == "P":  # a palette whose entry 0 is transparent
-        image = Image.fromarray(np.where(pixels[..., 3] == 0, 0, 1).astype(np.uint8), "P")
-        image.putpalette([0, 0, 0, 90, 120, 200] + [0] * 762)
-        kwargs = {"transparency": 0}
-    frame = _decoded(_encode_image(image, "PNG", **kwargs))
-    assert frame.shape == (512, 512, 3)
-    assert (frame[:, :256] == 255).all()  # transparent: white, not the black underneath
-    assert frame[:, 256:].mean() < 200  # the opaque half is still the picture
-
-
-def _sideways(astronaut: Image.Image) -> tuple[Image.Image, bytes]:
-    """The photo stored sideways, as phones store it, and EXIF saying "rotate 90° clockwise to view"."""
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    return astronaut.rotate(90, expand=True), exif.tobytes()
-
-
-def test_exif_rotation_is_applied(astronaut, detector):
-    rotated, exif = _sideways(astronaut)
-    frame = _decoded(_encode_image(rotated, "JPEG", quality=95, exif=exif))
-    assert frame.shape == (512, 512, 3)
-    assert np.abs(frame.astype(int) - np.asarray(astronaut)).mean() < 4
-    _one_face(detector, frame)
-
-
-# ---- phone photo formats: HEIC (iPhone's default) and AVIF -----------------------------------------------
-
-
-def _heic(picture, **kwargs) -> bytes:
-    """A PIL image or a pillow_heif file encoded as HEIC (the test extra's encoder; the pipeline reads with
-    pi-heif, which cannot write)."""
-    import pillow_heif
-
-    buf = io.BytesIO()
-    heif = pillow_heif.from_pillow(picture) if isinstance(picture, Image.Image) else picture
-    heif.save(buf, format="HEIF", **kwargs)
-    return buf.getvalue()
-
-
-def test_heic_photo_is_read_upright(astronaut, detector):
-    rotated, exif = _sideways(astronaut)
-    data = _heic(rotated, quality=90, exif=exif)
-    assert data[4:12] == b"ftypheic"
-    media = decode_bytes(data, DecodeConfig())
-    assert (media.kind, media.mime) == ("image", "image/heic")
-    assert np.abs(media.frames[0].astype(int) - np.asarray(astronaut)).mean() < 4
-    _one_face(detector, media.frames[0])
-
-
-def test_ten_bit_heic_is_scaled_to_eight_bits(astronaut, detector):
-    import pillow_heif
-
-    wide = (np.asarray(astronaut).astype(np.uint16) * 257)  # 16-bit RGB, stored at 10 bits as HDR phones do
-    frame = _decoded(_heic(pillow_heif.from_bytes("RGB;16", astronaut.size, wide.tobytes()), quality=90))
-    assert frame.dtype == np.uint8 and np.abs(frame.astype(int) - np.asarray(astronaut)).mean() < 4
-    _one_face(detector, frame)
-
-
-def test_avif_photo_is_read_upright(astronaut, detector):
-    rotated, exif = _sideways(astronaut)
-    data = _encode_image(rotated, "AVIF", quality=90, exif=exif)
-    # Pillow's writer turns the EXIF orientation into the container's rotation box (irot) and keeps no EXIF,
-    # so this checks that a turn stored as irot alone (as phones and encoders write it) is honoured
-    assert b"irot" in data and b"Exif" not in data
-    media = decode_bytes(data, DecodeConfig())
-    assert (media.kind, media.mime) == ("image", "image/avif")
-    assert np.abs(media.frames[0].astype(int) - np.asarray(astronaut)).mean() < 4
-    _one_face(detector, media.frames[0])
