@@ -100,3 +100,14 @@ def test_stage_applies_the_rule_per_row_capped_at_frames_sampled():
     out = AggregateStage(0.5, "track_max", "v", min_track_frames=4)(batch)
     assert out["label"].tolist() == ["REAL", "FAKE", "NO_FACE"]
     assert out["score"][0] == pytest.approx(0.2)
+
+
+def test_confident_boundaries_are_strict():
+    nine = np.array([0.1] * 9 + [0.6])  # 90% confident reals is not "over 90%"
+    assert confident_score(nine) == pytest.approx(nine.mean())
+    edge = np.array([0.8] * 14 + [0.5] * 18)  # 0.8 is not "> 0.8"
+    assert confident_score(edge) == pytest.approx(edge.mean())
+
+
+def test_track_max_without_tracks_is_the_mean():
+    assert track_max_score(np.array([0.1, 0.9]), None) == pytest.approx(0.5)

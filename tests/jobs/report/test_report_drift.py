@@ -149,3 +149,26 @@ def test_compare_does_not_judge_too_few_objects_or_no_history():
     assert few.status == "insufficient" and few.psi is None and "too few" in few.message
     alone = compare(Sample(), _sample([0.5] * 10))
     assert alone.status == "insufficient" and "no earlier scan" in alone.message
+
+
+def test_the_reference_is_the_seven_scans_before_the_latest():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE videos_history (scan_id VARCHAR, score DOUBLE, faces INT, label VARCHAR, model_version VARCHAR)")
+    for i in range(10):
+        con.executemany("INSERT INTO videos_history VALUES (?, 0.3, 1, 'REAL', 'v')", [[f"s{i:02d}"]] * 3)
+    drift = scan_drift(con, trailing=7)
+    assert drift.latest.scan_ids == ["s09"] and drift.reference.scan_ids == [f"s{i:02d}" for i in range(2, 9)]
+
+
+def test_a_face_count_move_that_chance_explains_is_not_flagged():
+    scores = np.random.default_rng(0).beta(2, 5, 100)
+    drift = compare(_sample(scores), _sample(scores, faces=[1] * 97 + [20] * 3, scan="b"))  # mean 1 -> 1.57, p ~ 0.08
+    assert "face_count_shift" not in drift.flags
+
+
+def test_exactly_min_objects_a_side_is_judged():
+    rng = np.random.default_rng(0)
+    drift = compare(_sample(rng.beta(2, 5, MIN_OBJECTS)), _sample(rng.beta(5, 2, MIN_OBJECTS), scan="b"))
+    assert drift.status == "drift" and "score_shift" in drift.flags
