@@ -34,3 +34,20 @@ def test_a_card_rewrite_that_fails_half_way_leaves_the_old_card(tmp_path, monkey
     monkeypatch.undo()
     assert read_card(weights).threshold == 0.25                     # the old card, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["detector.json", "detector.safetensors"]  # no leftovers
+
+
+def test_a_threshold_outside_0_1_is_refused(tmp_path, detector_env):
+    """A hand-edited percentage (56.3) would call every object REAL: the card is refused, not read."""
+    import json
+
+    from pipeline.config import load_settings
+    from pipeline.errors import CheckpointError
+
+    shipped = Path(load_settings().classify.checkpoint)
+    weights = tmp_path / "detector.safetensors"
+    shutil.copy(shipped, weights)
+    card = json.loads(card_path(shipped).read_text())
+    card["threshold"] = 56.3
+    card_path(weights).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError):
+        read_card(weights)
