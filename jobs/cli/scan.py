@@ -34,7 +34,7 @@ def scan(
     ext: Optional[list[str]] = typer.Option(None, "--ext", help="file extensions to scan (repeatable; default: all media types)"),
     include: Optional[list[str]] = typer.Option(None, "--include", help="only paths matching this glob (repeatable)"),
     exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="skip paths matching this glob (repeatable)"),
-    max_objects: Optional[int] = typer.Option(None, "--max-objects", min=1, help="scan at most this many new objects this run (sorted by URI, after skipping scanned ones)"),
+    max_objects: Optional[int] = typer.Option(None, "--max-objects", min=1, help="scan at most this many objects this run, after skipping scanned ones: new first, then changed, then rescans (--retry-errors, --full) oldest first"),
     endpoint_url: Optional[str] = EndpointOpt,
     anon: bool = AnonOpt,
     profile: Optional[str] = ProfileOpt,
@@ -77,6 +77,7 @@ def scan(
     from jobs.scan.errors import ScanAborted
     from jobs.scan.exit_codes import ExitCode
     from jobs.scan.lease import LeaseHeld, LeaseLost
+    from jobs.scan.output import OutputError
     from jobs.scan.stop import Terminated
     from pipeline.errors import DeepfakeStreamError, one_line
 
@@ -110,6 +111,11 @@ def scan(
         failure(exc, "aborted", ExitCode.ABORTED)
         console.print(f"[red]scan stopped:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(ExitCode.ABORTED) from None
+    except OutputError as exc:
+        failure(exc, "not_started", ExitCode.NOT_STARTED)
+        kept = f". {_kept(ended[-1])}" if ended else ""  # no summary: it stopped before writing anything
+        console.print(f"[red]cannot scan:[/red] {escape(str(exc))}{escape(kept)}", soft_wrap=True)
+        raise typer.Exit(ExitCode.NOT_STARTED) from None
     except DeepfakeStreamError as exc:
         failure(exc, "not_started", ExitCode.NOT_STARTED)
         console.print(f"[red]cannot scan:[/red] {escape(str(exc))}", soft_wrap=True)
@@ -128,8 +134,9 @@ def scan(
 
         logging.getLogger("deepfakestream.scan").debug("the scan crashed", exc_info=True)
         failure(exc, "aborted", ExitCode.ABORTED)
-        console.print(f"[red]scan stopped:[/red] {escape(one_line(exc))}. Committed results and the run "
-                      "record are kept; run the same command again to resume (-v shows the trace)", soft_wrap=True)
+        kept = _kept(ended[-1]) if ended else "Committed results are kept"
+        console.print(f"[red]scan stopped:[/red] {escape(one_line(exc))}. {escape(kept)}; run the same command "
+                      "again to resume (-v shows the trace)", soft_wrap=True)
         raise typer.Exit(ExitCode.ABORTED) from None
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
@@ -137,6 +144,13 @@ def scan(
     if summary.exit_code:
         console.print(f"[red]{summary.status}:[/red] {escape(summary.message or '')}", soft_wrap=True)
         raise typer.Exit(summary.exit_code)
+
+
+def _kept(summary) -> str:
+    """What a failed scan left behind, as far as it knows: the run record only when it was written."""
+    if summary.record_written:
+        return f"Committed results and the run record _runs/{summary.scan_id}.json are kept"
+    return f"Committed results are kept; the run record _runs/{summary.scan_id}.json could not be written"
 
 
 def _failure_json(as_json: bool, ended: list, source: str, output: str | None):
@@ -166,7 +180,12 @@ def _print_scan_summary(summary) -> None:
         f"[red]{summary.fakes} fake[/red], [green]{summary.reals} real[/green]; {rate} "
         f"({summary.scan_s:.1f} s scanning, {summary.elapsed_s:.1f} s in all)")
     if summary.deferred:
-        console.print(f"  {summary.deferred} new objects left for the next run (--max-objects)")
+        rescans = (f", {summary.deferred_rescans} of them rescans that only a run with --retry-errors / --full takes"
+                   if summary.deferred_rescans else "")
+        console.print(f"  {summary.deferred} objects left for the next run (--max-objects){rescans}")
+    if summary.rescored:
+        console.print(f"  {summary.rescored} objects scored again: the scoring settings or weights changed "
+                      f"(scoring key {summary.scoring_key})")
     if summary.lost:
         console.print(f"  {summary.lost} objects crashed their worker on every retry (rows with label ERROR)")
     for uri in summary.quarantined:

@@ -12,8 +12,8 @@ onto ``map_batches`` by the plan the cluster calls for (``jobs/scan/plan.py``)::
 
 The driver holds only the listing and the rows waiting for the next commit (no pixels), so memory
 stays flat as the bucket grows; Ray Data's streaming executor bounds what is in flight between stages.
-Incremental: an object whose latest row has the same fingerprint and model version is skipped
-(``jobs/scan/incremental.py``).
+Incremental: an object whose latest row has the same fingerprint, model version and scoring key is skipped;
+a capped run takes new objects first (``jobs/scan/incremental.py``).
 See docs/scan.md. (A little over the usual module size: the commit loop's state is shared by closures of
 one function, and splitting it would pass that state around instead.)
 """
@@ -24,6 +24,7 @@ import logging
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -34,14 +35,14 @@ import pyarrow.compute as pc
 from jobs.scan.config import ScanConfig
 from jobs.scan.errors import CRASHED, ScanAborted, ScanError
 from jobs.scan.exit_codes import ExitCode
-from jobs.scan.incremental import unchanged, uri_prefix
+from jobs.scan.incremental import RESCANS, SETTINGS, uri_prefix, work
 from jobs.scan.lease import LeaseHeld, LeaseLost, OutputLease
 from jobs.scan.listing import list_objects
 from jobs.scan.output import CommitInfo, OutputError, OutputStore
 from jobs.scan.schema import FACES_SCHEMA
 from jobs.scan.rows import lost_rows, unnest
 from jobs.scan.plan import PoolPlan, build_dataset, data_context, ensure_ray, plan_pools
-from jobs.scan.records import RUNS_DIR, RunRecord, record_bytes, settings_digest
+from jobs.scan.records import RUNS_DIR, RunRecord, close_lapsed, record_bytes, settings_digest
 from jobs.scan.stop import GracefulStop, Terminated
 from pipeline.config import Settings
 from pipeline.errors import DeepfakeStreamError, one_line
@@ -57,9 +58,12 @@ class ScanSummary:
     output: str
     scan_id: str
     model_version: str
+    scoring_key: str = ""
     seen: int = 0
     skipped: int = 0
     deferred: int = 0
+    deferred_rescans: int = 0  # of the deferred, rescans that only another --retry-errors / --full run takes
+    rescored: int = 0  # scanned again because the scoring key changed (settings, weights, card)
     scanned: int = 0
     failed: int = 0
     lost: int = 0
@@ -78,6 +82,7 @@ class ScanSummary:
     exit_code: int = 0
     error_code: str | None = None  # the stable code of what stopped the scan (e.g. source_not_found)
     message: str | None = None
+    record_written: bool = False  # whether the final run record made it to DEST/_runs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +114,7 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     """
     from pipeline.card import pack_checkpoint
     from pipeline.graph import stage_specs
+    from pipeline.scoring_key import scoring_key, weights_digest
 
     options = options or settings.scan
     if not options.source:
@@ -122,6 +128,8 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     packed = pack_checkpoint(settings.classify.checkpoint)
     card = packed[0]
     verdict = stage_specs(settings, packed=packed)[-1].kwargs  # threshold and aggregation the actors will use
+    # what makes a score and a verdict (not the device, batches or threads): a change rescans (incremental.py)
+    key = scoring_key(settings, weights_digest(packed[1]), verdict=True, engine=False, card=card)
 
     # 2. The output's lease, before anything touches DEST (its clean-up must not race a running scan).
     output_options = options.storage_options(options.output)
@@ -130,9 +138,9 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     except Exception as exc:  # noqa: BLE001 - unknown protocol, missing backend, bad options
         raise OutputError(f"cannot open output {options.output}: {type(exc).__name__}: {exc}") from exc
     summary = ScanSummary(source=options.source, output=store.display, scan_id=scan_id,
-                          model_version=card.version)
+                          model_version=card.version, scoring_key=key)
     record = RunRecord(scan_id=scan_id, source=options.source, output=store.display, started_at=now,
-                       model_version=card.version, settings_digest=settings_digest(settings),
+                       model_version=card.version, settings_digest=settings_digest(settings), scoring_key=key,
                        options=_record_options(options))
     lease = OutputLease(store.fs, store.root, store.display, scan_id, options.lease_seconds)
     try:
@@ -150,6 +158,8 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     outcome: Outcome = ("aborted", ExitCode.ABORTED, "the scan crashed", CRASHED)
     try:
         _write_record(store, record)
+        if lease.lapsed:
+            _close_lapsed(store, lease.lapsed.scan_id, lease.lapsed.heartbeat_at, scan_id)
         with lease.kept_alive():
             _scan(settings, options, store, summary, verdict, now.date().isoformat(), lease, stop, on_commit, on_plan)
         outcome = _outcome(summary, options)
@@ -165,6 +175,9 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
         raise
     except ScanAborted as exc:
         outcome = ("aborted", ExitCode.ABORTED, str(exc), exc.code)
+        raise
+    except OutputError as exc:  # DEST would not take a part or the record (a full disk, permissions)
+        outcome = ("output_error", ExitCode.NOT_STARTED, str(exc), exc.code)
         raise
     except DeepfakeStreamError as exc:  # source not found or not listable, output unusable, bad plan
         outcome = ("not_started", ExitCode.NOT_STARTED, str(exc), exc.code)
@@ -189,6 +202,15 @@ def _record_options(options: ScanConfig) -> dict[str, Any]:
     return {k: getattr(options, k) for k in keep}
 
 
+def _close_lapsed(store: OutputStore, scan_id: str, heartbeat_at: datetime, by: str) -> None:
+    """End the run record of the killed scan whose lease this one took over (a failure only warns)."""
+    try:
+        if close_lapsed(store, scan_id, heartbeat_at, by):
+            log.warning("scan %s was killed (its lease lapsed): its run record now says so", scan_id)
+    except Exception as exc:  # noqa: BLE001 - its record is that scan's; this scan goes on
+        log.warning("could not end the run record of the killed scan %s: %s", scan_id, one_line(exc))
+
+
 def _percent(share: float) -> str:
     return f"{share * 100:.6g}%"  # enough digits that 50.001% is not shown as 50%
 
@@ -208,7 +230,8 @@ def _write_record(store: OutputStore, record: RunRecord) -> None:
 
 
 def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, outcome: Outcome, started: float) -> None:
-    """Fill the summary's outcome and write the final run record (a storage failure only warns)."""
+    """Fill the summary's outcome and write the final run record (a storage failure only warns, and leaves
+    ``summary.record_written`` false)."""
     status, code, message, summary.error_code = outcome
     summary.status, summary.exit_code, summary.message = status, int(code), message
     summary.quarantined = list(store.quarantined)
@@ -218,6 +241,7 @@ def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, outcome
     record.elapsed_s = summary.elapsed_s
     record.plan = summary.plan
     record.listed, record.skipped, record.deferred = summary.seen, summary.skipped, summary.deferred
+    record.rescored = summary.rescored
     record.scanned, record.lost, record.parts = summary.scanned, summary.lost, summary.parts
     record.labels = {k: v for k, v in (("FAKE", summary.fakes), ("REAL", summary.reals),
                                        ("NO_FACE", summary.no_face), ("ERROR", summary.failed)) if v}
@@ -226,16 +250,16 @@ def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, outcome
     record.quarantined = summary.quarantined
     try:
         _write_record(store, record)
+        summary.record_written = True
     except Exception as exc:  # noqa: BLE001 - the scan's own outcome matters more than its record
         log.warning("could not write the run record %s/%s/%s.json: %s", store.display, RUNS_DIR, record.scan_id, exc)
 
 
-def _changed(store: OutputStore, entries: list[dict], scan_id: str, model_version: str,
-             options: ScanConfig) -> list[dict]:
-    """The entries whose latest row is of another version or model (or ERROR, with --retry-errors)."""
-    latest = store.latest(scan_id, prefix=uri_prefix(entries))
-    skip = unchanged(entries, latest, model_version, options.retry_errors)
-    return [entry for entry, done in zip(entries, skip) if not done]
+def _work(store: OutputStore, entries: list[dict], scan_id: str, model_version: str, key: str,
+          options: ScanConfig) -> list[tuple[dict, str]]:
+    """(entry, why) for the entries to scan, new ones first (``jobs.scan.incremental.work``)."""
+    latest = store.latest(scan_id, prefix=uri_prefix(entries)) if entries else None
+    return work(entries, latest, model_version, key, options.retry_errors, options.full)
 
 
 def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: ScanSummary, verdict: dict[str, Any],
@@ -248,18 +272,26 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
     store.prepare()
     store.quarantine_unreadable(scan_id)
     summary.seen = len(entries)
-    todo = entries if options.full or not entries else _changed(store, entries, scan_id, summary.model_version, options)
-    summary.skipped = len(entries) - len(todo)
+    chosen = _work(store, entries, scan_id, summary.model_version, summary.scoring_key, options)
+    summary.skipped = len(entries) - len(chosen)
     if options.max_objects is not None:  # after skipping, so successive capped runs walk the whole bucket
-        summary.deferred = max(0, len(todo) - options.max_objects)
-        todo = todo[: options.max_objects]
-    log.info("%d objects listed, %d already scanned, %d to scan", len(entries), summary.skipped, len(todo))
+        later, chosen = chosen[options.max_objects:], chosen[: options.max_objects]
+        summary.deferred = len(later)
+        summary.deferred_rescans = sum(why in RESCANS for _entry, why in later)
+    todo = [entry for entry, _why in chosen]
+    summary.rescored = sum(why == SETTINGS for _entry, why in chosen)
+    reasons = Counter(why for _entry, why in chosen)
+    log.info("%d objects listed, %d already scanned, %d to scan%s%s", len(entries), summary.skipped, len(todo),
+             f" ({', '.join(f'{n} {why}' for why, n in reasons.items())})" if todo else "",
+             f", {summary.deferred} left for later (--max-objects)" if summary.deferred else "")
+    if summary.rescored:
+        log.warning("%d objects will be scored again: the scoring settings, card or weights changed since their "
+                    "last row (scoring key now %s)", summary.rescored, summary.scoring_key)
     if not todo:
         return
 
     # 3. Ray Data.
-    started_ray = ensure_ray(options)
-    stop.install()  # ray.init replaces the SIGTERM handler with a plain exit
+    started_ray = ensure_ray(options)  # with the SIGTERM handler put back: ray.init replaces it
     import ray
 
     try:
@@ -320,7 +352,7 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
         def stream(entries: list[dict], bar: Any, pass_options: ScanConfig) -> Exception | None:
             """One Ray Data pass over ``entries``; returns what made Ray Data give up, if it did."""
             with data_context(pass_options):
-                ds = build_dataset(entries, specs, plan, pass_options, scan_id)
+                ds = build_dataset(entries, specs, plan, pass_options, scan_id, summary.scoring_key)
                 batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1))
                 try:
                     for table in batches:  # rows as the last actor built them
@@ -342,7 +374,7 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
                     with stop.critical():
                         commit()  # finished rows are complete: keep them
                     raise
-                except LeaseLost:
+                except (LeaseLost, OutputError):  # a commit that could not be made: not Ray Data's failure
                     raise
                 except Exception as exc:  # noqa: BLE001 - Ray Data gave up; keep what is done
                     return exc
@@ -382,7 +414,8 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
             message = (f"not scanned: the Ray worker processing this object failed {passes * (options.max_task_retries + 1)} "
                        "times (crash or out of memory; see the Ray logs); rerun with --retry-errors to try again")
             at = datetime.now(timezone.utc)
-            rows = lost_rows(lost, message, scan_id, at, summary.model_version, verdict["threshold"], verdict["aggregation"])
+            rows = lost_rows(lost, message, scan_id, at, summary.model_version, verdict["threshold"], verdict["aggregation"],
+                             summary.scoring_key)
             pending_videos.append(rows)
             pending_faces.append(FACES_SCHEMA.empty_table())
             count(rows)

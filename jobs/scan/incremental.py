@@ -1,10 +1,17 @@
-"""What an incremental scan skips: an object whose *latest* row has the listing's fingerprint and the model's
-version (an older row with the same fingerprint does not count: content A, then B, then A again is new).
+"""What an incremental scan scans, and in which order: an object is skipped when its *latest* row has the listing's
+fingerprint, the model's version and the scan's scoring key (an older row with the same fingerprint does not
+count: content A, then B, then A again is new). A row without a scoring key (written before schema version 4)
+counts as matching it, so upgrading rescans nothing; once a scan writes the key, a change of the weights' bytes
+or of a setting that changes a score or a verdict (``pipeline/scoring_key.py``) rescans.
 
 "Latest" is the highest ``scan_id`` (it starts with the driver's UTC start time, ``driver.new_scan_id``), then
 ``scanned_at``: rows of one scan never share a URI, and ``scanned_at`` comes from the workers' clocks. The
 history is reduced to one row per URI in Arrow as it is read, so the driver's memory follows the number of
 objects under the source, not the number of scans.
+
+The work is ordered for ``--max-objects``, which takes its head: objects never scanned, then changed ones
+(content, model or scoring key), then rescans (``--retry-errors``, ``--full``) whose latest row is oldest, so
+capped runs reach new uploads first and do not pick the same rescans night after night.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-COLUMNS = ["uri", "fingerprint", "model_version", "label", "scan_id", "scanned_at"]
+COLUMNS = ["uri", "fingerprint", "model_version", "scoring_key", "label", "scan_id", "scanned_at"]
 LATEST_FIRST = [("uri", "ascending"), ("scan_id", "descending"), ("scanned_at", "descending")]
 FOLD_ROWS = 1 << 16  # rows read between two reductions
 
@@ -55,18 +62,35 @@ def uri_prefix(entries: list[dict[str, Any]]) -> str:
     return os.path.commonprefix([entries[0]["uri"], entries[-1]["uri"]]) if entries else ""
 
 
-def unchanged(entries: list[dict[str, Any]], latest: pa.Table, model_version: str, retry_errors: bool) -> list[bool]:
-    """Per entry: whether its latest row has its fingerprint and ``model_version`` (and, with ``retry_errors``,
-    is not ERROR), i.e. whether it may be skipped."""
-    if not entries or not latest.num_rows:
-        return [False] * len(entries)
+# why an object is scanned, and the rank of each reason in a capped run's order
+NEW, CHANGED, SETTINGS, RETRY, FULL = "new", "changed", "settings", "retry", "full"
+RANK = {NEW: 0, CHANGED: 1, SETTINGS: 1, RETRY: 2, FULL: 2}
+RESCANS = (RETRY, FULL)
+
+
+def work(entries: list[dict[str, Any]], latest: pa.Table, model_version: str, scoring_key: str | None,
+         retry_errors: bool = False, full: bool = False) -> list[tuple[dict[str, Any], str]]:
+    """(entry, why) for each entry to scan, in the order a capped run takes them: never scanned (``new``), then
+    ``changed`` (fingerprint or model version) and ``settings`` (scoring key), then rescans (``retry``: latest
+    row ERROR with ``retry_errors``; ``full``) by their latest ``scan_id``, oldest first; else in listing order."""
+    if not entries:
+        return []
     at = pc.index_in(pa.array([e["uri"] for e in entries], pa.string()), value_set=latest.column("uri"))
     last = latest.take(at)  # a null row where the URI was never scanned
     same = pc.and_(pc.equal(last.column("fingerprint"), pa.array([e["fingerprint"] for e in entries], pa.string())),
                    pc.equal(last.column("model_version"), pa.scalar(model_version, pa.string())))
-    if retry_errors:
-        same = pc.and_(same, pc.not_equal(last.column("label"), pa.scalar("ERROR", pa.string())))
-    return pc.fill_null(same, False).to_pylist()
+    keyed = pc.and_kleene(pc.is_valid(last.column("scoring_key")),  # a row without a key matches any
+                          pc.not_equal(last.column("scoring_key"), pa.scalar(scoring_key, pa.string())))
+    columns = zip(pc.is_valid(at).to_pylist(), pc.fill_null(same, False).to_pylist(),
+                  pc.fill_null(keyed, False).to_pylist(), last.column("label").to_pylist(),
+                  last.column("scan_id").to_pylist())
+    picked = []
+    for i, (seen, unchanged, rekeyed, label, scan_id) in enumerate(columns):
+        why = (NEW if not seen else CHANGED if not unchanged else SETTINGS if rekeyed else FULL if full
+               else RETRY if retry_errors and label == "ERROR" else None)
+        if why:
+            picked.append((RANK[why], scan_id if why in RESCANS else "", i, why))
+    return [(entries[i], why) for _rank, _scan_id, i, why in sorted(picked)]
 
 
-__all__ = ["COLUMNS", "latest_per_uri", "fold_latest", "uri_prefix", "unchanged"]
+__all__ = ["COLUMNS", "latest_per_uri", "fold_latest", "uri_prefix", "work", "RESCANS"]

@@ -103,6 +103,7 @@ class OutputLease:
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.acquired_at: datetime | None = None
         self.lost: str | None = None
+        self.lapsed: LeaseInfo | None = None  # the lease of a killed scan that ``acquire`` took over
         self.valid_until: float | None = None  # _clock() time until which the lease is surely ours
         self._etag: str | None = None
         self._stop = threading.Event()
@@ -183,6 +184,7 @@ class OutputLease:
                 if current is not None and current.token != self.token:
                     log.warning("taking over the lapsed lease of scan %s (%s, expired %s)",
                                 current.scan_id, current.owner, current.expires_at.isoformat())
+                    self.lapsed = current
                 self.acquired_at = at
                 self._write_held(exists, etag)
         except _Contended as exc:

@@ -33,7 +33,7 @@ from jobs.scan.listing import is_local
 from jobs.scan.schema import (FACES_SCHEMA, MANIFEST, PARTITION, READABLE_VERSIONS, SCHEMA_VERSION, SCHEMAS, TABLES,
                               VIDEOS_SCHEMA, schema_doc)
 from pipeline.atomic import write_atomic
-from pipeline.errors import DeepfakeStreamError
+from pipeline.errors import DeepfakeStreamError, one_line
 from pipeline.media import normalize_uri
 
 log = logging.getLogger(__name__)
@@ -187,21 +187,22 @@ class OutputStore:
         import pyarrow.dataset as pads
 
         under = pc.starts_with(pc.field("uri"), pattern=prefix) if prefix else None
+        schema = empty().schema  # columns an older part lacks (scoring_key before version 4) read as null
         try:
-            dataset = pads.dataset(parts, filesystem=self.fs, format="parquet")
+            dataset = pads.dataset(parts, schema=schema, filesystem=self.fs, format="parquet")
             return fold_latest(dataset.to_batches(columns=COLUMNS, filter=under))
         except Exception:  # noqa: BLE001 - find the culprit(s) below
             if scan_id is None:
                 raise
-        return fold_latest(self._readable_parts(parts, COLUMNS, under, scan_id))
+        return fold_latest(self._readable_parts(parts, schema, under, scan_id))
 
-    def _readable_parts(self, parts: list[str], columns: list[str], under: Any, scan_id: str):
-        """Each part's ``columns`` (rows matching ``under``), quarantining the parts whose data is unreadable."""
+    def _readable_parts(self, parts: list[str], schema: pa.Schema, under: Any, scan_id: str):
+        """Each part's ``schema`` columns (rows matching ``under``), quarantining the parts whose data is unreadable."""
         from jobs.scan.quarantine import StorageUnreadable, confirmed_read
 
         for path in parts:
             try:
-                part, why = confirmed_read(self.fs, path, lambda f: pq.read_table(f, columns=columns))
+                part, why = confirmed_read(self.fs, path, lambda f: pq.read_table(f, columns=schema.names, schema=schema))
             except StorageUnreadable as exc:
                 raise OutputError(f"cannot read output {self.display}: {exc}") from exc
             if why:
@@ -217,8 +218,12 @@ class OutputStore:
             self.fs.pipe_file(path, data)
 
     def put(self, relative: str, data: bytes) -> None:
-        """Write ``DEST/<relative>`` atomically (run records, anything that must appear whole)."""
-        self._put(f"{self.root}/{relative}", data)
+        """Write ``DEST/<relative>`` atomically (parts, run records: what must appear whole); ``OutputError`` when
+        the storage refuses (a full disk, no permission, no credentials)."""
+        try:
+            self._put(f"{self.root}/{relative}", data)
+        except Exception as exc:  # noqa: BLE001 - OSError, botocore, fsspec: all mean the output is unusable
+            raise OutputError(f"cannot write {relative} to output {self.display}: {one_line(exc)}") from exc
 
     @staticmethod
     def _parquet_bytes(rows: pa.Table | list[dict], schema: pa.Schema) -> bytes:
@@ -239,4 +244,4 @@ class OutputStore:
         for table, data in (("faces", faces_bytes), ("videos", videos_bytes)):
             if check is not None:
                 check()
-            self._put(f"{self.table_path(table)}/{PARTITION}={scan_date}/{name}", data)
+            self.put(f"{table}/{PARTITION}={scan_date}/{name}", data)

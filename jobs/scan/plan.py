@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -113,21 +115,53 @@ def plan_pools(cluster: dict[str, float], options: ScanConfig, device: str = "au
 
 
 def ensure_ray(options: ScanConfig) -> bool:
-    """Connect to RAY_ADDRESS / --ray-address, or start a local instance. True when we started it."""
+    """Connect to RAY_ADDRESS / --ray-address, or start a local instance. True when we started it.
+
+    ``ray.init`` puts in its own SIGTERM handler (``sys.exit(15)``) while it starts, about 10 s, and leaves it
+    there: the process's own handler (the scan's graceful stop, ``jobs/scan/stop.py``) is put back however
+    ``ray.init`` ends, and a SIGTERM that Ray's handler caught meanwhile is handed to it, so the scan stops
+    (``Terminated``: exit 143, a ``terminated`` record) instead of dying with status 15. (Blocking SIGTERM
+    for the while instead would leave it blocked in every process Ray starts: they inherit the mask.)
+    """
     import ray
 
     if ray.is_initialized():
         return False
     address = options.ray_address or os.environ.get("RAY_ADDRESS")
     common = {"log_to_driver": options.verbose, "logging_level": logging.INFO if options.verbose else logging.WARNING}
+    ours = signal.getsignal(signal.SIGTERM)
     try:
-        if address:
-            ray.init(address=address, **common)
-        else:
-            ray.init(num_cpus=options.num_cpus, num_gpus=options.num_gpus, include_dashboard=False, **common)
+        try:
+            if address:
+                ray.init(address=address, **common)
+            else:
+                ray.init(num_cpus=options.num_cpus, num_gpus=options.num_gpus, include_dashboard=False, **common)
+        finally:
+            _put_back(ours)
+    except SystemExit as exc:  # Ray's handler ran: SIGTERM during start-up
+        _put_back(ours)
+        if exc.code != signal.SIGTERM or not callable(ours):
+            raise
+        try:
+            ours(signal.SIGTERM, None)  # the scan's stop: raises Terminated, starts its watchdog
+        finally:
+            _shut_down(ray)  # whatever start-up had launched
+        raise
     except Exception as exc:  # noqa: BLE001
         raise ScanError(f"cannot start or reach Ray ({address or 'local'}): {type(exc).__name__}: {exc}") from exc
     return True
+
+
+def _put_back(handler: Any) -> None:
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _shut_down(ray: Any) -> None:
+    try:
+        ray.shutdown()
+    except Exception as exc:  # noqa: BLE001 - stopping anyway; the processes die with the driver
+        log.warning("could not shut down Ray: %s", exc)
 
 
 @contextmanager
@@ -161,7 +195,8 @@ def data_context(options: ScanConfig) -> Iterator[None]:
             setattr(ctx, key, value)
 
 
-def build_dataset(entries: list[dict[str, Any]], specs: list, plan: PoolPlan, options: ScanConfig, scan_id: str):
+def build_dataset(entries: list[dict[str, Any]], specs: list, plan: PoolPlan, options: ScanConfig, scan_id: str,
+                  scoring_key: str | None = None):
     """The Ray Data graph over ``entries`` (not executed until iterated)."""
     import ray
 
@@ -173,7 +208,7 @@ def build_dataset(entries: list[dict[str, Any]], specs: list, plan: PoolPlan, op
         # others finish starting (2 videos on 2 cores: one actor scored both, the other none)
         options = options.model_copy(update={"tasks_per_actor": 1})
     ds = ray.data.from_items(entries, override_num_blocks=max(1, min(len(entries), 4096)))
-    return map_plan(ds, specs, plan, options, scan_id)
+    return map_plan(ds, specs, plan, options, scan_id, scoring_key)
 
 
 def work_order(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -192,13 +227,14 @@ def _pool(size: int, in_flight: int = 1):
     return ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=in_flight)
 
 
-def map_plan(ds, specs: list, plan: PoolPlan, options: ScanConfig, scan_id: str):
+def map_plan(ds, specs: list, plan: PoolPlan, options: ScanConfig, scan_id: str, scoring_key: str | None = None):
     """``specs`` (the graph's, decode → detect → score) and the rows stage mapped onto ``ds`` as ``plan``
-    says: a callable class per pool, the way Ray's batch-inference examples map a model."""
+    says: a callable class per pool, the way Ray's batch-inference examples map a model. The rows carry
+    ``scan_id`` and ``scoring_key``."""
     from jobs.scan.rows import RowsStage
     from pipeline.graph import Graph, StageSpec
 
-    rows = StageSpec("rows", RowsStage, {"scan_id": scan_id})
+    rows = StageSpec("rows", RowsStage, {"scan_id": scan_id, "scoring_key": scoring_key})
     if plan.plan == "fused":
         pools = [(specs + [rows], plan.fused_actors, options.decode_batch, plan.detect_gpus)]
     else:

@@ -2,7 +2,8 @@
 
 They are what a nightly job is monitored by: a night with nothing new still writes one, so "no
 ``succeeded`` record for 26 h" is a sound staleness alert, and the exit status, error classes and
-quarantined parts are kept with the output rather than only on a pod's stdout.
+quarantined parts are kept with the output rather than only on a pod's stdout. A scan killed outright cannot
+end its own record: the next scan, taking over its lapsed lease, ends it as ``killed`` (``close_lapsed``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ RUNS_DIR = "_runs"
 RECORD_VERSION = 1
 
 Status = Literal["running", "succeeded", "too_many_errors", "aborted", "interrupted", "terminated",
-                 "not_started", "busy", "lease_lost"]
+                 "not_started", "output_error", "busy", "lease_lost", "killed"]
 
 
 class RunRecord(BaseModel):
@@ -45,11 +46,13 @@ class RunRecord(BaseModel):
     elapsed_s: float | None = None
     model_version: str
     settings_digest: str
+    scoring_key: str | None = None  # pipeline/scoring_key.py: the key of the rows this run wrote
     options: dict[str, Any] = Field(default_factory=dict)
     plan: dict[str, Any] = Field(default_factory=dict)
     listed: int = 0
     skipped: int = 0
     deferred: int = 0
+    rescored: int = 0
     scanned: int = 0
     lost: int = 0
     parts: int = 0
@@ -91,6 +94,25 @@ def read_records(fs: Any, root: str) -> list[RunRecord]:
     return sorted(records, key=lambda r: (r.started_at, r.scan_id), reverse=True)
 
 
+def close_lapsed(store: Any, scan_id: str, heartbeat_at: datetime, by: str) -> RunRecord | None:
+    """End the record of scan ``scan_id``, whose lease ``by`` took over because it lapsed, if it still says
+    ``running``: that scan was killed (SIGKILL, out of memory, a lost node) and will never write it. ``killed``,
+    ended at its last heartbeat; ``parts`` counts what it committed. Returns the record written, if any."""
+    path = f"{RUNS_DIR}/{scan_id}.json"
+    try:
+        record = RunRecord.model_validate_json(store.fs.cat_file(f"{store.root}/{path}"))
+    except FileNotFoundError:
+        return None
+    if record.status != "running":
+        return None
+    record.status, record.exit_code = "killed", None
+    record.message = (f"the scan stopped without ending its run (killed: SIGKILL, out of memory, a lost node); its "
+                      f"lease lapsed and scan {by} took the output over. Committed parts are kept.")
+    record.ended_at = max(heartbeat_at, record.started_at)
+    record.elapsed_s = round((record.ended_at - record.started_at).total_seconds(), 3)
+    record.parts = sum(name.startswith(f"part-{scan_id}-") for name in store.list_parts("videos"))
+    store.put(path, record_bytes(record))
+    return record
 
 
 def runs_table(records: list[RunRecord]):
@@ -102,8 +124,8 @@ def runs_table(records: list[RunRecord]):
         ("scan_id", pa.string()), ("status", pa.string()), ("exit_code", pa.int32()), ("message", pa.string()),
         ("source", pa.string()), ("output", pa.string()), ("host", pa.string()), ("pid", pa.int64()), ("started_at", ts),
         ("ended_at", ts), ("elapsed_s", pa.float64()), ("model_version", pa.string()),
-        ("settings_digest", pa.string()), ("listed", pa.int64()), ("skipped", pa.int64()), ("deferred", pa.int64()),
-        ("scanned", pa.int64()), ("lost", pa.int64()), ("parts", pa.int64()), ("fakes", pa.int64()),
+        ("settings_digest", pa.string()), ("scoring_key", pa.string()), ("listed", pa.int64()), ("skipped", pa.int64()),
+        ("deferred", pa.int64()), ("rescored", pa.int64()), ("scanned", pa.int64()), ("lost", pa.int64()), ("parts", pa.int64()), ("fakes", pa.int64()),
         ("reals", pa.int64()), ("no_face", pa.int64()), ("failed", pa.int64()), ("error_rate", pa.float64()),
         ("errors", pa.string()), ("quarantined", pa.list_(pa.string())), ("plan", pa.string()), ("options", pa.string()),
     ])
@@ -111,7 +133,7 @@ def runs_table(records: list[RunRecord]):
     for r in records:
         row = r.model_dump(include={"scan_id", "status", "exit_code", "message", "source", "output", "host", "pid",
                                     "started_at", "ended_at", "elapsed_s", "model_version", "settings_digest",
-                                    "listed", "skipped", "deferred", "scanned", "lost", "parts", "error_rate",
+                                    "scoring_key", "listed", "skipped", "deferred", "rescored", "scanned", "lost", "parts", "error_rate",
                                     "quarantined"})
         row.update(fakes=r.labels.get("FAKE", 0), reals=r.labels.get("REAL", 0), no_face=r.labels.get("NO_FACE", 0),
                    failed=r.labels.get("ERROR", 0), errors=json.dumps(r.errors), plan=json.dumps(r.plan),
@@ -120,4 +142,4 @@ def runs_table(records: list[RunRecord]):
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-__all__ = ["RunRecord", "RUNS_DIR", "settings_digest", "record_bytes", "read_records", "runs_table"]
+__all__ = ["RunRecord", "RUNS_DIR", "settings_digest", "record_bytes", "read_records", "close_lapsed", "runs_table"]

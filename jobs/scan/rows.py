@@ -51,14 +51,16 @@ def listing_of(batch: Batch) -> list[dict[str, Any]]:
     return [{k: columns[k][i] for k in LISTING} for i in range(n)]
 
 
-def tables_from_batch(batch: Batch, scan_id: str, scanned_at: datetime) -> tuple[pa.Table, pa.Table]:
+def tables_from_batch(batch: Batch, scan_id: str, scanned_at: datetime,
+                      scoring_key: str | None = None) -> tuple[pa.Table, pa.Table]:
     """One aggregated graph batch (plus the listing's columns) as ``videos`` and ``faces`` tables."""
-    return tables_from_results(ScoreResult.from_batch(batch), listing_of(batch), scan_id, scanned_at)
+    return tables_from_results(ScoreResult.from_batch(batch), listing_of(batch), scan_id, scanned_at, scoring_key)
 
 
 def tables_from_results(results: list[ScoreResult], listing: list[dict[str, Any]], scan_id: str,
-                        scanned_at: datetime) -> tuple[pa.Table, pa.Table]:
-    """Scored objects and their listing entries as ``videos`` and ``faces`` tables."""
+                        scanned_at: datetime, scoring_key: str | None = None) -> tuple[pa.Table, pa.Table]:
+    """Scored objects and their listing entries as ``videos`` and ``faces`` tables (``scoring_key``: the scan's,
+    ``pipeline/scoring_key.py``)."""
     n = len(results)
     media = [r.media for r in results]
     timings = {k: [r.timings_ms.get(k) for r in results] for k in TIMINGS}
@@ -86,6 +88,7 @@ def tables_from_results(results: list[ScoreResult], listing: list[dict[str, Any]
         _floats([r.threshold for r in results]),
         pa.array([r.aggregation for r in results], pa.string()),
         pa.array([r.model_version or "" for r in results], pa.string()),
+        pa.array([scoring_key] * n, pa.string()),
         pa.array([r.error for r in results], pa.string()),
         pa.array([(r.error_code or "error") if r.error else None for r in results], pa.string()),
         pa.array([at] * n, TS) if n else pa.array([], TS),
@@ -138,15 +141,16 @@ class RowsStage:
     """Batch stage, the scan's last: the graph's output batch → ``videos`` rows with their ``faces`` nested,
     one Arrow table per batch, so no row is built on the driver."""
 
-    def __init__(self, scan_id: str):
-        self.scan_id = scan_id
+    def __init__(self, scan_id: str, scoring_key: str | None = None):
+        self.scan_id, self.scoring_key = scan_id, scoring_key
 
     def __call__(self, batch: Batch) -> pa.Table:
-        return nest(*tables_from_batch(batch, self.scan_id, datetime.now(timezone.utc)))
+        return nest(*tables_from_batch(batch, self.scan_id, datetime.now(timezone.utc), self.scoring_key))
 
 
 def lost_rows(entries: list[dict[str, Any]], message: str, scan_id: str, scanned_at: datetime, model_version: str,
-              threshold: float | None, aggregation: str | None) -> pa.Table:
+              threshold: float | None, aggregation: str | None, scoring_key: str | None = None) -> pa.Table:
     """``videos`` rows for objects the pipeline never returned (their worker kept crashing)."""
     results = [ScoreResult.failed(e["uri"], message, threshold, model_version, WORKER_LOST, aggregation) for e in entries]
-    return tables_from_results(results, [{k: e.get(k) for k in LISTING} for e in entries], scan_id, scanned_at)[0]
+    listing = [{k: e.get(k) for k in LISTING} for e in entries]
+    return tables_from_results(results, listing, scan_id, scanned_at, scoring_key)[0]

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pyarrow as pa
 
 MANIFEST = "_deepfakestream.json"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # older versions whose parts this scanner reads and appends to (2 added `videos.error_code`, 3
-# `faces.thumb_jpeg`): the manifest is raised to SCHEMA_VERSION, old parts keep their columns and read
-# the new ones as null
-READABLE_VERSIONS = (1, 2, 3)
+# `faces.thumb_jpeg`, 4 `videos.scoring_key`): the manifest is raised to SCHEMA_VERSION, old parts keep
+# their columns and read the new ones as null
+READABLE_VERSIONS = (1, 2, 3, 4)
 PARTITION = "scan_date"
 TABLES = ("videos", "faces")
 
@@ -45,6 +45,9 @@ VIDEOS_SCHEMA = pa.schema([
     _field("threshold", pa.float64(), "decision threshold: score >= threshold is FAKE"),
     _field("aggregation", pa.string(), "how face scores became the object score (mean, confident, track_max)"),
     _field("model_version", pa.string(), "detector checkpoint version (model card)", False),
+    _field("scoring_key", pa.string(), "hash of what made the score and the verdict: the weights' bytes, the model card's "
+           "scoring fields and the decode/detect/classify settings, threshold, aggregation and min_track_frames included "
+           "(pipeline/scoring_key.py); null in rows written before schema version 4"),
     _field("error", pa.string(), "why the object could not be scored; null when it was"),
     _field("error_code", pa.string(), "stable code of that error (pipeline/errors.py, e.g. media_too_large, "
            "unsupported_media, worker_lost); null when scored, and in parts of schema version 1"),

@@ -38,7 +38,7 @@ class GracefulStop:
         self._watchdog: threading.Timer | None = None
 
     def install(self) -> None:
-        """(Re)install the handler: ``ray.init`` replaces SIGTERM's with a plain ``sys.exit``."""
+        """Install the handler (again: a later call keeps the first one's saved handler for ``restore``)."""
         if threading.current_thread() is not threading.main_thread():
             return  # signals are only delivered to the main thread; an embedding app handles them
         previous = signal.signal(signal.SIGTERM, self._handle)

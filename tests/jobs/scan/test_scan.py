@@ -186,6 +186,19 @@ def test_second_scan_skips_everything_and_full_rescans(first_scan, settings, s3_
     assert (full.seen, full.skipped, full.scanned, full.failed) == (9, 0, 9, 5)
     rows = read_table(store, "videos")
     assert len(rows) == 18 and {r["scan_id"] for r in rows} == {summary.scan_id, full.scan_id}
+    assert {r["scoring_key"] for r in rows} == {summary.scoring_key} and full.scoring_key == summary.scoring_key
+
+    # another threshold, same model version: every object is out of date (one scanned under the cap), none new
+    from pipeline.config import load_settings
+
+    stricter = run_scan(load_settings(**{"decode.num_frames": FRAMES, "classify.threshold": 0.99}),
+                        _options(source, output, max_objects=1))
+    assert stricter.scoring_key != summary.scoring_key
+    assert (stricter.skipped, stricter.scanned, stricter.rescored, stricter.deferred, stricter.deferred_rescans) == (0, 1, 1, 8, 0)
+    (row,) = [r for r in read_table(store, "videos") if r["scan_id"] == stricter.scan_id]
+    assert (row["threshold"], row["scoring_key"]) == (0.99, stricter.scoring_key)
+    record = next(r for r in read_records(store.fs, store.root) if r.scan_id == stricter.scan_id)
+    assert (record.rescored, record.scoring_key) == (1, stricter.scoring_key)
 
 
 @pytest.mark.slow
@@ -270,6 +283,28 @@ def test_interrupted_scan_resumes_with_exactly_one_row_per_object(ray_session, m
     assert not store.fs.exists(orphan)
     faces = read_table(store, "faces")
     assert len({(f["uri"], f["face"]) for f in faces}) == len(faces) == sum(v["faces"] for v in videos)
+
+
+@pytest.mark.slow
+def test_a_part_the_output_will_not_take_is_an_output_error(ray_session, settings, samples_dir, tmp_path):
+    """A commit the storage refuses (here `videos` is a file: as a full disk or lost permission refuses it) stops
+    the scan with exit 2 `output_error` and a run record saying so, not as Ray Data giving up or a crash."""
+    from jobs.scan.output import OutputError
+    from jobs.scan.records import read_records
+
+    source, out = tmp_path / "media", tmp_path / "out"
+    source.mkdir()
+    shutil.copy(samples_dir / "coffee.jpg", source / "a.jpg")
+    out.mkdir()
+    (out / "videos").write_text("not a folder\n")
+    ended = []
+    with pytest.raises(OutputError, match="cannot write videos/"):
+        run_scan(settings, _options(str(source), str(out), commit_every=1), on_end=ended.append)
+    (summary,) = ended
+    assert (summary.status, summary.exit_code, summary.error_code, summary.record_written) == ("output_error", 2, "output_error", True)
+    store = OutputStore(str(out))
+    (record,) = read_records(store.fs, store.root)
+    assert (record.status, record.exit_code, record.scanned) == ("output_error", 2, 1)
 
 
 @pytest.mark.slow

@@ -121,3 +121,21 @@ def test_the_error_rate_limit_compares_the_exact_share():
     assert outcome[:2] == ("too_many_errors", 4) and "(50.001%)" in outcome[2]
     summary.failed = 50_000
     assert _outcome(summary, ScanConfig(source="s", max_error_rate=0.5))[:2] == ("succeeded", 0)
+
+
+def test_an_output_that_takes_no_run_record_exits_2_and_does_not_claim_one(tmp_path, samples_dir, detector_env):
+    """A run record that cannot be written once the lease is taken (here `_runs` is a file: as a full disk or
+    a read-only folder fails the write) is an output error, exit 2 `output_error`, not a crash; and the scan
+    says the record could not be written rather than that it was kept."""
+    import json
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_runs").write_text("not a folder\n")
+    result = _scan_cli(str(samples_dir), "-o", str(out))
+    assert result.exit_code == 2, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["status"], summary["exit_code"], summary["error_code"]) == ("output_error", 2, "output_error")
+    assert summary["record_written"] is False and "_runs/" in summary["message"]
+    assert "could not be written" in result.stderr and "record are kept" not in result.stderr, result.stderr
+    assert "Traceback" not in result.output and not (out / "_lease.json").exists()

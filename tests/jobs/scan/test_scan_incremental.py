@@ -1,6 +1,7 @@
-"""What an incremental scan skips (jobs/scan/incremental.py, OutputStore.latest, the driver's ``_changed``): only
-objects whose latest row (by ``scan_id``, then ``scanned_at``) has the listing's fingerprint and the model's
-version, the row the ``videos`` view shows."""
+"""What an incremental scan skips and in which order (jobs/scan/incremental.py, OutputStore.latest, the driver's
+``_work``): only objects whose latest row (by ``scan_id``, then ``scanned_at``) has the listing's fingerprint, the
+model's version and the scoring key (a row without one matches), the row the ``videos`` view shows; a capped run
+takes new objects first, then changed ones, then rescans oldest first."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 import jobs.scan.incremental as incremental
 from jobs.scan.config import ScanConfig
-from jobs.scan.driver import _changed, new_scan_id
+from jobs.scan.driver import _work, new_scan_id
 from jobs.scan.output import OutputStore
 
 from scan_fixtures import latest_rows
@@ -22,20 +23,25 @@ def _scan_id(night: int) -> str:
     return new_scan_id(NIGHT + timedelta(days=night))
 
 
-def _commit(store: OutputStore, night: int, rows: list[tuple], clock_skew_s: float = 0.0) -> str:
+def _commit(store: OutputStore, night: int, rows: list[tuple], clock_skew_s: float = 0.0, key: str | None = None) -> str:
     """One night's scan: rows of (uri, fingerprint, model_version, label), produced on a worker whose clock is
-    ``clock_skew_s`` off."""
+    ``clock_skew_s`` off, with scoring key ``key`` (None: a row written before the key existed)."""
     scan_id = _scan_id(night)
     at = NIGHT + timedelta(days=night, minutes=5, seconds=clock_skew_s)
     store.commit(f"part-{scan_id}-00000", (NIGHT + timedelta(days=night)).date().isoformat(), [
         {"schema_version": 3, "scan_id": scan_id, "uri": uri, "fingerprint": fp, "model_version": model,
-         "label": label, "scanned_at": at} for uri, fp, model, label in rows], [])
+         "scoring_key": key, "label": label, "scanned_at": at} for uri, fp, model, label in rows], [])
     return scan_id
 
 
-def _todo(store: OutputStore, listing: dict[str, str], model: str = "v1", **options) -> list[str]:
+def _why(store: OutputStore, listing: dict[str, str], model: str = "v1", key: str = "K", **options) -> list[tuple[str, str]]:
+    """(uri, why) of what a scan of ``listing`` takes, in its order."""
     entries = [{"uri": uri, "fingerprint": fp} for uri, fp in sorted(listing.items())]
-    return [e["uri"] for e in _changed(store, entries, "now", model, ScanConfig(source="x", **options))]
+    return [(e["uri"], why) for e, why in _work(store, entries, "now", model, key, ScanConfig(source="x", **options))]
+
+
+def _todo(store: OutputStore, listing: dict[str, str], model: str = "v1", key: str = "K", **options) -> list[str]:
+    return [uri for uri, _why in _why(store, listing, model, key, **options)]
 
 
 @pytest.fixture()
@@ -73,7 +79,7 @@ def test_retry_errors_rescans_only_a_latest_error(store):
     _commit(store, 2, [("/m/b.jpg", "f", "v1", "REAL")])
     listing = {"/m/a.jpg": "f", "/m/b.jpg": "f", "/m/new.jpg": "f"}
     assert _todo(store, listing) == ["/m/new.jpg"]
-    assert _todo(store, listing, retry_errors=True) == ["/m/a.jpg", "/m/new.jpg"]
+    assert _todo(store, listing, retry_errors=True) == ["/m/new.jpg", "/m/a.jpg"]  # new first
 
 
 def test_history_is_reduced_to_one_row_per_uri_under_the_prefix(store, monkeypatch):
@@ -88,3 +94,29 @@ def test_history_is_reduced_to_one_row_per_uri_under_the_prefix(store, monkeypat
         ("s3://b/in/x.mp4", "etag:4", last), ("s3://b/in/y.mp4", "etag:Y", last)]
     assert incremental.uri_prefix([{"uri": "s3://b/in/a/x.mp4"}, {"uri": "s3://b/in/b.mp4"}]) == "s3://b/in/"
     assert _todo(store, {"s3://b/in/x.mp4": "etag:4", "s3://b/in/y.mp4": "etag:Y"}) == []
+
+
+def test_a_capped_run_takes_new_objects_first_then_changed_then_the_oldest_rescans(store):
+    """Two objects that fail every night (--retry-errors) and an old row rescanned (--full) must not keep a
+    --max-objects 1 run from new uploads, and among rescans the one whose latest row is oldest goes first."""
+    _commit(store, 1, [("/m/a.jpg", "f", "v1", "ERROR"), ("/m/b.jpg", "f", "v1", "ERROR"), ("/m/c.jpg", "f", "v1", "REAL")])
+    _commit(store, 2, [("/m/b.jpg", "f", "v1", "ERROR"), ("/m/c.jpg", "f", "v1", "REAL")])
+    _commit(store, 3, [("/m/a.jpg", "f", "v1", "ERROR")])
+    listing = {"/m/a.jpg": "f", "/m/b.jpg": "f", "/m/c.jpg": "g", "/m/d.jpg": "f", "/m/z.jpg": "f"}
+    assert _why(store, listing, retry_errors=True) == [
+        ("/m/d.jpg", "new"), ("/m/z.jpg", "new"), ("/m/c.jpg", "changed"),  # listing order within a class
+        ("/m/b.jpg", "retry"), ("/m/a.jpg", "retry")]  # b's latest row is night 2's, a's night 3's
+    listing["/m/c.jpg"] = "f"
+    assert _why(store, listing, full=True) == [("/m/d.jpg", "new"), ("/m/z.jpg", "new"), ("/m/b.jpg", "full"),
+                                               ("/m/c.jpg", "full"), ("/m/a.jpg", "full")]
+
+
+def test_a_changed_scoring_key_rescans_and_a_row_without_one_does_not(store):
+    """Rows carry the scoring key of the settings that made them: another threshold or weights (another key)
+    rescans them, under the same model version; rows written before keys existed (null) count as matching."""
+    _commit(store, 1, [("/m/old.jpg", "f", "v1", "REAL")])  # written by a scanner before schema version 4
+    _commit(store, 2, [("/m/a.jpg", "f", "v1", "REAL"), ("/m/b.jpg", "f", "v1", "FAKE")], key="K")
+    listing = {"/m/old.jpg": "f", "/m/a.jpg": "f", "/m/b.jpg": "f"}
+    assert _todo(store, listing, key="K") == []
+    assert _why(store, listing, key="K2") == [("/m/a.jpg", "settings"), ("/m/b.jpg", "settings")]
+    assert _todo(store, listing, model="v2", key="K") == ["/m/a.jpg", "/m/b.jpg", "/m/old.jpg"]  # a new model: all

@@ -43,9 +43,11 @@ def test_the_code_travels_from_the_stage_to_the_row():
 
 
 def test_a_schema_1_output_is_read_and_appended_to(tmp_path):
+    """Version 1 had neither `error_code` nor `scoring_key`: its parts read them as null, in `query` and in what a
+    scan reads back to skip (its rows match any scoring key; the part is not taken for a broken one)."""
     store = OutputStore(str(tmp_path))
     store.prepare()
-    old_schema = pa.schema([f for f in VIDEOS_SCHEMA if f.name != "error_code"])
+    old_schema = pa.schema([f for f in VIDEOS_SCHEMA if f.name not in ("error_code", "scoring_key")])
     row = {"schema_version": 1, "scan_id": "old", "uri": "/a.jpg", "fingerprint": "f", "label": "ERROR",
            "model_version": "v", "error": "file is empty (0 bytes)", "scanned_at": datetime.now(timezone.utc)}
     part = tmp_path / "videos" / f"{PARTITION}=2026-01-01" / "part-old-00000.parquet"
@@ -58,11 +60,19 @@ def test_a_schema_1_output_is_read_and_appended_to(tmp_path):
     assert rows == [("/a.jpg", "file is empty (0 bytes)", None)]
 
     OutputStore(str(tmp_path)).prepare()  # a new scan into the old output raises its version
-    assert json.loads((tmp_path / MANIFEST).read_text())["schema_version"] == SCHEMA_VERSION == 3
-    new = {**row, "schema_version": SCHEMA_VERSION, "scan_id": "new", "uri": "/b.jpg", "error_code": "media_empty"}
+    assert json.loads((tmp_path / MANIFEST).read_text())["schema_version"] == SCHEMA_VERSION == 4
+    new = {**row, "schema_version": SCHEMA_VERSION, "scan_id": "new", "uri": "/b.jpg", "error_code": "media_empty",
+           "scoring_key": "K"}
     store.commit("part-new-00000", "2026-01-02", [new], [])
-    _, rows = run_query(str(tmp_path), "SELECT uri, error_code FROM videos ORDER BY uri")
-    assert rows == [("/a.jpg", None), ("/b.jpg", "media_empty")]
+    _, rows = run_query(str(tmp_path), "SELECT uri, error_code, scoring_key FROM videos ORDER BY uri")
+    assert rows == [("/a.jpg", None, None), ("/b.jpg", "media_empty", "K")]
+    latest = store.latest("scan2").to_pylist()  # the old part is read first
+    assert [(r["uri"], r["scoring_key"]) for r in latest] == [("/a.jpg", None), ("/b.jpg", "K")]
+    assert not store.quarantined
+    from jobs.scan.incremental import work
+
+    listing = [{"uri": "/a.jpg", "fingerprint": "f"}, {"uri": "/b.jpg", "fingerprint": "f"}]
+    assert [(e["uri"], why) for e, why in work(listing, store.latest(), "v", "K2")] == [("/b.jpg", "settings")]
 
 
 def test_the_last_actor_hands_the_driver_arrow_rows(detector_env, samples_dir, tmp_path):

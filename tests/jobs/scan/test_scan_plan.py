@@ -88,7 +88,7 @@ def test_the_plan_maps_the_graph_and_model_actors_ask_for_gpus(cluster, kind):
     options = ScanConfig(source="x", classify_batch=3)
     plan = plan_pools(cluster, options)
     specs = [StageSpec(name, object, {"stage": name}) for name in ("decode", "detect", "score")]
-    calls = map_plan(_RecordingDataset(), specs, plan, options, "scan1").calls
+    calls = map_plan(_RecordingDataset(), specs, plan, options, "scan1", "key1").calls
     assert all(fn is Graph for fn, _ in calls)  # every pool: the graph over its stages
     pools = [(fn, [s.name for s in kw["fn_constructor_kwargs"]["specs"]],
               kw["compute"].min_size, kw["batch_size"], kw["num_gpus"], kw["num_cpus"]) for fn, kw in calls]
@@ -99,7 +99,7 @@ def test_the_plan_maps_the_graph_and_model_actors_ask_for_gpus(cluster, kind):
         assert pools[0][1] == ["decode"] and pools[1][1] == ["detect"]
         assert pools[2][:2] == (Graph, ["score", "rows"]) and pools[2][3] == 3
     last = calls[-1][1]["fn_constructor_kwargs"]["specs"][-1]
-    assert (last.cls, last.kwargs) == (RowsStage, {"scan_id": "scan1"})
+    assert (last.cls, last.kwargs) == (RowsStage, {"scan_id": "scan1", "scoring_key": "key1"})  # in every row
     assert options.tasks_per_actor == 2  # the first pass's default: the next batch waits on the actor
     assert all(kw["max_task_retries"] == options.max_task_retries and kw["compute"].max_tasks_in_flight_per_actor == 2
                for _, kw in calls)

@@ -69,3 +69,39 @@ def test_sigterm_commits_finished_rows_and_the_run_record(detector_env, tmp_path
     rows = latest_rows(OutputStore(str(out)))
     assert 1 <= record["scanned"] == len(rows) < 12 and record["parts"] == len(list((out / "videos").rglob("*.parquet")))
     assert not (out / "_lease.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_sigterm_while_ray_starts_is_a_stop_not_a_crash(detector_env, tmp_path, samples_dir):
+    """`ray.init` (about 10 s) puts in its own SIGTERM handler, a bare `sys.exit(15)`: a SIGTERM then must still end
+    the scan as a stop (exit 143, one `--json` line, a `terminated` record), not as status 15 and a crashed record."""
+    import json
+    import shutil
+
+    from helpers import process_title, process_tree
+
+    source, out = tmp_path / "media", tmp_path / "out"
+    source.mkdir()
+    shutil.copy(samples_dir / "coffee.jpg", source / "a.jpg")
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "scan", str(source), "-o", str(out), "--no-progress",
+                             "--json", "--num-cpus", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any("gcs_server" in process_title(pid) for pid in process_tree(proc.pid)[1:]):  # Ray is starting
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "Ray never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not [line for line in stderr.splitlines() if line.startswith("plan: ")], "SIGTERM came after Ray started"
+    assert proc.returncode == 143, stderr[-3000:]
+    (line,) = stdout.splitlines()
+    summary = json.loads(line)
+    assert (summary["status"], summary["exit_code"], summary["error_code"]) == ("terminated", 143, "terminated")
+    (record,) = _records(out)
+    assert (record["status"], record["exit_code"], record["scan_id"]) == ("terminated", 143, summary["scan_id"])
+    assert not (out / "_lease.json").exists()
