@@ -1,11 +1,19 @@
 """Checkpoints: fp16 safetensors weights + a JSON model card beside them (``X.safetensors`` + ``X.json``,
-``pipeline.card``): saving, loading into the network, and the ImageNet-initialised stand-in."""
+``pipeline.card``): saving, loading into the network, and the ImageNet-initialised stand-in.
+
+The weights' own metadata repeats the card's name, version and architecture (which network, which crops), and a
+load compares them: a card copied beside another run's weights would score them under its own threshold, crop size
+and margin, silently. Files written before the architecture was recorded hold name and version only."""
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
+from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load, load_file, save
 
@@ -13,6 +21,31 @@ from pipeline.atomic import replacing, write_atomic
 from pipeline.card import ModelCard, ModelSpec, card_path, read_card, trained_card
 from pipeline.errors import CheckpointError
 from pipeline.model import DeepfakeDetector
+
+
+def weights_metadata(card: ModelCard) -> dict[str, str]:
+    """What a weights file says of itself (safetensors metadata is text only)."""
+    return {"name": card.name, "version": card.version, "architecture": card.architecture.model_dump_json()}
+
+
+def _read_metadata(handle: BinaryIO) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors header (8-byte little-endian length, then JSON)."""
+    size = int.from_bytes(handle.read(8), "little")
+    return json.loads(handle.read(size)).get("__metadata__") or {}
+
+
+def _card_differences(metadata: dict[str, str], card: ModelCard) -> list[str]:
+    """Where the card disagrees with what the weights say they are (only what they say: older files say less)."""
+    said = {k: v for k, v in metadata.items() if k in ("name", "version")}
+    problems = [f"the weights are {k} {v!r}, the card says {getattr(card, k)!r}" for k, v in said.items() if v != getattr(card, k)]
+    if "architecture" in metadata:
+        try:
+            saved = ModelSpec.model_validate_json(metadata["architecture"])
+        except ValidationError as exc:
+            return [*problems, f"the weights' architecture metadata is unreadable ({exc.error_count()} errors)"]
+        problems += [f"the weights were saved for {k}={v!r}, the card says {getattr(card.architecture, k)!r}"
+                     for k, v in saved if getattr(card.architecture, k) != v]
+    return problems
 
 
 def save_checkpoint(model: DeepfakeDetector, card: ModelCard, path: Path | str, dtype=torch.float16) -> Path:
@@ -24,7 +57,7 @@ def save_checkpoint(model: DeepfakeDetector, card: ModelCard, path: Path | str, 
                for k, v in model.state_dict().items()}
     # bytes, not save_file: that makes the file 0600 whatever the umask, unreadable to the service account
     # that serves it. The card is renamed last: a reader that finds the new card finds the new weights
-    weights = save(tensors, metadata={"version": card.version, "name": card.name})
+    weights = save(tensors, metadata=weights_metadata(card))
     with replacing(card_path(path)) as tmp_card:
         tmp_card.write_text(card.model_dump_json(indent=2) + "\n")
         write_atomic(path, weights)
@@ -33,7 +66,8 @@ def save_checkpoint(model: DeepfakeDetector, card: ModelCard, path: Path | str, 
 
 def load_checkpoint(path: Path | str, device: str = "cpu", require_trained: bool = True,
                     packed: tuple[ModelCard, bytes] | None = None) -> tuple[DeepfakeDetector, ModelCard]:
-    """Rebuild the network from the card, load the weights, and say exactly what does not match.
+    """Rebuild the network from the card, load the weights, and say exactly what does not match: the card against
+    the weights' metadata, the network against the tensors.
 
     ``packed`` (``pack_checkpoint``'s card and bytes) replaces reading ``path``."""
     path = Path(path)
@@ -42,11 +76,13 @@ def load_checkpoint(path: Path | str, device: str = "cpu", require_trained: bool
         trained_card(card, path)
     try:
         tensors = load(packed[1]) if packed else load_file(str(path))
+        with io.BytesIO(packed[1]) if packed else open(path, "rb") as handle:
+            metadata = _read_metadata(handle)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read weights {path}: {exc}") from exc
     model = DeepfakeDetector(card.architecture)
     expected = model.state_dict()
-    problems = []
+    problems = _card_differences(metadata, card)
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing:
@@ -58,7 +94,8 @@ def load_checkpoint(path: Path | str, device: str = "cpu", require_trained: bool
             problems.append(f"{key}: checkpoint {tuple(tensors[key].shape)} vs model {tuple(expected[key].shape)}")
     if problems:
         raise CheckpointError(
-            f"checkpoint {path} does not match architecture {card.architecture.model_dump()}: " + "; ".join(problems[:5])
+            f"checkpoint {path} does not match its card (version {card.version!r}, architecture "
+            f"{card.architecture.model_dump()}): " + "; ".join(problems[:5])
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
     return model.to(device).eval(), card

@@ -17,6 +17,13 @@ from jobs.training.config import TrainConfig
 from pipeline.card import ModelSpec
 
 
+def _refused(exc: Exception) -> typer.Exit:
+    """A refusal as its code and message on one line, exit 2: the traceback is for bugs, not for bad input."""
+    code = getattr(exc, "code", None) or ("not_found" if isinstance(exc, FileNotFoundError) else "invalid")
+    console.print(f"[red]{code}: {escape(str(exc))}[/red]")
+    return typer.Exit(2)
+
+
 def prepare(
     source: Path = typer.Argument(..., help="labels CSV, DFDC folder (metadata.json) or FaceForensics++ folder"),
     output: Path = typer.Option(Path("data-cache/crops"), "--output", "-o", help="crop dataset folder"),
@@ -40,8 +47,7 @@ def prepare(
         manifest = run_prepare(source, output, settings, crop_size=crop_size, frames_real=frames_real,
                                frames_fake=frames_fake, seed=seed, use_ray=use_ray, limit=limit)
     except (ValueError, FileNotFoundError, DeepfakeStreamError) as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2) from exc
+        raise _refused(exc) from exc
     console.print(f"{manifest['faces']} face crops from {len(manifest['results'])} videos "
                   f"({len(manifest['failed'])} failed) → {output}")
     for name, info in manifest["splits"].items():
@@ -96,6 +102,7 @@ def train(
     gpu: Optional[bool] = _train_option("use_gpu", "--gpu"),
     threads: Optional[int] = _train_option("threads"),
     resume: Optional[bool] = _train_option("resume", "--resume/--no-resume"),
+    overwrite: Optional[bool] = _train_option("overwrite", "--overwrite"),
     version: Optional[str] = _train_option("version"),
     data_description: Optional[str] = _train_option("data_description"),
 ) -> None:
@@ -111,9 +118,7 @@ def train(
         cfg = TrainConfig(**given)
         state = run_train(cfg)
     except (ValidationError, ValueError, FileNotFoundError, DeepfakeStreamError) as exc:
-        code = getattr(exc, "code", None) or ("not_found" if isinstance(exc, FileNotFoundError) else "invalid")
-        console.print(f"[red]{code}: {escape(str(exc))}[/red]")
-        raise typer.Exit(2) from exc
+        raise _refused(exc) from exc
     console.print(f"done: {json.dumps(state.get('history', [])[-1:] or state, default=str)[:400]}")
     console.print(f"best checkpoint: {output / 'best.safetensors'}")
 
@@ -131,8 +136,7 @@ def soup(
     try:
         card = run_soup(checkpoints, output, version)
     except DeepfakeStreamError as exc:
-        console.print(f"[red]{exc.code}: {escape(str(exc))}[/red]")
-        raise typer.Exit(2) from exc
+        raise _refused(exc) from exc
     console.print(f"{card.version}: average of {', '.join(i['version'] for i in card.training['ingredients'])} → {output}")
 
 
@@ -165,8 +169,7 @@ def evaluate(
         run_evaluate(source, split, settings, output, fit=fit, seed=seed, record=record, extra=extra,
                      target_fpr=DEFAULT_TARGET_FPR if target_fpr is None else target_fpr, min_track_frames=min_track_frames)
     except (DeepfakeStreamError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2) from exc
+        raise _refused(exc) from exc
     print((output / f"report-{split}.md").read_text())
 
 

@@ -41,8 +41,10 @@ def _ids_from_stem(stem: str) -> list[str]:
 
 def _read_csv(path: Path) -> list[LabelledVideo]:
     """Rows of a labels CSV (columns ``path`` and ``label``, optionally ``method``, ``ids``, ``group``, ``split``);
-    a malformed file is a ``ValueError`` naming the file and line, never a KeyError."""
+    a malformed file is a ``ValueError`` naming the file and line, never a KeyError. A file listed twice alike
+    counts once; listed twice differently (another label or split) it is refused: which row holds?"""
     videos = []
+    seen: dict[str, tuple[int, LabelledVideo]] = {}
     with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
         reader = csv.DictReader(handle)
         missing = {"path", "label"} - set(reader.fieldnames or [])
@@ -57,8 +59,20 @@ def _read_csv(path: Path) -> list[LabelledVideo]:
             file_path = row["path"] if "://" in row["path"] else str((path.parent / row["path"]).resolve())
             ids = _ids_from_stem(row.get("ids") or Path(row["path"]).stem)
             method = row.get("method") or ("original" if label == "REAL" else "unknown")
-            videos.append(LabelledVideo(file_path, label, method, ids, row.get("group") or "", row.get("split") or ""))
+            video = LabelledVideo(file_path, label, method, ids, row.get("group") or "", row.get("split") or "")
+            if file_path in seen:
+                line, first = seen[file_path]
+                if first != video:
+                    raise ValueError(f"{path}: {row['path']} is listed twice, differently: line {line} "
+                                     f"({_describe(first)}) and line {reader.line_num} ({_describe(video)})")
+                continue
+            seen[file_path] = (reader.line_num, video)
+            videos.append(video)
     return videos
+
+
+def _describe(video: LabelledVideo) -> str:
+    return f"{video.label}, {video.method}, group {video.group or '-'}, split {video.split or 'by group'}"
 
 
 def _read_dfdc(root: Path) -> list[LabelledVideo]:
@@ -94,7 +108,7 @@ def _read_ffpp(root: Path) -> list[LabelledVideo]:
 def load_labelled_videos(source: Path | str) -> list[LabelledVideo]:
     """Read any supported layout; assigns identity groups where the layout did not give them."""
     source = Path(source)
-    if source.is_file() and source.suffix == ".csv":
+    if source.is_file() and source.suffix.lower() == ".csv":
         videos = _read_csv(source)
     elif source.is_dir() and (source / "labels.csv").exists():
         videos = _read_csv(source / "labels.csv")

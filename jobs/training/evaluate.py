@@ -11,7 +11,6 @@ report and its reliability plot are ``jobs.training.report_md``'s.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -26,14 +25,23 @@ from jobs.training.report_md import markdown, reliability_plot
 from pipeline.aggregate import STRATEGIES
 from pipeline.card import read_card
 from pipeline.config import Settings
+from pipeline.errors import DeepfakeStreamError
 from pipeline.graph import ScoringPipeline, stage_specs
+from pipeline.scoring_key import scoring_key as pipeline_scoring_key, weights_digest
 
 log = logging.getLogger(__name__)
 
 
+class NothingScoredError(DeepfakeStreamError, ValueError):
+    """No object of the split has a face to score (every file unreadable or faceless, or the split is empty):
+    there is no report to make, and an empty one would read as a broken metric."""
+
+    code = "nothing_scored"
+
+
 def source_name(source: str | Path) -> str:
     path = Path(source)
-    return path.stem if path.suffix == ".csv" else path.name
+    return path.stem if path.suffix.lower() == ".csv" else path.name
 
 
 def select_videos(source: str | Path, split: str, seed: int = 0, fractions: dict | None = None) -> list[LabelledVideo]:
@@ -47,15 +55,10 @@ def select_videos(source: str | Path, split: str, seed: int = 0, fractions: dict
 
 
 def scoring_key(settings: Settings, tta_flip: bool) -> str:
-    """What a cached face score depends on: the weights' bytes and the settings that make face scores (not the
-    threshold or aggregation, which are applied afterwards). A version string alone is not enough: every
-    ``train`` run is ``dev`` unless told otherwise."""
-    weights = hashlib.sha256(Path(settings.classify.checkpoint).read_bytes()).hexdigest()
-    graph = settings.model_dump(mode="json", include={"device", "decode", "detect", "classify"})
-    for key in ("checkpoint", "threshold", "aggregation", "min_track_frames", "onnx_cache", "batch_size"):
-        graph["classify"].pop(key, None)
-    graph["classify"]["tta_flip"] = tta_flip
-    return hashlib.sha256((weights + json.dumps(graph, sort_keys=True)).encode()).hexdigest()[:16]
+    """The cache key of face scores (``pipeline/scoring_key.py``): the threshold and aggregation are applied
+    afterwards, so they do not count; the engine settings do, as they always have here (old caches stay valid)."""
+    weights = weights_digest(Path(settings.classify.checkpoint).read_bytes())
+    return pipeline_scoring_key(settings, weights, verdict=False, engine=True, tta_flip=tta_flip)
 
 
 def _cached(cache: Path) -> dict[str, dict]:
@@ -82,7 +85,9 @@ def score_videos(videos: list[LabelledVideo], settings: Settings, cache: Path | 
     records = []
     for video in tqdm(videos, desc=f"evaluate {source}", unit="object"):
         if video.path in done and done[video.path].get("scoring_key") == key:
-            records.append(done[video.path])
+            # the scores are the weights'; what the object is, is the labels' as they read now
+            records.append({**done[video.path], "label": video.label, "method": video.method, "group": video.group,
+                            "source": source})
             continue
         # the faces per track (aggregation ignores their order); re-aggregated per strategy (metrics.video_scores)
         result = scorer.score(video.path)
@@ -161,6 +166,10 @@ def evaluate(source: str | Path, split: str, settings: Settings, out_dir: Path, 
         name = source_name(src)
         records += score_videos(select_videos(src, split, seed), settings, out_dir / f"scores-{split}-{name}.jsonl", name)
     sources = [source_name(s) for s in [source, *(extra or [])]]
+    if not any(r["face_scores"] and not r["error"] for r in records):
+        errors = sum(1 for r in records if r["error"])
+        raise NothingScoredError(f"nothing to report on the {split} split of {', '.join(sources)}: {len(records)} objects, "
+                                 f"{errors} unreadable, {len(records) - errors} without a face; no report or card written")
     strategies = {}
     if fit:
         strategies = fit_card(records, card, checkpoint, settings, split, sources, target_fpr, min_track_frames)

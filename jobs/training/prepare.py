@@ -3,7 +3,9 @@
 Output folder: one Parquet file per video (``crops/<split>/<video-hash>.parquet``, written to a temp name
 then renamed, so an interrupted run resumes where it stopped) plus ``manifest.json``. Each row is one
 face crop (PNG bytes, lossless) with its video, label, method, identity group, split, frame, track and
-the face box and 5 landmarks in crop coordinates (what self-blending needs).
+the face box and 5 landmarks in crop coordinates (what self-blending needs). Each file also records what its
+video was listed as (label, method, group, split), so a rerun after the labels changed cuts that video again,
+and the files of videos no longer listed in a split are removed: the folder always follows the labels.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pipeline.atomic import replacing, write_atomic
 from pipeline.batch import object_column
 from pipeline.config import Settings
 from pipeline.crop import DEFAULT_CROP_SIZE, DEFAULT_MARGIN, crop_transform
+from pipeline.errors import DeepfakeStreamError
 from pipeline.graph import stage_specs
 
 log = logging.getLogger(__name__)
@@ -37,8 +40,32 @@ CROP_SCHEMA = pa.schema([
 ])
 
 
+# a crop file's Parquet metadata key: what its video was listed as when it was cut (listed_as)
+LISTED_AS = b"deepfakestream.listed_as"
+
+
+class NothingCroppedError(DeepfakeStreamError, ValueError):
+    """``prepare`` cut no face at all: every input failed or held no face (a wrong path column, a wrong folder)."""
+
+    code = "nothing_cropped"
+
+
 def video_key(path: str) -> str:
     return hashlib.sha1(path.encode()).hexdigest()[:16]
+
+
+def listed_as(video: LabelledVideo, split: str) -> dict:
+    """What a video's crop rows say of it besides the crops: when the labels change it, its crops are stale."""
+    return {"label": video.label, "method": video.method, "group": video.group, "split": split}
+
+
+def _cut_as(target: Path) -> dict | None:
+    """What an existing crop file was cut for; a file of an older prepare says it in its rows only (None when empty)."""
+    recorded = (pq.read_metadata(target).metadata or {}).get(LISTED_AS)
+    if recorded:
+        return json.loads(recorded)
+    rows = pq.read_table(target, columns=["label", "method", "group", "split"]).slice(0, 1).to_pylist()
+    return rows[0] if rows else None
 
 
 def encode_png(crop: np.ndarray) -> bytes:
@@ -108,8 +135,13 @@ class VideoCropper:
 
     def process(self, video: LabelledVideo, split: str) -> dict:
         target = self.out_dir / "crops" / split / f"{video_key(video.path)}.parquet"
+        wanted = listed_as(video, split)
         if target.exists():
-            return {"video": video.path, "split": split, "faces": pq.read_metadata(target).num_rows, "error": "", "skipped": True}
+            was = _cut_as(target)
+            if was == wanted:
+                return {"video": video.path, "split": split, "faces": pq.read_metadata(target).num_rows, "error": "", "skipped": True}
+            log.warning("%s was cut as %s, is listed as %s now: cut again", video.path, was, wanted)
+            target.unlink()  # first: should the new cut fail, no crop of the old label stays behind
         decode = self.decode_real if video.label == "REAL" else self.decode_fake
         batch = self.detect(decode({"uri": object_column([video.path])}))
         row = {k: v[0] for k, v in batch.items()}
@@ -117,7 +149,7 @@ class VideoCropper:
             log.warning("skipping %s: %s", video.path, row["error"])
             return {"video": video.path, "split": split, "faces": 0, "error": str(row["error"]), "skipped": False}
         table = crop_rows(video, split, row, self.crop_size, self.settings.detect.margin, main_track_only=video.label == "FAKE")
-        write_table(table, target)
+        write_table(table.replace_schema_metadata({LISTED_AS: json.dumps(wanted)}), target)
         return {"video": video.path, "split": split, "faces": table.num_rows, "error": "", "skipped": False}
 
     def __call__(self, batch: dict) -> dict:
@@ -142,6 +174,8 @@ def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_si
         "split_fractions": split_fractions or DEFAULT_SPLIT, "detect": settings.detect.model_dump(mode="json")})
     videos = load_labelled_videos(source)
     splits = split_by_group(videos, split_fractions or DEFAULT_SPLIT, seed)
+    # against every listed video, not --limit's few: a smoke run keeps the other crops
+    _remove_unlisted(out_dir, {(name, video_key(v.path)) for name, members in splits.items() for v in members})
     work = [(v, name) for name, members in splits.items() for v in members][: limit or None]
     if use_ray:
         results = _prepare_on_ray(work, settings, crop_size, out_dir, frames_real, frames_fake)
@@ -159,17 +193,35 @@ def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_si
         "faces": int(sum(r["faces"] for r in results)),
         "failed": [r for r in results if r["error"]],
     }
+    if not manifest["faces"]:  # no manifest either: the folder holds no dataset, and a rerun must not think it does
+        (out_dir / "manifest.json").unlink(missing_ok=True)
+        failed = manifest["failed"]
+        example = f" (e.g. {failed[0]['video']}: {failed[0]['error']})" if failed else ""
+        raise NothingCroppedError(f"no face cropped from the {len(results)} videos of {source}: {len(failed)} could not be "
+                                  f"read{example}, {len(results) - len(failed)} held no face")
     write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str).encode())
     return manifest
+
+
+def _remove_unlisted(out_dir: Path, listed: set[tuple[str, str]]) -> None:
+    """Delete the crop files of videos no longer listed in that split (moved to another, or gone from the labels):
+    they would be trained or validated on under a split or label the labels no longer give them."""
+    stale = sorted(f for f in (out_dir / "crops").glob("*/*.parquet") if (f.parent.name, f.stem) not in listed)
+    for path in stale:
+        path.unlink()
+    if stale:
+        log.warning("removed the crops of %d videos no longer listed in their split (%s)", len(stale),
+                    ", ".join(str(p.relative_to(out_dir)) for p in stale[:5]) + (", ..." if len(stale) > 5 else ""))
 
 
 PREPARED_WITH = "prepare.json"
 
 
 def _same_settings(out_dir: Path, wanted: dict) -> None:
-    """A rerun resumes (videos already cropped are skipped), so it must crop as the first run did: another
-    seed would put a video's crops in two splits (an identity leak), another crop size would mix sizes under one
-    manifest. The first run's settings are kept in ``prepare.json``; a rerun with others is refused."""
+    """A rerun resumes (videos already cropped as they are listed now are skipped), so it must crop as the first run
+    did: another crop size would mix sizes under one manifest, another seed would move whole identity groups between
+    splits. The first run's settings are kept in ``prepare.json``; a rerun with others is refused. (Edits to the labels
+    themselves are followed video by video: ``VideoCropper.process``, ``_remove_unlisted``.)"""
     path = out_dir / PREPARED_WITH
     if not path.exists():
         write_atomic(path, (json.dumps(wanted, indent=2, sort_keys=True) + "\n").encode())

@@ -1,12 +1,15 @@
-"""``--resume`` only with the settings a run was started with; what may differ (paths, threads) is listed."""
+"""A run's folder: ``--resume`` only with the settings the run was started with (what may differ, paths and
+threads, is listed), from a ``last.pt`` that reads whole; a new run never over another's checkpoints unless told."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from jobs.training.config import TrainConfig
-from pipeline.errors import DeepfakeStreamError
+from pipeline.errors import CheckpointError, DeepfakeStreamError, one_line
 
 
 class ResumeMismatchError(DeepfakeStreamError, ValueError):
@@ -16,9 +19,47 @@ class ResumeMismatchError(DeepfakeStreamError, ValueError):
     code = "resume_mismatch"
 
 
+class RunExistsError(DeepfakeStreamError, ValueError):
+    """A new run into a folder that holds another run's checkpoints: epoch by epoch it would replace them."""
+
+    code = "run_exists"
+
+
 # may differ on resume: where the data and the run live, and how this machine runs it
-RESUME_FREE = {"dataset", "out_dir", "extra_datasets", "resume", "threads", "num_workers", "use_gpu", "version",
-               "data_description", "patience"}
+RESUME_FREE = {"dataset", "out_dir", "extra_datasets", "resume", "overwrite", "threads", "num_workers", "use_gpu",
+               "version", "data_description", "patience"}
+# a run's checkpoints, and everything it writes into its folder
+CHECKPOINTS = ("last.pt", "best.safetensors")
+RUN_FILES = (*CHECKPOINTS, "best.json", "history.json")
+
+
+def claim_out_dir(config: TrainConfig) -> None:
+    """Before any crop is read: a run that does not continue ``last.pt`` is a new run, refused over another run's
+    checkpoints unless ``overwrite``, whose old files are removed first so the folder never holds two runs' parts."""
+    out = Path(config.out_dir)
+    if config.resume and (out / "last.pt").exists():
+        return
+    found = [name for name in CHECKPOINTS if (out / name).exists()]
+    if not found:
+        return
+    if not config.overwrite:
+        why = "--resume found no last.pt to continue, so" if config.resume else "without --resume"
+        raise RunExistsError(f"{out} holds another run's {' and '.join(found)}; {why} this would be a new run replacing "
+                             "them: --resume to continue that run, another --output, or --overwrite to replace it")
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+def read_last(path: Path) -> dict:
+    """``last.pt`` as saved by ``train.fit``, or a ``CheckpointError`` saying why it cannot be resumed."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - zip, pickle and torch each raise their own on a damaged file
+        raise CheckpointError(f"{path} cannot be read ({one_line(exc)}), so the run cannot be resumed: start it again "
+                              "with --overwrite instead of --resume, or into another --output") from exc
+    if not isinstance(saved, dict) or not {"model", "optimizer", "scheduler", "state"} <= saved.keys():
+        raise CheckpointError(f"{path} is not a training run's last.pt (no model, optimizer, scheduler and state)")
+    return saved
 
 
 _UNKNOWN = object()

@@ -2,8 +2,9 @@
 
 Reals come from the dataset's ``train`` split; fakes are self-blended images made on the fly from those
 reals (and, with ``--real-fakes``, the split's manipulated videos too). Validation is video-level ROC
-AUC on the ``val`` split (mean face score per video). Every epoch writes ``last.pt`` (full state, for
-``--resume``); the best epoch is written as ``best.safetensors`` + model card. Seeds fix the data order,
+AUC on the ``val`` split (mean face score per video; it needs reals and fakes there, or no val crops at all,
+when the last epoch is kept). Every epoch writes ``last.pt`` (full state, for ``--resume``); the best epoch is
+written as ``best.safetensors`` + model card (a new run never over another's: ``--overwrite``). Seeds fix the data order,
 the augmentations and dropout per epoch, so a resumed run continues exactly as an uninterrupted one.
 Single process by default; ``num_workers > 0`` runs the same loop data-parallel under Ray Train. Its parts live
 beside it: config.py (settings), cropset.py (crops, transforms, draws), build.py (network, optimiser), validate.py,
@@ -30,9 +31,9 @@ from jobs.training.blendmap import BlendMapHead, blend_map_loss
 from jobs.training.build import build_model, build_optimizer, crop_geometry
 from jobs.training.config import TrainConfig
 from jobs.training.cropset import CropSet, collate, crop_rows, epoch_order, item_weights
-from jobs.training.resume import check_resume
+from jobs.training.resume import check_resume, claim_out_dir, read_last
 from jobs.training.sam import ascend, descend, frozen_norm_stats
-from jobs.training.validate import validate
+from jobs.training.validate import validate, validates
 from pipeline.atomic import replacing, write_atomic
 from pipeline.card import ModelCard, ModelSpec, read_card
 from pipeline.checkpoint import save_checkpoint
@@ -69,6 +70,8 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     else:
         device = torch.device("cuda" if config.use_gpu and torch.cuda.is_available() else "cpu")
     out_dir = Path(config.out_dir)
+    if not distributed:  # data-parallel: train() claimed it before starting the workers
+        claim_out_dir(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((Path(config.dataset) / "manifest.json").read_text())
     input_size, margin = crop_geometry([config.dataset, *config.extra_datasets])
@@ -84,6 +87,9 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     log.warning("training on %d items (%d crops), validating on %d crops", len(train_set), len(train_rows), len(val_set))
     if not len(train_set):
         raise ValueError(f"no training crops in {config.dataset} (split 'train')")
+    validated = validates(val_set, [config.dataset, *config.extra_datasets])
+    if not validated:
+        log.warning("no val crops: no early stopping, every epoch is saved as best.safetensors and the last one is kept")
 
     weights = item_weights(train_set, config.source_balance)
     model = build_model(config, input_size, margin).to(device).to(memory_format=torch.channels_last)
@@ -102,7 +108,7 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "history": [], "train_seconds": 0.0}
     last_path = out_dir / "last.pt"
     if config.resume and last_path.exists():
-        saved = torch.load(last_path, map_location="cpu", weights_only=False)
+        saved = read_last(last_path)
         check_resume(saved.get("config"), config, last_path)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -175,14 +181,15 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         metrics["seconds"] = round(time.time() - started, 1)
         state["history"].append(metrics)
         state["epoch"] = epoch
-        improved = metrics.get("val_video_auc", -metrics["train_loss"]) > state["best_auc"]
+        improved = not validated or metrics["val_video_auc"] > state["best_auc"]
         if improved:
-            state["best_auc"] = metrics.get("val_video_auc", -metrics["train_loss"])
             state["best_epoch"] = epoch
+            if validated:
+                state["best_auc"] = metrics["val_video_auc"]
         if rank == 0:
             log.warning("epoch %d: %s", epoch, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
             if improved:
-                save_checkpoint(shipped, _card(config, shipped.spec, state, manifest), out_dir / "best.safetensors")
+                save_checkpoint(shipped, _card(config, shipped.spec, state, manifest, validated), out_dir / "best.safetensors")
             with replacing(last_path) as tmp:
                 torch.save({"model": _unwrap(model).state_dict(), "ema": ema.state_dict() if ema is not None else None,
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state,
@@ -201,19 +208,20 @@ def _init_record(path: Path) -> dict[str, str]:
     return {"version": read_card(path).version, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
 
 
-def _card(config: TrainConfig, spec: ModelSpec, state: dict, manifest: dict) -> ModelCard:
+def _card(config: TrainConfig, spec: ModelSpec, state: dict, manifest: dict, validated: bool) -> ModelCard:
     return ModelCard(
         version=config.version, architecture=spec,
         training={
             "dataset": config.data_description or str(config.dataset), "source": manifest.get("source"),
             "prepared": [str(config.dataset), *map(str, config.extra_datasets)], "splits": manifest.get("splits"),
-            "hyperparameters": config.model_dump(mode="json", exclude={"dataset", "out_dir", "resume"}),
+            "hyperparameters": config.model_dump(mode="json", exclude={"dataset", "out_dir", "resume", "overwrite"}),
             "best_epoch": state["best_epoch"], "history": state["history"],
+            "selected_by": "val_video_auc" if validated else "last epoch (no validation crops)",
             "train_seconds": round(state["train_seconds"], 1),
             "hardware": f"{platform.machine()} {os.cpu_count()} CPU" + (", CUDA" if torch.cuda.is_available() and config.use_gpu else ""),
             **({"init": _init_record(config.init)} if config.init else {}),
         },
-        metrics={"val_video_auc_mean_agg": state["best_auc"]},
+        metrics={"val_video_auc_mean_agg": state["best_auc"]} if validated else {},
     )
 
 
@@ -227,6 +235,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Single process, or data-parallel on Ray Train when ``config.num_workers`` > 0."""
     if not config.num_workers:
         return fit(config)
+    claim_out_dir(config)  # here, not in the workers: a refusal there would reach the caller as Ray's failure
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

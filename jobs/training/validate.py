@@ -9,7 +9,29 @@ import torch
 
 from jobs.training.cropset import CropSet
 from jobs.training.metrics import balanced_auc, binary_metrics, own_sources
+from pipeline.errors import DeepfakeStreamError
 from pipeline.preprocess import crops_to_tensor
+
+
+class OneClassValidationError(DeepfakeStreamError, ValueError):
+    """The val crops hold reals only or fakes only: video AUC, which picks the epoch that ships, is undefined."""
+
+    code = "validation_one_class"
+
+
+def validates(val: CropSet, datasets: list) -> bool:
+    """Whether a run selects its epoch on validation: yes with reals and fakes, no with no val crops at all (the
+    last epoch ships), refused with one class (said before the first epoch, not as a run that never saves)."""
+    if not len(val):
+        return False
+    labels = [label for _, _, label in val.items]
+    if 0 < sum(labels) < len(labels):
+        return True
+    have, lack = ("fake", "real") if labels[0] else ("real", "fake")
+    raise OneClassValidationError(
+        f"the val split of {', '.join(map(str, datasets))} holds {len(labels)} {have} crops of {len(set(val.videos))} "
+        f"videos and no {lack} one: video AUC, which picks the best epoch, needs both. Add {lack} videos to a val "
+        "split, or leave every val split empty to train without validation (the last epoch is kept)")
 
 
 def predict(model: torch.nn.Module, crops: list[np.ndarray], device: torch.device, batch_size: int = 64) -> np.ndarray:

@@ -69,3 +69,15 @@ def test_every_flag_the_training_script_passes_parses(tmp_path, trained_with):
     assert (cfg.epochs, cfg.max_steps_per_epoch, cfg.layer_decay, cfg.cross_p, cfg.ema_decay) == (6, 250, 0.85, 0.5, 0.997)
     assert cfg.real_fakes and not cfg.paired and cfg.resume and cfg.threads == 2 and cfg.seed == 1
     assert cfg.extra_datasets == [tmp_path / "th"] and cfg.data_description == "toy"
+
+
+def test_train_into_another_runs_folder_says_run_exists_unless_overwrite(tmp_path, trained_with):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.safetensors").write_bytes(b"another run's weights")
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "crops"), "-o", str(run), "--epochs", "1"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "run_exists:" in said and "--overwrite" in said, said
+    assert (run / "best.safetensors").read_bytes() == b"another run's weights"
+    # the flag (training stubbed from here on)
+    assert not trained_with(str(tmp_path / "crops")).overwrite and trained_with(str(tmp_path / "crops"), "--overwrite").overwrite

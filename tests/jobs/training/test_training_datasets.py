@@ -81,3 +81,24 @@ def test_a_spreadsheets_byte_order_mark_and_a_dfdc_entry_without_label(tmp_path)
     (dfdc / "metadata.json").write_text('{"a.mp4": {"split": "train"}}')
     with pytest.raises(ValueError, match="entry 'a.mp4' needs a label"):
         load_labelled_videos(dfdc)
+
+
+def test_a_file_listed_twice_differently_is_refused_naming_both_rows_and_alike_counts_once(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label,split\na.mp4,REAL,train\nb.mp4,FAKE,val\n./a.mp4,REAL,val\n")
+    with pytest.raises(ValueError, match=r"a.mp4 is listed twice, differently: line 2 \(REAL.*split train\) and line 4 \(REAL.*split val\)"):
+        load_labelled_videos(labels)
+    labels.write_text("path,label\na.mp4,REAL\na.mp4,FAKE\n")
+    with pytest.raises(ValueError, match="line 2 .* line 3"):
+        load_labelled_videos(labels)
+    labels.write_text("path,label,split\na.mp4,REAL,train\nb.mp4,FAKE,val\na.mp4,real,train\n")
+    assert [v.path.rsplit("/", 1)[-1] for v in load_labelled_videos(labels)] == ["a.mp4", "b.mp4"]
+
+
+def test_a_labels_csv_is_told_by_its_suffix_in_any_case(tmp_path):
+    from jobs.training.evaluate import source_name
+
+    labels = tmp_path / "labels.CSV"
+    labels.write_text("path,label\na.mp4,REAL\n")
+    assert [v.label for v in load_labelled_videos(labels)] == ["REAL"]
+    assert source_name(labels) == "labels"

@@ -123,3 +123,46 @@ def test_report_takes_threshold_aggregation_and_min_track_as_the_graph_does(tmp_
     card = read_card(ckpt)  # the card now holds the fitted operating point
     assert (fitted["threshold"], fitted["aggregation"], fitted["min_track_frames"]) == (
         card.threshold, card.aggregation, card.min_track_frames) and card.min_track_frames == 2
+
+
+def test_cached_scores_take_the_labels_as_they_read_now(tmp_path, samples_dir):
+    """A corrected labels CSV reaches the report (and --fit) though the scores come from the cache."""
+    from jobs.training.evaluate import evaluate
+    from pipeline.checkpoint import imagenet_init_checkpoint
+
+    ckpt = imagenet_init_checkpoint(tmp_path / "m.safetensors", "t", "test")
+    settings = load_settings(**{"classify.checkpoint": str(ckpt)})
+    labels, photo, pair = tmp_path / "labels.csv", samples_dir / "astronaut.jpg", samples_dir / "astronauts_pair.jpg"
+    labels.write_text(f"path,label,method,group\n{photo},REAL,,a\n{pair},FAKE,Swap,b\n")
+    first = evaluate(labels, "all", settings, tmp_path / "eval")
+    labels.write_text(f"path,label,method,group\n{photo},FAKE,Swap,c\n{pair},REAL,,d\n")  # the labels were the wrong way round
+    again = evaluate(labels, "all", settings, tmp_path / "eval")
+    cache = tmp_path / "eval" / "scores-all-labels.jsonl"
+    assert len(cache.read_text().splitlines()) == 2  # nothing scored again
+    before = {r["path"]: (r["label"], r["score"]) for r in first["per_video"]}
+    after = {r["path"]: (r["label"], r["method"], r["score"]) for r in again["per_video"]}
+    assert after == {str(photo): ("FAKE", "Swap", before[str(photo)][1]), str(pair): ("REAL", "original", before[str(pair)][1])}
+    assert set(again["per_method"]) == {"Swap"} and again["overall"]["positives"] == 1
+
+
+@pytest.mark.parametrize("rows, split, counts", [
+    ("{bad},REAL,train\n{missing},FAKE,train\n", "train", "2 objects, 2 unreadable, 0 without a face"),
+    ("{coffee},REAL,val\n", "val", "1 objects, 0 unreadable, 1 without a face"),
+    ("{coffee},REAL,train\n", "test", "0 objects, 0 unreadable, 0 without a face"),  # an empty split
+])
+def test_nothing_to_score_is_a_coded_refusal_naming_the_split_and_the_counts(tmp_path, samples_dir, rows, split, counts):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+    from pipeline.checkpoint import imagenet_init_checkpoint
+
+    ckpt = imagenet_init_checkpoint(tmp_path / "m.safetensors", "t", "test")
+    (tmp_path / "bad.jpg").write_text("not an image")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label,split\n" + rows.format(bad=tmp_path / "bad.jpg", missing=tmp_path / "gone.mp4",
+                                                         coffee=samples_dir / "coffee.jpg"))
+    result = CliRunner().invoke(app, ["evaluate", str(labels), "--split", split, "-o", str(tmp_path / "ev"),
+                                      "--checkpoint", str(ckpt)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"nothing_scored: nothing to report on the {split} split of labels: {counts}" in said, said
+    assert not (tmp_path / "ev" / f"report-{split}.md").exists()

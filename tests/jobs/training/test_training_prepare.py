@@ -59,7 +59,7 @@ class _NoDetection:
         self.crop_size = crop_size
 
     def process(self, video, split):
-        return {"video": video.path, "split": split, "faces": 0, "error": "", "skipped": False}
+        return {"video": video.path, "split": split, "faces": 1, "error": "", "skipped": False}
 
 
 @pytest.mark.parametrize("flag, env, expected", [(None, None, 224), (None, "96", 96), (64, "96", 64), (64, None, 64)])
@@ -87,6 +87,59 @@ def test_crop_size_is_the_flag_else_the_settings_else_the_models_default(tmp_pat
     # the function alone, as the command calls it
     again = prepare(tmp_path / "labels.csv", tmp_path / "direct", load_settings(), crop_size=flag)
     assert again["crop_size"] == expected
+
+
+def _crop_files(out) -> dict[str, list[str]]:
+    return {split.name: sorted(f.stem for f in split.glob("*.parquet")) for split in sorted((out / "crops").iterdir())}
+
+
+def test_a_rerun_follows_the_labels_as_they_read_now(tmp_path, samples_dir):
+    """A video moved to another split leaves the old one, a relabelled one is cut again, an unlisted one goes;
+    the manifest counts what the folder holds."""
+    import pyarrow.parquet as pq
+
+    from jobs.training.prepare import video_key
+
+    photo, pair, coffee = (str(samples_dir / n) for n in ("astronaut.jpg", "astronauts_pair.jpg", "coffee.jpg"))
+    labels, out = tmp_path / "labels.csv", tmp_path / "crops"
+    settings = load_settings(**{"detect.min_face_px": 20})
+
+    def run():
+        return prepare(labels, out, settings, crop_size=64, frames_real=1, frames_fake=1,
+                       split_fractions={"train": 0.5, "val": 0.5})
+
+    labels.write_text(f"path,label,split\n{photo},REAL,train\n{pair},FAKE,val\n{coffee},REAL,train\n")
+    first = run()
+    assert _crop_files(out) == {"train": sorted([video_key(photo), video_key(coffee)]), "val": [video_key(pair)]}
+    labels.write_text(f"path,label,method,split\n{photo},REAL,,val\n{pair},REAL,,val\n")  # moved; relabelled; coffee gone
+    second = run()
+    assert _crop_files(out) == {"train": [], "val": sorted([video_key(photo), video_key(pair)])}
+    assert not any(r["skipped"] for r in second["results"])  # both cut again
+    table = load_crop_table(out)
+    assert {(r["video"], r["label"], r["split"]) for r in table.to_pylist()} == {(photo, "REAL", "val"), (pair, "REAL", "val")}
+    assert second["faces"] == table.num_rows == first["faces"] + 1  # a real keeps both faces of the pair, a fake one
+    assert {n: s["videos"] for n, s in second["splits"].items()} == {"train": 0, "val": 2}
+    assert all(r["skipped"] for r in run()["results"])  # as listed: nothing to cut
+    # a file of an older prepare says what it was cut for in its rows only: as listed, it is kept
+    older = out / "crops" / "val" / f"{video_key(photo)}.parquet"
+    pq.write_table(pq.read_table(older).replace_schema_metadata(None), older)
+    assert {r["video"]: r["skipped"] for r in run()["results"]}[photo]
+
+
+def test_nothing_cropped_is_a_coded_failure_and_leaves_no_manifest(tmp_path, samples_dir):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    (tmp_path / "bad.jpg").write_text("not an image")
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"path,label\nbad.jpg,REAL\ngone.mp4,FAKE\n{samples_dir / 'coffee.jpg'},REAL\n")
+    result = CliRunner().invoke(app, ["prepare", str(labels), "-o", str(tmp_path / "crops"), "--crop-size", "64",
+                                      "--frames-real", "1", "--frames-fake", "1"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "nothing_cropped: no face cropped from the 3 videos" in said, said
+    assert "2 could not be read" in said and "1 held no face" in said
+    assert not (tmp_path / "crops" / "manifest.json").exists()  # a script that skips prepared folders tries again
 
 
 @pytest.mark.slow

@@ -52,3 +52,35 @@ def test_resume_of_a_run_older_than_a_setting_holds_it_to_its_default(tmp_path):
         fit(interrupted.model_copy(update={"resume": True, "parts_p": 0.3}))
     resumed = fit(interrupted.model_copy(update={"resume": True}))
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+
+
+def test_a_new_run_over_another_runs_checkpoints_is_refused_unless_overwrite(tmp_path):
+    from jobs.training.resume import RunExistsError
+    from jobs.training.train import train
+
+    config = toy_config(tmp_path, epochs=1)
+    fit(config)
+    run = config.out_dir
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    for again in (config, config.model_copy(update={"num_workers": 2})):  # data-parallel: refused before Ray starts
+        with pytest.raises(RunExistsError, match="last.pt and best.safetensors; without --resume") as caught:
+            train(again)
+        assert caught.value.code == "run_exists"
+    (run / "last.pt").unlink()  # --resume with nothing to continue would start over the best checkpoint
+    with pytest.raises(RunExistsError, match="--resume found no last.pt"):
+        fit(config.model_copy(update={"resume": True}))
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == {k: v for k, v in before.items() if k != "last.pt"}
+    (run / "best.json").write_text((run / "best.json").read_text().replace('"version": "dev"', '"version": "older"'))
+    fit(config.model_copy(update={"overwrite": True, "version": "new"}))
+    assert '"version": "new"' in (run / "best.json").read_text() and (run / "last.pt").exists()
+
+
+def test_a_damaged_last_pt_is_a_coded_refusal_not_a_traceback(tmp_path):
+    from pipeline.errors import CheckpointError
+
+    config = toy_config(tmp_path, epochs=1)
+    config.out_dir.mkdir()
+    (config.out_dir / "last.pt").write_bytes(b"PK\x03\x04 cut short by a full disk")
+    with pytest.raises(CheckpointError, match="last.pt cannot be read.*--overwrite") as caught:
+        fit(config.model_copy(update={"resume": True}))
+    assert caught.value.code == "checkpoint_error"

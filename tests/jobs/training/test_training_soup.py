@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -48,14 +47,22 @@ def test_soup_is_the_mean_of_its_ingredients_and_names_them(ingredients, tmp_pat
 
 
 def test_soup_refuses_different_architectures(ingredients, tmp_path):
+    from pipeline.model import DeepfakeDetector
+
     a, b = ingredients
-    other = tmp_path / "c.safetensors"
-    other.write_bytes(b.read_bytes())
-    card = json.loads(b.with_suffix(".json").read_text())
-    card["architecture"]["crop_margin"] = 0.15
-    other.with_suffix(".json").write_text(json.dumps(card))
+    model, card = load_checkpoint(b)
+    wider = card.architecture.model_copy(update={"crop_margin": 0.15})  # same tensors, crops of another margin
+    other = DeepfakeDetector(wider)
+    other.load_state_dict(model.state_dict())
+    other_path = save_checkpoint(other, card.model_copy(update={"architecture": wider}), tmp_path / "c.safetensors")
     with pytest.raises(CheckpointError, match="different architecture"):
-        soup([a, other], tmp_path / "s.safetensors", "x")
+        soup([a, other_path], tmp_path / "s.safetensors", "x")
+    # b's weights under that card: not a checkpoint of another architecture but a mismatch, refused on load
+    copied = tmp_path / "d.safetensors"
+    copied.write_bytes(b.read_bytes())
+    copied.with_suffix(".json").write_text(other_path.with_suffix(".json").read_text())
+    with pytest.raises(CheckpointError, match="saved for crop_margin=0.3"):
+        soup([a, copied], tmp_path / "s.safetensors", "x")
     with pytest.raises(CheckpointError, match="at least two"):
         soup([a], tmp_path / "s.safetensors", "x")
     assert not (tmp_path / "s.safetensors").exists()

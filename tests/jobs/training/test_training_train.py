@@ -105,3 +105,30 @@ def test_ray_train_two_cpu_workers(tmp_path, ray_session, monkeypatch):
     assert all(h["train_map_loss"] > 0 for h in result["history"])
     assert (tmp_path / "run" / "best.safetensors").exists()
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["blend_map_head"]  # rank 0 saved the head
+
+
+@pytest.mark.parametrize("drop, lacks", [("val1", "real crops of 1 videos and no fake one"),
+                                         ("val0", "fake crops of 1 videos and no real one")])
+def test_a_val_split_of_one_class_is_refused_before_training(tmp_path, drop, lacks):
+    from jobs.training.validate import OneClassValidationError
+
+    config = toy_config(tmp_path)
+    (config.dataset / "crops" / "val" / f"{drop}.parquet").unlink()  # val0 holds the val reals, val1 the fakes
+    with pytest.raises(OneClassValidationError, match=lacks) as caught:
+        fit(config)
+    assert caught.value.code == "validation_one_class" and str(config.dataset) in str(caught.value)
+    assert not any(config.out_dir.iterdir())  # refused up front: no epoch, no checkpoint
+
+
+def test_without_val_crops_the_last_epoch_ships_and_no_loss_passes_for_an_auc(tmp_path):
+    import shutil
+
+    from pipeline.checkpoint import load_checkpoint
+
+    config = toy_config(tmp_path, epochs=2).model_copy(update={"patience": 1})
+    shutil.rmtree(config.dataset / "crops" / "val")
+    state = fit(config)
+    assert [h["epoch"] for h in state["history"]] == [1, 2] and not any("auc" in k for h in state["history"] for k in h)
+    _, card = load_checkpoint(config.out_dir / "best.safetensors")
+    assert card.metrics == {}  # a train loss is no AUC
+    assert card.training["best_epoch"] == 2 and card.training["selected_by"] == "last epoch (no validation crops)"
