@@ -120,3 +120,12 @@ def test_a_changed_scoring_key_rescans_and_a_row_without_one_does_not(store):
     assert _todo(store, listing, key="K") == []
     assert _why(store, listing, key="K2") == [("/m/a.jpg", "settings"), ("/m/b.jpg", "settings")]
     assert _todo(store, listing, model="v2", key="K") == ["/m/a.jpg", "/m/b.jpg", "/m/old.jpg"]  # a new model: all
+
+
+def test_within_one_scan_the_later_scanned_at_is_latest():
+    import pyarrow as pa
+
+    table = pa.table({"uri": ["a", "a"], "fingerprint": ["old", "new"], "model_version": ["v", "v"], "label": ["REAL"] * 2,
+                      "scan_id": ["s1", "s1"], "scanned_at": [datetime(2026, 1, 1, tzinfo=timezone.utc),
+                                                             datetime(2026, 1, 2, tzinfo=timezone.utc)]})
+    assert incremental.latest_per_uri(table).column("fingerprint").to_pylist() == ["new"]

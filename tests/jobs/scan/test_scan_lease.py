@@ -207,3 +207,20 @@ def test_scan_on_a_busy_output_exits_3_with_one_line(where, detector_env, tmp_pa
     records = [json.loads(fs.cat_file(p)) for p in fs.find(f"{root}/_runs")]
     assert [(r["status"], r["exit_code"]) for r in records] == [("busy", 3)]
     holder.release()
+
+
+def test_a_scan_stopped_by_its_own_deadline_leaves_the_new_holders_lease(tmp_path):
+    """A froze past its lease, B took the output; A's check stops it (no renewal told it it lost), and its
+    release on the way out must not delete B's lease (a third scan could then start beside B)."""
+    import fsspec
+
+    fs, root = fsspec.filesystem("file"), str(tmp_path / "out")
+    first = OutputLease(fs, root, root, "scan-A", ttl_s=0.5)
+    first.acquire()
+    time.sleep(0.6)
+    second = OutputLease(fs, root, root, "scan-B", ttl_s=60)
+    second.acquire()
+    with pytest.raises(LeaseLost):
+        first.check()
+    first.release()
+    assert json.loads(fs.cat_file(f"{root}/_lease.json"))["scan_id"] == "scan-B"

@@ -172,3 +172,13 @@ def test_a_part_with_a_good_footer_but_bad_data_is_quarantined_by_the_scan(tmp_p
     broken.write_bytes(bytes(data))
     assert latest_rows(store, "s2") == {("/media/a.mp4", "size:1:mtime:0", "m"): "ERROR"}
     assert store.quarantined[-1] == str(broken) and not broken.exists()
+
+
+def test_a_videos_part_without_a_fingerprint_is_a_problem(tmp_path):
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = str(tmp_path / "p.parquet")
+    pq.write_table(pa.table({"scan_id": ["s"], "uri": ["a"]}), path)
+    assert "fingerprint" in part_problem(fsspec.filesystem("file"), path, "videos")

@@ -74,3 +74,15 @@ def test_blend_map_is_flipped_with_its_crop_and_the_draws_are_unchanged():
         flips += not bright_left
         assert np.array_equal(out, augment(image, np.random.default_rng(seed), codec_p=0.5))
     assert 0 < flips < 20
+
+
+def test_the_codec_path_changes_pixels_at_full_scale():
+    """At scale 1 the resize is a no-op: only the H.264 pass can change the crop, so it must (else training loses its
+    guard against "was it a video")."""
+    from jobs.training.augment import SCALES, codec_roundtrip
+
+    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), np.uint8)
+    seeds = [s for s in range(50) if np.random.default_rng(s).integers(len(SCALES)) == len(SCALES) - 1][:3]
+    assert seeds
+    for seed in seeds:
+        assert not np.array_equal(codec_roundtrip(image, np.random.default_rng(seed)), image)

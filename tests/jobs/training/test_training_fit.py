@@ -47,3 +47,33 @@ def test_aggregation_is_chosen_by_auc_with_the_min_track_rule():
     strategy, threshold, with_rule = fit_on_validation(records, 0.05, min_track_frames=4)
     assert with_rule["track_max"]["roc_auc"] == 1.0 and with_rule[strategy]["roc_auc"] == 1.0
     assert 0.3 < threshold < 0.7
+
+
+def test_ties_go_to_the_lower_pooled_fpr(monkeypatch):
+    import jobs.training.fit as fit
+
+    reals = np.linspace(0.01, 0.20, 20)
+    tied = reals.copy()
+    tied[-2] = tied[-1]  # the same ranking (AUC 1), one more real at the highest score: a higher FPR at the threshold
+
+    def video_scores(records, strategy, min_track):
+        s = tied if strategy == "confident" else reals
+        return np.r_[np.zeros(20, int), [1]], np.r_[s, [0.9]], [{"source": "v"}] * 21
+
+    monkeypatch.setattr(fit, "video_scores", video_scores)
+    strategy, _threshold, comparison = fit.fit_on_validation([], 0.05)
+    assert comparison["mean"]["roc_auc_balanced"] == comparison["confident"]["roc_auc_balanced"] == 1.0
+    assert strategy == "confident" and comparison["confident"]["fpr"] < comparison["mean"]["fpr"]
+
+
+def test_fit_card_takes_the_settings_min_track_when_no_flag_says(tmp_path):
+    from jobs.training.fit import fit_card
+    from pipeline.card import ModelCard, ModelSpec
+    from pipeline.config import load_settings
+
+    records = [{"path": f"{label}{i}", "label": label, "method": "X", "source": "v", "error": "", "frames_sampled": 8,
+                "face_scores": [score] * 8, "face_track": [0] * 8}
+               for i, (label, score) in enumerate([("REAL", 0.1), ("REAL", 0.2), ("FAKE", 0.8), ("FAKE", 0.9)])]
+    card = ModelCard(version="t", architecture=ModelSpec())
+    fit_card(records, card, tmp_path / "d.safetensors", load_settings(**{"classify.min_track_frames": 6}), "validation", ["v"])
+    assert card.min_track_frames == 6

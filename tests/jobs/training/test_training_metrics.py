@@ -37,7 +37,7 @@ def test_tpr_at_fpr_and_calibration_on_hand_made_scores():
     assert threshold_for_fpr(np.array([0.1, 0.2, 0.3]), 0.5) > 0.2  # 1 of 3 may pass
 
 
-@pytest.mark.parametrize("highest_real", [0.5539214527234436, 0.5539206, 0.553921, 0.1 + 0.2, 0.9999996])
+@pytest.mark.parametrize("highest_real", [0.5539214527234436, 0.5539206, 0.553921, 0.1 + 0.2, 0.9999996, 0.500002])
 def test_threshold_at_card_precision_still_clears_the_highest_real(highest_real):
     # v22's fit rounded 0.55392145 to nearest (0.553921) and so called its highest validation real FAKE
     reals = np.array([0.05, 0.1, highest_real])
@@ -87,3 +87,7 @@ def test_auc_interval_brackets_the_auc_and_narrows_with_more_objects():
     assert auc_interval(np.ones(5, int), np.arange(5.0)) is None  # one class: undefined, not 0.5
     tied = auc_interval(np.array([0, 0, 1, 1]), np.full(4, 0.5))
     assert tied == [0.5, 0.5]  # ties count half, as in roc_auc_score
+
+
+def test_metrics_call_a_score_at_the_threshold_fake_as_label_for_does():
+    assert binary_metrics(np.array([0, 1]), np.array([0.2, 0.5]), 0.5)["confusion"]["tp"] == 1
