@@ -16,6 +16,11 @@ VERDICT = ("threshold", "aggregation", "min_track_frames")  # applied to the fac
 # how the graph runs, not what it computes (ONNX Runtime and PyTorch agree to 1e-5)
 ENGINE = {"decode": ("threads",), "detect": ("batch_size",), "classify": ("runtime",)}
 NEVER = ("checkpoint", "onnx_cache", "batch_size")  # the weights' bytes count, not their path; batching; a cache
+# what is refused, not how what is taken is scored: raising a limit must not rescan a bucket (--retry-errors takes
+# the objects it refused). Left in evaluation's key, whose caches were keyed with them
+LIMITS = {"decode": ("max_duration_s", "max_pixels", "max_bytes", "max_frames", "max_decoded_pixels")}
+# limits added after evaluation's caches were keyed: in no key, so those keys stay as they were written
+UNKEYED = {"decode": ("max_decoded_pixels",)}
 CARD = {"architecture", "normalisation", "threshold", "aggregation", "min_track_frames", "tta_flip"}
 
 
@@ -24,28 +29,35 @@ def weights_digest(data: bytes) -> str:
 
 
 def scoring_key(settings: Settings, weights: str, *, verdict: bool, engine: bool, tta_flip: bool | None = None,
-                card: ModelCard | None = None) -> str:
+                card: ModelCard | None = None, shrink_frames: bool | None = None) -> str:
     """16 hex digits over ``weights`` (``weights_digest``) and the decode, detect and classify settings.
 
     ``verdict``: the threshold, aggregation and minimum track length count too (the scan's rows carry a verdict;
     evaluation's cache holds face scores only). ``engine``: the device, decoder threads, detector batch and
-    classifier runtime count (evaluation's caches were keyed with them; a scan must not rescore a bucket because
-    one night ran on a GPU). ``tta_flip``: the flip setting as resolved from the card. ``card``: the card fields
-    that feed the graph or decide a verdict (a card re-fitted with the same weights changes the key).
+    classifier runtime count, and the decode limits (``LIMITS``) (evaluation's caches were keyed with them; a scan
+    must not rescore a bucket because one night ran on a GPU or allowed larger files). ``tta_flip``: the flip setting
+    as resolved from the card. ``card``: the card fields that feed the graph or decide a verdict (a card re-fitted
+    with the same weights changes the key). ``shrink_frames``: the scan's option (crops cut from shrunk frames).
+    Left out (None), a part of the key is not in the hash at all: evaluation's keys stay as they were written.
     """
     graph = settings.model_dump(mode="json", include={"device", "decode", "detect", "classify"})
     for key in NEVER + (() if verdict else VERDICT):
         graph["classify"].pop(key, None)
+    for section, keys in UNKEYED.items():
+        for key in keys:
+            graph[section].pop(key, None)
     if not engine:
         graph.pop("device")
-        for section, keys in ENGINE.items():
+        for section, keys in (*ENGINE.items(), *LIMITS.items()):
             for key in keys:
                 graph[section].pop(key, None)
     if tta_flip is not None:
         graph["classify"]["tta_flip"] = tta_flip
     if card is not None:
         graph["card"] = card.model_dump(mode="json", include=CARD)
+    if shrink_frames is not None:
+        graph["scan"] = {"shrink_frames": shrink_frames}
     return hashlib.sha256((weights + json.dumps(graph, sort_keys=True)).encode()).hexdigest()[:16]
 
 
-__all__ = ["scoring_key", "weights_digest", "VERDICT"]
+__all__ = ["scoring_key", "weights_digest", "VERDICT", "LIMITS"]

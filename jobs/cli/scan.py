@@ -113,8 +113,7 @@ def scan(
         raise typer.Exit(ExitCode.ABORTED) from None
     except OutputError as exc:
         failure(exc, "not_started", ExitCode.NOT_STARTED)
-        kept = f". {_kept(ended[-1])}" if ended else ""  # no summary: it stopped before writing anything
-        console.print(f"[red]cannot scan:[/red] {escape(str(exc))}{escape(kept)}", soft_wrap=True)
+        console.print(f"[red]cannot scan:[/red] {escape(_then(str(exc), ended))}", soft_wrap=True)
         raise typer.Exit(ExitCode.NOT_STARTED) from None
     except DeepfakeStreamError as exc:
         failure(exc, "not_started", ExitCode.NOT_STARTED)
@@ -134,9 +133,8 @@ def scan(
 
         logging.getLogger("deepfakestream.scan").debug("the scan crashed", exc_info=True)
         failure(exc, "aborted", ExitCode.ABORTED)
-        kept = _kept(ended[-1]) if ended else "Committed results are kept"
-        console.print(f"[red]scan stopped:[/red] {escape(one_line(exc))}. {escape(kept)}; run the same command "
-                      "again to resume (-v shows the trace)", soft_wrap=True)
+        console.print(f"[red]scan stopped:[/red] {escape(_then(one_line(exc), ended))}; run the same command again "
+                      "to resume (-v shows the trace)", soft_wrap=True)
         raise typer.Exit(ExitCode.ABORTED) from None
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
@@ -146,11 +144,18 @@ def scan(
         raise typer.Exit(summary.exit_code)
 
 
-def _kept(summary) -> str:
-    """What a failed scan left behind, as far as it knows: the run record only when it was written."""
-    if summary.record_written:
-        return f"Committed results and the run record _runs/{summary.scan_id}.json are kept"
-    return f"Committed results are kept; the run record _runs/{summary.scan_id}.json could not be written"
+def _then(message: str, ended: list) -> str:
+    """``message`` and what the failed scan left behind, as far as it knows: its committed parts and run record when
+    it committed some, a run record that could not be written always (no summary: it wrote nothing)."""
+    message = message.rstrip(". ")  # one period between sentences, however the error's message ends
+    if not ended:
+        return message
+    summary = ended[-1]
+    record = f"_runs/{summary.scan_id}.json"
+    if summary.parts:
+        return message + (f". Committed results and the run record {record} are kept" if summary.record_written
+                          else f". Committed results are kept; the run record {record} could not be written")
+    return message + ("" if summary.record_written else f". The run record {record} could not be written")
 
 
 def _failure_json(as_json: bool, ended: list, source: str, output: str | None):

@@ -42,7 +42,7 @@ from jobs.scan.output import CommitInfo, OutputError, OutputStore
 from jobs.scan.schema import FACES_SCHEMA
 from jobs.scan.rows import lost_rows, unnest
 from jobs.scan.plan import PoolPlan, build_dataset, data_context, ensure_ray, plan_pools
-from jobs.scan.records import RUNS_DIR, RunRecord, close_lapsed, record_bytes, settings_digest
+from jobs.scan.records import RUNS_DIR, RunRecord, close_lapsed, settings_digest, write_record
 from jobs.scan.stop import GracefulStop, Terminated
 from pipeline.config import Settings
 from pipeline.errors import DeepfakeStreamError, one_line
@@ -113,6 +113,7 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     lease is taken, every outcome ends with a run record in ``DEST/_runs/<scan_id>.json``.
     """
     from pipeline.card import pack_checkpoint
+    from pipeline.checkpoint import check_card
     from pipeline.graph import stage_specs
     from pipeline.scoring_key import scoring_key, weights_digest
 
@@ -124,12 +125,16 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     scan_id = new_scan_id(now)
 
     # 1. The model's card and the weights' bytes, not the network (the score actors load it; cluster nodes
-    # need no file): fail before anything else when there is none (no record: the output is not opened).
+    # need no file): fail before anything else when there is none, or when the card is not these weights' (the
+    # actors' load would refuse it, inside Ray, as a crash): no record, the output is not opened.
     packed = pack_checkpoint(settings.classify.checkpoint)
+    check_card(settings.classify.checkpoint, packed)
     card = packed[0]
     verdict = stage_specs(settings, packed=packed)[-1].kwargs  # threshold and aggregation the actors will use
-    # what makes a score and a verdict (not the device, batches or threads): a change rescans (incremental.py)
-    key = scoring_key(settings, weights_digest(packed[1]), verdict=True, engine=False, card=card)
+    # what makes a score and a verdict (not the device, batches, threads or limits): a change rescans
+    # (incremental.py). Shrunk frames count where the plan may be split (auto: known only once Ray is up)
+    key = scoring_key(settings, weights_digest(packed[1]), verdict=True, engine=False, card=card,
+                      shrink_frames=options.shrink_frames and options.plan != "fused")
 
     # 2. The output's lease, before anything touches DEST (its clean-up must not race a running scan).
     output_options = options.storage_options(options.output)
@@ -157,7 +162,7 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     stop.install()
     outcome: Outcome = ("aborted", ExitCode.ABORTED, "the scan crashed", CRASHED)
     try:
-        _write_record(store, record)
+        write_record(store, record)
         if lease.lapsed:
             _close_lapsed(store, lease.lapsed.scan_id, lease.lapsed.heartbeat_at, scan_id)
         with lease.kept_alive():
@@ -176,8 +181,9 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     except ScanAborted as exc:
         outcome = ("aborted", ExitCode.ABORTED, str(exc), exc.code)
         raise
-    except OutputError as exc:  # DEST would not take a part or the record (a full disk, permissions)
-        outcome = ("output_error", ExitCode.NOT_STARTED, str(exc), exc.code)
+    except OutputError as exc:  # DEST refused: before prepare() passed, the scan could not start (its schema, an
+        # unwritable folder); after, it would not take a part or the record part-way (a full disk, permissions)
+        outcome = ("output_error" if store.prepared else "not_started", ExitCode.NOT_STARTED, str(exc), exc.code)
         raise
     except DeepfakeStreamError as exc:  # source not found or not listable, output unusable, bad plan
         outcome = ("not_started", ExitCode.NOT_STARTED, str(exc), exc.code)
@@ -225,10 +231,6 @@ def _outcome(summary: ScanSummary, options: ScanConfig) -> Outcome:
     return "succeeded", ExitCode.OK, None, None
 
 
-def _write_record(store: OutputStore, record: RunRecord) -> None:
-    store.put(f"{RUNS_DIR}/{record.scan_id}.json", record_bytes(record))
-
-
 def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, outcome: Outcome, started: float) -> None:
     """Fill the summary's outcome and write the final run record (a storage failure only warns, and leaves
     ``summary.record_written`` false)."""
@@ -249,7 +251,7 @@ def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, outcome
     record.error_rate = summary.error_rate
     record.quarantined = summary.quarantined
     try:
-        _write_record(store, record)
+        write_record(store, record)
         summary.record_written = True
     except Exception as exc:  # noqa: BLE001 - the scan's own outcome matters more than its record
         log.warning("could not write the run record %s/%s/%s.json: %s", store.display, RUNS_DIR, record.scan_id, exc)

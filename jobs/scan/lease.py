@@ -3,12 +3,12 @@
 A scan takes the lease before it touches DEST (its start-up clean-up deletes leftovers that a running
 scan could still be committing), renews it from a background thread every ``ttl/4`` seconds and
 deletes it at the end. A killed scan stops renewing, so its lease lapses after ``ttl`` seconds and the
-next scan takes it over. Taking and renewing are compare-and-swap:
+next scan takes it over. Taking and renewing are compare-and-swap (``jobs/scan/cas.py``), so two scans
+starting together cannot both win:
 
 - local folders: under an ``flock`` on ``DEST/_lease.lock`` (read, check, atomic rename);
-- S3: conditional PUTs (``If-None-Match: *`` to create, ``If-Match: <ETag>`` to replace), so two
-  scans starting together cannot both win;
-- other stores: write, then read back and check the token (best effort).
+- S3: conditional PUTs (``If-None-Match: *`` to create, ``If-Match: <ETag>`` to replace);
+- other stores: write, then read back (best effort).
 
 Expiry compares the holder's ``expires_at`` with this machine's clock: keep clocks in sync (NTP).
 The holder also keeps its own deadline on a monotonic clock: ``check`` refuses once the last successful
@@ -31,14 +31,12 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel, ValidationError
 
-from jobs.scan.listing import is_local, protocol
-from pipeline.atomic import write_atomic
+from jobs.scan.cas import Contended, locked, read_tagged, write_if
 from pipeline.errors import DeepfakeStreamError, one_line
 
 log = logging.getLogger(__name__)
 
 LEASE = "_lease.json"
-LOCK = "_lease.lock"
 # share of the ttl kept in hand: a commit started just before the deadline must end before the lease
 # lapses, and the next scan's clock may run a little ahead of ours
 SAFETY = 0.25
@@ -54,10 +52,6 @@ class LeaseLost(DeepfakeStreamError):
     """This scan's lease was taken over, or may have lapsed (not renewed in time)."""
 
     code = "lease_lost"
-
-
-class _Contended(Exception):
-    """A conditional write lost a race."""
 
 
 class LeaseInfo(BaseModel):
@@ -82,56 +76,26 @@ def _clock() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
 
 
-def _refused_condition(exc: OSError) -> bool:
-    """S3 refused a conditional write. s3fs raises FileExistsError for If-None-Match; for If-Match an OSError
-    whose cause is botocore's ClientError, read by its code (never the message, which s3fs may reword)."""
-    if isinstance(exc, FileExistsError):
-        return True
-    error = (getattr(exc.__cause__, "response", None) or {}).get("Error", {})
-    # ConditionalRequestConflict (409): AWS's answer when two conditional writes race on one key
-    return error.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict")
-
-
 class OutputLease:
     """The lease on one output for one scan. ``acquire`` → ``kept_alive()`` → ``release``."""
 
     def __init__(self, fs: Any, root: str, display: str, scan_id: str, ttl_s: float = 120.0):
         self.fs, self.root, self.display, self.scan_id, self.ttl_s = fs, root, display, scan_id, ttl_s
         self.path = f"{root}/{LEASE}"
-        self.kind = "local" if is_local(fs) else "s3" if protocol(fs) in ("s3", "s3a") else "other"
         self.token = uuid.uuid4().hex
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.acquired_at: datetime | None = None
         self.lost: str | None = None
         self.lapsed: LeaseInfo | None = None  # the lease of a killed scan that ``acquire`` took over
         self.valid_until: float | None = None  # _clock() time until which the lease is surely ours
-        self._etag: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    # ---- storage primitives
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        if self.kind != "local":
-            yield
-            return
-        import fcntl
-
-        os.makedirs(self.root, exist_ok=True)
-        with open(os.path.join(self.root, LOCK), "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
+    # ---- storage primitives (jobs/scan/cas.py)
     def _read(self) -> tuple[LeaseInfo | None, str | None, bool]:
         """(lease, its ETag on S3, whether an object exists at all)."""
-        self.fs.invalidate_cache(self.path)
-        try:
-            etag = str(self.fs.info(self.path).get("ETag") or "") or None if self.kind == "s3" else None
-            data = self.fs.cat_file(self.path)
-        except FileNotFoundError:
+        data, etag = read_tagged(self.fs, self.path)
+        if data is None:
             return None, None, False
         try:
             return LeaseInfo.model_validate(json.loads(data)), etag, True
@@ -140,24 +104,8 @@ class OutputLease:
             return None, etag, True
 
     def _write(self, info: LeaseInfo, exists: bool, etag: str | None) -> None:
-        data = (info.model_dump_json(indent=2) + "\n").encode()
-        if self.kind == "local":
-            write_atomic(self.path, data, durable=True)
-            return
-        if self.kind == "s3":
-            condition = {"IfMatch": etag} if exists and etag else {"mode": "create"}
-            try:
-                out = self.fs.pipe_file(self.path, data, **condition)
-            except OSError as exc:
-                if _refused_condition(exc):
-                    raise _Contended(str(exc)) from exc
-                raise
-            self._etag = str((out or {}).get("ETag") or "") or None
-            return
-        self.fs.pipe_file(self.path, data)
-        back, _etag, _exists = self._read()
-        if back is None or back.token != info.token:
-            raise _Contended("another scan wrote the lease at the same time")
+        """Raises ``Contended`` when the lease changed since it was read (another scan wrote it)."""
+        write_if(self.fs, self.path, (info.model_dump_json(indent=2) + "\n").encode(), exists, etag)
 
     def _info(self, at: datetime) -> LeaseInfo:
         return LeaseInfo(scan_id=self.scan_id, owner=self.owner, token=self.token, acquired_at=self.acquired_at or at,
@@ -173,7 +121,7 @@ class OutputLease:
     def acquire(self) -> None:
         """Take the lease, or raise ``LeaseHeld`` (one line, for the operator) when a live scan has it."""
         try:
-            with self._locked():
+            with locked(self.fs, self.root):
                 current, etag, exists = self._read()
                 at = _now()
                 if current is not None and current.token != self.token and not current.expired(at):
@@ -187,12 +135,12 @@ class OutputLease:
                     self.lapsed = current
                 self.acquired_at = at
                 self._write_held(exists, etag)
-        except _Contended as exc:
+        except Contended as exc:
             raise LeaseHeld(f"output {self.display} is in use: another scan took its lease at the same moment") from exc
 
     def renew(self) -> None:
         """Push the expiry forward; sets ``lost`` when another scan has taken over."""
-        with self._locked():
+        with locked(self.fs, self.root):
             current, etag, exists = self._read()
             if current is None or current.token != self.token:
                 holder = f"scan {current.scan_id} on {current.owner}" if current else "nobody (deleted)"
@@ -200,7 +148,7 @@ class OutputLease:
                 return
             try:
                 self._write_held(exists, etag)
-            except _Contended:
+            except Contended:
                 self.lost = f"the lease on {self.display} was taken over while renewing it"
 
     def check(self) -> None:
@@ -223,7 +171,7 @@ class OutputLease:
         if self.acquired_at is None or self.lost:
             return
         try:
-            with self._locked():
+            with locked(self.fs, self.root):
                 current, _etag, _exists = self._read()
                 if current is not None and current.token == self.token:
                     self.fs.rm_file(self.path)

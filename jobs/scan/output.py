@@ -60,6 +60,7 @@ class OutputStore:
     uri: str
     storage_options: dict = field(default_factory=dict)
     quarantined: list[str] = field(default_factory=list)
+    prepared: bool = False  # prepare() passed: DEST is a usable output of this schema
 
     def __post_init__(self) -> None:
         self.uri = normalize_uri(self.uri)
@@ -106,6 +107,7 @@ class OutputStore:
         except Exception as exc:  # noqa: BLE001 - any storage failure means the scan cannot run
             raise OutputError(f"cannot write to output {self.display}: {type(exc).__name__}: {exc}") from exc
         self.cleanup()
+        self.prepared = True
 
     def list_parts(self, table: str) -> dict[str, str]:
         """part name → full path, for committed parts of ``table``."""

@@ -3,7 +3,9 @@
 They are what a nightly job is monitored by: a night with nothing new still writes one, so "no
 ``succeeded`` record for 26 h" is a sound staleness alert, and the exit status, error classes and
 quarantined parts are kept with the output rather than only on a pod's stdout. A scan killed outright cannot
-end its own record: the next scan, taking over its lapsed lease, ends it as ``killed`` (``close_lapsed``).
+end its own record: the next scan, taking over its lapsed lease, ends it as ``killed`` (``close_lapsed``), only if
+the record is still the ``running`` one it read (compare-and-swap, ``jobs/scan/cas.py``): a scan that was only slow
+ends its own record, and that word stands.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from jobs.scan.cas import Contended, locked, read_tagged, write_if
 from pipeline.errors import one_line
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,13 @@ def record_bytes(record: RunRecord) -> bytes:
     return (record.model_dump_json(indent=2) + "\n").encode()
 
 
+def write_record(store: Any, record: RunRecord) -> None:
+    """A scan's own record (running, then its end), whole (``store.put``; ``OutputError`` when refused). Under
+    DEST's lock on local folders, so it lands before or after ``close_lapsed``'s read and write, never between."""
+    with locked(store.fs, store.root):
+        store.put(f"{RUNS_DIR}/{record.scan_id}.json", record_bytes(record))
+
+
 def read_records(fs: Any, root: str) -> list[RunRecord]:
     """Every readable run record under ``root``, newest first; unreadable ones are skipped with a warning."""
     base = f"{root}/{RUNS_DIR}"
@@ -97,21 +107,29 @@ def read_records(fs: Any, root: str) -> list[RunRecord]:
 def close_lapsed(store: Any, scan_id: str, heartbeat_at: datetime, by: str) -> RunRecord | None:
     """End the record of scan ``scan_id``, whose lease ``by`` took over because it lapsed, if it still says
     ``running``: that scan was killed (SIGKILL, out of memory, a lost node) and will never write it. ``killed``,
-    ended at its last heartbeat; ``parts`` counts what it committed. Returns the record written, if any."""
-    path = f"{RUNS_DIR}/{scan_id}.json"
-    try:
-        record = RunRecord.model_validate_json(store.fs.cat_file(f"{store.root}/{path}"))
-    except FileNotFoundError:
-        return None
-    if record.status != "running":
-        return None
-    record.status, record.exit_code = "killed", None
-    record.message = (f"the scan stopped without ending its run (killed: SIGKILL, out of memory, a lost node); its "
-                      f"lease lapsed and scan {by} took the output over. Committed parts are kept.")
-    record.ended_at = max(heartbeat_at, record.started_at)
-    record.elapsed_s = round((record.ended_at - record.started_at).total_seconds(), 3)
-    record.parts = sum(name.startswith(f"part-{scan_id}-") for name in store.list_parts("videos"))
-    store.put(path, record_bytes(record))
+    ended at its last heartbeat; ``parts`` counts what it committed. Only if the record is still what was read: a
+    scan that was slow, not killed, may end its own record meanwhile, and its word stands. Returns the record
+    written, if any."""
+    path = f"{store.root}/{RUNS_DIR}/{scan_id}.json"
+    parts = sum(name.startswith(f"part-{scan_id}-") for name in store.list_parts("videos"))
+    with locked(store.fs, store.root):
+        data, etag = read_tagged(store.fs, path)
+        if data is None:
+            return None
+        record = RunRecord.model_validate_json(data)
+        if record.status != "running":
+            return None
+        record.status, record.exit_code = "killed", None
+        record.message = (f"the scan stopped without ending its run (killed: SIGKILL, out of memory, a lost node); its "
+                          f"lease lapsed and scan {by} took the output over. Committed parts are kept.")
+        record.ended_at = max(heartbeat_at, record.started_at)
+        record.elapsed_s = round((record.ended_at - record.started_at).total_seconds(), 3)
+        record.parts = parts
+        try:
+            write_if(store.fs, path, record_bytes(record), True, etag)
+        except Contended:
+            log.info("scan %s ended its own run record meanwhile: not closed as killed", scan_id)
+            return None
     return record
 
 
@@ -142,4 +160,5 @@ def runs_table(records: list[RunRecord]):
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-__all__ = ["RunRecord", "RUNS_DIR", "settings_digest", "record_bytes", "read_records", "close_lapsed", "runs_table"]
+__all__ = ["RunRecord", "RUNS_DIR", "settings_digest", "record_bytes", "write_record", "read_records", "close_lapsed",
+           "runs_table"]

@@ -31,7 +31,7 @@ class TrainConfig(BaseModel):
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = default)")
     resume: bool = Field(False, description="continue from OUTPUT/last.pt")
     overwrite: bool = Field(False, description="start a new run in OUTPUT even though it holds another run's "
-                            "last.pt or best.safetensors (removed first); without it that is refused")
+                            "last.pt or best.safetensors (removed once the new run's inputs pass, before its first epoch); without it that is refused")
     imagenet: bool = True
     init: FilePath | None = Field(None, description="start from this trained detector's weights (same encoder, input "
                               "mode, crop size and margin) instead of ImageNet's; e.g. to fine-tune a shipped soup")

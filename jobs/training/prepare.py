@@ -169,12 +169,13 @@ def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_si
     settings = pin_geometry(settings, crop_size)
     crop_size = settings.detect.crop_size
     _same_settings(out_dir, {
-        "source": str(source) if "://" in str(source) else str(Path(source).resolve()), "crop_size": crop_size,
+        "source": _source_key(source), "crop_size": crop_size,
         "seed": seed, "frames_real": frames_real, "frames_fake": frames_fake,
         "split_fractions": split_fractions or DEFAULT_SPLIT, "detect": settings.detect.model_dump(mode="json")})
     videos = load_labelled_videos(source)
     splits = split_by_group(videos, split_fractions or DEFAULT_SPLIT, seed)
-    # against every listed video, not --limit's few: a smoke run keeps the other crops
+    # only once _same_settings passed (the crops are this source's); against every listed video, not --limit's
+    # few: a smoke run keeps the other crops
     _remove_unlisted(out_dir, {(name, video_key(v.path)) for name, members in splits.items() for v in members})
     work = [(v, name) for name, members in splits.items() for v in members][: limit or None]
     if use_ray:
@@ -215,22 +216,48 @@ def _remove_unlisted(out_dir: Path, listed: set[tuple[str, str]]) -> None:
 
 
 PREPARED_WITH = "prepare.json"
+# what a manifest says of the settings it was prepared with, under prepare.json's names (its margin: detect's)
+MANIFEST_SETTINGS = ("source", "crop_size", "seed", "frames_real", "frames_fake", "split_fractions")
+
+
+def _source_key(source: Path | str) -> str:
+    """A source as the settings record it: a URI as given, a path absolute (resolved from where prepare runs)."""
+    return str(source) if "://" in str(source) else str(Path(source).resolve())
+
+
+def _manifest_settings(manifest: dict) -> dict:
+    said = {k: manifest[k] for k in MANIFEST_SETTINGS if k in manifest}
+    if "source" in said:  # as it was given, maybe relative: this folder's rerun must run from where the first did
+        said["source"] = _source_key(said["source"])
+    if "margin" in manifest:
+        said["detect.margin"] = manifest["margin"]
+    return said
 
 
 def _same_settings(out_dir: Path, wanted: dict) -> None:
     """A rerun resumes (videos already cropped as they are listed now are skipped), so it must crop as the first run
     did: another crop size would mix sizes under one manifest, another seed would move whole identity groups between
-    splits. The first run's settings are kept in ``prepare.json``; a rerun with others is refused. (Edits to the labels
-    themselves are followed video by video: ``VideoCropper.process``, ``_remove_unlisted``.)"""
-    path = out_dir / PREPARED_WITH
-    if not path.exists():
-        write_atomic(path, (json.dumps(wanted, indent=2, sort_keys=True) + "\n").encode())
-        return
-    first = json.loads(path.read_text())
-    changed = sorted(k for k in wanted.keys() | first.keys() if first.get(k) != wanted.get(k))
+    splits, another source would leave every crop unlisted (``_remove_unlisted`` deletes them). The first run's
+    settings are kept in ``prepare.json``; a folder prepared before that file was written is held to what its
+    ``manifest.json`` says, and one with crops but neither file is refused. A rerun with other settings is refused.
+    (Edits to the labels themselves are followed video by video: ``VideoCropper.process``, ``_remove_unlisted``.)"""
+    path, manifest = out_dir / PREPARED_WITH, out_dir / "manifest.json"
+    if path.exists():
+        first, now, where = json.loads(path.read_text()), wanted, path
+    elif manifest.exists():
+        first, where = _manifest_settings(json.loads(manifest.read_text())), manifest
+        now = {k: wanted["detect"]["margin"] if k == "detect.margin" else wanted[k] for k in first}
+    elif any((out_dir / "crops").glob("*/*.parquet")):
+        raise ValueError(f"{out_dir} holds crops but neither {PREPARED_WITH} nor manifest.json says how they were "
+                         "prepared: prepare into a new folder, or delete this one to start over")
+    else:
+        first, now, where = wanted, wanted, path
+    changed = sorted(k for k in now.keys() | first.keys() if first.get(k) != now.get(k))
     if changed:
-        raise ValueError(f"{out_dir} was prepared with other settings ({', '.join(changed)} differ; see {path}): "
+        raise ValueError(f"{out_dir} was prepared with other settings ({', '.join(changed)} differ; see {where}): "
                          "prepare into a new folder, or delete this one to start over")
+    if not path.exists():  # a first run, or the first since prepare.json was kept: from now on all of it counts
+        write_atomic(path, (json.dumps(wanted, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _prepare_on_ray(work, settings, crop_size, out_dir, frames_real, frames_fake) -> list[dict]:

@@ -4,7 +4,7 @@ threads, is listed), from a ``last.pt`` that reads whole; a new run never over a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -33,21 +33,32 @@ CHECKPOINTS = ("last.pt", "best.safetensors")
 RUN_FILES = (*CHECKPOINTS, "best.json", "history.json")
 
 
-def claim_out_dir(config: TrainConfig) -> None:
+def claim_out_dir(config: TrainConfig) -> Callable[[], None]:
     """Before any crop is read: a run that does not continue ``last.pt`` is a new run, refused over another run's
-    checkpoints unless ``overwrite``, whose old files are removed first so the folder never holds two runs' parts."""
+    checkpoints unless ``overwrite``. Returns what makes the folder the new run's: removing the old run's files (so
+    it never holds two runs' parts), or nothing. ``fit`` calls it once its inputs passed their checks, just before the
+    first epoch: a run refused for its data (one class in val, no train crops, a missing dataset) leaves the old run
+    whole."""
     out = Path(config.out_dir)
     if config.resume and (out / "last.pt").exists():
-        return
+        return _keep
     found = [name for name in CHECKPOINTS if (out / name).exists()]
     if not found:
-        return
+        return _keep
     if not config.overwrite:
         why = "--resume found no last.pt to continue, so" if config.resume else "without --resume"
         raise RunExistsError(f"{out} holds another run's {' and '.join(found)}; {why} this would be a new run replacing "
                              "them: --resume to continue that run, another --output, or --overwrite to replace it")
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
+
+    def remove_old_run() -> None:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+
+    return remove_old_run
+
+
+def _keep() -> None:
+    """Nothing of another run to remove."""
 
 
 def read_last(path: Path) -> dict:

@@ -70,8 +70,8 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     else:
         device = torch.device("cuda" if config.use_gpu and torch.cuda.is_available() else "cpu")
     out_dir = Path(config.out_dir)
-    if not distributed:  # data-parallel: train() claimed it before starting the workers
-        claim_out_dir(config)
+    # data-parallel: train() refused before starting the workers; here each finds what to remove, rank 0 removes it
+    start_afresh = claim_out_dir(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((Path(config.dataset) / "manifest.json").read_text())
     input_size, margin = crop_geometry([config.dataset, *config.extra_datasets])
@@ -127,6 +127,8 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
             head = ray.train.torch.prepare_model(head)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if rank == 0:  # the inputs passed their checks: only now does another run's --overwrite'd folder go
+        start_afresh()
 
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         if epoch - state["best_epoch"] > config.patience and state["best_epoch"] > 0:
@@ -235,7 +237,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Single process, or data-parallel on Ray Train when ``config.num_workers`` > 0."""
     if not config.num_workers:
         return fit(config)
-    claim_out_dir(config)  # here, not in the workers: a refusal there would reach the caller as Ray's failure
+    claim_out_dir(config)  # a refusal here, not in the workers: there it would reach the caller as Ray's failure
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

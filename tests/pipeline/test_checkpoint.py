@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from pipeline.card import ModelCard, ModelSpec, card_path, pack_checkpoint, read_card, write_card
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.checkpoint import check_card, load_checkpoint, save_checkpoint
 from pipeline.errors import CheckpointError
 from pipeline.model import DeepfakeDetector
 
@@ -40,6 +40,12 @@ def test_the_weights_say_what_they_are_and_a_card_beside_other_weights_is_refuse
     said = _refused(ours)
     assert "version 'run-a', the card says 'run-b'" in said and "crop_margin=0.3" in said and "input_size=64" in said
     assert "input_size=64" in _refused(ours, packed=pack_checkpoint(ours))  # a scan worker's load checks it too
+    with pytest.raises(CheckpointError) as caught:  # and the scan's driver, from the header alone, before Ray starts
+        check_card(ours, pack_checkpoint(ours))
+    assert str(caught.value) == said
+    check_card(other, pack_checkpoint(other))
+    with pytest.raises(CheckpointError, match="cannot read weights"):
+        check_card(ours, (read_card(ours), b"not a safetensors file"))
     load_checkpoint(other)  # its own card: loads
 
 

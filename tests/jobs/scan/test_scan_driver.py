@@ -17,6 +17,7 @@ from jobs.scan.config import ScanConfig
 from jobs.scan.driver import run_scan
 from jobs.scan.plan import map_plan, plan_pools
 from pipeline.card import pack_checkpoint
+from pipeline.checkpoint import check_card
 from pipeline.config import Settings
 from pipeline.graph import Graph, stage_specs
 
@@ -28,6 +29,7 @@ class Recorder:
 
 settings = Settings(classify={{"checkpoint": {str(detector_checkpoint)!r}}})
 packed = pack_checkpoint(settings.classify.checkpoint)
+check_card(settings.classify.checkpoint, packed)  # the card against the weights' header, as run_scan checks it
 options = ScanConfig(source="x")
 plan = plan_pools({{"CPU": 2.0}}, options)
 specs = stage_specs(settings, packed=packed, torch_threads=1)
@@ -52,6 +54,28 @@ def test_scan_without_a_trained_model_exits_2_before_starting(tmp_path, samples_
     assert "no trained detector" in result.output
     assert not (tmp_path / "out").exists()
 
+
+
+def test_a_card_beside_other_weights_stops_the_scan_before_ray_starts(tmp_path, samples_dir, detector_checkpoint, monkeypatch):
+    """A card whose version or architecture is not what its weights say is refused as `score` refuses it: exit 2,
+    not_started, checkpoint_error, before the output is opened (so before Ray starts), not exit 1 from actors that
+    die loading it, every night."""
+    import json
+    import shutil
+
+    from pipeline.card import card_path
+
+    weights = tmp_path / "model.safetensors"
+    shutil.copy(detector_checkpoint, weights)
+    card = json.loads(card_path(detector_checkpoint).read_text())
+    card_path(weights).write_text(json.dumps({**card, "version": "another-run"}))
+    monkeypatch.setenv("DFS_CLASSIFY__CHECKPOINT", str(weights))
+    result = _scan_cli(str(samples_dir), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 2, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["status"], summary["exit_code"], summary["error_code"]) == ("not_started", 2, "checkpoint_error")
+    assert "does not match its card (version 'another-run'" in summary["message"] and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
 
 def test_scan_of_a_missing_source_exits_2(tmp_path, detector_env):
     from typer.testing import CliRunner
@@ -125,8 +149,9 @@ def test_the_error_rate_limit_compares_the_exact_share():
 
 def test_an_output_that_takes_no_run_record_exits_2_and_does_not_claim_one(tmp_path, samples_dir, detector_env):
     """A run record that cannot be written once the lease is taken (here `_runs` is a file: as a full disk or
-    a read-only folder fails the write) is an output error, exit 2 `output_error`, not a crash; and the scan
-    says the record could not be written rather than that it was kept."""
+    a read-only folder fails the write) is an output error, exit 2, not a crash; `not_started`, as the first record
+    comes before the output is prepared; and the scan says the record could not be written rather than that it
+    was kept."""
     import json
 
     out = tmp_path / "out"
@@ -135,7 +160,65 @@ def test_an_output_that_takes_no_run_record_exits_2_and_does_not_claim_one(tmp_p
     result = _scan_cli(str(samples_dir), "-o", str(out))
     assert result.exit_code == 2, result.output
     summary = json.loads(result.stdout)
-    assert (summary["status"], summary["exit_code"], summary["error_code"]) == ("output_error", 2, "output_error")
+    assert (summary["status"], summary["exit_code"], summary["error_code"]) == ("not_started", 2, "output_error")
     assert summary["record_written"] is False and "_runs/" in summary["message"]
     assert "could not be written" in result.stderr and "record are kept" not in result.stderr, result.stderr
     assert "Traceback" not in result.output and not (out / "_lease.json").exists()
+
+
+def test_an_output_of_a_newer_schema_is_a_scan_that_could_not_start(tmp_path, samples_dir, detector_env):
+    """An output the scan refuses at the start (a newer scanner's) is `not_started` (exit 2, code `output_error`),
+    as docs/scan.md lists it, with a record saying so; `output_error` is for refusals once the scan is past the
+    output's preparation (test_scan.py). Its one line claims nothing committed, and ends its sentence once."""
+    import json
+
+    from jobs.scan.schema import SCHEMA_VERSION
+    from scan_fixtures import _records
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_deepfakestream.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
+    result = _scan_cli(str(samples_dir), "-o", str(out))
+    assert result.exit_code == 2, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["status"], summary["exit_code"], summary["error_code"], summary["record_written"]) == (
+        "not_started", 2, "output_error", True)
+    assert [(r["status"], r["exit_code"]) for r in _records(out)] == [("not_started", 2)]
+    said = " ".join(result.stderr.split())
+    assert "Scan into a new --output" in said and ".." not in said and "kept" not in said, said
+
+
+def test_what_a_failed_scan_says_it_left_behind():
+    """Committed results only when parts were committed; the run record only as it was (or was not) written."""
+    from jobs.cli.scan import _then
+    from jobs.scan.driver import ScanSummary
+
+    summary = ScanSummary(source="s", output="o", scan_id="x", model_version="m", record_written=True)
+    assert _then("cannot write. ", []) == "cannot write"  # no summary: it stopped before writing anything
+    assert _then("refused.", [summary]) == "refused"
+    summary.parts = 2
+    assert _then("refused.", [summary]) == "refused. Committed results and the run record _runs/x.json are kept"
+    summary.record_written = False
+    assert _then("refused", [summary]) == ("refused. Committed results are kept; the run record _runs/x.json could "
+                                           "not be written")
+    summary.parts = 0
+    assert _then("refused", [summary]) == "refused. The run record _runs/x.json could not be written"
+
+
+def test_the_scans_key_counts_shrunk_frames_where_the_plan_may_split_and_no_limit(tmp_path, detector_env):
+    """Crops cut from shrunk frames score differently: --shrink-frames changes the key unless the plan is fused
+    (where it does nothing). Raising a decode limit changes no score of what was taken: the key stays."""
+    from jobs.scan.config import ScanConfig
+    from jobs.scan.driver import run_scan
+    from pipeline.config import load_settings
+
+    (tmp_path / "media").mkdir()  # nothing to scan: the key is computed, Ray never starts
+
+    def key(settings=None, **options) -> str:
+        options = ScanConfig(source=str(tmp_path / "media"), output=str(tmp_path / "out"), progress=False, **options)
+        return run_scan(settings or load_settings(), options).scoring_key
+
+    base = key()
+    assert key(load_settings(**{"decode.max_bytes": 2**40, "decode.max_pixels": 2**30, "decode.max_frames": 10**6})) == base
+    assert key(shrink_frames=True) != base and key(shrink_frames=True, plan="split") == key(shrink_frames=True)
+    assert key(shrink_frames=True, plan="fused") == base

@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 import jobs.scan.lease as lease_module
-from jobs.scan.lease import SAFETY, LeaseHeld, LeaseLost, OutputLease, _Contended
+from jobs.scan.cas import Contended
+from jobs.scan.lease import SAFETY, LeaseHeld, LeaseLost, OutputLease
 from jobs.scan.output import OutputStore
 
 from scan_fixtures import _app
@@ -166,9 +167,9 @@ def test_s3_lease_writes_are_conditional(s3_server, s3_bucket):
     winner, loser = OutputLease(fs, root, root, "A"), OutputLease(fs, root, root, "B")
     winner.acquire()
     at = datetime.now(timezone.utc)
-    with pytest.raises(_Contended):
+    with pytest.raises(Contended):
         loser._write(loser._info(at), exists=False, etag=None)
-    with pytest.raises(_Contended):
+    with pytest.raises(Contended):
         loser._write(loser._info(at), exists=True, etag='"0123456789abcdef0123456789abcdef"')
     assert json.loads(fs.cat_file(f"{root}/_lease.json"))["scan_id"] == "A"
 

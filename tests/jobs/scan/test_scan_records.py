@@ -57,3 +57,42 @@ def test_the_documented_alert_query_runs_on_run_records(tmp_path):
     store.fs.rm(f"{store.root}/_runs/s0.json")  # no scan ever succeeded: stale, not NULL
     columns, rows = run_query(str(tmp_path), sql)
     assert dict(zip(columns, rows[0]))["stale"] is True
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_slow_scan_that_ends_its_record_meanwhile_is_not_closed_as_killed(where, tmp_path, s3_server, s3_bucket):
+    """The next scan (B) read the record of a scan whose lease lapsed (A) as `running`; A was slow, not killed, and
+    ends its own record `succeeded` right then. B's `killed` must not land over it: locally A's write waits for the
+    lock B holds from its read to its write (and lands after), on S3 B's write is conditional on what it read."""
+    import threading
+    from datetime import timedelta
+
+    from jobs.scan.records import close_lapsed, read_records, write_record
+
+    store = (OutputStore(str(tmp_path / "out")) if where == "local"
+             else OutputStore(f"s3://{s3_bucket}/out", s3_server["storage_options"]))
+    store.prepare()
+    started = datetime.now(timezone.utc) - timedelta(minutes=30)
+    running = RunRecord(scan_id="A", source="s", output="o", started_at=started, model_version="m", settings_digest="d")
+    write_record(store, running)
+    ended = running.model_copy(update={"status": "succeeded", "exit_code": 0, "ended_at": datetime.now(timezone.utc),
+                                       "scanned": 500})
+    a_ends = threading.Thread(target=write_record, args=(store, ended))
+    real_cat = store.fs.cat_file
+
+    def read_then_a_ends(path, *args, **kwargs):
+        data = real_cat(path, *args, **kwargs)
+        if path.endswith("_runs/A.json") and a_ends.ident is None:
+            a_ends.start()
+            a_ends.join(timeout=1)  # without B's lock (or condition) A's record lands now, before B writes
+        return data
+
+    store.fs.cat_file = read_then_a_ends
+    try:
+        close_lapsed(store, "A", started + timedelta(minutes=5), "B")
+    finally:
+        store.fs.cat_file = real_cat
+    a_ends.join(timeout=30)
+    assert a_ends.ident is not None and not a_ends.is_alive()
+    (record,) = [r for r in read_records(store.fs, store.root) if r.scan_id == "A"]
+    assert (record.status, record.exit_code, record.scanned) == ("succeeded", 0, 500)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +157,45 @@ def test_prepare_on_ray_matches_local(tmp_path, samples_dir, ray_session):
     assert on_ray["failed"] == [] and on_ray["faces"] == local["faces"] > 0
     a, b = load_crop_table(tmp_path / "local"), load_crop_table(tmp_path / "ray")
     assert a.column("crop_png").to_pylist() == b.column("crop_png").to_pylist()
+
+
+def test_a_folder_prepared_before_prepare_json_is_held_to_its_manifest(tmp_path, samples_dir, monkeypatch):
+    """data-cache's folders predate prepare.json: a rerun with another source, seed, size or margin is refused as
+    with prepare.json, not run, where it would find every crop unlisted and delete the whole set. The manifest's
+    source may be relative (as it was given): it reads from where prepare runs."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    import jobs.training.prepare as prepare_module
+    from jobs.training.datasets import DEFAULT_SPLIT
+    from jobs.training.prepare import CROP_SCHEMA, video_key
+
+    monkeypatch.setattr(prepare_module, "VideoCropper", _NoDetection)
+    monkeypatch.chdir(tmp_path)
+    photo = str(samples_dir / "astronaut.jpg")
+    Path("old.csv").write_text(f"path,label,split\n{photo},REAL,val\n")
+    Path("new.csv").write_text(f"path,label,split\n{samples_dir / 'coffee.jpg'},REAL,val\n")
+    out = tmp_path / "legacy"
+    crop = out / "crops" / "val" / f"{video_key(photo)}.parquet"
+    crop.parent.mkdir(parents=True)
+    pq.write_table(CROP_SCHEMA.empty_table(), crop)
+    (out / "manifest.json").write_text(json.dumps({"source": "old.csv", "crop_size": 224, "margin": 0.3, "seed": 0,
+                                                   "frames_real": 48, "frames_fake": 16, "split_fractions": DEFAULT_SPLIT}))
+    settings = load_settings()
+    for change, differs in (({"source": "new.csv"}, "source"), ({"seed": 1}, "seed"), ({"crop_size": 96}, "crop_size"),
+                            ({"settings": load_settings(**{"detect.margin": 0.15})}, "detect.margin")):
+        kwargs = {"source": "old.csv", "out_dir": out, "settings": settings, **change}
+        with pytest.raises(ValueError, match=f"\\({differs} differ; see .*manifest.json"):
+            prepare(**kwargs)
+        assert crop.exists() and not (out / "prepare.json").exists()
+    assert prepare(tmp_path / "old.csv", out, settings)["faces"] == 1  # the same source, however written
+    assert crop.exists() and json.loads((out / "prepare.json").read_text())["detect"]["margin"] == 0.3
+    with pytest.raises(ValueError, match="source differ; see .*prepare.json"):  # from now on held to prepare.json
+        prepare("new.csv", out, settings)
+    assert crop.exists()
+    for record in ("prepare.json", "manifest.json"):  # crops whose settings nothing records: refused too
+        (out / record).unlink()
+    with pytest.raises(ValueError, match="neither prepare.json nor manifest.json"):
+        prepare("new.csv", out, settings)
+    assert crop.exists()

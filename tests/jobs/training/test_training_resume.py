@@ -75,6 +75,30 @@ def test_a_new_run_over_another_runs_checkpoints_is_refused_unless_overwrite(tmp
     assert '"version": "new"' in (run / "best.json").read_text() and (run / "last.pt").exists()
 
 
+
+def test_overwrite_removes_the_old_run_only_once_the_new_runs_inputs_pass(tmp_path):
+    """`--overwrite` decides up front, but the old run's files go only just before the first epoch: a new run refused
+    for its data (one class in val, no train crops, no dataset) leaves the old run as it was."""
+    import shutil
+
+    from jobs.training.validate import OneClassValidationError
+
+    config = toy_config(tmp_path, epochs=1)
+    fit(config)
+    before = {p.name: p.read_bytes() for p in config.out_dir.iterdir()}
+    again = config.model_copy(update={"overwrite": True, "version": "new"})
+    crops = config.dataset / "crops"
+    refusals = ((crops / "val" / "val1.parquet", OneClassValidationError, "no fake one"),  # val fakes moved away
+                (crops / "train", ValueError, "no training crops"), (config.dataset, FileNotFoundError, "manifest.json"))
+    for moved, error, says in refusals:
+        shutil.move(moved, tmp_path / "aside")
+        with pytest.raises(error, match=says):
+            fit(again)
+        assert {p.name: p.read_bytes() for p in config.out_dir.iterdir()} == before
+        shutil.move(tmp_path / "aside", moved)
+    fit(again)  # its inputs pass: now it replaces the old run
+    assert '"version": "new"' in (config.out_dir / "best.json").read_text()
+
 def test_a_damaged_last_pt_is_a_coded_refusal_not_a_traceback(tmp_path):
     from pipeline.errors import CheckpointError
 

@@ -105,6 +105,15 @@ def test_ray_train_two_cpu_workers(tmp_path, ray_session, monkeypatch):
     assert all(h["train_map_loss"] > 0 for h in result["history"])
     assert (tmp_path / "run" / "best.safetensors").exists()
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["blend_map_head"]  # rank 0 saved the head
+    # --overwrite whose workers then refuse the data: the old run's files stay (rank 0 removes them before epoch 1)
+    from jobs.training.resume import RUN_FILES
+    from jobs.training.train import TrainingFailedError
+
+    before = {name: (tmp_path / "run" / name).read_bytes() for name in RUN_FILES}
+    (tmp_path / config.dataset / "crops" / "val" / "val1.parquet").unlink()  # the val fakes
+    with pytest.raises(TrainingFailedError, match="validates"):  # its one-line message is cut before the reason
+        train(config.model_copy(update={"overwrite": True}))
+    assert {name: (tmp_path / "run" / name).read_bytes() for name in RUN_FILES} == before
 
 
 @pytest.mark.parametrize("drop, lacks", [("val1", "real crops of 1 videos and no fake one"),
