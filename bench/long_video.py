@@ -76,9 +76,9 @@ def main() -> None:
             indices = sample_indices(packets, args.frames)
             t_jump, (jumped, n_jump) = timed(lambda: _sampled_frames(data, config, indices, pts, keyframes), args.repeats)
             t_on, (through, n_on) = timed(lambda: _sampled_frames(data, config, indices, pts), args.repeats)
-            same = len(jumped) == len(through) and all(np.array_equal(jumped[i][0], through[i][0]) for i in through)
+            same = len(jumped) == len(through) and np.array_equal(jumped.array, through.array)
             t_decord, media = timed(lambda: decode_bytes(data, DecodeConfig(num_frames=args.frames, backend="decord")), 1)
-            w, h = through[0][0].shape[1], through[0][0].shape[0]
+            h, w = through.array.shape[1:3]
             print(f"| {src.name} x{args.times} ({w}x{h}) | {media.duration:.0f} s | {packets} / {len(keyframes)} | "
                   f"{t_jump:.2f} ({n_jump}) | {t_on:.2f} ({n_on}) | {same} | {t_decord:.2f} |")
 

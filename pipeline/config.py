@@ -32,7 +32,11 @@ class DecodeConfig(BaseModel):
     max_duration_s: float = Field(3600.0, gt=0, description="longer videos are refused")
     max_pixels: int = Field(4096 * 4096, gt=0, description="frames larger than this are refused")
     max_bytes: int = Field(4 * 1024**3, gt=0, description="larger objects are refused before reading")
-    max_frames: int | None = Field(None, gt=0, description="videos with more frames are refused (read from the header); None = no limit")
+    max_frames: int | None = Field(None, gt=0, description="videos with more frames are refused (from the header, else counted while demuxing); None = no limit")
+    max_decoded_pixels: int | None = Field(
+        None, gt=0, description="decoding work per object: frames decoded to reach the samples x their pixels (sparse "
+                                "keyframes, containers without a seek index, animations on a big canvas); more is refused; "
+                                "None = no limit (the server sets one: serve.max_decoded_pixels)")
     threads: int | None = Field(
         None, ge=0, description="decoder threads per video (pyav: frame threads); None = the process's torch_threads "
                                 "(1 in a scan actor), 0 = one per core")

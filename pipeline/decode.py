@@ -8,19 +8,21 @@ import re
 import time
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import islice
 
-import cv2
 import numpy as np
 
 from pipeline.aspect import sample_aspect, square_pixels, stored_shape
 from pipeline.batch import Batch, as_text, batch_size, codes_of, errors_of, object_column
 from pipeline.config import DecodeConfig
 from pipeline.errors import DECODE_FAILED, OUT_OF_MEMORY, MediaError, MediaTooLargeError, one_line, out_of_memory
+from pipeline.frames import SampledFrames
 from pipeline.logsafe import log_safe
 from pipeline.media import MediaKind, read_media_bytes, sniff_media
-from pipeline.probe import VideoInfo, check_duration, check_pixels, main_video_stream, probe_video
+from pipeline.probe import VideoInfo, check_duration, check_frames, check_pixels, main_video_stream, probe_video
 from pipeline.resize import shrink, working_size
-from pipeline.seek import seek_plan
+from pipeline.seek import frames_decoded, seek_plan
+from pipeline.work import Deadline, DecodeWork
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 class DecodedMedia:
     """Sampled frames (N, H, W, 3 uint8 RGB) with where they sit in the source: ``timestamps`` in seconds from
     the stream's start, ``frame_indices`` among the frames a player shows. ``width``/``height`` are the first
-    sampled frame's; a stream that changes size later has its later frames rescaled to it (``same_size``)."""
+    sampled frame's; a stream that changes size later has its later frames rescaled to it (``pipeline/frames.py``)."""
 
     frames: np.ndarray
     frame_indices: np.ndarray
@@ -77,16 +79,6 @@ def _duration(times: np.ndarray, frame_count: int, fps: float) -> float:
     return frame_count / fps if fps else 0.0
 
 
-def same_size(frames: list[np.ndarray]) -> np.ndarray:
-    """The frames stacked at the first one's size. A stream may change resolution mid-way (a broadcast's ad
-    break, an adaptive stream switching variants): later frames are resized to the first, without keeping
-    their aspect, so face boxes and ``width``/``height`` stay in the first frame's coordinates."""
-    height, width = frames[0].shape[:2]
-    return np.stack([f if f.shape[:2] == (height, width) else cv2.resize(
-        f, (width, height), interpolation=cv2.INTER_AREA if f.shape[0] > height else cv2.INTER_CUBIC)
-        for f in frames])
-
-
 def _decord_message(exc: Exception) -> str:
     """decord's first error line without its '[hh:mm:ss] /src/file.cc:NN: ' prefixes."""
     return re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", str(exc).splitlines()[0] if str(exc) else "")[:200]
@@ -99,10 +91,12 @@ def _decord_times(reader, config: DecodeConfig) -> np.ndarray | None:
     return None if times.min() < -config.max_duration_s else times
 
 
-def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: VideoInfo | None = None) -> DecodedMedia:
+def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: VideoInfo | None = None,
+                         work: DecodeWork | None = None) -> DecodedMedia:
     import decord
 
     info = info or probe_video(data, config)  # decord's reader decodes on open: check limits first
+    work = work or DecodeWork(config)
     try:
         reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
     except Exception as exc:  # noqa: BLE001 - decord raises DECORDError / RuntimeError
@@ -111,20 +105,31 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: Vid
         raise MediaError(f"corrupt or unreadable video: {_decord_message(exc)}") from exc
     if len(reader) == 0:
         raise MediaError("video has no frames")
+    check_frames(len(reader), config)  # counted by the index: a header may state no count (streamed Matroska)
     times = _decord_times(reader, config)
     if times is None or times[0] < 0:
         # No timestamps (AVI, MPEG-PS): decord's numbers put those frames first, not in display order. A lead-in
         # (an MP4 trimmed without re-encoding): decord counts the frames its edit list cuts, so its numbers drift
         # by the cut depending on how it reads. PyAV gets both right.
-        return _decode_video_pyav(data, mime, config, info)
+        return _decode_video_pyav(data, mime, config, info, work)
     frame_count = len(reader)
     fps = float(reader.get_avg_fps() or info.fps or 0.0)
     duration = _duration(times, frame_count, fps)
     check_duration(duration, config)
     indices = sample_times(times, config.num_frames)
+    targets, numbers = indices.tolist(), range(frame_count)
+    # decord jumps to a target's keyframe whenever it lies past the frame it is at
+    plan = seek_plan(targets, numbers, reader.get_key_indices(), min_skip=0)
+    work.plan(frames_decoded(targets, numbers, plan), info.width, info.height, "video")
+    sampled = SampledFrames(len(targets))
     try:
-        frames = reader.get_batch(indices.tolist()).asnumpy()
+        for slot, index in enumerate(targets):  # one by one, as get_batch reads them: the deadline is checked between
+            work.check_deadline()
+            sampled.put(slot, reader.get_batch([index]).asnumpy()[0])
+        frames = sampled.array
         timestamps = times[indices].astype(np.float32)
+    except MediaError:
+        raise
     except Exception as exc:  # noqa: BLE001 - truncated streams fail here
         if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
             raise
@@ -145,19 +150,23 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: Vid
 _SEEKABLE = ("mov", "mp4", "matroska", "webm")
 
 
-def _index(data: bytes) -> tuple[int, list[int] | None, list[int], Fraction]:
+def _index(data: bytes, max_frames: int | None = None) -> tuple[int, list[int] | None, list[int], Fraction]:
     """(frames, presentation times in display order, keyframes' times, time base) of the video stream a player
     shows, by demuxing only; the times are None when a packet has none (then frames can only be matched by
     counting as they decode), and keyframes are listed only where the container can be seeked by its index.
-    The count serves containers that store none (WebM). Packets FFmpeg marks discard (the lead-in an MP4
-    trimmed without re-encoding keeps before its edit list's start) are decoded but never shown: not frames."""
+    The count serves containers that store none (WebM, a streamed Matroska): past ``max_frames`` demuxing stops
+    and the video is refused. Packets FFmpeg marks discard (the lead-in an MP4 trimmed without re-encoding keeps
+    before its edit list's start) are decoded but never shown: not frames."""
     import av
 
     with av.open(io.BytesIO(data)) as container:
         stream = main_video_stream(container)
-        packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size and not p.is_discard]
+        shown = ((p.pts, p.is_keyframe) for p in container.demux(stream) if p.size and not p.is_discard)
+        packets = list(islice(shown, None if max_frames is None else max_frames + 1))
         seekable = any(name in _SEEKABLE for name in container.format.name.split(","))
         time_base = stream.time_base or Fraction(1)
+    if max_frames is not None and len(packets) > max_frames:
+        raise MediaTooLargeError(f"video has more than {max_frames} frames, over the {max_frames}-frame limit")
     if any(t is None for t, _ in packets):
         return len(packets), None, [], time_base
     keyframes = sorted(t for t, key in packets if key) if seekable else []
@@ -209,22 +218,27 @@ def _runs(targets: list[int], plan: list[int | None]) -> list[tuple[int | None, 
 
 
 def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts: list[int] | None,
-                    keyframes: list[int] | None = None) -> tuple[dict, int]:
-    """{frame index: (RGB frame, time s)} for the sampled ``indices``, and how many frames were decoded.
+                    keyframes: list[int] | None = None, work: DecodeWork | None = None) -> tuple[SampledFrames, int]:
+    """The sampled ``indices``' RGB frames and times (slot i: ``indices[i]``), and how many frames were decoded.
 
     With ``pts`` (display-order timestamps) frames are matched by timestamp, frames nothing references
     are skipped unless sampled, and with ``keyframes`` long stretches between samples are jumped over
-    (``pipeline/seek.py``); without, every frame up to the last sampled one is decoded and counted."""
+    (``pipeline/seek.py``); without, every frame up to the last sampled one is decoded and counted. Refused
+    before decoding when the frames to go through exceed ``work``'s budget, stopped when it runs out."""
     import av
 
-    wanted = {pts[i]: i for i in indices.tolist()} if pts is not None else {i: i for i in indices.tolist()}
+    work = work or DecodeWork(config)
+    keys = [pts[i] for i in indices.tolist()] if pts is not None else indices.tolist()
+    wanted = {key: slot for slot, key in enumerate(keys)}
     targets = sorted(wanted)
     plan = seek_plan(targets, pts, keyframes) if pts is not None and keyframes else [None] * len(targets)
-    kept: dict[int, tuple[np.ndarray, float]] = {}
+    sampled = SampledFrames(len(keys))
     decoded = 0
     # max_pixels: the decoder refuses a frame that grows past the limit mid-stream
     with av.open(io.BytesIO(data), options={"max_pixels": str(config.max_pixels)}) as container:
         stream = main_video_stream(container)
+        through = frames_decoded(targets, pts, plan) if pts is not None else (targets[-1] + 1 if targets else 0)
+        work.plan(through, stream.codec_context.width, stream.codec_context.height, "video")
         # Frame threads keep per-packet skip decisions: FFmpeg copies skip_frame into the worker thread's
         # context as each packet is submitted (tests/pipeline/test_decode.py checks frames against decord's).
         threads = 1 if config.threads is None else config.threads
@@ -238,20 +252,23 @@ def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts:
                 container.seek(jump, stream=stream, backward=True)
                 context.flush_buffers()
             for packet in container.demux(stream):
+                work.check_deadline()
                 if pts is not None:
                     context.skip_frame = "DEFAULT" if not packet.size or packet.pts in wanted else "NONREF"
                 for frame in packet.decode():
+                    work.spend(frame.width * frame.height)
                     start = frame.pts if start is None else start  # no start time: the first frame's
                     key = frame.pts if pts is not None else decoded
                     if key in wanted:
-                        kept[wanted[key]] = (_frame_rgb(frame, sar, config), _seconds(frame, start))
+                        sampled.put(wanted[key], _frame_rgb(frame, sar, config), _seconds(frame, start))
                     decoded += 1
-                if all(wanted[t] in kept for t in run):
+                if all(sampled.filled[wanted[t]] for t in run):
                     break
-    return kept, decoded
+    return sampled, decoded
 
 
-def _decode_video_pyav(data: bytes, mime: str, config: DecodeConfig, info: VideoInfo | None = None) -> DecodedMedia:
+def _decode_video_pyav(data: bytes, mime: str, config: DecodeConfig, info: VideoInfo | None = None,
+                       work: DecodeWork | None = None) -> DecodedMedia:
     """Decodes up to the last sampled frame and keeps only the sampled ones as RGB, so memory holds
     ``num_frames`` frames, not the whole video. Where samples lie far apart (long videos) it seeks to the
     keyframe before the next one instead of decoding on (``pipeline/seek.py``; same frames).
@@ -261,55 +278,60 @@ def _decode_video_pyav(data: bytes, mime: str, config: DecodeConfig, info: Video
     (docs/benchmarks.md), bit-identical to decoding everything (tests/pipeline/test_decode.py). Streams
     without timestamps, or whose frames do not carry their packets' timestamps, are decoded in full."""
     info = info or probe_video(data, config)
+    work = work or DecodeWork(config)
     try:
-        packets, pts, keyframes, time_base = _index(data)
+        packets, pts, keyframes, time_base = _index(data, config.max_frames)
         times = np.array(pts or [], np.float64) * float(time_base)
         frame_count = len(pts) if pts else (info.frame_count or packets)
+        # the timestamps' span, before any frame decodes: a header may state no duration (a streamed Matroska)
+        check_duration(_duration(times, frame_count, info.fps), config)
         indices = sample_times(times, config.num_frames) if pts else sample_indices(frame_count, config.num_frames)
-        kept, decoded = _sampled_frames(data, config, indices, pts or None, keyframes)
-        if pts and len(kept) < len(indices):  # timestamps that do not match up: count frames instead
-            kept, decoded = _sampled_frames(data, config, indices, None)
+        sampled, decoded = _sampled_frames(data, config, indices, pts or None, keyframes, work)
+        if pts and len(sampled) < len(indices):  # timestamps that do not match up: count frames instead
+            sampled = None  # its frames go before the next pass allocates its own
+            sampled, decoded = _sampled_frames(data, config, indices, None, work=work)
             pts, times = None, times[:0]
-        if len(kept) < len(indices) and decoded < frame_count:  # fewer frames than promised: sample those there are
-            frame_count, indices = decoded, sample_indices(decoded, config.num_frames)
-            kept, decoded = _sampled_frames(data, config, indices, None)
+        if len(sampled) < len(indices) and decoded < frame_count:  # fewer frames than promised: sample those there are
+            frame_count, indices, sampled = decoded, sample_indices(decoded, config.num_frames), None
+            sampled, decoded = _sampled_frames(data, config, indices, None, work=work)
     except MediaError:
         raise
     except Exception as exc:  # noqa: BLE001 - av raises InvalidDataError and friends (a corrupt header's MemoryError too)
         if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
             raise
         raise MediaError(f"corrupt or unreadable video: {str(exc)[:200]}") from exc
-    if not kept:
+    if not len(sampled):
         raise MediaError("video has no frames")
     if not pts and decoded < frame_count:  # the container promised more frames than the stream holds
         frame_count = decoded
     fps = info.fps
     duration = _duration(times, frame_count, fps)
-    order = sorted(kept)
-    frames = same_size([kept[i][0] for i in order])
+    frames, slots = sampled.result()
     height, width = frames.shape[1:3]
     check_pixels(width, height, config)
-    return DecodedMedia(frames, np.array(order, np.int64), np.array([kept[i][1] for i in order], np.float32),
-                        fps, frame_count, duration, width, height, "video", mime)
+    return DecodedMedia(frames, indices[slots].astype(np.int64), sampled.times[slots], fps, frame_count, duration,
+                        width, height, "video", mime)
 
 
-def decode_bytes(data: bytes, config: DecodeConfig) -> DecodedMedia:
-    """Decode media bytes of any supported type; raises MediaError with a readable reason."""
+def decode_bytes(data: bytes, config: DecodeConfig, deadline: Deadline | None = None) -> DecodedMedia:
+    """Decode media bytes of any supported type; raises MediaError with a readable reason. ``deadline``: a
+    request's (serve), past which decoding stops (DeadlineExceededError)."""
     if len(data) > config.max_bytes:
         raise MediaTooLargeError(f"media is {len(data)} bytes, over the {config.max_bytes}-byte limit")
     kind, mime = sniff_media(data[:512])
+    work = DecodeWork(config, deadline)  # the decode budget (pipeline/work.py)
     if kind == "image":
         from pipeline.images import decode_image  # it builds on this module's sampling
 
-        return decode_image(data, mime, config)
+        return decode_image(data, mime, config, work)
     info = probe_video(data, config)  # limits from the headers, before any frame buffer exists
     if config.backend == "decord" and mime != "video/mp2t":  # decord cannot read MPEG-TS from memory at all
         try:
             import decord  # noqa: F401
         except ImportError:  # decord has x86_64 wheels only
-            return _decode_video_pyav(data, mime, config, info)
-        return _decode_video_decord(data, mime, config, info)
-    return _decode_video_pyav(data, mime, config, info)
+            return _decode_video_pyav(data, mime, config, info, work)
+        return _decode_video_decord(data, mime, config, info, work)
+    return _decode_video_pyav(data, mime, config, info, work)
 
 
 class DecodeStage:
@@ -328,15 +350,16 @@ class DecodeStage:
         self.max_side = max_side
         self.literal_uris = literal_uris
 
-    def decode_one(self, uri: str, data: bytes | None = None) -> DecodedMedia:
+    def decode_one(self, uri: str, data: bytes | None = None, deadline: Deadline | None = None) -> DecodedMedia:
         if data is None:
             data = read_media_bytes(uri, self.config.max_bytes, self.storage_options, literal=self.literal_uris)
-        decoded = decode_bytes(bytes(data), self.config)
+        decoded = decode_bytes(bytes(data), self.config, deadline)
         if self.max_side:
             decoded.frames = shrink(decoded.frames, working_size(decoded.width, decoded.height, self.max_side)[1])
         return decoded
 
-    def __call__(self, batch: Batch) -> Batch:
+    def __call__(self, batch: Batch, deadline: Deadline | None = None) -> Batch:
+        """``deadline``: the request's (serve, one row), past which a decode stops; a scan has none."""
         n = batch_size(batch)
         uris = [as_text(u) for u in batch["uri"]]
         datas = list(batch["data"]) if "data" in batch else [None] * n
@@ -348,7 +371,7 @@ class DecodeStage:
             item = None
             if not errors[i]:
                 try:
-                    item = self.decode_one(uris[i], datas[i])
+                    item = self.decode_one(uris[i], datas[i], deadline)
                 except MediaError as exc:
                     errors[i], codes[i] = str(exc), exc.code
                     log.warning("decode failed for %s: %s", log_safe(uris[i]), log_safe(exc))

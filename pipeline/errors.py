@@ -61,6 +61,13 @@ class MediaTooLargeError(MediaError):
     code = "media_too_large"
 
 
+class DeadlineExceededError(MediaError):
+    """The request's deadline passed (or its caller went away) while its media was decoding: the server's 504.
+    Not the media's fault; a scan sets no deadline."""
+
+    code = "deadline_exceeded"
+
+
 # Codes of row failures that are not exceptions of ours (they travel in the batch's ``error_code`` column).
 DECODE_FAILED = "decode_failed"  # the decoder itself crashed on the object
 DETECT_FAILED = "detect_failed"  # face detection crashed on decoded frames (a server fault, not the media's)

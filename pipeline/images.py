@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 
 import numpy as np
 
 from pipeline.config import DecodeConfig
-from pipeline.decode import DecodedMedia, same_size, sample_indices, sample_times
+from pipeline.decode import DecodedMedia, sample_indices, sample_times
 from pipeline.errors import MediaError, MediaTooLargeError, out_of_memory
+from pipeline.frames import SampledFrames
 from pipeline.probe import check_duration, check_pixels
+from pipeline.work import DecodeWork
 
 # formats whose extra images are an animation's frames; HEIC's and MPO's are other pictures (bursts, depth maps)
 ANIMATED = ("WEBP", "PNG", "AVIF")
@@ -20,6 +23,27 @@ ANIMATED = ("WEBP", "PNG", "AVIF")
 # time grows with the frame count, which the header states and a few KB of tiny frames can make enormous. 10,000 is
 # over 5 minutes at 30 fps, beyond any real GIF-style animation; videos are not bound by it (they seek).
 MAX_ANIMATION_FRAMES = 10_000
+# A progressive JPEG comes in about 10 scans (libjpeg's default script has 10), and libjpeg goes over the whole
+# picture for each scan however many follow: a 409 KB 4K JPEG of 30,000 repeated scans took 5-6 s to decode
+# (2.9 MB: 45 s). No encoder writes a hundred.
+MAX_JPEG_SCANS = 100
+# a JPEG marker: 0xFF followed by neither 0x00 (a 0xFF stuffed into entropy-coded data), a fill 0xFF nor a restart
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xff\xd0-\xd7]")
+
+
+def jpeg_scans(data: bytes, stop_after: int) -> int:
+    """Start-of-scan segments from SOI to EOI as libjpeg meets them (segments skipped by their length, entropy-coded
+    data up to the next marker), counted up to ``stop_after``."""
+    scans, at = 0, 2
+    while scans < stop_after and (found := _JPEG_MARKER.search(data, at)):
+        marker = data[found.start() + 1]
+        if marker == 0xD9:  # end of image: what follows (an MPO's other pictures) is not decoded
+            break
+        at = found.end()
+        if marker != 0x01:  # every marker but TEM has a length, its own two bytes included
+            at += int.from_bytes(data[at:at + 2], "big")
+        scans += marker == 0xDA
+    return scans
 
 
 def image_to_rgb(image) -> np.ndarray:
@@ -54,24 +78,28 @@ def count_frames(image) -> int:
     return int(getattr(image, "n_frames", 1) or 1) if image.format in ANIMATED else 1
 
 
-def read_frames(image, wanted: set[int]) -> tuple[dict[int, np.ndarray], np.ndarray]:
-    """({frame: upright RGB} for the ``wanted`` frames, every frame's display time in ms), in one pass
-    from the first frame: an animation's frames are drawn over the ones before, and PIL knows a frame's
-    duration only once it has decoded it."""
+def read_frames(image, wanted: np.ndarray, work: DecodeWork) -> tuple[SampledFrames, np.ndarray]:
+    """(the ``wanted`` frames upright in RGB, slot i: ``wanted[i]``; every frame's display time in ms), in one
+    pass from the first frame: an animation's frames are drawn over the ones before, and PIL knows a frame's
+    duration only once it has decoded it. Each frame is drawn on the whole canvas: that is its cost to ``work``."""
     from PIL import ImageOps
 
-    kept: dict[int, np.ndarray] = {}
+    count = count_frames(image)
+    work.plan(count, image.width, image.height, "animation")
+    slots = {int(i): slot for slot, i in enumerate(wanted)}
+    sampled = SampledFrames(len(slots))
     durations = []
-    for i in range(count_frames(image)):
+    for i in range(count):
+        work.spend(image.width * image.height)
         image.seek(i)
         image.load()
         durations.append(float(image.info.get("duration") or 0))  # a still has none
-        if i in wanted:
-            kept[i] = image_to_rgb(ImageOps.exif_transpose(image))
-    return kept, np.array(durations)
+        if i in slots:
+            sampled.put(slots[i], image_to_rgb(ImageOps.exif_transpose(image)))
+    return sampled, np.array(durations)
 
 
-def _sampled(image, config: DecodeConfig) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
+def _sampled(image, config: DecodeConfig, work: DecodeWork) -> tuple[SampledFrames, np.ndarray, np.ndarray]:
     """(frames kept, their indices, every frame's start in seconds then the last one's end). The first pass keeps
     frames by number; a second reads the frames evenly spaced in time where uneven durations move the samples."""
     count = count_frames(image)  # from the header: no frame is decoded yet
@@ -79,27 +107,35 @@ def _sampled(image, config: DecodeConfig) -> tuple[dict[int, np.ndarray], np.nda
     limit = min(config.max_frames or MAX_ANIMATION_FRAMES, MAX_ANIMATION_FRAMES)
     if count > limit:
         raise MediaTooLargeError(f"animation has {count} frames, over the {limit}-frame limit")
-    kept, durations = read_frames(image, set(sample_indices(count, config.num_frames).tolist()))
+    by_number = sample_indices(count, config.num_frames)
+    sampled, durations = read_frames(image, by_number, work)
     starts = np.concatenate([[0.0], np.cumsum(durations)]) / 1000
     indices = sample_times(starts[:-1], config.num_frames)
-    if not kept.keys() >= set(indices.tolist()):
-        kept = read_frames(image, set(indices.tolist()))[0]
-    return kept, indices, starts
+    if not np.array_equal(indices, by_number):
+        sampled = None  # its frames go before the second pass allocates its own
+        sampled = read_frames(image, indices, work)[0]
+    return sampled, indices, starts
 
 
-def decode_image(data: bytes, mime: str, config: DecodeConfig) -> DecodedMedia:
-    from PIL import Image
+def decode_image(data: bytes, mime: str, config: DecodeConfig, work: DecodeWork | None = None) -> DecodedMedia:
+    from PIL import Image, UnidentifiedImageError
 
+    work = work or DecodeWork(config)
+    if mime == "image/jpeg" and jpeg_scans(data, MAX_JPEG_SCANS + 1) > MAX_JPEG_SCANS:
+        raise MediaTooLargeError(f"JPEG has more than {MAX_JPEG_SCANS} scans (a progressive JPEG has about 10)")
     if mime == "image/heic":
         _heif_opener()
     try:
         with Image.open(io.BytesIO(data)) as image:
             check_pixels(image.width, image.height, config)
-            kept, indices, starts = _sampled(image, config)
+            sampled, indices, starts = _sampled(image, config, work)
     except MediaError:
         raise
     except Image.DecompressionBombError as exc:
         raise MediaTooLargeError(f"image is a decompression bomb: {exc}") from exc
+    except UnidentifiedImageError:  # its message is the reader's repr, a heap address
+        raise MediaError("corrupt or unreadable image: not recognised as the image type its bytes start as "
+                         "(truncated or damaged)") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
         if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
             raise
@@ -107,7 +143,7 @@ def decode_image(data: bytes, mime: str, config: DecodeConfig) -> DecodedMedia:
     count = len(starts) - 1
     duration = float(starts[-1]) if count > 1 else 0.0  # a still's own duration (AVIF says 1 s) means nothing
     check_duration(duration, config)
-    frames = same_size([kept[i] for i in indices.tolist()])
+    frames, _ = sampled.result()  # every wanted frame: the animation has them all, or reading it failed
     height, width = frames.shape[1:3]
     return DecodedMedia(frames, indices, starts[indices].astype(np.float32), count / duration if duration else 0.0,
                         count, duration, width, height, "image", mime)

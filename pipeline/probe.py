@@ -32,6 +32,11 @@ def check_duration(duration: float, config: DecodeConfig) -> None:
         raise MediaTooLargeError(f"video is {duration:.0f} s long, over the {config.max_duration_s:.0f} s limit")
 
 
+def check_frames(frames: int, config: DecodeConfig) -> None:
+    if config.max_frames is not None and frames > config.max_frames:
+        raise MediaTooLargeError(f"video has {frames} frames, over the {config.max_frames}-frame limit")
+
+
 def _open(data: bytes, max_pixels: int, skip_frames: bool):
     import av
 
@@ -88,7 +93,5 @@ def probe_video(data: bytes, config: DecodeConfig) -> VideoInfo:
         raise MediaError(f"corrupt or unreadable video: {str(exc)[:200]}") from exc
     check_pixels(info.width, info.height, config)
     check_duration(info.duration or (info.frame_count / info.fps if info.fps > 0 else 0.0), config)
-    frames = info.frame_count or round(info.duration * info.fps)
-    if config.max_frames is not None and frames > config.max_frames:
-        raise MediaTooLargeError(f"video has {frames} frames, over the {config.max_frames}-frame limit")
+    check_frames(info.frame_count or round(info.duration * info.fps), config)
     return info

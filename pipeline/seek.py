@@ -1,5 +1,6 @@
 """Where the PyAV decoder jumps instead of decoding on: 32 frames of an hour-long clip sit a few hundred frames
-apart, and decoding every reference frame between them is most of the work. Pure planning, no decoding."""
+apart, and decoding every reference frame between them is most of the work; and how many frames a plan goes
+through (the decode budget, pipeline/work.py). Pure planning, no decoding."""
 
 from __future__ import annotations
 
@@ -27,3 +28,16 @@ def seek_plan(targets: list[int], pts: list[int], keyframes: list[int], min_skip
         plan.append(jump)
         previous = target
     return plan
+
+
+def frames_decoded(targets: list[int], pts: list[int], plan: list[int | None]) -> int:
+    """Frames the decoder goes through to reach ``targets`` by ``plan``: from the stream's first frame, or from
+    each jump's keyframe, on to each target. Unreferenced frames that are skipped count too: the most it may decode."""
+    decoded, position = 0, 0  # position: the first frame (in ``pts``) not yet gone through
+    for target, jump in zip(targets, plan):
+        if jump is not None:
+            position = bisect_left(pts, jump)
+        end = bisect_right(pts, target)
+        decoded += max(end - position, 0)
+        position = max(position, end)
+    return decoded

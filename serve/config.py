@@ -27,6 +27,9 @@ class ServeConfig(BaseModel):
     max_pixels: int = Field(3840 * 2160, gt=0, description="larger images/video frames get 413")
     max_duration_s: float = Field(600.0, gt=0, description="longer videos get 413")
     max_frames: int = Field(36_000, gt=0, description="videos with more frames get 413")
+    max_decoded_pixels: int = Field(
+        32 * 75 * 3840 * 2160, gt=0, description="decoding work per object (decode.max_decoded_pixels) over which it gets "
+        "413: 75 4K frames per sample for 32 samples, 19.9 gigapixels (pipeline/work.py)")
     allowed_uri_prefixes: list[str] = Field(
         default_factory=list,
         description="object-store prefixes `{\"uri\": ...}` may read, e.g. s3://bucket/uploads/; empty = none",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +22,18 @@ from pipeline.batch import Batch, concat_batches, object_column, split_batch
 from pipeline.config import Settings
 from pipeline.errors import DeepfakeStreamError
 from pipeline.graph import StageSpec, stage_specs
+from pipeline.heap import pin_mmap_threshold, release_heap
 from pipeline.logsafe import log_safe
 from pipeline.result import ScoreResult
+from pipeline.work import Deadline
 from serve.guard import server_decode_config
 
 log = logging.getLogger("deepfakestream.serve")
+
+# A decode whose frames take this much hands freed heap back to the OS after it (pipeline/heap.py), as the
+# ingress does after a big upload: from 32 frames of 854x480 (39 MB) up. 40 frames of 1080p left 16 MiB of the
+# decoder's buffers in its thread's heap without (tests/serve/test_serve_deployments.py).
+RELEASE_AFTER_BYTES = 32 * 1024**2
 
 
 def replica_settings(payload: dict[str, Any]) -> Settings:
@@ -46,10 +54,11 @@ def _spec(settings: Settings, name: str) -> StageSpec:
 @serve.deployment(name="Decoder")
 class Decoder:
     """``DecodeStage`` for one object per request: reads an allowed URI or takes the uploaded bytes, sniffs
-    the type and checks the limits from the header, decodes."""
+    the type and checks the limits from the header, decodes until done, out of budget, or the request's deadline."""
 
     def __init__(self, settings: dict[str, Any]):
         cfg = replica_settings(settings)
+        pin_mmap_threshold()  # frame buffers get mappings of their own, returned to the OS when freed
         self.stage = _spec(cfg, "decode").build()
         # Decodes run in this replica's own pool, as many threads as Ray lets calls in. A cancelled call
         # (504, client gone) frees its Ray slot at once while its decode runs on, so Python's default pool
@@ -57,16 +66,29 @@ class Decoder:
         # a cancelled job that has not started yet is dropped.
         self.pool = ThreadPoolExecutor(cfg.serve.decode_max_ongoing_requests, thread_name_prefix="decode")
 
-    def decode_row(self, uri: str, data: bytes | None = None, explain: bool = False) -> Batch:
+    def decode_row(self, uri: str, data: bytes | None = None, explain: bool = False,
+                   deadline: Deadline | None = None) -> Batch:
         batch: Batch = {"uri": object_column([uri])}
         if data is not None:  # else the ingress has checked the allow-list: the stage reads the URI
             batch["data"] = object_column([data])
-        out = self.stage(batch)
+        out = self.stage(batch, deadline=deadline)
         out["explain"] = np.array([explain], bool)
+        if out["frames"][0].nbytes >= RELEASE_AFTER_BYTES:
+            release_heap()  # the decoder's own buffers are freed by now (the frames go once Ray has them)
         return out
 
-    async def decode(self, uri: str, data: bytes | None = None, explain: bool = False) -> Batch:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self.decode_row, uri, data, explain)
+    async def decode(self, uri: str, data: bytes | None = None, explain: bool = False,
+                     timeout_s: float | None = None) -> Batch:
+        """``timeout_s``: what is left of the request's deadline. Past it, or once the call is cancelled (504, the
+        client gone), the decode stops at its next frame: its thread would otherwise decode on, holding a place
+        of the pool after Ray has freed the call's slot."""
+        deadline = Deadline(math.inf if timeout_s is None else timeout_s)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, self.decode_row, uri, data, explain,
+                                                                    deadline)
+        except asyncio.CancelledError:
+            deadline.stop()
+            raise
 
 
 class _Replica:

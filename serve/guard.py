@@ -111,4 +111,5 @@ def server_decode_config(settings: Settings) -> DecodeConfig:
         "max_pixels": min(decode.max_pixels, limits.max_pixels),
         "max_duration_s": min(decode.max_duration_s, limits.max_duration_s),
         "max_frames": min(decode.max_frames or limits.max_frames, limits.max_frames),
+        "max_decoded_pixels": min(decode.max_decoded_pixels or limits.max_decoded_pixels, limits.max_decoded_pixels),
     })

@@ -9,6 +9,7 @@ The ingress never looks inside the media: the decoder sniffs the type and reads 
 import asyncio
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 import ray
@@ -133,6 +134,7 @@ class Api:
         self.latency = metrics.Histogram(
             "deepfakestream_request_latency_ms", description="POST /v1/score latency by outcome",
             boundaries=[50, 100, 200, 300, 500, 1000, 2000, 5000, 10000, 30000, 60000], tag_keys=("outcome",))
+        self.outcomes: Counter[str] = Counter()  # the same counts, for ``outcomes_seen()``
 
     # ---- routes ----
 
@@ -166,7 +168,7 @@ class Api:
                 raise problem_for(answer["error_code"], answer["detail"] or "request failed", self.config.retry_after_s)
             outcome = answer["result"]["label"].lower()
             return JSONResponse(answer["result"])
-        except asyncio.CancelledError:  # the client disconnected (Ray Serve cancels its request): no answer
+        except asyncio.CancelledError:  # the client went away (Serve cancels the request; or mid-body): no answer
             outcome = "cancelled"
             raise
         except Overloaded:
@@ -180,6 +182,7 @@ class Api:
             log.exception("scoring failed")
             raise ProblemError(500, INTERNAL) from exc
         finally:
+            self.outcomes[outcome] += 1
             self.requests.inc(1, tags={"outcome": outcome})
             self.latency.observe((time.perf_counter() - start) * 1000, tags={"outcome": outcome})
 
@@ -187,8 +190,9 @@ class Api:
         """Wait for a turn and run the graph, both inside the request's deadline (504)."""
         deadline = min(timeout_s or self.config.request_timeout_s, self.config.request_timeout_s)
         try:
-            async with asyncio.timeout(deadline), self.admission.turn():
-                return await self._run_graph(uri, await put_upload(upload), explain)
+            async with asyncio.timeout(deadline) as timer, self.admission.turn():
+                data = await put_upload(upload)
+                return await self._run_graph(uri, data, explain, timer.when() - asyncio.get_running_loop().time())
         except TimeoutError:
             raise ProblemError(504, f"scoring took longer than {deadline:g} s") from None
         except BackPressureError:  # a stage deployment's own max_queued_requests, if one is set
@@ -218,6 +222,10 @@ class Api:
     def stats(self) -> dict[str, int]:
         """Admission counters of this replica (tests and bench/serve_load.py read them through a handle)."""
         return self.admission.stats()
+
+    def outcomes_seen(self) -> dict[str, int]:
+        """``POST /v1/score`` outcomes of this replica so far, as the requests metric counts them (tests read them)."""
+        return dict(self.outcomes)
 
     # ---- helpers ----
 
@@ -253,11 +261,13 @@ class Api:
                 raise ProblemError(403, str(exc)) from None
         raise ProblemError(415, "send multipart/form-data with a 'file' field, or application/json with a 'uri'")
 
-    async def _run_graph(self, uri: str, data: ray.ObjectRef | None, explain: bool = False) -> dict[str, Any]:
+    async def _run_graph(self, uri: str, data: ray.ObjectRef | None, explain: bool = False,
+                         timeout_s: float | None = None) -> dict[str, Any]:
+        """``timeout_s``: what is left of the request's deadline, past which the decoder stops decoding."""
         responses = []
         try:
             # chained responses: each stage's output goes straight to the next replica
-            responses.append(self.decoder.decode.remote(uri, data, explain))
+            responses.append(self.decoder.decode.remote(uri, data, explain, timeout_s))
             del data  # Ray holds the upload until the decoder is done with it, not until the answer
             responses.append(self.detector.detect.remote(responses[-1]))
             responses.append(self.classifier.score.remote(responses[-1]))

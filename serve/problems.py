@@ -53,6 +53,7 @@ STATUS_FOR_CODE: dict[str, int] = {
     errors.MediaError.code: 422,
     errors.NoVideoStreamError.code: 422,
     errors.StorageError.code: 502,
+    errors.DeadlineExceededError.code: 504,  # the decode stopped at the request's deadline
     errors.CheckpointError.code: 503,
     errors.NoTrainedModelError.code: 503,
     errors.DeviceUnavailableError.code: 503,
@@ -70,7 +71,7 @@ def public_detail(status: int, message: str) -> str:
     """What the caller is told: the row's message, except for server-side failures."""
     if status == 502:
         return "the object store could not be read; the failure is in the server log"
-    if status >= 500 and status != 503:
+    if status >= 500 and status not in (503, 504):
         return INTERNAL
     return message
 

@@ -1,6 +1,7 @@
 """Receiving a request body so that no client can hold the server: one deadline for the whole body (408), a
 size limit counted while it streams (413), and a multipart upload streamed straight into a spooled temporary
-file (in memory up to ``serve.spool_memory_bytes``, then on disk), never joined into one bytes object.
+file (in memory up to ``serve.spool_memory_bytes``, then on disk), never joined into one bytes object. A client
+that goes away mid-body is a cancelled request, as Serve's own cancellation is.
 
 The bytes are read from the spool once, into one array, when the graph is ready for them (``read_array``).
 """
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
+from ray.exceptions import TaskCancelledError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
@@ -25,14 +27,17 @@ MULTIPART_SLACK = 64 * 1024  # multipart framing and headers on top of the file 
 
 @asynccontextmanager
 async def body_deadline(seconds: float) -> AsyncIterator[None]:
-    """408 when the body is not in after ``seconds`` (a trickling client would otherwise hold its place)."""
+    """408 when the body is not in after ``seconds`` (a trickling client would otherwise hold its place).
+
+    A client that disconnects mid-body raises CancelledError: Starlette says ClientDisconnect, and under Serve
+    ``request.stream()`` raises Ray's TaskCancelledError once the proxy drops the request. No answer can reach it."""
     try:
         async with asyncio.timeout(seconds):
             yield
     except TimeoutError:
         raise ProblemError(408, f"the request body did not arrive within {seconds:g} s") from None
-    except ClientDisconnect:
-        raise ProblemError(400, "the client disconnected before the body was complete") from None
+    except (ClientDisconnect, TaskCancelledError):
+        raise asyncio.CancelledError("the client disconnected before the body was complete") from None
 
 
 def check_length(request: Request, limit: int) -> None:

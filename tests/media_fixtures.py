@@ -1,5 +1,6 @@
 """Media made on the fly for hostile-input tests: tiny H.264 MP4s (optionally declaring a huge frame, starting
-late, variable-rate, trimmed without re-encoding), a stream that changes size, audio-only MP4s, animated images."""
+late, variable-rate, trimmed without re-encoding), a stream that changes size, audio-only MP4s, animated images,
+and cheap work bombs (a video of sparse keyframes, an APNG of tiny frames on a big canvas, a JPEG of many scans)."""
 
 from __future__ import annotations
 
@@ -266,3 +267,101 @@ def encode_image(image, format: str, **kwargs) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format, **kwargs)
     return buf.getvalue()
+
+
+# ---- work bombs: little data, much decoding (the security review's payloads, small) -----------------------
+
+
+class _Unseekable:
+    """A file the muxer cannot seek back in, as a live stream: Matroska then states no duration, count or cues."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, data):
+        return self.file.write(data)
+
+
+def sparse_keyframes_mkv(width: int, height: int, frames: int, fps: int = 30, keyint: int | None = None,
+                         streamed: bool = False) -> bytes:
+    """Matroska of ``frames`` frames, one H.264 keyframe every ``keyint`` (None: only the first) and the same tiny
+    P-frame between, so every frame decodes to the same picture: a few bytes a frame, a whole frame of decoding each.
+    ``streamed``: written as a live stream, so the header states neither duration nor frame count."""
+    import av
+
+    mp4 = io.BytesIO()
+    with av.open(mp4, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"g": "100000", "bf": "0", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        picture = np.zeros((height, width, 3), np.uint8)
+        picture[height // 4:height // 2, width // 4:width // 2] = 200
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    mp4.seek(0)
+    with av.open(mp4) as source:
+        video = source.streams.video[0]
+        (key, _), *_, (step, _) = [(bytes(p), p.is_keyframe) for p in source.demux(video) if p.size]
+        out = io.BytesIO()
+        with av.open(_Unseekable(out) if streamed else out, "w", format="matroska") as container:
+            stream = container.add_stream_from_template(video)
+            for i in range(frames):
+                is_key = i % (keyint or frames) == 0
+                packet = av.Packet(key if is_key else step)
+                packet.stream, packet.time_base = stream, Fraction(1, 1000)
+                packet.pts = packet.dts = round(i * 1000 / fps)
+                packet.is_keyframe = is_key
+                container.mux(packet)
+    return out.getvalue()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def canvas_apng(width: int, height: int, frames: int) -> bytes:
+    """An APNG of ``frames`` frames on a ``width``x``height`` canvas: a blank first frame, then 1x1 frames of a few
+    bytes each, every one composited over the whole canvas."""
+    import zlib
+
+    chunks = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)),
+              _png_chunk(b"acTL", struct.pack(">II", frames, 0)),
+              _png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", 0, width, height, 0, 0, 1, 30, 0, 0)),
+              _png_chunk(b"IDAT", zlib.compress((b"\0" + b"\0" * width * 4) * height, 9))]
+    dot, sequence = zlib.compress(b"\0\xff\x00\x00\xff"), 1
+    for i in range(1, frames):
+        chunks.append(_png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", sequence, 1, 1, i % width, 0, 1, 30, 0, 0)))
+        chunks.append(_png_chunk(b"fdAT", struct.pack(">I", sequence + 1) + dot))
+        sequence += 2
+    return b"".join(chunks + [_png_chunk(b"IEND", b"")])
+
+
+def scan_spans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each scan of a JPEG: its SOS segment and the entropy-coded data after it."""
+    scans, at = [], 2
+    while data[at + 1] != 0xD9:
+        marker, length = data[at + 1], struct.unpack(">H", data[at + 2:at + 4])[0]
+        end = at + 2 + length
+        if marker == 0xDA:  # entropy-coded data runs to the next marker that is not 0xFF00 or a restart
+            while data[end] != 0xFF or data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                end += 1
+            scans.append((at, end))
+        at = end
+    return scans
+
+
+def repeated_scans_jpeg(repeats: int, size: int = 64) -> bytes:
+    """A progressive JPEG with its smallest refinement scan repeated ``repeats`` times more: libjpeg decodes every
+    one over the whole picture."""
+    from PIL import Image
+
+    data = encode_image(Image.new("RGB", (size, size), (128, 128, 128)), "JPEG", progressive=True, quality=50)
+    start, end = min(scan_spans(data)[1:], key=lambda scan: scan[1] - scan[0])
+    eoi = data.rindex(b"\xff\xd9")
+    return data[:eoi] + data[start:end] * repeats + data[eoi:]

@@ -93,7 +93,7 @@ def test_long_clip_jumps_between_samples_and_keeps_decords_frames(threads):
     indices = sample_indices(packets, 16)
     jumped, decoded_jumping = _sampled_frames(data, DecodeConfig(threads=threads), indices, pts, keyframes)
     through, decoded_through = _sampled_frames(data, DecodeConfig(threads=threads), indices, pts)
-    assert all(np.array_equal(jumped[i][0], through[i][0]) for i in through) and len(jumped) == 16
+    assert np.array_equal(jumped.array, through.array) and len(jumped) == 16
     assert decoded_jumping < 0.6 * decoded_through
 
 
@@ -108,7 +108,7 @@ def test_unreferenced_frames_are_really_skipped(samples_dir):
     assert everything == indices[-1] + 1
     for threads in (1, 2):  # frame threads skip as much
         kept, decoded = _sampled_frames(data, DecodeConfig(threads=threads), indices, pts)
-        assert sorted(kept) == indices.tolist()
+        assert kept.filled.all() and len(kept.filled) == len(indices)
         assert decoded < 0.8 * everything  # the clip has B-frames: most unsampled ones were never decoded
 
 

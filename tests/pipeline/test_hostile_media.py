@@ -1,6 +1,6 @@
-"""Hostile and odd media (issue 13): limits from headers before any frame buffer, stream-less files,
-tiny inputs, rotated, anamorphic, interlaced and multi-stream video, the PyAV fallback's memory (still images:
-test_images.py)."""
+"""Hostile and odd media (issue 13): limits from headers before any frame buffer, and from the demuxed stream where
+the header states none, stream-less files, tiny inputs, rotated, anamorphic, interlaced and multi-stream video, the
+PyAV fallback's memory (still images: test_images.py; the decode budget: test_work.py)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from media_fixtures import audio_only_mp4, declare_size, encode_image as _encode_image, encode_video, one_face as _one_face
+from media_fixtures import (audio_only_mp4, declare_size, encode_image as _encode_image, encode_video, one_face as _one_face,
+                            sparse_keyframes_mkv)
 from pipeline.batch import object_column
 from pipeline.config import DecodeConfig, DetectConfig
 from pipeline.aspect import stored_shape
 from pipeline.decode import DecodeStage, _decode_video_decord, _decode_video_pyav, decode_bytes
 from pipeline.detect import DetectStage
 from pipeline.errors import MediaError, MediaTooLargeError, NoVideoStreamError
-from pipeline.probe import probe_video
+from pipeline.probe import VideoInfo, probe_video
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,34 +57,62 @@ def test_huge_declared_video_is_refused_by_every_path(huge_mp4, decode):
 
 
 def test_huge_declared_video_is_refused_without_allocating_a_frame():
-    # A fresh process, so its peak RSS measures this refusal alone. Before the fix FFmpeg's probe
-    # decoded the first frames (~670 MB) and decord's first frame cost 3.6 GB.
+    # A fresh process, so its peak RSS measures this refusal alone (VmHWM: getrusage's ru_maxrss keeps the parent's
+    # peak across fork and exec, so under pytest it measured nothing). Before the fix FFmpeg's probe decoded the
+    # first frames (~670 MB) and decord's first frame cost 3.6 GB.
     script = """
-import json, resource, sys
+import json, sys
 sys.path.insert(0, "tests")
 from media_fixtures import declare_size, encode_video
 from pipeline.config import DecodeConfig
 from pipeline.decode import decode_bytes
 from pipeline.errors import MediaTooLargeError
-from pipeline.probe import probe_video
+from pipeline.probe import VideoInfo, probe_video
 data = declare_size(encode_video(), 16000, 16000)
 try:
     decode_bytes(data[:10], DecodeConfig())  # loads the decoders' libraries before the baseline
 except Exception:
     pass
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_kib():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+before = peak_kib()
 refused = 0
 for check in (lambda: decode_bytes(data, DecodeConfig()), lambda: probe_video(data, DecodeConfig(max_frames=36000))):
     try:
         check()
     except MediaTooLargeError:
         refused += 1
-print(json.dumps({"refused": refused, "peak_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+print(json.dumps({"refused": refused, "peak_mib": (peak_kib() - before) / 1024}))
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["refused"] == 2
     assert result["peak_mib"] < 64, result
+
+
+def test_a_stream_whose_header_states_no_length_is_held_to_the_limits():
+    """A live-streamed Matroska states neither duration nor frame count, so the header checks pass anything: the
+    review's 100,000 frames (3,333 s) were scored. The demuxed stream's frames and timestamps are checked instead,
+    before a frame is decoded."""
+    data = sparse_keyframes_mkv(64, 48, 300, fps=30, keyint=30, streamed=True)  # 10 s
+    info = probe_video(data, DecodeConfig())
+    assert (info.frame_count, info.duration) == (0, 0.0)  # the header says nothing
+    assert decode_bytes(data, DecodeConfig()).frame_count == 300
+    with pytest.raises(MediaTooLargeError, match="10 s long, over the 5 s limit"):
+        decode_bytes(data, DecodeConfig(max_duration_s=5))
+    with pytest.raises(MediaTooLargeError, match="more than 200 frames, over the 200-frame limit"):
+        decode_bytes(data, DecodeConfig(max_frames=200))
+
+
+def test_decord_counts_frames_the_header_does_not_state():
+    """decord cannot read a streamed Matroska at all (media_corrupt); given a header that states no length, its own
+    frame count is held to the limit."""
+    pytest.importorskip("decord")
+    data = sparse_keyframes_mkv(64, 48, 300, fps=30, keyint=30)
+    silent = VideoInfo(64, 48, 30.0, 0, 0.0)
+    assert _decode_video_decord(data, "video/x-matroska", DecodeConfig(), silent).frame_count == 300
+    with pytest.raises(MediaTooLargeError, match="video has 300 frames, over the 200-frame limit"):
+        _decode_video_decord(data, "video/x-matroska", DecodeConfig(max_frames=200), silent)
 
 
 @pytest.mark.parametrize("codec", ["aac", "mp2"])

@@ -1,5 +1,6 @@
 """Still images (pipeline/images.py): each unusual mode has a defined outcome (16-bit grey, palette, CMYK,
-transparency), EXIF orientation is applied, and phone formats (HEIC, 10-bit HEIC, AVIF) are read upright."""
+transparency), EXIF orientation is applied, phone formats (HEIC, 10-bit HEIC, AVIF) are read upright, a JPEG of
+too many scans is refused before decoding and unreadable bytes get a message without internals."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from media_fixtures import decoded_frame as _decoded, encode_image as _encode_image, one_face as _one_face
+from media_fixtures import decoded_frame as _decoded, encode_image as _encode_image, one_face as _one_face, repeated_scans_jpeg
+from pipeline.batch import object_column
 from pipeline.config import DecodeConfig
-from pipeline.decode import decode_bytes
+from pipeline.decode import DecodeStage, decode_bytes
+from pipeline.errors import MediaTooLargeError
+from pipeline.images import MAX_JPEG_SCANS, jpeg_scans
 
 
 def test_16_bit_grey_png_is_scaled_not_clipped(astronaut, detector):
@@ -115,3 +119,39 @@ def test_avif_photo_is_read_upright(astronaut, detector):
     assert (media.kind, media.mime) == ("image", "image/avif")
     assert np.abs(media.frames[0].astype(int) - np.asarray(astronaut)).mean() < 4
     _one_face(detector, media.frames[0])
+
+
+# ---- hostile stills ------------------------------------------------------------------------------------------
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding():
+    """libjpeg goes over the whole picture for every scan and bounds their number by nothing: the review's 409 KB
+    4K JPEG of 30,000 repeated scans took 5-6 s to decode. A progressive JPEG has about 10."""
+    grey = Image.new("RGB", (64, 64), (128, 128, 128))
+    assert jpeg_scans(_encode_image(grey, "JPEG"), 1000) == 1
+    assert 5 <= jpeg_scans(_encode_image(grey, "JPEG", progressive=True), 1000) <= 20
+    assert jpeg_scans(repeated_scans_jpeg(200), 1000) > MAX_JPEG_SCANS
+    assert decode_bytes(repeated_scans_jpeg(50), DecodeConfig()).frames.shape == (1, 64, 64, 3)  # 60 scans: read
+    with pytest.raises(MediaTooLargeError, match=f"more than {MAX_JPEG_SCANS} scans") as caught:
+        decode_bytes(repeated_scans_jpeg(200), DecodeConfig())
+    assert caught.value.code == "media_too_large"
+
+
+def test_scan_markers_inside_other_segments_are_not_counted():
+    """Metadata (a comment, EXIF, an ICC profile) may hold the bytes of a scan marker; only the picture's count."""
+    data = _encode_image(Image.new("RGB", (16, 16)), "JPEG", comment=b"\xff\xda" * 500)
+    assert data.count(b"\xff\xda") == 501 and jpeg_scans(data, 1000) == 1
+    assert decode_bytes(data, DecodeConfig()).frames.shape == (1, 16, 16, 3)
+
+
+@pytest.mark.parametrize("data", [
+    _encode_image(Image.new("RGB", (8, 8)), "PNG")[:30],  # a PNG cut inside its header
+    b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(range(256)) * 4,  # HEIC's signature, then garbage
+    b"\0\0\0\x18ftypavif\0\0\0\0avifmif1" + bytes(range(256)) * 4,
+], ids=["truncated png", "garbage heic", "garbage avif"])
+def test_unreadable_image_message_holds_no_object_repr(data):
+    """PIL's "cannot identify image file <_io.BytesIO object at 0x7f...>" reached the API's 422 detail."""
+    out = DecodeStage()({"uri": object_column(["x"]), "data": object_column([data])})
+    assert out["error_code"][0] == "media_corrupt"
+    assert out["error"][0] == ("corrupt or unreadable image: not recognised as the image type its bytes start as "
+                               "(truncated or damaged)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.seek import seek_plan
+from pipeline.seek import frames_decoded, seek_plan
 
 PTS = list(range(0, 1000))  # one frame per tick, shown in order
 KEYFRAMES = list(range(0, 1000, 100))
@@ -24,3 +24,11 @@ def test_no_jump_that_saves_less_than_the_minimum():
 def test_without_keyframes_or_before_the_first_it_never_jumps():
     assert seek_plan([0, 500, 900], PTS, [], min_skip=1) == [None, None, None]
     assert seek_plan([5, 50], PTS, [100], min_skip=1) == [None, None]
+
+
+def test_frames_decoded_counts_from_each_jump_or_on_from_the_last_target():
+    targets = [0, 250, 260, 730]
+    assert frames_decoded(targets, PTS, [None] * 4) == 731  # straight through, up to the last target
+    # 0 alone; 200..250 (51); on to 260 (10); 700..730 (31)
+    assert frames_decoded(targets, PTS, seek_plan(targets, PTS, KEYFRAMES, min_skip=10)) == 1 + 51 + 10 + 31
+    assert frames_decoded([5], PTS, [None]) == 6 and frames_decoded([], PTS, []) == 0

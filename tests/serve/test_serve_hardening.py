@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import struct
 import time
 
 import httpx
@@ -75,6 +76,12 @@ def _stats() -> dict[str, int]:
     from ray import serve
 
     return serve.get_deployment_handle("Api", APP).stats.remote().result()
+
+
+def _outcomes() -> dict[str, int]:
+    from ray import serve
+
+    return serve.get_deployment_handle("Api", APP).outcomes_seen.remote().result()
 
 
 def _wait_for(predicate, timeout_s: float = 10.0) -> None:
@@ -156,6 +163,22 @@ def test_trickled_bodies_get_408_free_their_places_and_never_block_health(api, s
     _wait_for(lambda: _stats()["admitted"] == 0)
     ok = api.post("/v1/score", files={"file": ("a.jpg", (samples_dir / "astronaut.jpg").read_bytes())})
     assert ok.status_code == 200, ok.text
+
+
+def test_a_client_that_resets_mid_upload_is_cancelled_not_an_error(api, settings):
+    """The review's rst.py: an upload cut by a TCP reset after its first bytes came out of ``request.stream()`` as
+    Ray's TaskCancelledError, counted ``internal_error`` with a traceback in the log, or as Starlette's
+    ClientDisconnect, a 400 ``bad_request`` (which of the three depends on when the reset lands). It is ``cancelled``."""
+    before = _outcomes()
+    for _ in range(5):
+        sock = start_slow_upload(settings.serve.port, declared=100_000, sent=4)
+        _wait_for(lambda: _stats()["admitted"] == 1)  # the ingress is reading its body
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # with linger 0: a reset, not a goodbye
+        _wait_for(lambda: _stats()["admitted"] == 0)
+    after = _outcomes()
+    grown = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
+    assert {k: n for k, n in grown.items() if n} == {"cancelled": 5}, grown
 
 
 def test_three_times_capacity_gives_quick_503s_and_answers_every_admitted(api, samples_dir):

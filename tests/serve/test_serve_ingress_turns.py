@@ -6,6 +6,7 @@ are broken, dead or stuck."""
 from __future__ import annotations
 
 import asyncio
+import collections
 
 import pytest
 from ray.serve.exceptions import BackPressureError
@@ -33,10 +34,12 @@ class _Method:
     def __init__(self, make=None):
         self._make = make
         self.sent: list[_Response] = []
+        self.args: list[tuple] = []
 
     def remote(self, *args):
         response = _Response(self._make or (lambda: asyncio.sleep(0)))
         self.sent.append(response)
+        self.args.append(args)
         return response
 
 
@@ -72,6 +75,7 @@ def _ingress(score, max_inflight: int = 1, timeout_s: float = 0.3):
     api.config = load_settings(**{"serve.max_inflight": max_inflight, "serve.max_queued": 4,
                                   "serve.request_timeout_s": timeout_s, "serve.retry_after_s": 4}).serve
     api.admission = Admission(api.config.max_inflight, api.config.max_queued)
+    api.outcomes = collections.Counter()
     api.decoder, api.detector = _Stage(decode=_Method()), _Stage(detect=_Method())
     api.classifier = _Stage(score=_Method(score))
     return api
@@ -113,6 +117,15 @@ def test_waiting_for_a_turn_counts_against_the_deadline():
         assert await api._score("s3://b/3.jpg", None, False, None) == ANSWER  # noqa: SLF001 - the turn came back
 
     asyncio.run(main())
+
+
+def test_the_decoder_is_given_what_is_left_of_the_deadline():
+    """The decoder stops decoding when the request's deadline passes (pipeline/work.py): it must be told when."""
+    api = _ingress(lambda: asyncio.sleep(0, ANSWER), max_inflight=1, timeout_s=5)
+    assert asyncio.run(api._score("s3://b/1.jpg", None, False, None)) == ANSWER  # noqa: SLF001
+    assert asyncio.run(api._score("s3://b/2.jpg", None, False, 0.5)) == ANSWER  # noqa: SLF001 - the caller's own
+    (_, _, _, first), (_, _, _, second) = api.decoder.decode.args
+    assert 4 < first <= 5 and 0 < second <= 0.5
 
 
 def test_a_freed_turn_serves_the_next_request():
@@ -166,8 +179,43 @@ def test_a_client_that_disconnects_is_counted_as_cancelled_and_frees_its_place()
 
     asyncio.run(main())
     assert api.requests.outcomes == ["cancelled"] and api.latency.outcomes == ["cancelled"]
+    assert api.outcomes_seen() == {"cancelled": 1}
     assert api.admission.stats()["admitted"] == 0
     assert api.classifier.score.sent[0].cancelled  # and the graph's calls were cancelled
+
+
+@pytest.mark.parametrize("gone", ["http.disconnect", "ray"])
+def test_a_client_that_disconnects_mid_upload_is_cancelled_without_a_traceback(gone, caplog):
+    """Mid-body, the disconnect comes out of ``request.stream()``: Starlette's ClientDisconnect was a 400
+    ``bad_request``, Ray's TaskCancelledError a 500 ``internal_error`` with a logged traceback."""
+    from ray.exceptions import TaskCancelledError
+    from starlette.requests import Request
+
+    api = _ingress(lambda: asyncio.sleep(0, ANSWER), timeout_s=20)
+    api.max_bytes = 1024**2
+    api.requests, api.latency = _Recorder(), _Recorder()
+    parts = iter([b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\nxxxx'])
+
+    async def receive():
+        part = next(parts, None)
+        if part is not None:
+            return {"type": "http.request", "body": part, "more_body": True}
+        if gone == "ray":
+            raise TaskCancelledError()
+        return {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/score", "query_string": b"",
+             "headers": [(b"content-type", b"multipart/form-data; boundary=B")]}
+
+    async def main():
+        with pytest.raises(asyncio.CancelledError):
+            await api.score(Request(scope, receive), explain=False, timeout_s=None)
+
+    with caplog.at_level("WARNING", logger="deepfakestream.serve"):
+        asyncio.run(main())
+    assert api.outcomes_seen() == {"cancelled": 1} and api.requests.outcomes == ["cancelled"]
+    assert api.admission.stats()["admitted"] == 0 and not api.decoder.decode.sent  # never reached the graph
+    assert not caplog.records
 
 
 # ---- /v1/health and /v1/model ---------------------------------------------------------------------------
