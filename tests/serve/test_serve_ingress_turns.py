@@ -128,6 +128,23 @@ def test_the_decoder_is_given_what_is_left_of_the_deadline():
     assert 4 < first <= 5 and 0 < second <= 0.5
 
 
+def test_a_caller_cannot_raise_the_servers_deadline():
+    """``?timeout_s=`` only lowers the deadline: a caller asking for 60 s of a 0.3 s server still gets 504 at 0.3 s."""
+    async def slow():
+        await asyncio.sleep(2)
+        return ANSWER
+
+    api = _ingress(slow, timeout_s=0.3)
+
+    async def main():
+        start = asyncio.get_running_loop().time()
+        with pytest.raises(ProblemError) as info:
+            await asyncio.wait_for(api._score("s3://b/1.jpg", None, False, 60.0), 5)  # noqa: SLF001
+        assert info.value.status == 504 and asyncio.get_running_loop().time() - start < 1.5
+
+    asyncio.run(main())
+
+
 def test_a_freed_turn_serves_the_next_request():
     api = _ingress(lambda: asyncio.sleep(0.05, ANSWER), max_inflight=1, timeout_s=2)
 
