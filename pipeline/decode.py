@@ -150,13 +150,14 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: Vid
 _SEEKABLE = ("mov", "mp4", "matroska", "webm")
 
 
-def _index(data: bytes, max_frames: int | None = None) -> tuple[int, list[int] | None, list[int], Fraction]:
-    """(frames, presentation times in display order, keyframes' times, time base) of the video stream a player
+def _index(data: bytes, max_frames: int | None = None) -> tuple[int, list[int] | None, list[int], Fraction, bool]:
+    """(frames, presentation times in display order, keyframes' times, time base, reordered) of the video stream a player
     shows, by demuxing only; the times are None when a packet has none (then frames can only be matched by
     counting as they decode), and keyframes are listed only where the container can be seeked by its index.
     The count serves containers that store none (WebM, a streamed Matroska): past ``max_frames`` demuxing stops
     and the video is refused. Packets FFmpeg marks discard (the lead-in an MP4 trimmed without re-encoding keeps
-    before its edit list's start) are decoded but never shown: not frames."""
+    before its edit list's start) are decoded but never shown: not frames. ``reordered``: some frame is shown
+    before one decoded ahead of it (B-frames, mostly referenced by nothing: the decoder can skip them)."""
     import av
 
     with av.open(io.BytesIO(data)) as container:
@@ -168,9 +169,11 @@ def _index(data: bytes, max_frames: int | None = None) -> tuple[int, list[int] |
     if max_frames is not None and len(packets) > max_frames:
         raise MediaTooLargeError(f"video has more than {max_frames} frames, over the {max_frames}-frame limit")
     if any(t is None for t, _ in packets):
-        return len(packets), None, [], time_base
+        return len(packets), None, [], time_base, False
     keyframes = sorted(t for t, key in packets if key) if seekable else []
-    return len(packets), sorted(t for t, _ in packets), keyframes, time_base
+    decode_order = np.array([t for t, _ in packets], np.int64)
+    reordered = bool(len(decode_order) > 1 and (decode_order[1:] < np.maximum.accumulate(decode_order[:-1])).any())
+    return len(packets), sorted(decode_order.tolist()), keyframes, time_base, reordered
 
 
 def _packet_index(data: bytes) -> tuple[int, list[int] | None, list[int]]:
@@ -218,7 +221,8 @@ def _runs(targets: list[int], plan: list[int | None]) -> list[tuple[int | None, 
 
 
 def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts: list[int] | None,
-                    keyframes: list[int] | None = None, work: DecodeWork | None = None) -> tuple[SampledFrames, int]:
+                    keyframes: list[int] | None = None, work: DecodeWork | None = None,
+                    reordered: bool = False) -> tuple[SampledFrames, int]:
     """The sampled ``indices``' RGB frames and times (slot i: ``indices[i]``), and how many frames were decoded.
 
     With ``pts`` (display-order timestamps) frames are matched by timestamp, frames nothing references
@@ -238,7 +242,9 @@ def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts:
     with av.open(io.BytesIO(data), options={"max_pixels": str(config.max_pixels)}) as container:
         stream = main_video_stream(container)
         through = frames_decoded(targets, pts, plan) if pts is not None else (targets[-1] + 1 if targets else 0)
-        work.plan(through, stream.codec_context.width, stream.codec_context.height, "video")
+        # with timestamps, frames nothing references (B-frames: ``reordered``) are skipped unless sampled
+        work.plan(through, stream.codec_context.width, stream.codec_context.height, "video",
+                  skippable=pts is not None and reordered)
         # Frame threads keep per-packet skip decisions: FFmpeg copies skip_frame into the worker thread's
         # context as each packet is submitted (tests/pipeline/test_decode.py checks frames against decord's).
         threads = 1 if config.threads is None else config.threads
@@ -280,13 +286,13 @@ def _decode_video_pyav(data: bytes, mime: str, config: DecodeConfig, info: Video
     info = info or probe_video(data, config)
     work = work or DecodeWork(config)
     try:
-        packets, pts, keyframes, time_base = _index(data, config.max_frames)
+        packets, pts, keyframes, time_base, reordered = _index(data, config.max_frames)
         times = np.array(pts or [], np.float64) * float(time_base)
         frame_count = len(pts) if pts else (info.frame_count or packets)
         # the timestamps' span, before any frame decodes: a header may state no duration (a streamed Matroska)
         check_duration(_duration(times, frame_count, info.fps), config)
         indices = sample_times(times, config.num_frames) if pts else sample_indices(frame_count, config.num_frames)
-        sampled, decoded = _sampled_frames(data, config, indices, pts or None, keyframes, work)
+        sampled, decoded = _sampled_frames(data, config, indices, pts or None, keyframes, work, reordered)
         if pts and len(sampled) < len(indices):  # timestamps that do not match up: count frames instead
             sampled = None  # its frames go before the next pass allocates its own
             sampled, decoded = _sampled_frames(data, config, indices, None, work=work)

@@ -117,7 +117,7 @@ def test_frames_are_resampled_when_the_stream_holds_fewer_than_promised(monkeypa
 
     data = encode_video(frames=12, format="matroska")
     # no timestamps to match by, and a container that promises 20 frames: counted as they decode
-    monkeypatch.setattr(decode, "_index", lambda data, max_frames=None: (20, None, [], Fraction(1, 1000)))
+    monkeypatch.setattr(decode, "_index", lambda data, max_frames=None: (20, None, [], Fraction(1, 1000), False))
     media = decode._decode_video_pyav(data, "video/x-matroska", DecodeConfig(num_frames=4))
     assert media.frame_count == 12 and media.frame_indices.tolist() == [0, 4, 7, 11]
     assert np.abs(_brightness(media.frames) - np.array([0, 4, 7, 11]) * 23).max() < 6

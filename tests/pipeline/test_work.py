@@ -53,7 +53,8 @@ def test_the_server_applies_its_budget_and_a_scan_none():
 @pytest.mark.parametrize("backend", ["pyav", "decord"])
 def test_sparse_keyframes_are_refused_before_decoding(backend):
     """3,000 frames of one keyframe: every sample needs all the frames before it decoded. The budget at these
-    limit here is 2,400 frames of 320x240, so a normal stream of the same frames (a keyframe every 50) passes."""
+    limit here is 2,400 frames of 320x240 (no B-frames: the plan is what will decode), so a normal stream of the
+    same frames (a keyframe every 50: 863 frames to go through) passes."""
     if backend == "decord":
         pytest.importorskip("decord")
     config = SMALL.model_copy(update={"backend": backend})
@@ -93,3 +94,27 @@ def test_a_long_decode_ends_at_its_deadline():
     with pytest.raises(DeadlineExceededError):
         decode_bytes(data, SERVER, Deadline(0.3))
     assert time.perf_counter() - start < 1.5  # 1.8 s to the end on one core of the 2-core CI box
+
+
+def test_frames_the_decoder_skips_do_not_count_against_the_budget():
+    """x264's B-frames are skipped unless sampled: the plan counts them, the budget counts what is decoded. A clip
+    whose plan is 600 frames but that decodes about 340 passes a 400-frame budget; a 150-frame one stops it."""
+    import io
+
+    import av
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=30, options={"g": "250", "bf": "3", "preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        base = np.random.default_rng(0).integers(0, 255, (120, 160, 3), np.uint8)
+        for i in range(600):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.roll(base, 2 * i, axis=1), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data, frame = buffer.getvalue(), 160 * 120
+    assert decode_bytes(data, DecodeConfig(max_decoded_pixels=400 * frame)).frame_count == 600
+    with pytest.raises(MediaTooLargeError, match="decode limit of 2,880,000 pixels"):
+        decode_bytes(data, DecodeConfig(max_decoded_pixels=150 * frame))
