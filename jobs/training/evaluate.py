@@ -20,23 +20,16 @@ import numpy as np
 
 from jobs.training.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
 from jobs.training.fit import DEFAULT_TARGET_FPR, fit_card, record_summary
-from jobs.training.metrics import auc_interval, balanced_auc, binary_metrics, calibration, own_sources, tpr_at_fpr, video_scores
+from jobs.training.metrics import (NothingScoredError, auc_interval, balanced_auc, binary_metrics, calibration, own_sources,
+                                   tpr_at_fpr, video_scores)
 from jobs.training.report_md import markdown, reliability_plot
 from pipeline.aggregate import STRATEGIES
 from pipeline.card import read_card
 from pipeline.config import Settings
-from pipeline.errors import DeepfakeStreamError
 from pipeline.graph import ScoringPipeline, stage_specs
 from pipeline.scoring_key import scoring_key as pipeline_scoring_key, weights_digest
 
 log = logging.getLogger(__name__)
-
-
-class NothingScoredError(DeepfakeStreamError, ValueError):
-    """No object of the split has a face to score (every file unreadable or faceless, or the split is empty):
-    there is no report to make, and an empty one would read as a broken metric."""
-
-    code = "nothing_scored"
 
 
 def source_name(source: str | Path) -> str:

@@ -9,6 +9,14 @@ import numpy as np
 from sklearn import metrics as skm
 
 from pipeline.aggregate import effective_min_track, video_score
+from pipeline.errors import DeepfakeStreamError
+
+
+class NothingScoredError(DeepfakeStreamError, ValueError):
+    """No object of the split has a verdict (every file unreadable or faceless, the split empty, or no track long
+    enough for the minimum-track rule): there is no report to make, and an empty one would read as a broken metric."""
+
+    code = "nothing_scored"
 
 
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -160,4 +168,8 @@ def video_scores(records: list[dict], strategy: str, min_track_frames: int = 1) 
         labels.append(int(record["label"] == "FAKE"))
         scores.append(value)
         kept.append(record)
+    faced = sum(1 for r in records if r["face_scores"] and not r["error"])
+    if faced and not kept:  # evaluate says so first when no object has a face at all
+        raise NothingScoredError(f"none of the {faced} objects with faces has a person seen in {min_track_frames}+ sampled "
+                                 "frames (the minimum-track rule; --min-track-frames): no verdict to report or fit")
     return np.array(labels, int), np.array(scores, np.float64), kept

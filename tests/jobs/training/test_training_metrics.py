@@ -91,3 +91,15 @@ def test_auc_interval_brackets_the_auc_and_narrows_with_more_objects():
 
 def test_metrics_call_a_score_at_the_threshold_fake_as_label_for_does():
     assert binary_metrics(np.array([0, 1]), np.array([0.2, 0.5]), 0.5)["confusion"]["tp"] == 1
+
+
+def test_no_track_long_enough_for_the_minimum_is_a_coded_refusal_not_an_empty_metric():
+    from jobs.training.metrics import NothingScoredError, video_scores
+
+    glimpse = {"label": "REAL", "error": "", "frames_sampled": 32, "face_scores": [0.3] * 3, "face_track": [0, 0, 0]}
+    with pytest.raises(NothingScoredError, match="none of the 1 objects with faces") as caught:
+        video_scores([glimpse], "mean", 4)
+    assert caught.value.code == "nothing_scored"
+    labels, scores, kept = video_scores([glimpse], "mean", 3)  # long enough for a shorter minimum
+    assert labels.tolist() == [0] and kept == [glimpse]
+    assert video_scores([{**glimpse, "face_scores": [], "face_track": []}], "mean", 4)[0].size == 0  # no face: evaluate says
