@@ -138,8 +138,7 @@ def ensure_ray(options: ScanConfig) -> bool:
                 ray.init(num_cpus=options.num_cpus, num_gpus=options.num_gpus, include_dashboard=False, **common)
         finally:
             _put_back(ours)
-    except SystemExit as exc:  # Ray's handler ran: SIGTERM during start-up
-        _put_back(ours)
+    except SystemExit as exc:  # Ray's handler ran: SIGTERM during start-up (ours is back: the finally above)
         if exc.code != signal.SIGTERM or not callable(ours):
             raise
         try:
