@@ -123,6 +123,23 @@ def test_the_nightly_schedule_cannot_overlap_itself():
     assert "generateName" in rayjob["metadata"] and "name" not in rayjob["metadata"]  # a new RayJob per run
 
 
+def test_every_scan_head_gives_a_stopped_scan_time_to_commit():
+    """`ray job stop` (the CronJob's trap) and deleting a RayJob both SIGTERM the scan, then SIGKILL after
+    RAY_JOB_STOP_WAIT_TIME_S (Ray's default 3 s): it must outlast the scan's default --stop-timeout (25 s)."""
+    from jobs.scan.config import ScanConfig
+
+    stop_timeout = ScanConfig.model_fields["stop_timeout"].default
+    heads = {}
+    for file, doc in MANIFESTS:
+        spec = doc["spec"].get("rayClusterSpec", doc["spec"]) if doc["kind"] in ("RayJob", "RayCluster") else None
+        if spec and "scan" in file:
+            heads[file] = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert set(heads) == {"cluster/kuberay/rayjob-scan.yaml", "cluster/kuberay/raycluster-scan.yaml"}
+    for file, head in heads.items():
+        env = {e["name"]: e.get("value") for e in head.get("env", [])}
+        assert float(env.get("RAY_JOB_STOP_WAIT_TIME_S", 3)) > stop_timeout, file
+
+
 def test_the_kubernetes_strict_check_rejects_an_unknown_field():
     kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
     from kubernetes_validate.utils import latest_version
