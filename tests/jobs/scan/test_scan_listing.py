@@ -96,3 +96,16 @@ def test_a_folder_of_symlinks_lists_the_files_they_point_to(tmp_path, samples_di
     assert [Path(e["uri"]).name for e in entries] == ["a.jpg"]
     assert entries[0]["size"] == target.stat().st_size and entries[0]["mtime"] == pytest.approx(target.stat().st_mtime)
     assert list_objects(str(tmp_path / "media" / "a.jpg"), {})[0]["size"] == target.stat().st_size  # one linked file
+
+
+def test_docs_list_the_default_extensions_the_scan_keeps():
+    """docs/scan.md's list of what a scan keeps by default is MEDIA_EXTENSIONS, no more and no less."""
+    import re
+    from pathlib import Path
+
+    from pipeline.media import MEDIA_EXTENSIONS
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "scan.md").read_text()
+    listed = re.search(r"extension is a media type\n\(`([^`]+)`; `--ext` to change\)", text)
+    assert listed, "docs/scan.md no longer lists the default extensions where this test looks"
+    assert listed.group(1).split() == list(MEDIA_EXTENSIONS)
