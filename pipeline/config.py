@@ -2,9 +2,10 @@
 ``jobs/scan/config.py``) and the server's (``serve:``, ``serve/config.py``) kept with their code.
 
 Precedence (highest first): CLI flags (passed as overrides) > environment (``DFS_`` prefix, ``__`` for
-nesting, e.g. ``DFS_DECODE__NUM_FRAMES=16``) > a config file (YAML/JSON/TOML, ``--config`` or
-``DFS_CONFIG``) > the defaults below. A key that names no setting is an error naming the key and its
-source, never silently dropped.
+nesting, e.g. ``DFS_DECODE__NUM_FRAMES=16``; lists and mappings as JSON) > a config file (YAML/JSON/TOML by its
+extension, ``--config`` or ``DFS_CONFIG``) > the defaults below. ``load_settings`` merges the sources into one
+tree and validates it once, so rules across fields see the merged values. A key that names no setting is an
+error naming the key and its source, never silently dropped; a bad value's error names its source too.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, Mapping, get_origin
+from types import UnionType
+from typing import Any, Literal, Mapping, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.scan.config import ScanConfig
@@ -26,11 +29,11 @@ DEFAULT_ONNX_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".ca
 
 
 class DecodeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     num_frames: int = Field(32, ge=1, le=512, description="frames sampled evenly over the video")
     max_duration_s: float = Field(3600.0, gt=0, description="longer videos are refused")
-    max_pixels: int = Field(4096 * 4096, gt=0, description="frames larger than this are refused")
+    max_pixels: int = Field(4096 * 4096, gt=0, description="video frames and animations larger than this are refused; a photo up to 16x larger is scaled down to it (pipeline/images.py)")
     max_bytes: int = Field(4 * 1024**3, gt=0, description="larger objects are refused before reading")
     max_frames: int | None = Field(None, gt=0, description="videos with more frames are refused (from the header, else counted while demuxing); None = no limit")
     max_decoded_pixels: int | None = Field(
@@ -49,7 +52,7 @@ class DecodeConfig(BaseModel):
 
 
 class DetectConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     detect_max_side: int = Field(640, ge=64, description="frames are downscaled to this long side for MTCNN")
     batch_size: int = Field(16, ge=1, description="frames per MTCNN call")
@@ -70,7 +73,7 @@ class DetectConfig(BaseModel):
 
 
 class ClassifyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     checkpoint: Path = DEFAULT_CHECKPOINT
     batch_size: int = Field(32, ge=1)
@@ -84,13 +87,28 @@ class ClassifyConfig(BaseModel):
         "auto", description="classifier engine: onnx (ONNX Runtime, CPU only), torch, or auto (onnx on CPU when installed)")
     onnx_cache: Path | None = Field(
         DEFAULT_ONNX_CACHE, description="folder of exported ONNX graphs, keyed by a hash of the weights, so a new "
-                                        "process skips the ~3 s export; None = export every time")
+                                        "process skips the ~3 s export; None (also \"\" or \"none\", as the "
+                                        "environment can only say it) = export every time")
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _check_checkpoint(cls, value: Any) -> Any:
+        if str(value).strip() in ("", "."):  # Path("") is Path("."): the current directory, never a checkpoint
+            raise ValueError("classify.checkpoint must name a .safetensors file, not be blank")
+        return value
+
+    @field_validator("onnx_cache", mode="before")
+    @classmethod
+    def _no_cache(cls, value: Any) -> Any:
+        # blank would be Path("."): graphs dropped into the current directory
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
 
 class Settings(BaseSettings):
     """Everything the pipeline stages read."""
 
-    model_config = SettingsConfigDict(env_prefix="DFS_", env_nested_delimiter="__", extra="forbid")
+    # the environment here serves direct construction (``Settings()``, tests); ``load_settings`` reads it itself
+    model_config = SettingsConfigDict(env_prefix="DFS_", env_nested_delimiter="__", extra="forbid", allow_inf_nan=False)
 
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
     torch_threads: int = Field(0, ge=0, description="0 = leave torch's default")
@@ -108,20 +126,27 @@ class Settings(BaseSettings):
         raise ValueError(f"device must be cpu, cuda, cuda:N or auto, not {value!r}")
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
-    """The file's settings tree; ``ValueError`` (one line for the user) when it is not a mapping of settings."""
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+FORMATS = {".yaml": "YAML", ".yml": "YAML", ".json": "JSON", ".toml": "TOML"}  # by extension, any case
 
-        try:
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The file's settings tree; ``ValueError`` (one line naming the file) when it is not a mapping of settings."""
+    import yaml
+
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise ValueError(f"config file {path}: unknown format {path.suffix or '(no extension)'!r}; "
+                         f"name it {', '.join(FORMATS)}")
+    try:
+        text = path.read_text()
+        if kind == "YAML":
             values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:  # not a ValueError: callers catch one kind of bad file
-            raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
-    elif path.suffix == ".toml":
-        values = tomllib.loads(text)
-    else:
-        values = json.loads(text)
+        elif kind == "TOML":
+            values = tomllib.loads(text)
+        else:
+            values = json.loads(text)
+    except (ValueError, yaml.YAMLError) as exc:  # decode and parse errors; YAMLError is no ValueError
+        raise ValueError(f"config file {path} is not valid {kind}: {' '.join(str(exc).split())}") from exc
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold a mapping of settings (decode:, scan:, ...), "
                          f"not a {type(values).__name__}")
@@ -144,27 +169,95 @@ def _given(tree: dict[str, Any]) -> dict[str, Any]:
     return {k: _given(v) if isinstance(v, dict) else v for k, v in tree.items() if v is not None}
 
 
+def _nest(path: list[str], value: Any, into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``value`` at ``path`` (``["decode", "num_frames"]``) in the tree ``into`` (a new one by default)."""
+    tree = into if into is not None else {}
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+    return tree
+
+
+def _annotation_at(path: list[str]) -> Any:
+    """The type of the setting at a known ``path``; None below a free dict (its keys' values are text)."""
+    model: type[BaseModel] | None = Settings
+    annotation = None
+    for part in path:
+        if model is None:
+            return None
+        annotation = model.model_fields[part].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return annotation
+
+
+def _json_example(annotation: Any) -> str | None:
+    """How to write ``annotation`` in the environment when it must be JSON (lists, mappings, sections), else None."""
+    arms = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    for arm in arms:
+        kind = get_origin(arm) or arm
+        if isinstance(kind, type) and issubclass(kind, (list, tuple, set, frozenset)):
+            return """a JSON list, e.g. '["a", "b"]'"""
+        if isinstance(kind, type) and issubclass(kind, (dict, BaseModel)):
+            return """a JSON object, e.g. '{"key": "value"}'"""
+    return None
+
+
+def _environment_settings(environ: Mapping[str, str] = os.environ) -> list[tuple[dict[str, Any], str]]:
+    """One (tree, source) per ``DFS_*`` setting variable, sorted by name so ``DFS_SERVE__PORT`` lands over a whole
+    ``DFS_SERVE`` object. Values stay text for the settings to parse, but lists, mappings and sections are JSON."""
+    check_environment(environ)
+    trees = []
+    for name in sorted(environ):
+        if not name.upper().startswith("DFS_") or name.upper() in NOT_SETTINGS:
+            continue
+        path, value = name[4:].lower().split("__"), environ[name]
+        expected = _json_example(_annotation_at(path))
+        if expected:
+            try:
+                value = json.loads(value)
+            except ValueError as exc:  # the value itself is not quoted: it may hold credentials (storage_options)
+                raise ValueError(f"environment variable {name} must be {expected}: {exc}") from None
+        trees.append((_nest(path, value), f"environment variable {name}"))
+    return trees
+
+
+def _attributed(exc: ValidationError, sources: dict[tuple[str, ...], str]) -> ValidationError:
+    """``exc`` with each error's source (a file, a variable, the flags) added to its message: the sources of the
+    longest given prefix of its location, or of every value given below it (a rule across a section's fields)."""
+    errors = []
+    for error in exc.errors():
+        loc = tuple(map(str, error["loc"]))
+        where = next((sources[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in sources), None)
+        named = [where] if where else sorted({s for path, s in sources.items() if path[: len(loc)] == loc})
+        message = error["msg"] + (f" (from {', '.join(named)})" if named else "")
+        errors.append({"type": PydanticCustomError(error["type"], "{message}", {"message": message}),
+                       "loc": error["loc"], "input": error["input"]})
+    return ValidationError.from_exception_data(exc.title, errors)
+
+
 def load_settings(config_file: Path | str | None = None, *, overrides_from: str = "command-line flags",
                   tree: dict[str, Any] | None = None, **overrides: Any) -> Settings:
     """Build settings from file < environment < overrides: ``tree`` (nested, as in a file) and dotted keys like
-    ``decode.num_frames`` (None: not given). ``overrides_from`` names them in the error for an unknown key."""
+    ``decode.num_frames`` (None: not given). ``overrides_from`` names them in the error for an unknown key.
+    The sources are merged first and validated once."""
     config_file = config_file or os.environ.get("DFS_CONFIG")
     file_values = _read_config_file(Path(config_file)) if config_file else {}
     check_keys(file_values, f"config file {config_file}")
-    check_environment()
-    env_values = Settings().model_dump(exclude_unset=True)  # only what the environment set
     nested: dict[str, Any] = _given(tree or {})
     for dotted, value in overrides.items():
-        if value is None:
-            continue
-        node = nested
-        *parents, leaf = dotted.replace("__", ".").split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        if value is not None:
+            _nest(dotted.replace("__", ".").split("."), value, into=nested)
     check_keys(nested, overrides_from)
-    merged = _deep_merge(_deep_merge(file_values, env_values), nested)
-    return Settings.model_validate(merged)
+    merged: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}  # where each given value came from, for the errors
+    for values, source in [(file_values, f"config file {config_file}"), *_environment_settings(), (nested, overrides_from)]:
+        merged = _deep_merge(merged, values)
+        sources.update((tuple(path), source) for path in _leaf_paths(values))
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise _attributed(exc, sources) from None
 
 
 class UnknownSettingError(ValueError):

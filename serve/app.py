@@ -7,26 +7,61 @@ through the ingress::
     Api (FastAPI) → Decoder (DecodeStage, CPU) → Detector (DetectStage, @serve.batch) → Classifier (ScoreStage, @serve.batch)
 
 Here: ``build_app(settings)`` builds the application, ``app_builder(args)`` is the ``serve deploy`` entry point
-(``serve/config.yaml``) and ``run(settings)`` starts it locally (``deepfakestream serve``).
+(``serve/config.yaml``) and ``run(settings)`` starts it locally (``deepfakestream serve``); what stops it from
+starting is a ``ServeStartError`` with a code, one line for the command to print.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
+import socket
 import time
 from typing import Any
 
 from ray import serve
 
 from pipeline.config import Settings, load_settings
+from pipeline.errors import DeepfakeStreamError, one_line
 from serve.deployments import Classifier, Decoder, Detector
 from serve.ingress import Api
 
 log = logging.getLogger(__name__)
 
 HEALTH_ROOM = 2  # places on each model replica kept for the ready() calls of /v1/health
+
+
+class ServeStartError(DeepfakeStreamError):
+    """``deepfakestream serve`` could not start: the address cannot be listened on, or the deploy failed."""
+
+    code = "serve_start_failed"
+
+
+class PortInUseError(ServeStartError):
+    """Another process listens on serve.host:serve.port."""
+
+    code = "port_in_use"
+
+
+class RayStartError(ServeStartError):
+    """The local Ray instance would not start."""
+
+    code = "ray_start_failed"
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind ``host:port`` as Serve's proxy will (same family, no SO_REUSEADDR) and let it go: a taken port is one
+    line before Ray starts, not the proxy's trace after. Another process may still take it in between."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(f"port {port} on {host} is in use; stop what listens there or choose "
+                                     "another (--port, serve.port)") from None
+            raise ServeStartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _cluster_has_gpu() -> bool:
@@ -100,11 +135,17 @@ def run(settings: Settings) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started_ray = not ray.is_initialized()
     if started_ray:
+        check_port(settings.serve.host, settings.serve.port)
         extra = {"_metrics_export_port": settings.serve.metrics_port} if settings.serve.metrics_port else {}
-        # "local": a new instance even where `ray start` left a cluster on this machine or RAY_ADDRESS names one
-        # (plain ray.init() joins those), so that stopping takes down nobody else's Serve applications
-        ray.init(address="local", include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}, **extra)
+        try:
+            # "local": a new instance even where `ray start` left a cluster on this machine or RAY_ADDRESS names one
+            # (plain ray.init() joins those), so that stopping takes down nobody else's Serve applications
+            ray.init(address="local", include_dashboard=False, log_to_driver=True,
+                     runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}, **extra)
+        except Exception as exc:  # noqa: BLE001 - whatever Ray raises: one line, the trace in the debug log
+            log.debug("ray.init failed", exc_info=True)
+            ray.shutdown()  # whatever it had started
+            raise RayStartError(f"could not start Ray: {one_line(exc)}") from exc
     elif settings.serve.metrics_port:
         log.warning("serve.metrics_port is ignored: Ray is already running and exports metrics on its own port")
 
@@ -113,8 +154,13 @@ def run(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, _stop)  # after ray.init, which installs its own handler
     try:
-        deploy(settings)
-        url = f"http://{settings.serve.host}:{settings.serve.port}{settings.serve.route_prefix.rstrip('/')}"
+        try:
+            deploy(settings)
+        except Exception as exc:  # noqa: BLE001 - the proxy's bind, a replica that fails to build: one line
+            log.debug("deploying the app failed", exc_info=True)
+            raise ServeStartError(f"could not deploy the app: {one_line(exc)}") from exc
+        host = f"[{settings.serve.host}]" if ":" in settings.serve.host else settings.serve.host
+        url = f"http://{host}:{settings.serve.port}{settings.serve.route_prefix.rstrip('/')}"
         print(f"DeepfakeStream API on {url}  (docs: {url}/docs; Ctrl-C stops)", flush=True)
         while True:
             time.sleep(3600)
@@ -139,4 +185,5 @@ def stop(settings: Settings, started_ray: bool) -> None:
         log.warning("could not delete the Serve application %r: %s", settings.serve.app_name, exc)
 
 
-__all__ = ["app_builder", "build_app", "deploy", "run", "stop"]
+__all__ = ["PortInUseError", "RayStartError", "ServeStartError", "app_builder", "build_app", "check_port", "deploy",
+           "run", "stop"]

@@ -4,9 +4,14 @@ settings can be composed without loading the server."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DAY_S = 24 * 3600  # the cap on the server's waits: longer is a typo, and inf would overflow the timers
+HOSTNAME = re.compile(r"(?!-)[\w-]{1,63}(?<!-)(\.(?!-)[\w-]{1,63}(?<!-))*\.?", re.ASCII)  # RFC 1123, and "_" as Docker names have
 
 
 class ServeConfig(BaseModel):
@@ -15,16 +20,19 @@ class ServeConfig(BaseModel):
     Media limits here are applied on top of ``decode.*``: the server uses the stricter of the two.
     """
 
-    model_config = ConfigDict(extra="forbid")  # a typo in a RayService's settings fails, it is not dropped
+    # a typo in a RayService's settings fails, it is not dropped; inf/nan are never a limit or a wait
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    host: str = Field("127.0.0.1", description="address `deepfakestream serve` listens on")
+    host: str = Field("127.0.0.1", min_length=1, max_length=253,
+                      description="address `deepfakestream serve` listens on: an IP address or a host name")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port of `deepfakestream serve`")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Prometheus /metrics port of the local Ray `deepfakestream serve` starts (the PodMonitor scrapes 8080); None = Ray picks one")
     # deepfakestream serve only: under `serve deploy`/KubeRay the config file's applications[] name and route them
     app_name: str = Field("deepfakestream", min_length=1, description="Serve application name (`deepfakestream serve`)")
-    route_prefix: str = Field("/", pattern=r"^/", description="URL prefix of the API (`deepfakestream serve`)")
+    route_prefix: str = Field("/", description="URL prefix of the API (`deepfakestream serve`): Ray's rules, `/` or "
+                              "`/path` without a trailing `/`, `{` or `}`")
     max_upload_bytes: int = Field(100 * 1024**2, gt=0, description="larger uploads/objects get 413")
-    max_pixels: int = Field(3840 * 2160, gt=0, description="larger images/video frames get 413")
+    max_pixels: int = Field(3840 * 2160, gt=0, description="larger video frames/animations get 413; a photo up to 16x larger is scaled down to it")
     max_duration_s: float = Field(600.0, gt=0, description="longer videos get 413")
     max_frames: int = Field(36_000, gt=0, description="videos with more frames get 413")
     max_decoded_pixels: int = Field(
@@ -35,7 +43,7 @@ class ServeConfig(BaseModel):
         description="object-store prefixes `{\"uri\": ...}` may read, e.g. s3://bucket/uploads/; empty = none",
     )
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for allowed URIs")
-    request_timeout_s: float = Field(60.0, gt=0, description="per-request deadline; past it the API answers 504")
+    request_timeout_s: float = Field(60.0, gt=0, le=DAY_S, description="per-request deadline; past it the API answers 504")
     ingress_replicas: int = Field(1, ge=1)
     decode_max_ongoing_requests: int = Field(
         8, ge=1, description="decodes at once per decoder replica (its Ray max_ongoing_requests and its thread "
@@ -52,11 +60,11 @@ class ServeConfig(BaseModel):
     )
     torch_threads: int = Field(0, ge=0, description="torch threads per model replica; 0 = all cores of the node")
     detect_max_batch_size: int = Field(4, ge=1, description="requests per MTCNN batch (@serve.batch)")
-    detect_batch_wait_s: float = Field(0.01, ge=0)
+    detect_batch_wait_s: float = Field(0.01, ge=0, le=60)
     classify_max_batch_size: int = Field(16, ge=1, description="requests whose crops go through the network together")
-    classify_batch_wait_s: float = Field(0.01, ge=0)
+    classify_batch_wait_s: float = Field(0.01, ge=0, le=60)
     body_timeout_s: float = Field(
-        30.0, gt=0, description="time to receive a whole request body; slower clients get 408 and free their place")
+        30.0, gt=0, le=DAY_S, description="time to receive a whole request body; slower clients get 408 and free their place")
     spool_memory_bytes: int = Field(
         1024**2, gt=0, description="an upload is held in memory up to this size, then spooled to a temporary file")
     max_inflight: int = Field(
@@ -66,11 +74,30 @@ class ServeConfig(BaseModel):
     max_queued: int = Field(
         4, ge=0, description="POST /v1/score requests being received or waiting for the graph, per ingress replica; "
         "past max_inflight + max_queued a request gets 503 with Retry-After at once")
-    retry_after_s: int = Field(5, ge=1, description="Retry-After (s) sent with that 503")
+    retry_after_s: int = Field(5, ge=1, le=DAY_S, description="Retry-After (s) sent with that 503")
     max_ongoing_requests: int = Field(
         64, ge=2, description="Ray's limit of concurrent requests per ingress replica (all routes); must exceed "
         "max_inflight + max_queued so /v1/health always has room")
     explain_max_faces: int = Field(32, ge=0, description="Grad-CAM heat maps per request (explain=true)")
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, host: str) -> str:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not HOSTNAME.fullmatch(host):
+                raise ValueError(f"serve.host must be an IP address or a host name, not {host!r}") from None
+        return host
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _check_route_prefix(cls, prefix: str) -> str:
+        # Ray's own rules (ray.serve._private.utils.validate_route_prefix), checked before Ray starts
+        if not prefix.startswith("/") or (prefix != "/" and prefix.endswith("/")) or "{" in prefix or "}" in prefix:
+            raise ValueError(f"serve.route_prefix must be '/' or start with '/' and end without one, with no '{{' or "
+                             f"'}}' (Ray's rules), not {prefix!r}")
+        return prefix
 
     @field_validator("allowed_uri_prefixes")
     @classmethod

@@ -7,6 +7,8 @@ The ingress never looks inside the media: the decoder sniffs the type and reads 
 
 # No `from __future__ import annotations`: FastAPI must resolve the route signatures of the Serve ingress class.
 import asyncio
+import functools
+import inspect
 import logging
 import time
 from collections import Counter
@@ -14,6 +16,7 @@ from typing import Any
 
 import ray
 from fastapi import FastAPI, Query, Request
+from fastapi.params import Query as QueryParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from ray import serve
@@ -25,8 +28,8 @@ from serve.admission import Admission, Overloaded
 from serve.deployments import replica_settings
 from serve.guard import UriNotAllowedError, check_uri, server_decode_config
 from pipeline.heap import pin_mmap_threshold, release_heap
-from serve.problems import (INTERNAL, Problem, ProblemError, add_problem_handlers, invalid, overloaded, problem_for,
-                            problem_responses)
+from serve.problems import (INTERNAL, UNKNOWN_QUERY_PARAMETER, URI_NOT_ALLOWED, Problem, ProblemError,
+                            add_problem_handlers, invalid, overloaded, problem_for, problem_responses)
 from serve.upload import Upload, body_deadline, read_small_body, receive_upload
 
 log = logging.getLogger("deepfakestream.serve")
@@ -106,6 +109,21 @@ def _register_schemas(app: FastAPI) -> None:
 _register_schemas(api)
 
 
+def query_names(route) -> frozenset[str]:
+    """The query parameters ``route`` declares (its ``Query(...)`` arguments)."""
+    return frozenset(name for name, param in inspect.signature(route).parameters.items()
+                     if isinstance(param.default, QueryParam))
+
+
+def check_query(request: Request, accepted: frozenset[str]) -> None:
+    """400 for a query key the route does not take: FastAPI ignores them, so ``?threshold=0.1`` would be scored at
+    the server's threshold, and a JSON body's unknown keys are refused already."""
+    unknown = sorted(set(request.query_params) - accepted)
+    if unknown:
+        detail = f"unknown query parameter(s) {', '.join(map(repr, unknown))}; this route takes {', '.join(sorted(accepted))}"
+        raise ProblemError(400, detail[:1000], error_code=UNKNOWN_QUERY_PARAMETER)
+
+
 async def put_upload(upload: Upload | None) -> ray.ObjectRef | None:
     """The upload into the object store, read from its spool once; the decoder gets it by reference."""
     if upload is None:
@@ -155,6 +173,7 @@ class Api:
         start = time.perf_counter()
         outcome = "internal_error"
         try:
+            check_query(request, self.score_query)
             async with self.admission.place():  # before the body: a full server answers at once
                 uri, upload = await self._parse(request)
                 try:
@@ -219,6 +238,11 @@ class Api:
             raise ProblemError(503, info or "no model loaded")
         return JSONResponse(card)
 
+    @functools.cached_property
+    def score_query(self) -> frozenset[str]:
+        """What ``POST /v1/score`` takes in its query (explain, timeout_s): any other key is refused."""
+        return query_names(type(self).score)
+
     def stats(self) -> dict[str, int]:
         """Admission counters of this replica (tests and bench/serve_load.py read them through a handle)."""
         return self.admission.stats()
@@ -258,7 +282,7 @@ class Api:
             try:
                 return check_uri(parsed.uri, self.config.allowed_uri_prefixes), None
             except UriNotAllowedError as exc:
-                raise ProblemError(403, str(exc)) from None
+                raise ProblemError(403, str(exc), error_code=URI_NOT_ALLOWED) from None
         raise ProblemError(415, "send multipart/form-data with a 'file' field, or application/json with a 'uri'")
 
     async def _run_graph(self, uri: str, data: ray.ObjectRef | None, explain: bool = False,

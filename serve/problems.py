@@ -1,7 +1,9 @@
 """Errors as RFC 9457 problem details, and the one map from a pipeline error code to an HTTP status.
 
 Statuses come from the stable codes of ``pipeline.errors`` (carried in the batch's ``error_code``
-column), never from message text: rewording a message cannot change an API status.
+column), never from message text: rewording a message cannot change an API status. The problem's ``code``
+names the status's reason; the finer stable code behind it (``media_empty``, ``no_video_stream``,
+``access_denied``, ``uri_not_allowed``, ...) goes with it as ``error_code`` where there is one.
 """
 
 # No `from __future__ import annotations`: FastAPI reads these signatures at runtime.
@@ -11,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline import errors
@@ -36,6 +38,10 @@ PROBLEMS: dict[int, tuple[str, str]] = {
     503: ("unavailable", "Model not available"),
     504: ("timeout", "Request timed out"),
 }
+
+# error codes of the ingress's own refusals (the pipeline's are in pipeline.errors)
+URI_NOT_ALLOWED = "uri_not_allowed"  # 403: the URI is outside the allow-list, or malformed
+UNKNOWN_QUERY_PARAMETER = "unknown_query_parameter"  # 400: a query key the route does not take
 
 # a status answered for more than one reason: the other reasons' code and title
 OVERLOADED = ("overloaded", "Server busy")  # 503 from admission control, with Retry-After
@@ -84,16 +90,19 @@ class Problem(BaseModel):
     status: int
     detail: str
     code: str
+    error_code: str | None = Field(None, description="the finer stable reason behind `code` (the pipeline's error "
+                                                     "code, e.g. media_empty, no_video_stream); absent when none")
 
 
 class ProblemError(Exception):
     def __init__(self, status: int, detail: str, *, reason: tuple[str, str] | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, error_code: str | None = None):
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.reason = reason or PROBLEMS.get(status, ("error", "Error"))  # (code, title)
         self.headers = headers
+        self.error_code = error_code
 
     @property
     def code(self) -> str:
@@ -101,8 +110,9 @@ class ProblemError(Exception):
 
     def response(self) -> JSONResponse:
         code, title = self.reason
-        body = Problem(title=title, status=self.status, detail=self.detail, code=code)
-        return JSONResponse(body.model_dump(), status_code=self.status, media_type=PROBLEM_JSON, headers=self.headers)
+        body = Problem(title=title, status=self.status, detail=self.detail, code=code, error_code=self.error_code)
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=self.status, media_type=PROBLEM_JSON,
+                            headers=self.headers)
 
 
 def overloaded(retry_after_s: int, detail: str = "the server is at capacity; retry later") -> ProblemError:
@@ -115,8 +125,8 @@ def problem_for(code: str, detail: str, retry_after_s: int) -> ProblemError:
     status = status_for(code)
     if code == errors.OUT_OF_MEMORY:
         return ProblemError(status, "the server ran out of memory on this object; retry later", reason=OUT_OF_MEMORY,
-                            headers={"Retry-After": str(retry_after_s)})
-    return ProblemError(status, public_detail(status, detail))
+                            headers={"Retry-After": str(retry_after_s)}, error_code=code)
+    return ProblemError(status, public_detail(status, detail), error_code=code)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -144,7 +154,7 @@ def add_problem_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         code, title = PROBLEMS.get(exc.status_code, ("http_error", detail))
         body = Problem(title=title, status=exc.status_code, detail=detail, code=code)
-        return JSONResponse(body.model_dump(), status_code=exc.status_code, media_type=PROBLEM_JSON,
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=exc.status_code, media_type=PROBLEM_JSON,
                             headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)

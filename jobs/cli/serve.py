@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
-from jobs.cli.common import CheckpointOpt, ConfigOpt, DeviceOpt, FramesOpt, settings_from_cli
+from jobs.cli.common import CheckpointOpt, ConfigOpt, DeviceOpt, FramesOpt, console, settings_from_cli
 from jobs.cli.logs import setup_logging
 from serve.config import ServeConfig
 
@@ -26,9 +27,13 @@ def serve_command(
     setup_logging(verbose)
     settings = settings_from_cli(config, device=device, **{"serve.host": host, "serve.port": port, "serve.metrics_port": metrics_port,
                                  "classify.checkpoint": checkpoint, "decode.num_frames": frames})
-    from serve.app import run  # Ray is imported only for this command
+    from serve.app import ServeStartError, run  # Ray is imported only for this command
 
-    run(settings)
+    try:
+        run(settings)
+    except ServeStartError as exc:  # port in use, Ray or the deploy failed: `code: message`, exit 2 (-v: the trace)
+        console.print(f"[red]{exc.code}:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
 
 
 def register(app: typer.Typer) -> None:

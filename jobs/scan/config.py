@@ -6,17 +6,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.media import MEDIA_EXTENSIONS
 
 DEFAULT_OUTPUT = "./scan-output"
+DAY_S = 24 * 3600  # the cap on the scan's waits: longer is a typo, and inf would overflow the timers
 
 
 class ScanConfig(BaseModel):
     """What to scan, where to, and how the Ray job runs (None = sized from the cluster)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     source: str | None = Field(None, description="what to scan (the command's argument): s3://bucket/prefix, a folder, a file")
     output: str = Field(DEFAULT_OUTPUT, description="where the Parquet tables go (fsspec URI or folder)")
@@ -59,11 +60,11 @@ class ScanConfig(BaseModel):
     max_failed_batches: int = Field(16, ge=0)
     lost_retries: int = Field(1, ge=0)
     commit_every: int = Field(256, ge=1)
-    commit_seconds: float = Field(60.0, ge=0.1)
+    commit_seconds: float = Field(60.0, ge=0.1, le=DAY_S)
     # operations: alerting, one scan per output, bounded stop
     max_error_rate: float = Field(0.5, ge=0, le=1)
-    lease_seconds: float = Field(120.0, ge=1)
-    stop_timeout: float = Field(25.0, ge=1)
+    lease_seconds: float = Field(120.0, ge=1, le=DAY_S)
+    stop_timeout: float = Field(25.0, ge=1, le=DAY_S)
     # evidence for the report: JPEGs of each object's top-scoring faces in faces.thumb_jpeg
     thumbnails: int = Field(3, ge=0, le=32, description="face thumbnails kept per object (0 = off)")
     thumbnail_px: int = Field(64, ge=16, le=256, description="long side of a face thumbnail, pixels")
@@ -71,6 +72,13 @@ class ScanConfig(BaseModel):
     progress: bool = True
     ray_progress: bool = False
     verbose: bool = False
+
+    @field_validator("source", "output")
+    @classmethod
+    def _not_blank(cls, value: str | None, info) -> str | None:
+        if value is not None and not value.strip():  # "" would mean the current directory
+            raise ValueError(f"scan.{info.field_name} must name a folder or a URI, not be blank")
+        return value
 
     def storage_options(self, uri: str) -> dict:
         """fsspec options for ``uri`` (the source or the output) from these settings' endpoint, anon and profile."""

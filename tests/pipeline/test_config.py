@@ -102,3 +102,98 @@ def test_a_null_in_a_settings_tree_means_not_given(clean_env):
     settings = load_settings(tree={"serve": {"gpus": None, "storage_options": {}}, "decode": {"num_frames": None}})
     assert settings.serve.gpus == 0.5 and settings.decode.num_frames == 32
     assert load_settings(tree={"decode": {"num_frames": 8}}).decode.num_frames == 8
+
+
+def test_sources_are_merged_before_the_rules_across_fields(clean_env):
+    """The environment's max_inflight and the tree's max_ongoing_requests are judged together, not the
+    environment's alone against the default (which said 64 must exceed 104)."""
+    clean_env.setenv("DFS_SERVE__MAX_INFLIGHT", "100")
+    serve = load_settings(tree={"serve": {"max_ongoing_requests": 200}}).serve
+    assert (serve.max_inflight, serve.max_ongoing_requests) == (100, 200)
+
+
+def test_a_bad_value_names_where_it_came_from(clean_env, tmp_path):
+    from pydantic import ValidationError
+
+    clean_env.setenv("DFS_SCAN__PLAN", "both")
+    with pytest.raises(ValidationError, match=r"scan.plan\n.*\(from environment variable DFS_SCAN__PLAN\)"):
+        load_settings()
+    clean_env.delenv("DFS_SCAN__PLAN")
+    config = tmp_path / "settings.yaml"
+    config.write_text("decode:\n  num_frames: 0\n")
+    with pytest.raises(ValidationError, match=rf"\(from config file {config}\)"):
+        load_settings(config)
+    with pytest.raises(ValidationError, match=r"\(from command-line flags\)"):
+        load_settings(config, **{"decode.num_frames": 0})  # the flag's value, the one in force
+    clean_env.setenv("DFS_SERVE__MAX_INFLIGHT", "100")  # a rule across fields names every source of the section
+    with pytest.raises(ValidationError, match=r"\(104\).*\(from environment variable DFS_SERVE__MAX_INFLIGHT\)"):
+        load_settings()
+
+
+def test_a_list_in_the_environment_must_be_json_and_says_so(clean_env):
+    clean_env.setenv("DFS_SCAN__EXTENSIONS", ".mp4")
+    with pytest.raises(ValueError, match=r"^environment variable DFS_SCAN__EXTENSIONS must be a JSON list"):
+        load_settings()
+    clean_env.setenv("DFS_SCAN__EXTENSIONS", '[".mp4"]')
+    assert load_settings().scan.extensions == (".mp4",)
+    clean_env.setenv("DFS_SERVE", '{"port": 9000, "max_queued": 1}')  # a whole section as JSON, a key over it
+    clean_env.setenv("DFS_SERVE__PORT", "9001")
+    assert (load_settings().serve.port, load_settings().serve.max_queued) == (9001, 1)
+
+
+@pytest.mark.parametrize("name, text", [("upper.YAML", "decode:\n  num_frames: 5\n"), ("upper.Json", '{"decode": {"num_frames": 5}}'),
+                                        ("upper.TOML", "[decode]\nnum_frames = 5\n")])
+def test_the_format_is_told_by_the_extension_in_any_case(clean_env, tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    assert load_settings(tmp_path / name).decode.num_frames == 5
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("settings.cfg", "decode:\n  num_frames: 5\n", "unknown format '.cfg'; name it .yaml, .yml, .json, .toml"),
+    ("settings", "{}", "unknown format '(no extension)'"),
+    ("settings.toml", "[decode\n", "is not valid TOML: "),
+    ("settings.json", "", "is not valid JSON: Expecting value"),
+    ("settings.yaml", "decode: [num_frames: 4\n", "is not valid YAML: "),
+])
+def test_an_unreadable_config_file_is_named_in_its_error(clean_env, tmp_path, name, text, message):
+    config = tmp_path / name
+    config.write_text(text)
+    with pytest.raises(ValueError) as caught:
+        load_settings(config)
+    assert str(caught.value).startswith(f"config file {config}") and message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_config_file_that_is_not_text_is_named_in_its_error(clean_env, tmp_path):
+    config = tmp_path / "settings.yaml"
+    config.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ValueError, match=f"^config file {config} is not valid YAML: 'utf-8' codec"):
+        load_settings(config)
+
+
+@pytest.mark.parametrize("blank", ["", " ", "."])
+def test_a_blank_checkpoint_is_refused_not_the_current_directory(clean_env, blank):
+    from pydantic import ValidationError
+
+    clean_env.setenv("DFS_CLASSIFY__CHECKPOINT", blank)
+    with pytest.raises(ValidationError, match="classify.checkpoint must name a .safetensors file"):
+        load_settings()
+
+
+@pytest.mark.parametrize("value", ["", "none", "None"])
+def test_a_blank_onnx_cache_means_no_cache_not_the_current_directory(clean_env, value):
+    clean_env.setenv("DFS_CLASSIFY__ONNX_CACHE", value)
+    assert load_settings().classify.onnx_cache is None
+    clean_env.setenv("DFS_CLASSIFY__ONNX_CACHE", "/tmp/graphs")
+    assert str(load_settings().classify.onnx_cache) == "/tmp/graphs"
+
+
+@pytest.mark.parametrize("key", ["decode.max_duration_s", "serve.gpus", "serve.request_timeout_s", "scan.lease_seconds"])
+def test_infinity_is_refused(clean_env, key):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=key.split(".")[1]):
+        load_settings(**{key: float("inf")})
+    clean_env.setenv(f"DFS_{key.replace('.', '__').upper()}", "inf")
+    with pytest.raises(ValidationError, match=key.split(".")[1]):
+        load_settings()

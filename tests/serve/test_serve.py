@@ -212,12 +212,30 @@ def test_bad_uploads_get_problem_details(server, samples_dir):
         ("text file named .jpg", b"hello, I am not a picture\n" * 10, 415),
         ("pdf named .mp4", b"%PDF-1.7\n" + b"0" * 600, 415),
         ("oversized", jpeg + b"\0" * 400_000, 413),
-        ("decompression bomb", _png(2000, 2000), 413),  # 4 MP over the 1920x1080 limit, ~20 KB file
+        ("decompression bomb", _png(6000, 6000), 413),  # 36 MP, over 16 times the 1920x1080 limit, ~110 KB file
         ("too long video", (samples_dir / "astronaut_zoom.mp4").read_bytes(), 413),
     ]
     for label, data, status in cases:
         body = _assert_problem(_upload(server, data, name="upload.jpg"), status)
         assert body["code"], label
+
+
+def test_problems_carry_the_pipeline_error_code(server):
+    """The problem's code is the status's reason; the pipeline's finer stable code goes with it."""
+    body = _assert_problem(_upload(server, b"", name="upload.jpg"), 400)
+    assert (body["code"], body["error_code"]) == ("bad_request", "media_empty")
+    body = _assert_problem(_upload(server, b"hello, I am not a picture\n" * 10, name="upload.jpg"), 415)
+    assert (body["code"], body["error_code"]) == ("unsupported_media", "unsupported_media")
+
+
+def test_unknown_query_parameters_are_refused(server, samples_dir):
+    """FastAPI ignores them: ?threshold=0.1 was scored at the server's threshold with a 200."""
+    body = _assert_problem(_upload(server, samples_dir / "astronaut.jpg", frames=3, threshold=0.1), 400)
+    assert (body["code"], body["error_code"]) == ("bad_request", "unknown_query_parameter")
+    assert body["detail"] == "unknown query parameter(s) 'frames', 'threshold'; this route takes explain, timeout_s"
+    response = server.post("/v1/score", params={"explain": "false", "threshold": "0.1"}, json={"uri": f"s3://{BUCKET}/allowed/a.jpg"})
+    assert _assert_problem(response, 400)["error_code"] == "unknown_query_parameter"
+    assert "error_code" not in _assert_problem(server.get("/v1/nothing-here"), 404)  # no finer code: no field
 
 
 def test_malformed_requests_get_problem_details(server):
@@ -235,7 +253,8 @@ def test_malformed_requests_get_problem_details(server):
     f"s3://{BUCKET}/allowed/../private/a.jpg", f"s3://{BUCKET}/allowed/a.jpg::file:///etc/passwd",
 ])
 def test_disallowed_uri_is_refused(server, uri):
-    _assert_problem(server.post("/v1/score", json={"uri": uri}), 403)
+    body = _assert_problem(server.post("/v1/score", json={"uri": uri}), 403)
+    assert (body["code"], body["error_code"]) == ("forbidden", "uri_not_allowed")  # told apart from access_denied
 
 
 def test_uri_read_from_local_s3(server, reference, s3_server, samples_dir):

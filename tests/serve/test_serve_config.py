@@ -69,3 +69,49 @@ def test_serve_with_a_bad_allowed_prefix_says_so_in_one_line_and_starts_nothing(
                           text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "invalid configuration" in proc.stderr and prefix in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("host", ["", " ", "http://x", "a b", "-a", "a..b", "1.2.3.4:80", "[::1]"])
+def test_a_host_that_is_neither_an_address_nor_a_name_is_refused(host):
+    """A blank host made Ray listen on every interface (and print http://:PORT)."""
+    with pytest.raises(ValidationError, match="host"):
+        ServeConfig(host=host)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "::", "localhost", "api.example.com", "my_service"])
+def test_addresses_and_host_names_are_accepted(host):
+    assert ServeConfig(host=host).host == host
+
+
+@pytest.mark.parametrize("prefix", ["api", "/api/", "/a/{id}", "/a}"])
+def test_a_route_prefix_ray_would_refuse_fails_the_settings(prefix):
+    with pytest.raises(ValidationError, match="route_prefix must be '/' or start with '/'"):
+        ServeConfig(route_prefix=prefix)
+    assert ServeConfig(route_prefix="/api/v1").route_prefix == "/api/v1"
+
+
+@pytest.mark.parametrize("key", ["request_timeout_s", "body_timeout_s", "detect_batch_wait_s",
+                                 "max_duration_s", "ingress_cpus", "gpus"])
+def test_waits_and_limits_are_finite(key):
+    with pytest.raises(ValidationError, match=key):
+        ServeConfig(**{key: float("inf")})
+    with pytest.raises(ValidationError, match=key):
+        ServeConfig(**{key: float("nan")})
+
+
+@pytest.mark.parametrize("key, cap", [("request_timeout_s", 86400), ("body_timeout_s", 86400), ("retry_after_s", 86400),
+                                      ("detect_batch_wait_s", 60), ("classify_batch_wait_s", 60)])
+def test_waits_have_a_cap(key, cap):
+    assert getattr(ServeConfig(**{key: cap}), key) == cap
+    with pytest.raises(ValidationError, match=key):
+        ServeConfig(**{key: cap + 1})
+
+
+@pytest.mark.parametrize("args, env", [(["--host", ""], {}), ([], {"DFS_SERVE__HOST": ""}),
+                                       ([], {"DFS_SERVE__ROUTE_PREFIX": "/api/"})])
+def test_serve_with_a_blank_host_or_a_bad_route_prefix_exits_2_before_ray(args, env):
+    env = {**os.environ, **env, "RAY_ADDRESS": "127.0.0.1:1"}
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "serve", "--port", "18123", *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "invalid configuration" in proc.stderr
+    assert ("serve.host" in proc.stderr or "route_prefix" in proc.stderr) and "Traceback" not in proc.stderr

@@ -43,3 +43,67 @@ def test_serve_in_a_process_whose_ray_it_did_not_start_deletes_only_its_own_app(
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
     app.run(load_settings(**{"serve.app_name": "mine"}))
     assert calls == [("deploy",), ("serve.delete", "mine")]  # no serve.shutdown: other apps keep running
+
+
+@pytest.fixture
+def listening():
+    """A port another process listens on (here: this one)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_a_port_in_use_is_refused_before_ray_starts(monkeypatch, calls, listening):
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(app.PortInUseError, match=f"port {listening} on 127.0.0.1 is in use") as caught:
+        app.run(load_settings(**{"serve.port": listening}))
+    assert caught.value.code == "port_in_use" and calls == []  # no Ray started, nothing to stop
+
+
+def test_an_address_that_cannot_be_listened_on_is_refused_before_ray_starts(monkeypatch, calls):
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(app.ServeStartError, match="cannot listen on 192.0.2.1:") as caught:  # TEST-NET: not ours
+        app.run(load_settings(**{"serve.host": "192.0.2.1"}))
+    assert caught.value.code == "serve_start_failed" and calls == []
+
+
+def test_ray_that_will_not_start_is_one_line_and_nothing_is_left_running(monkeypatch, calls):
+    def failing_init(**kwargs):
+        calls.append(("ray.init", kwargs))
+        raise RuntimeError("the GCS did not start\nand pages of its log")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", failing_init)
+    with pytest.raises(app.RayStartError) as caught:
+        app.run(load_settings())
+    assert str(caught.value) == "could not start Ray: RuntimeError: the GCS did not start"
+    assert caught.value.code == "ray_start_failed" and [c[0] for c in calls] == ["ray.init", "ray.shutdown"]
+
+
+def test_a_failed_deploy_is_one_line_and_stops_what_run_started(monkeypatch, calls):
+    def deploy(settings):
+        calls.append(("deploy",))
+        raise RuntimeError("Failed to bind to address '127.0.0.1:8000'.\n  File ...")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(app, "deploy", deploy)
+    with pytest.raises(app.ServeStartError) as caught:
+        app.run(load_settings())
+    assert str(caught.value) == "could not deploy the app: RuntimeError: Failed to bind to address '127.0.0.1:8000'."
+    assert [c[0] for c in calls] == ["ray.init", "deploy", "serve.shutdown", "ray.shutdown"]
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line_and_exits_2(listening):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1"}  # Ray must not even be tried
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "serve", "--port", str(listening)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"port_in_use: port {listening} on 127.0.0.1 is in use; stop what listens there or " \
+                                  "choose another (--port, serve.port)"

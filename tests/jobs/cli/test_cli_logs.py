@@ -1,0 +1,36 @@
+"""Logging set-up (jobs/cli/logs.py): DFS_LOG_LEVEL takes the named levels in any case, and nothing else."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jobs.cli.logs import log_level
+
+
+@pytest.mark.parametrize("name, level", [("debug", logging.DEBUG), ("Info", logging.INFO), ("WARNING", logging.WARNING),
+                                         ("error", logging.ERROR), ("CRITICAL", logging.CRITICAL)])
+def test_named_levels_in_any_case(monkeypatch, name, level):
+    monkeypatch.setenv("DFS_LOG_LEVEL", name)
+    assert log_level() == level
+    assert log_level(verbose=True) == logging.DEBUG  # --verbose wins
+
+
+def test_the_default_is_warning(monkeypatch):
+    monkeypatch.delenv("DFS_LOG_LEVEL", raising=False)
+    assert log_level() == logging.WARNING
+
+
+@pytest.mark.parametrize("name", ["verbose", "BASIC_FORMAT", "", "10", "warn_"])
+def test_anything_else_is_refused_in_one_line_with_exit_2(name):
+    """`verbose` was silently WARNING; BASIC_FORMAT (an attribute of logging, not a level) crashed with a trace."""
+    env = {**os.environ, "DFS_LOG_LEVEL": name}
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "query", "-o", "/nonexistent", "SELECT 1"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("invalid configuration: DFS_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, "
+                                   f"CRITICAL, not {name!r}")
