@@ -17,6 +17,7 @@ from pipeline.errors import (
     UnsupportedMediaError,
     out_of_memory,
 )
+from pipeline.logsafe import redact_uri, redact_uris
 
 MediaKind = Literal["image", "video"]
 
@@ -112,6 +113,25 @@ def _filesystem(uri: str, storage_options: dict):
     return fsspec.core.url_to_fs(uri, **storage_options)
 
 
+def _missing(exc: FileNotFoundError) -> bool:
+    """Whether the store said the object is not there. fsspec's HTTP file system raises FileNotFoundError for any
+    failure of its HEAD and GET, with that failure as the cause: a refused connection, a timeout or a 500 is the
+    store failing (``storage_error``), only a 404/410 answer (or no cause: local files, s3fs's mapped codes) is
+    the object missing."""
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, FileNotFoundError):
+        return True
+    status = getattr(cause, "status", None)  # aiohttp's ClientResponseError: the server answered
+    if isinstance(status, int):
+        return status in (404, 410)
+    return not (isinstance(cause, OSError) or type(cause).__module__.split(".")[0] == "aiohttp")
+
+
+def _why(exc: BaseException | None) -> str:
+    """``Type: message`` of a storage failure, without credentials (libraries quote the URL they were given)."""
+    return redact_uris(f"{type(exc).__name__}: {exc}")
+
+
 def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = None, *, literal: bool = False) -> bytes:
     """Read a whole object through fsspec, refusing objects over ``max_bytes`` before reading them.
 
@@ -132,15 +152,17 @@ def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = No
     except MediaError:
         raise
     except FileNotFoundError as exc:
-        raise MediaNotFoundError(f"not found: {uri}") from exc
+        if _missing(exc):
+            raise MediaNotFoundError(f"not found: {redact_uri(uri)}") from exc
+        raise StorageError(f"could not read {redact_uri(uri)}: {_why(exc.__cause__)}") from exc
     except IsADirectoryError as exc:  # errors.py: not_found covers "does not exist (or is a directory)"
-        raise MediaNotFoundError(f"is a directory, not a file: {uri}") from exc
+        raise MediaNotFoundError(f"is a directory, not a file: {redact_uri(uri)}") from exc
     except PermissionError as exc:
-        raise AccessDeniedError(f"could not read {uri}: {type(exc).__name__}: {exc}") from exc
+        raise AccessDeniedError(f"could not read {redact_uri(uri)}: {_why(exc)}") from exc
     except Exception as exc:  # noqa: BLE001 - any storage failure becomes a readable message
         if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
             raise
-        raise StorageError(f"could not read {uri}: {type(exc).__name__}: {exc}") from exc
+        raise StorageError(f"could not read {redact_uri(uri)}: {_why(exc)}") from exc
     if len(data) > max_bytes:
         raise MediaTooLargeError(f"object is over the {max_bytes}-byte limit")
     return data

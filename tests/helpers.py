@@ -1,9 +1,12 @@
-"""Helpers shared by tests (and the benchmarks): processes read from /proc (Linux; no psutil here)."""
+"""Helpers shared by tests (and the benchmarks): processes read from /proc (Linux; no psutil here), a folder over HTTP."""
 
 from __future__ import annotations
 
 import os
+import socket
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def process_tree(pid: int) -> list[int]:
@@ -99,3 +102,31 @@ def load_bench(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@contextmanager
+def served(folder: Path) -> Iterator[str]:
+    """``folder`` over plain HTTP on 127.0.0.1 (a free port, a thread of this process) while the block runs: its base
+    URL. It answers any user-info or query string (http.server ignores both): what a credential-carrying URI reads."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def refused_url() -> str:
+    """An http:// base URL where nothing listens (a port just freed): its connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"

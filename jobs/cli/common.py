@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -35,8 +37,19 @@ AnonOpt = typer.Option(False, "--anon", help="read S3 anonymously (public bucket
 ProfileOpt = typer.Option(None, "--profile", help="AWS profile name")
 
 
-def settings_from_cli(config: Optional[Path], **overrides):
-    """Settings from file < env < these flags; a bad value is a clear error, not a trace."""
+def refuse(code: str, message: str, as_json: bool = False, status: int = 2) -> typer.Exit:
+    """What a command that will not run says, the exit to raise: ``code: message`` on stderr (never a traceback) and,
+    with ``--json``, one line ``{"error_code", "error"}`` on stdout for the script reading it. ``code``: the error's
+    stable code (docs/architecture.md, "Error codes")."""
+    console.print(f"[red]{code}:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+    if as_json:
+        sys.stdout.write(json.dumps({"error_code": code, "error": message}) + "\n")
+        sys.stdout.flush()
+    return typer.Exit(status)
+
+
+def settings_from_cli(config: Optional[Path], *, as_json: bool = False, **overrides):
+    """Settings from file < env < these flags; a bad value is ``invalid_configuration`` (``refuse``), not a trace."""
     from pydantic import ValidationError
 
     from pipeline.config import load_settings
@@ -44,5 +57,13 @@ def settings_from_cli(config: Optional[Path], **overrides):
     try:
         return load_settings(config, **overrides)
     except (ValidationError, OSError, ValueError) as exc:
-        console.print(f"[red]invalid configuration:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise refuse("invalid_configuration", f"invalid configuration: {exc}", as_json) from exc
+
+
+def given_checkpoint(path: Optional[Path]) -> None:
+    """A ``--checkpoint`` that names no file is a typo to name as such (``checkpoint_error``), not "no trained
+    detector is installed", which is about the configured default."""
+    if path is not None and not path.exists():
+        from pipeline.errors import CheckpointError
+
+        raise CheckpointError(f"checkpoint {path} does not exist")

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from jobs.cli.common import AnonOpt, ConfigOpt, EndpointOpt, ProfileOpt, console, settings_from_cli
+from jobs.cli.common import AnonOpt, ConfigOpt, EndpointOpt, ProfileOpt, console, refuse, settings_from_cli
 from jobs.cli.logs import setup_logging
 from jobs.scan.config import DEFAULT_OUTPUT
 
@@ -18,11 +18,11 @@ OUTPUT_HELP = "; unset: scan.output of --config / DFS_SCAN__OUTPUT, where `scan`
 
 
 def _output(config: Optional[Path], output: Optional[str], endpoint_url: Optional[str], anon: bool,
-            profile: Optional[str]) -> tuple[str, dict]:
+            profile: Optional[str], as_json: bool = False) -> tuple[str, dict]:
     """The output and its fsspec options from the settings' ``scan`` section, resolved as ``scan`` resolves them
     (flags > DFS_SCAN__* > config file > defaults), so these commands read where a scan so configured wrote."""
     flags = dict(output=output, endpoint_url=endpoint_url, anon=anon or None, profile=profile)
-    scan = settings_from_cli(config, **{f"scan.{k}": v for k, v in flags.items()}).scan
+    scan = settings_from_cli(config, as_json=as_json, **{f"scan.{k}": v for k, v in flags.items()}).scan
     return scan.output, scan.storage_options(scan.output)
 
 
@@ -38,24 +38,22 @@ def query(
     """Run DuckDB SQL over a scan's Parquet output and print the result."""
     setup_logging(False)
     from jobs.query.sql import QueryError, format_rows, run_query
-    from jobs.report.text import stdout_console
+    from pipeline.logsafe import printable
+    from jobs.report.text import cell, stdout_console
 
     if fmt not in ("table", "csv", "json"):
-        console.print(f"[red]unknown --format {fmt!r}[/red]: use table, csv or json")
-        raise typer.Exit(2)
+        raise refuse("invalid_configuration", f"unknown --format {fmt!r}: use table, csv or json")
     output, options = _output(config, output, endpoint_url, anon, profile)
     try:
         columns, rows = run_query(output, sql, options)
     except QueryError as exc:
-        console.print(f"[red]query failed:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(1) from exc
+        raise refuse(exc.code, str(exc), status=1) from exc
     if fmt == "table":
         from rich.table import Table
-        from rich.text import Text
 
-        table = Table(*(escape(c) for c in columns), box=None, padding=(0, 2), header_style="bold")
-        for row in rows:  # Text: a key like "clip [final].mp4" is printed as it is, never read as markup
-            table.add_row(*(Text("" if v is None else str(v)) for v in row))
+        table = Table(*(escape(printable(c)) for c in columns), box=None, padding=(0, 2), header_style="bold")
+        for row in rows:  # cell: never read as markup, control characters written out (pipeline/logsafe.py)
+            table.add_row(*(cell(v) for v in row))
         stdout_console().print(table)
         console.print(f"{len(rows)} row(s)")
     else:
@@ -80,20 +78,18 @@ def report(
     from jobs.query.sql import QueryError
     from jobs.report.text import print_report, report as build_report
 
-    output, options = _output(config, output, endpoint_url, anon, profile)
+    output, options = _output(config, output, endpoint_url, anon, profile, as_json)
     try:
         data = build_report(output, options, top=top, depth=depth, runs=runs)
     except QueryError as exc:
-        console.print(f"[red]cannot report:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(1) from exc
+        raise refuse(exc.code, str(exc), as_json, status=1) from exc
     if html is not None:
         from jobs.report.html import ReportError, write_html_report
 
         try:
             write_html_report(output, html, options, top=top, trailing=trailing, depth=depth)
         except (QueryError, ReportError) as exc:
-            console.print(f"[red]cannot write the HTML report:[/red] {escape(str(exc))}", soft_wrap=True)
-            raise typer.Exit(2) from exc
+            raise refuse(exc.code, f"cannot write the HTML report: {exc}", as_json) from exc
         console.print(f"HTML report: {escape(str(html))}", soft_wrap=True)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")

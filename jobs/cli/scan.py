@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from jobs.cli.common import (AnonOpt, CheckpointOpt, ConfigOpt, DeviceOpt, EndpointOpt, FramesOpt, ProfileOpt, console,
-                             settings_from_cli)
+                             given_checkpoint, settings_from_cli)
 from jobs.cli.logs import setup_logging
 from jobs.scan.config import DEFAULT_OUTPUT, ScanConfig
 
@@ -26,6 +26,8 @@ def _default(name: str) -> str:
     return str(default)
 
 
+# The flags carry no bounds of their own (typer's min/max): ScanConfig's fields do, so an out-of-range value is
+# refused as any bad setting is, with --json's invalid_configuration line.
 def scan(
     source: str = typer.Argument(..., help="what to scan: s3://bucket/prefix, gs://…, a local folder or one file"),
     output: Optional[str] = typer.Option(None, "--output", "-o", show_default=DEFAULT_OUTPUT, help="where the Parquet tables go (fsspec URI or folder)"),
@@ -34,33 +36,33 @@ def scan(
     ext: Optional[list[str]] = typer.Option(None, "--ext", help="file extensions to scan (repeatable; default: all media types)"),
     include: Optional[list[str]] = typer.Option(None, "--include", help="only paths matching this glob (repeatable)"),
     exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="skip paths matching this glob (repeatable)"),
-    max_objects: Optional[int] = typer.Option(None, "--max-objects", min=1, help="scan at most this many objects this run, after skipping scanned ones: new first, then changed, then rescans (--retry-errors, --full) oldest first"),
+    max_objects: Optional[int] = typer.Option(None, "--max-objects", help="scan at most this many objects this run, after skipping scanned ones: new first, then changed, then rescans (--retry-errors, --full) oldest first"),
     endpoint_url: Optional[str] = EndpointOpt,
     anon: bool = AnonOpt,
     profile: Optional[str] = ProfileOpt,
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local instance)"),
-    num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs of the local Ray instance (default: all)"),
-    num_gpus: Optional[int] = typer.Option(None, "--num-gpus", min=0, help="GPUs of the local Ray instance (default: detected)"),
+    num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs of the local Ray instance (default: all)"),
+    num_gpus: Optional[int] = typer.Option(None, "--num-gpus", help="GPUs of the local Ray instance (default: detected)"),
     plan: Optional[Literal["auto", "fused", "split"]] = typer.Option(None, "--plan", show_default=_default("plan"),
                                        help="fused: one actor per CPU runs the whole graph; split: CPU decode actors → (GPU) model actors; auto: split when the cluster has a GPU"),
-    fused_actors: Optional[int] = typer.Option(None, "--fused-actors", min=1, help="actors of the fused plan (default: one per CPU)"),
+    fused_actors: Optional[int] = typer.Option(None, "--fused-actors", help="actors of the fused plan (default: one per CPU)"),
     shrink_frames: Optional[bool] = typer.Option(None, "--shrink-frames/--no-shrink-frames", show_default=_default("shrink_frames"), help="split plan: decode sends frames at the detector's working size, less traffic but softer crops on large sources (default: full frames)"),
-    decode_actors: Optional[int] = typer.Option(None, "--decode-actors", min=1, help="decode actors (default: from the cluster)"),
-    detect_actors: Optional[int] = typer.Option(None, "--detect-actors", min=1, help="face-detection actors"),
-    classify_actors: Optional[int] = typer.Option(None, "--classify-actors", min=1, help="classifier actors"),
-    gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", min=0, help="GPU share of each model actor (default: share the cluster's GPUs; 0 on CPU-only clusters)"),
-    torch_threads: Optional[int] = typer.Option(None, "--torch-threads", min=1, help="torch threads per model actor"),
-    classify_batch: Optional[int] = typer.Option(None, "--classify-batch", min=1, show_default=_default("classify_batch"), help="split plan only: objects whose crops go through the classifier together (the fused plan uses --decode-batch)"),
-    decode_batch: Optional[int] = typer.Option(None, "--decode-batch", min=1, show_default=_default("decode_batch"), help="objects per decode and per detect task"),
-    commit_every: Optional[int] = typer.Option(None, "--commit-every", min=1, show_default=_default("commit_every"), help="commit a Parquet part every N objects"),
-    commit_seconds: Optional[float] = typer.Option(None, "--commit-seconds", min=0.1, show_default=_default("commit_seconds"), help="… or every S seconds, whichever first"),
-    max_task_retries: Optional[int] = typer.Option(None, "--max-task-retries", min=0, show_default=_default("max_task_retries"), help="retries of a batch whose worker died"),
-    max_failed_batches: Optional[int] = typer.Option(None, "--max-failed-batches", min=0, show_default=_default("max_failed_batches"), help="batches that may fail for good (their objects get ERROR rows) before the scan stops"),
-    lost_retries: Optional[int] = typer.Option(None, "--lost-retries", min=0, show_default=_default("lost_retries"), help="extra passes, with fresh actors, over objects whose batch failed on every retry (a lost node) before they get ERROR rows"),
-    max_error_rate: Optional[float] = typer.Option(None, "--max-error-rate", min=0.0, max=1.0, show_default=_default("max_error_rate"), help="exit 4 (after committing everything) when more than this share of scanned objects got ERROR rows"),
-    lease_seconds: Optional[float] = typer.Option(None, "--lease-seconds", min=1.0, show_default=_default("lease_seconds"), help="the output's lease lapses this long after its scan stops renewing it (a killed scan)"),
-    stop_timeout: Optional[float] = typer.Option(None, "--stop-timeout", min=1.0, show_default=_default("stop_timeout"), help="after SIGTERM, exit (143) within this many seconds even if the final commit hangs"),
-    thumbnails: Optional[int] = typer.Option(None, "--thumbnails", min=0, max=32, show_default=_default("thumbnails"), help="face thumbnails kept per object for the report (its top-scoring faces; 0 = off)"),
+    decode_actors: Optional[int] = typer.Option(None, "--decode-actors", help="decode actors (default: from the cluster)"),
+    detect_actors: Optional[int] = typer.Option(None, "--detect-actors", help="face-detection actors"),
+    classify_actors: Optional[int] = typer.Option(None, "--classify-actors", help="classifier actors"),
+    gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", help="GPU share of each model actor (default: share the cluster's GPUs; 0 on CPU-only clusters)"),
+    torch_threads: Optional[int] = typer.Option(None, "--torch-threads", help="torch threads per model actor"),
+    classify_batch: Optional[int] = typer.Option(None, "--classify-batch", show_default=_default("classify_batch"), help="split plan only: objects whose crops go through the classifier together (the fused plan uses --decode-batch)"),
+    decode_batch: Optional[int] = typer.Option(None, "--decode-batch", show_default=_default("decode_batch"), help="objects per decode and per detect task"),
+    commit_every: Optional[int] = typer.Option(None, "--commit-every", show_default=_default("commit_every"), help="commit a Parquet part every N objects"),
+    commit_seconds: Optional[float] = typer.Option(None, "--commit-seconds", show_default=_default("commit_seconds"), help="… or every S seconds, whichever first"),
+    max_task_retries: Optional[int] = typer.Option(None, "--max-task-retries", show_default=_default("max_task_retries"), help="retries of a batch whose worker died"),
+    max_failed_batches: Optional[int] = typer.Option(None, "--max-failed-batches", show_default=_default("max_failed_batches"), help="batches that may fail for good (their objects get ERROR rows) before the scan stops"),
+    lost_retries: Optional[int] = typer.Option(None, "--lost-retries", show_default=_default("lost_retries"), help="extra passes, with fresh actors, over objects whose batch failed on every retry (a lost node) before they get ERROR rows"),
+    max_error_rate: Optional[float] = typer.Option(None, "--max-error-rate", show_default=_default("max_error_rate"), help="exit 4 (after committing everything) when more than this share of scanned objects got ERROR rows"),
+    lease_seconds: Optional[float] = typer.Option(None, "--lease-seconds", show_default=_default("lease_seconds"), help="the output's lease lapses this long after its scan stops renewing it (a killed scan)"),
+    stop_timeout: Optional[float] = typer.Option(None, "--stop-timeout", show_default=_default("stop_timeout"), help="after SIGTERM, exit (143) within this many seconds even if the final commit hangs"),
+    thumbnails: Optional[int] = typer.Option(None, "--thumbnails", show_default=_default("thumbnails"), help="face thumbnails kept per object for the report (its top-scoring faces; 0 = off)"),
     config: Optional[Path] = ConfigOpt,
     device: Optional[str] = DeviceOpt,
     checkpoint: Optional[Path] = CheckpointOpt,
@@ -80,6 +82,7 @@ def scan(
     from jobs.scan.output import OutputError
     from jobs.scan.stop import Terminated
     from pipeline.errors import DeepfakeStreamError, one_line
+    from pipeline.logsafe import redact_uris
 
     # flags override the `scan:` section of the file and DFS_SCAN__* only when given (on/off flags when on)
     flags = dict(source=source, output=output, full=full or None, retry_errors=retry_errors or None, extensions=ext, include=include,
@@ -101,23 +104,24 @@ def scan(
         raise
     failure = _failure_json(as_json, ended, source, settings.scan.output)
     try:
+        given_checkpoint(checkpoint)
         summary = run_scan(settings, on_plan=lambda chosen: console.print(escape(chosen.line()), soft_wrap=True, highlight=False),
                            on_end=ended.append)
     except LeaseHeld as exc:
         failure(exc, "busy", ExitCode.BUSY)
-        console.print(f"[yellow]output busy:[/yellow] {escape(str(exc))}", soft_wrap=True)
+        console.print(f"[yellow]output busy:[/yellow] {escape(redact_uris(str(exc)))}", soft_wrap=True)
         raise typer.Exit(ExitCode.BUSY) from None
     except (ScanAborted, LeaseLost) as exc:
         failure(exc, "aborted", ExitCode.ABORTED)
-        console.print(f"[red]scan stopped:[/red] {escape(str(exc))}", soft_wrap=True)
+        console.print(f"[red]scan stopped:[/red] {escape(redact_uris(str(exc)))}", soft_wrap=True)
         raise typer.Exit(ExitCode.ABORTED) from None
     except OutputError as exc:
         failure(exc, "not_started", ExitCode.NOT_STARTED)
-        console.print(f"[red]cannot scan:[/red] {escape(_then(str(exc), ended))}", soft_wrap=True)
+        console.print(f"[red]cannot scan:[/red] {escape(_then(redact_uris(str(exc)), ended))}", soft_wrap=True)
         raise typer.Exit(ExitCode.NOT_STARTED) from None
     except DeepfakeStreamError as exc:
         failure(exc, "not_started", ExitCode.NOT_STARTED)
-        console.print(f"[red]cannot scan:[/red] {escape(str(exc))}", soft_wrap=True)
+        console.print(f"[red]cannot scan:[/red] {escape(redact_uris(str(exc)))}", soft_wrap=True)
         raise typer.Exit(ExitCode.NOT_STARTED) from None
     except Terminated as exc:
         failure(exc, "terminated", ExitCode.TERMINATED, "terminated")
@@ -133,7 +137,7 @@ def scan(
 
         logging.getLogger("deepfakestream.scan").debug("the scan crashed", exc_info=True)
         failure(exc, "aborted", ExitCode.ABORTED)
-        console.print(f"[red]scan stopped:[/red] {escape(_then(one_line(exc), ended))}; run the same command again "
+        console.print(f"[red]scan stopped:[/red] {escape(_then(redact_uris(one_line(exc)), ended))}; run the same command again "
                       "to resume (-v shows the trace)", soft_wrap=True)
         raise typer.Exit(ExitCode.ABORTED) from None
     if as_json:
@@ -166,11 +170,12 @@ def _failure_json(as_json: bool, ended: list, source: str, output: str | None):
             return
         from jobs.scan.errors import CRASHED
         from pipeline.errors import DeepfakeStreamError
+        from pipeline.logsafe import redact_uri, redact_uris
 
         data = ended[-1].to_dict() if ended else {
-            "source": source, "output": output, "status": status, "exit_code": int(code),
+            "source": redact_uri(source), "output": output and redact_uri(output), "status": status, "exit_code": int(code),
             "error_code": error_code or (exc.code if isinstance(exc, DeepfakeStreamError) else CRASHED),
-            "message": " ".join(str(exc).split())[:300] or type(exc).__name__}
+            "message": " ".join(redact_uris(str(exc)).split())[:300] or type(exc).__name__}
         sys.stdout.write(json.dumps(data) + "\n")
 
     return failure

@@ -12,13 +12,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from jobs.cli.common import CheckpointOpt, ConfigOpt, DeviceOpt, FramesOpt, console, settings_from_cli
+from jobs.cli.common import CheckpointOpt, ConfigOpt, DeviceOpt, FramesOpt, given_checkpoint, refuse, settings_from_cli
 from jobs.cli.logs import setup_logging
+from pipeline.result import shown_score
 
 
 def _print_summary(result) -> None:
     colour = {"FAKE": "red", "REAL": "green", "NO_FACE": "yellow", "ERROR": "magenta"}[result.label]
-    score = "-" if result.score is None else f"{result.score:.3f}"
+    score = "-" if result.score is None else f"{shown_score(result.score, result.threshold, 3):.3f}"
     out = Console()
     out.print(f"[bold]{escape(result.uri)}[/bold]: [{colour}]{result.label}[/{colour}] score={score} "
               f"threshold={result.threshold} model={escape(result.model_version)}")
@@ -36,6 +37,13 @@ def _print_summary(result) -> None:
         out.print(table)
 
 
+def _shown(result):
+    """``result`` as it may be printed: its URI and error without credentials (``pipeline.logsafe.redact_uri``)."""
+    from pipeline.logsafe import redact_uri, redact_uris
+
+    return result.model_copy(update={"uri": redact_uri(result.uri), "error": result.error and redact_uris(result.error)})
+
+
 def score(
     paths: list[str] = typer.Argument(..., help="files or fsspec URIs (s3://, gs://, file paths)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per input, one per line"),
@@ -51,18 +59,19 @@ def score(
     from pipeline.errors import DeepfakeStreamError
     from pipeline.graph import ScoringPipeline
 
-    settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint,
-                                 "decode.num_frames": frames, "classify.threshold": threshold})
+    settings = settings_from_cli(config, as_json=as_json, device=device, **{
+        "classify.checkpoint": checkpoint, "decode.num_frames": frames, "classify.threshold": threshold})
     try:
+        given_checkpoint(checkpoint)
         scorer = ScoringPipeline(settings)
     except DeepfakeStreamError as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2) from exc
+        raise refuse(exc.code, str(exc), as_json) from exc
     for path in paths:
         try:
             result = scorer.score(path)
         except Exception as exc:  # noqa: BLE001 - one bad input gets its own ERROR row
             result = scorer.error(path, f"{type(exc).__name__}: {exc}")
+        result = _shown(result)
         if as_json:
             sys.stdout.write(json.dumps(result.model_dump(mode="json")) + "\n")
             sys.stdout.flush()

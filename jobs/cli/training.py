@@ -5,23 +5,69 @@ The flags are what ``scripts/train_default.sh`` calls: keep them stable."""
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
-from rich.markup import escape
 
-from jobs.cli.common import CheckpointOpt, ConfigOpt, DeviceOpt, FramesOpt, console, settings_from_cli
+from jobs.cli.common import (CheckpointOpt, ConfigOpt, DeviceOpt, FramesOpt, console, given_checkpoint, refuse,
+                             settings_from_cli)
 from jobs.cli.logs import setup_logging
 from jobs.training.config import TrainConfig
 from pipeline.card import ModelSpec
 
 
-def _refused(exc: Exception) -> typer.Exit:
-    """A refusal as its code and message on one line, exit 2: the traceback is for bugs, not for bad input."""
-    code = getattr(exc, "code", None) or ("not_found" if isinstance(exc, FileNotFoundError) else "invalid")
-    console.print(f"[red]{code}: {escape(str(exc))}[/red]")
-    return typer.Exit(2)
+def _code(exc: Exception, output: Path) -> str:
+    """The stable code of a refusal: the error's own; else a bad setting or flag ``invalid_configuration``, other bad
+    input ``invalid_input``; an OS error about the output folder (its parent a file, no permission) ``output_error``,
+    a missing input ``not_found``, any other ``storage_error``."""
+    from pydantic import ValidationError
+
+    if getattr(exc, "code", None):
+        return exc.code
+    if isinstance(exc, ValidationError):
+        return "invalid_configuration"
+    if isinstance(exc, OSError):
+        named = exc.filename and Path(os.path.abspath(exc.filename))
+        target = Path(os.path.abspath(output))
+        if named and (named == target or target in named.parents):
+            return "output_error"
+        return "not_found" if isinstance(exc, FileNotFoundError) else "storage_error"
+    return "invalid_input"
+
+
+@contextmanager
+def _refusals(output: Path) -> Iterator[None]:
+    """A refused run (bad input, settings or output: ``_code``) says ``code: message`` and exits 2, the traceback is
+    for bugs; however the run ends, the folders of ``output`` it created and left empty are removed (the jobs make
+    their output before they have checked everything), so a refusal leaves nothing behind."""
+    from pydantic import ValidationError
+
+    from pipeline.errors import DeepfakeStreamError
+
+    created = _missing_folders(output)
+    try:
+        yield
+    except (ValidationError, ValueError, OSError, DeepfakeStreamError) as exc:
+        raise refuse(_code(exc, output), str(exc)) from exc
+    finally:
+        for folder in created:  # deepest first; rmdir refuses a folder that holds anything
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 def prepare(
@@ -40,14 +86,11 @@ def prepare(
     """Videos + labels → face-crop dataset (Parquet), split by identity group into train/val/test."""
     setup_logging()
     from jobs.training.prepare import prepare as run_prepare
-    from pipeline.errors import DeepfakeStreamError
 
     settings = settings_from_cli(config, device=device)
-    try:
+    with _refusals(output):
         manifest = run_prepare(source, output, settings, crop_size=crop_size, frames_real=frames_real,
                                frames_fake=frames_fake, seed=seed, use_ray=use_ray, limit=limit)
-    except (ValueError, FileNotFoundError, DeepfakeStreamError) as exc:
-        raise _refused(exc) from exc
     console.print(f"{manifest['faces']} face crops from {len(manifest['results'])} videos "
                   f"({len(manifest['failed'])} failed) → {output}")
     for name, info in manifest["splits"].items():
@@ -108,17 +151,11 @@ def train(
 ) -> None:
     """Train the detector; writes OUTPUT/best.safetensors + model card, last.pt, history.json."""
     setup_logging()
-    from pydantic import ValidationError
-
     from jobs.training.train import train as run_train
-    from pipeline.errors import DeepfakeStreamError
 
     given = {TRAIN_FIELDS.get(name, name): value for name, value in ctx.params.items() if value is not None}
-    try:
-        cfg = TrainConfig(**given)
-        state = run_train(cfg)
-    except (ValidationError, ValueError, FileNotFoundError, DeepfakeStreamError) as exc:
-        raise _refused(exc) from exc
+    with _refusals(output):
+        state = run_train(TrainConfig(**given))
     console.print(f"done: {json.dumps(state.get('history', [])[-1:] or state, default=str)[:400]}")
     console.print(f"best checkpoint: {output / 'best.safetensors'}")
 
@@ -131,12 +168,11 @@ def soup(
     """Average checkpoints' weights into one detector; fit its operating point next (`evaluate --fit`)."""
     setup_logging()
     from jobs.training.soup import soup as run_soup
-    from pipeline.errors import DeepfakeStreamError
 
-    try:
+    with _refusals(output):
+        for path in checkpoints:
+            given_checkpoint(path)
         card = run_soup(checkpoints, output, version)
-    except DeepfakeStreamError as exc:
-        raise _refused(exc) from exc
     console.print(f"{card.version}: average of {', '.join(i['version'] for i in card.training['ingredients'])} → {output}")
 
 
@@ -159,17 +195,14 @@ def evaluate(
     setup_logging()
     from jobs.training.evaluate import evaluate as run_evaluate
     from jobs.training.fit import DEFAULT_TARGET_FPR
-    from pipeline.errors import DeepfakeStreamError
 
     if not fit and (target_fpr is not None or min_track_frames is not None):
-        console.print("[red]--target-fpr and --min-track-frames shape the fit: use them with --fit[/red]")
-        raise typer.Exit(2)
+        raise refuse("invalid_configuration", "--target-fpr and --min-track-frames shape the fit: use them with --fit")
     settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint, "decode.num_frames": frames})
-    try:
+    with _refusals(output):
+        given_checkpoint(checkpoint)
         run_evaluate(source, split, settings, output, fit=fit, seed=seed, record=record, extra=extra,
                      target_fpr=DEFAULT_TARGET_FPR if target_fpr is None else target_fpr, min_track_frames=min_track_frames)
-    except (DeepfakeStreamError, ValueError, FileNotFoundError) as exc:
-        raise _refused(exc) from exc
     print((output / f"report-{split}.md").read_text())
 
 

@@ -41,11 +41,12 @@ from jobs.scan.listing import list_objects
 from jobs.scan.output import CommitInfo, OutputError, OutputStore
 from jobs.scan.schema import FACES_SCHEMA
 from jobs.scan.rows import lost_rows, unnest
-from jobs.scan.plan import PoolPlan, build_dataset, data_context, ensure_ray, plan_pools
+from jobs.scan.plan import PoolPlan, build_dataset, check_device, data_context, ensure_ray, plan_pools
 from jobs.scan.records import RUNS_DIR, RunRecord, close_lapsed, settings_digest, write_record
 from jobs.scan.stop import GracefulStop, Terminated
 from pipeline.config import Settings
 from pipeline.errors import DeepfakeStreamError, one_line
+from pipeline.logsafe import log_safe, redact_uri, redact_uris
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     the scan cannot run, ``LeaseHeld`` when another scan holds the output, ``ScanAborted`` / ``LeaseLost``
     when it stops part-way, ``Terminated`` (SIGTERM) / ``KeyboardInterrupt`` when stopped; committed parts
     are kept in every case. Bad objects never raise: they get ERROR / NO_FACE rows. Once the output's
-    lease is taken, every outcome ends with a run record in ``DEST/_runs/<scan_id>.json``.
+    lease is taken, every outcome ends with a run record in ``DEST/_runs/<scan_id>.json``. URIs are read as given
+    and stored, recorded and said without credentials (``pipeline.logsafe.redact_uri``).
     """
     from pipeline.card import pack_checkpoint
     from pipeline.checkpoint import check_card
@@ -120,6 +122,7 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     options = options or settings.scan
     if not options.source:
         raise ScanError("nothing to scan: give a source (the scan command's argument, or scan.source)")
+    check_device(settings.device, options)  # a GPU this machine lacks, before the model, the lease and Ray
     started = time.perf_counter()
     now = datetime.now(timezone.utc)
     scan_id = new_scan_id(now)
@@ -142,11 +145,12 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
         store = OutputStore(options.output, output_options)
     except Exception as exc:  # noqa: BLE001 - unknown protocol, missing backend, bad options
         raise OutputError(f"cannot open output {options.output}: {type(exc).__name__}: {exc}") from exc
-    summary = ScanSummary(source=options.source, output=store.display, scan_id=scan_id,
+    summary = ScanSummary(source=redact_uri(options.source), output=redact_uri(store.display), scan_id=scan_id,
                           model_version=card.version, scoring_key=key)
-    record = RunRecord(scan_id=scan_id, source=options.source, output=store.display, started_at=now,
+    record = RunRecord(scan_id=scan_id, source=summary.source, output=summary.output, started_at=now,
                        model_version=card.version, settings_digest=settings_digest(settings), scoring_key=key,
                        options=_record_options(options))
+    store.check_schema()  # before the lease and the record: an output of a newer schema is not ours to write in
     lease = OutputLease(store.fs, store.root, store.display, scan_id, options.lease_seconds)
     try:
         lease.acquire()
@@ -205,7 +209,9 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
 def _record_options(options: ScanConfig) -> dict[str, Any]:
     keep = ("full", "retry_errors", "extensions", "include", "exclude", "max_objects", "max_error_rate",
             "commit_every", "commit_seconds", "max_task_retries", "max_failed_batches", "lost_retries", "ray_address", "endpoint_url")
-    return {k: getattr(options, k) for k in keep}
+    hidden = ("endpoint_url", "ray_address")  # URIs that may carry credentials
+    return {k: redact_uri(getattr(options, k)) if k in hidden and getattr(options, k) else getattr(options, k)
+            for k in keep}
 
 
 def _close_lapsed(store: OutputStore, scan_id: str, heartbeat_at: datetime, by: str) -> None:
@@ -235,6 +241,7 @@ def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, outcome
     """Fill the summary's outcome and write the final run record (a storage failure only warns, and leaves
     ``summary.record_written`` false)."""
     status, code, message, summary.error_code = outcome
+    message = message and redact_uris(message)  # exceptions quote the URIs they were given
     summary.status, summary.exit_code, summary.message = status, int(code), message
     summary.quarantined = list(store.quarantined)
     summary.elapsed_s = round(time.perf_counter() - started, 3)
@@ -254,14 +261,24 @@ def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, outcome
         write_record(store, record)
         summary.record_written = True
     except Exception as exc:  # noqa: BLE001 - the scan's own outcome matters more than its record
-        log.warning("could not write the run record %s/%s/%s.json: %s", store.display, RUNS_DIR, record.scan_id, exc)
+        log.warning("could not write the run record %s/%s/%s.json: %s", summary.output, RUNS_DIR, record.scan_id,
+                    log_safe(exc))
 
 
 def _work(store: OutputStore, entries: list[dict], scan_id: str, model_version: str, key: str,
           options: ScanConfig) -> list[tuple[dict, str]]:
-    """(entry, why) for the entries to scan, new ones first (``jobs.scan.incremental.work``)."""
-    latest = store.latest(scan_id, prefix=uri_prefix(entries)) if entries else None
-    return work(entries, latest, model_version, key, options.retry_errors, options.full)
+    """(entry, why) for the entries to scan, new ones first (``jobs.scan.incremental.work``). The rows hold each
+    object's URI redacted (``jobs.scan.rows``): entries are matched to them by theirs, and come back as listed."""
+    shown = [_shown(entry) for entry in entries]
+    listed = {id(s): entry for s, entry in zip(shown, entries)}
+    latest = store.latest(scan_id, prefix=uri_prefix(shown)) if entries else None
+    return [(listed[id(s)], why) for s, why in work(shown, latest, model_version, key, options.retry_errors, options.full)]
+
+
+def _shown(entry: dict) -> dict:
+    """A listing entry with its URI as the rows store it (the entry itself when that is the same: no copy)."""
+    uri = redact_uri(entry["uri"])
+    return entry if uri == entry["uri"] else {**entry, "uri": uri}
 
 
 def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: ScanSummary, verdict: dict[str, Any],
@@ -401,7 +418,7 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
                 # shared its crashes (and retries) in the first pass, never again here
                 aborted = stream(remaining, bar, options.model_copy(update={"tasks_per_actor": 1}) if passes else options)
                 passes += 1
-                remaining = [e for e in todo if e["uri"] not in returned]
+                remaining = [e for e in todo if redact_uri(e["uri"]) not in returned]
         finally:
             bar.close()
         commit()
@@ -411,7 +428,7 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
                 f"the scan stopped after {summary.scanned} of {len(todo)} objects: "
                 f"{one_line(aborted)}. Committed results are kept; "
                 "run the same command again to scan the rest.") from aborted
-        lost = [e for e in todo if e["uri"] not in returned]
+        lost = [e for e in todo if redact_uri(e["uri"]) not in returned]
         if lost:
             message = (f"not scanned: the Ray worker processing this object failed {passes * (options.max_task_retries + 1)} "
                        "times (crash or out of memory; see the Ray logs); rerun with --retry-errors to try again")

@@ -79,18 +79,30 @@ class OutputStore:
         return f"{self.root}/{table}"
 
     # ---- set-up
-    def prepare(self) -> None:
-        """Create DEST and its manifest, refuse an incompatible schema, clean up after crashed runs."""
+    def check_schema(self) -> dict | None:
+        """DEST's manifest (None before the first scan); ``OutputError`` for a schema this scanner cannot write to.
+        Reads only: a scan refused here writes nothing there, not even its run record."""
         manifest_path = f"{self.root}/{MANIFEST}"
         self.fs.invalidate_cache(self.root)
         try:
-            if self.fs.exists(manifest_path):
-                manifest = json.loads(self.fs.cat_file(manifest_path))
+            if not self.fs.exists(manifest_path):
+                return None
+            manifest = json.loads(self.fs.cat_file(manifest_path))
+            version = int(manifest.get("schema_version", 0))
+        except Exception as exc:  # noqa: BLE001 - any storage failure means the scan cannot run
+            raise OutputError(f"cannot read output {self.display}: {type(exc).__name__}: {exc}") from exc
+        if version not in READABLE_VERSIONS:
+            raise OutputError(f"{self.display} holds scan output of schema version {version}; this scanner writes "
+                              f"version {SCHEMA_VERSION}. Scan into a new --output.")
+        return manifest
+
+    def prepare(self) -> None:
+        """Create DEST and its manifest, refuse an incompatible schema, clean up after crashed runs."""
+        manifest_path = f"{self.root}/{MANIFEST}"
+        manifest = self.check_schema()
+        try:
+            if manifest is not None:
                 version = int(manifest.get("schema_version", 0))
-                if version not in READABLE_VERSIONS:
-                    raise OutputError(
-                        f"{self.display} holds scan output of schema version {version}; this scanner writes "
-                        f"version {SCHEMA_VERSION}. Scan into a new --output.")
                 if version != SCHEMA_VERSION:
                     log.info("raising %s from schema version %d to %d", self.display, version, SCHEMA_VERSION)
                     manifest.update(schema_version=SCHEMA_VERSION, tables=schema_doc())

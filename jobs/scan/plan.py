@@ -25,6 +25,8 @@ from typing import Any, Iterator
 
 from jobs.scan.config import ScanConfig
 from jobs.scan.errors import ScanError
+from pipeline.errors import DeviceUnavailableError
+from pipeline.logsafe import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,38 @@ def choose_plan(cluster: dict[str, float], options: ScanConfig, device: str = "a
     return ("split", f"auto: {gpus:g} GPU in the cluster") if gpus >= 1 else ("fused", "auto: no GPU")
 
 
+def check_gpus(cluster: dict[str, float], options: ScanConfig, device: str = "auto") -> None:
+    """Refuse (``device_unavailable``) a GPU share the cluster cannot give, before any actor asks for it: Ray would
+    keep the actors pending forever ("may hang forever") on a cluster with fewer GPUs than one actor's share; and
+    ``device: cuda`` on a cluster without a GPU."""
+    total = float(cluster.get("GPU", 0.0))
+    share = options.gpus_per_actor or 0.0
+    if share > total:
+        raise DeviceUnavailableError(
+            f"--gpus-per-actor {share:g} asks each model actor for more GPU than the Ray cluster has ({total:g}): "
+            "its actors would never start; leave it out (or 0) on a cluster without GPUs")
+    if device.startswith("cuda") and total < 1 and not share:
+        raise DeviceUnavailableError(f"device {device!r} requested but the Ray cluster has no GPU")
+
+
+def check_device(device: str, options: ScanConfig) -> None:
+    """Refuse ``device: cuda`` before Ray starts, when this scan would start a local Ray (``ensure_ray``) on a machine
+    without a CUDA GPU: ``device_unavailable``, as ``score`` says it (``resolve_device``). Joining a cluster, only
+    its resources tell, once Ray is up (``check_gpus``)."""
+    if not device.startswith("cuda") or _ray_address(options):
+        return
+    import ray
+
+    if not ray.is_initialized():
+        from pipeline.config import resolve_device
+
+        resolve_device(device)
+
+
+def _ray_address(options: ScanConfig) -> str | None:
+    return options.ray_address or os.environ.get("RAY_ADDRESS")
+
+
 def plan_pools(cluster: dict[str, float], options: ScanConfig, device: str = "auto") -> PoolPlan:
     """The plan and its actor pools, sized from the cluster's resources.
 
@@ -78,9 +112,8 @@ def plan_pools(cluster: dict[str, float], options: ScanConfig, device: str = "au
     With GPUs (and device not cpu), model actors share them, decode actors stay on CPU.
     """
     cpus = float(cluster.get("CPU", 1.0))
+    check_gpus(cluster, options, device)
     gpus = float(cluster.get("GPU", 0.0)) if device != "cpu" else 0.0
-    if device.startswith("cuda") and gpus < 1 and not options.gpus_per_actor:
-        raise ScanError(f"device {device!r} requested but the Ray cluster has no GPU")
     plan, why = choose_plan(cluster, options, device)
     fused = decode = detect = classify = 0
     if plan == "fused":
@@ -127,7 +160,7 @@ def ensure_ray(options: ScanConfig) -> bool:
 
     if ray.is_initialized():
         return False
-    address = options.ray_address or os.environ.get("RAY_ADDRESS")
+    address = _ray_address(options)
     common = {"log_to_driver": options.verbose, "logging_level": logging.INFO if options.verbose else logging.WARNING}
     ours = signal.getsignal(signal.SIGTERM)
     try:
@@ -147,7 +180,7 @@ def ensure_ray(options: ScanConfig) -> bool:
             _shut_down(ray)  # whatever start-up had launched
         raise
     except Exception as exc:  # noqa: BLE001
-        raise ScanError(f"cannot start or reach Ray ({address or 'local'}): {type(exc).__name__}: {exc}") from exc
+        raise ScanError(f"cannot start or reach Ray ({redact_uri(address or 'local')}): {type(exc).__name__}: {exc}") from exc
     return True
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 from datetime import datetime
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from pipeline.errors import one_line
 log = logging.getLogger(__name__)
 
 RUNS_DIR = "_runs"
+_GLOB = re.compile(r"[*?\[]")
 RECORD_VERSION = 1
 
 Status = Literal["running", "succeeded", "too_many_errors", "aborted", "interrupted", "terminated",
@@ -92,7 +94,14 @@ def read_records(fs: Any, root: str) -> list[RunRecord]:
         return []
     if not paths:
         return []
-    contents = fs.cat(paths, on_error="return")
+    # fsspec's cat reads a list of paths as globs: a folder named like "out[1]" would match nothing
+    globbed = [p for p in paths if not _GLOB.search(p)]
+    contents = fs.cat(globbed, on_error="return") if globbed else {}
+    for path in (p for p in paths if _GLOB.search(p)):
+        try:
+            contents[path] = fs.cat_file(path)
+        except OSError as exc:
+            contents[path] = exc
     records = []
     for path, data in contents.items():
         try:

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from jobs.scan.schema import FACES_SCHEMA, SCHEMA_VERSION, TS, VIDEOS_SCHEMA
 from pipeline.batch import Batch, as_text, batch_size
 from pipeline.errors import WORKER_LOST
+from pipeline.logsafe import redact_uri, redact_uris
 from pipeline.result import FaceBox, ScoreResult
 
 TIMINGS = ("decode", "detect", "classify")
@@ -60,8 +61,11 @@ def tables_from_batch(batch: Batch, scan_id: str, scanned_at: datetime,
 def tables_from_results(results: list[ScoreResult], listing: list[dict[str, Any]], scan_id: str,
                         scanned_at: datetime, scoring_key: str | None = None) -> tuple[pa.Table, pa.Table]:
     """Scored objects and their listing entries as ``videos`` and ``faces`` tables (``scoring_key``: the scan's,
-    ``pipeline/scoring_key.py``)."""
+    ``pipeline/scoring_key.py``). URIs and errors are stored without credentials (``redact_uri``): the rows' ``uri``
+    is the redacted one, and the key incremental scans compare (``jobs/scan/driver.py``)."""
     n = len(results)
+    uris = [redact_uri(r.uri) for r in results]
+    uri_of = {id(r): uri for r, uri in zip(results, uris)}
     media = [r.media for r in results]
     timings = {k: [r.timings_ms.get(k) for r in results] for k in TIMINGS}
     at = pa.scalar(scanned_at, TS)
@@ -73,7 +77,7 @@ def tables_from_results(results: list[ScoreResult], listing: list[dict[str, Any]
     videos = pa.Table.from_arrays([
         pa.array(np.full(n, SCHEMA_VERSION, np.int16)),
         pa.array([scan_id] * n, pa.string()),
-        pa.array([r.uri for r in results], pa.string()),
+        pa.array(uris, pa.string()),
         pa.array([None if x["size"] is None else int(x["size"]) for x in listing], pa.int64()),
         pa.array(etags, pa.string()),
         _times([x["mtime"] for x in listing]),
@@ -89,7 +93,7 @@ def tables_from_results(results: list[ScoreResult], listing: list[dict[str, Any]
         pa.array([r.aggregation for r in results], pa.string()),
         pa.array([r.model_version or "" for r in results], pa.string()),
         pa.array([scoring_key] * n, pa.string()),
-        pa.array([r.error for r in results], pa.string()),
+        pa.array([r.error and redact_uris(r.error) for r in results], pa.string()),
         pa.array([(r.error_code or "error") if r.error else None for r in results], pa.string()),
         pa.array([at] * n, TS) if n else pa.array([], TS),
         *(_floats(timings[k]) for k in TIMINGS),
@@ -105,7 +109,7 @@ def tables_from_results(results: list[ScoreResult], listing: list[dict[str, Any]
     faces = pa.Table.from_arrays([
         pa.array(np.full(total, SCHEMA_VERSION, np.int16)),
         pa.array([scan_id] * total, pa.string()),
-        pa.array([r.uri for r, _, _ in owned], pa.string()),
+        pa.array([uri_of[id(r)] for r, _, _ in owned], pa.string()),
         pa.array([f.face for _, _, f in owned], pa.int32()),
         pa.array([f.frame for _, _, f in owned], pa.int32()),
         pa.array([frame_number(r, f) for r, _, f in owned], pa.int64()),

@@ -168,11 +168,11 @@ def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_si
     out_dir = Path(out_dir)
     settings = pin_geometry(settings, crop_size)
     crop_size = settings.detect.crop_size
+    videos = load_labelled_videos(source)  # first: labels it refuses must leave no prepare.json behind
     _same_settings(out_dir, {
         "source": _source_key(source), "crop_size": crop_size,
         "seed": seed, "frames_real": frames_real, "frames_fake": frames_fake,
         "split_fractions": split_fractions or DEFAULT_SPLIT, "detect": settings.detect.model_dump(mode="json")})
-    videos = load_labelled_videos(source)
     splits = split_by_group(videos, split_fractions or DEFAULT_SPLIT, seed)
     # only once _same_settings passed (the crops are this source's); against every listed video, not --limit's
     # few: a smoke run keeps the other crops

@@ -1,4 +1,5 @@
-"""The ``deepfakestream score`` command: JSON schema, errors per file, no-model message."""
+"""The ``deepfakestream score`` command: JSON schema, errors per file, no-model message, refusals' codes, no
+credentials printed; and the refusals every command shares (configuration, devices)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 
 import pytest
 
+from helpers import refused_url, served
 from pipeline.result import ScoreResult
 
 CLI = [sys.executable, "-m", "jobs.cli"]
@@ -56,6 +58,17 @@ def test_human_summary(detector_env, samples_dir):
     assert proc.returncode == 0 and "astronaut.jpg" in proc.stdout and "track" in proc.stdout
 
 
+def test_the_human_summary_never_shows_a_real_score_at_its_threshold(capsys):
+    """Three decimals would show 0.411776 as 0.412, over a 0.4118 threshold, beside the word REAL."""
+    from jobs.cli.score import _print_summary
+    from pipeline.result import ScoreResult
+
+    for score, label, shown in ((0.411776, "REAL", "score=0.411 "), (0.4118, "FAKE", "score=0.412 ")):
+        _print_summary(ScoreResult(uri="clip.mp4", label=label, score=score, threshold=0.4118, model_version="m",
+                                   error=None))
+        assert shown in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("command", ["score", "evaluate"])
 def test_no_trained_model_is_said_plainly(tmp_path, samples_dir, command):
     args = [str(samples_dir / "astronaut.jpg")] if command == "score" else [str(samples_dir), "--output", str(tmp_path / "ev")]
@@ -67,7 +80,38 @@ def test_no_trained_model_is_said_plainly(tmp_path, samples_dir, command):
 
 def test_bad_config_is_a_clear_error(samples_dir):
     proc = run_cli("score", str(samples_dir / "astronaut.jpg"), "--device", "tpu")
-    assert proc.returncode == 2 and "invalid configuration" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("invalid_configuration: invalid configuration")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    as_json = run_cli("score", "--json", str(samples_dir / "astronaut.jpg"), "--device", "tpu")
+    said = json.loads(as_json.stdout)  # one line a script can read, as `scan --json` prints
+    assert as_json.returncode == 2 and said["error_code"] == "invalid_configuration" and "tpu" in said["error"]
+
+
+def test_a_mistyped_checkpoint_is_named_not_taken_for_no_model_installed(tmp_path, samples_dir):
+    typo = tmp_path / "detectr.safetensors"
+    plain = run_cli("score", str(samples_dir / "astronaut.jpg"), "--checkpoint", str(typo))
+    as_json = run_cli("score", "--json", str(samples_dir / "astronaut.jpg"), "--checkpoint", str(typo))
+    assert plain.returncode == as_json.returncode == 2
+    assert plain.stderr.strip() == f"checkpoint_error: checkpoint {typo} does not exist" and plain.stdout == ""
+    assert json.loads(as_json.stdout) == {"error_code": "checkpoint_error", "error": f"checkpoint {typo} does not exist"}
+    assert "no trained detector" not in plain.stderr + as_json.stderr
+
+
+def test_score_reads_with_credentials_but_never_prints_or_logs_them(detector_env, samples_dir, tmp_path):
+    """user:pass@ and a token in the query: read with, shown without; a refused connection is storage_error."""
+    (tmp_path / "astronaut.jpg").write_bytes((samples_dir / "astronaut.jpg").read_bytes())
+    secret = "http://alice:hunter2pass@"
+    down = refused_url()
+    with served(tmp_path) as base:
+        proc = run_cli("score", "--json", f"{base.replace('http://', secret)}/astronaut.jpg?token=s3cret",
+                       f"{down.replace('http://', secret)}/astronaut.jpg")
+    assert proc.returncode == 0, proc.stderr
+    read, refused = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert read["uri"] == f"{base}/astronaut.jpg?token=REDACTED" and read["label"] in ("REAL", "FAKE")
+    assert refused["uri"] == f"{down}/astronaut.jpg" and refused["error_code"] == "storage_error"
+    assert refused["error"].startswith(f"could not read {down}/astronaut.jpg: ")
+    assert f"decode failed for {down}/astronaut.jpg" in proc.stderr  # the WARNING log line, without them
+    assert "hunter2pass" not in proc.stdout + proc.stderr and "s3cret" not in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("text", ["decode: [num_frames: 4\n", "- decode\n- scan\n"])
@@ -80,14 +124,19 @@ def test_a_malformed_config_file_is_one_line_not_a_trace(tmp_path, samples_dir, 
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
-@pytest.mark.parametrize("command", ["score", "prepare"])
+@pytest.mark.parametrize("command", ["score", "prepare", "scan"])
 def test_a_gpu_asked_for_where_there_is_none_is_one_line_not_a_trace(detector_env, tmp_path, samples_dir, command):
+    """Each says device_unavailable; the scan before it starts Ray (its own, local) or takes the output."""
     labels = tmp_path / "labels.csv"
     labels.write_text(f"path,label\n{samples_dir / 'astronaut.jpg'},REAL\n")
-    args = [str(samples_dir / "astronaut.jpg")] if command == "score" else [str(labels), "-o", str(tmp_path / "c")]
-    proc = run_cli(command, *args, "--device", "cuda")
+    args = {"score": [str(samples_dir / "astronaut.jpg")], "prepare": [str(labels), "-o", str(tmp_path / "c")],
+            "scan": [str(samples_dir), "-o", str(tmp_path / "out"), "--json"]}[command]
+    proc = run_cli(command, *args, "--device", "cuda", env_extra={"RAY_ADDRESS": ""})
     assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr.replace("\n", " "), proc.stderr[-800:]
-    assert "Traceback" not in proc.stderr
+    assert "device_unavailable" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    if command == "scan":
+        assert json.loads(proc.stdout)["error_code"] == "device_unavailable"
+        assert "Ray" not in proc.stderr and not (tmp_path / "out").exists()
 
 
 def test_settings_precedence(tmp_path, monkeypatch):
@@ -102,14 +151,14 @@ def test_settings_precedence(tmp_path, monkeypatch):
 
 
 def test_train_names_a_missing_dataset_not_found(tmp_path):
-    """A typo'd dataset folder is `not_found`, a bad setting `invalid`: codes, exit 2, never a traceback."""
+    """A typo'd dataset folder is `not_found`, a bad setting `invalid_configuration`: codes, exit 2, never a traceback."""
     missing = run_cli("train", str(tmp_path / "no-such-crops"), "--output", str(tmp_path / "run"), "--epochs", "1")
     said = missing.stdout + missing.stderr
     assert missing.returncode == 2 and "not_found:" in said and "no-such-crops" in said and "Traceback" not in said
     (tmp_path / "crops").mkdir()
     bad = run_cli("train", str(tmp_path / "crops"), "--output", str(tmp_path / "run"), "--epochs", "0")
     said = bad.stdout + bad.stderr
-    assert bad.returncode == 2 and "invalid:" in said and "epochs" in said and "Traceback" not in said
+    assert bad.returncode == 2 and "invalid_configuration:" in said and "epochs" in said and "Traceback" not in said
 
 
 def test_a_scan_that_crashes_on_an_unexpected_error_says_so_in_one_line(detector_env, tmp_path, monkeypatch):

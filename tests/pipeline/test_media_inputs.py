@@ -1,6 +1,7 @@
 """Inputs the reader and sniffer used to refuse wrongly: M2TS/AVCHD (192-byte packets), a directory given as a
-path (not_found, as errors.py says), local file names fsspec would parse as URLs (``x::y.jpg``), and animations
-with more frames than can be decoded in reasonable time (refused from the header)."""
+path (not_found, as errors.py says), local file names fsspec would parse as URLs (``x::y.jpg``), animations
+with more frames than can be decoded in reasonable time (refused from the header), and HTTP: a refused connection is
+the store failing, not the object missing, and no message quotes the URI's credentials."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
+from helpers import refused_url, served
 from media_fixtures import animated_image, encode_video, m2ts
 from pipeline import images
 from pipeline.batch import object_column
 from pipeline.config import DecodeConfig
 from pipeline.decode import DecodeStage, decode_bytes
-from pipeline.errors import MediaNotFoundError, MediaTooLargeError
+from pipeline.errors import MediaNotFoundError, MediaTooLargeError, StorageError
 from pipeline.media import read_media_bytes, sniff_media
 
 
@@ -61,6 +63,23 @@ def test_a_directory_is_not_found(tmp_path, typed):
         assert caught.value.code == "not_found"
     out = DecodeStage()({"uri": object_column([uri])})
     assert out["error_code"][0] == "not_found" and "is a directory" in out["error"][0]
+
+
+def test_over_http_a_missing_object_is_not_found_a_refused_connection_a_storage_error(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(_jpeg())
+    with served(tmp_path) as base:
+        with_credentials = base.replace("http://", "http://alice:hunter2pass@")
+        assert read_media_bytes(f"{with_credentials}/a.jpg?token=s3cret", 10**8) == _jpeg()  # read with them
+        with pytest.raises(MediaNotFoundError) as missing:
+            read_media_bytes(f"{with_credentials}/gone.jpg?token=s3cret", 10**8)
+    down = refused_url().replace("http://", "http://alice:hunter2pass@")
+    with pytest.raises(StorageError) as refused:
+        read_media_bytes(f"{down}/a.jpg?token=s3cret", 10**8)
+    assert missing.value.code == "not_found" and refused.value.code == "storage_error"
+    assert str(missing.value) == f"not found: {base}/gone.jpg?token=REDACTED"
+    assert str(refused.value).startswith(f"could not read {down.replace('alice:hunter2pass@', '')}/a.jpg?token=REDACTED: ")
+    for said in (str(missing.value), str(refused.value)):
+        assert "hunter2pass" not in said and "s3cret" not in said
 
 
 @pytest.mark.parametrize("name", ["x::y.jpg", "zip:foo.jpg", "data:a.jpg", "s3:b.jpg", "a::b::c.jpg"])

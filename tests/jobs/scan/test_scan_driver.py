@@ -168,8 +168,9 @@ def test_an_output_that_takes_no_run_record_exits_2_and_does_not_claim_one(tmp_p
 
 def test_an_output_of_a_newer_schema_is_a_scan_that_could_not_start(tmp_path, samples_dir, detector_env):
     """An output the scan refuses at the start (a newer scanner's) is `not_started` (exit 2, code `output_error`),
-    as docs/scan.md lists it, with a record saying so; `output_error` is for refusals once the scan is past the
-    output's preparation (test_scan.py). Its one line claims nothing committed, and ends its sentence once."""
+    as docs/scan.md lists it; `output_error` is for refusals once the scan is past the output's preparation
+    (test_scan.py). It writes nothing into an output of a format it does not know: no lease, no run record.
+    Its one line claims nothing committed, and ends its sentence once."""
     import json
 
     from jobs.scan.schema import SCHEMA_VERSION
@@ -181,9 +182,9 @@ def test_an_output_of_a_newer_schema_is_a_scan_that_could_not_start(tmp_path, sa
     result = _scan_cli(str(samples_dir), "-o", str(out))
     assert result.exit_code == 2, result.output
     summary = json.loads(result.stdout)
-    assert (summary["status"], summary["exit_code"], summary["error_code"], summary["record_written"]) == (
-        "not_started", 2, "output_error", True)
-    assert [(r["status"], r["exit_code"]) for r in _records(out)] == [("not_started", 2)]
+    assert (summary["status"], summary["exit_code"], summary["error_code"], summary.get("record_written")) == (
+        "not_started", 2, "output_error", None)  # no run began: the short summary of a scan refused at the start
+    assert sorted(p.name for p in out.iterdir()) == ["_deepfakestream.json"] and not _records(out)
     said = " ".join(result.stderr.split())
     assert "Scan into a new --output" in said and ".." not in said and "kept" not in said, said
 
@@ -222,3 +223,32 @@ def test_the_scans_key_counts_shrunk_frames_where_the_plan_may_split_and_no_limi
     assert key(load_settings(**{"decode.max_bytes": 2**40, "decode.max_pixels": 2**30, "decode.max_frames": 10**6})) == base
     assert key(shrink_frames=True) != base and key(shrink_frames=True, plan="split") == key(shrink_frames=True)
     assert key(shrink_frames=True, plan="fused") == base
+
+
+def test_an_out_of_range_flag_is_invalid_configuration_in_json_as_any_bad_setting(tmp_path, samples_dir, detector_env):
+    """ScanConfig's fields carry the bounds, not typer's: an out-of-range flag gets --json's line, never usage text."""
+    import json
+
+    import typer
+
+    from jobs.cli import app
+
+    for flag, value, field in (("--thumbnails", "33", "thumbnails"), ("--commit-every", "0", "commit_every"),
+                               ("--max-error-rate", "1.5", "max_error_rate")):
+        result = _scan_cli(str(samples_dir), "-o", str(tmp_path / "out"), flag, value)
+        summary = json.loads(result.stdout)
+        assert result.exit_code == 2 and (summary["status"], summary["error_code"]) == ("not_started", "invalid_configuration")
+        assert f"scan.{field}" in summary["message"] and not (tmp_path / "out").exists()
+    bounded = [p.name for p in typer.main.get_command(app).commands["scan"].params
+               if getattr(p, "min", None) is not None or getattr(p, "max", None) is not None]
+    assert bounded == []
+
+
+def test_a_mistyped_checkpoint_is_named_as_such(tmp_path, samples_dir, detector_env):
+    import json
+
+    typo = tmp_path / "detectr.safetensors"
+    result = _scan_cli(str(samples_dir), "-o", str(tmp_path / "out"), "--checkpoint", str(typo))
+    summary = json.loads(result.stdout)
+    assert result.exit_code == 2 and (summary["error_code"], summary["message"]) == ("checkpoint_error", f"checkpoint {typo} does not exist")
+    assert not (tmp_path / "out").exists()

@@ -197,3 +197,19 @@ def test_the_plan_flag_reaches_the_scan(monkeypatch, tmp_path):
         assert result.exit_code == 2 and "stop here" in result.output
     assert seen == ["fused", "split", "auto"]
     assert CliRunner().invoke(app, ["scan", str(tmp_path), "--plan", "both"]).exit_code == 2 and len(seen) == 3
+
+
+@pytest.mark.parametrize("cluster, share, device", [
+    ({"CPU": 2.0}, 1.0, "auto"),            # a GPU share on a CPU-only cluster: Ray would keep the actors pending forever
+    ({"CPU": 2.0}, 0.5, "cuda"),            # device cuda with a share: no longer slips past the device check
+    ({"CPU": 8.0, "GPU": 1.0}, 2.0, "auto"),  # more than the cluster has
+    ({"CPU": 2.0}, None, "cuda"),
+])
+def test_a_gpu_share_or_device_the_cluster_cannot_give_is_device_unavailable(cluster, share, device):
+    from pipeline.errors import DeviceUnavailableError
+
+    with pytest.raises(DeviceUnavailableError) as caught:
+        plan_pools(cluster, ScanConfig(source="x", gpus_per_actor=share), device)
+    assert caught.value.code == "device_unavailable"
+    plan = plan_pools({"CPU": 4.0, "GPU": 1.0}, ScanConfig(source="x", gpus_per_actor=0.5), device)  # one it has
+    assert plan.detect_gpus == plan.classify_gpus == 0.5

@@ -59,6 +59,21 @@ def test_the_documented_alert_query_runs_on_run_records(tmp_path):
     assert dict(zip(columns, rows[0]))["stale"] is True
 
 
+def test_records_of_an_output_whose_path_looks_like_a_glob_are_read(tmp_path):
+    """fsspec reads a list of paths as globs: an output named "out[1]" read no record (query failed on it)."""
+    from jobs.query.sql import run_query
+    from jobs.scan.records import RunRecord, read_records, record_bytes
+
+    root = tmp_path / "out[1]"
+    store = OutputStore(str(root))
+    at = datetime.now(timezone.utc)
+    record = RunRecord(scan_id="s0", status="succeeded", exit_code=0, source="s", output="o", started_at=at,
+                       ended_at=at, model_version="m", settings_digest="d")
+    store.put("_runs/s0.json", record_bytes(record))
+    assert [r.scan_id for r in read_records(store.fs, store.root)] == ["s0"]
+    assert run_query(str(root), "SELECT scan_id FROM runs")[1] == [("s0",)]
+
+
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_a_slow_scan_that_ends_its_record_meanwhile_is_not_closed_as_killed(where, tmp_path, s3_server, s3_bucket):
     """The next scan (B) read the record of a scan whose lease lapsed (A) as `running`; A was slow, not killed, and

@@ -81,3 +81,30 @@ def test_train_into_another_runs_folder_says_run_exists_unless_overwrite(tmp_pat
     assert (run / "best.safetensors").read_bytes() == b"another run's weights"
     # the flag (training stubbed from here on)
     assert not trained_with(str(tmp_path / "crops")).overwrite and trained_with(str(tmp_path / "crops"), "--overwrite").overwrite
+
+
+@pytest.mark.parametrize("command", ["prepare", "train", "evaluate"])
+def test_an_output_that_cannot_be_a_folder_is_output_error_not_a_traceback(tmp_path, samples_dir, command):
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"path,label\n{samples_dir / 'astronaut.jpg'},REAL\n")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    given = {"prepare": [str(labels)], "train": [str(tmp_path / "crops"), "--epochs", "1"], "evaluate": [str(labels)]}
+    result = CliRunner().invoke(app, [command, *given[command], "-o", str(a_file / "out")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and said.startswith("output_error: ") and "Not a directory" in said, said
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["prepare", "train", "evaluate"])
+def test_a_refused_run_leaves_no_empty_output_folder_behind(tmp_path, command):
+    """The input is missing: not_found / invalid_input, exit 2, and the folders the run made for its output are gone."""
+    out = tmp_path / "runs" / "new"
+    given = {"train": [str(tmp_path / "no-crops"), "--epochs", "1"], "evaluate": [str(tmp_path / "no-labels.csv")],
+             "prepare": [str(tmp_path / "no-labels.csv")]}
+    result = CliRunner().invoke(app, [command, *given[command], "-o", str(out)])
+    assert result.exit_code == 2 and "no-" in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "runs").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()  # a folder that was there before stays, empty or not
+    assert CliRunner().invoke(app, [command, *given[command], "-o", str(kept)]).exit_code == 2 and kept.is_dir()

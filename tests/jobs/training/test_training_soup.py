@@ -73,7 +73,8 @@ def test_soup_command_reports_a_code_not_a_traceback(ingredients, tmp_path):
     missing = tmp_path / "missing.safetensors"
     proc = subprocess.run([sys.executable, "-m", "jobs.cli", "soup", str(a), str(missing), "-o", str(tmp_path / "s.safetensors"),
                            "--version", "x"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "no_trained_model" in proc.stderr + proc.stdout
+    # a mistyped input is named as such, not taken for "no trained detector is installed"
+    assert proc.returncode == 2 and proc.stderr.strip() == f"checkpoint_error: checkpoint {missing} does not exist"
     assert "Traceback" not in proc.stderr
 
 

@@ -1,0 +1,45 @@
+"""Credentials out of what is stored, printed and logged (pipeline/logsafe.py: redact_uri, redact_uris, log_safe)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.logsafe import log_safe, redact_uri, redact_uris
+
+
+@pytest.mark.parametrize("uri, shown", [
+    ("http://alice:hunter2pass@127.0.0.1:8080/astronaut.jpg", "http://127.0.0.1:8080/astronaut.jpg"),
+    ("https://token@host/a.mp4#t=3", "https://host/a.mp4#t=3"),
+    ("HTTPS://a:p@ss@host/x", "HTTPS://host/x"),  # an unescaped @ in the password: the host is after the last
+    ("https://b.s3.amazonaws.com/k.mp4?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F1&X-Amz-Date=1"
+     "&X-Amz-Security-Token=tok&X-Amz-Signature=abc",
+     "https://b.s3.amazonaws.com/k.mp4?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=REDACTED&X-Amz-Date=1"
+     "&X-Amz-Security-Token=REDACTED&X-Amz-Signature=REDACTED"),
+    ("https://acct.blob.core.windows.net/c/v.mp4?sv=2022&SIG=s%2Bx&se=2030", "https://acct.blob.core.windows.net/c/v.mp4?sv=2022&SIG=REDACTED&se=2030"),
+    ("https://h/p?Signature=1&access_token=2&token=3&key=4&keys=5&flag", "https://h/p?Signature=REDACTED&access_token=REDACTED&token=REDACTED&key=REDACTED&keys=5&flag"),
+    ("s3://bucket/dir/a@b.jpg", "s3://bucket/dir/a@b.jpg"),  # an @ in a key is not user-info
+    ("/media/user:pw@clip.mp4", "/media/user:pw@clip.mp4"),  # a plain path is a file name, kept as it is
+    ("clip.mp4", "clip.mp4"),
+])
+def test_redact_uri_drops_user_info_and_masks_secret_query_values_only(uri, shown):
+    assert redact_uri(uri) == shown
+    assert redact_uri(shown) == shown  # idempotent: a stored URI redacted again is the same key
+
+
+def test_redact_uris_cleans_every_uri_in_a_message_and_keeps_its_punctuation():
+    text = "could not read http://a:pw@h:1/x.jpg?token=abc: refused (see https://u:p@h/y?sig=1). s3://b/k.mp4, fine"
+    assert redact_uris(text) == ("could not read http://h:1/x.jpg?token=REDACTED: refused (see https://h/y?sig=REDACTED). "
+                                 "s3://b/k.mp4, fine")
+
+
+def test_log_safe_never_logs_a_credential():
+    assert log_safe("decode failed for http://alice:hunter2pass@h/a.jpg\nforged") == "decode failed for http://h/a.jpg\\nforged"
+
+
+def test_printable_writes_out_what_a_terminal_would_act_on_and_keeps_the_rest():
+    from pipeline.logsafe import printable
+
+    assert printable("s3://b/\x1b]0;pwned\x07\x1b[2J.mp4") == "s3://b/\\x1b]0;pwned\\x07\\x1b[2J.mp4"
+    assert printable("a\x00b\tc\nd\x7fe\x9bf") == "a\\x00b\\tc\\nd\\x7fe\\x9bf"  # C0, DEL, C1 (CSI)
+    assert printable("clip [final] é 日本 🎬 \\x1b.mp4") == "clip [final] é 日本 🎬 \\x1b.mp4"
+    assert printable(None) == "" and printable(3) == "3"
