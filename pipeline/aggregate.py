@@ -1,7 +1,7 @@
 """The score stage's second half, aggregate: per-face probabilities → per-track scores → one score and label per video.
 
 Tracks shorter than the card's ``min_track_frames`` give no verdict (``long_tracks``) beside a long one; when
-every track is short, all faces are judged if they fill half the sampled frames, else the object is NO_FACE."""
+every track is short, all faces are judged if they are found in half the sampled frames, else the object is NO_FACE."""
 
 from __future__ import annotations
 
@@ -56,41 +56,45 @@ STRATEGIES: dict[str, Callable[..., float]] = {
 }
 
 
-def counted_faces(n: int, tracks: np.ndarray | None, min_frames: int, frames_sampled: int | None = None) -> np.ndarray:
-    """Which of ``n`` faces the verdict counts (``long_tracks``' rule, as a mask the result shows per person)."""
+def counted_faces(n: int, tracks: np.ndarray | None, min_frames: int, frames_sampled: int | None = None,
+                  face_frame: np.ndarray | None = None) -> np.ndarray:
+    """Which of ``n`` faces the verdict counts (``long_tracks``' rule, as a mask the result shows per person).
+    ``face_frame``: each face's sampled frame (the montage rule counts frames; None: records without them,
+    where each face counts as a frame)."""
     if tracks is None or min_frames <= 1 or len(tracks) != n:
         return np.ones(n, bool)
     tracks = np.asarray(tracks)
     ids, counts = np.unique(tracks, return_counts=True)
     keep = np.isin(tracks, ids[counts >= min_frames])
     # no long track: a montage is judged only when faces fill at least half the sampled frames (a few scattered
-    # false detections in a long video stay NO_FACE)
-    montage = n >= max(min_frames, (frames_sampled or 0) // 2)
+    # false detections in a long video stay NO_FACE; four faces in one frame are one frame)
+    filled = n if face_frame is None else len(np.unique(np.asarray(face_frame)))
+    montage = filled >= max(min_frames, (frames_sampled or 0) // 2)
     return keep if keep.any() or not montage else np.ones(n, bool)
 
 
-def long_tracks(scores: np.ndarray, tracks: np.ndarray | None, min_frames: int,
-                frames_sampled: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def long_tracks(scores: np.ndarray, tracks: np.ndarray | None, min_frames: int, frames_sampled: int | None = None,
+                face_frame: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Only the faces of tracks seen in at least ``min_frames`` sampled frames.
 
     A face glimpsed in two frames (a passer-by, a false detection) is too little evidence to decide a
     video on: with ``track_max`` it used to. Callers cap ``min_frames`` at the frames sampled, so a photo
-    (one frame) or a short clip can still be scored. When no track is long enough but faces fill at least half
-    of the ``frames_sampled`` (jump cuts, a montage: each face unlinked to the next), all of them are kept: a face
-    in every sampled frame must not read as NO_FACE."""
+    (one frame) or a short clip can still be scored. When no track is long enough but faces are found in at
+    least half of the ``frames_sampled`` (jump cuts, a montage: each face unlinked to the next; ``face_frame``
+    says which), all of them are kept: a face in every sampled frame must not read as NO_FACE."""
     if tracks is None or min_frames <= 1 or len(tracks) != len(scores):
         return scores, tracks
-    keep = counted_faces(len(scores), tracks, min_frames, frames_sampled)
+    keep = counted_faces(len(scores), tracks, min_frames, frames_sampled, face_frame)
     return scores[keep], np.asarray(tracks)[keep]
 
 
 def video_score(scores: np.ndarray, tracks: np.ndarray | None, strategy: Strategy, min_track_frames: int = 1,
-                frames_sampled: int | None = None) -> float | None:
+                frames_sampled: int | None = None, face_frame: np.ndarray | None = None) -> float | None:
     """Aggregate face scores with ``strategy`` over tracks of at least ``min_track_frames`` faces;
     None when no face (or no long-enough track) is left."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown aggregation {strategy!r}; choose one of {sorted(STRATEGIES)}")
-    scores, tracks = long_tracks(np.asarray(scores, np.float64), tracks, min_track_frames, frames_sampled)
+    scores, tracks = long_tracks(np.asarray(scores, np.float64), tracks, min_track_frames, frames_sampled, face_frame)
     if len(scores) == 0:
         return None
     return STRATEGIES[strategy](scores, tracks)
@@ -112,7 +116,8 @@ def label_for(score: float | None, threshold: float, error: str = "") -> str:
 
 
 class AggregateStage:
-    """Batch stage: ``face_scores`` + ``face_track`` → ``score``, ``label``, ``threshold``, ``model_version``."""
+    """Batch stage: ``face_scores``, ``face_track``, ``face_frame`` → ``score``, ``label``, ``threshold``,
+    ``model_version``."""
 
     def __init__(self, threshold: float, strategy: Strategy, model_version: str, min_track_frames: int = 1):
         if strategy not in STRATEGIES:
@@ -130,12 +135,13 @@ class AggregateStage:
         for i in range(n):
             frames = None if sampled is None else int(sampled[i])
             min_frames = effective_min_track(self.min_track_frames, frames)
+            face_frame = batch["face_frame"][i]
             value = None if errors[i] else video_score(batch["face_scores"][i], batch["face_track"][i], self.strategy,
-                                                       min_frames, frames)
+                                                       min_frames, frames, face_frame)
             scores.append(math.nan if value is None else value)
             labels.append(label_for(value, self.threshold, errors[i]))
             faces = len(batch["face_scores"][i]) if batch["face_scores"][i] is not None else 0
-            counted.append(counted_faces(faces, batch["face_track"][i], min_frames, frames))
+            counted.append(counted_faces(faces, batch["face_track"][i], min_frames, frames, face_frame))
         out = dict(batch)
         out.update(
             score=np.array(scores, np.float64),

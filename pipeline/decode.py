@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 class DecodedMedia:
     """Sampled frames (N, H, W, 3 uint8 RGB) with where they sit in the source: ``timestamps`` in seconds from
     the stream's start, ``frame_indices`` among the frames a player shows. ``width``/``height`` are the first
-    sampled frame's; a stream that changes size later has its later frames rescaled to it (``pipeline/frames.py``)."""
+    sampled frame's; a stream that changes size later has its later frames rescaled to it (``pipeline/frames.py``).
+    A photo over ``max_pixels`` keeps its own size there, its one frame scaled down (``pipeline/images.py``)."""
 
     frames: np.ndarray
     frame_indices: np.ndarray
@@ -85,10 +86,11 @@ def _decord_message(exc: Exception) -> str:
 
 
 def _decord_times(reader, config: DecodeConfig) -> np.ndarray | None:
-    """Every frame's start in seconds, from decord's index; None where frames carry no timestamp (AVI, MPEG-PS:
-    decord sorts those first, at about -1e14 s, so its frame numbers are not the display order)."""
+    """Every frame's start in seconds, from decord's index; None where it holds none that can be true: frames
+    without a timestamp (AVI, MPEG-PS: decord sorts those first, at about -1e14 s, so its frame numbers are not
+    the display order), a Matroska of 1-3 frames (9.2e15 s: its "no time"), anything past any allowed duration."""
     times = reader.get_frame_timestamp(list(range(len(reader))))[:, 0].astype(np.float64)
-    return None if times.min() < -config.max_duration_s else times
+    return times if np.isfinite(times).all() and np.abs(times).max() <= config.max_duration_s else None
 
 
 def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: VideoInfo | None = None,

@@ -115,19 +115,17 @@ class DetectStage:
         With ``detect_every`` k > 1 MTCNN runs on every k-th frame (and the last), and, bisecting, between
         two detected frames that disagree on the tracks they see; the other frames get their faces carried
         along the tracks (``pipeline.keyframes``)."""
-        every = self.config.detect_every
+        every, iou, gap = self.config.detect_every, self.config.track_iou, self.config.track_max_gap
         if every > 1 and len(frames) > 2:
-            gap = max(1, self.config.track_max_gap // every)
             keys = keyframe_indices(len(frames), every)
             found = dict(zip(keys.tolist(), self.detector.detect(frames[keys], source_size)))
             while True:  # where two detected frames disagree on who is there, detect between them (bisecting)
                 keys = np.array(sorted(found), np.int64)
-                extra = disputed_midpoints(keys, [found[k] for k in keys.tolist()], self.config.track_iou, gap)
+                extra = disputed_midpoints(keys, [found[k] for k in keys.tolist()], iou, gap)
                 if not len(extra):
                     break
                 found.update(zip(extra.tolist(), self.detector.detect(frames[extra], source_size)))
-            per_frame, tracks_of = carry_faces(keys, [found[k] for k in keys.tolist()], len(frames),
-                                               self.config.track_iou, gap)
+            per_frame, tracks_of = carry_faces(keys, [found[k] for k in keys.tolist()], len(frames), iou, gap)
         else:
             per_frame, tracks_of = self.detector.detect(frames, source_size), None
         # the frames may be shrunk (split plan): crops are cut where the source box lies in them
@@ -153,7 +151,7 @@ class DetectStage:
             "face_boxes": boxes_arr,
             "face_landmarks": np.array(landmarks, np.float32).reshape(-1, 5, 2),
             "face_probs": np.array(probs, np.float32),
-            "face_track": (link_tracks(frame_ids_arr, boxes_arr, self.config.track_iou, self.config.track_max_gap)
+            "face_track": (link_tracks(frame_ids_arr, boxes_arr, iou, gap)
                            if tracks_of is None else first_seen_order(np.array(tracks, np.int64))),
         }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import re
 
 import numpy as np
@@ -29,6 +30,10 @@ MAX_ANIMATION_FRAMES = 10_000
 MAX_JPEG_SCANS = 100
 # a JPEG marker: 0xFF followed by neither 0x00 (a 0xFF stuffed into entropy-coded data), a fill 0xFF nor a restart
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xff\xd0-\xd7]")
+# A still over ``decode.max_pixels`` by up to this factor (a 12-48 MP phone photo) is decoded scaled down to it
+# rather than refused: the detector sees 640 px and the classifier 224 px crops. Past it, or past PIL's
+# decompression-bomb limit, it is refused from its header, before a pixel decodes.
+STILL_REDUCE_LIMIT = 16
 
 
 def jpeg_scans(data: bytes, stop_after: int) -> int:
@@ -65,6 +70,43 @@ def image_to_rgb(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
+def still_reduction(image, config: DecodeConfig) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(the size to scale it to, its size as shown) for a still over ``max_pixels`` by at most
+    ``STILL_REDUCE_LIMIT``; None for one within it and for animations (their frames are held to ``max_pixels``).
+    Refuses the rest from the header. A JPEG is drafted first: libjpeg's DCT scaling by 1/2, 1/4 or 1/8, never
+    below that size, so the pixels it drops are never decoded."""
+    from PIL import ExifTags, Image
+
+    width, height = image.size
+    if count_frames(image) > 1 or width * height <= config.max_pixels:
+        check_pixels(width, height, config)
+        return None
+    ceiling = min(STILL_REDUCE_LIMIT * config.max_pixels, Image.MAX_IMAGE_PIXELS or math.inf)
+    if width * height > ceiling:
+        raise MediaTooLargeError(f"resolution {width}x{height} is over the {ceiling}-pixel limit for photos "
+                                 f"(scaled down above the {config.max_pixels}-pixel limit)")
+    turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # as ImageOps.exif_transpose turns
+    scale = math.sqrt(config.max_pixels / (width * height))
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    if image.format in ("JPEG", "MPO"):
+        image.draft(image.mode, size)
+    return size, (height, width) if turned else (width, height)
+
+
+def scaled(image, size: tuple[int, int] | None):
+    """``image`` resized to ``size`` (Lanczos: least loss of the fine detail the classifier reads; a palette or
+    1-bit image first in the mode ``image_to_rgb`` would give it); as it is when ``size`` is None or its own."""
+    from PIL import Image
+
+    if size is None or image.size == size:
+        return image
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
+    elif image.mode == "1":
+        image = image.convert("L")
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
 @functools.cache
 def _heif_opener() -> None:
     """Teach PIL to open HEIC (AVIF it reads itself); pi-heif is libheif's decode-only build (no GPL encoder)."""
@@ -78,10 +120,12 @@ def count_frames(image) -> int:
     return int(getattr(image, "n_frames", 1) or 1) if image.format in ANIMATED else 1
 
 
-def read_frames(image, wanted: np.ndarray, work: DecodeWork) -> tuple[SampledFrames, np.ndarray]:
+def read_frames(image, wanted: np.ndarray, work: DecodeWork,
+                size: tuple[int, int] | None = None) -> tuple[SampledFrames, np.ndarray]:
     """(the ``wanted`` frames upright in RGB, slot i: ``wanted[i]``; every frame's display time in ms), in one
     pass from the first frame: an animation's frames are drawn over the ones before, and PIL knows a frame's
-    duration only once it has decoded it. Each frame is drawn on the whole canvas: that is its cost to ``work``."""
+    duration only once it has decoded it. Each frame is drawn on the whole canvas: that is its cost to ``work``.
+    ``size``: a still's, scaled down (``still_reduction``)."""
     from PIL import ImageOps
 
     count = count_frames(image)
@@ -95,11 +139,12 @@ def read_frames(image, wanted: np.ndarray, work: DecodeWork) -> tuple[SampledFra
         image.load()
         durations.append(float(image.info.get("duration") or 0))  # a still has none
         if i in slots:
-            sampled.put(slots[i], image_to_rgb(ImageOps.exif_transpose(image)))
+            sampled.put(slots[i], image_to_rgb(ImageOps.exif_transpose(scaled(image, size))))
     return sampled, np.array(durations)
 
 
-def _sampled(image, config: DecodeConfig, work: DecodeWork) -> tuple[SampledFrames, np.ndarray, np.ndarray]:
+def _sampled(image, config: DecodeConfig, work: DecodeWork,
+             size: tuple[int, int] | None) -> tuple[SampledFrames, np.ndarray, np.ndarray]:
     """(frames kept, their indices, every frame's start in seconds then the last one's end). The first pass keeps
     frames by number; a second reads the frames evenly spaced in time where uneven durations move the samples."""
     count = count_frames(image)  # from the header: no frame is decoded yet
@@ -108,12 +153,12 @@ def _sampled(image, config: DecodeConfig, work: DecodeWork) -> tuple[SampledFram
     if count > limit:
         raise MediaTooLargeError(f"animation has {count} frames, over the {limit}-frame limit")
     by_number = sample_indices(count, config.num_frames)
-    sampled, durations = read_frames(image, by_number, work)
+    sampled, durations = read_frames(image, by_number, work, size)
     starts = np.concatenate([[0.0], np.cumsum(durations)]) / 1000
     indices = sample_times(starts[:-1], config.num_frames)
     if not np.array_equal(indices, by_number):
         sampled = None  # its frames go before the second pass allocates its own
-        sampled = read_frames(image, indices, work)[0]
+        sampled = read_frames(image, indices, work, size)[0]
     return sampled, indices, starts
 
 
@@ -127,8 +172,8 @@ def decode_image(data: bytes, mime: str, config: DecodeConfig, work: DecodeWork 
         _heif_opener()
     try:
         with Image.open(io.BytesIO(data)) as image:
-            check_pixels(image.width, image.height, config)
-            sampled, indices, starts = _sampled(image, config, work)
+            reduction = still_reduction(image, config)
+            sampled, indices, starts = _sampled(image, config, work, reduction and reduction[0])
     except MediaError:
         raise
     except Image.DecompressionBombError as exc:
@@ -144,6 +189,7 @@ def decode_image(data: bytes, mime: str, config: DecodeConfig, work: DecodeWork 
     duration = float(starts[-1]) if count > 1 else 0.0  # a still's own duration (AVIF says 1 s) means nothing
     check_duration(duration, config)
     frames, _ = sampled.result()  # every wanted frame: the animation has them all, or reading it failed
-    height, width = frames.shape[1:3]
+    # a scaled-down still keeps its own size: boxes are in its pixels (the detector maps them, as for split-plan frames)
+    width, height = reduction[1] if reduction else (frames.shape[2], frames.shape[1])
     return DecodedMedia(frames, indices, starts[indices].astype(np.float32), count / duration if duration else 0.0,
                         count, duration, width, height, "image", mime)

@@ -2,7 +2,8 @@
 
 MTCNN is most of a video's time; faces move little between neighbouring sampled frames. A track seen on
 both keyframes around a frame gets its box and landmarks interpolated there; a track seen on only one of
-them is carried to the frames nearer to that keyframe (it appeared or left somewhere in between).
+them is carried to the frames nearer to that keyframe (it appeared or left somewhere in between). Tracks are
+linked by the sampled frames' own numbers, so ``track_max_gap`` means what it does with every frame detected.
 """
 
 from __future__ import annotations
@@ -28,12 +29,18 @@ def first_seen_order(tracks: np.ndarray) -> np.ndarray:
     return rank[inverse].reshape(-1)
 
 
-def _tracks_at(detected: list[Faces], min_iou: float, max_gap: int) -> tuple[np.ndarray, list[int]]:
-    """Track ids of the faces detected on consecutive keyframes (linked by IoU), and each keyframe's count."""
+def _tracks_at(keys: np.ndarray, detected: list[Faces], min_iou: float, max_gap: int) -> tuple[np.ndarray, list[int]]:
+    """Track ids of the faces detected on the sampled frames ``keys`` (linked by IoU, ``max_gap`` counted in
+    sampled frames as with every frame detected), and each detected frame's count.
+
+    The frames between two neighbouring detected ones were not looked at, not found empty: a stretch longer
+    than ``max_gap`` + 1 counts as ``max_gap`` + 1, so its ends can still link (``detect_every`` above
+    ``track_max_gap`` + 1); bisected gaps are shorter, so there the count is the real one."""
     counts = [len(b) for b, _, _ in detected]
-    ordinal = np.repeat(np.arange(len(detected)), counts).astype(np.int64)
+    steps = np.minimum(np.diff(np.asarray(keys, np.int64)), max_gap + 1)
+    at = np.concatenate([[0], np.cumsum(steps)]).astype(np.int64)[:len(counts)]
     boxes = np.concatenate([b.reshape(-1, 4) for b, _, _ in detected]) if detected else np.zeros((0, 4), np.float32)
-    return link_tracks(ordinal, boxes, min_iou, max_gap), counts
+    return link_tracks(np.repeat(at, counts), boxes, min_iou, max_gap), counts
 
 
 def disputed_midpoints(keys: np.ndarray, detected: list[Faces], min_iou: float, max_gap: int) -> np.ndarray:
@@ -41,7 +48,7 @@ def disputed_midpoints(keys: np.ndarray, detected: list[Faces], min_iou: float, 
     tracks: a face came or left, or moved too far to link (a zoom, a fast pan). Carrying would guess there.
     Detecting the middle and asking again halves the gap each round, so where a face comes or goes is found
     in log2(k) detections rather than k - 1, and the frames between two that agree are carried."""
-    tracks, counts = _tracks_at(detected, min_iou, max_gap)
+    tracks, counts = _tracks_at(keys, detected, min_iou, max_gap)
     sets = [frozenset(t.tolist()) for t in np.split(tracks, np.cumsum(counts)[:-1])] if counts else []
     mids = [(keys[o] + keys[o + 1]) // 2 for o in range(len(keys) - 1)
             if keys[o + 1] - keys[o] > 1 and sets[o] != sets[o + 1]]
@@ -51,7 +58,7 @@ def disputed_midpoints(keys: np.ndarray, detected: list[Faces], min_iou: float, 
 def carry_faces(keys: np.ndarray, detected: list[Faces], count: int, min_iou: float,
                 max_gap: int) -> tuple[list[Faces], list[np.ndarray]]:
     """Faces of all ``count`` frames from those ``detected`` on ``keys``, and each face's track id."""
-    tracks, _ = _tracks_at(detected, min_iou, max_gap)
+    tracks, _ = _tracks_at(keys, detected, min_iou, max_gap)
     at: list[dict[int, tuple]] = []  # per keyframe: track → (box, prob, landmarks)
     offset = 0
     for boxes, probs, landmarks in detected:

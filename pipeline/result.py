@@ -10,13 +10,14 @@ and from the JSON schema, read by the Parquet writer and the API's explanations.
 from __future__ import annotations
 
 import math
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, PlainSerializer
+from pydantic import BaseModel, Field, PlainSerializer, field_serializer
 from pydantic.json_schema import SkipJsonSchema
 
-from pipeline.aggregate import track_scores
+from pipeline.aggregate import label_for, track_scores
 from pipeline.batch import Batch, as_text, batch_size
 
 Label = Literal["FAKE", "REAL", "NO_FACE", "ERROR"]
@@ -27,6 +28,17 @@ def _rounded(digits: int) -> Any:
 
 
 R1, R3, R4, R6 = _rounded(1), _rounded(3), _rounded(4), _rounded(6)
+
+
+def shown_score(score: float, threshold: float | None, digits: int = 6) -> float:
+    """``score`` rounded to ``digits`` decimals, but never across ``threshold``: a REAL 0.46319560 against
+    0.46319565 shows 0.463195, not 0.463196, which would read FAKE (``label_for``). Rounded towards its own
+    side there (exactly: Decimal, and float conversion keeps the order), so the shown score and the label agree."""
+    rounded = round(score, digits)
+    if threshold is None or label_for(rounded, threshold) == label_for(score, threshold):
+        return rounded
+    side = ROUND_CEILING if label_for(score, threshold) == "FAKE" else ROUND_FLOOR
+    return float(Decimal(score).quantize(Decimal(1).scaleb(-digits), side))
 
 
 def _hidden(default: Any) -> Any:
@@ -73,7 +85,7 @@ class MediaInfo(BaseModel):
 class ScoreResult(BaseModel):
     uri: str
     label: Label
-    score: R6 | None
+    score: float | None  # in JSON to 6 decimals on its label's side of the threshold (``shown_score``)
     threshold: float | None
     model_version: str | None
     aggregation: str | None = None
@@ -83,6 +95,10 @@ class ScoreResult(BaseModel):
     tracks: list[TrackResult] = []
     frames: list[FrameResult] = []
     timings_ms: dict[str, R1] = {}
+
+    @field_serializer("score", when_used="json")
+    def _shown_score(self, score: float | None) -> float | None:
+        return None if score is None else shown_score(score, self.threshold)
 
     @classmethod
     def failed(cls, uri: str, message: str, threshold: float | None = None, model_version: str | None = None,

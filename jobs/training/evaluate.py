@@ -82,13 +82,15 @@ def score_videos(videos: list[LabelledVideo], settings: Settings, cache: Path | 
             records.append({**done[video.path], "label": video.label, "method": video.method, "group": video.group,
                             "source": source})
             continue
-        # the faces per track (aggregation ignores their order); re-aggregated per strategy (metrics.video_scores)
+        # the faces per track with their frames (aggregation ignores their order); re-aggregated per strategy
+        # (metrics.video_scores)
         result = scorer.score(video.path)
-        faces = [(box.score, track.track) for track in result.tracks for box in track.boxes]
+        faces = [(box.score, track.track, box.frame) for track in result.tracks for box in track.boxes]
         record = {"path": video.path, "label": video.label, "method": video.method, "group": video.group,
                   "source": source, "model_version": version, "scoring_key": key, "error": result.error or "",
                   "frames_sampled": result.media.frames_sampled if result.media else 0,
-                  "face_scores": [score for score, _ in faces], "face_track": [track for _, track in faces]}
+                  "face_scores": [score for score, _, _ in faces], "face_track": [track for _, track, _ in faces],
+                  "face_frame": [frame for _, _, frame in faces]}
         records.append(record)
         if cache:
             with cache.open("a") as handle:

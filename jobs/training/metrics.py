@@ -161,8 +161,9 @@ def video_scores(records: list[dict], strategy: str, min_track_frames: int = 1) 
         if record["error"]:
             continue
         min_frames = effective_min_track(min_track_frames, record.get("frames_sampled"))
+        frames = record.get("face_frame")  # absent from records cached before it was kept: each face a frame
         value = video_score(np.array(record["face_scores"]), np.array(record["face_track"]), strategy, min_frames,
-                            record.get("frames_sampled"))
+                            record.get("frames_sampled"), None if frames is None else np.array(frames))
         if value is None:
             continue
         labels.append(int(record["label"] == "FAKE"))

@@ -48,6 +48,7 @@ def test_stage_rows():
         "error": object_column(["", "", "corrupt"]),
         "face_scores": object_column([np.array([0.9, 0.7]), np.zeros(0), np.zeros(0)]),
         "face_track": object_column([np.array([0, 0]), np.zeros(0, int), np.zeros(0, int)]),
+        "face_frame": object_column([np.array([0, 1]), np.zeros(0, int), np.zeros(0, int)]),
     }
     out = AggregateStage(0.5, "mean", "v1")(batch)
     assert out["label"].tolist() == ["FAKE", "NO_FACE", "ERROR"]
@@ -77,12 +78,28 @@ def test_a_montage_of_short_tracks_is_judged_not_no_face():
     assert video_score(scores, tracks, "mean", 4, frames_sampled=32) is None  # five scattered glimpses in 32 frames
 
 
+def test_the_montage_rule_counts_frames_with_a_face_not_faces():
+    """16 one-frame faces, 4 in each of frames 0, 8, 16, 24 of 32: 4 frames are not half of 32 (NO_FACE);
+    16 faces spread over 16 of the frames are."""
+    scores, tracks = np.full(16, 0.9), np.arange(16)
+    crowd = np.repeat([0, 8, 16, 24], 4)
+    assert video_score(scores, tracks, "mean", 4, 32, face_frame=crowd) is None
+    assert not counted_faces(16, tracks, 4, 32, crowd).any()
+    assert video_score(scores, tracks, "mean", 4, 32, face_frame=np.arange(0, 32, 2)) == pytest.approx(0.9)
+    batch = {"uri": object_column(["crowd"]), "error": object_column([""]), "frames_sampled": np.array([32]),
+             "face_scores": object_column([scores]), "face_track": object_column([tracks]),
+             "face_frame": object_column([crowd])}
+    out = AggregateStage(0.5, "mean", "v", min_track_frames=4)(batch)
+    assert out["label"].tolist() == ["NO_FACE"] and not out["face_counted"][0].any()
+
+
 def test_the_stage_says_which_faces_its_verdict_counted():
     """A passer-by's two frames beside a long track are shown, but not counted: the result marks that person."""
     batch = {"uri": object_column(["video", "montage"]), "error": object_column(["", ""]),
              "frames_sampled": np.array([32, 8]),
              "face_scores": object_column([np.array([0.2] * 6 + [0.95] * 2), np.array([0.9, 0.8, 0.7, 0.6])]),
-             "face_track": object_column([np.array([0] * 6 + [1] * 2), np.arange(4)])}
+             "face_track": object_column([np.array([0] * 6 + [1] * 2), np.arange(4)]),
+             "face_frame": object_column([np.r_[np.arange(6), 6, 7], np.arange(4)])}
     out = AggregateStage(0.5, "track_max", "v", min_track_frames=4)(batch)
     assert out["face_counted"][0].tolist() == [True] * 6 + [False] * 2
     assert out["face_counted"][1].tolist() == [True] * 4  # a montage over half its 8 frames: every face counts
@@ -96,6 +113,7 @@ def test_stage_applies_the_rule_per_row_capped_at_frames_sampled():
         "frames_sampled": np.array([32, 1, 32]),
         "face_scores": object_column([np.array([0.2] * 10 + [0.9] * 2), np.array([0.8]), np.array([0.9, 0.9])]),
         "face_track": object_column([np.array([0] * 10 + [1] * 2), np.array([0]), np.array([0, 0])]),
+        "face_frame": object_column([np.r_[np.arange(10), 10, 11], np.array([0]), np.array([0, 1])]),
     }
     out = AggregateStage(0.5, "track_max", "v", min_track_frames=4)(batch)
     assert out["label"].tolist() == ["REAL", "FAKE", "NO_FACE"]

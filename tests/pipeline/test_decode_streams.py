@@ -157,6 +157,15 @@ def test_decord_backend_reads_streams_without_timestamps_as_pyav_does(format, co
     _assert_backends_agree(encode_video(frames=24, codec=codec, format=format), 8)
 
 
+@pytest.mark.parametrize("frames", [1, 2, 3])
+def test_decord_backend_reads_a_matroska_of_a_few_frames_as_pyav_does(frames):
+    """decord's index times the frames of a 1-3 frame Matroska at 9.2e15 s (its "no time"), which read as a
+    duration of 0.0: times that no allowed video can have send it to PyAV."""
+    data = encode_video(frames=frames, format="matroska")
+    _assert_backends_agree(data, 8)
+    assert decode_bytes(data, DecodeConfig(backend="decord")).timestamps.max() < 1
+
+
 @pytest.mark.parametrize("raised,code", [(MemoryError(), "out_of_memory"), ("ffmpeg", "media_corrupt")],
                          ids=["the process ran out", "a corrupt header asked for the impossible"])
 def test_out_of_memory_is_the_servers_fault_but_ffmpegs_enomem_is_the_files(monkeypatch, raised, code):

@@ -203,6 +203,32 @@ def test_bisection_finds_where_a_face_arrives_with_fewer_detections(samples_dir,
     assert out["face_frame"].tolist() == list(range(11, 17))
 
 
+@pytest.mark.parametrize("missing, tracks", [(range(5, 9), [17 - 4]), (range(5, 10), [5, 7])])
+def test_keyframe_tracks_are_the_every_frame_tracks(samples_dir, missing, tracks):
+    """``track_max_gap`` (4) counts sampled frames with keyframes too: a face missing from 4 frames stays one
+    track, from 5 it is two, as with every frame detected. (Linked by detected-frame ordinal, the frames
+    that bisection detects 1 apart let a track survive one missing detection only: 2 tracks, then 3.)"""
+    frame = _frame(samples_dir / "astronaut.jpg")[0]
+    frames = np.stack([np.full_like(frame, 128) if i in missing else frame for i in range(17)])
+    every = DetectStage(DetectConfig(detect_every=1), "cpu", crop_size=160).faces_of(frames)
+    sparse = DetectStage(DetectConfig(detect_every=4), "cpu", crop_size=160).faces_of(frames)
+    assert np.bincount(every["face_track"]).tolist() == tracks
+    assert np.bincount(sparse["face_track"]).tolist() == tracks
+    assert sparse["face_frame"].tolist() == every["face_frame"].tolist()
+
+
+def test_keyframes_further_apart_than_the_gap_still_link():
+    """With ``detect_every`` above ``track_max_gap`` + 1 the frames between two keyframes were not looked at:
+    the same face on both ends is one track, not a dispute to bisect."""
+    from pipeline.keyframes import carry_faces, disputed_midpoints
+
+    face = (np.array([[0, 0, 100, 100]], np.float32), np.ones(1, np.float32), np.zeros((1, 5, 2), np.float32))
+    keys = np.array([0, 8, 16])
+    assert disputed_midpoints(keys, [face] * 3, 0.3, 4).tolist() == []
+    _, tracks = carry_faces(keys, [face] * 3, 17, 0.3, 4)
+    assert {int(t[0]) for t in tracks} == {0}
+
+
 def test_a_zoom_seen_on_few_frames_keeps_its_one_track(samples_dir):
     """Four frames of a zoom: keyframes 0 and 3 do not link, so frames 1 and 2 are detected, not guessed."""
     frames = DecodeStage(DecodeConfig(num_frames=4)).decode_one(str(samples_dir / "astronaut_zoom.mp4")).frames

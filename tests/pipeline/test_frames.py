@@ -48,7 +48,9 @@ def test_sampled_frames_are_held_once(tmp_path, backend, make):
                          timeout=120, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["shape"] == [32, 1080, 1920, 3]
-    assert result["grown"] < 1.5, result  # the decoders' own buffers on top of the frames (2x and more before)
+    # the decoders' own buffers on top of the frames (2x and more before); decord's decoding thread runs ahead of
+    # its reader into a queue, fuller the busier the machine (1.0-1.2x quiet, up to 1.6x inside the full suite)
+    assert result["grown"] < (1.9 if backend == "decord" else 1.5), result
 
 
 def test_a_frame_of_another_size_is_fitted_to_the_first():

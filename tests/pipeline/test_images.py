@@ -14,7 +14,7 @@ from media_fixtures import decoded_frame as _decoded, encode_image as _encode_im
 from pipeline.batch import object_column
 from pipeline.config import DecodeConfig
 from pipeline.decode import DecodeStage, decode_bytes
-from pipeline.errors import MediaTooLargeError
+from pipeline.errors import MediaError, MediaTooLargeError
 from pipeline.images import MAX_JPEG_SCANS, jpeg_scans
 
 
@@ -119,6 +119,76 @@ def test_avif_photo_is_read_upright(astronaut, detector):
     assert (media.kind, media.mime) == ("image", "image/avif")
     assert np.abs(media.frames[0].astype(int) - np.asarray(astronaut)).mean() < 4
     _one_face(detector, media.frames[0])
+
+
+# ---- photos over the pixel limit: scaled down, not refused --------------------------------------------------
+
+
+@pytest.mark.parametrize("encode", [
+    lambda picture: _encode_image(picture, "JPEG", quality=95),  # drafted: libjpeg decodes it at 1/2
+    lambda picture: _encode_image(picture.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+    lambda picture: _heic(picture, quality=90),
+], ids=["jpeg", "palette png", "heic"])
+def test_a_photo_over_the_pixel_limit_is_scaled_down_not_refused(astronaut, detector, encode):
+    """A 12-24 MP phone photo was refused over the 8.3 MP (serve) or 16.8 MP (scan) limit; scaled down to it, it
+    keeps its own size, so the boxes stay in its pixels."""
+    data = encode(astronaut)
+    media = decode_bytes(data, DecodeConfig(max_pixels=60_000))  # 262,144 pixels: 4.4 times over
+    frame = media.frames[0]
+    assert (media.width, media.height) == (512, 512) and frame.shape == (244, 244, 3)
+    full = Image.fromarray(decode_bytes(data, DecodeConfig()).frames[0]).resize((244, 244), Image.Resampling.LANCZOS)
+    assert np.abs(frame.astype(int) - np.asarray(full)).mean() < 4
+    (boxes, probs, _), = detector.detect(frame[None], source_size=(512, 512))
+    assert len(boxes) == 1 and probs[0] > 0.95 and 150 < boxes[0][0] < 200 and 40 < boxes[0][1] < 90  # source pixels
+
+
+def test_a_turned_photo_scaled_down_keeps_its_upright_size(astronaut):
+    wide = astronaut.crop((0, 0, 512, 384))  # shown 512 x 384, stored sideways (384 x 512) with EXIF "turn"
+    rotated, exif = _sideways(wide)
+    media = decode_bytes(_encode_image(rotated, "JPEG", quality=95, exif=exif), DecodeConfig(max_pixels=50_000))
+    assert (media.width, media.height) == (512, 384)
+    assert media.frames.shape[1:] == (193, 258, 3) and 193 * 258 <= 50_000
+    small = np.asarray(wide.resize((258, 193), Image.Resampling.LANCZOS))
+    assert np.abs(media.frames[0].astype(int) - small).mean() < 6
+
+
+def test_the_scaled_down_photo_is_cut_and_boxed_as_the_full_one(astronaut):
+    """Faces are detected and cropped on the scaled-down still (the detector maps its source-pixel boxes, as for
+    the split scan plan's shrunk frames): the boxes land where the full photo's do."""
+    from pipeline.config import DetectConfig
+    from pipeline.detect import DetectStage
+    from pipeline.tracking import box_iou
+
+    big = astronaut.resize((1536, 1536), Image.Resampling.LANCZOS)
+    data = _encode_image(big, "JPEG", quality=95)
+    stage = DetectStage(DetectConfig(), "cpu", crop_size=224)
+    full = decode_bytes(data, DecodeConfig())
+    half = decode_bytes(data, DecodeConfig(max_pixels=1_000_000))
+    assert half.frames.shape[1:3] == (1000, 1000) and (half.width, half.height) == (1536, 1536)
+    a, b = stage.faces_of(full.frames, (full.width, full.height)), stage.faces_of(half.frames, (half.width, half.height))
+    assert len(a["face_boxes"]) == len(b["face_boxes"]) == 1 and box_iou(a["face_boxes"], b["face_boxes"])[0, 0] > 0.95
+    assert b["crops"].shape == (1, 224, 224, 3)
+    assert np.abs(a["crops"].astype(int) - b["crops"].astype(int)).mean() < 8
+
+
+def test_a_photo_far_over_the_limit_is_refused_from_its_header(astronaut):
+    """Past 16 times the limit (or PIL's decompression-bomb limit) a still is refused before a pixel decodes: here
+    only its header is left, which a decode would call corrupt."""
+    from pipeline.images import STILL_REDUCE_LIMIT
+
+    header = _encode_image(astronaut, "PNG")[:100]
+    with pytest.raises(MediaTooLargeError, match="over the 16000-pixel limit for photos"):
+        decode_bytes(header, DecodeConfig(max_pixels=1000))  # 262,144 pixels: 262 times over
+    assert STILL_REDUCE_LIMIT * 16_384 == 512 * 512
+    with pytest.raises(MediaError, match="corrupt"):
+        decode_bytes(header, DecodeConfig(max_pixels=16_384))  # 16 times over, not more: it would decode
+
+
+def test_an_animation_over_the_pixel_limit_is_still_refused():
+    from media_fixtures import animated_image
+
+    with pytest.raises(MediaTooLargeError, match="48x32 is over the 1000-pixel limit"):
+        decode_bytes(animated_image("WEBP", [100, 100, 100]), DecodeConfig(max_pixels=1000))
 
 
 # ---- hostile stills ------------------------------------------------------------------------------------------

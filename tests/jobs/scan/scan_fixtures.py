@@ -29,11 +29,11 @@ ERROR_ROW = {"schema_version": 1, "scan_id": "old", "uri": "/media/a.mp4", "fing
              "label": "ERROR", "error": "x", "model_version": "m"}
 
 
-def png(width: int, height: int) -> bytes:
+def png(width: int, height: int, mode: str = "RGB") -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (90, 120, 150)).save(buffer, format="PNG")
+    Image.new(mode, (width, height), (90, 120, 150) if mode == "RGB" else 1).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -48,7 +48,7 @@ def media(samples_dir: Path) -> dict[str, bytes]:
         "bad/truncated.mp4": video[: len(video) // 3],
         "bad/corrupt.mp4": bytes(corrupt),
         "bad/notavideo.mp4": b"this is a text file, not a video\n" * 20,
-        "bad/huge.png": png(5000, 4000),  # 20 Mpx, over the 16.7 Mpx decode limit
+        "bad/huge.png": png(10000, 9000, mode="1"),  # 90 Mpx: a photo that big is refused, not scaled down (PIL's limit)
         "notes.txt": b"not media: never listed\n",
     })
     return files

@@ -103,3 +103,14 @@ def test_no_track_long_enough_for_the_minimum_is_a_coded_refusal_not_an_empty_me
     labels, scores, kept = video_scores([glimpse], "mean", 3)  # long enough for a shorter minimum
     assert labels.tolist() == [0] and kept == [glimpse]
     assert video_scores([{**glimpse, "face_scores": [], "face_track": []}], "mean", 4)[0].size == 0  # no face: evaluate says
+
+
+def test_the_montage_rule_reads_the_frames_evaluate_records():
+    """16 one-frame faces in 4 of 32 frames: no verdict (``pipeline.aggregate``); the same faces on 16 frames: one."""
+    from jobs.training.metrics import NothingScoredError, video_scores
+
+    crowd = {"label": "REAL", "error": "", "frames_sampled": 32, "face_scores": [0.3] * 16, "face_track": list(range(16)),
+             "face_frame": [f for f in (0, 8, 16, 24) for _ in range(4)]}
+    with pytest.raises(NothingScoredError):
+        video_scores([crowd], "mean", 4)
+    assert video_scores([{**crowd, "face_frame": list(range(0, 32, 2))}], "mean", 4)[1].tolist() == [0.3]
