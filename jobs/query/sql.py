@@ -5,6 +5,9 @@ Views on the connection:
 - ``videos``: the latest row of each object (its current verdict).
 - ``faces``: the faces of those latest rows.
 
+Only committed parts are read: a ``faces`` part without its ``videos`` twin (a crash or a commit in flight,
+``jobs/scan/output.py``) is left out. A folder with no manifest, no parts and no run records is no scan output.
+
 Remote output (s3://, gs://) is read through fsspec (``con.register_filesystem``): DuckDB's own httpfs
 extension would have to be downloaded, which offline machines cannot do.
 """
@@ -24,9 +27,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.logsafe import printable
 from jobs.scan.output import OutputStore
-from jobs.scan.schema import PARTITION, SCHEMAS
-from jobs.scan.records import read_records, runs_table
+from jobs.scan.schema import MANIFEST, PARTITION, SCHEMAS
+from jobs.scan.records import RUNS_DIR, read_records, runs_table
 from pipeline.errors import DeepfakeStreamError, one_line
 
 log = logging.getLogger(__name__)
@@ -53,7 +57,7 @@ def connect(output: str, storage_options: dict | None = None):
     except QueryError:
         raise
     except Exception as exc:  # noqa: BLE001 - botocore, fsspec, duckdb, pyarrow: all mean "cannot read"
-        raise QueryError(f"cannot read scan output {output}: {one_line(exc)}") from None
+        raise QueryError(printable(f"cannot read scan output {output}: {one_line(exc)}")) from None
 
 
 def _history_view(con, store: OutputStore, table: str, parts: list[str]) -> None:
@@ -105,6 +109,57 @@ def _empty_view(con, table: str) -> None:
     con.execute(f"CREATE OR REPLACE VIEW {table}_history AS SELECT * FROM _{table}_empty")
 
 
+def _committed_parts(store: OutputStore) -> dict[str, list[str]]:
+    """table → its committed parts: a ``faces`` part counts only beside its ``videos`` twin (the commit record)."""
+    videos = store.list_parts("videos")
+    parts = {table: store.list_parts(table) if table != "videos" else videos for table in SCHEMAS}
+    parts["faces"] = {name: path for name, path in parts["faces"].items() if name in videos}
+    return {table: sorted(found.values()) for table, found in parts.items()}
+
+
+# DuckDB's errors for data it cannot decode: its message names no file ("Variable-length int over 10 bytes" is a
+# bare duckdb.Error). Errors in the SQL, storage errors (IOException: a network failure would only fail again on
+# every part) and the rest name their cause already.
+_DATA_ERRORS = ("Error", "InvalidInputException", "InternalException", "SerializationException")
+
+
+def unreadable_data(output: str, storage_options: dict | None = None) -> dict[str, str]:
+    """part URI → why, for the committed parts whose data (not only the footer) cannot be read: each part is read
+    whole, once (``jobs.scan.quarantine.confirmed_read``); a storage failure stops the search (``StorageUnreadable``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    from jobs.scan.quarantine import confirmed_read
+
+    store = OutputStore(output, storage_options or {})
+    paths = [p for parts in _committed_parts(store).values() for p in parts]
+    pool = ThreadPoolExecutor(max_workers=4)  # a part in memory per thread
+    try:
+        whys = list(pool.map(lambda p: confirmed_read(store.fs, p, lambda f: pq.read_table(f).num_rows)[1], paths))
+    finally:
+        pool.shutdown(cancel_futures=True)
+    return {store.uri_of(p): why for p, why in zip(paths, whys) if why}
+
+
+def read_failure(output: str, storage_options: dict | None, exc: Exception, message: str) -> QueryError:
+    """QueryError ``message`` for a read that failed with ``exc``; when DuckDB could not decode some data, it also
+    names the part(s) whose data is unreadable."""
+    import duckdb
+
+    if isinstance(exc, duckdb.Error) and type(exc).__name__ in _DATA_ERRORS:
+        try:
+            bad = unreadable_data(output, storage_options)
+        except Exception as again:  # noqa: BLE001 - the storage failing now: the first error stands
+            log.debug("cannot look for the unreadable part: %s", one_line(again))
+            bad = {}
+        if bad:
+            named = ", ".join(f"{uri} ({why})" for uri, why in list(bad.items())[:3])
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            message += f"; unreadable part{'s' if len(bad) > 1 else ''}: {named}{more}"
+    return QueryError(printable(message))  # a corrupt part's bytes end up in the message: no control characters
+
+
 def _connect(store: OutputStore):
     import duckdb
 
@@ -115,8 +170,7 @@ def _connect(store: OutputStore):
     if not store.local:
         con.register_filesystem(store.fs)
     found_any = False
-    for table in SCHEMAS:
-        parts = sorted(store.list_parts(table).values())
+    for table, parts in _committed_parts(store).items():
         if parts:
             found_any = True
             _history_view(con, store, table, parts)
@@ -125,7 +179,8 @@ def _connect(store: OutputStore):
     records = read_records(store.fs, store.root)
     con.register("_runs", runs_table(records))
     con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
-    if not found_any and not records and not store.fs.exists(store.root):
+    # a folder that merely exists (the parent of outputs, a file given as -o) is not an output with 0 objects
+    if not found_any and not records and not any(store.fs.exists(f"{store.root}/{name}") for name in (MANIFEST, RUNS_DIR)):
         raise QueryError(f"no scan output at {store.display}")
     # latest as the scan's skip rule has it (jobs/scan/incremental.py): scan_id starts with the driver's clock,
     # scanned_at is each worker's own
@@ -143,7 +198,7 @@ def _connect(store: OutputStore):
 
 
 def _sql_error(exc: Exception) -> QueryError:
-    return QueryError(" ".join(str(exc).split())[:500] or type(exc).__name__)
+    return QueryError(printable(" ".join(str(exc).split())[:500]) or type(exc).__name__)
 
 
 READ_ONLY = "one read-only statement (SELECT, WITH … SELECT, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)"
@@ -196,7 +251,7 @@ def run_query(output: str, sql: str, storage_options: dict | None = None) -> tup
         columns = [d[0] for d in result.description]
         return columns, result.fetchall()
     except Exception as exc:  # noqa: BLE001 - duckdb.Error subclasses, storage errors while reading
-        raise _sql_error(exc) from None
+        raise read_failure(output, storage_options, exc, str(_sql_error(exc))) from None
 
 
 def jsonable(value: Any) -> Any:
@@ -236,4 +291,5 @@ def format_rows(columns: list[str], rows: list[tuple], fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r} (table, csv or json)")
 
 
-__all__ = ["connect", "run_query", "check_read_only", "format_rows", "QueryError", "jsonable"]
+__all__ = ["connect", "run_query", "check_read_only", "format_rows", "QueryError", "jsonable", "read_failure",
+           "unreadable_data"]

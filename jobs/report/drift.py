@@ -11,6 +11,7 @@ an unchanged stream moves every statistic a lot by chance alone.
 
 from __future__ import annotations
 
+import json
 import math
 from statistics import NormalDist
 from typing import Literal, Sequence
@@ -85,6 +86,7 @@ class Drift(BaseModel):
     reference: Sample
     bins: int = BINS
     message: str = ""
+    skipped: dict[str, str] = Field(default_factory=dict)  # newer scans passed over as no night's sample: scan_id → why
 
     @property
     def flagged(self) -> bool:
@@ -171,25 +173,92 @@ def compare(reference: Sample, latest: Sample, psi_threshold: float = PSI_THRESH
     return Drift(status=status, flags=flags, psi=value, psi_threshold=threshold, message=message, **base)
 
 
+# a scan that did all the work it chose; any other status stopped part-way (or is still going: "running"), and its
+# rows are a biased slice of the night (a scan takes the largest objects first)
+COMPLETE = ("succeeded", "too_many_errors")
+
+
+def _partial(record: dict | None, fresh: int) -> str | None:
+    """Why a scan's rows are not a night's sample (None when they are): still running or stopped part-way, a rerun
+    whose every row rescanned an object last seen as ERROR (``fresh``: its rows that did not; ``--retry-errors``), or
+    a ``--max-objects`` run that left work for later. A scan without a run record (older outputs) is judged."""
+    status = record["status"] if record else None
+    if status == "running":
+        return "in progress"
+    if status is not None and status not in COMPLETE:
+        return f"ended {status} part-way"
+    if fresh == 0:
+        return "rescanned only objects whose last verdict was ERROR (--retry-errors)"
+    if record and record["options"].get("max_objects") and record["deferred"]:
+        return f"was capped by --max-objects ({record['deferred']} objects left for later)"
+    return None
+
+
+def _records(con) -> dict[str, dict]:
+    """scan_id → status, options and objects deferred, from the ``runs`` view (the run records)."""
+    return {sid: {"status": status, "options": json.loads(options or "{}"), "deferred": deferred or 0}
+            for sid, status, options, deferred in con.execute(
+                "SELECT scan_id, status, options, deferred FROM runs").fetchall()}
+
+
+# ``retry``: the row rescans an object whose previous row was ERROR (what --retry-errors rescans)
+RETRY = "coalesce(lag(label) OVER (PARTITION BY uri ORDER BY scan_id, scanned_at) = 'ERROR', false) AS retry"
+# every scan that wrote rows, in the videos view's order, with its rows that are not such retries
+SCANS = f"""SELECT scan_id, count(*) FILTER (NOT retry) FROM (SELECT scan_id, {RETRY} FROM videos_history)
+    GROUP BY scan_id ORDER BY scan_id"""
+# the rows of the scans $scans, with ``retry``
+RETRIES = f"""(SELECT * FROM (
+    SELECT *, {RETRY} FROM videos_history
+    WHERE uri IN (SELECT uri FROM videos_history WHERE list_contains($scans, scan_id)))
+    WHERE list_contains($scans, scan_id))"""
+
+
 def scan_drift(con, trailing: int = 7, **thresholds) -> Drift:
-    """Drift of the latest scan that wrote rows against up to ``trailing`` scans before it.
+    """Drift of the latest scan that is a night's sample against up to ``trailing`` such scans before it.
 
     ``con`` is a DuckDB connection from ``jobs.query.connect`` (its ``videos_history`` view: each scan's
-    own rows, so an incremental night is compared by the objects it scanned).
+    own rows, so an incremental night is compared by the objects it scanned; its ``runs`` view: how each scan
+    ended and with which options). A scan still running or stopped part-way, a ``--retry-errors`` rerun of only
+    ERROR objects and a ``--max-objects`` run that left work for later are passed over (``_partial``); the retried
+    rows of a ``--retry-errors`` scan that also scanned new objects are left out of its sample.
     """
     # scan_id starts with the driver's clock, as the videos view orders scans; scanned_at is each worker's own
-    order = [sid for (sid,) in con.execute("SELECT DISTINCT scan_id FROM videos_history ORDER BY scan_id").fetchall()]
-    if not order:
+    fresh = dict(con.execute(SCANS).fetchall())
+    if not fresh:
         return Drift(status="insufficient", message="no scan has written rows yet", latest=Sample(), reference=Sample())
-    return compare(_sample(con, order[-trailing - 1:-1]), _sample(con, order[-1:]), **thresholds)
+    records = _records(con)
+    # a --retry-errors scan's retried rows are no sample of the night (they were ERROR before): left out
+    retried = [sid for sid, r in records.items() if r["options"].get("retry_errors") and not r["options"].get("full")]
+    nights: list[str] = []
+    skipped: dict[str, str] = {}
+    for sid in reversed(list(fresh)):
+        why = _partial(records.get(sid), fresh[sid])
+        if why is None:
+            nights.append(sid)
+            if len(nights) > trailing:
+                break
+        elif not nights:  # newer than the scan judged: said; older ones are only left out of the trailing pool
+            skipped[sid] = why
+    said = "; ".join(f"latest scan {sid} {why}" for sid, why in skipped.items())
+    if not nights:
+        return Drift(status="insufficient", message=f"{said}: no finished scan to judge", latest=Sample(),
+                     reference=Sample(), skipped=skipped)
+    drift = compare(_sample(con, nights[:0:-1], retried), _sample(con, nights[:1], retried), **thresholds)
+    drift.skipped = skipped
+    if skipped:
+        drift.message = f"{said}, judged the last finished full scan ({nights[0]}): {drift.message}"
+    return drift
 
 
-def _sample(con, scan_ids: list[str]) -> Sample:
+def _sample(con, scan_ids: list[str], retried: list[str] = ()) -> Sample:
+    """The rows of ``scan_ids``, less those that retried an ERROR object in the ``retried`` scans."""
     if not scan_ids:
         return Sample()
-    rows = con.execute("""
-        SELECT score, faces, label, model_version FROM videos_history
-        WHERE list_contains(?, scan_id)""", [scan_ids]).fetchall()
+    source = RETRIES if set(scan_ids) & set(retried) else "(SELECT *, false AS retry FROM videos_history)"
+    rows = con.execute(f"""
+        SELECT score, faces, label, model_version FROM {source}
+        WHERE list_contains($scans, scan_id) AND NOT (retry AND list_contains($retried, scan_id))""",
+                       {"scans": scan_ids, "retried": list(retried)}).fetchall()
     return Sample(
         scan_ids=scan_ids,
         scores=[float(s) for s, _f, _l, _m in rows if s is not None and not math.isnan(s)],

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from jobs.report.data import ReportData, load
+from jobs.report.queries import TOP_PREFIXES, WINDOW_DAYS
 from pipeline.thumbs import data_uri
 from jobs.report.version import package_version
 from pipeline.atomic import write_atomic
@@ -50,7 +51,7 @@ def render(d: ReportData) -> str:
         pictures = {
             "runs": _png_uri(plots.runs_plot(d.runs)) if d.runs else None,
             "fake_rate": _png_uri(plots.fake_rate_plot(d.days)) if d.days else None,
-            "scores": _png_uri(plots.score_days_plot(d.day_scores, d.thresholds)) if d.day_scores else None,
+            "scores": _png_uri(plots.score_days_plot(d.score_days, d.thresholds)) if d.score_days else None,
             "drift": _png_uri(plots.drift_plot(d.drift, d.thresholds)) if d.drift.latest.scores else None,
         }
         suspects = [{
@@ -61,7 +62,8 @@ def render(d: ReportData) -> str:
         } for s in d.suspects]
         env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
         return env.from_string(PAGE).render(
-            d=d, plots=pictures, suspects=suspects, pct=_pct, num=_num, version=package_version(),
+            d=d, plots=pictures, suspects=suspects, pct=_pct, num=_num, version=package_version(), window=WINDOW_DAYS,
+            top_prefixes=TOP_PREFIXES,
             generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     except Exception as exc:  # noqa: BLE001 - matplotlib or jinja2 choking on some data: one line, not a trace
         raise ReportError(f"cannot draw the report: {one_line(exc)}") from None

@@ -4,9 +4,10 @@ or the fake rate means the same in all three."""
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Callable, TypeVar
 
-from jobs.query.sql import QueryError, connect
+from jobs.query.sql import connect, read_failure
 from pipeline.errors import one_line
 from jobs.scan.schema import PARTITION
 
@@ -29,27 +30,81 @@ FAKE_RATE = "count(*) FILTER (label = 'FAKE') / nullif(count(*) FILTER (label IN
 TOTALS = f"SELECT {LABEL_COUNTS}, {FAKE_RATE} FROM videos"
 
 
-# each object's last verdict of each scan day (a --retry-errors rerun the same day must not count it twice);
-# "last" as the videos view has it: by scan_id, the driver's clock
-DAILY = f"""(SELECT * FROM videos_history QUALIFY row_number() OVER (
+# What the tables and plots hold, whatever the output's size and age: beyond these, `deepfakestream query` reads it all
+TOP_PREFIXES = 20   # prefix tables: the prefixes with the most FAKE verdicts (then the most objects)
+WINDOW_DAYS = 30    # per-day tables and plots, the page's runs: the last 30 days up to the latest run
+DOTS_PER_DAY = 200  # the score plot's dots: a fixed sample of each day's objects (by a hash of the key)
+
+
+def window_start(con, span: int = WINDOW_DAYS) -> date | None:
+    """The first day of the report's window: ``span`` days up to the latest run's start, which is its scan day (the
+    latest scan day where there are no run records; None: nothing ran)."""
+    (last,) = con.execute("SELECT max(started_at)::DATE FROM runs").fetchone()
+    if last is None:  # older outputs without run records: every part must be opened to find it
+        (last,) = con.execute(f"SELECT max({PARTITION}) FROM videos_history").fetchone()
+    return last - timedelta(days=span - 1) if last else None
+
+
+def _since(since: date | None) -> str:
+    return f"{PARTITION} >= DATE '{since.isoformat()}'" if since else "true"
+
+
+def daily(since: date | None = None) -> str:
+    """Each object's last verdict of each scan day from ``since`` on (a --retry-errors rerun the same day must not count
+    it twice); "last" as the videos view has it: by scan_id, the driver's clock. The day filter prunes partitions."""
+    return f"""(SELECT * FROM videos_history WHERE {_since(since)} QUALIFY row_number() OVER (
     PARTITION BY uri, {PARTITION} ORDER BY scan_id DESC, scanned_at DESC) = 1)"""
 
 
-def prefixes(depth: int | None = None, per_day: bool = False) -> str:
-    """Label counts and fake rate per prefix: of the current verdicts (``videos``), or ``per_day`` of each scan
-    day's verdicts (``DAILY``, as ``DAYS``)."""
-    if per_day:
-        return f"""SELECT {prefix_expr(depth)} AS prefix, {PARTITION} AS day, {LABEL_COUNTS}, {FAKE_RATE}
-            FROM {DAILY} GROUP BY ALL ORDER BY prefix, day"""
-    return f"""SELECT {prefix_expr(depth)} AS prefix, {LABEL_COUNTS}, {FAKE_RATE}
-        FROM videos GROUP BY ALL ORDER BY prefix"""
+def prefixes(depth: int | None = None, per_day: bool = False, top: int = TOP_PREFIXES, since: date | None = None) -> str:
+    """Label counts and fake rate of the ``top`` prefixes with the most FAKE verdicts, then objects: of the current
+    verdicts (``videos``), or ``per_day`` of each scan day's verdicts from ``since`` on (``daily``, as ``days``), a row
+    per prefix and day. Every row's ``_prefixes`` counts all the prefixes (``top_prefixes`` takes it off)."""
+    if not per_day:
+        return f"""SELECT {prefix_expr(depth)} AS prefix, {LABEL_COUNTS}, {FAKE_RATE}, count(*) OVER () AS _prefixes
+            FROM videos GROUP BY prefix ORDER BY fakes DESC, objects DESC, prefix LIMIT {int(top)}"""
+    return f"""WITH cells AS MATERIALIZED (
+            SELECT {prefix_expr(depth)} AS prefix, {PARTITION} AS day, {LABEL_COUNTS}, {FAKE_RATE}
+            FROM {daily(since)} GROUP BY prefix, day),
+        ranked AS (
+            SELECT prefix, sum(fakes) AS _fakes, sum(objects) AS _objects, count(*) OVER () AS _prefixes FROM cells
+            GROUP BY prefix ORDER BY _fakes DESC, _objects DESC, prefix LIMIT {int(top)})
+        SELECT cells.*, _prefixes FROM cells JOIN ranked USING (prefix) ORDER BY _fakes DESC, _objects DESC, prefix, day"""
 
 
 PREFIXES = prefixes()  # per folder: the notebook's table
 
-# "fake rate per day" of a nightly scan: what each scan day's scans found, so an object FAKE on day 1 and REAL
-# after a rescan on day 2 counts on both days (once a day); the text report and the page alike
-DAYS = f"""SELECT {PARTITION} AS day, {LABEL_COUNTS}, {FAKE_RATE} FROM {DAILY} GROUP BY ALL ORDER BY day"""
+
+def top_prefixes(con, depth: int | None = None, per_day: bool = False, top: int = TOP_PREFIXES,
+                 since: date | None = None) -> tuple[list[dict], int]:
+    """The rows of ``prefixes`` and how many prefixes they leave out."""
+    rows = dicts(con, prefixes(depth, per_day, top, since))
+    total = rows[0]["_prefixes"] if rows else 0
+    for row in rows:
+        del row["_prefixes"]
+    return rows, total - len({row["prefix"] for row in rows})
+
+
+def days(since: date | None = None) -> str:
+    """"Fake rate per day" of a nightly scan: what each scan day's scans found, so an object FAKE on day 1 and REAL
+    after a rescan on day 2 counts on both days (once a day); the text report and the page alike."""
+    return f"SELECT {PARTITION} AS day, {LABEL_COUNTS}, {FAKE_RATE} FROM {daily(since)} GROUP BY ALL ORDER BY day"
+
+
+def score_days(since: date | None = None, dots: int = DOTS_PER_DAY) -> str:
+    """Per scan day: how many objects got a score, the quartiles and Tukey whiskers (1.5 IQR, as matplotlib's boxplot)
+    of their scores, and ``dots`` of them (a fixed sample: by a hash of the key), so the plot is drawn from a few
+    numbers per day, not from every score ever written."""
+    return f"""WITH s AS MATERIALIZED (
+            SELECT {PARTITION} AS day, score, row_number() OVER (PARTITION BY {PARTITION} ORDER BY hash(uri), uri) AS k
+            FROM {daily(since)} WHERE score IS NOT NULL AND NOT isnan(score)),
+        q AS (SELECT day, count(*) AS n, quantile_cont(score, 0.25) AS q1, median(score) AS med,
+                     quantile_cont(score, 0.75) AS q3 FROM s GROUP BY day)
+        SELECT day, n, q1, med, q3, min(score) FILTER (score >= q1 - 1.5 * (q3 - q1)) AS whislo,
+               max(score) FILTER (score <= q3 + 1.5 * (q3 - q1)) AS whishi,
+               list(score ORDER BY score) FILTER (k <= {int(dots)}) AS dots
+        FROM s JOIN q USING (day) GROUP BY ALL ORDER BY day"""
+
 
 # ERROR verdicts by stable code, not by message (messages carry URIs and sizes: 500 access-denied objects would
 # be 500 rows of 1); rows written before error_code existed count as 'error'
@@ -58,8 +113,8 @@ ERRORS = """SELECT coalesce(error_code, 'error') AS error_code, count(*) AS obje
 
 
 def suspects(top: int) -> str:
-    """The ``top`` highest current scores."""
-    return f"""SELECT uri, score, label, faces, tracks, model_version, {PARTITION} AS day FROM videos
+    """The ``top`` highest current scores (with the scan and day of each row: where its faces are)."""
+    return f"""SELECT uri, score, label, faces, tracks, model_version, scan_id, {PARTITION} AS day FROM videos
         WHERE score IS NOT NULL ORDER BY score DESC, uri LIMIT {int(top)}"""
 
 
@@ -77,4 +132,4 @@ def read_report(output: str, storage_options: dict | None, read: Callable[..., T
     try:
         return read(con)
     except Exception as exc:  # noqa: BLE001 - duckdb, pyarrow, fsspec: all mean "cannot read"
-        raise QueryError(f"cannot report on {output}: {one_line(exc)}") from None
+        raise read_failure(output, storage_options, exc, f"cannot report on {output}: {one_line(exc)}") from None

@@ -41,7 +41,7 @@ img.plot{max-width:100%;background:#fff;border:1px solid #d8dee6;border-radius:4
  <div class="card"><b>{{ d.totals.reals }}</b><span>real</span></div>
  <div class="card"><b>{{ d.totals.no_face }}</b><span>no face</span></div>
  <div class="card"><b>{{ d.totals.errors }}</b><span>errors</span></div>
- <div class="card"><b>{{ d.runs|length }}</b><span>runs</span></div>
+ <div class="card"><b>{{ d.runs|length }}</b><span>runs, {{ window }} days</span></div>
 </div>
 
 <div class="banner {{ d.drift.status }}" id="drift-status" data-status="{{ d.drift.status }}">
@@ -49,6 +49,8 @@ img.plot{max-width:100%;background:#fff;border:1px solid #d8dee6;border-radius:4
  {{ d.drift.message }}</div>
 
 <h2>Runs over time</h2>
+<p class="note" id="window">The last {{ window }} days{% if d.since %} (since {{ d.since }}){% endif %}: runs here, scan days
+in the plots below; the <code>runs</code> view of <code>deepfakestream query</code> holds every run.</p>
 {% if plots.runs %}<img class="plot" alt="objects scanned per run" src="{{ plots.runs }}">{% endif %}
 <table id="runs"><tr><th>scan</th><th>status</th><th>exit</th><th>started (UTC)</th><th>took</th><th>scanned</th>
 <th>skipped</th><th>fake</th><th>real</th><th>no face</th><th>errors</th><th>error rate</th><th>model</th></tr>
@@ -60,9 +62,11 @@ img.plot{max-width:100%;background:#fff;border:1px solid #d8dee6;border-radius:4
 
 <h2>Fake rate per day and per prefix</h2>
 {% if plots.fake_rate %}<img class="plot" alt="fake rate per scan day" src="{{ plots.fake_rate }}">{% endif %}
-<table id="prefixes"><tr><th>prefix (current verdicts)</th><th>objects</th><th>fake</th><th>real</th><th>no face / error</th><th>fake rate</th></tr>
+<table id="prefixes"><tr><th>prefix (current verdicts; the {{ top_prefixes }} with the most fakes)</th><th>objects</th><th>fake</th><th>real</th><th>no face / error</th><th>fake rate</th></tr>
 {% for p in d.prefixes %}<tr><td>{{ p.prefix }}</td><td class="n">{{ p.objects }}</td><td class="n">{{ p.fakes }}</td>
-<td class="n">{{ p.reals }}</td><td class="n">{{ p.no_face + p.errors }}</td><td class="n">{{ pct(p.fake_rate) }}</td></tr>{% endfor %}</table>
+<td class="n">{{ p.reals }}</td><td class="n">{{ p.no_face + p.errors }}</td><td class="n">{{ pct(p.fake_rate) }}</td></tr>{% endfor %}
+{% if d.more_prefixes %}<tr id="more-prefixes"><td colspan="6" class="note">{{ d.more_prefixes }} more prefixes: use
+<code>deepfakestream query</code> (docs/report.md)</td></tr>{% endif %}</table>
 
 <h2>Errors</h2>
 <table id="errors"><tr><th>error code (current verdicts)</th><th>objects</th><th>example message</th></tr>

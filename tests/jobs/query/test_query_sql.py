@@ -69,6 +69,18 @@ def test_keys_with_brackets_print_as_they_are_in_query_and_report(tmp_path):
     assert result.exit_code == 0 and ODD in result.output, result.output
 
 
+def test_a_keys_control_characters_are_written_out_in_the_query_table(tmp_path):
+    """An uploader's key with ESC sequences (cursor up, erase line, window title) must not drive the terminal."""
+    from jobs.cli import app
+
+    output = _output(tmp_path)
+    hostile = "clip\x1b[2K\x1b[1Ahidden\x1b]0;pwned\x07.mp4"
+    result = CliRunner().invoke(app, ["query", f"SELECT '{hostile}' AS \"k\x1bey\" FROM videos", "-o", output])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output, repr(result.output)
+    assert "clip\\x1b[2K\\x1b[1Ahidden\\x1b]0;pwned\\x07.mp4" in result.output and "k\\x1bey" in result.output
+
+
 def test_columns_an_old_schema_lacks_read_as_typed_nulls(tmp_path):
     """Schema 1 parts (no videos.error_code, no faces.thumb_jpeg): every newer column reads as a null of its own type."""
     import pyarrow as pa
@@ -177,7 +189,7 @@ def test_query_refuses_anything_but_one_read_only_statement(tmp_path):
         else:
             raise AssertionError(f"ran {sql}")
         result = CliRunner().invoke(_app(), ["query", sql, "-o", output])
-        assert result.exit_code == 1 and result.output.startswith("query failed: query takes one"), result.output
+        assert result.exit_code == 1 and result.output.startswith("query_failed: query takes one"), result.output
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
     assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before
     assert run_query(output, "SELECT label FROM videos")[1] == [("FAKE",)]
@@ -197,7 +209,7 @@ def test_empty_sql_is_a_clear_error_not_a_trace(tmp_path):
     for sql in ("", "   \n", "/* nothing but a comment */"):
         result = CliRunner().invoke(_app(), ["query", sql, "-o", output])
         assert result.exit_code == 1, result.output
-        assert result.output.startswith("query failed: no SQL to run: give one read-only statement"), result.output
+        assert result.output.startswith("query_failed: no SQL to run: give one read-only statement"), result.output
         assert "NoneType" not in result.output and "Traceback" not in result.output
 
 
@@ -233,3 +245,83 @@ print(json.dumps([json.loads(format_rows(columns, rows, "json")), text["last_sca
     utc = "2026-01-01T23:30:00+00:00"
     assert query == [{"scanned_at": utc, "started": utc}]
     assert last_scan == text_started == page_started == utc
+
+
+def test_query_and_report_failures_say_their_code_and_report_json_prints_it_as_json(tmp_path):
+    """No output there: `code: message` on stderr, exit 1; `report --json` also one JSON line on stdout."""
+    missing = str(tmp_path / "no-scan-here")
+    runner = CliRunner()
+    query = runner.invoke(_app(), ["query", "SELECT 1", "-o", missing])
+    assert query.exit_code == 1 and query.output.startswith(f"query_failed: no scan output at {missing}"), query.output
+    for args in (["report", missing], ["report", missing, "--json"]):
+        result = runner.invoke(_app(), args)
+        assert result.exit_code == 1 and result.stderr.startswith("query_failed: "), result.output
+        assert "Traceback" not in result.output
+    assert json.loads(result.stdout) == {"error_code": "query_failed", "error": f"no scan output at {missing}"}
+    bad = runner.invoke(_app(), ["report", missing, "--json", "--config", str(tmp_path / "none.yaml")])
+    assert bad.exit_code == 2 and json.loads(bad.stdout)["error_code"] == "invalid_configuration", bad.output
+
+
+def _with_faces(tmp_path) -> OutputStore:
+    store = OutputStore(str(tmp_path / "out"))
+    store.prepare()
+    now = datetime.now(timezone.utc)
+    store.commit("part-s0-00000", "2026-01-02",
+                 [{"schema_version": 4, "scan_id": "s0", "uri": "/a.mp4", "fingerprint": "f", "label": "FAKE",
+                   "score": 0.9, "faces": 2, "model_version": "m", "scanned_at": now}],
+                 [{"schema_version": 4, "scan_id": "s0", "uri": "/a.mp4", "face": i, "frame": i, "score": 0.9,
+                   "model_version": "m", "scanned_at": now} for i in range(2)])
+    return store
+
+
+def test_a_faces_part_with_corrupt_data_is_named_in_the_error(tmp_path):
+    """Its footer parses (so it is not skipped) but its pages do not: DuckDB's message names no file."""
+    from pathlib import Path
+
+    from jobs.query.sql import QueryError
+
+    store = _with_faces(tmp_path)
+    (faces,) = store.list_parts("faces").values()
+    data = bytearray(Path(faces).read_bytes())
+    data[4:200] = b"\xff" * 196
+    Path(faces).write_bytes(bytes(data))
+    try:
+        run_query(str(tmp_path / "out"), "SELECT * FROM faces")
+    except QueryError as exc:
+        assert exc.code == "query_failed" and f"unreadable part: {faces} (" in str(exc) and "\n" not in str(exc), exc
+    else:
+        raise AssertionError("read a corrupt part")
+    result = CliRunner().invoke(_app(), ["query", "SELECT count(*) FROM faces", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and faces in result.output and "Traceback" not in result.output, result.output
+    result = CliRunner().invoke(_app(), ["query", "SELECT nope FROM videos", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "unreadable part" not in result.output  # an SQL error: no part to blame
+
+
+def test_faces_of_an_uncommitted_part_are_not_read(tmp_path):
+    """A faces part whose videos twin never landed (a crash, or a commit in flight) belongs to no verdict."""
+    import shutil
+
+    store = _with_faces(tmp_path)
+    (faces,) = store.list_parts("faces").values()
+    shutil.copy(faces, faces.replace("part-s0-00000", "part-s1-00000"))  # the faces half of scan s1's commit
+    _, rows = run_query(str(tmp_path / "out"), "SELECT count(*), count(DISTINCT scan_id) FROM faces_history")
+    assert rows == [(2, 1)]
+
+
+def test_a_folder_or_file_that_is_no_scan_output_is_said_to_be(tmp_path):
+    """The parent of an output, an empty folder or a file given as -o: no manifest, parts or run records."""
+    from jobs.query.sql import QueryError
+
+    _with_faces(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "passwd").write_text("root:x:0:0\n")
+    for path in (tmp_path, tmp_path / "empty", tmp_path / "passwd"):
+        try:
+            run_query(str(path), "SELECT count(*) FROM videos")
+        except QueryError as exc:
+            assert str(exc) == f"no scan output at {path}", exc
+        else:
+            raise AssertionError(f"read {path} as an output")
+        result = CliRunner().invoke(_app(), ["report", str(path)])
+        assert result.exit_code == 1 and "no scan output at" in result.output, result.output
+    assert run_query(str(tmp_path / "out"), "SELECT count(*) FROM videos")[1] == [(1,)]

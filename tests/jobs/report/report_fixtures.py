@@ -143,9 +143,10 @@ def face_row(scan_id: str, uri: str, face: int, score: float, at: datetime, **ex
 
 
 def write_scan(dest: Path, scan_id: str, at: datetime, videos: list[dict], faces: list[dict] = (),
-               status: str = "succeeded", exit_code: int | None = 0):
+               status: str = "succeeded", exit_code: int | None = 0, **record):
     """Commit ``videos``/``faces`` as scan ``scan_id`` under ``at``'s day and write its run record (``status``
-    "running": no exit code, no end yet); returns the OutputStore."""
+    "running": no exit code, no end yet; ``record`` sets other fields, e.g. ``options``, ``deferred``); returns the
+    OutputStore."""
     from jobs.scan.output import OutputStore
 
     store = OutputStore(str(dest))
@@ -159,7 +160,7 @@ def write_scan(dest: Path, scan_id: str, at: datetime, videos: list[dict], faces
     record = RunRecord(scan_id=scan_id, status=status, exit_code=exit_code, source="s3://src/", output=str(dest),
                        started_at=at, ended_at=at + timedelta(minutes=5) if done else None,
                        elapsed_s=300.0 if done else None, model_version="m", settings_digest="x",
-                       scanned=len(videos), labels=labels)
+                       scanned=len(videos), labels=labels, **record)
     store.fs.makedirs(f"{store.root}/{RUNS_DIR}", exist_ok=True)
     store.fs.pipe(f"{store.root}/{RUNS_DIR}/{scan_id}.json", record_bytes(record))
     return store

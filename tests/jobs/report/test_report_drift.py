@@ -155,9 +155,12 @@ def test_the_reference_is_the_seven_scans_before_the_latest():
     import duckdb
 
     con = duckdb.connect()
-    con.execute("CREATE TABLE videos_history (scan_id VARCHAR, score DOUBLE, faces INT, label VARCHAR, model_version VARCHAR)")
+    con.execute("CREATE TABLE videos_history (scan_id VARCHAR, uri VARCHAR, score DOUBLE, faces INT, label VARCHAR, "
+                "model_version VARCHAR, scanned_at TIMESTAMPTZ)")
+    con.execute("CREATE TABLE runs (scan_id VARCHAR, status VARCHAR, options VARCHAR, deferred BIGINT)")  # no records
     for i in range(10):
-        con.executemany("INSERT INTO videos_history VALUES (?, 0.3, 1, 'REAL', 'v')", [[f"s{i:02d}"]] * 3)
+        con.executemany("INSERT INTO videos_history VALUES (?, ?, 0.3, 1, 'REAL', 'v', now())",
+                        [[f"s{i:02d}", f"/{i}/{k}.mp4"] for k in range(3)])
     drift = scan_drift(con, trailing=7)
     assert drift.latest.scan_ids == ["s09"] and drift.reference.scan_ids == [f"s{i:02d}" for i in range(2, 9)]
 
@@ -172,3 +175,84 @@ def test_exactly_min_objects_a_side_is_judged():
     rng = np.random.default_rng(0)
     drift = compare(_sample(rng.beta(2, 5, MIN_OBJECTS)), _sample(rng.beta(5, 2, MIN_OBJECTS), scan="b"))
     assert drift.status == "drift" and "score_shift" in drift.flags
+
+
+def _nights(dest, n: int = 3, objects: int = 120, start: datetime = datetime(2026, 3, 1, 2, tzinfo=timezone.utc)):
+    """``n`` finished nightly scans of one stream: beta(2, 5) scores, 1-2 faces, 2 objects in 100 ERROR."""
+    from datetime import timedelta
+
+    rng = np.random.default_rng(7)
+    scans, errors = [], []
+    for night in range(n):
+        at = start + timedelta(days=night)
+        sid = f"{at:%Y%m%dT%H%M%SZ}-{night:06x}"
+        rows = []
+        for k in range(objects):
+            uri = f"s3://b/up/{night}/{k}.mp4"
+            if k % 50 == 0:
+                errors.append(uri)
+                rows.append(video_row(sid, uri, "ERROR", None, at, error="not media", error_code="unsupported_media"))
+            else:
+                rows.append(video_row(sid, uri, "REAL", float(rng.beta(2, 5)), at, faces=int(rng.integers(1, 3))))
+        write_scan(dest, sid, at, rows)
+        scans.append(sid)
+    return scans, errors
+
+
+def test_a_scan_still_running_is_not_judged_the_last_finished_one_is(tmp_path):
+    """Tonight's scan has committed its first parts (the largest objects first: 20 faces each): judged, it was a
+    face-count shift; it is passed over and said to be."""
+    from datetime import timedelta
+
+    scans, _ = _nights(tmp_path / "out", n=4)
+    at = datetime(2026, 3, 5, 2, tzinfo=timezone.utc)
+    running = f"{at:%Y%m%dT%H%M%SZ}-run"
+    write_scan(tmp_path / "out", running, at + timedelta(minutes=1),
+               [video_row(running, f"s3://b/up/4/{k}.mp4", "REAL", 0.3, at, faces=20) for k in range(150)],
+               status="running", exit_code=None)
+    drift = scan_drift(connect(str(tmp_path / "out")))
+    assert drift.latest.scan_ids == [scans[-1]] and drift.reference.scan_ids == scans[:-1]
+    assert drift.status == "ok" and drift.flags == [] and drift.skipped == {running: "in progress"}
+    assert drift.message.startswith(f"latest scan {running} in progress, judged the last finished full scan "
+                                    f"({scans[-1]}): PSI "), drift.message
+
+
+def test_a_retry_errors_rerun_is_not_a_nights_sample(tmp_path):
+    """``scan --retry-errors`` the morning after rescans only the ERROR objects, which fail again: judged, its error
+    rate was 100% against 2%. It is passed over; a later --retry-errors night that also scanned new uploads is
+    judged on those, not on its retries."""
+    from datetime import timedelta
+
+    dest = tmp_path / "out"
+    scans, errors = _nights(dest, n=4)
+    at = datetime(2026, 3, 4, 6, tzinfo=timezone.utc)
+    rerun = f"{at:%Y%m%dT%H%M%SZ}-retry"
+    write_scan(dest, rerun, at, [video_row(rerun, u, "ERROR", None, at, error="not media", error_code="unsupported_media")
+                                 for u in errors], options={"retry_errors": True, "full": False})
+    drift = scan_drift(connect(str(dest)))
+    assert drift.latest.scan_ids == [scans[-1]] and rerun not in drift.reference.scan_ids
+    assert "error_rate_rise" not in drift.flags and drift.status == "ok", drift.message
+    assert drift.message.startswith(f"latest scan {rerun} rescanned only objects whose last verdict was ERROR")
+
+    at += timedelta(days=1)
+    night = f"{at:%Y%m%dT%H%M%SZ}-night"
+    rng = np.random.default_rng(8)
+    write_scan(dest, night, at,
+               [video_row(night, u, "ERROR", None, at, error="not media", error_code="unsupported_media") for u in errors]
+               + [video_row(night, f"s3://b/up/5/{k}.mp4", "REAL", float(rng.beta(2, 5)), at, faces=1)
+                  for k in range(120)], options={"retry_errors": True})
+    drift = scan_drift(connect(str(dest)))
+    assert drift.latest.scan_ids == [night] and drift.latest.objects == 120 and drift.latest.errors == 0
+    assert drift.flags == [] and rerun not in drift.reference.scan_ids
+
+
+def test_a_capped_run_that_left_work_for_later_is_not_judged(tmp_path):
+    dest = tmp_path / "out"
+    scans, _ = _nights(dest, n=3)
+    at = datetime(2026, 3, 4, 2, tzinfo=timezone.utc)
+    capped = f"{at:%Y%m%dT%H%M%SZ}-capped"
+    write_scan(dest, capped, at, [video_row(capped, f"s3://b/big/{k}.mp4", "FAKE", 0.9, at, faces=30) for k in range(120)],
+               options={"max_objects": 120}, deferred=5000)
+    drift = scan_drift(connect(str(dest)))
+    assert drift.latest.scan_ids == [scans[-1]] and drift.flags == []
+    assert drift.skipped == {capped: "was capped by --max-objects (5000 objects left for later)"}

@@ -81,7 +81,7 @@ def test_a_same_day_rerun_counts_each_object_once_that_day(tmp_path):
     assert per_day == [("2026-01-01", 2, 1, 1), ("2026-01-02", 1, 1, 0)]
     assert sum(r["objects"] for r in text["by_prefix_day"] if str(r["day"]) == "2026-01-02") == 1
     data = load(connect(output), output)
-    assert [len(scores) for scores in data.day_scores.values()] == [2, 1]
+    assert [(d["n"], len(d["dots"])) for d in data.score_days] == [(2, 2), (1, 1)]
 
 
 def test_depth_groups_the_pages_prefixes_as_it_groups_the_texts(tmp_path):
