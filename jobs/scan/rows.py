@@ -102,6 +102,7 @@ def tables_from_results(results: list[ScoreResult], listing: list[dict[str, Any]
 
     owned = [(r, t, f) for r in results if not r.error for t, f in r.faces()]
     total = len(owned)
+    counted = {(id(r), t.track): t.counted for r in results for t in r.tracks}
 
     def frame_number(r: ScoreResult, f: FaceBox) -> int | None:
         return r.frames[f.frame].frame_number if f.frame < len(r.frames) else None
@@ -115,6 +116,7 @@ def tables_from_results(results: list[ScoreResult], listing: list[dict[str, Any]
         pa.array([frame_number(r, f) for r, _, f in owned], pa.int64()),
         _floats([f.timestamp for _, _, f in owned]),
         pa.array([t for _, t, _ in owned], pa.int32()),
+        pa.array([counted[id(r), t] for r, t, _ in owned], pa.bool_()),
         _lists([f.box for _, _, f in owned], 4),
         _lists([f.landmarks for _, _, f in owned], 10),
         pa.array([f.probability for _, _, f in owned], pa.float32()),

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pyarrow as pa
 
 MANIFEST = "_deepfakestream.json"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # older versions whose parts this scanner reads and appends to (2 added `videos.error_code`, 3
-# `faces.thumb_jpeg`, 4 `videos.scoring_key`): the manifest is raised to SCHEMA_VERSION, old parts keep
-# their columns and read the new ones as null
-READABLE_VERSIONS = (1, 2, 3, 4)
+# `faces.thumb_jpeg`, 4 `videos.scoring_key`, 5 `faces.counted`): the manifest is raised to SCHEMA_VERSION, old
+# parts keep their columns and read the new ones as null
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 PARTITION = "scan_date"
 TABLES = ("videos", "faces")
 
@@ -67,6 +67,9 @@ FACES_SCHEMA = pa.schema([
     _field("frame_number", pa.int64(), "frame number in the source video (0 for images)"),
     _field("timestamp", pa.float64(), "seconds into the video"),
     _field("track", pa.int32(), "person (track) id within the object"),
+    _field("counted", pa.bool_(), "whether this person counts in the object's verdict: false when seen in fewer "
+           "sampled frames than the model card's min_track_frames (the score ignores the face); null in rows written "
+           "before schema version 5"),
     _field("box", pa.list_(pa.float32()), "x1, y1, x2, y2 in source pixels"),
     _field("landmarks", pa.list_(pa.float32()), "5 facial landmarks as x, y pairs (10 values), source pixels"),
     _field("probability", pa.float32(), "face detector probability"),

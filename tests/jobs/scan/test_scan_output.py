@@ -60,7 +60,7 @@ def test_a_schema_1_output_is_read_and_appended_to(tmp_path):
     assert rows == [("/a.jpg", "file is empty (0 bytes)", None)]
 
     OutputStore(str(tmp_path)).prepare()  # a new scan into the old output raises its version
-    assert json.loads((tmp_path / MANIFEST).read_text())["schema_version"] == SCHEMA_VERSION == 4
+    assert json.loads((tmp_path / MANIFEST).read_text())["schema_version"] == SCHEMA_VERSION == 5
     new = {**row, "schema_version": SCHEMA_VERSION, "scan_id": "new", "uri": "/b.jpg", "error_code": "media_empty",
            "scoring_key": "K"}
     store.commit("part-new-00000", "2026-01-02", [new], [])
@@ -159,7 +159,12 @@ def test_rows_keep_faces_of_scored_objects_only():
     assert videos[1]["score"] is None and videos[1]["mtime"] is None and videos[0]["processing_ms"] == 6.0
     assert (videos[0]["faces"], videos[0]["tracks"]) == (2, 1)
     assert [(f["frame"], f["frame_number"], f["timestamp"]) for f in faces] == [(0, 0, 0.0), (1, 99, pytest.approx(3.96))]
-    assert set(faces[0]) == set(FACES_SCHEMA.names)
+    assert set(faces[0]) == set(FACES_SCHEMA.names) and [f["counted"] for f in faces] == [True, True]
+    # two people, one seen too briefly to count in the verdict: each face row says whether its person counted
+    two = {**batch, "face_track": object_column([np.array([0, 1]), np.zeros(0, np.int64)]),
+           "face_counted": object_column([np.array([True, False]), np.zeros(0, bool)])}
+    faces = tables_from_batch(two, "scan1", datetime.now(timezone.utc))[1].to_pylist()
+    assert [(f["track"], f["counted"]) for f in faces] == [(0, True), (1, False)]
 
 
 def test_docs_describe_every_output_column():
