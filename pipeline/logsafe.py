@@ -8,10 +8,13 @@ from typing import Any
 from urllib.parse import unquote
 
 MASK = "REDACTED"
-# query parameters that carry a secret: pre-signed S3 URLs (X-Amz-*), Azure SAS (sig), GCS/Azure signatures,
-# OAuth and API tokens; compared case-insensitively
-SECRET_PARAMS = frozenset({"x-amz-signature", "x-amz-credential", "x-amz-security-token", "signature", "sig",
-                           "token", "access_token", "key"})
+# query parameters that carry a secret: pre-signed S3 URLs (X-Amz-*), GCS signed URLs (X-Goog-*), Azure SAS (sig),
+# OAuth and API tokens; compared case-insensitively, and any name ending in one of SECRET_ENDINGS
+SECRET_PARAMS = frozenset({"x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature",
+                           "x-goog-credential", "signature", "sig", "token", "access_token", "key"})
+SECRET_ENDINGS = ("signature", "token", "secret", "credential", "password", "apikey", "api_key")
+# Azure's container@account is a location, not user-info
+KEEPS_USER_INFO = ("abfs://", "abfss://", "az://", "wasb://", "wasbs://")
 _AUTHORITY = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#\s]*)")
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,;:!?)\]]")  # not the sentence's punctuation
 
@@ -19,15 +22,18 @@ _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,;:!?)\]]")  
 def _masked(query: str) -> str:
     def one(param: str) -> str:
         name, eq, _value = param.partition("=")
-        return f"{name}={MASK}" if eq and unquote(name).lower() in SECRET_PARAMS else param
+        lower = unquote(name).lower()
+        return f"{name}={MASK}" if eq and (lower in SECRET_PARAMS or lower.endswith(SECRET_ENDINGS)) else param
 
     return "&".join(one(p) for p in query.split("&"))
 
 
 def redact_uri(uri: str) -> str:
-    """``uri`` as it may be stored, printed or logged: the user-info (``user:pass@``) removed and the values of
-    credential-like query parameters (``SECRET_PARAMS``) masked. Deterministic, so a redacted URI is a stable key
-    run to run; the raw one is only for reading the object. Plain paths (no scheme) come back unchanged."""
+    """``uri`` as it may be stored, printed or logged: the user-info (``user:pass@``) removed and, in an http(s) URL,
+    the values of credential-like query parameters (``SECRET_PARAMS``) masked; an object store's key may hold ``?``
+    (``s3://b/clip?token=A.mp4`` is a key, not a query: masking it would make two objects one). Deterministic, so a
+    redacted URI is a stable key run to run; the raw one is only for reading the object. Plain paths (no scheme)
+    come back unchanged."""
     match = _AUTHORITY.match(uri)
     if not match:
         return uri
@@ -35,9 +41,11 @@ def redact_uri(uri: str) -> str:
     rest = uri[match.end():]
     head, hash_, fragment = rest.partition("#")
     path, question, query = head.partition("?")
-    if question:
+    if question and scheme.lower() in ("http://", "https://"):
         head = f"{path}?{_masked(query)}"
-    return scheme + authority.rpartition("@")[2] + head + hash_ + fragment
+    if scheme.lower() not in KEEPS_USER_INFO:
+        authority = authority.rpartition("@")[2]
+    return scheme + authority + head + hash_ + fragment
 
 
 def redact_uris(text: str) -> str:

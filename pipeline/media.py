@@ -154,6 +154,8 @@ def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = No
     except FileNotFoundError as exc:
         if _missing(exc):
             raise MediaNotFoundError(f"not found: {redact_uri(uri)}") from exc
+        if getattr(exc.__cause__, "status", None) in (401, 403):  # an expired or wrong pre-signed URL, no credentials
+            raise AccessDeniedError(f"could not read {redact_uri(uri)}: {_why(exc.__cause__)}") from exc
         raise StorageError(f"could not read {redact_uri(uri)}: {_why(exc.__cause__)}") from exc
     except IsADirectoryError as exc:  # errors.py: not_found covers "does not exist (or is a directory)"
         raise MediaNotFoundError(f"is a directory, not a file: {redact_uri(uri)}") from exc

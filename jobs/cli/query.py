@@ -74,7 +74,7 @@ def report(
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Summarise a scan's output: fake rate per prefix and day, the most suspicious objects, errors, recent runs."""
-    setup_logging(False)
+    setup_logging(False, as_json)
     from jobs.query.sql import QueryError
     from jobs.report.text import print_report, report as build_report
 

@@ -74,7 +74,6 @@ def scan(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Scan a bucket/folder with Ray Data into Parquet tables `videos` and `faces` (incremental, resumable)."""
-    setup_logging(verbose)
     from jobs.scan.driver import run_scan
     from jobs.scan.errors import ScanAborted
     from jobs.scan.exit_codes import ExitCode
@@ -96,6 +95,7 @@ def scan(
     ended: list = []  # the summary, however the scan ends (none when it stopped before opening the output)
     failure = _failure_json(as_json, ended, source, output)
     try:
+        setup_logging(verbose)  # its refusal's JSON line is the scan's summary line (failure)
         settings = settings_from_cli(config, device=device, **{"classify.checkpoint": checkpoint, "decode.num_frames": frames,
                                      "classify.threshold": threshold},
                                      **{f"scan.{k}": v for k, v in flags.items() if v is not None and v != []})

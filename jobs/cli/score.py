@@ -55,7 +55,7 @@ def score(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Score videos/images in-process through the whole graph and print a verdict per input."""
-    setup_logging(verbose)
+    setup_logging(verbose, as_json)
     from pipeline.errors import DeepfakeStreamError
     from pipeline.graph import ScoringPipeline
 

@@ -182,6 +182,12 @@ def _connect(store: OutputStore):
     # a folder that merely exists (the parent of outputs, a file given as -o) is not an output with 0 objects
     if not found_any and not records and not any(store.fs.exists(f"{store.root}/{name}") for name in (MANIFEST, RUNS_DIR)):
         raise QueryError(f"no scan output at {store.display}")
+    _latest_views(con)
+    return con
+
+
+def _latest_views(con) -> None:
+    """``videos`` and ``faces``, the latest verdicts, over the ``*_history`` views."""
     # latest as the scan's skip rule has it (jobs/scan/incremental.py): scan_id starts with the driver's clock,
     # scanned_at is each worker's own
     con.execute("""
@@ -194,7 +200,26 @@ def _connect(store: OutputStore):
         CREATE VIEW faces AS
         SELECT f.* FROM faces_history f
         JOIN (SELECT scan_id, uri FROM videos) v ON f.scan_id = v.scan_id AND f.uri = v.uri""")
-    return con
+
+
+def _fails_without_data(sql: str) -> bool:
+    """Whether ``sql`` fails on empty views too: the user's own mistake (``error('x')``, a bad literal), which no
+    part is to blame for, so no part is read whole looking for one."""
+    import duckdb
+
+    con = duckdb.connect()
+    for table in SCHEMAS:
+        _empty_view(con, table)
+    con.register("_runs", runs_table([]))
+    con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
+    _latest_views(con)
+    try:
+        con.execute(sql).fetchall()
+    except duckdb.Error:
+        return True
+    finally:
+        con.close()
+    return False
 
 
 def _sql_error(exc: Exception) -> QueryError:
@@ -251,6 +276,8 @@ def run_query(output: str, sql: str, storage_options: dict | None = None) -> tup
         columns = [d[0] for d in result.description]
         return columns, result.fetchall()
     except Exception as exc:  # noqa: BLE001 - duckdb.Error subclasses, storage errors while reading
+        if _fails_without_data(sql):
+            raise _sql_error(exc) from None
         raise read_failure(output, storage_options, exc, str(_sql_error(exc))) from None
 
 

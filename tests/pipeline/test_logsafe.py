@@ -18,6 +18,12 @@ from pipeline.logsafe import log_safe, redact_uri, redact_uris
     ("https://acct.blob.core.windows.net/c/v.mp4?sv=2022&SIG=s%2Bx&se=2030", "https://acct.blob.core.windows.net/c/v.mp4?sv=2022&SIG=REDACTED&se=2030"),
     ("https://h/p?Signature=1&access_token=2&token=3&key=4&keys=5&flag", "https://h/p?Signature=REDACTED&access_token=REDACTED&token=REDACTED&key=REDACTED&keys=5&flag"),
     ("s3://bucket/dir/a@b.jpg", "s3://bucket/dir/a@b.jpg"),  # an @ in a key is not user-info
+    # an object store's key may hold "?": two objects, not one URL with a secret (they would share one row)
+    ("s3://b/v/clip?token=A.mp4", "s3://b/v/clip?token=A.mp4"), ("gs://b/x?sig=1.jpg", "gs://b/x?sig=1.jpg"),
+    ("https://storage.googleapis.com/b/o.jpg?X-Goog-Algorithm=GOOG4&X-Goog-Credential=sa%40p&X-Goog-Signature=5e1f",
+     "https://storage.googleapis.com/b/o.jpg?X-Goog-Algorithm=GOOG4&X-Goog-Credential=REDACTED&X-Goog-Signature=REDACTED"),
+    ("https://h/p?client_secret=s&refresh_token=t&x-api_key=k&page=2", "https://h/p?client_secret=REDACTED&refresh_token=REDACTED&x-api_key=REDACTED&page=2"),
+    ("abfss://media@acct.dfs.core.windows.net/up/a.mp4", "abfss://media@acct.dfs.core.windows.net/up/a.mp4"),  # a container
     ("/media/user:pw@clip.mp4", "/media/user:pw@clip.mp4"),  # a plain path is a file name, kept as it is
     ("clip.mp4", "clip.mp4"),
 ])

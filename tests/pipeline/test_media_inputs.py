@@ -82,6 +82,37 @@ def test_over_http_a_missing_object_is_not_found_a_refused_connection_a_storage_
         assert "hunter2pass" not in said and "s3cret" not in said
 
 
+@pytest.mark.parametrize("status, code", [(403, "access_denied"), (401, "access_denied"), (500, "storage_error")])
+def test_over_http_a_refusal_is_access_denied(status, code):
+    """An expired or wrong pre-signed URL answers 403: the credentials' fault (access_denied), not a store failing."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from pipeline.errors import AccessDeniedError
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(StorageError) as refused:
+            read_media_bytes(f"http://127.0.0.1:{server.server_address[1]}/a.jpg?X-Amz-Signature=s3cret", 10**8)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert refused.value.code == code and isinstance(refused.value, AccessDeniedError) == (code == "access_denied")
+    assert "s3cret" not in str(refused.value)
+
+
 @pytest.mark.parametrize("name", ["x::y.jpg", "zip:foo.jpg", "data:a.jpg", "s3:b.jpg", "a::b::c.jpg"])
 def test_a_local_name_is_read_as_named_not_as_an_fsspec_url(tmp_path, monkeypatch, name):
     jpeg = _jpeg()

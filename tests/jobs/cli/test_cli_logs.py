@@ -13,7 +13,8 @@ from jobs.cli.logs import log_level
 
 
 @pytest.mark.parametrize("name, level", [("debug", logging.DEBUG), ("Info", logging.INFO), ("WARNING", logging.WARNING),
-                                         ("error", logging.ERROR), ("CRITICAL", logging.CRITICAL)])
+                                         ("warn", logging.WARNING), ("error", logging.ERROR), ("CRITICAL", logging.CRITICAL),
+                                         ("fatal", logging.CRITICAL), ("", logging.WARNING), ("  ", logging.WARNING)])
 def test_named_levels_in_any_case(monkeypatch, name, level):
     monkeypatch.setenv("DFS_LOG_LEVEL", name)
     assert log_level() == level
@@ -25,12 +26,26 @@ def test_the_default_is_warning(monkeypatch):
     assert log_level() == logging.WARNING
 
 
-@pytest.mark.parametrize("name", ["verbose", "BASIC_FORMAT", "", "10", "warn_"])
+@pytest.mark.parametrize("name", ["verbose", "BASIC_FORMAT", "10", "warn_"])
 def test_anything_else_is_refused_in_one_line_with_exit_2(name):
     """`verbose` was silently WARNING; BASIC_FORMAT (an attribute of logging, not a level) crashed with a trace."""
     env = {**os.environ, "DFS_LOG_LEVEL": name}
     proc = subprocess.run([sys.executable, "-m", "jobs.cli", "query", "-o", "/nonexistent", "SELECT 1"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == ("invalid configuration: DFS_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, "
-                                   f"CRITICAL, not {name!r}")
+    assert " ".join(proc.stderr.split()) == ("invalid_configuration: DFS_LOG_LEVEL must be one of DEBUG, INFO, WARNING, "
+                                             f"WARN, ERROR, CRITICAL, FATAL, not {name!r}")
+
+
+@pytest.mark.parametrize("command", [["scan", "/nonexistent", "-o", "/nonexistent-out"], ["score", "/nonexistent.jpg"],
+                                     ["report", "/nonexistent"]])
+def test_a_bad_level_under_json_still_prints_its_one_json_line(command):
+    """The error contract holds for the log level too: with --json, one line a script can read (scan: its summary)."""
+    import json
+
+    env = {**os.environ, "DFS_LOG_LEVEL": "verbose"}
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", *command, "--json"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stdout.splitlines()
+    assert json.loads(line)["error_code"] == "invalid_configuration"

@@ -295,6 +295,11 @@ def test_a_faces_part_with_corrupt_data_is_named_in_the_error(tmp_path):
     assert result.exit_code == 1 and faces in result.output and "Traceback" not in result.output, result.output
     result = CliRunner().invoke(_app(), ["query", "SELECT nope FROM videos", "-o", str(tmp_path / "out")])
     assert result.exit_code == 1 and "unreadable part" not in result.output  # an SQL error: no part to blame
+    # the user's own errors of the exception types a corrupt page raises: no part to blame, and no part read whole
+    for sql in ("SELECT error('oops')", "SELECT json_extract('{', '$')", "SELECT strptime('2026-13', '%Y-%m')"):
+        result = CliRunner().invoke(_app(), ["query", sql, "-o", str(tmp_path / "out")])
+        assert result.exit_code == 1 and "query_failed" in result.output, result.output
+        assert "unreadable part" not in result.output, (sql, result.output)
 
 
 def test_faces_of_an_uncommitted_part_are_not_read(tmp_path):
