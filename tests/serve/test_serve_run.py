@@ -1,5 +1,7 @@
 """`deepfakestream serve` (serve/app.py `run`) without starting Ray: it always starts a Ray instance of its
-own, and on Ctrl-C/SIGTERM shuts down only what it started, never another Serve application."""
+own, and on Ctrl-C/SIGTERM shuts down only what it started, never another Serve application. Ray's calls are
+stand-ins here (mocked: a GCS that fails to start or a deploy that fails cannot be caused on demand), so these tests
+check what `run` stops and says; a port in use is refused by the real command, before Ray (the last test)."""
 
 from __future__ import annotations
 
