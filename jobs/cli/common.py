@@ -57,7 +57,7 @@ def settings_from_cli(config: Optional[Path], *, as_json: bool = False, **overri
     try:
         return load_settings(config, **overrides)
     except (ValidationError, OSError, ValueError) as exc:
-        raise refuse("invalid_configuration", f"invalid configuration: {exc}", as_json) from exc
+        raise refuse("invalid_configuration", str(exc), as_json) from exc
 
 
 def given_checkpoint(path: Optional[Path]) -> None:

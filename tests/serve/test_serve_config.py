@@ -67,7 +67,7 @@ def test_serve_with_a_bad_allowed_prefix_says_so_in_one_line_and_starts_nothing(
     env = {**os.environ, "DFS_SERVE__ALLOWED_URI_PREFIXES": f'["{prefix}"]', "RAY_ADDRESS": "127.0.0.1:1"}
     proc = subprocess.run([sys.executable, "-m", "jobs.cli", "serve", "--port", "18123"], capture_output=True,
                           text=True, env=env, timeout=120)
-    assert proc.returncode == 2 and "invalid configuration" in proc.stderr and prefix in proc.stderr
+    assert proc.returncode == 2 and "invalid_configuration: " in proc.stderr and prefix in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -113,5 +113,5 @@ def test_serve_with_a_blank_host_or_a_bad_route_prefix_exits_2_before_ray(args, 
     env = {**os.environ, **env, "RAY_ADDRESS": "127.0.0.1:1"}
     proc = subprocess.run([sys.executable, "-m", "jobs.cli", "serve", "--port", "18123", *args], capture_output=True,
                           text=True, env=env, timeout=120)
-    assert proc.returncode == 2 and "invalid configuration" in proc.stderr
+    assert proc.returncode == 2 and "invalid_configuration: " in proc.stderr
     assert ("serve.host" in proc.stderr or "route_prefix" in proc.stderr) and "Traceback" not in proc.stderr
