@@ -75,19 +75,20 @@ def report(
 ) -> None:
     """Summarise a scan's output: fake rate per prefix and day, the most suspicious objects, errors, recent runs."""
     setup_logging(False, as_json)
-    from jobs.query.sql import QueryError
+    from jobs.query.sql import QueryError, connect
     from jobs.report.text import print_report, report as build_report
 
     output, options = _output(config, output, endpoint_url, anon, profile, as_json)
     try:
-        data = build_report(output, options, top=top, depth=depth, runs=runs)
+        con = connect(output, options)  # one listing and one set of views for the text and the page
+        data = build_report(output, options, top=top, depth=depth, runs=runs, con=con)
     except QueryError as exc:
         raise refuse(exc.code, str(exc), as_json, status=1) from exc
     if html is not None:
         from jobs.report.html import ReportError, write_html_report
 
         try:
-            write_html_report(output, html, options, top=top, trailing=trailing, depth=depth)
+            write_html_report(output, html, options, top=top, trailing=trailing, depth=depth, con=con)
         except (QueryError, ReportError) as exc:
             raise refuse(exc.code, f"cannot write the HTML report: {exc}", as_json) from exc
         console.print(f"HTML report: {escape(str(html))}", soft_wrap=True)

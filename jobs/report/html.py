@@ -70,19 +70,19 @@ def render(d: ReportData) -> str:
 
 
 def html_report(output: str, storage_options: dict | None = None, top: int = 8, trailing: int = 7,
-                depth: int | None = None) -> str:
+                depth: int | None = None, con=None) -> str:
     """The page for the scan output at ``output`` (QueryError when it cannot be read, ReportError when it cannot
-    be drawn)."""
+    be drawn); ``con``: a connection to it already open."""
     from jobs.report.queries import read_report
 
     return render(read_report(output, storage_options,
-                              lambda con: load(con, output, top=top, trailing=trailing, depth=depth)))
+                              lambda con: load(con, output, top=top, trailing=trailing, depth=depth), con))
 
 
 def write_html_report(output: str, path: str | Path, storage_options: dict | None = None, top: int = 8,
-                      trailing: int = 7, depth: int | None = None) -> Path:
+                      trailing: int = 7, depth: int | None = None, con=None) -> Path:
     """Write the page to ``path`` (a local file) and return it."""
-    page = html_report(output, storage_options, top=top, trailing=trailing, depth=depth)
+    page = html_report(output, storage_options, top=top, trailing=trailing, depth=depth, con=con)
     path = Path(path)
     try:
         write_atomic(path, page.encode("utf-8"))  # a full disk leaves the last good page, never half of a new one

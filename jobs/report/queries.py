@@ -125,10 +125,11 @@ def dicts(con, sql: str, params: list | None = None) -> list[dict]:
     return [dict(zip(names, row)) for row in result.fetchall()]
 
 
-def read_report(output: str, storage_options: dict | None, read: Callable[..., T]) -> T:
-    """``read(con)`` over the output's views; any failure (a part that breaks mid-read, a storage error) is one
-    ``QueryError`` line, as when the output cannot be opened at all."""
-    con = connect(output, storage_options)
+def read_report(output: str, storage_options: dict | None, read: Callable[..., T], con=None) -> T:
+    """``read(con)`` over the output's views (``con``: one already open, so ``report --html`` lists the output and
+    builds its views once for the text and the page); any failure (a part that breaks mid-read, a storage error) is
+    one ``QueryError`` line, as when the output cannot be opened at all."""
+    con = con or connect(output, storage_options)
     try:
         return read(con)
     except Exception as exc:  # noqa: BLE001 - duckdb, pyarrow, fsspec: all mean "cannot read"

@@ -20,11 +20,11 @@ from jobs.scan.output import OutputStore
 
 
 def report(output: str, storage_options: dict | None = None, top: int = 10, depth: int | None = None,
-           runs: int = 10) -> dict[str, Any]:
+           runs: int = 10, con=None) -> dict[str, Any]:
     """Summary of the latest verdict of every object (totals, top suspects, errors), of what each scan day's
     scans found (fake rate per day, and per prefix and day, over the last ``WINDOW_DAYS`` days) and of the last
     ``runs`` scans. Any failure is one ``QueryError`` line."""
-    return read_report(output, storage_options, lambda con: _report(con, output, storage_options, top, depth, runs))
+    return read_report(output, storage_options, lambda con: _report(con, output, storage_options, top, depth, runs), con)
 
 
 _RUN_COLUMNS = ("scan_id", "status", "exit_code", "started_at", "ended_at", "listed", "skipped", "scanned",

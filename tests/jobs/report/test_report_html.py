@@ -187,3 +187,27 @@ def test_the_scan_stores_thumbnails_of_each_objects_top_faces(sample_scan):
             if jpeg is not None:
                 image = Image.open(io.BytesIO(jpeg))
                 assert image.format == "JPEG" and max(image.size) <= 64 and len(jpeg) <= MAX_BYTES
+
+
+def test_report_with_html_lists_the_output_and_builds_its_views_once(tmp_path, monkeypatch):
+    """The text and the page read one connection: on an output of thousands of parts (S3: thousands of GETs) each
+    connection lists and describes every part (about 14 s on a 4,756-part output)."""
+    from typer.testing import CliRunner
+
+    import jobs.query.sql as sql
+    import jobs.report.queries as queries
+    from jobs.cli import app
+
+    opened = []
+    real = sql.connect
+
+    def counting(*args, **kwargs):  # a spy: the real connection, counted
+        opened.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sql, "connect", counting)
+    monkeypatch.setattr(queries, "connect", counting)
+    one_fake_output(tmp_path / "out")
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r.html").stat().st_size > 0 and opened == [str(tmp_path / "out")]
