@@ -205,13 +205,16 @@ def _json_example(annotation: Any) -> str | None:
 
 def _environment_settings(environ: Mapping[str, str] = os.environ) -> list[tuple[dict[str, Any], str]]:
     """One (tree, source) per ``DFS_*`` setting variable, sorted by name so ``DFS_SERVE__PORT`` lands over a whole
-    ``DFS_SERVE`` object. Values stay text for the settings to parse, but lists, mappings and sections are JSON."""
-    check_environment(environ)
+    ``DFS_SERVE`` object. Values stay text for the settings to parse, but lists, mappings and sections are JSON.
+    A variable that names no setting (``DFS_DECODE__NUM_FRAME``) is refused."""
     trees = []
     for name in sorted(environ):
         if not name.upper().startswith("DFS_") or name.upper() in NOT_SETTINGS:
             continue
         path, value = name[4:].lower().split("__"), environ[name]
+        bad = unknown_key(path)
+        if bad:
+            raise UnknownSettingError(f"unknown setting {bad!r} in environment variable {name}")
         expected = _json_example(_annotation_at(path))
         if expected:
             try:
@@ -299,15 +302,6 @@ def check_keys(values: dict[str, Any], source: str) -> None:
         bad = unknown_key(path)
         if bad:
             raise UnknownSettingError(f"unknown setting {bad!r} in {source}")
-
-
-def check_environment(environ: Mapping[str, str] = os.environ) -> None:
-    """Refuse ``DFS_*`` variables that name no setting (e.g. ``DFS_DECODE__NUM_FRAME``)."""
-    for name in sorted(environ):
-        if name.upper().startswith("DFS_") and name.upper() not in NOT_SETTINGS:
-            bad = unknown_key(name[4:].lower().split("__"))
-            if bad:
-                raise UnknownSettingError(f"unknown setting {bad!r} in environment variable {name}")
 
 
 def resolve_device(device: str) -> str:
