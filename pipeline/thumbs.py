@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.errors import DeepfakeStreamError
 
 THUMB_COLUMN = "thumb_jpeg"
-MAX_PX = 64          # long side; a 160-px crop shrinks 2.5x, enough to recognise a face
+MAX_PX = 64          # long side; a 224-px crop shrinks 3.5x, still enough to recognise a face
 QUALITY = 75
 MAX_BYTES = 8192     # hard cap per thumbnail; a 64-px face JPEG is usually 1.5-3 KB
 

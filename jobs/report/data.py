@@ -1,4 +1,4 @@
-"""What the HTML report and the notebook show, read from a scan output with DuckDB (``jobs.query.connect``).
+"""What the HTML report and the notebook show, read from a scan output with DuckDB (``jobs.query.sql.connect``).
 
 Per day means per ``scan_date``: each object's last verdict of that day (``queries.daily``, ``days``, as in the
 text report), so the pictures show how nights differ; the suspects, prefixes and errors come from the ``videos`` view
@@ -52,7 +52,7 @@ class ReportData:
 
 def load(con, output: str, top: int = 8, thumbs_per_object: int = 4, trailing: int = 7,
          depth: int | None = None) -> ReportData:
-    """Everything the report draws, from a ``jobs.query.connect`` connection; ``depth`` groups prefixes by the
+    """Everything the report draws, from a ``jobs.query.sql.connect`` connection; ``depth`` groups prefixes by the
     first N path levels instead of the parent folder (``report --depth``)."""
     since = window_start(con)
     runs = dicts(con, """

@@ -216,7 +216,7 @@ RETRIES = f"""(SELECT * FROM (
 def scan_drift(con, trailing: int = 7, **thresholds) -> Drift:
     """Drift of the latest scan that is a night's sample against up to ``trailing`` such scans before it.
 
-    ``con`` is a DuckDB connection from ``jobs.query.connect`` (its ``videos_history`` view: each scan's
+    ``con`` is a DuckDB connection from ``jobs.query.sql.connect`` (its ``videos_history`` view: each scan's
     own rows, so an incremental night is compared by the objects it scanned; its ``runs`` view: how each scan
     ended and with which options). A scan still running or stopped part-way, a ``--retry-errors`` rerun of only
     ERROR objects and a ``--max-objects`` run that left work for later are passed over (``_partial``); the retried
