@@ -245,7 +245,7 @@ def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, outcome
     summary.status, summary.exit_code, summary.message = status, int(code), message
     summary.quarantined = list(store.quarantined)
     summary.elapsed_s = round(time.perf_counter() - started, 3)
-    record.status, record.exit_code, record.message = status, int(code), message
+    record.status, record.exit_code, record.error_code, record.message = status, int(code), summary.error_code, message
     record.ended_at = datetime.now(timezone.utc)
     record.elapsed_s = summary.elapsed_s
     record.plan = summary.plan

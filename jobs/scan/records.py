@@ -41,6 +41,7 @@ class RunRecord(BaseModel):
     scan_id: str
     status: Status = "running"
     exit_code: int | None = None
+    error_code: str | None = None  # the stable code of why it did not succeed (pipeline/errors.py); null if it did
     message: str | None = None
     source: str
     output: str
@@ -128,7 +129,7 @@ def close_lapsed(store: Any, scan_id: str, heartbeat_at: datetime, by: str) -> R
         record = RunRecord.model_validate_json(data)
         if record.status != "running":
             return None
-        record.status, record.exit_code = "killed", None
+        record.status, record.exit_code, record.error_code = "killed", None, "killed"
         record.message = (f"the scan stopped without ending its run (killed: SIGKILL, out of memory, a lost node); its "
                           f"lease lapsed and scan {by} took the output over. Committed parts are kept.")
         record.ended_at = max(heartbeat_at, record.started_at)
@@ -148,7 +149,8 @@ def runs_table(records: list[RunRecord]):
 
     ts = pa.timestamp("us", tz="UTC")
     schema = pa.schema([
-        ("scan_id", pa.string()), ("status", pa.string()), ("exit_code", pa.int32()), ("message", pa.string()),
+        ("scan_id", pa.string()), ("status", pa.string()), ("exit_code", pa.int32()), ("error_code", pa.string()),
+        ("message", pa.string()),
         ("source", pa.string()), ("output", pa.string()), ("host", pa.string()), ("pid", pa.int64()), ("started_at", ts),
         ("ended_at", ts), ("elapsed_s", pa.float64()), ("model_version", pa.string()),
         ("settings_digest", pa.string()), ("scoring_key", pa.string()), ("listed", pa.int64()), ("skipped", pa.int64()),
@@ -158,7 +160,7 @@ def runs_table(records: list[RunRecord]):
     ])
     rows = []
     for r in records:
-        row = r.model_dump(include={"scan_id", "status", "exit_code", "message", "source", "output", "host", "pid",
+        row = r.model_dump(include={"scan_id", "status", "exit_code", "error_code", "message", "source", "output", "host", "pid",
                                     "started_at", "ended_at", "elapsed_s", "model_version", "settings_digest",
                                     "scoring_key", "listed", "skipped", "deferred", "rescored", "scanned", "lost", "parts", "error_rate",
                                     "quarantined"})

@@ -108,7 +108,8 @@ def test_scan_of_a_mistyped_s3_prefix_exits_2_in_one_line_and_says_so_in_json(tm
     assert (summary["status"], summary["exit_code"], summary["error_code"]) == ("not_started", 2, "source_not_found")
     assert "source not found" in summary["message"] and summary["scan_id"]
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / "_runs").glob("*.json")]
-    assert (record["status"], record["exit_code"], record["scan_id"]) == ("not_started", 2, summary["scan_id"])
+    assert (record["status"], record["exit_code"], record["error_code"], record["scan_id"]) == (
+        "not_started", 2, "source_not_found", summary["scan_id"])  # monitoring reads the code, not the message
 
 
 def test_json_summary_on_failures_before_and_after_the_output_is_opened(tmp_path, samples_dir, detector_env, monkeypatch):

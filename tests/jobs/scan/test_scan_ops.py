@@ -88,7 +88,7 @@ def test_the_scan_that_takes_a_lapsed_lease_ends_the_killed_scans_record(detecto
         summary = run_scan(load_settings(), ScanConfig(source=str(source), output=str(out), progress=False))
     records = {r["scan_id"]: r for r in _records(out)}
     killed = records["killed-one"]
-    assert (killed["status"], killed["exit_code"], killed["ended_at"]) == ("killed", None, heartbeat)
+    assert (killed["status"], killed["exit_code"], killed["error_code"], killed["ended_at"]) == ("killed", None, "killed", heartbeat)
     assert summary.scan_id in killed["message"] and killed["parts"] == 1 and killed["elapsed_s"] > 3 * 3600 - 60
     assert records["ended-one"]["status"] == "succeeded" and records["ended-one"]["ended_at"] is None
     _columns, rows = run_query(str(out), "SELECT status FROM runs WHERE scan_id = 'killed-one'")
