@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
 from pipeline.errors import CheckpointError, NoTrainedModelError
 from pipeline.preprocess import RGB_MEAN, RGB_STD, SRM_TRUNCATE
@@ -26,6 +26,18 @@ class ModelSpec(BaseModel):
     dropout: float = Field(0.3, ge=0, lt=1)
 
 
+class Normalisation(BaseModel):
+    """How crop pixels become the encoder's input: the network is built from these (``DeepfakeDetector``), so a
+    card's values are used, never only shown."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = "RGB uint8 face crop, margin-padded, aspect kept, zero-padded to input_size"
+    rgb_mean: tuple[float, float, float] = RGB_MEAN
+    rgb_std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = RGB_STD
+    srm_truncate: PositiveFloat = SRM_TRUNCATE
+
+
 CARD_FORMAT = 1
 
 
@@ -37,14 +49,7 @@ class ModelCard(BaseModel):
     version: str
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     architecture: ModelSpec
-    normalisation: dict[str, Any] = Field(
-        default_factory=lambda: {
-            "input": "RGB uint8 face crop, margin-padded, aspect kept, zero-padded to input_size",
-            "rgb_mean": list(RGB_MEAN),
-            "rgb_std": list(RGB_STD),
-            "srm_truncate": SRM_TRUNCATE,
-        }
-    )
+    normalisation: Normalisation = Field(default_factory=Normalisation)
     threshold: float = Field(0.5, ge=0, le=1)
     aggregation: Literal["mean", "confident", "track_max"] = "mean"
     min_track_frames: int = Field(1, ge=1, description="tracks seen in fewer sampled frames give no verdict")

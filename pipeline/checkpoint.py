@@ -80,8 +80,8 @@ def save_checkpoint(model: DeepfakeDetector, card: ModelCard, path: Path | str, 
 
     dtype = dtype or torch.float16
     path = Path(path)
-    if card.architecture != model.spec:
-        raise CheckpointError("model card architecture does not describe this model")
+    if card.architecture != model.spec or card.normalisation != model.normalisation:
+        raise CheckpointError("model card architecture or normalisation does not describe this model")
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in model.state_dict().items()}
     # bytes, not save_file: that makes the file 0600 whatever the umask, unreadable to the service account
@@ -113,7 +113,7 @@ def load_checkpoint(path: Path | str, device: str = "cpu", require_trained: bool
             metadata = _read_metadata(handle)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read weights {path}: {exc}") from exc
-    model = DeepfakeDetector(card.architecture)
+    model = DeepfakeDetector(card.architecture, card.normalisation)
     expected = model.state_dict()
     problems = _card_differences(metadata, card)
     missing = sorted(set(expected) - set(tensors))

@@ -6,19 +6,20 @@ import timm
 import torch
 from torch import nn
 
-from pipeline.card import ModelSpec
-from pipeline.preprocess import RGB_MEAN, RGB_STD, SRM_TRUNCATE
+from pipeline.card import ModelSpec, Normalisation
 from pipeline.srm import SRMFilter
 
 
 class DeepfakeDetector(nn.Module):
     """Takes raw 0..255 RGB crops (B, 3, S, S); returns one fake logit per crop (B,)."""
 
-    def __init__(self, spec: ModelSpec | None = None, drop_path_rate: float = 0.0):
+    def __init__(self, spec: ModelSpec | None = None, normalisation: Normalisation | None = None,
+                 drop_path_rate: float = 0.0):
         super().__init__()
         self.spec = spec or ModelSpec()
+        self.normalisation = norm = normalisation or Normalisation()  # the card's: it travels with the weights
         in_chans = 6 if self.spec.input_mode == "rgb+srm" else 3
-        self.srm = SRMFilter(truncate=SRM_TRUNCATE)
+        self.srm = SRMFilter(truncate=norm.srm_truncate)
         # drop_path_rate: training-only stochastic depth (identity in eval, no weights), so it is not in the card.
         self.encoder = timm.create_model(self.spec.encoder, pretrained=False, num_classes=0, in_chans=in_chans,
                                          drop_path_rate=drop_path_rate)
@@ -28,14 +29,15 @@ class DeepfakeDetector(nn.Module):
             nn.Dropout(self.spec.dropout),
             nn.Linear(self.spec.head_hidden, 1),
         )
-        self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("rgb_std", torch.tensor(RGB_STD).view(1, 3, 1, 1) * 255, persistent=False)
+        # not persistent: they are the card's, and runtime.graph_key hashes them from there
+        self.register_buffer("rgb_mean", torch.tensor(norm.rgb_mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("rgb_std", torch.tensor(norm.rgb_std).view(1, 3, 1, 1) * 255, persistent=False)
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """0..255 pixels → the encoder's input channels (RGB in [-1, 1] and/or SRM residuals in [-1, 1])."""
         if self.spec.input_mode == "rgb":  # no SRM work at all
             return (pixels - self.rgb_mean) / self.rgb_std
-        srm = self.srm(pixels) / SRM_TRUNCATE
+        srm = self.srm(pixels) / self.normalisation.srm_truncate
         if self.spec.input_mode == "srm":
             return srm
         return torch.cat([(pixels - self.rgb_mean) / self.rgb_std, srm], dim=1)

@@ -77,11 +77,16 @@ class OnnxNetwork:
 
 
 def graph_key(module: torch.nn.Module, input_size: int) -> str:
-    """Hash of the weights, the input size and the exporter's version: equal keys export equal graphs.
+    """Hash of the weights, the normalisation, the input size and the exporter's version: equal keys export equal
+    graphs.
 
     The module's own (folded) weights are hashed, not the checkpoint file, so a change in how the graph is
-    built from a card invalidates its entry too; ~30 ms for Lite0, once per model load."""
+    built from a card invalidates its entry too; ~30 ms for Lite0, once per model load. The card's normalisation
+    lives in buffers that are not in the state dict, so it is hashed on its own."""
     digest = hashlib.sha256(f"{torch.__version__}|opset{OPSET}|{input_size}".encode())
+    norm = getattr(module, "normalisation", None)
+    if norm is not None:
+        digest.update(norm.model_dump_json().encode())
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

@@ -32,6 +32,9 @@ def soup(checkpoints: list[Path], output: Path, version: str) -> ModelCard:
         if card.architecture != first.architecture:
             raise CheckpointError(f"{path} is a different architecture ({card.architecture.model_dump()}) "
                                   f"from {checkpoints[0]} ({first.architecture.model_dump()})")
+        if card.normalisation != first.normalisation:  # weights trained on other inputs do not average
+            raise CheckpointError(f"{path} was trained on other inputs ({card.normalisation.model_dump()}) "
+                                  f"than {checkpoints[0]} ({first.normalisation.model_dump()})")
     states = [m.state_dict() for m, _ in loaded]
     with torch.no_grad():
         for key, tensor in states[0].items():

@@ -151,3 +151,27 @@ def test_missing_or_untrained_checkpoints(tmp_path):
     card_path(path).unlink()
     with pytest.raises(CheckpointError, match="no model card"):
         load_checkpoint(path)
+
+
+def test_the_cards_normalisation_builds_the_network(tmp_path):
+    """Preprocessing travels with the weights: a card whose normalisation differs loads a network that uses it
+    (it had been shown and keyed but never read: the constants were built in whatever the card said)."""
+    from pipeline.card import Normalisation, read_card, write_card
+    from pipeline.runtime import graph_key
+
+    model, path = _saved(tmp_path)
+    x = crops_to_tensor(np.random.default_rng(1).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8))
+    plain, card = load_checkpoint(path)
+    other = Normalisation(rgb_mean=(0.485, 0.456, 0.406), rgb_std=(0.229, 0.224, 0.225), srm_truncate=2.0)
+    write_card(card.model_copy(update={"normalisation": other}), path)
+    loaded, _ = load_checkpoint(path)
+    assert loaded.normalisation == other and torch.allclose(loaded.rgb_std.flatten(), torch.tensor(other.rgb_std) * 255)
+    assert loaded.srm.truncate == 2.0
+    with torch.inference_mode():
+        assert not torch.allclose(plain(x), loaded(x), atol=1e-3)
+    assert graph_key(plain, 64) != graph_key(loaded, 64)  # an exported ONNX graph is not reused across them
+    with pytest.raises(CheckpointError):
+        save_checkpoint(plain, read_card(path), tmp_path / "again.safetensors")  # the card must describe the model
+    (tmp_path / "m.json").write_text((tmp_path / "m.json").read_text().replace('"srm_truncate"', '"srm_trunc"'))
+    with pytest.raises(CheckpointError):
+        read_card(path)  # a misspelt key is refused, not ignored
