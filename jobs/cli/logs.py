@@ -6,6 +6,9 @@ import logging
 import os
 import warnings
 
+# storage clients log their own retries and failures (tracebacks, asyncio's "Task was destroyed" on gcsfs's
+# prefetcher) before raising; the command says what failed in one line, so they speak only under --verbose
+STORAGE_LOGGERS = ("botocore", "aiobotocore", "s3fs", "gcsfs", "adlfs", "azure", "fsspec", "asyncio")
 # what DFS_LOG_LEVEL may say, in any case: the named levels and Python's aliases (WARN, FATAL)
 LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
 
@@ -30,7 +33,9 @@ def setup_logging(verbose: bool = False, as_json: bool = False) -> None:
 
         raise refuse("invalid_configuration", str(exc), as_json) from exc
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("werkzeug", "botocore", "s3fs", "urllib3", "aiobotocore", "fsspec"):
+    for noisy in ("werkzeug", "urllib3"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    for storage in STORAGE_LOGGERS:
+        logging.getLogger(storage).setLevel(logging.DEBUG if verbose else logging.CRITICAL + 1)
     warnings.filterwarnings("ignore", category=FutureWarning)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -49,3 +49,17 @@ def test_a_bad_level_under_json_still_prints_its_one_json_line(command):
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stdout.splitlines()
     assert json.loads(line)["error_code"] == "invalid_configuration"
+
+
+@pytest.mark.parametrize("name", ["gcsfs", "fsspec.prefetcher", "asyncio", "azure.core.pipeline", "s3fs"])
+def test_storage_clients_tracebacks_reach_the_caller_only_under_verbose(name):
+    """gcsfs printed `ERROR gcsfs: _request out of retries` with a traceback, and asyncio dozens of `Task was destroyed`
+    lines, before (or on a successful run, instead of nothing) the command's one line; -v shows them."""
+    from jobs.cli.logs import setup_logging
+
+    setup_logging()
+    assert not logging.getLogger(name).isEnabledFor(logging.CRITICAL)
+    assert logging.getLogger("deepfakestream.scan").isEnabledFor(logging.WARNING)  # ours still speak
+    setup_logging(verbose=True)
+    assert logging.getLogger(name).isEnabledFor(logging.ERROR)
+    setup_logging()
