@@ -1,6 +1,7 @@
 """Decoding 32 frames of a long video: seeking to each far-off sample's keyframe against decoding on.
 
 Usage: .venv/bin/python bench/long_video.py [--media ../shared/data] [--times 30] [--repeats 3]
+(--media defaults to $DFS_SHARED_DATA where set.)
 Builds long clips by repeating two ../shared clips' packets (no re-encode: FF++ original 004, 720p, and a 1080p
 talking-head clip, each 30 times: 5-6 minutes), then times the PyAV decoder with jumps (the default) and without,
 one thread, checks that both give the same frames, and times decord (which decodes every frame) for reference.
@@ -18,8 +19,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
+from bench_common import shared_data  # noqa: E402
 
 from pipeline.config import DecodeConfig  # noqa: E402
 from pipeline.decode import _packet_index, _sampled_frames, decode_bytes, sample_indices  # noqa: E402
@@ -55,7 +58,7 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--media", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--media", type=Path, default=shared_data())
     ap.add_argument("--times", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--frames", type=int, default=32)

@@ -5,8 +5,8 @@
     .venv/bin/python bench/scan.py 4 --frames 4                  # smoke check (a minute or two)
 
 For each N the bench makes a temporary folder of N symlinks to the FF++ videos of --media (default
-../shared/data/ffpp-c23, every .mp4 under it, sorted, cycled to reach N) and runs, one after another, each
-as a fresh child process on those same files:
+../shared/data/ffpp-c23, or $DFS_SHARED_DATA/ffpp-c23, else the bundled clips; every .mp4 under it, sorted,
+cycled to reach N) and runs, one after another, each as a fresh child process on those same files:
 
 - ``loop-1t`` / ``loop-2t``: ``deepfakestream score FILE… --json`` with ``DFS_TORCH_THREADS`` 1 / 2 — the
   in-process graph, ``for f in files: score(f)``;
@@ -21,7 +21,8 @@ last sample: a process's final second may be missed). Each run also records the 
 actors, Ray's own processes) and in each quarter of the run: memory that climbs with the number of videos
 climbs quarter by quarter, a one-off spike does not. The speed-up is each plan's videos/s over the faster
 of the two loops. A run with ERROR rows stops the bench (its time would be a lie). Numbers are only worth
-recording from a quiet machine: the load average before and after is recorded with them.
+recording from a quiet machine: the load average before and after is recorded with them, and --write-docs
+is refused (exit 2, ``machine_busy``) when the 1-minute load is above --max-load before the first run.
 """
 
 from __future__ import annotations
@@ -44,12 +45,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))
 
-from bench_common import checkpoint, write_section  # noqa: E402
+from bench_common import add_docs_flags, checkpoint, command_line, quiet_load, shared_data, write_section  # noqa: E402
 
 SECTION = "## Batch scan"
 MODES = ("loop-1t", "loop-2t", "fused", "split")
 # FF++'s 720p videos where ../shared is; else the bundled clips, so `make bench` runs on a fresh clone
-DEFAULT_MEDIA = next((p for p in (ROOT.parent / "shared" / "data" / "ffpp-c23", ROOT / "pipeline" / "samples")
+DEFAULT_MEDIA = next((p for p in (shared_data() / "ffpp-c23", ROOT / "pipeline" / "samples")
                       if any(p.rglob("*.mp4"))), ROOT / "pipeline" / "samples")
 
 
@@ -271,7 +272,7 @@ def render(report: dict) -> str:
     sizes = sorted({r["videos"] for r in runs})
     lines = [
         SECTION, "",
-        f"Measured by `bench/scan.py {' '.join(report.get('sizes', map(str, sizes)))}` on {report['date']}: {report['machine']}; load "
+        f"Measured by `{report['command']}` on {report['date']}: {report['machine']}; load "
         f"average before/after {report['load_average']['before']}/{report['load_average']['after']}. "
         f"{report['frames']} frames per video; media: {report['media']} (cycled); checkpoint: {report['checkpoint']}.",
         "",
@@ -333,19 +334,16 @@ def main() -> None:
     parser.add_argument("--scan-args", default="", help="extra flags for both scan commands, e.g. '--fused-actors 2'")
     parser.add_argument("--json", type=Path, default=Path("bench-scan.json"), help="raw results (default: ./bench-scan.json)")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
-    parser.add_argument("--write-docs", type=Path, help="replace the 'Batch scan' section of this Markdown file")
+    add_docs_flags(parser, SECTION)
     parser.add_argument("--workdir", type=Path, help="where the symlinks and outputs go (default: the temp dir)")
     args = parser.parse_args()
+    before = round(quiet_load(args)[0], 2)  # before the temp folder: a refusal leaves nothing behind
 
     workdir = Path(tempfile.mkdtemp(prefix="scan-bench-", dir=args.workdir))
     try:
         ckpt, kind = checkpoint(workdir, "scan timing only")
         env = {**os.environ, "DFS_CLASSIFY__CHECKPOINT": str(ckpt), "HF_HUB_OFFLINE": "1",
                "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        before = round(os.getloadavg()[0], 2)
-        if before > 0.5:
-            print(f"warning: load average {before} before the first run: these numbers will not be a quiet machine's",
-                  file=sys.stderr)
         runs = []
         for size, modes in parse_sizes(args.sizes, args.modes):
             folder = workdir / f"videos-{size}"
@@ -357,7 +355,7 @@ def main() -> None:
         gpus = GpuSampler().names()
         report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {psutil.cpu_count()} CPUs, "
                   f"{psutil.virtual_memory().total / 2**30:.0f} GiB" + (f", {len(gpus)} GPU ({', '.join(sorted(set(gpus)))})" if gpus else ""), "frames": args.frames, "media": str(args.media),
-                  "checkpoint": kind, "sizes": args.sizes, "load_average": {"before": before, "after": round(os.getloadavg()[0], 2)},
+                  "checkpoint": kind, "sizes": args.sizes, "command": command_line(), "load_average": {"before": before, "after": round(os.getloadavg()[0], 2)},
                   "runs": runs}
         table = render(report)
         print("\n" + table)

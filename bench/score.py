@@ -1,7 +1,8 @@
 """Time ``deepfakestream score``'s in-process graph on real face videos (per video and per stage).
 
 Usage: .venv/bin/python bench/score.py [VIDEO ...]   (default: 6 FaceForensics++ originals/fakes from
-../shared/data/ffpp-c23). Prints a Markdown table; results are recorded in docs/benchmarks.md.
+../shared/data/ffpp-c23, or $DFS_SHARED_DATA/ffpp-c23; else the bundled clips). Prints a Markdown table;
+results are recorded in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "bench"))
+
+from bench_common import shared_data  # noqa: E402
 
 from pipeline.config import load_settings  # noqa: E402
 from pipeline.graph import ScoringPipeline  # noqa: E402
@@ -22,11 +26,11 @@ from pipeline.graph import ScoringPipeline  # noqa: E402
 
 def main(paths: list[str]) -> None:
     if not paths:
-        data = ROOT.parent / "shared" / "data" / "ffpp-c23"
+        data = shared_data() / "ffpp-c23"
         paths = [str(p) for p in sorted((data / "original").glob("*.mp4"))[:3] + sorted((data / "Deepfakes").glob("*.mp4"))[:3]]
         if not paths:  # a clone without ../shared: the bundled clips (smaller than FF++'s 720p, so faster)
             paths = [str(p) for p in sorted((ROOT / "pipeline" / "samples").glob("*.mp4"))]
-            print(f"no ../shared/data/ffpp-c23: timing the bundled clips {[Path(p).name for p in paths]}", file=sys.stderr)
+            print(f"no {data}: timing the bundled clips {[Path(p).name for p in paths]}", file=sys.stderr)
     start = time.perf_counter()
     scorer = ScoringPipeline(load_settings())
     load_s = time.perf_counter() - start

@@ -4,9 +4,12 @@
     .venv/bin/python bench/serve.py --write-docs docs/benchmarks.md   # and record them ("Online scoring")
 
 Starts its own local Ray (all cores), deploys serve/app.py with the default settings (DFS_* env applies),
-talks to it over real HTTP on 127.0.0.1. The 10 s video is cut from ../shared/data/ffpp-c23/original when
-present (720p), else looped from the bundled astronaut_zoom.mp4. Without an installed detector checkpoint
-the bench uses an ImageNet-initialised one: same network and cost, meaningless verdicts.
+talks to it over real HTTP on 127.0.0.1. The 10 s video is cut from ../shared/data/ffpp-c23/original (or
+$DFS_SHARED_DATA's) when present (720p), else looped from the bundled astronaut_zoom.mp4. Without an installed
+detector checkpoint the bench uses an ImageNet-initialised one: same network and cost, meaningless verdicts.
+The requests per @serve.batch call are counted by every replica of the Detector and Classifier deployments
+and summed (a handle call would reach one of them). --write-docs is refused (exit 2, ``machine_busy``) when the
+1-minute load average is above --max-load before the run, unless --force.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))
 
-from bench_common import checkpoint, percentile, wait_healthy, write_section  # noqa: E402
+from bench_common import (add_docs_flags, checkpoint, command_line, percentile, quiet_load, shared_data,  # noqa: E402
+                          wait_healthy, write_section)
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,13 +40,14 @@ import httpx  # noqa: E402
 from serve.problems import OVERLOADED  # noqa: E402
 
 SECTION = "## Online scoring"
+BATCHED = ("Detector", "Classifier")  # the deployments whose replicas count requests per @serve.batch call
 
 
 def ten_second_clip(workdir: Path) -> tuple[Path, str]:
     """A 10 s H.264 clip: the first 10 s of an FF++ original when ../shared is there, else a looped sample."""
     import av
 
-    shared = Path(os.environ.get("DFS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "ffpp-c23" / "original"
+    shared = shared_data() / "ffpp-c23" / "original"
     sources = sorted(shared.glob("*.mp4")) if shared.is_dir() else []
     source = next((s for s in sources if _duration(s) >= 10), None)
     loop = source is None
@@ -134,16 +139,46 @@ async def throughput(url: str, name: str, data: bytes, clients: int, seconds: fl
             "p95_ms": round(percentile(latencies, 0.95))}
 
 
-def batch_stats(app_name: str) -> dict:
-    from ray import serve
+def batch_stats(app_name: str) -> dict[str, dict[str, dict[int, int]]]:
+    """{deployment: {replica: {requests per @serve.batch call: calls}}} from every live replica of BATCHED.
+    A handle's ``stats.remote()`` reaches one replica (power of two choices), and there are 2 detectors by
+    default, so each replica actor is asked itself: Ray's ``__ray_call__`` runs a function on the actor."""
+    import ray
+    from ray.serve._private.common import ReplicaID
+    from ray.serve._private.constants import SERVE_NAMESPACE
 
-    return {d: serve.get_deployment_handle(d, app_name).stats.remote().result()["batch_sizes"]
-            for d in ("Detector", "Classifier")}
+    found: dict[str, dict[str, dict[int, int]]] = {d: {} for d in BATCHED}
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] != SERVE_NAMESPACE or not ReplicaID.is_full_id_str(actor["name"]):
+            continue
+        replica = ReplicaID.from_full_id_str(actor["name"])
+        if replica.deployment_id.app_name == app_name and replica.deployment_id.name in found:
+            handle = ray.get_actor(actor["name"], namespace=SERVE_NAMESPACE)
+            stats = ray.get(handle.__ray_call__.remote(_replica_stats), timeout=60)
+            found[replica.deployment_id.name][replica.unique_id] = {int(k): v for k, v in stats["batch_sizes"].items()}
+    if missing := [d for d, replicas in found.items() if not replicas]:
+        raise RuntimeError(f"no live replica of {missing} in Serve app {app_name!r}")
+    return found
 
 
-def _diff(after: dict, before: dict) -> dict:
-    return {d: {int(k): v - before[d].get(k, 0) for k, v in sorted(after[d].items()) if v - before[d].get(k, 0)}
-            for d in after}
+def _replica_stats(replica_actor) -> dict:
+    """In the replica's process: its deployment object's ``stats()`` (serve/deployments.py). Serve has no public
+    way to reach one replica; these are its private attributes in the locked Ray 2.60: a rename fails loudly here."""
+    return replica_actor._replica_impl._user_callable_wrapper.user_callable.stats()
+
+
+def _diff(after: dict, before: dict) -> dict[str, dict[int, int]]:
+    """Calls per batch size since ``before``, per replica (each counts its own), summed per deployment; a replica
+    that is not in ``before`` (new) counts from zero."""
+    totals: dict[str, dict[int, int]] = {}
+    for deployment, replicas in after.items():
+        summed: dict[int, int] = {}
+        for replica, sizes in replicas.items():
+            earlier = before.get(deployment, {}).get(replica, {})
+            for size, calls in sizes.items():
+                summed[size] = summed.get(size, 0) + calls - earlier.get(size, 0)
+        totals[deployment] = {size: n for size, n in sorted(summed.items()) if n}
+    return totals
 
 
 def _gpu() -> str:
@@ -162,8 +197,9 @@ def main() -> None:
     parser.add_argument("--no-compare", action="store_true", help="skip the 16-client run without batching")
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                         help="also measure with these serve.* overrides, e.g. detect_replicas=2 (repeatable)")
-    parser.add_argument("--write-docs", type=Path, help="update the 'Online scoring' section of this file")
+    add_docs_flags(parser, SECTION)
     args = parser.parse_args()
+    load_before = quiet_load(args)
 
     import ray
     from ray import serve
@@ -177,7 +213,6 @@ def main() -> None:
     image = ROOT / "pipeline" / "samples" / "astronaut.jpg"
     settings = load_settings(**{"classify.checkpoint": str(ckpt), "serve.port": args.port, "serve.host": "127.0.0.1"})
     url = f"http://127.0.0.1:{args.port}"
-    load_before = os.getloadavg()
 
     t0 = time.perf_counter()
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)  # never a cluster
@@ -189,7 +224,7 @@ def main() -> None:
     first_image = asyncio.run(latency(url, image.name, image.read_bytes(), 1))[0]
     results: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {_gpu()}",
-        "checkpoint": ckpt_note, "num_frames": settings.decode.num_frames,
+        "command": command_line(), "checkpoint": ckpt_note, "num_frames": settings.decode.num_frames,
         "batching": {"detect": settings.serve.detect_max_batch_size, "classify": settings.serve.classify_max_batch_size},
         "clip": clip_note,
         "cold_start_s": {"ray_init": round(t_ray, 1), "deploy_until_healthy": round(t_deploy, 1),
@@ -224,8 +259,9 @@ def main() -> None:
         wait_healthy(url)
         asyncio.run(latency(url, image.name, image_bytes, 2))
         clients = max(int(c) for c in args.clients.split(","))
+        before = batch_stats(settings.serve.app_name)
         step = asyncio.run(throughput(url, image.name, image_bytes, clients, args.seconds))
-        step["batch_sizes"] = batch_stats(settings.serve.app_name)
+        step["batch_sizes"] = _diff(batch_stats(settings.serve.app_name), before)
         results["throughput_image_unbatched"] = step
         print("unbatched", json.dumps(step), flush=True)
 
@@ -262,7 +298,7 @@ def render(r: dict) -> str:
     lines = [
         SECTION,
         "",
-        f"Measured by `bench/serve.py` on {time.strftime('%Y-%m-%d')}: {r['machine']}; load average before/after "
+        f"Measured by `{r['command']}` on {time.strftime('%Y-%m-%d')}: {r['machine']}; load average before/after "
         f"{r['load_average']['before'][0]}/{r['load_average']['after'][0]}; the load after is the bench's own. Real HTTP on 127.0.0.1, "
         f"default settings ({r['num_frames']} frames per video, @serve.batch max sizes detect "
         f"{r['batching']['detect']} / classify {r['batching']['classify']}), detector: {r['checkpoint']}.",
@@ -281,7 +317,7 @@ def render(r: dict) -> str:
         "refused at the admission limit, 503 `overloaded` past `serve.max_inflight` + `serve.max_queued`, counts as shed "
         "and its client waits for Retry-After, at most 1 s):",
         "",
-        "| clients | requests/s | p50 / p95 latency | shed (503 overloaded) | requests per @serve.batch call (count) |",
+        "| clients | requests/s | p50 / p95 latency | shed (503 overloaded) | requests per @serve.batch call (count, all replicas) |",
         "|---|---|---|---|---|",
     ]
     for step in r["throughput_image"]:

@@ -12,7 +12,8 @@
 Starts its own local Ray (all cores) and deploys serve/app.py with the default settings (DFS_* env applies;
 --max-inflight/--max-queued override). The big uploads are random bytes: the ingress receives, spools and
 hands them on like any upload, and the decoder refuses them by their first bytes (415), so the numbers are
-the ingress's, not a decoder's. Run it on a quiet machine: other load changes latencies, not memory.
+the ingress's, not a decoder's. Run it on a quiet machine: other load changes latencies, not memory
+(--write-docs is refused, exit 2 ``machine_busy``, when the 1-minute load is above --max-load, unless --force).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import collections
 import json
 import os
 import platform
+import shutil
 import socket
 import sys
 import tempfile
@@ -34,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))
 sys.path.append(str(ROOT / "tests"))
 
-from bench_common import checkpoint, percentile, wait_healthy, write_section  # noqa: E402
+from bench_common import (add_docs_flags, checkpoint, command_line, percentile, quiet_load, wait_healthy,  # noqa: E402
+                          write_section)
 from helpers import PeakMemory, find_processes, memory_kib  # noqa: E402  (the /proc readers the tests use too)
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -45,9 +48,9 @@ import httpx  # noqa: E402
 
 SECTION = "## Load test"
 INTRO = """`bench/serve_load.py` (loopback only, bounded in count and time) starts a local Ray with the default
-settings and measures (1) the ingress replica's memory under 8 concurrent uploads of 99 MiB: its own heap
-(`RssAnon`) and whole RSS, sampled every 10 ms, at the peak and 3 s after, and (2) the server at 2x its
-admission capacity (concurrent uploads of `pipeline/samples/pair_pan.mp4`, twice max_inflight + max_queued): how
+settings and measures (1) the ingress replica's memory under {uploads} concurrent uploads of {upload_mib:g} MiB: its own heap
+(`RssAnon`) and whole RSS, sampled every 10 ms, at the peak and 3 s after, and (2) the server at {factor:g}x its
+admission capacity (concurrent uploads of `{media}`, {factor:g} x (max_inflight + max_queued)): how
 many got 200, how many a quick 503 and how many ran past the request deadline (504), and their latencies. `--smoke` runs it tiny (does it work?), and
 `--write-docs docs/serve.md` replaces this section with the measured numbers.
 """
@@ -134,19 +137,32 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=300, help="time limit of each step")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny run: 2 x 4 MiB uploads, capacity 2 + 2, 4 frames")
-    parser.add_argument("--write-docs", type=Path, help="replace the 'Load test' section of this file")
+    add_docs_flags(parser, SECTION)
     args = parser.parse_args()
+    load_before = quiet_load(args)
     if args.smoke:
         args.upload_mib, args.uploads, args.budget_s = 4, 2, 120
         args.max_inflight, args.max_queued, args.frames = args.max_inflight or 2, args.max_queued or 2, args.frames or 4
 
+    workdir = Path(tempfile.mkdtemp(prefix="dfs-load-"))
+    try:
+        results = measure(args, workdir, load_before)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # the ImageNet-initialised checkpoint, where one was made
+    print(json.dumps(results, indent=2))
+    print(render(results))
+    if args.write_docs:
+        write_section(args.write_docs, SECTION, render(results))
+        print(f"wrote {SECTION!r} in {args.write_docs}")
+
+
+def measure(args: argparse.Namespace, workdir: Path, load_before: tuple[float, float, float]) -> dict:
     import ray
     from ray import serve
 
     from pipeline.config import load_settings
     from serve.app import deploy
 
-    workdir = Path(tempfile.mkdtemp(prefix="dfs-load-"))
     ckpt, ckpt_note = checkpoint(workdir, "serve load test only")
     port = free_port()
     overrides = {"classify.checkpoint": str(ckpt), "serve.port": port, "serve.host": "127.0.0.1", "serve.app_name": APP}
@@ -157,7 +173,6 @@ def main() -> None:
     settings = load_settings(**overrides)
     cfg = settings.serve
     url = f"http://127.0.0.1:{port}"
-    load_before = os.getloadavg()
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
     try:
@@ -175,16 +190,19 @@ def main() -> None:
             "overload": overload_step(url, args.media, capacity, args.factor, args.budget_s),
             "load_average": {"before": [round(x, 2) for x in load_before],
                              "after": [round(x, 2) for x in os.getloadavg()]},
-            "media": args.media.name, "smoke": args.smoke,
+            "media": args.media.name, "media_path": _shown(args.media), "factor": args.factor, "smoke": args.smoke,
+            "command": command_line(),
         }
     finally:
         serve.shutdown()
         ray.shutdown()
-    print(json.dumps(results, indent=2))
-    print(render(results))
-    if args.write_docs:
-        write_section(args.write_docs, SECTION, render(results))
-        print(f"wrote {SECTION!r} in {args.write_docs}")
+    return results
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository where it is inside it (pipeline/samples/pair_pan.mp4)."""
+    resolved = path.resolve()
+    return resolved.relative_to(ROOT).as_posix() if resolved.is_relative_to(ROOT) else str(path)
 
 
 def render(r: dict) -> str:
@@ -193,8 +211,8 @@ def render(r: dict) -> str:
     lines = [
         SECTION,
         "",
-        INTRO,
-        f"Measured by `bench/serve_load.py` on {time.strftime('%Y-%m-%d')}: {r['machine']}; load average before/after "
+        INTRO.format(uploads=m["uploads"], upload_mib=m["upload_mib"], factor=r["factor"], media=r["media_path"]),
+        f"Measured by `{r['command']}` on {time.strftime('%Y-%m-%d')}: {r['machine']}; load average before/after "
         f"{r['load_average']['before'][0]}/{r['load_average']['after'][0]}. Real HTTP on 127.0.0.1, {s['ingress_replicas']} ingress replica(s), "
         f"max_inflight {s['max_inflight']}, max_queued {s['max_queued']}, spool in memory up to "
         f"{s['spool_memory_mib']} MiB, {s['num_frames']} frames per video, detector: {r['checkpoint']}"

@@ -1,6 +1,7 @@
-"""bench/scan.py's report: the GPU columns appear only when a run has GPU samples, and the summary is what was sampled."""
+"""bench/scan.py's report: the GPU columns appear only when a run has GPU samples, and the summary is what was sampled;
+it says the whole command that measured it; the media default follows DFS_SHARED_DATA."""
 
-from helpers import load_bench
+from helpers import ROOT, load_bench
 
 
 def _run(mode, videos, per_s, gpu=None):
@@ -10,7 +11,7 @@ def _run(mode, videos, per_s, gpu=None):
 
 def _report(runs):
     return {"date": "2026-12-04", "machine": "test", "load_average": {"before": 0, "after": 0}, "frames": 32,
-            "media": "m", "checkpoint": "c", "runs": runs}
+            "media": "m", "checkpoint": "c", "command": "bench/scan.py 32", "runs": runs}
 
 
 def test_gpu_summary_is_what_was_sampled():
@@ -51,3 +52,19 @@ def test_tree_sampler_reads_pss_only_every_nth_sample(monkeypatch):
     samples = len(sampler.samples)
     assert samples >= 6 and len(calls) == -(-samples // 3)  # the 1st, 4th, 7th... sample
     assert sampler.peak_rss > 0 and sampler.peak_pss == 1
+
+
+def test_measured_by_names_every_flag_of_the_run():
+    scan = load_bench("scan")
+    command = "bench/scan.py 4 --frames 4 --scan-args '--fused-actors 2' --sample-every 0.5"
+    table = scan.render({**_report([_run("fused", 4, 0.5)]), "command": command})
+    assert f"Measured by `{command}` on 2026-12-04" in table
+
+
+def test_default_media_follows_dfs_shared_data(monkeypatch, tmp_path):
+    (tmp_path / "ffpp-c23" / "original").mkdir(parents=True)
+    (tmp_path / "ffpp-c23" / "original" / "000.mp4").symlink_to(ROOT / "pipeline" / "samples" / "pair_pan.mp4")
+    monkeypatch.setenv("DFS_SHARED_DATA", str(tmp_path))
+    assert load_bench("scan").DEFAULT_MEDIA == tmp_path / "ffpp-c23"
+    monkeypatch.setenv("DFS_SHARED_DATA", str(tmp_path / "nothing-here"))  # no media there: the bundled clips
+    assert load_bench("scan").DEFAULT_MEDIA == ROOT / "pipeline" / "samples"

@@ -58,3 +58,52 @@ def test_other_errors_still_stop_the_bench():
     finally:
         server.shutdown()
 
+
+
+def test_batch_stats_count_every_replica_and_diff_each_one(ray_session):
+    """Two replicas of each batched deployment (serve.detect_replicas is 2 by default): a handle's stats() reaches
+    one of them, so the bench must ask each replica and sum; before/after differences are taken per replica."""
+    from ray import serve
+
+    from serve.deployments import _Replica
+
+    bench = load_bench("serve")
+    app = "bench-stats-test"
+
+    def counting(name):
+        @serve.deployment(name=name, num_replicas=2, ray_actor_options={"num_cpus": 0})
+        class Counting(_Replica):  # the real stats() of serve/deployments.py, over a trivial batched call
+            def __init__(self):
+                self._size_batches(self.run, 4, 0.05)
+
+            @serve.batch
+            async def run(self, items):
+                self.batch_sizes[len(items)] += 1
+                return items
+
+            async def __call__(self, item):
+                return await self.run(item)
+
+        return Counting
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    class Front:
+        def __init__(self, detector, classifier):
+            self.detector, self.classifier = detector, classifier
+
+        async def __call__(self, item):
+            return await self.detector.remote(item), await self.classifier.remote(item)
+
+    handle = serve.run(Front.bind(counting("Detector").bind(), counting("Classifier").bind()), name=app, route_prefix=None)
+    try:
+        def step(n):  # what the bench does around a throughput step: stats before, n requests, difference after
+            before = bench.batch_stats(app)
+            for response in [handle.remote(i) for i in range(n)]:
+                response.result()
+            calls = bench._diff(bench.batch_stats(app), before)
+            return {d: sum(size * count for size, count in sizes.items()) for d, sizes in calls.items()}
+
+        assert step(24) == {"Detector": 24, "Classifier": 24}  # every request counted once, whichever replica took it
+        assert step(10) == {"Detector": 10, "Classifier": 10}
+    finally:
+        serve.delete(app)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,8 @@ def _strict(schema):
 
 def _crd_validators() -> dict[tuple[str, str], object]:
     if not SCHEMAS.is_dir():
-        pytest.skip(f"KubeRay CRD schemas not present ({SCHEMAS}); they come with ../shared")
+        pytest.skip(f"KubeRay CRD schemas not present ({SCHEMAS}): they live in ../shared (schemas/kuberay-v1.7.0), "
+                    "which a plain clone lacks; DFS_KUBERAY_SCHEMAS points at another copy")
     return _load_crds()
 
 
@@ -64,6 +66,12 @@ def _load_crds() -> dict[tuple[str, str], object]:
                 validators[(f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])] = \
                     jsonschema.Draft7Validator(schema)
     return validators
+
+
+def test_without_the_crd_schemas_the_checks_skip_saying_where_they_live(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys.modules[__name__], "SCHEMAS", tmp_path / "no-schemas")
+    with pytest.raises(pytest.skip.Exception, match=r"they live in \.\./shared .*DFS_KUBERAY_SCHEMAS"):
+        _crd_validators()
 
 
 def test_the_cluster_folder_has_the_nightly_schedule():

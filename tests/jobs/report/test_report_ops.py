@@ -92,26 +92,65 @@ def test_the_dockerfile_pins_its_base_installs_from_the_lock_and_runs_as_non_roo
     assert re.findall(r"^USER\s+(\S+)", text, re.M)[-1] == "1000"
 
 
+def _steps_checked(steps: list[dict]) -> list[str]:
+    """Each step runs a script or uses a pinned action (or one of this repository's): their ``uses``."""
+    for step in steps:
+        assert ("uses" in step) != ("run" in step), step
+        if "uses" in step:
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+(\.\d+)*|\./\.github/actions/[\w-]+", step["uses"]), step["uses"]
+    return [s.get("uses", "") for s in steps]
+
+
+def _scores_in_the_image(step: dict) -> None:
+    """``step`` is the repository's check action, run on $IMAGE: it scores a bundled sample offline, as uid 1000."""
+    assert step["uses"] == "./.github/actions/score-in-image" and step["with"]["image"] == "${{ env.IMAGE }}"
+    action = yaml.safe_load((ROOT / step["uses"] / "action.yml").read_text())
+    assert action["runs"]["using"] == "composite" and set(action["inputs"]) == {"image"}
+    run = "\n".join(s["run"] for s in action["runs"]["steps"])
+    assert all(s["env"]["IMAGE"] == "${{ inputs.image }}" and s["shell"] == "bash" for s in action["runs"]["steps"])
+    sample = re.search(r"deepfakestream score --json /samples/(\S+)", run)
+    assert sample and (ROOT / "pipeline" / "samples" / sample.group(1)).is_file()
+    assert '"$IMAGE"' in run and "--network none" in run and 'result["label"] in ("REAL", "FAKE")' in run
+    assert 'id -u)" = "1000"' in run
+
+
 def test_the_image_workflow_builds_the_dockerfile_and_scores_a_sample_inside():
     flow = yaml.safe_load(WORKFLOW.read_text())
     triggers = flow.get("on", flow.get(True))  # YAML 1.1 reads a bare `on` key as True
     assert {"push", "pull_request", "workflow_dispatch"} <= set(triggers)
     assert flow["permissions"] == {"contents": "read"}
-    (job,) = flow["jobs"].values()
-    steps = job["steps"]
-    for step in steps:
-        assert ("uses" in step) != ("run" in step), step
-        if "uses" in step:
-            assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+(\.\d+)*", step["uses"]), step["uses"]
-    uses = [s.get("uses", "") for s in steps]
+    assert set(flow["jobs"]) == {"image", "release"}
+    steps = flow["jobs"]["image"]["steps"]
+    uses = _steps_checked(steps)
     assert uses.index("hadolint/hadolint-action@v3.1.0") < uses.index("docker/build-push-action@v6")
     build = next(s for s in steps if s.get("uses", "").startswith("docker/build-push-action"))
     assert build["with"]["file"] == "cluster/Dockerfile" and build["with"]["load"] is True
     assert (ROOT / build["with"]["context"] / build["with"]["file"]).is_file()
-    assert build["with"]["tags"] == "${{ env.IMAGE }}"
-    run = "\n".join(s.get("run", "") for s in steps[uses.index("docker/build-push-action@v6") + 1:])
-    sample = re.search(r"deepfakestream score --json /samples/(\S+)", run)
-    assert sample and (ROOT / "pipeline" / "samples" / sample.group(1)).is_file()
-    assert '"$IMAGE"' in run and "--network none" in run and 'result["label"] in ("REAL", "FAKE")' in run
-    for path in flow["on"]["pull_request"]["paths"] if "on" in flow else triggers["pull_request"]["paths"]:
+    assert build["with"]["tags"] == "${{ env.IMAGE }}" and build["with"]["push"] is False
+    _scores_in_the_image(steps[uses.index("docker/build-push-action@v6") + 1])
+    for path in triggers["pull_request"]["paths"]:
         assert list(ROOT.glob(path)), f"pull_request path filter {path} matches nothing"
+
+
+def test_a_v_tag_pushes_the_default_cuda_image_the_manifests_name():
+    """cluster/README.md: the manifests' ghcr.io/OWNER/deepfakestream:VERSION is built by CI: for a v* tag, the
+    default (CUDA torch) build, checked like the CPU one, pushed with the workflow's own token."""
+    flow = yaml.safe_load(WORKFLOW.read_text())
+    triggers = flow.get("on", flow.get(True))
+    assert triggers["push"]["tags"] == ["v*"]
+    job = flow["jobs"]["release"]
+    assert job["if"] == "startsWith(github.ref, 'refs/tags/v')" and job["needs"] == "image"
+    assert job["permissions"] == {"contents": "read", "packages": "write"}
+    uses = _steps_checked(job["steps"])
+    name = next(s for s in job["steps"] if "GITHUB_ENV" in s.get("run", ""))
+    assert name["env"] == {"OWNER": "${{ github.repository_owner }}", "TAG": "${{ github.ref_name }}"}
+    assert 'IMAGE=ghcr.io/${OWNER,,}/deepfakestream:${TAG}' in name["run"]  # ghcr.io wants lower case
+    login = job["steps"][uses.index("docker/login-action@v3")]["with"]
+    assert login == {"registry": "ghcr.io", "username": "${{ github.actor }}", "password": "${{ secrets.GITHUB_TOKEN }}"}
+    build = job["steps"][uses.index("docker/build-push-action@v6")]["with"]
+    assert "build-args" not in build and build["file"] == "cluster/Dockerfile" and build["tags"] == "${{ env.IMAGE }}"
+    assert uses.index("docker/login-action@v3") < uses.index("docker/build-push-action@v6")
+    _scores_in_the_image(job["steps"][uses.index("docker/build-push-action@v6") + 1])
+    assert job["steps"][-1]["run"] == 'docker push "$IMAGE"'  # pushed only once it scored
+    images = {m for path in (ROOT / "cluster" / "kuberay").glob("*.yaml") for m in re.findall(r"image: (\S+)", path.read_text())}
+    assert images == {"ghcr.io/OWNER/deepfakestream:VERSION"}, images
