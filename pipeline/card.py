@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
+from pipeline.aggregate import Strategy
 from pipeline.errors import CheckpointError, NoTrainedModelError
 from pipeline.preprocess import RGB_MEAN, RGB_STD, SRM_TRUNCATE
 
@@ -51,7 +52,7 @@ class ModelCard(BaseModel):
     architecture: ModelSpec
     normalisation: Normalisation = Field(default_factory=Normalisation)
     threshold: float = Field(0.5, ge=0, le=1)
-    aggregation: Literal["mean", "confident", "track_max"] = "mean"
+    aggregation: Strategy = "mean"
     min_track_frames: int = Field(1, ge=1, description="tracks seen in fewer sampled frames give no verdict")
     tta_flip: bool = Field(False, description="average each face's score with its mirror image's")
     target_fpr: float | None = Field(None, gt=0, lt=1, description="false-positive rate on validation reals the threshold was chosen for")

@@ -22,8 +22,10 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.scan.config import ScanConfig
+from pipeline.aggregate import Strategy
 from serve.config import ServeConfig
 
+Runtime = Literal["auto", "torch", "onnx"]  # the classifier's engine (pipeline/runtime.py)
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "detector.safetensors"
 DEFAULT_ONNX_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deepfakestream" / "onnx"
 
@@ -78,12 +80,12 @@ class ClassifyConfig(BaseModel):
     checkpoint: Path = DEFAULT_CHECKPOINT
     batch_size: int = Field(32, ge=1)
     threshold: float | None = Field(None, ge=0, le=1, description="override the model card's threshold")
-    aggregation: Literal["mean", "confident", "track_max"] | None = Field(
+    aggregation: Strategy | None = Field(
         None, description="override the model card's aggregation strategy"
     )
     min_track_frames: int | None = Field(None, ge=1, description="override the card's minimum track length (sampled frames)")
     tta_flip: bool | None = Field(None, description="override the card's horizontal-flip test-time augmentation")
-    runtime: Literal["auto", "torch", "onnx"] = Field(
+    runtime: Runtime = Field(
         "auto", description="classifier engine: onnx (ONNX Runtime, CPU only), torch, or auto (onnx on CPU when installed)")
     onnx_cache: Path | None = Field(
         DEFAULT_ONNX_CACHE, description="folder of exported ONNX graphs, keyed by a hash of the weights, so a new "

@@ -15,9 +15,8 @@ import numpy as np
 from pipeline.aspect import sample_aspect, square_pixels, stored_shape
 from pipeline.batch import Batch, as_text, batch_size, codes_of, errors_of, object_column
 from pipeline.config import DecodeConfig
-from pipeline.errors import DECODE_FAILED, OUT_OF_MEMORY, MediaError, MediaTooLargeError, one_line, out_of_memory
+from pipeline.errors import DECODE_FAILED, MediaError, MediaTooLargeError, media_errors, row_failure
 from pipeline.frames import SampledFrames
-from pipeline.logsafe import log_safe
 from pipeline.media import MediaKind, read_media_bytes, sniff_media
 from pipeline.probe import VideoInfo, check_duration, check_frames, check_pixels, main_video_stream, probe_video
 from pipeline.resize import shrink, working_size
@@ -85,6 +84,13 @@ def _decord_message(exc: Exception) -> str:
     return re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", str(exc).splitlines()[0] if str(exc) else "")[:200]
 
 
+def _mid_stream(exc: Exception) -> str:
+    """decord's text here depends on which of its decoder threads hit the damage first: logged, while the row's
+    message stays the same, so a rescan or the API says the same thing about the same file."""
+    log.debug("decord failed mid-stream: %s", _decord_message(exc))
+    return "frames could not be decoded (truncated or damaged)"
+
+
 def _decord_times(reader, config: DecodeConfig) -> np.ndarray | None:
     """Every frame's start in seconds, from decord's index; None where it holds none that can be true: frames
     without a timestamp (AVI, MPEG-PS: decord sorts those first, at about -1e14 s, so its frame numbers are not
@@ -99,12 +105,8 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: Vid
 
     info = info or probe_video(data, config)  # decord's reader decodes on open: check limits first
     work = work or DecodeWork(config)
-    try:
+    with media_errors("video", _decord_message):  # decord raises DECORDError / RuntimeError
         reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
-    except Exception as exc:  # noqa: BLE001 - decord raises DECORDError / RuntimeError
-        if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
-            raise
-        raise MediaError(f"corrupt or unreadable video: {_decord_message(exc)}") from exc
     if len(reader) == 0:
         raise MediaError("video has no frames")
     check_frames(len(reader), config)  # counted by the index: a header may state no count (streamed Matroska)
@@ -124,21 +126,12 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: Vid
     plan = seek_plan(targets, numbers, reader.get_key_indices(), min_skip=0)
     work.plan(frames_decoded(targets, numbers, plan), info.width, info.height, "video")
     sampled = SampledFrames(len(targets))
-    try:
+    with media_errors("video", _mid_stream):  # truncated streams fail here
         for slot, index in enumerate(targets):  # one by one, as get_batch reads them: the deadline is checked between
             work.check_deadline()
             sampled.put(slot, reader.get_batch([index]).asnumpy()[0])
         frames = sampled.array
         timestamps = times[indices].astype(np.float32)
-    except MediaError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - truncated streams fail here
-        if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
-            raise
-        # decord's text here depends on which of its decoder threads hit the damage first: log it, but keep
-        # the row's message stable so a rescan or the API says the same thing about the same file
-        log.debug("decord failed mid-stream: %s", _decord_message(exc))
-        raise MediaError("video is truncated or corrupt: frames could not be decoded") from exc
     height, width = frames.shape[1:3]
     check_pixels(width, height, config)  # a stream may change size after its header
     sar, turned = stored_shape(data)  # decord turns frames for display but leaves anamorphic pixels as stored
@@ -287,7 +280,7 @@ def _decode_video_pyav(data: bytes, mime: str, config: DecodeConfig, info: Video
     without timestamps, or whose frames do not carry their packets' timestamps, are decoded in full."""
     info = info or probe_video(data, config)
     work = work or DecodeWork(config)
-    try:
+    with media_errors("video"):  # av raises InvalidDataError and friends
         packets, pts, keyframes, time_base, reordered = _index(data, config.max_frames)
         times = np.array(pts or [], np.float64) * float(time_base)
         frame_count = len(pts) if pts else (info.frame_count or packets)
@@ -302,12 +295,6 @@ def _decode_video_pyav(data: bytes, mime: str, config: DecodeConfig, info: Video
         if len(sampled) < len(indices) and decoded < frame_count:  # fewer frames than promised: sample those there are
             frame_count, indices, sampled = decoded, sample_indices(decoded, config.num_frames), None
             sampled, decoded = _sampled_frames(data, config, indices, None, work=work)
-    except MediaError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - av raises InvalidDataError and friends (a corrupt header's MemoryError too)
-        if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
-            raise
-        raise MediaError(f"corrupt or unreadable video: {str(exc)[:200]}") from exc
     if not len(sampled):
         raise MediaError("video has no frames")
     if not pts and decoded < frame_count:  # the container promised more frames than the stream holds
@@ -360,7 +347,8 @@ class DecodeStage:
 
     def decode_one(self, uri: str, data: bytes | None = None, deadline: Deadline | None = None) -> DecodedMedia:
         if data is None:
-            data = read_media_bytes(uri, self.config.max_bytes, self.storage_options, literal=self.literal_uris)
+            data = read_media_bytes(uri, self.config.max_bytes, self.storage_options, literal=self.literal_uris,
+                                    deadline=deadline)
         decoded = decode_bytes(bytes(data), self.config, deadline)
         if self.max_side:
             decoded.frames = shrink(decoded.frames, working_size(decoded.width, decoded.height, self.max_side)[1])
@@ -380,17 +368,8 @@ class DecodeStage:
             if not errors[i]:
                 try:
                     item = self.decode_one(uris[i], datas[i], deadline)
-                except MediaError as exc:
-                    errors[i], codes[i] = str(exc), exc.code
-                    log.warning("decode failed for %s: %s", log_safe(uris[i]), log_safe(exc))
                 except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
-                    if out_of_memory(exc):
-                        errors[i], codes[i] = "decode failed: out of memory", OUT_OF_MEMORY
-                        log.error("out of memory decoding %s", log_safe(uris[i]))
-                    else:
-                        errors[i] = f"decode failed: {one_line(exc, 200)}"
-                        codes[i] = DECODE_FAILED
-                        log.exception("decode failed for %s", log_safe(uris[i]))
+                    errors[i], codes[i] = row_failure(exc, DECODE_FAILED, "decode", uris[i], log)
             decoded.append(item)
             elapsed.append((time.perf_counter() - start) * 1000)
         return self._output(batch, decoded, errors, codes, elapsed)

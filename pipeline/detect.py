@@ -11,9 +11,8 @@ import torch
 from pipeline.batch import Batch, batch_size, codes_of, errors_of, object_column
 from pipeline.config import DetectConfig, resolve_device, set_torch_threads
 from pipeline.crop import DEFAULT_CROP_SIZE, DEFAULT_MARGIN, crop_face
-from pipeline.errors import DETECT_FAILED, OUT_OF_MEMORY, out_of_memory
+from pipeline.errors import DETECT_FAILED, row_failure
 from pipeline.keyframes import carry_faces, disputed_midpoints, first_seen_order, keyframe_indices
-from pipeline.logsafe import log_safe
 from pipeline.resize import shrink, working_size
 from pipeline.tracking import link_tracks
 
@@ -170,12 +169,7 @@ class DetectStage:
                     source = (int(batch["width"][i]), int(batch["height"][i])) if "width" in batch else None
                     per_row.append(self.faces_of(np.asarray(frames, np.uint8), source if source and source[0] > 0 else None))
                 except Exception as exc:  # noqa: BLE001 - one bad video never stops the batch
-                    if out_of_memory(exc):
-                        log.error("out of memory detecting faces on %s", log_safe(batch["uri"][i]))
-                        errors[i], codes[i] = "face detection failed: out of memory", OUT_OF_MEMORY
-                    else:
-                        log.exception("face detection failed on %s", log_safe(batch["uri"][i]))
-                        errors[i], codes[i] = f"face detection failed: {type(exc).__name__}: {exc}", DETECT_FAILED
+                    errors[i], codes[i] = row_failure(exc, DETECT_FAILED, "face detection", batch["uri"][i], log)
                     per_row.append(no_faces(self.crop_size))
             elapsed.append((time.perf_counter() - start) * 1000)
         return detected(batch, per_row, errors, codes, elapsed)

@@ -6,6 +6,12 @@ messages are for people and may change.
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from pipeline.logsafe import log_safe
+
 
 class DeepfakeStreamError(Exception):
     """Base class for errors that carry a message meant for the user."""
@@ -95,6 +101,37 @@ def out_of_memory(exc: BaseException) -> bool:
 def code_of(exc: BaseException, default: str = DECODE_FAILED) -> str:
     """The stable code of a typed error; ``default`` for anything else."""
     return exc.code if isinstance(exc, DeepfakeStreamError) else default
+
+
+@contextmanager
+def media_errors(what: str, detail: Callable[[Exception], str] | None = None) -> Iterator[None]:
+    """A decoder's failure inside becomes ``MediaError("corrupt or unreadable {what}: {detail}")``, the media's
+    fault; our typed errors pass as they are, and so does running out of memory (the server's limit: the stage
+    gives OUT_OF_MEMORY). ``detail``: what the message quotes of the exception; its first line, cut at 200, unless given."""
+    try:
+        yield
+    except MediaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types for bad bytes (a corrupt header's MemoryError too)
+        if out_of_memory(exc):
+            raise
+        text = detail(exc) if detail else (str(exc).strip().splitlines() or [""])[0][:200]
+        raise MediaError(f"corrupt or unreadable {what}: {text}") from exc
+
+
+def row_failure(exc: Exception, default_code: str, what: str, uri: Any, log: logging.Logger) -> tuple[str, str]:
+    """(error, code) of the row a stage failed on, logged on the stage's ``log``: a typed error in its own words
+    (the media's fault: a warning); out of memory as OUT_OF_MEMORY (the server's limit, worth a retry); any other
+    crash as ``default_code`` with one line of it (botocore's or FFmpeg's text runs to pages), its traceback logged."""
+    where = log_safe(uri)
+    if isinstance(exc, DeepfakeStreamError):
+        log.warning("%s failed for %s: %s", what, where, log_safe(exc))
+        return str(exc), exc.code
+    if out_of_memory(exc):
+        log.error("%s failed for %s: out of memory", what, where)
+        return f"{what} failed: out of memory", OUT_OF_MEMORY
+    log.error("%s failed for %s", what, where, exc_info=exc)
+    return f"{what} failed: {one_line(exc, 200)}", default_code
 
 
 class CheckpointError(DeepfakeStreamError):

@@ -26,6 +26,7 @@ from pipeline.crop import DEFAULT_CROP_SIZE, DEFAULT_MARGIN
 from pipeline.errors import CheckpointError
 from pipeline.heap import pin_mmap_threshold, release_heap
 from pipeline.result import ScoreResult
+from pipeline.thumbs import MAX_PX
 
 if TYPE_CHECKING:
     from pipeline.classify import FaceClassifier
@@ -59,7 +60,7 @@ def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | No
                 storage_options: dict | None = None, torch_threads: int | None = None,
                 packed: tuple[ModelCard, bytes] | None = None,
                 classifier: FaceClassifier | None = None, shrink_frames: bool = False, thumbnails: int = 0,
-                thumbnail_px: int = 64, listed: bool = False) -> list[StageSpec]:
+                thumbnail_px: int = MAX_PX, listed: bool = False) -> list[StageSpec]:
     """The stages ``decode`` … ``upto`` in order, each with its arguments.
 
     ``card`` defaults to the classifier's, else the checkpoint's card (read, not loaded); it is needed for

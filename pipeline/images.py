@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.config import DecodeConfig
 from pipeline.decode import DecodedMedia, sample_indices, sample_times
-from pipeline.errors import MediaError, MediaTooLargeError, out_of_memory
+from pipeline.errors import MediaError, MediaTooLargeError, media_errors
 from pipeline.frames import SampledFrames
 from pipeline.probe import check_duration, check_pixels
 from pipeline.work import DecodeWork
@@ -170,21 +170,16 @@ def decode_image(data: bytes, mime: str, config: DecodeConfig, work: DecodeWork 
         raise MediaTooLargeError(f"JPEG has more than {MAX_JPEG_SCANS} scans (a progressive JPEG has about 10)")
     if mime == "image/heic":
         _heif_opener()
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            reduction = still_reduction(image, config)
-            sampled, indices, starts = _sampled(image, config, work, reduction and reduction[0])
-    except MediaError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise MediaTooLargeError(f"image is a decompression bomb: {exc}") from exc
-    except UnidentifiedImageError:  # its message is the reader's repr, a heap address
-        raise MediaError("corrupt or unreadable image: not recognised as the image type its bytes start as "
-                         "(truncated or damaged)") from None
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
-        if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
-            raise
-        raise MediaError(f"corrupt or unreadable image: {exc}") from exc
+    with media_errors("image"):  # PIL raises many types for bad files
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                reduction = still_reduction(image, config)
+                sampled, indices, starts = _sampled(image, config, work, reduction and reduction[0])
+        except Image.DecompressionBombError as exc:
+            raise MediaTooLargeError(f"image is a decompression bomb: {exc}") from exc
+        except UnidentifiedImageError:  # its message is the reader's repr, a heap address
+            raise MediaError("corrupt or unreadable image: not recognised as the image type its bytes start as "
+                             "(truncated or damaged)") from None
     count = len(starts) - 1
     duration = float(starts[-1]) if count > 1 else 0.0  # a still's own duration (AVIF says 1 s) means nothing
     check_duration(duration, config)

@@ -8,7 +8,7 @@ import io
 from dataclasses import dataclass
 
 from pipeline.config import DecodeConfig
-from pipeline.errors import MediaError, MediaTooLargeError, NoVideoStreamError, out_of_memory
+from pipeline.errors import MediaError, MediaTooLargeError, NoVideoStreamError, media_errors
 
 
 @dataclass(frozen=True)
@@ -81,16 +81,10 @@ def probe_video(data: bytes, config: DecodeConfig) -> VideoInfo:
     Raises MediaTooLargeError (limits), NoVideoStreamError (audio-only and other stream-less files) or
     MediaError (unreadable container).
     """
-    try:
+    with media_errors("video"):  # av raises InvalidDataError and friends
         info = _read(data, config.max_pixels, skip_frames=True)
         if info.width <= 0 or info.height <= 0:  # a codec whose size only decoding tells: bounded decode
             info = _read(data, config.max_pixels, skip_frames=False)
-    except MediaError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - av raises InvalidDataError and friends (a corrupt header's MemoryError too)
-        if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
-            raise
-        raise MediaError(f"corrupt or unreadable video: {str(exc)[:200]}") from exc
     check_pixels(info.width, info.height, config)
     check_duration(info.duration or (info.frame_count / info.fps if info.fps > 0 else 0.0), config)
     check_frames(info.frame_count or round(info.duration * info.fps), config)

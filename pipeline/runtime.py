@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from pipeline.atomic import write_atomic
+from pipeline.config import Runtime
 from pipeline.errors import RuntimeUnavailableError
 
-Runtime = Literal["auto", "torch", "onnx"]
 OPSET = 17
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.media import MEDIA_EXTENSIONS
+from pipeline.thumbs import MAX_PX
 
 DEFAULT_OUTPUT = "./scan-output"
 DAY_S = 24 * 3600  # the cap on the scan's waits: longer is a typo, and inf would overflow the timers
@@ -67,7 +68,7 @@ class ScanConfig(BaseModel):
     stop_timeout: float = Field(25.0, ge=1, le=DAY_S)
     # evidence for the report: JPEGs of each object's top-scoring faces in faces.thumb_jpeg
     thumbnails: int = Field(3, ge=0, le=32, description="face thumbnails kept per object (0 = off)")
-    thumbnail_px: int = Field(64, ge=16, le=256, description="long side of a face thumbnail, pixels")
+    thumbnail_px: int = Field(MAX_PX, ge=16, le=256, description="long side of a face thumbnail, pixels")
     # display
     progress: bool = True
     ray_progress: bool = False

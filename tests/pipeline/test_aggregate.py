@@ -129,3 +129,11 @@ def test_confident_boundaries_are_strict():
 
 def test_track_max_without_tracks_is_the_mean():
     assert track_max_score(np.array([0.1, 0.9]), None) == pytest.approx(0.5)
+
+
+def test_the_strategy_names_the_configuration_accepts_are_the_ones_implemented():
+    from typing import get_args
+
+    from pipeline.aggregate import STRATEGIES, Strategy
+
+    assert sorted(get_args(Strategy)) == sorted(STRATEGIES)

@@ -122,3 +122,20 @@ def test_unreferenced_frames_are_really_skipped(samples_dir):
 def test_ftyp_brands_tell_photos_from_videos(brands, mime):
     head = (8 + len(brands)).to_bytes(4, "big") + b"ftyp" + brands + b"\x00" * 64
     assert sniff_media(head)[1] == mime
+
+
+def test_decord_failing_mid_stream_says_the_same_thing_whichever_thread_hit_the_damage(caplog):
+    """decord's own text names the decoder thread that met the damage first; the row's message never does."""
+    import logging
+
+    pytest.importorskip("decord")
+
+    from media_fixtures import encode_video
+    from pipeline.errors import MediaError
+
+    data = bytearray(encode_video(frames=60, format="matroska"))
+    data[len(data) // 2:] = bytes(len(data) - len(data) // 2)  # the second half of the stream zeroed
+    with caplog.at_level(logging.DEBUG, logger="pipeline.decode"), pytest.raises(MediaError) as caught:
+        decode_bytes(bytes(data), DecodeConfig(backend="decord"))
+    assert str(caught.value) == "corrupt or unreadable video: frames could not be decoded (truncated or damaged)"
+    assert caught.value.code == "media_corrupt" and "decord failed mid-stream: " in caplog.text

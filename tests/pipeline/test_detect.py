@@ -269,3 +269,17 @@ def test_channels_last_mtcnn_finds_the_same_faces(samples_dir):
     assert len(a["crops"]) >= 8 and a["face_frame"].tolist() == b["face_frame"].tolist()
     np.testing.assert_allclose(a["face_boxes"], b["face_boxes"], atol=0.01)
     assert np.abs(a["crops"].astype(int) - b["crops"].astype(int)).max() <= 1
+
+
+def test_a_detector_crash_leaves_one_line_on_the_row(detect_stage, samples_dir, monkeypatch, caplog):
+    """The row keeps one line of the crash (a botocore or CUDA message runs to pages); the log keeps the traceback."""
+    batch = DecodeStage(DecodeConfig())({"uri": object_column([str(samples_dir / "astronaut.jpg")])})
+
+    def crashes(*args, **kwargs):
+        raise RuntimeError("kernel failed\n" + "stack frame\n" * 200)
+
+    monkeypatch.setattr(detect_stage, "faces_of", crashes)
+    out = detect_stage(batch)
+    assert out["error"][0] == "face detection failed: RuntimeError: kernel failed"
+    assert out["error_code"][0] == "detect_failed" and out["crops"][0].shape == (0, 160, 160, 3)
+    assert any(r.exc_info and "astronaut.jpg" in r.getMessage() for r in caplog.records)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from pipeline.errors import DECODE_FAILED, MediaNotFoundError, code_of, one_line
+import logging
+
+import pytest
+
+from pipeline.errors import (DECODE_FAILED, OUT_OF_MEMORY, MediaError, MediaNotFoundError, MediaTooLargeError, code_of,
+                             media_errors, one_line, row_failure)
 
 
 def test_one_line_is_the_type_and_the_first_line_cut_at_the_limit():
@@ -14,3 +19,35 @@ def test_one_line_is_the_type_and_the_first_line_cut_at_the_limit():
 def test_a_typed_error_gives_its_code_anything_else_the_default():
     assert code_of(MediaNotFoundError("gone")) == "not_found"
     assert code_of(KeyError("k")) == DECODE_FAILED and code_of(KeyError("k"), "other") == "other"
+
+
+def test_media_errors_wraps_a_decoders_failure_as_corrupt_media_in_one_line():
+    with pytest.raises(MediaError) as caught:
+        with media_errors("video"):
+            raise ValueError("Invalid data found\n" + "ffmpeg log line\n" * 50)
+    assert str(caught.value) == "corrupt or unreadable video: Invalid data found" and caught.value.code == "media_corrupt"
+    with pytest.raises(MediaError, match=r"^corrupt or unreadable image: said$"):
+        with media_errors("image", lambda exc: "said"):
+            raise OSError("anything")
+
+
+@pytest.mark.parametrize("raised", [MediaTooLargeError("too big"), MemoryError()], ids=["typed", "out of memory"])
+def test_media_errors_lets_typed_errors_and_out_of_memory_through(raised):
+    with pytest.raises(type(raised)) as caught:
+        with media_errors("video"):
+            raise raised
+    assert caught.value is raised
+
+
+@pytest.mark.parametrize("raised,error,code,level", [
+    (MediaTooLargeError("video is 9000 s long"), "video is 9000 s long", "media_too_large", logging.WARNING),
+    (MemoryError(), "decode failed: out of memory", OUT_OF_MEMORY, logging.ERROR),
+    (RuntimeError("bad\npage two"), "decode failed: RuntimeError: bad", DECODE_FAILED, logging.ERROR),
+], ids=["typed", "out of memory", "crash"])
+def test_row_failure_gives_the_rows_error_and_code_and_logs_it(caplog, raised, error, code, level):
+    log = logging.getLogger("pipeline.decode")
+    with caplog.at_level(logging.WARNING, logger="pipeline.decode"):
+        assert row_failure(raised, DECODE_FAILED, "decode", "clip\n.mp4", log) == (error, code)
+    (record,) = caplog.records
+    assert record.levelno == level and "decode failed for clip\\n.mp4" in record.getMessage()
+    assert bool(record.exc_info) == (code == DECODE_FAILED)  # the traceback of a crash only
