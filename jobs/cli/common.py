@@ -4,14 +4,48 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="DeepfakeStream: find face-swap deepfakes in videos and images.")
+JSON_FLAG = "--json"
+
+
+@contextmanager
+def _usage_as_json(as_json: bool) -> Iterator[None]:
+    """Under ``--json`` a usage error (a word where a number goes, an unknown flag, a missing argument) is a refusal
+    like any other, so the script reading stdout gets its one line; without, typer's usage message as ever."""
+    try:
+        yield
+    except typer.TyperException as exc:  # typer vendors click and exports no UsageError: its exit status 2 marks one
+        if not as_json or getattr(exc, "exit_code", None) != 2:
+            raise
+        raise refuse("invalid_configuration", exc.format_message(), as_json=True) from exc
+
+
+class _App(TyperGroup):
+    """The command group: a usage error with ``--json`` among the arguments answers as ``refuse`` does. Here, not
+    in a ``main()``, so the console script (``jobs.cli:app``), ``python -m jobs.cli`` and CliRunner all get it."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        as_json = JSON_FLAG in args  # before parsing, which consumes ``args``
+        with _usage_as_json(as_json):
+            ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta[JSON_FLAG] = as_json
+        return ctx
+
+    def invoke(self, ctx):  # the subcommand's own arguments are parsed in here
+        with _usage_as_json(ctx.meta.get(JSON_FLAG, False)):
+            return super().invoke(ctx)
+
+
+app = typer.Typer(cls=_App, add_completion=False, no_args_is_help=True,
+                  help="DeepfakeStream: find face-swap deepfakes in videos and images.")
 
 
 def _version(value: bool) -> None:
@@ -37,6 +71,12 @@ AnonOpt = typer.Option(False, "--anon", help="read S3 anonymously (public bucket
 ProfileOpt = typer.Option(None, "--profile", help="AWS profile name")
 
 
+def storage_flags(endpoint_url: Optional[str], anon: bool, profile: Optional[str]) -> dict:
+    """The S3 flags as settings overrides: every command reads storage from the ``scan`` section
+    (``ScanConfig.storage_options``), so one ``DFS_SCAN__ENDPOINT_URL`` or config file serves them all."""
+    return {"scan.endpoint_url": endpoint_url, "scan.anon": anon or None, "scan.profile": profile}
+
+
 def refuse(code: str, message: str, as_json: bool = False, status: int = 2) -> typer.Exit:
     """What a command that will not run says, the exit to raise: ``code: message`` on stderr (never a traceback) and,
     with ``--json``, one line ``{"error_code", "error"}`` on stdout for the script reading it. ``code``: the error's
@@ -46,6 +86,19 @@ def refuse(code: str, message: str, as_json: bool = False, status: int = 2) -> t
         sys.stdout.write(json.dumps({"error_code": code, "error": message}) + "\n")
         sys.stdout.flush()
     return typer.Exit(status)
+
+
+def checked(model, as_json: bool = False, **values):
+    """``model(**values)``: flags whose bounds live in a pydantic model, not in typer's ``min=``, so a value out of
+    range is ``invalid_configuration`` (``refuse``, with ``--json``'s line) as a bad setting is."""
+    from pydantic import ValidationError
+
+    try:
+        return model(**values)
+    except ValidationError as exc:  # each error named by its flag, as typer would: "--top: … (got 0)"
+        said = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']} (got {e['input']!r})"
+                         for e in exc.errors())
+        raise refuse("invalid_configuration", said, as_json) from exc
 
 
 def settings_from_cli(config: Optional[Path], *, as_json: bool = False, **overrides):

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from pydantic import BaseModel, ConfigDict, Field
 from rich.markup import escape
 
-from jobs.cli.common import AnonOpt, ConfigOpt, EndpointOpt, ProfileOpt, console, refuse, settings_from_cli
+from jobs.cli.common import (AnonOpt, ConfigOpt, EndpointOpt, ProfileOpt, checked, console, refuse, settings_from_cli,
+                             storage_flags)
 from jobs.cli.logs import setup_logging
 from jobs.scan.config import DEFAULT_OUTPUT
 
@@ -21,9 +23,25 @@ def _output(config: Optional[Path], output: Optional[str], endpoint_url: Optiona
             profile: Optional[str], as_json: bool = False) -> tuple[str, dict]:
     """The output and its fsspec options from the settings' ``scan`` section, resolved as ``scan`` resolves them
     (flags > DFS_SCAN__* > config file > defaults), so these commands read where a scan so configured wrote."""
-    flags = dict(output=output, endpoint_url=endpoint_url, anon=anon or None, profile=profile)
-    scan = settings_from_cli(config, as_json=as_json, **{f"scan.{k}": v for k, v in flags.items()}).scan
+    scan = settings_from_cli(config, as_json=as_json, **{"scan.output": output},
+                             **storage_flags(endpoint_url, anon, profile)).scan
     return scan.output, scan.storage_options(scan.output)
+
+
+class ReportFlags(BaseModel):
+    """``report``'s bounds. Here, not typer's ``min=``: typer refuses with a usage box, which breaks ``--json``'s
+    one line; this model's refusal is ``invalid_configuration`` like any bad setting (``checked``)."""
+
+    model_config = ConfigDict(extra="forbid", title="report flags")
+
+    top: int = Field(10, ge=1)
+    depth: Optional[int] = Field(None, ge=0)
+    runs: int = Field(10, ge=0)
+    trailing: int = Field(7, ge=1)
+
+
+def _flag_default(name: str):
+    return ReportFlags.model_fields[name].default  # one home for the flags' defaults, as for their bounds
 
 
 def query(
@@ -62,12 +80,12 @@ def query(
 
 def report(
     output: Optional[str] = typer.Argument(None, show_default=DEFAULT_OUTPUT, help=f"scan output (fsspec URI or folder){OUTPUT_HELP}"),
-    top: int = typer.Option(10, "--top", min=1, help="how many suspicious objects to list"),
-    depth: Optional[int] = typer.Option(None, "--depth", min=0, help="group by the first N path levels (bucket counts as one) instead of the parent folder"),
-    runs: int = typer.Option(10, "--runs", min=0, help="how many recent scans (run records) to list"),
+    top: int = typer.Option(_flag_default("top"), "--top", help="how many suspicious objects to list (at least 1)"),
+    depth: Optional[int] = typer.Option(_flag_default("depth"), "--depth", help="group by the first N path levels (bucket counts as one) instead of the parent folder"),
+    runs: int = typer.Option(_flag_default("runs"), "--runs", help="how many recent scans (run records) to list"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     html: Optional[Path] = typer.Option(None, "--html", help="also write a self-contained HTML page (plots, thumbnails, drift) to this file"),
-    trailing: int = typer.Option(7, "--trailing", min=1, help="earlier scans the latest is compared with for drift"),
+    trailing: int = typer.Option(_flag_default("trailing"), "--trailing", help="earlier scans the latest is compared with for drift (at least 1)"),
     endpoint_url: Optional[str] = EndpointOpt,
     anon: bool = AnonOpt,
     profile: Optional[str] = ProfileOpt,
@@ -78,6 +96,7 @@ def report(
     from jobs.query.sql import QueryError, connect
     from jobs.report.text import print_report, report as build_report
 
+    checked(ReportFlags, as_json, top=top, depth=depth, runs=runs, trailing=trailing)  # out of range: refused
     output, options = _output(config, output, endpoint_url, anon, profile, as_json)
     try:
         con = connect(output, options)  # one listing and one set of views for the text and the page

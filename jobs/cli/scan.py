@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from jobs.cli.common import (AnonOpt, CheckpointOpt, ConfigOpt, DeviceOpt, EndpointOpt, FramesOpt, ProfileOpt, console,
-                             given_checkpoint, settings_from_cli)
+                             given_checkpoint, refuse, settings_from_cli)
 from jobs.cli.logs import setup_logging
 from jobs.scan.config import DEFAULT_OUTPUT, ScanConfig
 
@@ -75,7 +75,7 @@ def scan(
 ) -> None:
     """Scan a bucket/folder with Ray Data into Parquet tables `videos` and `faces` (incremental, resumable)."""
     from jobs.scan.driver import run_scan
-    from jobs.scan.errors import ScanAborted
+    from jobs.scan.errors import CRASHED, ScanAborted
     from jobs.scan.exit_codes import ExitCode
     from jobs.scan.lease import LeaseHeld, LeaseLost
     from jobs.scan.output import OutputError
@@ -103,49 +103,42 @@ def scan(
         failure(exc.__cause__ or exc, "not_started", ExitCode.NOT_STARTED, "invalid_configuration")
         raise
     failure = _failure_json(as_json, ended, source, settings.scan.output)
-    try:
+    try:  # each failure: its summary under --json, then `code: message` on stderr as every command says it (refuse)
         given_checkpoint(checkpoint)
         summary = run_scan(settings, on_plan=lambda chosen: console.print(escape(chosen.line()), soft_wrap=True, highlight=False),
                            on_end=ended.append)
     except LeaseHeld as exc:
         failure(exc, "busy", ExitCode.BUSY)
-        console.print(f"[yellow]output busy:[/yellow] {escape(redact_uris(str(exc)))}", soft_wrap=True)
-        raise typer.Exit(ExitCode.BUSY) from None
+        raise refuse(exc.code, redact_uris(str(exc)), status=ExitCode.BUSY) from None
     except (ScanAborted, LeaseLost) as exc:
         failure(exc, "aborted", ExitCode.ABORTED)
-        console.print(f"[red]scan stopped:[/red] {escape(redact_uris(str(exc)))}", soft_wrap=True)
-        raise typer.Exit(ExitCode.ABORTED) from None
+        raise refuse(exc.code, redact_uris(str(exc)), status=ExitCode.ABORTED) from None
     except OutputError as exc:
         failure(exc, "not_started", ExitCode.NOT_STARTED)
-        console.print(f"[red]cannot scan:[/red] {escape(_then(redact_uris(str(exc)), ended))}", soft_wrap=True)
-        raise typer.Exit(ExitCode.NOT_STARTED) from None
+        raise refuse(exc.code, _then(redact_uris(str(exc)), ended), status=ExitCode.NOT_STARTED) from None
     except DeepfakeStreamError as exc:
         failure(exc, "not_started", ExitCode.NOT_STARTED)
-        console.print(f"[red]cannot scan:[/red] {escape(redact_uris(str(exc)))}", soft_wrap=True)
-        raise typer.Exit(ExitCode.NOT_STARTED) from None
+        raise refuse(exc.code, redact_uris(str(exc)), status=ExitCode.NOT_STARTED) from None
     except Terminated as exc:
         failure(exc, "terminated", ExitCode.TERMINATED, "terminated")
-        console.print("[yellow]stopped (SIGTERM)[/yellow]: finished rows and the run record are committed; "
-                      "run the same command again to resume", soft_wrap=True)
-        raise typer.Exit(ExitCode.TERMINATED) from None
+        raise refuse("terminated", "stopped (SIGTERM), finished rows and the run record are committed; run the same "
+                     "command again to resume", status=ExitCode.TERMINATED) from None
     except KeyboardInterrupt as exc:
         failure(exc, "interrupted", ExitCode.INTERRUPTED, "interrupted")
-        console.print("[yellow]interrupted[/yellow]: committed results are kept; run the same command again to resume")
-        raise typer.Exit(ExitCode.INTERRUPTED) from None
+        raise refuse("interrupted", "committed results are kept; run the same command again to resume",
+                     status=ExitCode.INTERRUPTED) from None
     except Exception as exc:  # noqa: BLE001 - a fault of ours or of the storage: one line; the trace in the debug log
         import logging
 
         logging.getLogger("deepfakestream.scan").debug("the scan crashed", exc_info=True)
         failure(exc, "aborted", ExitCode.ABORTED)
-        console.print(f"[red]scan stopped:[/red] {escape(_then(redact_uris(one_line(exc)), ended))}; run the same command again "
-                      "to resume (-v shows the trace)", soft_wrap=True)
-        raise typer.Exit(ExitCode.ABORTED) from None
+        raise refuse(CRASHED, f"{_then(redact_uris(one_line(exc)), ended)}; run the same command again to resume "
+                     "(-v shows the trace)", status=ExitCode.ABORTED) from None
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
     _print_scan_summary(summary)
     if summary.exit_code:
-        console.print(f"[red]{summary.status}:[/red] {escape(summary.message or '')}", soft_wrap=True)
-        raise typer.Exit(summary.exit_code)
+        raise refuse(summary.error_code or summary.status, summary.message or "", status=summary.exit_code)
 
 
 def _then(message: str, ended: list) -> str:
@@ -200,8 +193,10 @@ def _print_scan_summary(summary) -> None:
         console.print(f"  {summary.lost} objects crashed their worker on every retry (rows with label ERROR)")
     for uri in summary.quarantined:
         console.print(f"  [yellow]quarantined[/yellow] unreadable part {escape(uri)}", soft_wrap=True)
-    console.print(f"output: {escape(summary.output)}   (deepfakestream report {escape(summary.output)}); "
-                  f"run record: _runs/{summary.scan_id}.json", soft_wrap=True)
+    record = (f"run record: _runs/{summary.scan_id}.json" if summary.record_written
+              else f"run record _runs/{summary.scan_id}.json could not be written")
+    console.print(f"output: {escape(summary.output)}   (deepfakestream report {escape(summary.output)}); {record}",
+                  soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

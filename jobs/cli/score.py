@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from jobs.cli.common import CheckpointOpt, ConfigOpt, DeviceOpt, FramesOpt, given_checkpoint, refuse, settings_from_cli
+from jobs.cli.common import (AnonOpt, CheckpointOpt, ConfigOpt, DeviceOpt, EndpointOpt, FramesOpt, ProfileOpt,
+                             given_checkpoint, refuse, settings_from_cli, storage_flags)
 from jobs.cli.logs import setup_logging
 from pipeline.result import shown_score
 
@@ -52,6 +53,9 @@ def score(
     checkpoint: Optional[Path] = CheckpointOpt,
     frames: Optional[int] = FramesOpt,
     threshold: Optional[float] = typer.Option(None, help="override the model card's decision threshold"),
+    endpoint_url: Optional[str] = EndpointOpt,
+    anon: bool = AnonOpt,
+    profile: Optional[str] = ProfileOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Score videos/images in-process through the whole graph and print a verdict per input."""
@@ -60,13 +64,17 @@ def score(
     from pipeline.graph import ScoringPipeline
 
     settings = settings_from_cli(config, as_json=as_json, device=device, **{
-        "classify.checkpoint": checkpoint, "decode.num_frames": frames, "classify.threshold": threshold})
+        "classify.checkpoint": checkpoint, "decode.num_frames": frames, "classify.threshold": threshold},
+        **storage_flags(endpoint_url, anon, profile))  # S3 as `scan`, `query` and `report` reach it
     try:
         given_checkpoint(checkpoint)
         scorer = ScoringPipeline(settings)
     except DeepfakeStreamError as exc:
         raise refuse(exc.code, str(exc), as_json) from exc
+    decode = scorer.graph.stages["decode"]
     for path in paths:
+        # per input: S3's options would be another store's unknown arguments (an https:// URL beside an s3:// one)
+        decode.storage_options = settings.scan.storage_options(path)
         try:
             result = scorer.score(path)
         except Exception as exc:  # noqa: BLE001 - one bad input gets its own ERROR row

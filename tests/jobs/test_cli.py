@@ -114,6 +114,34 @@ def test_score_reads_with_credentials_but_never_prints_or_logs_them(detector_env
     assert "hunter2pass" not in proc.stdout + proc.stderr and "s3cret" not in proc.stdout + proc.stderr
 
 
+def test_score_reads_s3_where_the_scan_settings_point(detector_env, samples_dir, tmp_path, s3_server, s3_bucket,
+                                                     monkeypatch):
+    """scan.endpoint_url / anon (DFS_SCAN__*, --endpoint-url, --anon) take `score` to the store `scan`, `query` and
+    `report` read; S3's options go to s3:// inputs only, so an http:// one beside it is read as ever."""
+    import boto3
+
+    endpoint = s3_server["endpoint_url"]
+    boto3.client("s3", endpoint_url=endpoint).upload_file(str(samples_dir / "astronaut.jpg"), s3_bucket, "in/astronaut.jpg",
+                                                          ExtraArgs={"ACL": "public-read"})  # what --anon may read
+    uri = f"s3://{s3_bucket}/in/astronaut.jpg"
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # the fixture's: only the settings name the endpoint here
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # where the endpoint is ignored, fail fast at amazonaws.com
+    (tmp_path / "astronaut.jpg").write_bytes((samples_dir / "astronaut.jpg").read_bytes())
+    with served(tmp_path) as base:
+        proc = run_cli("score", "--json", uri, f"{base}/astronaut.jpg", env_extra={"DFS_SCAN__ENDPOINT_URL": endpoint})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from_s3, from_http = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert from_s3["error"] is None and from_http["error"] is None, (from_s3["error"], from_http["error"])
+    assert from_s3["uri"] == uri and from_s3["score"] == from_http["score"] is not None
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the flags: this endpoint, no credentials at all
+        monkeypatch.delenv(key)
+    flagged = run_cli("score", "--json", "--endpoint-url", endpoint, "--anon", uri)
+    assert flagged.returncode == 0, flagged.stderr[-2000:]
+    assert json.loads(flagged.stdout)["score"] == from_s3["score"]
+
+
 @pytest.mark.parametrize("text", ["decode: [num_frames: 4\n", "- decode\n- scan\n"])
 def test_a_malformed_config_file_is_one_line_not_a_trace(tmp_path, samples_dir, text):
     config = tmp_path / "bad.yaml"
@@ -176,7 +204,7 @@ def test_a_scan_that_crashes_on_an_unexpected_error_says_so_in_one_line(detector
     result = CliRunner().invoke(app, ["scan", str(tmp_path / "media"), "-o", str(tmp_path / "out"), "--no-progress"])
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert "scan stopped: PermissionError: delete denied" in " ".join(lines) and "Traceback" not in result.output
+    assert "scan_crashed: PermissionError: delete denied" in " ".join(lines) and "Traceback" not in result.output
     assert not isinstance(result.exception, PermissionError)          # handled, not escaped
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / "_runs").glob("*.json")]
     assert record["status"] == "aborted" and record["exit_code"] == 1

@@ -51,7 +51,7 @@ def test_scan_without_a_trained_model_exits_2_before_starting(tmp_path, samples_
     monkeypatch.setenv("DFS_CLASSIFY__CHECKPOINT", str(tmp_path / "missing.safetensors"))
     result = CliRunner().invoke(app, ["scan", str(samples_dir), "-o", str(tmp_path / "out"), "--no-progress"])
     assert result.exit_code == 2
-    assert "no trained detector" in result.output
+    assert result.stderr.startswith("no_trained_model: ") and "no trained detector" in result.output  # code: message
     assert not (tmp_path / "out").exists()
 
 
@@ -84,6 +84,8 @@ def test_scan_of_a_missing_source_exits_2(tmp_path, detector_env):
 
     result = CliRunner().invoke(app, ["scan", str(tmp_path / "nope"), "-o", str(tmp_path / "out"), "--no-progress"])
     assert result.exit_code == 2 and "source not found" in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("source_not_found: source not found"), lines  # as every command says a refusal
 
 
 def _scan_cli(*args: str):
@@ -124,8 +126,10 @@ def test_json_summary_on_failures_before_and_after_the_output_is_opened(tmp_path
     holder.acquire()
     busy = _scan_cli(str(samples_dir), "-o", out)
     assert busy.exit_code == 3
-    summary = json.loads(busy.stdout)
+    summary = json.loads(busy.stdout)  # the one line: the summary, not refuse's {"error_code", "error"} as well
     assert (summary["status"], summary["exit_code"], summary["error_code"]) == ("busy", 3, "output_busy")
+    said = [line for line in busy.stderr.splitlines() if line.strip()]
+    assert len(said) == 1 and said[0].startswith("output_busy: ") and "the-nightly-run" in said[0], said
     holder.release()
 
     monkeypatch.setenv("DFS_CLASSIFY__CHECKPOINT", str(tmp_path / "missing.safetensors"))

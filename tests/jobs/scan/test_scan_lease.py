@@ -203,7 +203,7 @@ def test_scan_on_a_busy_output_exits_3_with_one_line(where, detector_env, tmp_pa
     result = CliRunner().invoke(_app(), ["scan", str(samples_dir), "-o", output, "--no-progress"])
     assert result.exit_code == 3, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "output busy" in lines[0] and "the-nightly-run" in lines[0], result.output
+    assert len(lines) == 1 and lines[0].startswith("output_busy: ") and "the-nightly-run" in lines[0], result.output
     assert not fs.exists(f"{root}/_deepfakestream.json")  # nothing of DEST was touched
     records = [json.loads(fs.cat_file(p)) for p in fs.find(f"{root}/_runs")]
     assert [(r["status"], r["exit_code"]) for r in records] == [("busy", 3)]

@@ -63,7 +63,7 @@ def test_sigterm_commits_finished_rows_and_the_run_record(detector_env, tmp_path
             proc.kill()
     assert proc.returncode == 143, stderr
     assert took < 35, f"exited {took:.1f} s after SIGTERM"
-    assert "stopped (SIGTERM)" in stderr and "Traceback" not in stderr
+    assert "terminated: stopped (SIGTERM)" in stderr and "Traceback" not in stderr
     (record,) = _records(out)
     assert (record["status"], record["exit_code"]) == ("terminated", 143)
     rows = latest_rows(OutputStore(str(out)))

@@ -1,0 +1,49 @@
+"""What every command shares (jobs/cli/common.py): under --json a usage error is a refusal like any other, one JSON
+line on stdout, through every way in (CliRunner, `python -m jobs.cli`, the `deepfakestream` console script)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from jobs.cli import app
+
+USAGE = [(["score", "--json", "--frames", "abc", "x.jpg"], "--frames"),  # a word where a number goes
+         (["score", "--json", "--no-such-flag", "x.jpg"], "--no-such-flag"),  # an unknown option
+         (["score", "--json"], "'paths'"),  # a missing argument
+         (["report", "--json", "--top", "many"], "--top"),
+         (["scan", "--json", "--max-objects", "abc", "src"], "--max-objects"),
+         (["--json", "nosuch"], "--json")]  # before the command: the group's own parse
+
+
+@pytest.mark.parametrize("args, named", USAGE)
+def test_a_usage_error_under_json_is_one_json_line(args, named):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    said = json.loads(result.stdout)  # exactly one line: json.loads refuses two
+    assert said["error_code"] == "invalid_configuration" and named in said["error"] and set(said) == {"error_code", "error"}
+    assert result.stderr == f"invalid_configuration: {said['error']}\n"  # refuse's line, not typer's usage box
+
+
+@pytest.mark.parametrize("args, named", USAGE[:4])
+def test_without_json_a_usage_error_is_typers_usage_message(args, named):
+    args = [a for a in args if a != "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "Usage:" in result.stderr and "invalid_configuration" not in result.stderr
+
+
+def test_the_entry_points_answer_usage_errors_in_json_too():
+    """`python -m jobs.cli` and the console script pyproject installs (jobs.cli:app) go through the same group."""
+    script = Path(sys.executable).with_name("deepfakestream")
+    for command in ([sys.executable, "-m", "jobs.cli"], *([[str(script)]] if script.exists() else [])):
+        proc = subprocess.run([*command, "score", "--json", "--frames", "abc", "x.jpg"], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "DFS_LOG_LEVEL": ""})
+        assert proc.returncode == 2, proc.stderr
+        assert json.loads(proc.stdout)["error_code"] == "invalid_configuration" and "Usage:" not in proc.stderr
