@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -35,6 +34,7 @@ import pyarrow.compute as pc
 from jobs.scan.config import ScanConfig
 from jobs.scan.errors import CRASHED, ScanAborted, ScanError
 from jobs.scan.exit_codes import ExitCode
+from jobs.scan.ids import after, id_time, new_scan_id, part_scan_id
 from jobs.scan.incremental import RESCANS, SETTINGS, uri_prefix, work
 from jobs.scan.lease import LeaseHeld, LeaseLost, OutputLease
 from jobs.scan.listing import list_objects
@@ -42,13 +42,16 @@ from jobs.scan.output import CommitInfo, OutputError, OutputStore
 from jobs.scan.schema import FACES_SCHEMA
 from jobs.scan.rows import lost_rows, unnest
 from jobs.scan.plan import PoolPlan, build_dataset, check_device, data_context, ensure_ray, plan_pools
-from jobs.scan.records import RUNS_DIR, RunRecord, close_lapsed, settings_digest, write_record
+from jobs.scan.records import (RUNS_DIR, RunRecord, close_all_unfinished, read_records, settings_digest, tally,
+                               write_record)
 from jobs.scan.stop import GracefulStop, Terminated
 from pipeline.config import Settings
 from pipeline.errors import DeepfakeStreamError, one_line
 from pipeline.logsafe import log_safe, redact_uri, redact_uris
 
 log = logging.getLogger(__name__)
+
+CLOCK_SLACK_S = 60  # an id this far or more ahead of this machine's clock is a clock out of sync, said loudly
 
 Outcome = tuple[str, int, str | None, str | None]  # status, exit code, message, error code
 
@@ -65,7 +68,7 @@ class ScanSummary:
     deferred: int = 0
     deferred_rescans: int = 0  # of the deferred, rescans that only another --retry-errors / --full run takes
     rescored: int = 0  # scanned again because the scoring key changed (settings, weights, card)
-    scanned: int = 0
+    scanned: int = 0  # this and the counts by label below: rows committed (not those a refused part held)
     failed: int = 0
     lost: int = 0
     no_face: int = 0
@@ -87,10 +90,6 @@ class ScanSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def new_scan_id(now: datetime) -> str:
-    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
 
 
 def _progress(total: int, enabled: bool):
@@ -166,9 +165,10 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     stop.install()
     outcome: Outcome = ("aborted", ExitCode.ABORTED, "the scan crashed", CRASHED)
     try:
+        records = _records(store)
+        scan_id = _take_id(store, lease, record, summary, records)
         write_record(store, record)
-        if lease.lapsed:
-            _close_lapsed(store, lease.lapsed.scan_id, lease.lapsed.heartbeat_at, scan_id)
+        close_all_unfinished(store, records, scan_id, lease.lapsed and (lease.lapsed.scan_id, lease.lapsed.heartbeat_at))
         with lease.kept_alive():
             _scan(settings, options, store, summary, verdict, now.date().isoformat(), lease, stop, on_commit, on_plan)
         outcome = _outcome(summary, options)
@@ -214,13 +214,29 @@ def _record_options(options: ScanConfig) -> dict[str, Any]:
             for k in keep}
 
 
-def _close_lapsed(store: OutputStore, scan_id: str, heartbeat_at: datetime, by: str) -> None:
-    """End the run record of the killed scan whose lease this one took over (a failure only warns)."""
+def _records(store: OutputStore) -> list[RunRecord]:
     try:
-        if close_lapsed(store, scan_id, heartbeat_at, by):
-            log.warning("scan %s was killed (its lease lapsed): its run record now says so", scan_id)
-    except Exception as exc:  # noqa: BLE001 - its record is that scan's; this scan goes on
-        log.warning("could not end the run record of the killed scan %s: %s", scan_id, one_line(exc))
+        return read_records(store.fs, store.root)
+    except Exception as exc:  # noqa: BLE001 - the storage failed the listing: DEST cannot be used
+        raise OutputError(f"cannot read the run records of output {store.display}: {one_line(exc)}") from exc
+
+
+def _take_id(store: OutputStore, lease: OutputLease, record: RunRecord, summary: ScanSummary,
+             records: list[RunRecord]) -> str:
+    """This scan's id: after every id already in DEST, its run records' and its parts' (``jobs/scan/ids.py``), so
+    that its rows are the latest even when a scan whose clock ran ahead wrote there; the lease says it too."""
+    known = [r.scan_id for r in records] + [part_scan_id(name) for name in store.list_parts("videos")]
+    scan_id, last = after(summary.scan_id, known)
+    if last is None:
+        return scan_id
+    ahead = (id_time(last) - id_time(summary.scan_id)).total_seconds()
+    (log.warning if ahead >= CLOCK_SLACK_S else log.info)(
+        "scan %s of %s is dated %.0f s ahead of this machine's clock (a clock ahead wrote it, or this one is behind: "
+        "check NTP); this scan takes the id %s, after it, so that its rows are the latest", last, store.display,
+        ahead, scan_id)
+    summary.scan_id = record.scan_id = lease.scan_id = scan_id
+    lease.renew()  # the lease names the id of the record: a scan killed now is found by it
+    return scan_id
 
 
 def _percent(share: float) -> str:
@@ -238,8 +254,9 @@ def _outcome(summary: ScanSummary, options: ScanConfig) -> Outcome:
 
 
 def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, outcome: Outcome, started: float) -> None:
-    """Fill the summary's outcome and write the final run record (a storage failure only warns, and leaves
-    ``summary.record_written`` false)."""
+    """Fill the summary's outcome and write the final run record. When the output refuses it, ``record_written``
+    stays false and a scan that would exit 0 is an ``output_error`` (exit 2): nothing else would tell (its record
+    says ``running`` until the next scan ends it)."""
     status, code, message, summary.error_code = outcome
     message = message and redact_uris(message)  # exceptions quote the URIs they were given
     summary.status, summary.exit_code, summary.message = status, int(code), message
@@ -260,9 +277,14 @@ def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, outcome
     try:
         write_record(store, record)
         summary.record_written = True
-    except Exception as exc:  # noqa: BLE001 - the scan's own outcome matters more than its record
+    except Exception as exc:  # noqa: BLE001 - a failing scan's own outcome matters more than its record
         log.warning("could not write the run record %s/%s/%s.json: %s", summary.output, RUNS_DIR, record.scan_id,
                     log_safe(exc))
+        if summary.exit_code == ExitCode.OK:
+            summary.status, summary.exit_code, summary.error_code = ("output_error", int(ExitCode.NOT_STARTED),
+                                                                     OutputError.code)
+            said = str(exc) if isinstance(exc, OutputError) else f"cannot write {RUNS_DIR}/{record.scan_id}.json: {one_line(exc)}"
+            summary.message = f"{redact_uris(said)}; the scan's rows were committed, its run record was not"
 
 
 def _work(store: OutputStore, entries: list[dict], scan_id: str, model_version: str, key: str,
@@ -349,6 +371,7 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
                 # the lease is checked before each file: never write into an output that may be another scan's
                 store.commit(part, scan_date, videos, faces, check=lease.check)
                 summary.parts += 1
+                count(videos)  # what was committed: a part the output refused is not counted
                 info = CommitInfo(part=part, videos=videos.num_rows, faces=faces.num_rows, total_videos=summary.scanned)
                 log.info("committed %s (%d videos, %d faces)", part, info.videos, info.faces)
                 pending_videos, pending_faces = [], []
@@ -357,15 +380,14 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
                 on_commit(info)
 
         def count(videos: pa.Table) -> None:
-            for label, code in zip(videos.column("label").to_pylist(), videos.column("error_code").to_pylist()):
-                summary.scanned += 1
-                summary.failed += label == "ERROR"
-                summary.no_face += label == "NO_FACE"
-                summary.fakes += label == "FAKE"
-                summary.reals += label == "REAL"
-                if label == "ERROR":
-                    kind = code or "error"  # grouped by the stable code, never by the message's wording
-                    summary.errors[kind] = summary.errors.get(kind, 0) + 1
+            labels, errors = tally(videos)  # errors by the stable code, never by the message's wording
+            summary.scanned += videos.num_rows
+            summary.failed += labels.get("ERROR", 0)
+            summary.no_face += labels.get("NO_FACE", 0)
+            summary.fakes += labels.get("FAKE", 0)
+            summary.reals += labels.get("REAL", 0)
+            for kind, n in errors.items():
+                summary.errors[kind] = summary.errors.get(kind, 0) + n
             summary.error_rate = round(summary.failed / summary.scanned, 4) if summary.scanned else 0.0
 
         def stream(entries: list[dict], bar: Any, pass_options: ScanConfig) -> Exception | None:
@@ -383,7 +405,6 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
                         returned.update(uris)
                         pending_videos.append(videos)
                         pending_faces.append(faces)
-                        count(videos)
                         bar.update(videos.num_rows)
                         bar.set_postfix(fakes=summary.fakes, failed=summary.failed, refresh=False)
                         if (waiting() >= options.commit_every
@@ -437,9 +458,8 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
                              summary.scoring_key)
             pending_videos.append(rows)
             pending_faces.append(FACES_SCHEMA.empty_table())
-            count(rows)
-            summary.lost = rows.num_rows
             commit()
+            summary.lost = rows.num_rows
         summary.scan_s = round(time.perf_counter() - scan_start, 3)
         summary.videos_per_s = round(summary.scanned / summary.scan_s, 3) if summary.scan_s else 0.0
     finally:
@@ -447,4 +467,4 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
             ray.shutdown()
 
 
-__all__ = ["ScanSummary", "run_scan", "new_scan_id"]
+__all__ = ["ScanSummary", "run_scan"]

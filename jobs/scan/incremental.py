@@ -4,10 +4,10 @@ count: content A, then B, then A again is new). A row without a scoring key (wri
 counts as matching it, so upgrading rescans nothing; once a scan writes the key, a change of the weights' bytes
 or of a setting that changes a score or a verdict (``pipeline/scoring_key.py``) rescans.
 
-"Latest" is the highest ``scan_id`` (it starts with the driver's UTC start time, ``driver.new_scan_id``), then
-``scanned_at``: rows of one scan never share a URI, and ``scanned_at`` comes from the workers' clocks. The
-history is reduced to one row per URI in Arrow as it is read, so the driver's memory follows the number of
-objects under the source, not the number of scans.
+"Latest" is the highest ``scan_id`` (it starts with the driver's UTC start time, or a second after the output's
+latest id when that is not earlier: ``jobs/scan/ids.py``), then ``scanned_at``: rows of one scan never share a
+URI, and ``scanned_at`` comes from the workers' clocks. The history is reduced to one row per URI in Arrow as it
+is read, so the driver's memory follows the number of objects under the source, not the number of scans.
 
 The work is ordered for ``--max-objects``, which takes its head: objects never scanned, then changed ones
 (content, model or scoring key), then rescans (``--retry-errors``, ``--full``) whose latest row is oldest, so

@@ -87,12 +87,44 @@ def object_entry(uri: str, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _followed(path: str) -> dict[str, Any] | None:
-    """Type, size and mtime of a symlink's target; None when it dangles."""
+    """Type, size and mtime of a path, a symlink's target's; None when it dangles (or loops on itself)."""
     try:
         target = os.stat(path)
     except OSError:
         return None
-    return {"type": "file" if stat.S_ISREG(target.st_mode) else "other", "size": target.st_size, "mtime": target.st_mtime}
+    kind = "file" if stat.S_ISREG(target.st_mode) else "directory" if stat.S_ISDIR(target.st_mode) else "other"
+    return {"type": kind, "size": target.st_size, "mtime": target.st_mtime}
+
+
+def _local_files(root: str) -> dict[str, dict[str, Any]]:
+    """Path → info of every file under a local folder, symlinks followed as ``score`` follows them: to files, and
+    into folders (fsspec's walk lists a link as "other" and goes no further). Each real folder is walked once, under
+    the first path that reaches it, its own before any link's: a link loop, or a link to a folder already walked (a
+    parent included), adds nothing. Unreadable folders are left out, as fsspec's walk leaves them."""
+    files: dict[str, dict[str, Any]] = {}
+    walked: set[str] = set()
+    tops = [root]  # the folder, then the links to folders found under it, breadth first
+    while tops:
+        top = tops.pop(0)
+        if os.path.realpath(top) in walked:
+            continue
+        walked.add(os.path.realpath(top))
+        for folder, subfolders, names in os.walk(top):  # does not follow links: they are queued below
+            kept = []
+            for name in sorted(subfolders):
+                path = os.path.join(folder, name)
+                if os.path.islink(path):
+                    tops.append(path)
+                elif os.path.realpath(path) not in walked:
+                    walked.add(os.path.realpath(path))
+                    kept.append(name)
+            subfolders[:] = kept
+            for name in names:
+                path = os.path.join(folder, name)
+                target = _followed(path)  # None: a dangling link, or a file gone since it was listed
+                if target is not None:
+                    files[path] = {"name": path, **target, "islink": os.path.islink(path)}
+    return files
 
 
 def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple[str, ...] = MEDIA_EXTENSIONS,
@@ -110,7 +142,7 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
         if fs.isfile(root):
             infos = {root: fs.info(root)}
         else:
-            infos = fs.find(root, detail=True, withdirs=False)
+            infos = _local_files(root) if local else fs.find(root, detail=True, withdirs=False)
             # an object store has no empty prefixes, only keys: nothing under a prefix that is not even a
             # folder marker (`prefix/`) is a mistyped or removed source, not a quiet night
             if not infos and not fs.exists(root):
@@ -124,7 +156,7 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
     suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
     entries = []
     for path, info in sorted(infos.items()):
-        if local and info.get("islink"):  # fsspec lists a symlink as "other": follow it, like `score` does
+        if local and info.get("islink"):  # a SOURCE that is itself a link to a file (links under it: _local_files)
             target = _followed(path)
             if target is None:
                 continue

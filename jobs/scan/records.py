@@ -3,9 +3,10 @@
 They are what a nightly job is monitored by: a night with nothing new still writes one, so "no
 ``succeeded`` record for 26 h" is a sound staleness alert, and the exit status, error classes and
 quarantined parts are kept with the output rather than only on a pod's stdout. A scan killed outright cannot
-end its own record: the next scan, taking over its lapsed lease, ends it as ``killed`` (``close_lapsed``), only if
-the record is still the ``running`` one it read (compare-and-swap, ``jobs/scan/cas.py``): a scan that was only slow
-ends its own record, and that word stands.
+end its own record, nor can one whose output refused its final record (a full disk): the next scan, which holds
+the lease and so knows neither is running, ends it as ``killed`` (``close_unfinished``), only if the record is
+still the ``running`` one it read (compare-and-swap, ``jobs/scan/cas.py``): a scan that was only slow ends its
+own record, and that word stands.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from jobs.scan.cas import Contended, locked, read_tagged, write_if
-from pipeline.errors import one_line
+from pipeline.errors import WORKER_LOST, one_line
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ Status = Literal["running", "succeeded", "too_many_errors", "aborted", "interrup
 
 
 class RunRecord(BaseModel):
-    """One scan. Counts are of this run only; ``labels``/``errors`` count the rows it wrote."""
+    """One scan. Counts are of this run only; ``scanned``, ``lost``, ``labels``, ``errors`` count the rows it committed."""
 
     record_version: int = RECORD_VERSION
     scan_id: str
@@ -80,7 +81,7 @@ def record_bytes(record: RunRecord) -> bytes:
 
 def write_record(store: Any, record: RunRecord) -> None:
     """A scan's own record (running, then its end), whole (``store.put``; ``OutputError`` when refused). Under
-    DEST's lock on local folders, so it lands before or after ``close_lapsed``'s read and write, never between."""
+    DEST's lock on local folders, so it lands before or after ``close_unfinished``'s read and write, never between."""
     with locked(store.fs, store.root):
         store.put(f"{RUNS_DIR}/{record.scan_id}.json", record_bytes(record))
 
@@ -114,14 +115,46 @@ def read_records(fs: Any, root: str) -> list[RunRecord]:
     return sorted(records, key=lambda r: (r.started_at, r.scan_id), reverse=True)
 
 
-def close_lapsed(store: Any, scan_id: str, heartbeat_at: datetime, by: str) -> RunRecord | None:
-    """End the record of scan ``scan_id``, whose lease ``by`` took over because it lapsed, if it still says
-    ``running``: that scan was killed (SIGKILL, out of memory, a lost node) and will never write it. ``killed``,
-    ended at its last heartbeat; ``parts`` counts what it committed. Only if the record is still what was read: a
-    scan that was slow, not killed, may end its own record meanwhile, and its word stands. Returns the record
-    written, if any."""
+def tally(videos: Any) -> tuple[dict[str, int], dict[str, int]]:
+    """(rows by label, ``ERROR`` rows by ``error_code``) of a ``videos`` table: what a run record counts."""
+    import pyarrow.compute as pc
+
+    def counts(column: Any) -> dict[str, int]:
+        return {v["values"]: v["counts"] for v in pc.value_counts(column).to_pylist()}
+
+    errors = videos.filter(pc.equal(videos.column("label"), "ERROR")).column("error_code")
+    return counts(videos.column("label")), {k or "error": n for k, n in counts(errors).items()}
+
+
+def committed_counts(store: Any, scan_id: str) -> dict[str, Any]:
+    """A run record's counts of what scan ``scan_id`` committed, read from its ``videos`` parts (``parts`` alone
+    when they cannot be read: the next scan quarantines such a part)."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    paths = [p for name, p in sorted(store.list_parts("videos").items()) if name.startswith(f"part-{scan_id}-")]
+    if not paths:
+        return {"parts": 0}
+    schema = pa.schema([("label", pa.string()), ("error_code", pa.string())])  # error_code: null in version-1 parts
+    try:
+        videos = pads.dataset(paths, schema=schema, filesystem=store.fs, format="parquet").to_table()
+    except Exception as exc:  # noqa: BLE001 - the record is ended all the same; its counts are only a help
+        log.warning("could not count the rows of scan %s: %s", scan_id, one_line(exc, 200))
+        return {"parts": len(paths)}
+    labels, errors = tally(videos)
+    return {"parts": len(paths), "scanned": videos.num_rows, "labels": labels, "errors": errors,
+            "lost": errors.get(WORKER_LOST, 0), "error_rate": round(labels.get("ERROR", 0) / videos.num_rows, 4)}
+
+
+def close_unfinished(store: Any, scan_id: str, by: str, heartbeat_at: datetime | None = None) -> RunRecord | None:
+    """End the record of scan ``scan_id`` if it still says ``running``: scan ``by`` holds DEST's lease, so that scan
+    is not running and will never end it. ``killed``, ended at ``heartbeat_at`` when ``by`` took over its lapsed
+    lease (SIGKILL, out of memory, a lost node); without one (its final record was refused, e.g. a full disk, or
+    its lease lapsed unseen) its end is unknown: null. Its counts are what it committed (``committed_counts``).
+    Only if the record is still what was read: a scan that was slow, not killed, may end its own record meanwhile,
+    and its word stands. Returns the record written, if any."""
     path = f"{store.root}/{RUNS_DIR}/{scan_id}.json"
-    parts = sum(name.startswith(f"part-{scan_id}-") for name in store.list_parts("videos"))
+    counts = committed_counts(store, scan_id)
     with locked(store.fs, store.root):
         data, etag = read_tagged(store.fs, path)
         if data is None:
@@ -129,18 +162,37 @@ def close_lapsed(store: Any, scan_id: str, heartbeat_at: datetime, by: str) -> R
         record = RunRecord.model_validate_json(data)
         if record.status != "running":
             return None
-        record.status, record.exit_code, record.error_code = "killed", None, "killed"
-        record.message = (f"the scan stopped without ending its run (killed: SIGKILL, out of memory, a lost node); its "
-                          f"lease lapsed and scan {by} took the output over. Committed parts are kept.")
-        record.ended_at = max(heartbeat_at, record.started_at)
-        record.elapsed_s = round((record.ended_at - record.started_at).total_seconds(), 3)
-        record.parts = parts
+        how = (f"(killed: SIGKILL, out of memory, a lost node); its lease lapsed and scan {by} took the output over"
+               if heartbeat_at is not None else
+               f"(killed, or its output refused its final record: a full disk); scan {by}, holding the output's "
+               "lease, found it still running")
+        ended = max(heartbeat_at, record.started_at) if heartbeat_at is not None else None
+        record = record.model_copy(update={
+            "status": "killed", "exit_code": None, "error_code": "killed", "ended_at": ended,
+            "elapsed_s": round((ended - record.started_at).total_seconds(), 3) if ended else None,
+            "message": f"the scan stopped without ending its run {how}. Committed parts are kept.", **counts})
         try:
             write_if(store.fs, path, record_bytes(record), True, etag)
         except Contended:
             log.info("scan %s ended its own run record meanwhile: not closed as killed", scan_id)
             return None
     return record
+
+
+def close_all_unfinished(store: Any, records: list[RunRecord], by: str, lapsed: tuple[str, datetime] | None) -> None:
+    """End every record of ``records`` still ``running`` but ``by``'s own (``close_unfinished``): scan ``by`` holds the
+    lease, so their scans are not running. ``lapsed``: (scan id, last heartbeat) of the lease ``by`` took over, if
+    it did. A failure only warns: those records are those scans', and ``by`` goes on."""
+    for record in records:
+        if record.status != "running" or record.scan_id == by:
+            continue
+        heartbeat = lapsed[1] if lapsed and lapsed[0] == record.scan_id else None
+        try:
+            if close_unfinished(store, record.scan_id, by, heartbeat):
+                log.warning("scan %s never ended its run record (%s): it now says killed", record.scan_id,
+                            "its lease lapsed" if heartbeat else "found still running")
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not end the run record of scan %s: %s", record.scan_id, one_line(exc))
 
 
 def runs_table(records: list[RunRecord]):
@@ -171,5 +223,5 @@ def runs_table(records: list[RunRecord]):
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-__all__ = ["RunRecord", "RUNS_DIR", "settings_digest", "record_bytes", "write_record", "read_records", "close_lapsed",
-           "runs_table"]
+__all__ = ["RunRecord", "RUNS_DIR", "settings_digest", "record_bytes", "write_record", "read_records", "tally",
+           "committed_counts", "close_unfinished", "close_all_unfinished", "runs_table"]

@@ -288,7 +288,8 @@ def test_interrupted_scan_resumes_with_exactly_one_row_per_object(ray_session, m
 @pytest.mark.slow
 def test_a_part_the_output_will_not_take_is_an_output_error(ray_session, settings, samples_dir, tmp_path):
     """A commit the storage refuses (here `videos` is a file: as a full disk or lost permission refuses it) stops
-    the scan with exit 2 `output_error` and a run record saying so, not as Ray Data giving up or a crash."""
+    the scan with exit 2 `output_error` and a run record saying so, not as Ray Data giving up or a crash. Its
+    counts are of what it committed: nothing (they counted the rows it had received)."""
     from jobs.scan.output import OutputError
     from jobs.scan.records import read_records
 
@@ -304,7 +305,8 @@ def test_a_part_the_output_will_not_take_is_an_output_error(ray_session, setting
     assert (summary.status, summary.exit_code, summary.error_code, summary.record_written) == ("output_error", 2, "output_error", True)
     store = OutputStore(str(out))
     (record,) = read_records(store.fs, store.root)
-    assert (record.status, record.exit_code, record.scanned) == ("output_error", 2, 1)
+    assert (record.status, record.exit_code, record.scanned, record.labels, record.parts) == ("output_error", 2, 0, {}, 0)
+    assert (summary.scanned, summary.no_face) == (0, 0)
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ import pytest
 
 import jobs.scan.incremental as incremental
 from jobs.scan.config import ScanConfig
-from jobs.scan.driver import _work, new_scan_id
+from jobs.scan.driver import _work
+from jobs.scan.ids import new_scan_id
 from jobs.scan.output import OutputStore
 
 from scan_fixtures import latest_rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -91,11 +92,31 @@ def test_a_folder_of_symlinks_lists_the_files_they_point_to(tmp_path, samples_di
     target = samples_dir / "astronaut.jpg"
     (tmp_path / "media" / "a.jpg").symlink_to(target)
     (tmp_path / "media" / "gone.jpg").symlink_to(tmp_path / "missing.jpg")  # dangling: skipped
-    (tmp_path / "media" / "dir.jpg").symlink_to(samples_dir)  # a link to a folder: skipped
     entries = list_objects(str(tmp_path / "media"), {})
     assert [Path(e["uri"]).name for e in entries] == ["a.jpg"]
     assert entries[0]["size"] == target.stat().st_size and entries[0]["mtime"] == pytest.approx(target.stat().st_mtime)
     assert list_objects(str(tmp_path / "media" / "a.jpg"), {})[0]["size"] == target.stat().st_size  # one linked file
+
+
+def test_folders_reached_through_symlinks_are_walked_once_and_loops_end(tmp_path, samples_dir):
+    """A link to a folder is walked as the folder (it was skipped: its media never scanned), outside the source
+    too, under the link's path; each real folder once, its own path first: links back to the source, to its parent,
+    to itself or to a folder already walked add nothing and do not recurse."""
+    from jobs.scan.listing import list_objects
+
+    source, elsewhere = tmp_path / "media", tmp_path / "elsewhere"
+    (source / "sub").mkdir(parents=True)
+    (elsewhere / "deeper").mkdir(parents=True)
+    shutil.copy(samples_dir / "astronaut.jpg", source / "sub" / "a.jpg")
+    shutil.copy(samples_dir / "coffee.jpg", elsewhere / "c.jpg")
+    shutil.copy(samples_dir / "coffee.jpg", elsewhere / "deeper" / "d.jpg")
+    (source / "archive").symlink_to(elsewhere)  # outside the source: walked, nested folders too
+    (source / "again").symlink_to(source / "sub")  # a folder already walked under its own path
+    (source / "sub" / "up").symlink_to(tmp_path)  # the source's parent: holds the source itself and `elsewhere`
+    (source / "sub" / "self").symlink_to(source / "sub" / "self")  # loops on itself
+    (elsewhere / "back").symlink_to(source)  # from outside back into the source
+    listed = [e["uri"][len(str(source)) + 1:] for e in list_objects(str(source), {})]
+    assert listed == ["archive/c.jpg", "archive/deeper/d.jpg", "sub/a.jpg"]
 
 
 def test_docs_list_the_default_extensions_the_scan_keeps():

@@ -5,8 +5,11 @@ and the record of a killed scan is ended (``killed``) by the scan that takes ove
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from datetime import datetime, timezone
 
+import jobs.cli
 import pytest
 
 from scan_fixtures import _records
@@ -74,22 +77,80 @@ def test_the_scan_that_takes_a_lapsed_lease_ends_the_killed_scans_record(detecto
     store = OutputStore(str(out))
     store.prepare()
     started = datetime.now(timezone.utc) - timedelta(hours=3)
-    for scan_id, status in (("killed-one", "running"), ("ended-one", "succeeded")):
+    for scan_id, status in (("ended-one", "succeeded"), ("killed-one", "running")):  # each holds the lease in turn,
+        # writes its record and is killed: its lease lapses
+        OutputLease(fsspec.filesystem("file"), str(out), str(out), scan_id, ttl_s=0.05).acquire()
         store.put(f"_runs/{scan_id}.json", record_bytes(RunRecord(scan_id=scan_id, status=status, source=str(source),
                                                                   output=str(out), started_at=started, model_version="m",
                                                                   settings_digest="d")))
-    store.commit("part-killed-one-00000", "2026-01-02", [{"schema_version": 4, "scan_id": "killed-one", "uri": "/m/a.jpg",
-                                                         "fingerprint": "f", "label": "REAL", "model_version": "m",
-                                                         "scanned_at": started}], [])
-    for scan_id in ("ended-one", "killed-one"):  # each holds the lease in turn and is killed: it lapses
-        OutputLease(fsspec.filesystem("file"), str(out), str(out), scan_id, ttl_s=0.05).acquire()
+        store.commit(f"part-{scan_id}-00000", "2026-01-02", [{"schema_version": 4, "scan_id": scan_id, "uri": "/m/a.jpg",
+                                                             "fingerprint": "f", "label": "REAL", "model_version": "m",
+                                                             "scanned_at": started}], [])
         heartbeat = json.loads((out / "_lease.json").read_text())["heartbeat_at"]
         time.sleep(0.1)
         summary = run_scan(load_settings(), ScanConfig(source=str(source), output=str(out), progress=False))
     records = {r["scan_id"]: r for r in _records(out)}
     killed = records["killed-one"]
     assert (killed["status"], killed["exit_code"], killed["error_code"], killed["ended_at"]) == ("killed", None, "killed", heartbeat)
-    assert summary.scan_id in killed["message"] and killed["parts"] == 1 and killed["elapsed_s"] > 3 * 3600 - 60
+    assert summary.scan_id in killed["message"] and killed["elapsed_s"] > 3 * 3600 - 60
+    assert (killed["parts"], killed["scanned"], killed["labels"]) == (1, 1, {"REAL": 1})  # what it committed
     assert records["ended-one"]["status"] == "succeeded" and records["ended-one"]["ended_at"] is None
     _columns, rows = run_query(str(out), "SELECT status FROM runs WHERE scan_id = 'killed-one'")
     assert rows == [("killed",)]
+
+
+def test_a_final_run_record_the_output_refuses_fails_the_scan_and_the_next_scan_ends_it(detector_env, tmp_path,
+                                                                                        monkeypatch):
+    """A full disk took the `running` record and refused the final one: that scan exited 0 (`succeeded`,
+    record_written false) and its record said `running` forever, as the next scans (holding a lease that had been
+    released, not lapsed) never looked. Now it exits 2 (`output_error`), and the next scan, holding the lease, ends
+    every record still `running` as `killed` (end unknown: null), counting what that scan committed."""
+    import jobs.scan.driver
+    from jobs.query.sql import run_query
+    from jobs.scan.config import ScanConfig
+    from jobs.scan.driver import run_scan
+    from jobs.scan.output import OutputStore
+    from pipeline.config import load_settings
+    from typer.testing import CliRunner
+
+    source, out = tmp_path / "media", tmp_path / "out"
+    source.mkdir()
+    running: dict = {}
+    real_list = jobs.scan.driver.list_objects
+
+    def refuse_the_final_record(*args, **kwargs):  # while the scan works: its record's place takes no file now
+        (path,) = [p for p in (out / "_runs").glob("*.json") if p.is_file() and p not in running]
+        running[path] = path.read_bytes()
+        path.unlink()
+        (path / "not-a-file").mkdir(parents=True)
+        return real_list(*args, **kwargs)
+
+    monkeypatch.setattr(jobs.scan.driver, "list_objects", refuse_the_final_record)
+    summary = run_scan(load_settings(), ScanConfig(source=str(source), output=str(out), progress=False))
+    assert (summary.status, summary.exit_code, summary.error_code, summary.record_written) == (
+        "output_error", 2, "output_error", False)
+    assert f"_runs/{summary.scan_id}.json" in summary.message and "committed" in summary.message
+    cli = CliRunner().invoke(jobs.cli.app, ["scan", str(source), "-o", str(out), "--no-progress"])
+    assert cli.exit_code == 2, cli.output  # the command exits with it, and does not point at a record it has not
+    assert "could not be written" in cli.stderr and "run record: _runs/" not in cli.stderr
+    monkeypatch.setattr(jobs.scan.driver, "list_objects", real_list)
+    for path, data in running.items():  # what a full disk leaves: the `running` record, no final one
+        shutil.rmtree(path)
+        path.write_bytes(data)
+    stuck = summary.scan_id
+    rows = [{"schema_version": 5, "scan_id": stuck, "uri": f"/m/{name}", "fingerprint": "f", "label": label,
+             "error_code": code, "model_version": "m", "scanned_at": datetime.now(timezone.utc)}
+            for name, label, code in (("a.jpg", "REAL", None), ("b.mp4", "ERROR", "worker_lost"))]
+    OutputStore(str(out)).commit(f"part-{stuck}-00000", "2026-01-02", rows, [])  # what it had committed
+
+    after = run_scan(load_settings(), ScanConfig(source=str(source), output=str(out), progress=False))
+    records = {r["scan_id"]: r for r in _records(out)}
+    ended = records[stuck]
+    assert (ended["status"], ended["exit_code"], ended["error_code"], ended["ended_at"]) == ("killed", None, "killed", None)
+    assert after.scan_id in ended["message"] and "refused its final record" in ended["message"]
+    assert (ended["parts"], ended["scanned"], ended["lost"], ended["labels"], ended["errors"]) == (
+        1, 2, 1, {"REAL": 1, "ERROR": 1}, {"worker_lost": 1})
+    assert sorted(r["status"] for r in records.values()) == ["killed", "killed", "succeeded"]  # the CLI's run too
+    assert records[after.scan_id]["status"] == "succeeded"
+    _columns, still = run_query(str(out), "SELECT scan_id FROM runs WHERE status = 'running'")
+    assert still == []  # docs/scan.md's alert on an old `running` record fires no more

@@ -82,7 +82,7 @@ def test_a_slow_scan_that_ends_its_record_meanwhile_is_not_closed_as_killed(wher
     import threading
     from datetime import timedelta
 
-    from jobs.scan.records import close_lapsed, read_records, write_record
+    from jobs.scan.records import close_unfinished, read_records, write_record
 
     store = (OutputStore(str(tmp_path / "out")) if where == "local"
              else OutputStore(f"s3://{s3_bucket}/out", s3_server["storage_options"]))
@@ -104,7 +104,7 @@ def test_a_slow_scan_that_ends_its_record_meanwhile_is_not_closed_as_killed(wher
 
     store.fs.cat_file = read_then_a_ends
     try:
-        close_lapsed(store, "A", started + timedelta(minutes=5), "B")
+        close_unfinished(store, "A", "B", started + timedelta(minutes=5))
     finally:
         store.fs.cat_file = real_cat
     a_ends.join(timeout=30)
