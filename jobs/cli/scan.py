@@ -189,6 +189,9 @@ def _print_scan_summary(summary) -> None:
     if summary.rescored:
         console.print(f"  {summary.rescored} objects scored again: the scoring settings or weights changed "
                       f"(scoring key {summary.scoring_key})")
+    if summary.unlisted:
+        console.print(f"  [yellow]{summary.unlisted} not listed[/yellow]: folders it cannot read or names that are not "
+                      "UTF-8 (the warnings above name them)")
     if summary.lost:
         console.print(f"  {summary.lost} objects crashed their worker on every retry (rows with label ERROR)")
     for uri in summary.quarantined:

@@ -64,6 +64,7 @@ class ScanSummary:
     model_version: str
     scoring_key: str = ""
     seen: int = 0
+    unlisted: int = 0  # left out of the listing, each warned: a folder it cannot read, a name that is not UTF-8
     skipped: int = 0
     deferred: int = 0
     deferred_rescans: int = 0  # of the deferred, rescans that only another --retry-errors / --full run takes
@@ -143,7 +144,7 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     try:
         store = OutputStore(options.output, output_options)
     except Exception as exc:  # noqa: BLE001 - unknown protocol, missing backend, bad options
-        raise OutputError(f"cannot open output {options.output}: {type(exc).__name__}: {exc}") from exc
+        raise OutputError(f"cannot open output {options.output}: {one_line(exc)}") from exc
     summary = ScanSummary(source=redact_uri(options.source), output=redact_uri(store.display), scan_id=scan_id,
                           model_version=card.version, scoring_key=key)
     record = RunRecord(scan_id=scan_id, source=summary.source, output=summary.output, started_at=now,
@@ -266,7 +267,8 @@ def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, outcome
     record.ended_at = datetime.now(timezone.utc)
     record.elapsed_s = summary.elapsed_s
     record.plan = summary.plan
-    record.listed, record.skipped, record.deferred = summary.seen, summary.skipped, summary.deferred
+    record.listed, record.unlisted, record.skipped, record.deferred = (summary.seen, summary.unlisted, summary.skipped,
+                                                                       summary.deferred)
     record.rescored = summary.rescored
     record.scanned, record.lost, record.parts = summary.scanned, summary.lost, summary.parts
     record.labels = {k: v for k, v in (("FAKE", summary.fakes), ("REAL", summary.reals),
@@ -309,7 +311,10 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
     """List, skip what is done, run the Ray Data graph, commit parts; fills ``summary``."""
     scan_id = summary.scan_id
     source_options = options.storage_options(options.source)
-    entries = list_objects(options.source, source_options, options.extensions, options.include, options.exclude)
+    unlisted: list[str] = []  # what the listing had to leave out (it warns about each)
+    entries = list_objects(options.source, source_options, options.extensions, options.include, options.exclude,
+                           unlisted=unlisted)
+    summary.unlisted = len(unlisted)
     store.prepare()
     store.quarantine_unreadable(scan_id)
     summary.seen = len(entries)

@@ -3,7 +3,9 @@ compare, and the fsspec options to read it with."""
 
 from __future__ import annotations
 
+import errno
 import fnmatch
+import logging
 import math
 import os
 import stat
@@ -14,7 +16,13 @@ import fsspec
 
 from jobs.scan.errors import ScanError, SourceNotFoundError
 from pipeline.errors import one_line
+from pipeline.logsafe import log_safe
 from pipeline.media import MEDIA_EXTENSIONS, normalize_uri
+
+log = logging.getLogger(__name__)
+
+WARN_UNLISTED = 20  # things left out of a listing warned about by name; the rest only counted
+_GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # a path that is not there (any more): nothing to list
 
 
 def storage_options_for(uri: str, endpoint_url: str | None = None, anon: bool = False,
@@ -87,29 +95,54 @@ def object_entry(uri: str, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _followed(path: str) -> dict[str, Any] | None:
-    """Type, size and mtime of a path, a symlink's target's; None when it dangles (or loops on itself)."""
+    """Type, size and mtime of a path, a symlink's target's; None when it dangles (or loops on itself). Any other
+    failure (EACCES: a folder that may be listed but not entered) raises: the file is there, unread."""
     try:
         target = os.stat(path)
-    except OSError:
-        return None
+    except OSError as exc:
+        if exc.errno in _GONE:
+            return None
+        raise
     kind = "file" if stat.S_ISREG(target.st_mode) else "directory" if stat.S_ISDIR(target.st_mode) else "other"
     return {"type": kind, "size": target.st_size, "mtime": target.st_mtime}
 
 
-def _local_files(root: str) -> dict[str, dict[str, Any]]:
+def _printable(path: str) -> str:
+    """A local path as a message may quote it: bytes that are not UTF-8 (os.fsdecode's surrogates) as ``\\xe9``."""
+    return log_safe(path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+
+
+def _unlisted(unlisted: list[str], what: str, why: str) -> None:
+    """One thing under the source that cannot be listed: warned (the first few by name) and counted."""
+    unlisted.append(what)
+    if len(unlisted) <= WARN_UNLISTED:
+        more = "; further ones are only counted" if len(unlisted) == WARN_UNLISTED else ""
+        log.warning("not listed: %s (%s)%s", what, why, more)
+
+
+def _local_files(root: str, unlisted: list[str]) -> dict[str, dict[str, Any]]:
     """Path → info of every file under a local folder, symlinks followed as ``score`` follows them: to files, and
     into folders (fsspec's walk lists a link as "other" and goes no further). Each real folder is walked once, under
     the first path that reaches it, its own before any link's: a link loop, or a link to a folder already walked (a
-    parent included), adds nothing. Unreadable folders are left out, as fsspec's walk leaves them."""
+    parent included), adds nothing. A folder under ``root`` that cannot be read, and a file that cannot be looked at,
+    go to ``unlisted`` (fsspec's walk left them out without a word); ``root`` itself unreadable raises."""
     files: dict[str, dict[str, Any]] = {}
     walked: set[str] = set()
+
+    def refused(exc: OSError) -> None:  # os.walk's onerror: a folder it could not open or read through
+        if exc.errno in _GONE:  # a folder deleted since it was seen holds nothing (a missing source: list_objects)
+            return
+        if exc.filename == root:
+            raise exc  # the source itself unreadable: not a quiet night with nothing in it
+        _unlisted(unlisted, _printable(str(exc.filename)), f"cannot read the folder: {exc.strerror}")
+
     tops = [root]  # the folder, then the links to folders found under it, breadth first
     while tops:
         top = tops.pop(0)
         if os.path.realpath(top) in walked:
             continue
         walked.add(os.path.realpath(top))
-        for folder, subfolders, names in os.walk(top):  # does not follow links: they are queued below
+        for folder, subfolders, names in os.walk(top, onerror=refused):  # not following links: queued below
             kept = []
             for name in sorted(subfolders):
                 path = os.path.join(folder, name)
@@ -121,28 +154,56 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
             subfolders[:] = kept
             for name in names:
                 path = os.path.join(folder, name)
-                target = _followed(path)  # None: a dangling link, or a file gone since it was listed
+                try:
+                    target = _followed(path)  # None: a dangling link, or a file gone since it was listed
+                except OSError as exc:
+                    _unlisted(unlisted, _printable(path), f"cannot look at the file: {exc.strerror}")
+                    continue
                 if target is not None:
-                    files[path] = {"name": path, **target, "islink": os.path.islink(path)}
+                    files[path] = {"name": path, **target}
     return files
 
 
+def object_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The URI a listed ``path`` is read by, and stored under: a local path as it is; on Azure (adlfs, whose paths
+    and URIs are ``container/key``, the account left out) ``abfs://container@account.dfs.core.windows.net/key``, the
+    account the listing connected to, so that two accounts' containers of one name are two sources (adlfs takes
+    the account back from that URI when the workers read it); elsewhere fsspec's own URI."""
+    if is_local(fs):
+        return path
+    if protocol(fs) == "abfs":
+        client = getattr(fs, "service_client", None)  # what it connected to (a connection string names its own)
+        account = getattr(client, "account_name", None) or getattr(fs, "account_name", None)
+        container, _, key = path.partition("/")
+        if account and container:
+            return f"abfs://{container}@{account}.dfs.core.windows.net/{key}"
+    return fs.unstrip_protocol(path)
+
+
 def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple[str, ...] = MEDIA_EXTENSIONS,
-                 include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Every media object under ``source`` (a prefix, folder or single object), sorted by URI."""
+                 include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+                 unlisted: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every media object under ``source`` (a prefix, folder or single object), sorted by URI.
+
+    What under it cannot be listed is left out, warned about and added to ``unlisted`` (as a message may quote it),
+    so that one such thing does not stop the scan of the others: a folder that cannot be read, and a media file
+    whose name is not UTF-8 (a URI is read as it is stored, and Parquet's strings, so the rows' URIs, must be
+    UTF-8). A source that cannot be read at all is a ``ScanError``.
+    """
+    unlisted = [] if unlisted is None else unlisted
     source = normalize_uri(source)  # `S3://b/x` and `s3://b/x` are one source (fsspec knows only the latter)
     try:
         fs, root = fsspec.core.url_to_fs(source, **storage_options)
     except Exception as exc:  # noqa: BLE001 - unknown protocol, missing fsspec backend, bad options
-        raise ScanError(f"cannot open source {source}: {type(exc).__name__}: {exc}") from exc
+        raise ScanError(f"cannot open source {source}: {one_line(exc)}") from exc
     local = is_local(fs)
     root = os.path.abspath(root) if local else root.rstrip("/")
     fs.invalidate_cache()  # a long-lived process must see tonight's objects, not a cached listing
     try:
         if fs.isfile(root):
-            infos = {root: fs.info(root)}
+            infos = {root: fs.info(root)}  # a link to a file: its target's type, size and mtime
         else:
-            infos = _local_files(root) if local else fs.find(root, detail=True, withdirs=False)
+            infos = _local_files(root, unlisted) if local else fs.find(root, detail=True, withdirs=False)
             # an object store has no empty prefixes, only keys: nothing under a prefix that is not even a
             # folder marker (`prefix/`) is a mistyped or removed source, not a quiet night
             if not infos and not fs.exists(root):
@@ -152,15 +213,10 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
     except FileNotFoundError as exc:  # s3fs: no such bucket
         raise SourceNotFoundError(f"source not found: {source} ({one_line(exc, 200)})") from exc
     except Exception as exc:  # noqa: BLE001 - credentials, network, permissions
-        raise ScanError(f"cannot list source {source}: {type(exc).__name__}: {exc}") from exc
+        raise ScanError(f"cannot list source {source}: {one_line(exc)}") from exc
     suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
     entries = []
     for path, info in sorted(infos.items()):
-        if local and info.get("islink"):  # a SOURCE that is itself a link to a file (links under it: _local_files)
-            target = _followed(path)
-            if target is None:
-                continue
-            info = {**info, **target}
         if info.get("type", "file") != "file":
             continue
         rel = path[len(root):].lstrip("/") or os.path.basename(path)
@@ -171,6 +227,11 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
             continue
         if exclude and any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in exclude):
             continue
-        uri = path if local else fs.unstrip_protocol(path)
+        uri = object_uri(fs, path)
+        try:
+            uri.encode("utf-8")
+        except UnicodeEncodeError:  # a local name in another encoding (os.fsdecode kept its bytes as surrogates)
+            _unlisted(unlisted, _printable(uri), "its name is not valid UTF-8: rename it to scan it")
+            continue
         entries.append(object_entry(uri, info))
     return entries

@@ -90,7 +90,7 @@ class OutputStore:
             manifest = json.loads(self.fs.cat_file(manifest_path))
             version = int(manifest.get("schema_version", 0))
         except Exception as exc:  # noqa: BLE001 - any storage failure means the scan cannot run
-            raise OutputError(f"cannot read output {self.display}: {type(exc).__name__}: {exc}") from exc
+            raise OutputError(f"cannot read output {self.display}: {one_line(exc)}") from exc
         if version not in READABLE_VERSIONS:
             raise OutputError(f"{self.display} holds scan output of schema version {version}; this scanner writes "
                               f"version {SCHEMA_VERSION}. Scan into a new --output.")
@@ -117,7 +117,7 @@ class OutputStore:
         except OutputError:
             raise
         except Exception as exc:  # noqa: BLE001 - any storage failure means the scan cannot run
-            raise OutputError(f"cannot write to output {self.display}: {type(exc).__name__}: {exc}") from exc
+            raise OutputError(f"cannot write to output {self.display}: {one_line(exc)}") from exc
         self.cleanup()
         self.prepared = True
 

@@ -57,6 +57,7 @@ class RunRecord(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     plan: dict[str, Any] = Field(default_factory=dict)
     listed: int = 0
+    unlisted: int = 0  # left out of the listing: folders it could not read, names that are not UTF-8
     skipped: int = 0
     deferred: int = 0
     rescored: int = 0
@@ -205,7 +206,8 @@ def runs_table(records: list[RunRecord]):
         ("message", pa.string()),
         ("source", pa.string()), ("output", pa.string()), ("host", pa.string()), ("pid", pa.int64()), ("started_at", ts),
         ("ended_at", ts), ("elapsed_s", pa.float64()), ("model_version", pa.string()),
-        ("settings_digest", pa.string()), ("scoring_key", pa.string()), ("listed", pa.int64()), ("skipped", pa.int64()),
+        ("settings_digest", pa.string()), ("scoring_key", pa.string()), ("listed", pa.int64()), ("unlisted", pa.int64()),
+        ("skipped", pa.int64()),
         ("deferred", pa.int64()), ("rescored", pa.int64()), ("scanned", pa.int64()), ("lost", pa.int64()), ("parts", pa.int64()), ("fakes", pa.int64()),
         ("reals", pa.int64()), ("no_face", pa.int64()), ("failed", pa.int64()), ("error_rate", pa.float64()),
         ("errors", pa.string()), ("quarantined", pa.list_(pa.string())), ("plan", pa.string()), ("options", pa.string()),
@@ -214,7 +216,7 @@ def runs_table(records: list[RunRecord]):
     for r in records:
         row = r.model_dump(include={"scan_id", "status", "exit_code", "error_code", "message", "source", "output", "host", "pid",
                                     "started_at", "ended_at", "elapsed_s", "model_version", "settings_digest",
-                                    "scoring_key", "listed", "skipped", "deferred", "rescored", "scanned", "lost", "parts", "error_rate",
+                                    "scoring_key", "listed", "unlisted", "skipped", "deferred", "rescored", "scanned", "lost", "parts", "error_rate",
                                     "quarantined"})
         row.update(fakes=r.labels.get("FAKE", 0), reals=r.labels.get("REAL", 0), no_face=r.labels.get("NO_FACE", 0),
                    failed=r.labels.get("ERROR", 0), errors=json.dumps(r.errors), plan=json.dumps(r.plan),

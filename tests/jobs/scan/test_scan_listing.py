@@ -130,3 +130,200 @@ def test_docs_list_the_default_extensions_the_scan_keeps():
     listed = re.search(r"extension is a media type\n\(`([^`]+)`; `--ext` to change\)", text)
     assert listed, "docs/scan.md no longer lists the default extensions where this test looks"
     assert listed.group(1).split() == list(MEDIA_EXTENSIONS)
+
+
+def test_a_name_that_is_not_utf8_is_left_out_and_counted_and_the_rest_listed(tmp_path, samples_dir, caplog):
+    """A local file named in another encoding (`caf\\xe9.jpg`, Latin-1) crashed every scan of its folder (its URI
+    cannot be a Parquet string): it is left out with a warning and counted; the other files are listed."""
+    import pyarrow as pa
+
+    from jobs.scan.listing import list_objects
+
+    source = tmp_path / "media"
+    (source / "good").mkdir(parents=True)
+    shutil.copy(samples_dir / "astronaut.jpg", source / "good" / "a.jpg")
+    raw = os.fsencode(source)
+    for name in (b"/caf\xe9.jpg", b"/notes\xe9.txt"):  # the second is no media: not listed anyway, not counted
+        with open(raw + name, "wb") as handle:
+            handle.write((samples_dir / "coffee.jpg").read_bytes())
+    os.mkdir(raw + b"/d\xe9j\xe0")  # a folder so named: what is in it cannot be scanned either
+    shutil.copy(samples_dir / "coffee.jpg", os.fsdecode(raw + b"/d\xe9j\xe0/c.jpg"))
+    unlisted: list[str] = []
+    with caplog.at_level("WARNING", logger="jobs.scan.listing"):
+        entries = list_objects(str(source), {}, unlisted=unlisted)
+    assert [e["uri"] for e in entries] == [str(source / "good" / "a.jpg")]
+    pa.array([e["uri"] for e in entries])  # what crashed the scan (incremental.work) takes the listing now
+    assert unlisted == [f"{source}/caf\\xe9.jpg", f"{source}/d\\xe9j\\xe0/c.jpg"]
+    assert "not listed" in caplog.text and "caf\\xe9.jpg" in caplog.text and "not valid UTF-8" in caplog.text
+    assert list_objects(str(source), {}, include=("good/*",), unlisted=(filtered := [])) and filtered == []
+
+
+def test_a_source_that_cannot_be_read_fails_and_a_folder_under_it_is_counted(tmp_path, samples_dir, monkeypatch, caplog):
+    """A source folder the scanner may not read reported success with 0 objects, and unreadable folders under it
+    vanished without a word. os.scandir is made to refuse (PermissionError) the folders as EACCES would, so this
+    runs as root too; the next test has the kernel refuse."""
+    from jobs.scan.errors import ScanError, SourceNotFoundError
+    from jobs.scan.listing import list_objects
+
+    source = tmp_path / "media"
+    (source / "locked" / "deeper").mkdir(parents=True)
+    shutil.copy(samples_dir / "astronaut.jpg", source / "a.jpg")
+    shutil.copy(samples_dir / "coffee.jpg", source / "locked" / "deeper" / "c.jpg")
+    refused = set()
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) in refused:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    refused.add(str(source / "locked"))
+    unlisted: list[str] = []
+    with caplog.at_level("WARNING", logger="jobs.scan.listing"):
+        assert [e["uri"] for e in list_objects(str(source), {}, unlisted=unlisted)] == [str(source / "a.jpg")]
+    assert unlisted == [str(source / "locked")] and "cannot read the folder: Permission denied" in caplog.text
+    refused.add(str(source))
+    with pytest.raises(ScanError, match=r"cannot list source .*: PermissionError: .*Permission denied") as raised:
+        list_objects(str(source), {})
+    assert not isinstance(raised.value, SourceNotFoundError) and raised.value.code == "scan_error"
+    refused.clear()
+    with pytest.raises(SourceNotFoundError, match="no such folder"):  # a missing source is still not found
+        list_objects(str(tmp_path / "gone"), {})
+
+
+def _unprivileged() -> list[str] | None:
+    """How to run a command that the kernel's permission checks apply to: as it is when not root, else in a user
+    namespace of its own (`unshare -U`: root's files are then another user's); None when neither can be had."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        return []
+    try:
+        if subprocess.run(["unshare", "-U", "true"], capture_output=True, timeout=30).returncode == 0:
+            return ["unshare", "-U"]
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return None
+
+
+def test_folders_and_files_the_kernel_refuses_are_counted_and_an_unreadable_source_fails(samples_dir):
+    """The same with a real EACCES: a folder without permissions (chmod 000), a file in a folder that may be listed
+    but not entered (chmod 444: its name is seen, its size is not), a source without permissions."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    prefix = _unprivileged()
+    if prefix is None:
+        pytest.skip("running as root and `unshare -U` is not available: the kernel would refuse nothing")
+    top = Path(tempfile.mkdtemp())  # not under pytest's tmp_path: its parents are root's alone (0700)
+    try:
+        top.chmod(0o755)
+        source = top / "media"
+        for folder in ("locked", "listed_only"):
+            (source / folder).mkdir(parents=True)
+            shutil.copy(samples_dir / "coffee.jpg", source / folder / "c.jpg")
+        shutil.copy(samples_dir / "astronaut.jpg", source / "a.jpg")
+        (source / "locked").chmod(0)
+        (source / "listed_only").chmod(0o444)
+        code = ("import json, sys\n"
+                "from jobs.scan.listing import list_objects\n"
+                "unlisted = []\n"
+                "try:\n"
+                "    print(json.dumps([[e['uri'] for e in list_objects(sys.argv[1], {}, unlisted=unlisted)], unlisted]))\n"
+                "except Exception as exc:\n"
+                "    print(json.dumps([type(exc).__name__, exc.code, str(exc)]))\n")
+        root = str(Path(__file__).resolve().parents[3])
+
+        def listing() -> list:
+            done = subprocess.run([*prefix, sys.executable, "-c", code, str(source)], capture_output=True, text=True,
+                                  cwd=root, env={**os.environ, "PYTHONPATH": root}, timeout=120)
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout.splitlines()[-1])
+
+        assert listing() == [[str(source / "a.jpg")], [str(source / "listed_only" / "c.jpg"), str(source / "locked")]]
+        source.chmod(0)
+        kind, code_, message = listing()
+        assert (kind, code_) == ("ScanError", "scan_error") and "PermissionError" in message
+    finally:
+        for path in (top / "media", top / "media" / "locked", top / "media" / "listed_only"):  # parents first
+            path.chmod(0o755)
+        shutil.rmtree(top)
+
+
+def test_azure_uris_name_the_account_the_listing_connected_to():
+    """adlfs's URIs (`abfs://container/key`) leave the storage account out: two accounts' containers of one name
+    shared rows and rescanned each other every night. Stand-ins for adlfs's file system (an optional extra); the
+    next test lists and reads through adlfs against Azurite where they are installed."""
+    from types import SimpleNamespace
+
+    from jobs.scan.listing import object_uri
+    from pipeline.logsafe import redact_uri
+
+    class Blob(SimpleNamespace):
+        protocol = ("abfs", "az", "abfss")
+
+        def unstrip_protocol(self, path: str) -> str:
+            return f"abfs://{path}"
+
+    connected = Blob(service_client=SimpleNamespace(account_name="acct1"), account_name="named")
+    uri = object_uri(connected, "media/uploads/a b.jpg")
+    assert uri == "abfs://media@acct1.dfs.core.windows.net/uploads/a b.jpg"  # the account it listed, not a name
+    assert redact_uri(uri) == uri  # the row keeps container@account: a location, not user-info
+    assert object_uri(Blob(account_name="acct2"), "media/x.mp4") == "abfs://media@acct2.dfs.core.windows.net/x.mp4"
+    assert object_uri(Blob(), "media/x.mp4") == "abfs://media/x.mp4"  # no account known: fsspec's own
+    assert object_uri(SimpleNamespace(protocol="file"), "/m/x.mp4") == "/m/x.mp4"
+
+
+def test_two_azure_accounts_containers_of_one_name_are_two_sources(azurite, monkeypatch):
+    """The same container and key in two accounts: each listing's URI names its account, and reading that URI as
+    the scan's workers do (fsspec, the scan's storage options for az://: none; credentials from the environment)
+    gives that account's object."""
+    import adlfs
+    import fsspec
+
+    from jobs.scan.listing import list_objects
+
+    listed = {}
+    for name, connection in azurite.items():
+        fs = adlfs.AzureBlobFileSystem(connection_string=connection)
+        fs.mkdir("media")
+        fs.pipe_file("media/uploads/a.jpg", f"{name}'s bytes".encode())
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection)  # as a scan of this account is set up
+        (entry,) = list_objects("az://media/uploads/", {"connection_string": connection})
+        listed[name] = entry["uri"]
+        with fsspec.open(entry["uri"], "rb") as handle:  # what a worker reads under that URI
+            assert handle.read() == f"{name}'s bytes".encode()
+    assert listed == {name: f"abfs://media@{name}.dfs.core.windows.net/uploads/a.jpg" for name in azurite}
+
+
+def test_a_store_that_refuses_the_listing_is_said_in_one_line(refusing_store):
+    """Azure's refusals (an HttpResponseError with its XML body) ran to ten lines in the message, the record and the
+    `--json` line; the docs promise one."""
+    from jobs.scan.errors import ScanError
+    from jobs.scan.listing import list_objects
+
+    with pytest.raises(ScanError) as refused:
+        list_objects("refusing://media/uploads", {})
+    assert str(refused.value) == f"cannot list source refusing://media/uploads: PermissionError: {refusing_store}"
+    with pytest.raises(ScanError) as unopened:
+        list_objects("unopenable://media/uploads", {})
+    assert str(unopened.value) == ("cannot open source unopenable://media/uploads: ValueError: unable to connect to "
+                                   f"account for {refusing_store}")
+
+
+def test_azure_refusals_are_one_line(azurite):
+    """The same against Azurite: a wrong account key, for the source and the output."""
+    from jobs.scan.errors import ScanError
+    from jobs.scan.listing import list_objects
+    from jobs.scan.output import OutputError, OutputStore
+
+    wrong = azurite["acct1"].replace("AccountKey=", "AccountKey=AAAA")
+    with pytest.raises(ScanError, match="HttpResponseError") as refused:
+        list_objects("az://media/uploads/", {"connection_string": wrong})
+    with pytest.raises(OutputError, match="HttpResponseError") as unwritable:
+        OutputStore("abfs://media/out", {"connection_string": wrong}).prepare()
+    for error in (refused.value, unwritable.value):
+        assert "\n" not in str(error) and "authenticate" in str(error)

@@ -1,10 +1,12 @@
 """The scan's nightly operation end to end, without Ray: a run with nothing new still writes its run record
 (``running`` while it works, then ``succeeded``; ``not_started`` for a missing source), which query and report read;
-and the record of a killed scan is ended (``killed``) by the scan that takes over its lapsed lease."""
+and the record of a killed scan is ended (``killed``) by the scan that takes over its lapsed lease; a file name that
+is not UTF-8 is counted (``unlisted``), not a crash."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from datetime import datetime, timezone
@@ -154,3 +156,28 @@ def test_a_final_run_record_the_output_refuses_fails_the_scan_and_the_next_scan_
     assert records[after.scan_id]["status"] == "succeeded"
     _columns, still = run_query(str(out), "SELECT scan_id FROM runs WHERE status = 'running'")
     assert still == []  # docs/scan.md's alert on an old `running` record fires no more
+
+
+def test_a_file_name_that_is_not_utf8_no_longer_crashes_the_scan_and_is_counted(detector_env, tmp_path):
+    """`caf\\xe9.jpg` (a Latin-1 name) made every scan of its folder crash (scan_crashed: UnicodeEncodeError in the
+    skip rule's Arrow array of URIs), so nothing there was scanned, every night. It is left out and counted
+    (`unlisted`, in the summary, the run record and the `runs` view); here it is the only file, so no Ray starts."""
+    from jobs.query.sql import run_query
+    from jobs.scan.config import ScanConfig
+    from jobs.scan.driver import run_scan
+    from pipeline.config import load_settings
+
+    source, out = tmp_path / "media", tmp_path / "out"
+    source.mkdir()
+    with open(os.fsencode(source) + b"/caf\xe9.jpg", "wb") as handle:
+        handle.write(b"\xff\xd8\xff not scanned")
+    summary = run_scan(load_settings(), ScanConfig(source=str(source), output=str(out), progress=False))
+    assert (summary.status, summary.exit_code, summary.seen, summary.unlisted) == ("succeeded", 0, 0, 1)
+    (record,) = _records(out)
+    assert (record["status"], record["listed"], record["unlisted"]) == ("succeeded", 0, 1)
+    assert run_query(str(out), "SELECT unlisted FROM runs")[1] == [(1,)]
+    import jobs.cli
+    from typer.testing import CliRunner
+
+    cli = CliRunner().invoke(jobs.cli.app, ["scan", str(source), "-o", str(out), "--no-progress"])
+    assert cli.exit_code == 0 and "1 not listed" in cli.stderr, cli.output  # the person reading it is told too

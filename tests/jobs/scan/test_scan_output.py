@@ -174,3 +174,25 @@ def test_docs_describe_every_output_column():
     for schema in SCHEMAS.values():
         for name in schema.names + ["scan_date"]:
             assert f"`{name}`" in text, f"docs/scan.md does not document column {name}"
+
+
+def test_an_output_the_store_refuses_is_said_in_one_line(refusing_store, detector_env, tmp_path, monkeypatch):
+    """Azure's refusals (an HttpResponseError with its XML body) ran to ten lines in the scan's message, record and
+    `--json` line; the docs promise one. Reading, writing and opening the output."""
+    from jobs.scan.config import ScanConfig
+    from jobs.scan.driver import run_scan
+    from jobs.scan.output import OutputError
+    from pipeline.config import load_settings
+
+    store = OutputStore("refusing://out")
+    with pytest.raises(OutputError) as unreadable:
+        store.check_schema()
+    assert str(unreadable.value) == f"cannot read output refusing://out: PermissionError: {refusing_store}"
+    monkeypatch.setattr(store.fs, "exists", lambda path: False)  # a first scan: no manifest yet, and the write refused
+    with pytest.raises(OutputError) as unwritable:
+        store.prepare()
+    assert str(unwritable.value) == f"cannot write to output refusing://out: PermissionError: {refusing_store}"
+    with pytest.raises(OutputError) as unopened:
+        run_scan(load_settings(), ScanConfig(source=str(tmp_path), output="unopenable://out", progress=False))
+    assert str(unopened.value) == ("cannot open output unopenable://out: ValueError: unable to connect to account for "
+                                   f"{refusing_store}")

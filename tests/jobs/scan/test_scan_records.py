@@ -49,11 +49,11 @@ def test_the_documented_alert_query_runs_on_run_records(tmp_path):
     for i, (status, at) in enumerate((("succeeded", old), ("too_many_errors", datetime.now(timezone.utc)))):
         record = RunRecord(scan_id=f"s{i}", status=status, exit_code=0 if i == 0 else 4, source="s", output="o",
                            started_at=at, ended_at=at, model_version="m", settings_digest="d", error_rate=0.1 * (i + 5),
-                           quarantined=["x"] if i else [])
+                           quarantined=["x"] if i else [], unlisted=2 * i)
         store.put(f"_runs/{record.scan_id}.json", record_bytes(record))
     columns, rows = run_query(str(tmp_path), sql)
     assert dict(zip(columns, rows[0])) == {"stale": True, "last_status": "too_many_errors",
-                                           "last_error_rate": pytest.approx(0.6), "quarantines": 1}
+                                           "last_error_rate": pytest.approx(0.6), "last_unlisted": 2, "quarantines": 1}
     store.fs.rm(f"{store.root}/_runs/s0.json")  # no scan ever succeeded: stale, not NULL
     columns, rows = run_query(str(tmp_path), sql)
     assert dict(zip(columns, rows[0]))["stale"] is True
