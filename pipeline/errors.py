@@ -77,7 +77,7 @@ class DeadlineExceededError(MediaError):
 # Codes of row failures that are not exceptions of ours (they travel in the batch's ``error_code`` column).
 DECODE_FAILED = "decode_failed"  # the decoder itself crashed on the object
 DETECT_FAILED = "detect_failed"  # face detection crashed on decoded frames (a server fault, not the media's)
-WORKER_LOST = "worker_lost"  # the scan's worker for the object crashed on every retry
+WORKER_LOST = "worker_lost"  # the object's worker died: the scan's on every retry, a serve replica mid-request
 OUT_OF_MEMORY = "out_of_memory"  # decoding or detection ran out of memory: the server's limit, worth a retry
 
 

@@ -35,18 +35,31 @@ def _amount(pixels: float) -> str:
     return f"{pixels / 1e9:.3g} gigapixels" if pixels >= 1e8 else f"{pixels:,.0f} pixels"
 
 
+# The ingress cancels its downstream calls at the request's deadline, and the decoder's deadline (what was left of it
+# when the call arrived) ends a transit later: a stop() this close to the deadline is that 504, not a cancellation.
+CANCEL_GRACE_S = 0.5
+
+
 class Deadline:
-    """When a request's decode must end, on ``time.monotonic()``'s clock; ``stop()`` ends it at its next frame
-    (the caller went away)."""
+    """When a request's work must end, on ``time.monotonic()``'s clock; ``stop()`` ends it at once (the call was
+    cancelled: the client went away, or the ingress gave up). Decodes check it at every frame, object-store reads
+    (``pipeline.media.read_media_bytes``) while they wait."""
 
     def __init__(self, seconds: float):
         self.at = time.monotonic() + seconds
+        self.cancelled = False
 
     def stop(self) -> None:
-        self.at = float("-inf")
+        if self.at != float("-inf"):  # once: a second stop() must not forget why the first came
+            self.cancelled = time.monotonic() < self.at - CANCEL_GRACE_S
+            self.at = float("-inf")
 
     def passed(self) -> bool:
         return time.monotonic() >= self.at
+
+    def why(self) -> str:
+        """What ended the work, for its error and the log: a client that went away is not a deadline."""
+        return "the request was cancelled" if self.cancelled else "the request's deadline passed"
 
 
 class DecodeWork:
@@ -78,4 +91,4 @@ class DecodeWork:
 
     def check_deadline(self) -> None:
         if self.deadline is not None and self.deadline.passed():
-            raise DeadlineExceededError("decoding stopped: the request's deadline passed")
+            raise DeadlineExceededError(f"decoding stopped: {self.deadline.why()}")

@@ -17,7 +17,9 @@ import errno
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 import time
 from typing import Any
 
@@ -31,6 +33,7 @@ from serve.ingress import Api
 log = logging.getLogger(__name__)
 
 HEALTH_ROOM = 2  # places on each model replica kept for the ready() calls of /v1/health
+DRAIN_POLL_S = 0.2  # how often stopping looks whether the requests in flight are answered
 
 
 class ServeStartError(DeepfakeStreamError):
@@ -52,9 +55,12 @@ class RayStartError(ServeStartError):
 
 
 def check_port(host: str, port: int) -> None:
-    """Bind ``host:port`` as Serve's proxy will (same family, no SO_REUSEADDR) and let it go: a taken port is one
-    line before Ray starts, not the proxy's trace after. Another process may still take it in between."""
+    """Bind ``host:port`` as Serve's proxy will (same family, SO_REUSEADDR) and let it go: a taken port is one line
+    before Ray starts, not the proxy's trace after. Another process may still take it in between. SO_REUSEADDR as
+    the proxy sets it: the connections of a server stopped a moment ago wait in TIME_WAIT for a minute, and without
+    it they made a restart on the same port a false ``port_in_use``; a process listening there is still refused."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -127,38 +133,31 @@ def deploy(settings: Settings, *, blocking: bool = False):
 
 
 def run(settings: Settings) -> None:
-    """``deepfakestream serve``: a local Ray instance of its own, the app on host:port, until Ctrl-C."""
+    """``deepfakestream serve``: a local Ray instance of its own, the app on host:port, until Ctrl-C or SIGTERM."""
     import ray
-
-    import signal
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started_ray = not ray.is_initialized()
     if started_ray:
         check_port(settings.serve.host, settings.serve.port)
-        extra = {"_metrics_export_port": settings.serve.metrics_port} if settings.serve.metrics_port else {}
-        try:
-            # "local": a new instance even where `ray start` left a cluster on this machine or RAY_ADDRESS names one
-            # (plain ray.init() joins those), so that stopping takes down nobody else's Serve applications
-            ray.init(address="local", include_dashboard=False, log_to_driver=True,
-                     runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}, **extra)
-        except Exception as exc:  # noqa: BLE001 - whatever Ray raises: one line, the trace in the debug log
-            log.debug("ray.init failed", exc_info=True)
-            ray.shutdown()  # whatever it had started
-            raise RayStartError(f"could not start Ray: {one_line(exc)}") from exc
     elif settings.serve.metrics_port:
         log.warning("serve.metrics_port is ignored: Ray is already running and exports metrics on its own port")
 
     def _stop(signum, frame):  # SIGTERM (docker stop, systemd) shuts down like Ctrl-C
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _stop)  # after ray.init, which installs its own handler
+    signal.signal(signal.SIGTERM, _stop)  # before Ray starts: a SIGTERM while it starts must stop it too
+    ray_up = deployed = False
     try:
+        if started_ray:
+            start_ray(settings)
+        ray_up = True
         try:
             deploy(settings)
         except Exception as exc:  # noqa: BLE001 - the proxy's bind, a replica that fails to build: one line
             log.debug("deploying the app failed", exc_info=True)
             raise ServeStartError(f"could not deploy the app: {one_line(exc)}") from exc
+        deployed = True
         host = f"[{settings.serve.host}]" if ":" in settings.serve.host else settings.serve.host
         url = f"http://{host}:{settings.serve.port}{settings.serve.route_prefix.rstrip('/')}"
         print(f"DeepfakeStream API on {url}  (docs: {url}/docs; Ctrl-C stops)", flush=True)
@@ -167,14 +166,95 @@ def run(settings: Settings) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        stop(settings, started_ray)
+        if ray_up:
+            stop(settings, started_ray, drain_first=deployed)
 
 
-def stop(settings: Settings, started_ray: bool) -> None:
-    """Undo ``run``: Serve and Ray when ``run`` started that Ray (nothing else runs on it); otherwise only this
-    application, so the Serve apps of whoever started Ray in this process keep running."""
+class _NoSigtermWarning(logging.Filter):
+    """ray.init off the main thread says it set no SIGTERM handler: start_ray's own is in place, on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+def start_ray(settings: Settings) -> None:
+    """A local Ray instance of its own. A SIGTERM or Ctrl-C in the seconds it takes to start waits for it to be up,
+    then stops it whole (``ray.shutdown``, then KeyboardInterrupt): ``ray.init`` on the main thread replaces the
+    SIGTERM handler with an exit at once, and that exit, with Ray's node half started, left its agents running. So
+    ``ray.init`` runs on a thread of its own (Ray sets no handler there) while the main thread's handlers note the
+    signal. That thread stays until Ray is shut down: Ray's processes are killed when the thread that started them
+    ends (PR_SET_PDEATHSIG is per thread). Ray that will not start is a ``RayStartError``."""
     import ray
 
+    extra = {"_metrics_export_port": settings.serve.metrics_port} if settings.serve.metrics_port else {}
+    failed: list[BaseException] = []
+    asked: list[int] = []
+    up = threading.Event()
+
+    def init() -> None:
+        try:
+            # "local": a new instance even where `ray start` left a cluster on this machine or RAY_ADDRESS names one
+            # (plain ray.init() joins those), so that stopping takes down nobody else's Serve applications
+            ray.init(address="local", include_dashboard=False, log_to_driver=True,
+                     runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}, **extra)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            failed.append(exc)
+        finally:
+            up.set()
+        while ray.is_initialized():  # Ray's processes live as long as this thread
+            time.sleep(1)
+
+    quiet, worker_log = _NoSigtermWarning(), logging.getLogger("ray._private.worker")
+    worker_log.addFilter(quiet)
+    before = {sig: signal.signal(sig, lambda signum, frame: asked.append(signum))
+              for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        threading.Thread(target=init, name="ray-init", daemon=True).start()
+        up.wait()
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        worker_log.removeFilter(quiet)
+    if failed or asked:
+        ray.shutdown()  # whatever it had started
+    if failed:
+        log.debug("ray.init failed", exc_info=failed[0])
+        raise RayStartError(f"could not start Ray: {one_line(failed[0])}") from failed[0]
+    if asked:
+        raise KeyboardInterrupt
+
+
+def drain(settings: Settings) -> int:
+    """Stop taking requests and let the admitted be answered while the proxy is still up: from now on every ingress
+    replica answers ``POST /v1/score`` 503 ``overloaded`` (Retry-After), and this waits up to
+    ``serve.drain_timeout_s`` for the requests they had admitted. Returns how many were still running (the shutdown
+    that follows cuts them off); a second Ctrl-C or SIGTERM stops waiting."""
+    cfg = settings.serve
+    until = time.monotonic() + cfg.drain_timeout_s
+    left = 0
+    try:
+        api = serve.get_deployment_handle("Api", cfg.app_name)
+        answers = api.broadcast("drain").results(timeout_s=max(cfg.drain_timeout_s, 1.0))
+        while (left := sum(stats["admitted"] for stats in answers)) and time.monotonic() < until:
+            time.sleep(DRAIN_POLL_S)
+            answers = api.broadcast("stats").results(timeout_s=max(until - time.monotonic(), 1.0))
+    except KeyboardInterrupt:
+        log.warning("stopping now, without waiting for the requests in flight")
+    except Exception as exc:  # noqa: BLE001 - a dead or stuck ingress: stop without it
+        log.warning("could not drain the API, stopping: %s", one_line(exc))
+    if left:
+        log.warning("%d request(s) still running are cut off (serve.drain_timeout_s: %g s)", left, cfg.drain_timeout_s)
+    return left
+
+
+def stop(settings: Settings, started_ray: bool, drain_first: bool = True) -> None:
+    """Undo ``run``: first ``drain`` (when the app was deployed), then Serve and Ray when ``run`` started that Ray
+    (nothing else runs on it); otherwise only this application, so the Serve apps of whoever started Ray in this
+    process keep running."""
+    import ray
+
+    if drain_first:
+        drain(settings)
     if started_ray:
         serve.shutdown()
         ray.shutdown()
@@ -186,4 +266,4 @@ def stop(settings: Settings, started_ray: bool) -> None:
 
 
 __all__ = ["PortInUseError", "RayStartError", "ServeStartError", "app_builder", "build_app", "check_port", "deploy",
-           "run", "stop"]
+           "drain", "run", "start_ray", "stop"]

@@ -8,6 +8,8 @@ and splits the output back; its sizes are set from ``ServeConfig`` only. Failure
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import math
 import os
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.serve.exceptions import RayServeException
 
 from pipeline.batch import Batch, concat_batches, object_column, split_batch
 from pipeline.config import Settings
@@ -36,9 +39,31 @@ log = logging.getLogger("deepfakestream.serve")
 RELEASE_AFTER_BYTES = 32 * 1024**2
 
 
+# Our code's loggers: the server's (deepfakestream.serve) and the pipeline stages' (pipeline.decode, …).
+OUR_LOGGERS = ("deepfakestream", "pipeline")
+
+
 def replica_settings(payload: dict[str, Any]) -> Settings:
+    """What every replica does first: its settings, and its logging (``replica_logging``)."""
+    replica_logging()
     # model_validate does not read the replica's environment: the driver's settings are used as they are.
     return Settings.model_validate(payload)
+
+
+def replica_logging() -> None:
+    """Our loggers log like Serve's in this replica: through the handlers Ray Serve set up for it (level, time,
+    replica and the request id the client got as ``x-request-id``; the replica's log file) at its level. They had
+    none of their own: INFO was dropped, warnings came out bare on stderr. Outside a replica nothing changes."""
+    try:
+        serve.get_replica_context()
+    except RayServeException:
+        return
+    serve_logger = logging.getLogger("ray.serve")
+    for name in OUR_LOGGERS:
+        ours = logging.getLogger(name)
+        ours.handlers[:] = serve_logger.handlers
+        ours.setLevel(serve_logger.level)
+        ours.propagate = False
 
 
 def _threads(settings: Settings) -> int:
@@ -83,9 +108,10 @@ class Decoder:
         client gone), the decode stops at its next frame: its thread would otherwise decode on, holding a place
         of the pool after Ray has freed the call's slot."""
         deadline = Deadline(math.inf if timeout_s is None else timeout_s)
+        # in this call's context: Serve's request context goes with it, so the decode's log lines carry the request id
+        job = functools.partial(contextvars.copy_context().run, self.decode_row, uri, data, explain, deadline)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, self.decode_row, uri, data, explain,
-                                                                    deadline)
+            return await asyncio.get_running_loop().run_in_executor(self.pool, job)
         except asyncio.CancelledError:
             deadline.stop()
             raise

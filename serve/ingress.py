@@ -23,8 +23,10 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from pipeline import errors
+from pipeline.errors import one_line
 from pipeline.result import R1, R6, ScoreResult
-from serve.admission import Admission, Overloaded
+from serve.admission import Admission, Draining, Overloaded
 from serve.deployments import replica_settings
 from serve.guard import UriNotAllowedError, check_uri, server_decode_config
 from pipeline.heap import pin_mmap_threshold, release_heap
@@ -35,6 +37,24 @@ from serve.upload import Upload, body_deadline, read_small_body, receive_upload
 log = logging.getLogger("deepfakestream.serve")
 
 MAX_JSON_BYTES = 16 * 1024
+
+# Ray's errors for a stage replica that died under a request (kill -9, a crash, its node gone; Serve restarts it):
+# the request may well pass when retried, so 503 worker_lost with Retry-After, not a bare 500. Ray's memory monitor
+# killing one is out_of_memory.
+REPLICA_LOST = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.ObjectLostError)
+
+
+def lost_replica(exc: BaseException | None) -> str | None:
+    """``out_of_memory`` or ``worker_lost`` when ``exc``, or what caused it, is a stage replica dying (Serve raises
+    its own RayServeException for the next stage of the chain, the replica's death as its cause); else None."""
+    while exc is not None:
+        if isinstance(exc, ray.exceptions.OutOfMemoryError):
+            return errors.OUT_OF_MEMORY
+        if isinstance(exc, REPLICA_LOST):
+            return errors.WORKER_LOST
+        exc = exc.__cause__
+    return None
 
 
 class ScoreRequest(BaseModel):
@@ -84,7 +104,7 @@ api = FastAPI(
     version="1",
     description="Face-swap deepfake scoring for one image or video per request. The API's errors are "
     "`application/problem+json` (RFC 9457); Ray Serve's HTTP proxy answers a few itself in plain text "
-    "(no ingress replica running: 503; past its own request timeout: 408).",
+    "(before the application is deployed: 404; past its own request timeout: 408).",
     docs_url="/docs",
     openapi_url="/openapi.json",
 )
@@ -190,8 +210,9 @@ class Api:
         except asyncio.CancelledError:  # the client went away (Serve cancels the request; or mid-body): no answer
             outcome = "cancelled"
             raise
-        except Overloaded:
-            exc = overloaded(self.config.retry_after_s)
+        except Overloaded as refused:
+            exc = (overloaded(self.config.retry_after_s, "the server is shutting down; retry later")
+                   if isinstance(refused, Draining) else overloaded(self.config.retry_after_s))
             outcome = exc.code
             raise exc from None
         except ProblemError as exc:
@@ -216,6 +237,12 @@ class Api:
             raise ProblemError(504, f"scoring took longer than {deadline:g} s") from None
         except BackPressureError:  # a stage deployment's own max_queued_requests, if one is set
             raise overloaded(self.config.retry_after_s) from None
+        except Exception as exc:  # a replica that died under the request: retry later; anything else a 500
+            code = lost_replica(exc)
+            if code is None:
+                raise
+            log.warning("a replica died under the request (%s): %s", code, one_line(exc))
+            raise problem_for(code, "", self.config.retry_after_s) from None
 
     @api.get("/v1/health", response_model=Health, summary="Ready when every model replica has its model loaded",
              responses=problem_responses(503))
@@ -245,6 +272,12 @@ class Api:
 
     def stats(self) -> dict[str, int]:
         """Admission counters of this replica (tests and bench/serve_load.py read them through a handle)."""
+        return self.admission.stats()
+
+    def drain(self) -> dict[str, int]:
+        """Shutting down: every new ``POST /v1/score`` gets 503 ``overloaded`` (Retry-After) while the admitted are
+        answered; ``serve.app.stop`` waits for ``stats()["admitted"]`` to reach 0 before Serve goes down."""
+        self.admission.drain()
         return self.admission.stats()
 
     def outcomes_seen(self) -> dict[str, int]:

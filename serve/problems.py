@@ -46,6 +46,13 @@ UNKNOWN_QUERY_PARAMETER = "unknown_query_parameter"  # 400: a query key the rout
 # a status answered for more than one reason: the other reasons' code and title
 OVERLOADED = ("overloaded", "Server busy")  # 503 from admission control, with Retry-After
 OUT_OF_MEMORY = ("out_of_memory", "Server out of memory")  # 503 with Retry-After: a stage ran out on this object
+WORKER_LOST = ("worker_lost", "Server worker lost")  # 503 with Retry-After: a stage replica died under the request
+
+# codes worth a retry (Retry-After): the server's state, not the object, failed the request → (reason, detail)
+RETRYABLE: dict[str, tuple[tuple[str, str], str]] = {
+    errors.OUT_OF_MEMORY: (OUT_OF_MEMORY, "the server ran out of memory on this object; retry later"),
+    errors.WORKER_LOST: (WORKER_LOST, "a server worker died while scoring this request; retry later"),
+}
 
 # pipeline error code → status; a code not listed is a server fault: 500. So are decode_failed and
 # detect_failed: a stage crashed (a bug, out of memory) on media it had accepted, and the caller must not be
@@ -65,6 +72,7 @@ STATUS_FOR_CODE: dict[str, int] = {
     errors.DeviceUnavailableError.code: 503,
     errors.RuntimeUnavailableError.code: 503,
     errors.OUT_OF_MEMORY: 503,
+    errors.WORKER_LOST: 503,  # the ingress's, for a replica that died (killed, crashed) while it held the request
 }
 
 
@@ -121,18 +129,20 @@ def overloaded(retry_after_s: int, detail: str = "the server is at capacity; ret
 
 
 def problem_for(code: str, detail: str, retry_after_s: int) -> ProblemError:
-    """The problem for a row that failed with ``code``: out of memory may pass (retry later), a missing model not."""
+    """The problem for a request that failed with ``code``: out of memory or a lost worker may pass (retry later), a
+    missing model not."""
     status = status_for(code)
-    if code == errors.OUT_OF_MEMORY:
-        return ProblemError(status, "the server ran out of memory on this object; retry later", reason=OUT_OF_MEMORY,
-                            headers={"Retry-After": str(retry_after_s)}, error_code=code)
+    if code in RETRYABLE:
+        reason, said = RETRYABLE[code]
+        return ProblemError(status, said, reason=reason, headers={"Retry-After": str(retry_after_s)}, error_code=code)
     return ProblemError(status, public_detail(status, detail), error_code=code)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for routes that answer these problems."""
     schema = {"$ref": "#/components/schemas/Problem"}
-    described = {**{s: title for s, (_, title) in PROBLEMS.items()}, 503: "Model not available, or server busy (Retry-After)"}
+    described = {**{s: title for s, (_, title) in PROBLEMS.items()},
+                 503: "Model not available; or, with Retry-After: server busy or shutting down, out of memory, worker lost"}
     return {s: {"description": described[s], "content": {PROBLEM_JSON: {"schema": schema}}} for s in statuses}
 
 

@@ -77,14 +77,26 @@ def test_an_apng_of_tiny_frames_on_a_big_canvas_is_refused_before_compositing():
                                   lambda: canvas_apng(320, 240, 300)], ids=["video", "animation"])
 def test_a_passed_deadline_stops_decoding_at_the_next_frame(make):
     data = make()
-    with pytest.raises(DeadlineExceededError) as caught:
+    with pytest.raises(DeadlineExceededError, match="decoding stopped: the request's deadline passed") as caught:
         decode_bytes(data, DecodeConfig(), Deadline(0))
     assert caught.value.code == "deadline_exceeded"
     deadline = Deadline(60)
     assert decode_bytes(data, DecodeConfig(), deadline).frames.shape[0] == 32
-    deadline.stop()  # the caller went away
-    with pytest.raises(DeadlineExceededError):
+    deadline.stop()  # the caller went away: said so in the log, not "the deadline passed"
+    with pytest.raises(DeadlineExceededError, match="decoding stopped: the request was cancelled"):
         decode_bytes(data, DecodeConfig(), deadline)
+
+
+def test_a_cancellation_at_the_deadline_is_the_deadline():
+    """The ingress cancels its calls at the request's deadline (its 504): that stop() is the deadline, not a
+    client that went away; and a second stop() keeps what the first said."""
+    at_deadline = Deadline(0.1)
+    at_deadline.stop()
+    early = Deadline(60)
+    early.stop()
+    early.stop()
+    assert (at_deadline.why(), early.why()) == ("the request's deadline passed", "the request was cancelled")
+    assert at_deadline.passed() and early.passed()
 
 
 def test_a_long_decode_ends_at_its_deadline():

@@ -118,7 +118,7 @@ def _slow_decoder():
     def timed(*args):  # when the decode itself (in the pool's thread) ends, whoever still waits for it
         start = time.monotonic()
         out = decode_row(*args)
-        seen.update(seconds=time.monotonic() - start, code=out["error_code"][0])
+        seen.update(seconds=time.monotonic() - start, code=out["error_code"][0], error=out["error"][0])
         return out
 
     decoder.decode_row = timed
@@ -134,6 +134,7 @@ def test_a_decode_stops_at_the_request_s_deadline():
     row = asyncio.run(decoder.decode("slow.mkv", data, False, 0.3))
     assert row["error_code"][0] == "deadline_exceeded" and status_for("deadline_exceeded") == 504
     assert seen["seconds"] < 1.5, seen
+    assert seen["error"] == "decoding stopped: the request's deadline passed"
     decoder.pool.shutdown(wait=True)
 
 
@@ -152,6 +153,7 @@ def test_a_cancelled_decode_stops_at_its_next_frame():
     asyncio.run(main())
     decoder.pool.shutdown(wait=True)
     assert seen["code"] == "deadline_exceeded" and seen["seconds"] < 1.5, seen
+    assert seen["error"] == "decoding stopped: the request was cancelled"  # what the log says: not a deadline
 
 
 def test_the_decoder_hands_freed_heap_back_after_a_big_decode():

@@ -1,18 +1,23 @@
 """The API against hostile and careless clients (issue 13): trickled bodies (408, places freed, health still
 answers), a full server (quick 503 + Retry-After, the admitted all answered), big uploads (ingress memory
-close to their size and given back), and a schema-driven fuzz of the OpenAPI with no 5xx.
+close to their size and given back), and a schema-driven fuzz of the OpenAPI with no 5xx. And over its life (the
+second review): an object store trickling its bytes (the reads stop at their deadline, uploads still scored), a
+decoder killed under a request (a retryable 503), replica log lines with the request id, and draining on shutdown.
 
 One app for the module, with small limits so the edges are cheap to reach: 2 requests run the graph, 2 more
-may wait, bodies have 5 s.
+may wait, bodies have 5 s, the decoder has 2 threads, and `s3://slow/` is read from a store that sends 200 B/s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import signal
 import socket
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -20,6 +25,7 @@ import pytest
 
 from helpers import PeakMemory, find_processes, memory_kib
 from slow_client import read_response, start_slow_upload
+from slow_store import slow_store
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +45,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def settings(detector_env):
+def store(samples_dir):
+    """``s3://slow/…``: any key is astronaut.jpg, sent at 200 B/s (5 minutes; the store gives up after 40 s)."""
+    with slow_store((samples_dir / "astronaut.jpg").read_bytes(), bytes_per_s=200, max_s=40) as slow:
+        yield slow
+
+
+@pytest.fixture(scope="module")
+def settings(detector_env, store):
     from pipeline.config import load_settings
 
     return load_settings(**{
@@ -56,6 +69,10 @@ def settings(detector_env):
         "serve.max_queued": QUEUED,
         "serve.retry_after_s": RETRY_AFTER_S,
         "serve.request_timeout_s": 60,
+        "serve.decode_max_ongoing_requests": 2,
+        "serve.allowed_uri_prefixes": ["s3://slow/"],
+        "serve.storage_options": store.storage_options,
+        "serve.drain_timeout_s": 30,
     })
 
 
@@ -256,3 +273,105 @@ def test_openapi_fuzz_gives_no_server_error(api):
     print(dict(seen))
     assert {path for path, _ in seen} == set(budget)
     assert sum(n for (path, _), n in seen.items() if path == "/v1/score") >= 50
+
+
+# ---- over the server's life (the second review) ------------------------------------------------------------
+
+SLOW_URI = {"uri": "s3://slow/in/astronaut.jpg"}
+
+
+def _jpeg(samples_dir) -> dict:
+    return {"file": ("a.jpg", (samples_dir / "astronaut.jpg").read_bytes())}
+
+
+def test_a_slow_object_store_does_not_stall_the_server(api, store, samples_dir):
+    """`{"uri"}` reads of an object the store trickled at 200 B/s went on long past their requests' 504, holding
+    the decoder's threads (2 here), so the uploads after them timed out too, while /v1/health said 200. A read ends
+    at its request's deadline and hangs up on the store; the next upload is scored."""
+    first = len(store.reads)
+
+    async def reads() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=str(api.base_url), timeout=30) as client:
+            return await asyncio.gather(*(client.post("/v1/score", params={"timeout_s": 1}, json=SLOW_URI)
+                                          for _ in range(2)))
+
+    for response in asyncio.run(reads()):
+        _assert_problem(response.status_code, response.headers["content-type"], response.json(), 504, "timeout")
+    ended = store.wait_ended(first + 2, timeout_s=10)[first:]  # not the store's own 40 s
+    assert all(read.hung_up and read.ended - read.started < 5 for read in ended), ended
+    start = time.monotonic()
+    scored = api.post("/v1/score", params={"timeout_s": 20}, files=_jpeg(samples_dir))
+    assert scored.status_code == 200 and time.monotonic() - start < 15, scored.text
+
+
+def test_replica_log_lines_carry_the_request_id(api, samples_dir):
+    """Our loggers had no handler in a replica: INFO was dropped and warnings went bare to stderr. They log through
+    Serve's replica logging: a corrupt upload's warning from the decoder (in its pool thread) is in the Decoder's
+    replica log, with its level and the request id the client got as x-request-id."""
+    import ray
+
+    data = (samples_dir / "astronaut.jpg").read_bytes()[:3] + bytes(2000)  # a JPEG signature, then nothing: 422
+    response = api.post("/v1/score", files={"file": ("corrupt.jpg", data)})
+    assert response.status_code == 422, response.text
+    request_id = response.headers["x-request-id"]
+    logs = ray._private.worker._global_node.get_logs_dir_path()  # noqa: SLF001 - this test Ray's own session
+    folder = os.path.join(logs, "serve")
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [line for name in os.listdir(folder) if name.startswith(f"replica_{APP}_Decoder_")
+                 for line in open(os.path.join(folder, name), errors="replace") if request_id in line]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert any(line.startswith("WARNING") and "decode failed for corrupt.jpg" in line for line in lines), lines
+
+
+def test_a_replica_killed_under_a_request_is_a_retryable_503(api, store, samples_dir):
+    """kill -9 of the Decoder while it held a request gave a bare 500 internal_error, no error_code: it is 503
+    worker_lost with Retry-After (Serve starts a new replica), and uploads are scored again once it is up."""
+    (pid,) = [p for p in find_processes(f"ServeReplica:{APP}:Decoder") if memory_kib(p)]
+    reads = len(store.reads)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(api.post, "/v1/score", params={"timeout_s": 30}, json=SLOW_URI)
+        _wait_for(lambda: len(store.reads) > reads)  # the decoder is reading it
+        os.kill(pid, signal.SIGKILL)  # the replica this module's app started
+        response = pending.result(timeout=40)
+    body = response.json()
+    _assert_problem(response.status_code, response.headers["content-type"], body, 503, "worker_lost")
+    assert body["error_code"] == "worker_lost" and response.headers["retry-after"] == str(RETRY_AFTER_S)
+    deadline = time.monotonic() + 60
+    while (scored := api.post("/v1/score", files=_jpeg(samples_dir))).status_code != 200:
+        assert time.monotonic() < deadline, scored.text
+        time.sleep(1)
+
+
+def test_draining_answers_the_admitted_and_refuses_the_new(api, samples_dir, settings):
+    """SIGTERM closed the connections of the requests in flight, and the graph scored them on for nobody. Stopping
+    drains first (serve.app.drain, which stop() runs before Serve goes down): the admitted are answered, a new request
+    gets 503 overloaded with Retry-After at once, and the drain returns when none is left. Last test of the module:
+    the replica takes nothing after it."""
+    from serve.app import drain
+
+    video = {"file": ("v.mp4", (samples_dir / "pair_pan.mp4").read_bytes())}
+    answered: list[float] = []
+
+    def post_video() -> httpx.Response:
+        response = api.post("/v1/score", files=video)
+        answered.append(time.monotonic())
+        return response
+
+    with ThreadPoolExecutor(3) as pool:
+        inflight = [pool.submit(post_video) for _ in range(INFLIGHT)]
+        _wait_for(lambda: _stats()["admitted"] == INFLIGHT)
+        drained = pool.submit(lambda: (drain(settings), time.monotonic()))
+        _wait_for(lambda: _stats()["draining"] == 1)
+        start = time.monotonic()
+        refused = api.post("/v1/score", files=_jpeg(samples_dir))
+        assert time.monotonic() - start < 2
+        _assert_problem(refused.status_code, refused.headers["content-type"], refused.json(), 503, "overloaded")
+        assert refused.json()["detail"] == "the server is shutting down; retry later"
+        assert refused.headers["retry-after"] == str(RETRY_AFTER_S)
+        assert [r.result(timeout=60).status_code for r in inflight] == [200] * INFLIGHT
+        left, returned = drained.result(timeout=60)
+    assert left == 0 and returned >= max(answered) - 1.0  # it waited for them
+    assert api.get("/v1/health").status_code == 200  # the proxy and the app were up throughout

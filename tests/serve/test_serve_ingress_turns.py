@@ -1,7 +1,7 @@
 """The ingress without Ray (stand-in stage handles): the wait for a turn counts against the request's
 deadline (504, and the turn is not lost), Ray's BackPressureError becomes 503 overloaded, a client that goes
 away is counted as `cancelled`, and /v1/health and /v1/model answer 503 problems in time for replicas that
-are broken, dead or stuck."""
+are broken, dead or stuck, and a stage replica that dies under a request is a retryable 503."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncio
 import collections
 
 import pytest
+from ray import exceptions as ray_errors
 from ray.serve.exceptions import BackPressureError
 
 from serve.admission import Admission
@@ -90,6 +91,35 @@ def test_back_pressure_from_a_stage_is_503_overloaded_with_retry_after():
         asyncio.run(api._score("s3://b/k.jpg", None, False, None))  # noqa: SLF001
     assert info.value.status == 503 and info.value.code == "overloaded"
     assert info.value.headers == {"Retry-After": "4"}
+
+
+def _upstream_died() -> Exception:
+    """What the ingress gets when the decoder dies under a chained request: Serve's error for the next stage."""
+    from ray.serve.exceptions import RayServeException
+
+    wrapped = RayServeException("Request to deployment 'Detector' failed because an upstream actor died")
+    wrapped.__cause__ = ray_errors.ActorDiedError()
+    return wrapped
+
+
+@pytest.mark.parametrize("died,code", [
+    (ray_errors.ActorDiedError(), "worker_lost"),
+    (ray_errors.ActorUnavailableError("connection lost", None), "worker_lost"),
+    (ray_errors.WorkerCrashedError(), "worker_lost"),
+    (ray_errors.OutOfMemoryError("the memory monitor killed the worker"), "out_of_memory"),
+    (_upstream_died(), "worker_lost"),
+], ids=["died", "unavailable", "crashed", "out of memory", "upstream died"])
+def test_a_replica_that_dies_under_a_request_is_a_retryable_503(died, code):
+    """A stage replica killed or crashed mid-request (Serve restarts it) was a bare 500 internal_error: it is 503 with
+    Retry-After and its code; Ray's memory monitor killing it is out_of_memory. (A real kill -9 of the Decoder:
+    tests/serve/test_serve_hardening.py.)"""
+    async def dies():
+        raise died
+
+    with pytest.raises(ProblemError) as info:
+        asyncio.run(_ingress(dies)._score("s3://b/k.jpg", None, False, None))  # noqa: SLF001
+    assert (info.value.status, info.value.code, info.value.error_code) == (503, code, code)
+    assert info.value.headers == {"Retry-After": "4"} and "retry later" in info.value.detail
 
 
 def test_waiting_for_a_turn_counts_against_the_deadline():

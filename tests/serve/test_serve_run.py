@@ -1,11 +1,17 @@
 """`deepfakestream serve` (serve/app.py `run`) without starting Ray: it always starts a Ray instance of its
-own, and on Ctrl-C/SIGTERM shuts down only what it started, never another Serve application. Ray's calls are
+own, and on Ctrl-C/SIGTERM (also while Ray starts) drains the app, then shuts down only what it started, never another
+Serve application. Ray's calls are
 stand-ins here (mocked: a GCS that fails to start or a deploy that fails cannot be caused on demand), so these tests
 check what `run` stops and says; a port in use is refused by the real command, before Ray (the last test)."""
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import sys
+import threading
+import time
 
 import pytest
 import ray
@@ -13,6 +19,8 @@ from ray import serve as ray_serve
 
 import serve.app as app
 from pipeline.config import load_settings
+
+SIGNAL = signal.signal  # the real one: the fixture below replaces it
 
 
 @pytest.fixture
@@ -41,6 +49,43 @@ def test_serve_starts_its_own_ray_and_stops_serve_and_ray_on_ctrl_c(monkeypatch,
     assert rest == [("deploy",), ("serve.shutdown",), ("ray.shutdown",)]
 
 
+def test_stopping_drains_the_api_before_serve_goes_down(monkeypatch, calls):
+    """SIGTERM dropped the requests in flight (closed connections) and scored them on for nobody: the app is drained
+    first (serve.app.drain: new requests 503, the admitted answered; tests/serve/test_serve_hardening.py runs it)."""
+    def interrupted(seconds):
+        raise KeyboardInterrupt  # Ctrl-C or SIGTERM while serving
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(app, "deploy", lambda settings: calls.append(("deploy",)))
+    monkeypatch.setattr(app, "drain", lambda settings: calls.append(("drain",)) or 0)
+    monkeypatch.setattr(app.time, "sleep", interrupted)
+    app.run(load_settings())
+    assert [c[0] for c in calls] == ["ray.init", "deploy", "drain", "serve.shutdown", "ray.shutdown"]
+
+
+def test_a_sigterm_while_ray_starts_stops_ray_once_it_is_up(monkeypatch, calls):
+    """The review's SIGTERMs in the first seconds left Ray's agents running: ray.init puts its own SIGTERM handler
+    (an exit) on the main thread at once, and the exit came with its node half started. run's handler is in place
+    before Ray starts and ray.init runs off the main thread: a SIGTERM meanwhile stops Ray once it is up, whole."""
+    def init(**kwargs):  # as ray.init does: its handler on the main thread, then seconds of starting processes
+        if threading.current_thread() is threading.main_thread():
+            SIGNAL(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        calls.append(("ray.init", kwargs))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(signal, "signal", SIGNAL)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        SIGNAL(signal.SIGTERM, lambda signum, frame: calls.append(("the process's own handler",)))
+        app.run(load_settings())  # returns: a SIGTERM is a stop, not an error
+    finally:
+        SIGNAL(signal.SIGTERM, before)
+    assert [c[0] for c in calls] == ["ray.init", "ray.shutdown"]  # nothing deployed, and Ray stopped
+
+
 def test_serve_in_a_process_whose_ray_it_did_not_start_deletes_only_its_own_app(monkeypatch, calls):
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
     app.run(load_settings(**{"serve.app_name": "mine"}))
@@ -63,6 +108,32 @@ def test_a_port_in_use_is_refused_before_ray_starts(monkeypatch, calls, listenin
     with pytest.raises(app.PortInUseError, match=f"port {listening} on 127.0.0.1 is in use") as caught:
         app.run(load_settings(**{"serve.port": listening}))
     assert caught.value.code == "port_in_use" and calls == []  # no Ray started, nothing to stop
+
+
+def test_a_restart_on_the_same_port_is_not_refused_for_its_closed_connections():
+    """The review's tw2.py: the connections of a server stopped a moment ago wait in TIME_WAIT for a minute, and the
+    port check (bound without SO_REUSEADDR) said port_in_use where Serve's proxy would have listened; a proxy that
+    does listen there is still refused."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.close()  # the server hangs up first: its end of the connection waits in TIME_WAIT
+        time.sleep(0.1)
+        client.close()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what the check did: refused
+    app.check_port("127.0.0.1", port)  # the proxy can listen here: no port_in_use
+    with socket.socket() as proxy:  # as Serve's proxy listens
+        proxy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        proxy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        proxy.bind(("127.0.0.1", port))
+        proxy.listen()
+        with pytest.raises(app.PortInUseError):
+            app.check_port("127.0.0.1", port)
 
 
 def test_an_address_that_cannot_be_listened_on_is_refused_before_ray_starts(monkeypatch, calls):

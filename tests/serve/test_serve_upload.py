@@ -182,7 +182,7 @@ def test_admission_refuses_past_capacity_and_runs_max_inflight_at_once():
         hold = asyncio.Event()
         tasks = [asyncio.create_task(one(hold)) for _ in range(5)]
         await asyncio.sleep(0)
-        assert admission.stats() == {"admitted": 5, "capacity": 5}
+        assert admission.stats() == {"admitted": 5, "capacity": 5, "draining": 0}
         with pytest.raises(Overloaded):
             async with admission.place():
                 pass
@@ -193,6 +193,25 @@ def test_admission_refuses_past_capacity_and_runs_max_inflight_at_once():
 
     asyncio.run(main())
     assert peak == 2 and admission.admitted == 0
+
+
+def test_a_draining_replica_admits_nothing_new_and_keeps_the_admitted():
+    """Shutting down (serve.app.drain): the admitted keep their places and turns, anything new is refused at once."""
+    from serve.admission import Draining
+
+    admission = Admission(max_inflight=2, max_queued=3)
+
+    async def main():
+        async with admission.place():
+            admission.drain()
+            with pytest.raises(Draining):
+                async with admission.place():
+                    pass
+            async with admission.turn():  # the admitted request still runs
+                assert admission.stats() == {"admitted": 1, "capacity": 5, "draining": 1}
+        assert admission.admitted == 0
+
+    asyncio.run(main())
 
 
 def test_overloaded_problem_has_retry_after():
