@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
-from jobs.cli.common import CheckpointOpt, ConfigOpt, DeviceOpt, FramesOpt, console, settings_from_cli
+from jobs.cli.common import CheckpointOpt, ConfigOpt, DeviceOpt, FramesOpt, refuse, settings_from_cli
 from jobs.cli.logs import setup_logging
 from serve.config import ServeConfig
 
@@ -32,8 +31,7 @@ def serve_command(
     try:
         run(settings)
     except ServeStartError as exc:  # port in use, Ray or the deploy failed: `code: message`, exit 2 (-v: the trace)
-        console.print(f"[red]{exc.code}:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
+        raise refuse(exc.code, str(exc)) from None
 
 
 def register(app: typer.Typer) -> None:
