@@ -79,6 +79,11 @@ class ScanConfig(BaseModel):
     def _not_blank(cls, value: str | None, info) -> str | None:
         if value is not None and not value.strip():  # "" would mean the current directory
             raise ValueError(f"scan.{info.field_name} must name a folder or a URI, not be blank")
+        if value is not None and not value.isascii():
+            try:  # a local name in another encoding (its bytes kept as surrogates) cannot be a row's or record's text
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"scan.{info.field_name} is not valid UTF-8: rename the folder") from None
         return value
 
     def storage_options(self, uri: str) -> dict:

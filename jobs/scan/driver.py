@@ -42,8 +42,8 @@ from jobs.scan.output import CommitInfo, OutputError, OutputStore
 from jobs.scan.schema import FACES_SCHEMA
 from jobs.scan.rows import lost_rows, unnest
 from jobs.scan.plan import PoolPlan, build_dataset, check_device, data_context, ensure_ray, plan_pools
-from jobs.scan.records import (RUNS_DIR, RunRecord, close_all_unfinished, read_records, settings_digest, tally,
-                               write_record)
+from jobs.scan.records import (RUNS_DIR, RunRecord, close_all_unfinished, record_id, record_paths, settings_digest,
+                               since_last_sweep, tally, write_record)
 from jobs.scan.stop import GracefulStop, Terminated
 from pipeline.config import Settings
 from pipeline.errors import DeepfakeStreamError, one_line
@@ -166,11 +166,13 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     stop.install()
     outcome: Outcome = ("aborted", ExitCode.ABORTED, "the scan crashed", CRASHED)
     try:
-        records = _records(store)
-        scan_id = _take_id(store, lease, record, summary, records)
-        write_record(store, record)
-        close_all_unfinished(store, records, scan_id, lease.lapsed and (lease.lapsed.scan_id, lease.lapsed.heartbeat_at))
-        with lease.kept_alive():
+        with lease.kept_alive():  # from the first read on: start-up work on a slow store must not let it lapse
+            paths = _record_paths(store)
+            scan_id = _take_id(store, lease, record, summary, [record_id(p) for p in paths])
+            lease.check()
+            write_record(store, record)
+            close_all_unfinished(store, since_last_sweep(store.fs, paths), scan_id,
+                                 lease.lapsed and (lease.lapsed.scan_id, lease.lapsed.heartbeat_at))
             _scan(settings, options, store, summary, verdict, now.date().isoformat(), lease, stop, on_commit, on_plan)
         outcome = _outcome(summary, options)
         return summary
@@ -215,18 +217,18 @@ def _record_options(options: ScanConfig) -> dict[str, Any]:
             for k in keep}
 
 
-def _records(store: OutputStore) -> list[RunRecord]:
+def _record_paths(store: OutputStore) -> list[str]:
     try:
-        return read_records(store.fs, store.root)
+        return record_paths(store.fs, store.root)
     except Exception as exc:  # noqa: BLE001 - the storage failed the listing: DEST cannot be used
         raise OutputError(f"cannot read the run records of output {store.display}: {one_line(exc)}") from exc
 
 
 def _take_id(store: OutputStore, lease: OutputLease, record: RunRecord, summary: ScanSummary,
-             records: list[RunRecord]) -> str:
+             record_ids: list[str]) -> str:
     """This scan's id: after every id already in DEST, its run records' and its parts' (``jobs/scan/ids.py``), so
     that its rows are the latest even when a scan whose clock ran ahead wrote there; the lease says it too."""
-    known = [r.scan_id for r in records] + [part_scan_id(name) for name in store.list_parts("videos")]
+    known = record_ids + [part_scan_id(name) for name in store.list_parts("videos")]
     scan_id, last = after(summary.scan_id, known)
     if last is None:
         return scan_id

@@ -33,7 +33,7 @@ def storage_options_for(uri: str, endpoint_url: str | None = None, anon: bool = 
     nodes (which may not share the driver's environment) read with the same identity.
     """
     protocol = fsspec.core.split_protocol(uri)[0]
-    if protocol not in ("s3", "s3a"):
+    if (protocol or "").lower() not in ("s3", "s3a"):  # S3://b/x is s3://b/x (normalize_uri), options included
         return {}
     options: dict[str, Any] = {}
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")

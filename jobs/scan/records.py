@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 RUNS_DIR = "_runs"
 _GLOB = re.compile(r"[*?\[]")
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: its scan ended every record left running when it took the lease (close_all_unfinished)
 
 Status = Literal["running", "succeeded", "too_many_errors", "aborted", "interrupted", "terminated",
                  "not_started", "output_error", "busy", "lease_lost", "killed"]
@@ -87,14 +87,24 @@ def write_record(store: Any, record: RunRecord) -> None:
         store.put(f"{RUNS_DIR}/{record.scan_id}.json", record_bytes(record))
 
 
-def read_records(fs: Any, root: str) -> list[RunRecord]:
-    """Every readable run record under ``root``, newest first; unreadable ones are skipped with a warning."""
+def record_paths(fs: Any, root: str) -> list[str]:
+    """The run records' paths under ``root`` (``_runs/<scan_id>.json``), a listing without reading one."""
     base = f"{root}/{RUNS_DIR}"
     fs.invalidate_cache(base)
     try:
-        paths = [p for p in fs.find(base) if p.endswith(".json") and not os.path.basename(p).startswith(".")]
+        return [p for p in fs.find(base) if p.endswith(".json") and not os.path.basename(p).startswith(".")]
     except FileNotFoundError:
         return []
+
+
+def record_id(path: str) -> str:
+    return os.path.basename(path)[: -len(".json")]
+
+
+def read_records(fs: Any, root: str, paths: list[str] | None = None) -> list[RunRecord]:
+    """Every readable run record under ``root`` (or those at ``paths``), newest first; unreadable ones are skipped
+    with a warning."""
+    paths = record_paths(fs, root) if paths is None else paths
     if not paths:
         return []
     # fsspec's cat reads a list of paths as globs: a folder named like "out[1]" would match nothing
@@ -180,6 +190,21 @@ def close_unfinished(store: Any, scan_id: str, by: str, heartbeat_at: datetime |
     return record
 
 
+def since_last_sweep(fs: Any, paths: list[str], batch: int = 16) -> list[RunRecord]:
+    """The records ``close_all_unfinished`` must look at, newest first: back to the newest one that ended and was
+    written by a scan that swept at its start (version 2), before which nothing can be left running. Not every
+    record: an output of years of nightly runs would be thousands of GETs at every start (seconds on S3, inside
+    the lease). The first scan after an upgrade reads them all, once."""
+    found: list[RunRecord] = []
+    newest_first = sorted(paths, key=record_id, reverse=True)  # ids sort by time (jobs/scan/ids.py)
+    for start in range(0, len(newest_first), batch):
+        chunk = read_records(fs, "", newest_first[start:start + batch])
+        found += chunk
+        if any(r.status != "running" and r.record_version >= 2 for r in chunk):
+            break
+    return found
+
+
 def close_all_unfinished(store: Any, records: list[RunRecord], by: str, lapsed: tuple[str, datetime] | None) -> None:
     """End every record of ``records`` still ``running`` but ``by``'s own (``close_unfinished``): scan ``by`` holds the
     lease, so their scans are not running. ``lapsed``: (scan id, last heartbeat) of the lease ``by`` took over, if
@@ -225,5 +250,5 @@ def runs_table(records: list[RunRecord]):
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-__all__ = ["RunRecord", "RUNS_DIR", "settings_digest", "record_bytes", "write_record", "read_records", "tally",
+__all__ = ["RunRecord", "RUNS_DIR", "record_paths", "record_id", "since_last_sweep", "settings_digest", "record_bytes", "write_record", "read_records", "tally",
            "committed_counts", "close_unfinished", "close_all_unfinished", "runs_table"]

@@ -37,3 +37,20 @@ def test_waits_are_finite_and_at_most_a_day(key, value):
     with pytest.raises(ValidationError, match=key):
         ScanConfig(**{key: value})
     assert getattr(ScanConfig(**{key: 86400}), key) == 86400
+
+
+def test_a_source_whose_name_is_not_utf8_is_refused_not_a_crash(tmp_path):
+    """A folder named in Latin-1 (`l\\xe9gacy`) crashed the scan (scan_crashed, no run record, "run again to resume",
+    which never could): it is invalid_configuration, exit 2, before anything starts. Names under it are `unlisted`."""
+    import json
+    import os
+
+    from jobs.cli import app
+
+    source = os.fsdecode(os.fsencode(str(tmp_path)) + b"/l\xe9gacy")
+    os.mkdir(source)
+    result = CliRunner().invoke(app, ["scan", source, "-o", str(tmp_path / "out"), "--json", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["error_code"] == "invalid_configuration" and "not valid UTF-8" in summary["message"]
+    assert not (tmp_path / "out").exists()

@@ -23,6 +23,8 @@ def test_storage_options_take_the_endpoint_from_flag_or_environment(monkeypatch)
     assert (options["key"], options["secret"]) == ("a", "b")
     assert storage_options_for("s3://b", endpoint_url="http://x:2")["client_kwargs"]["endpoint_url"] == "http://x:2"
     assert storage_options_for("s3://b", anon=True)["anon"] is True
+    # an upper-case scheme is the same store (normalize_uri): it went to amazonaws.com with --endpoint-url ignored
+    assert storage_options_for("S3://b", endpoint_url="http://x:2")["client_kwargs"]["endpoint_url"] == "http://x:2"
 
 
 def test_listing_filters_by_extension_glob_and_count(tmp_path, samples_dir):

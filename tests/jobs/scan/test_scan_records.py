@@ -111,3 +111,27 @@ def test_a_slow_scan_that_ends_its_record_meanwhile_is_not_closed_as_killed(wher
     assert a_ends.ident is not None and not a_ends.is_alive()
     (record,) = [r for r in read_records(store.fs, store.root) if r.scan_id == "A"]
     assert (record.status, record.exit_code, record.scanned) == ("succeeded", 0, 500)
+
+
+def test_a_scan_reads_the_records_back_to_the_last_sweep_not_every_one(tmp_path):
+    """Every start read every record (3,000 on S3: 1.6 s → 17 s, inside the lease): records before the newest ended one
+    that a sweeping scan (version 2) wrote cannot be left running, so they are not read; older versions are, once."""
+    import fsspec
+
+    from jobs.scan.records import record_paths, since_last_sweep, write_record
+
+    store = OutputStore(str(tmp_path), {})
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def put(i, status, version):
+        write_record(store, RunRecord(record_version=version, scan_id=f"20260101T{i:06d}Z-x", status=status, source="s",
+                                      output="o", started_at=start, model_version="m", settings_digest="d"))
+
+    for i in range(40):
+        put(i, "succeeded", 1)  # written before the upgrade: any of them could be left running
+    fs = fsspec.filesystem("file")
+    assert len(since_last_sweep(fs, record_paths(fs, str(tmp_path)))) == 40
+    put(40, "succeeded", 2)
+    put(41, "running", 2)  # a scan killed since: the only one the next scan must end
+    found = since_last_sweep(fs, record_paths(fs, str(tmp_path)), batch=4)
+    assert [r.scan_id for r in found][:2] == ["20260101T000041Z-x", "20260101T000040Z-x"] and len(found) == 4
