@@ -181,3 +181,32 @@ def test_a_file_name_that_is_not_utf8_no_longer_crashes_the_scan_and_is_counted(
 
     cli = CliRunner().invoke(jobs.cli.app, ["scan", str(source), "-o", str(out), "--no-progress"])
     assert cli.exit_code == 0 and "1 not listed" in cli.stderr, cli.output  # the person reading it is told too
+
+
+def test_the_lease_is_kept_alive_through_the_start_up_reads(detector_env, tmp_path, monkeypatch):
+    """Listing and reading run records on a slow store took longer than the lease while nothing renewed it, and a
+    second scan took the output over and ran beside the first: the reads now run inside ``kept_alive``."""
+    import fsspec
+
+    import jobs.scan.driver
+    from jobs.scan.config import ScanConfig
+    from jobs.scan.driver import run_scan
+    from jobs.scan.lease import LeaseHeld, OutputLease
+    from pipeline.config import load_settings
+
+    source, out = tmp_path / "media", tmp_path / "out"
+    source.mkdir()
+    real_paths, tries = jobs.scan.driver.record_paths, []
+
+    def slow_store(fs, root):
+        time.sleep(2.5)  # 2.5 leases of 1 s
+        try:
+            OutputLease(fsspec.filesystem("file"), str(out), str(out), "the-other-scan", ttl_s=1).acquire()
+            tries.append("taken")
+        except LeaseHeld:
+            tries.append("busy")
+        return real_paths(fs, root)
+
+    monkeypatch.setattr(jobs.scan.driver, "record_paths", slow_store)
+    summary = run_scan(load_settings(), ScanConfig(source=str(source), output=str(out), progress=False, lease_seconds=1))
+    assert tries == ["busy"] and summary.status == "succeeded"
