@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 
 import fsspec
 from fsspec.asyn import AsyncFileSystem
+from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.errors import (
     AccessDeniedError,
@@ -139,6 +140,22 @@ def _why(exc: BaseException | None) -> str:
     return redact_uris(f"{type(exc).__name__}: {exc}")
 
 
+def _denied(exc: BaseException | None) -> bool:
+    """Whether the store refused our credentials (access_denied, the serve 403), told by type and status attribute:
+    aiohttp's ``status`` (HTTP), azure-core's ``status_code`` (its ClientAuthenticationError may carry none: no token
+    could be had), gcsfs's HttpError ``code``. gcsfs raises a 403 as a bare ``OSError("Forbidden: ...")`` with no
+    attribute to tell it by, so that one is told by its text."""
+    if exc is None:
+        return False
+    if any(c.__name__ == "ClientAuthenticationError" for c in type(exc).__mro__):
+        return True
+    for attr in ("status", "status_code", "code"):
+        status = getattr(exc, attr, None)
+        if isinstance(status, int):
+            return status in (401, 403)
+    return type(exc) is OSError and str(exc).startswith("Forbidden: ")
+
+
 # How often a read that waits on the store looks at its request's deadline: how soon a stopped read frees its thread.
 WAIT_SLICE_S = 0.1
 
@@ -158,6 +175,24 @@ def _call(fs, method: str, deadline: Deadline | None, *args, **kwargs):
     return future.result()
 
 
+# Bytes read first to tell an object's type (sniff_media reads 512): a large file of the wrong type is refused
+# before the rest of it is read (a 3.5 GB object of zeros held 4.5 GB of an actor just to say unsupported_media).
+SNIFF_BYTES = 64 * 1024
+
+
+def _read(fs, path: str, size: int | None, max_bytes: int, deadline: Deadline | None) -> bytes:
+    """At most ``max_bytes + 1`` bytes of the object, its first ``SNIFF_BYTES`` sniffed before the rest is read.
+    Two ranged reads, the whole in one (joining parts would copy a large object): they stop at a ``deadline``."""
+    if size is not None:
+        if size > SNIFF_BYTES:
+            sniff_media(_call(fs, "cat_file", deadline, path, start=0, end=SNIFF_BYTES))
+        return _call(fs, "cat_file", deadline, path, start=0, end=size) if size else b""
+    with fs.open(path, "rb") as handle:  # no size to ask a range for (an HTTP server that sends none): a stream
+        head = handle.read(SNIFF_BYTES)
+        sniff_media(head)
+        return head + handle.read(max_bytes + 1 - len(head))
+
+
 def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = None, *, literal: bool = False,
                      deadline: Deadline | None = None) -> bytes:
     """Read a whole object through fsspec, refusing objects over ``max_bytes`` before reading them.
@@ -165,7 +200,9 @@ def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = No
     ``uri`` is normalised first (``normalize_uri``: what a user typed), unless ``literal``: a URI that a
     listing returned names its key exactly (S3 keys are literal: ``clip%41.mp4`` is not ``clipA.mp4``).
     ``deadline`` (the server's requests): the read stops when it passes or is stopped (``DeadlineExceededError``),
-    however slowly the store answers; a scan has none.
+    however slowly the store answers; a scan has none. A local path that is not a regular file (a FIFO, a device, a
+    link to one) is refused from its ``stat`` before it is opened: opening a FIFO blocks forever, /dev/zero never
+    ends. An object whose first bytes are no supported type is refused before the rest is read.
     """
     uri = uri if literal else normalize_uri(uri)
     try:
@@ -173,20 +210,18 @@ def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = No
         info = _call(fs, "info", deadline, path)
         if info.get("type") == "directory":
             raise IsADirectoryError(path)
+        if isinstance(fs, LocalFileSystem) and info.get("type") != "file":  # its stat follows links
+            raise UnsupportedMediaError(f"not a regular file: {redact_uri(uri)}")
         size = info.get("size")
         if size is not None and size > max_bytes:
             raise MediaTooLargeError(f"object is {size} bytes, over the {max_bytes}-byte limit")
-        if deadline is None or size is None:  # a scan; or no size to ask a range for (an HTTP server that sends none)
-            with fs.open(path, "rb") as handle:
-                data = handle.read(max_bytes + 1)
-        else:
-            data = _call(fs, "cat_file", deadline, path, start=0, end=size) if size else b""
+        data = _read(fs, path, size, max_bytes, deadline)
     except MediaError:
         raise
     except FileNotFoundError as exc:
         if _missing(exc):
             raise MediaNotFoundError(f"not found: {redact_uri(uri)}") from exc
-        if getattr(exc.__cause__, "status", None) in (401, 403):  # an expired or wrong pre-signed URL, no credentials
+        if _denied(exc.__cause__):  # an expired or wrong pre-signed URL, no credentials
             raise AccessDeniedError(f"could not read {redact_uri(uri)}: {_why(exc.__cause__)}") from exc
         raise StorageError(f"could not read {redact_uri(uri)}: {_why(exc.__cause__)}") from exc
     except IsADirectoryError as exc:  # errors.py: not_found covers "does not exist (or is a directory)"
@@ -196,6 +231,8 @@ def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = No
     except Exception as exc:  # noqa: BLE001 - any storage failure becomes a readable message
         if out_of_memory(exc):  # this process's limit, not the media's fault: the stage gives OUT_OF_MEMORY
             raise
+        if _denied(exc):  # GCS's and Azure's refusals (S3's come as PermissionError)
+            raise AccessDeniedError(f"could not read {redact_uri(uri)}: {_why(exc)}") from exc
         raise StorageError(f"could not read {redact_uri(uri)}: {_why(exc)}") from exc
     if len(data) > max_bytes:
         raise MediaTooLargeError(f"object is over the {max_bytes}-byte limit")

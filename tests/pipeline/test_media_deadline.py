@@ -32,9 +32,9 @@ def test_a_read_from_a_trickling_store_ends_at_its_deadline(scheme):
         with pytest.raises(DeadlineExceededError, match="reading stopped: the request's deadline passed") as caught:
             read_media_bytes(uri, 10**8, options, deadline=Deadline(1.0))
         took = time.monotonic() - start
-        assert caught.value.code == "deadline_exceeded" and 1.0 <= took < 2.0, took
+        assert caught.value.code == "deadline_exceeded" and 1.0 <= took < 5.0, took  # unbounded it runs 100 s; slack for a busy CI
         (read,) = store.wait_ended(1, timeout_s=5)  # the connection was closed, not left to trickle on
-        assert read.hung_up and read.ended - read.started < 4, read
+        assert read.hung_up and read.ended - read.started < 8, read
 
 
 def test_a_cancelled_read_frees_its_thread_at_once():
@@ -47,7 +47,7 @@ def test_a_cancelled_read_frees_its_thread_at_once():
         start = time.monotonic()
         with pytest.raises(DeadlineExceededError, match="reading stopped: the request was cancelled"):
             read_media_bytes(uri, 10**8, options, deadline=deadline)
-        assert time.monotonic() - start < 1.2
+        assert time.monotonic() - start < 5  # stopped at 0.5 s; unstopped, 20 KB at 200 B/s takes 100 s (slack: a busy CI)
         assert store.wait_ended(1, timeout_s=5)[0].hung_up
 
 
