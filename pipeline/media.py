@@ -185,7 +185,10 @@ def _read(fs, path: str, size: int | None, max_bytes: int, deadline: Deadline | 
     Two ranged reads, the whole in one (joining parts would copy a large object): they stop at a ``deadline``."""
     if size is not None:
         if size > SNIFF_BYTES:
-            sniff_media(_call(fs, "cat_file", deadline, path, start=0, end=SNIFF_BYTES))
+            head = _call(fs, "cat_file", deadline, path, start=0, end=SNIFF_BYTES)
+            sniff_media(head)
+            if len(head) >= size:  # a server that ignores Range sent it all: not twice
+                return head
         return _call(fs, "cat_file", deadline, path, start=0, end=size) if size else b""
     with fs.open(path, "rb") as handle:  # no size to ask a range for (an HTTP server that sends none): a stream
         head = handle.read(SNIFF_BYTES)

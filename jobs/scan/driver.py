@@ -171,8 +171,9 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
             scan_id = _take_id(store, lease, record, summary, [record_id(p) for p in paths])
             lease.check()
             write_record(store, record)
-            close_all_unfinished(store, since_last_sweep(store.fs, paths), scan_id,
-                                 lease.lapsed and (lease.lapsed.scan_id, lease.lapsed.heartbeat_at))
+            lapsed = lease.lapsed and (lease.lapsed.scan_id, lease.lapsed.heartbeat_at)
+            record.swept = close_all_unfinished(store, since_last_sweep(store.fs, paths, lapsed and lapsed[0]), scan_id,
+                                                lapsed)  # in its final record: later scans read back to it
             _scan(settings, options, store, summary, verdict, now.date().isoformat(), lease, stop, on_commit, on_plan)
         outcome = _outcome(summary, options)
         return summary

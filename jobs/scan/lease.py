@@ -90,6 +90,8 @@ class OutputLease:
         self.valid_until: float | None = None  # _clock() time until which the lease is surely ours
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._renewing = threading.Lock()  # the heartbeat and the main thread (a new id) renew: one at a time, or
+        # on S3 (no flock) both read one ETag and the loser took its own scan's renewal for a takeover
 
     # ---- storage primitives (jobs/scan/cas.py)
     def _read(self) -> tuple[LeaseInfo | None, str | None, bool]:
@@ -140,7 +142,7 @@ class OutputLease:
 
     def renew(self) -> None:
         """Push the expiry forward; sets ``lost`` when another scan has taken over."""
-        with locked(self.fs, self.root):
+        with self._renewing, locked(self.fs, self.root):
             current, etag, exists = self._read()
             if current is None or current.token != self.token:
                 holder = f"scan {current.scan_id} on {current.owner}" if current else "nobody (deleted)"

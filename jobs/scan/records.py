@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 RUNS_DIR = "_runs"
 _GLOB = re.compile(r"[*?\[]")
-RECORD_VERSION = 2  # 2: its scan ended every record left running when it took the lease (close_all_unfinished)
+RECORD_VERSION = 1
 
 Status = Literal["running", "succeeded", "too_many_errors", "aborted", "interrupted", "terminated",
                  "not_started", "output_error", "busy", "lease_lost", "killed"]
@@ -68,6 +68,9 @@ class RunRecord(BaseModel):
     errors: dict[str, int] = Field(default_factory=dict)
     error_rate: float | None = None
     quarantined: list[str] = Field(default_factory=list)
+    # its scan held the lease and ended every record left running before it (close_all_unfinished): nothing older can
+    # still say running, so a later scan reads no further back (since_last_sweep)
+    swept: bool = False
 
 
 def settings_digest(settings: BaseModel) -> str:
@@ -190,25 +193,30 @@ def close_unfinished(store: Any, scan_id: str, by: str, heartbeat_at: datetime |
     return record
 
 
-def since_last_sweep(fs: Any, paths: list[str], batch: int = 16) -> list[RunRecord]:
-    """The records ``close_all_unfinished`` must look at, newest first: back to the newest one that ended and was
-    written by a scan that swept at its start (version 2), before which nothing can be left running. Not every
-    record: an output of years of nightly runs would be thousands of GETs at every start (seconds on S3, inside
-    the lease). The first scan after an upgrade reads them all, once."""
+def since_last_sweep(fs: Any, paths: list[str], also: str | None = None, batch: int = 16) -> list[RunRecord]:
+    """The records ``close_all_unfinished`` must look at, newest first: back to the newest one that ended ``swept``,
+    before which nothing can be left running (a ``busy`` record ended without holding the lease: it swept nothing).
+    Not every record: an output of years of nightly runs would be thousands of GETs at every start (seconds on S3,
+    inside the lease); the first scan after an upgrade reads them all, once. ``also``: the id of the scan whose lapsed
+    lease this one took, read wherever it is."""
     found: list[RunRecord] = []
     newest_first = sorted(paths, key=record_id, reverse=True)  # ids sort by time (jobs/scan/ids.py)
     for start in range(0, len(newest_first), batch):
         chunk = read_records(fs, "", newest_first[start:start + batch])
         found += chunk
-        if any(r.status != "running" and r.record_version >= 2 for r in chunk):
+        if any(r.swept and r.status != "running" for r in chunk):
             break
+    if also and all(r.scan_id != also for r in found):
+        found += read_records(fs, "", [p for p in paths if record_id(p) == also])
     return found
 
 
-def close_all_unfinished(store: Any, records: list[RunRecord], by: str, lapsed: tuple[str, datetime] | None) -> None:
+def close_all_unfinished(store: Any, records: list[RunRecord], by: str, lapsed: tuple[str, datetime] | None) -> bool:
     """End every record of ``records`` still ``running`` but ``by``'s own (``close_unfinished``): scan ``by`` holds the
     lease, so their scans are not running. ``lapsed``: (scan id, last heartbeat) of the lease ``by`` took over, if
-    it did. A failure only warns: those records are those scans', and ``by`` goes on."""
+    it did. A failure only warns: those records are those scans', and ``by`` goes on. Returns whether every one
+    was ended (``RunRecord.swept``)."""
+    ended_all = True
     for record in records:
         if record.status != "running" or record.scan_id == by:
             continue
@@ -218,7 +226,9 @@ def close_all_unfinished(store: Any, records: list[RunRecord], by: str, lapsed: 
                 log.warning("scan %s never ended its run record (%s): it now says killed", record.scan_id,
                             "its lease lapsed" if heartbeat else "found still running")
         except Exception as exc:  # noqa: BLE001
+            ended_all = False
             log.warning("could not end the run record of scan %s: %s", record.scan_id, one_line(exc))
+    return ended_all
 
 
 def runs_table(records: list[RunRecord]):
@@ -235,14 +245,14 @@ def runs_table(records: list[RunRecord]):
         ("skipped", pa.int64()),
         ("deferred", pa.int64()), ("rescored", pa.int64()), ("scanned", pa.int64()), ("lost", pa.int64()), ("parts", pa.int64()), ("fakes", pa.int64()),
         ("reals", pa.int64()), ("no_face", pa.int64()), ("failed", pa.int64()), ("error_rate", pa.float64()),
-        ("errors", pa.string()), ("quarantined", pa.list_(pa.string())), ("plan", pa.string()), ("options", pa.string()),
+        ("errors", pa.string()), ("quarantined", pa.list_(pa.string())), ("swept", pa.bool_()), ("plan", pa.string()), ("options", pa.string()),
     ])
     rows = []
     for r in records:
         row = r.model_dump(include={"scan_id", "status", "exit_code", "error_code", "message", "source", "output", "host", "pid",
                                     "started_at", "ended_at", "elapsed_s", "model_version", "settings_digest",
                                     "scoring_key", "listed", "unlisted", "skipped", "deferred", "rescored", "scanned", "lost", "parts", "error_rate",
-                                    "quarantined"})
+                                    "quarantined", "swept"})
         row.update(fakes=r.labels.get("FAKE", 0), reals=r.labels.get("REAL", 0), no_face=r.labels.get("NO_FACE", 0),
                    failed=r.labels.get("ERROR", 0), errors=json.dumps(r.errors), plan=json.dumps(r.plan),
                    options=json.dumps(r.options, default=str))

@@ -41,7 +41,7 @@ def test_a_scan_with_nothing_new_still_writes_its_run_record(detector_env, tmp_p
     summary = run_scan(load_settings(), ScanConfig(source=str(source), output=str(out), progress=False))
     assert seen_while_running == ["running"]
     (record,) = _records(out)
-    assert (record["status"], record["exit_code"], record["scan_id"]) == ("succeeded", 0, summary.scan_id)
+    assert (record["status"], record["exit_code"], record["scan_id"], record["swept"]) == ("succeeded", 0, summary.scan_id, True)
     assert (record["listed"], record["scanned"], record["source"]) == (0, 0, str(source))
     assert record["settings_digest"] and record["model_version"] == summary.model_version
     assert record["ended_at"] >= record["started_at"]
