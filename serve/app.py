@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_ROOM = 2  # places on each model replica kept for the ready() calls of /v1/health
 DRAIN_POLL_S = 0.2  # how often stopping looks whether the requests in flight are answered
+DRAIN_SLACK_S = 5.0  # past drain_timeout_s, how long stopping waits for Serve to answer the drain at all
 
 
 class ServeStartError(DeepfakeStreamError):
@@ -146,18 +147,19 @@ def run(settings: Settings) -> None:
     def _stop(signum, frame):  # SIGTERM (docker stop, systemd) shuts down like Ctrl-C
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _stop)  # before Ray starts: a SIGTERM while it starts must stop it too
     ray_up = deployed = False
     try:
         if started_ray:
             start_ray(settings)
+        signal.signal(signal.SIGTERM, _stop)  # after ray.init, which installs its own handler (an exit)
         ray_up = True
         try:
+            deployed = True  # from here a stop drains: a signal while serve.run waits may find requests admitted
             deploy(settings)
         except Exception as exc:  # noqa: BLE001 - the proxy's bind, a replica that fails to build: one line
+            deployed = False
             log.debug("deploying the app failed", exc_info=True)
             raise ServeStartError(f"could not deploy the app: {one_line(exc)}") from exc
-        deployed = True
         host = f"[{settings.serve.host}]" if ":" in settings.serve.host else settings.serve.host
         url = f"http://{host}:{settings.serve.port}{settings.serve.route_prefix.rstrip('/')}"
         print(f"DeepfakeStream API on {url}  (docs: {url}/docs; Ctrl-C stops)", flush=True)
@@ -170,81 +172,58 @@ def run(settings: Settings) -> None:
             stop(settings, started_ray, drain_first=deployed)
 
 
-class _NoSigtermWarning(logging.Filter):
-    """ray.init off the main thread says it set no SIGTERM handler: start_ray's own is in place, on purpose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "SIGTERM handler is not set" not in record.getMessage()
-
-
 def start_ray(settings: Settings) -> None:
-    """A local Ray instance of its own. A SIGTERM or Ctrl-C in the seconds it takes to start waits for it to be up,
-    then stops it whole (``ray.shutdown``, then KeyboardInterrupt): ``ray.init`` on the main thread replaces the
-    SIGTERM handler with an exit at once, and that exit, with Ray's node half started, left its agents running. So
-    ``ray.init`` runs on a thread of its own (Ray sets no handler there) while the main thread's handlers note the
-    signal. That thread stays until Ray is shut down: Ray's processes are killed when the thread that started them
-    ends (PR_SET_PDEATHSIG is per thread). Ray that will not start is a ``RayStartError``."""
+    """A local Ray instance of its own; Ray that will not start is a ``RayStartError``. On the main thread: off it
+    (tried, to keep our SIGTERM handler through Ray's first seconds), every stop took 10 s longer and left Ray's
+    agents running for a minute. ``ray.init`` replaces the SIGTERM handler, so ``run`` puts its own back after."""
     import ray
 
     extra = {"_metrics_export_port": settings.serve.metrics_port} if settings.serve.metrics_port else {}
-    failed: list[BaseException] = []
-    asked: list[int] = []
-    up = threading.Event()
-
-    def init() -> None:
-        try:
-            # "local": a new instance even where `ray start` left a cluster on this machine or RAY_ADDRESS names one
-            # (plain ray.init() joins those), so that stopping takes down nobody else's Serve applications
-            ray.init(address="local", include_dashboard=False, log_to_driver=True,
-                     runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}, **extra)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            failed.append(exc)
-        finally:
-            up.set()
-        while ray.is_initialized():  # Ray's processes live as long as this thread
-            time.sleep(1)
-
-    quiet, worker_log = _NoSigtermWarning(), logging.getLogger("ray._private.worker")
-    worker_log.addFilter(quiet)
-    before = {sig: signal.signal(sig, lambda signum, frame: asked.append(signum))
-              for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        threading.Thread(target=init, name="ray-init", daemon=True).start()
-        up.wait()
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
-        worker_log.removeFilter(quiet)
-    if failed or asked:
+        # "local": a new instance even where `ray start` left a cluster on this machine or RAY_ADDRESS names one
+        # (plain ray.init() joins those), so that stopping takes down nobody else's Serve applications
+        ray.init(address="local", include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}, **extra)
+    except Exception as exc:  # noqa: BLE001 - whatever Ray raises: one line, the trace in the debug log
+        log.debug("ray.init failed", exc_info=True)
         ray.shutdown()  # whatever it had started
-    if failed:
-        log.debug("ray.init failed", exc_info=failed[0])
-        raise RayStartError(f"could not start Ray: {one_line(failed[0])}") from failed[0]
-    if asked:
-        raise KeyboardInterrupt
+        raise RayStartError(f"could not start Ray: {one_line(exc)}") from exc
 
 
 def drain(settings: Settings) -> int:
     """Stop taking requests and let the admitted be answered while the proxy is still up: from now on every ingress
-    replica answers ``POST /v1/score`` 503 ``overloaded`` (Retry-After), and this waits up to
+    replica answers ``POST /v1/score`` (and ``/v1/health``) 503 ``overloaded`` (Retry-After), and this waits up to
     ``serve.drain_timeout_s`` for the requests they had admitted. Returns how many were still running (the shutdown
-    that follows cuts them off); a second Ctrl-C or SIGTERM stops waiting."""
+    that follows cuts them off); a second Ctrl-C or SIGTERM stops waiting. The Serve calls run on a thread joined
+    with that bound: with the controller gone (Ray's OOM killer) they had blocked for a minute."""
     cfg = settings.serve
+    left = [0]
+    worker = threading.Thread(target=_drain, args=(cfg, left), name="dfs-drain", daemon=True)
+    worker.start()
+    try:
+        worker.join(cfg.drain_timeout_s + DRAIN_SLACK_S)
+    except KeyboardInterrupt:
+        log.warning("stopping now, without waiting for the requests in flight")
+    if worker.is_alive():
+        log.warning("the API did not drain within %g s: stopping", cfg.drain_timeout_s + DRAIN_SLACK_S)
+    if left[0]:
+        log.warning("%d request(s) still running are cut off (serve.drain_timeout_s: %g s)", left[0], cfg.drain_timeout_s)
+    return left[0]
+
+
+def _drain(cfg, left: list[int]) -> None:
     until = time.monotonic() + cfg.drain_timeout_s
-    left = 0
     try:
         api = serve.get_deployment_handle("Api", cfg.app_name)
         answers = api.broadcast("drain").results(timeout_s=max(cfg.drain_timeout_s, 1.0))
-        while (left := sum(stats["admitted"] for stats in answers)) and time.monotonic() < until:
+        while True:
+            left[0] = sum(stats["admitted"] for stats in answers)
+            if not left[0] or time.monotonic() >= until:
+                return
             time.sleep(DRAIN_POLL_S)
             answers = api.broadcast("stats").results(timeout_s=max(until - time.monotonic(), 1.0))
-    except KeyboardInterrupt:
-        log.warning("stopping now, without waiting for the requests in flight")
     except Exception as exc:  # noqa: BLE001 - a dead or stuck ingress: stop without it
         log.warning("could not drain the API, stopping: %s", one_line(exc))
-    if left:
-        log.warning("%d request(s) still running are cut off (serve.drain_timeout_s: %g s)", left, cfg.drain_timeout_s)
-    return left
 
 
 def stop(settings: Settings, started_ray: bool, drain_first: bool = True) -> None:

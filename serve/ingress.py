@@ -247,6 +247,8 @@ class Api:
     @api.get("/v1/health", response_model=Health, summary="Ready when every model replica has its model loaded",
              responses=problem_responses(503))
     async def health(self):
+        if self.admission.draining:  # a load balancer must stop sending here: every new request would get 503
+            raise overloaded(self.config.retry_after_s, "the server is shutting down; retry later")
         # both stages at once: a stuck stage costs one timeout, not one per stage
         classifiers, detectors = await asyncio.gather(self._ask_replicas(self.classifier), self._ask_replicas(self.detector))
         for ok, info in classifiers + detectors:  # the first replica that is not ready says why
