@@ -30,7 +30,7 @@ from serve.admission import Admission, Draining, Overloaded
 from serve.deployments import replica_settings
 from serve.guard import UriNotAllowedError, check_uri, server_decode_config
 from pipeline.heap import pin_mmap_threshold, release_heap
-from serve.problems import (INTERNAL, UNKNOWN_QUERY_PARAMETER, URI_NOT_ALLOWED, Problem, ProblemError,
+from serve.problems import (INTERNAL, SHUTTING_DOWN, UNKNOWN_QUERY_PARAMETER, URI_NOT_ALLOWED, Problem, ProblemError,
                             add_problem_handlers, invalid, overloaded, problem_for, problem_responses)
 from serve.upload import Upload, body_deadline, read_small_body, receive_upload
 
@@ -211,7 +211,7 @@ class Api:
             outcome = "cancelled"
             raise
         except Overloaded as refused:
-            exc = (overloaded(self.config.retry_after_s, "the server is shutting down; retry later")
+            exc = (overloaded(self.config.retry_after_s, SHUTTING_DOWN)
                    if isinstance(refused, Draining) else overloaded(self.config.retry_after_s))
             outcome = exc.code
             raise exc from None
@@ -248,7 +248,7 @@ class Api:
              responses=problem_responses(503))
     async def health(self):
         if self.admission.draining:  # a load balancer must stop sending here: every new request would get 503
-            raise overloaded(self.config.retry_after_s, "the server is shutting down; retry later")
+            raise overloaded(self.config.retry_after_s, SHUTTING_DOWN)
         # both stages at once: a stuck stage costs one timeout, not one per stage
         classifiers, detectors = await asyncio.gather(self._ask_replicas(self.classifier), self._ask_replicas(self.detector))
         for ok, info in classifiers + detectors:  # the first replica that is not ready says why

@@ -123,6 +123,9 @@ class ProblemError(Exception):
                             headers=self.headers)
 
 
+SHUTTING_DOWN = "the server is shutting down; retry later"  # overloaded's detail while draining (serve.app.drain)
+
+
 def overloaded(retry_after_s: int, detail: str = "the server is at capacity; retry later") -> ProblemError:
     """503 ``overloaded`` with ``Retry-After``: the caller may try again, unlike a missing model."""
     return ProblemError(503, detail, reason=OVERLOADED, headers={"Retry-After": str(retry_after_s)})

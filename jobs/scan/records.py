@@ -104,10 +104,14 @@ def record_id(path: str) -> str:
     return os.path.basename(path)[: -len(".json")]
 
 
-def read_records(fs: Any, root: str, paths: list[str] | None = None) -> list[RunRecord]:
-    """Every readable run record under ``root`` (or those at ``paths``), newest first; unreadable ones are skipped
-    with a warning."""
-    paths = record_paths(fs, root) if paths is None else paths
+def read_records(fs: Any, root: str) -> list[RunRecord]:
+    """Every readable run record under ``root``, newest first; unreadable ones are skipped with a warning."""
+    return read_record_files(fs, record_paths(fs, root))
+
+
+def read_record_files(fs: Any, paths: list[str]) -> list[RunRecord]:
+    """The readable run records at ``paths`` (``record_paths``'), newest first; unreadable ones are skipped with a
+    warning."""
     if not paths:
         return []
     # fsspec's cat reads a list of paths as globs: a folder named like "out[1]" would match nothing
@@ -202,12 +206,12 @@ def since_last_sweep(fs: Any, paths: list[str], also: str | None = None, batch: 
     found: list[RunRecord] = []
     newest_first = sorted(paths, key=record_id, reverse=True)  # ids sort by time (jobs/scan/ids.py)
     for start in range(0, len(newest_first), batch):
-        chunk = read_records(fs, "", newest_first[start:start + batch])
+        chunk = read_record_files(fs, newest_first[start:start + batch])
         found += chunk
         if any(r.swept and r.status != "running" for r in chunk):
             break
     if also and all(r.scan_id != also for r in found):
-        found += read_records(fs, "", [p for p in paths if record_id(p) == also])
+        found += read_record_files(fs, [p for p in paths if record_id(p) == also])
     return found
 
 
@@ -260,5 +264,5 @@ def runs_table(records: list[RunRecord]):
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-__all__ = ["RunRecord", "RUNS_DIR", "record_paths", "record_id", "since_last_sweep", "settings_digest", "record_bytes", "write_record", "read_records", "tally",
+__all__ = ["RunRecord", "RUNS_DIR", "record_paths", "record_id", "read_record_files", "since_last_sweep", "settings_digest", "record_bytes", "write_record", "read_records", "tally",
            "committed_counts", "close_unfinished", "close_all_unfinished", "runs_table"]
