@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from pipeline import errors
 from pipeline.errors import (DECODE_FAILED, OUT_OF_MEMORY, MediaError, MediaNotFoundError, MediaTooLargeError, code_of,
                              media_errors, one_line, row_failure)
 
@@ -51,3 +52,29 @@ def test_row_failure_gives_the_rows_error_and_code_and_logs_it(caplog, raised, e
     (record,) = caplog.records
     assert record.levelno == level and "decode failed for clip\\n.mp4" in record.getMessage()
     assert bool(record.exc_info) == (code == DECODE_FAILED)  # the traceback of a crash only
+
+
+def _error_types(base: type) -> list[type]:
+    return [t for sub in base.__subclasses__() for t in (sub, *_error_types(sub))]
+
+
+def test_every_error_code_is_documented():
+    """A code that scripts and alerts are told to read must be written down where they look (docs/, README)."""
+    import importlib
+    import pkgutil
+    from pathlib import Path
+
+    import jobs
+    import pipeline
+    import serve
+
+    for package in (jobs, pipeline, serve):  # every error type is defined at import
+        for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if not module.name.endswith("__main__"):
+                importlib.import_module(module.name)
+    root = Path(__file__).resolve().parents[2]
+    docs = "".join(p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
+    codes = {t.code for t in _error_types(errors.DeepfakeStreamError)}
+    codes |= {errors.DECODE_FAILED, errors.DETECT_FAILED, errors.WORKER_LOST, errors.OUT_OF_MEMORY}
+    assert len(codes) > 30
+    assert sorted(c for c in codes if f"`{c}`" not in docs) == []
