@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
+import os
 import re
-from typing import TYPE_CHECKING, Literal
+import stat
+from typing import TYPE_CHECKING, Callable, Literal
 
 import fsspec
 from fsspec.asyn import AsyncFileSystem
@@ -180,16 +183,57 @@ def _call(fs, method: str, deadline: Deadline | None, *args, **kwargs):
 SNIFF_BYTES = 64 * 1024
 
 
+def _fits(size: int | None, max_bytes: int) -> None:
+    if size is not None and size > max_bytes:
+        raise MediaTooLargeError(f"object is {size} bytes, over the {max_bytes}-byte limit")
+
+
+def _ranged(cat: Callable[[int, int], bytes], size: int) -> bytes:
+    """The ``size`` bytes of an object by ``cat(start, end)``, its first ``SNIFF_BYTES`` sniffed before the rest is
+    read. Two ranged reads, the whole in one (joining parts would copy a large object)."""
+    if size > SNIFF_BYTES:
+        head = cat(0, SNIFF_BYTES)
+        sniff_media(head)
+        if len(head) >= size:  # a server that ignores Range sent it all: not twice
+            return head
+    return cat(0, size) if size else b""
+
+
+def _read_local(path: str, max_bytes: int, name: str | None = None) -> bytes:
+    """A local file (``name``: as messages call it), refused as ``unsupported_media`` unless what was opened is a
+    regular file: opening a FIFO waits for a writer (forever), /dev/zero never ends. It is opened without blocking
+    and told by its descriptor, not by a stat before the open: a file swapped for a FIFO after one is refused too."""
+    irregular = f"not a regular file: {redact_uri(name or path)}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # follows links, as a stat would
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket, a device with nothing behind it: not regular files either
+            raise UnsupportedMediaError(irregular) from exc
+        raise
+    try:
+        opened = os.fstat(fd)
+        if stat.S_ISDIR(opened.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(opened.st_mode):
+            raise UnsupportedMediaError(irregular)
+        _fits(opened.st_size, max_bytes)
+        os.set_blocking(fd, True)  # a regular file: reads as any other (a network file system may honour the flag)
+    except BaseException:
+        os.close(fd)
+        raise
+    with open(fd, "rb") as handle:
+        def cat(start: int, end: int) -> bytes:
+            handle.seek(start)
+            return handle.read(end - start)
+
+        return _ranged(cat, opened.st_size)
+
+
 def _read(fs, path: str, size: int | None, max_bytes: int, deadline: Deadline | None) -> bytes:
     """At most ``max_bytes + 1`` bytes of the object, its first ``SNIFF_BYTES`` sniffed before the rest is read.
-    Two ranged reads, the whole in one (joining parts would copy a large object): they stop at a ``deadline``."""
+    Ranged reads (``_ranged``) stop at a ``deadline``."""
     if size is not None:
-        if size > SNIFF_BYTES:
-            head = _call(fs, "cat_file", deadline, path, start=0, end=SNIFF_BYTES)
-            sniff_media(head)
-            if len(head) >= size:  # a server that ignores Range sent it all: not twice
-                return head
-        return _call(fs, "cat_file", deadline, path, start=0, end=size) if size else b""
+        return _ranged(lambda start, end: _call(fs, "cat_file", deadline, path, start=start, end=end), size)
     with fs.open(path, "rb") as handle:  # no size to ask a range for (an HTTP server that sends none): a stream
         head = handle.read(SNIFF_BYTES)
         sniff_media(head)
@@ -204,21 +248,20 @@ def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = No
     listing returned names its key exactly (S3 keys are literal: ``clip%41.mp4`` is not ``clipA.mp4``).
     ``deadline`` (the server's requests): the read stops when it passes or is stopped (``DeadlineExceededError``),
     however slowly the store answers; a scan has none. A local path that is not a regular file (a FIFO, a device, a
-    link to one) is refused from its ``stat`` before it is opened: opening a FIFO blocks forever, /dev/zero never
-    ends. An object whose first bytes are no supported type is refused before the rest is read.
+    link to one) is refused once opened without blocking, before anything is read (``_read_local``). An object
+    whose first bytes are no supported type is refused before the rest is read.
     """
     uri = uri if literal else normalize_uri(uri)
     try:
         fs, path = _filesystem(uri, storage_options or {})
-        info = _call(fs, "info", deadline, path)
-        if info.get("type") == "directory":
-            raise IsADirectoryError(path)
-        if isinstance(fs, LocalFileSystem) and info.get("type") != "file":  # its stat follows links
-            raise UnsupportedMediaError(f"not a regular file: {redact_uri(uri)}")
-        size = info.get("size")
-        if size is not None and size > max_bytes:
-            raise MediaTooLargeError(f"object is {size} bytes, over the {max_bytes}-byte limit")
-        data = _read(fs, path, size, max_bytes, deadline)
+        if isinstance(fs, LocalFileSystem):
+            data = _read_local(path, max_bytes, uri)
+        else:
+            info = _call(fs, "info", deadline, path)
+            if info.get("type") == "directory":
+                raise IsADirectoryError(path)
+            _fits(info.get("size"), max_bytes)
+            data = _read(fs, path, info.get("size"), max_bytes, deadline)
     except MediaError:
         raise
     except FileNotFoundError as exc:

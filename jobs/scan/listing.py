@@ -10,7 +10,8 @@ import math
 import os
 import stat
 from datetime import datetime, timezone
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 import fsspec
 
@@ -120,12 +121,26 @@ def _unlisted(unlisted: list[str], what: str, why: str) -> None:
         log.warning("not listed: %s (%s)%s", what, why, more)
 
 
-def _local_files(root: str, unlisted: list[str]) -> dict[str, dict[str, Any]]:
+def _wanted(root: str, suffixes: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
+            path: str) -> bool:
+    """Whether the filters keep ``path`` (under ``root``): its extension among ``suffixes`` (all, when none), then
+    the globs, matched against its path under the source or its name."""
+    rel = path[len(root):].lstrip("/") or os.path.basename(path)
+    name = os.path.basename(path)
+    if suffixes and not name.lower().endswith(suffixes):
+        return False
+    if include and not any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in include):
+        return False
+    return not (exclude and any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in exclude))
+
+
+def _local_files(root: str, unlisted: list[str], wanted: Callable[[str], bool]) -> dict[str, dict[str, Any]]:
     """Path → info of every file under a local folder, symlinks followed as ``score`` follows them: to files, and
     into folders (fsspec's walk lists a link as "other" and goes no further). Each real folder is walked once, under
     the first path that reaches it, its own before any link's: a link loop, or a link to a folder already walked (a
-    parent included), adds nothing. A folder under ``root`` that cannot be read, and a file that cannot be looked at,
-    go to ``unlisted`` (fsspec's walk left them out without a word); ``root`` itself unreadable raises."""
+    parent included), adds nothing. A folder under ``root`` that cannot be read, and a file that cannot be looked at
+    but that the filters (``wanted``) would keep, go to ``unlisted`` (fsspec's walk left them out without a word): a
+    `notes.txt` seen but not looked at is no more missed than a readable one. ``root`` itself unreadable raises."""
     files: dict[str, dict[str, Any]] = {}
     walked: set[str] = set()
 
@@ -157,7 +172,8 @@ def _local_files(root: str, unlisted: list[str]) -> dict[str, dict[str, Any]]:
                 try:
                     target = _followed(path)  # None: a dangling link, or a file gone since it was listed
                 except OSError as exc:
-                    _unlisted(unlisted, _printable(path), f"cannot look at the file: {exc.strerror}")
+                    if wanted(path):
+                        _unlisted(unlisted, _printable(path), f"cannot look at the file: {exc.strerror}")
                     continue
                 if target is not None:
                     files[path] = {"name": path, **target}
@@ -198,12 +214,14 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
         raise ScanError(f"cannot open source {source}: {one_line(exc)}") from exc
     local = is_local(fs)
     root = os.path.abspath(root) if local else root.rstrip("/")
+    wanted = partial(_wanted, root, tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions),
+                   include, exclude)
     fs.invalidate_cache()  # a long-lived process must see tonight's objects, not a cached listing
     try:
         if fs.isfile(root):
             infos = {root: fs.info(root)}  # a link to a file: its target's type, size and mtime
         else:
-            infos = _local_files(root, unlisted) if local else fs.find(root, detail=True, withdirs=False)
+            infos = _local_files(root, unlisted, wanted) if local else fs.find(root, detail=True, withdirs=False)
             # an object store has no empty prefixes, only keys: nothing under a prefix that is not even a
             # folder marker (`prefix/`) is a mistyped or removed source, not a quiet night
             if not infos and not fs.exists(root):
@@ -214,18 +232,9 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
         raise SourceNotFoundError(f"source not found: {source} ({one_line(exc, 200)})") from exc
     except Exception as exc:  # noqa: BLE001 - credentials, network, permissions
         raise ScanError(f"cannot list source {source}: {one_line(exc)}") from exc
-    suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
     entries = []
     for path, info in sorted(infos.items()):
-        if info.get("type", "file") != "file":
-            continue
-        rel = path[len(root):].lstrip("/") or os.path.basename(path)
-        name = os.path.basename(path)
-        if suffixes and not name.lower().endswith(suffixes):
-            continue
-        if include and not any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in include):
-            continue
-        if exclude and any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in exclude):
+        if info.get("type", "file") != "file" or not wanted(path):
             continue
         uri = object_uri(fs, path)
         try:

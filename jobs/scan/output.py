@@ -29,7 +29,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.scan.listing import is_local
+from jobs.scan.listing import is_local, object_uri
 from jobs.scan.schema import (FACES_SCHEMA, MANIFEST, PARTITION, READABLE_VERSIONS, SCHEMA_VERSION, SCHEMAS, TABLES,
                               VIDEOS_SCHEMA, schema_doc)
 from pipeline.atomic import write_atomic
@@ -73,7 +73,9 @@ class OutputStore:
     # ---- display
     @property
     def display(self) -> str:
-        return self.root if self.local else self.fs.unstrip_protocol(self.root)
+        """DEST as messages and the run record's ``output`` name it: on Azure with its account (two accounts'
+        outputs of one container name are two outputs), as the listing names objects."""
+        return object_uri(self.fs, self.root)
 
     def table_path(self, table: str) -> str:
         return f"{self.root}/{table}"

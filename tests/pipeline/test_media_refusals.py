@@ -11,10 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import fsspec
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from pipeline.errors import MediaError, UnsupportedMediaError
-from pipeline.media import SNIFF_BYTES, read_media_bytes
+from pipeline.media import SNIFF_BYTES, _read_local, read_media_bytes
 from pipeline.work import Deadline
 
 MEDIA = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 1024  # a JPEG's signature, 256 KiB: more than one sniff's worth
@@ -26,18 +27,17 @@ def _bytes_read() -> int:
         return next(int(line.split()[1]) for line in io if line.startswith("rchar:"))
 
 
-def test_a_fifo_is_refused_without_opening_it(tmp_path):
-    fifo = tmp_path / "clip.mp4"
-    os.mkfifo(fifo)
+def _refused_promptly(fifo, read) -> None:
+    """``read()`` of a FIFO's path ends within seconds, refused as unsupported_media (not a regular file)."""
     outcome: list[BaseException | bytes] = []
 
-    def read() -> None:
+    def reading() -> None:
         try:
-            outcome.append(read_media_bytes(str(fifo), 10**6))
+            outcome.append(read())
         except BaseException as exc:  # noqa: BLE001 - the test looks at it
             outcome.append(exc)
 
-    reader = threading.Thread(target=read, daemon=True)
+    reader = threading.Thread(target=reading, daemon=True)
     reader.start()
     reader.join(10)
     if reader.is_alive():  # blocked in open(): a writer's open lets it go, then fail
@@ -47,6 +47,33 @@ def test_a_fifo_is_refused_without_opening_it(tmp_path):
     (error,) = outcome
     assert isinstance(error, UnsupportedMediaError) and error.code == "unsupported_media", error
     assert "not a regular file" in str(error)
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    _refused_promptly(fifo, lambda: read_media_bytes(str(fifo), 10**6))
+    _refused_promptly(fifo, lambda: _read_local(str(fifo), 10**6))  # the open step itself
+
+
+def test_a_fifo_swapped_in_after_a_stat_is_refused_from_the_opened_file(tmp_path, monkeypatch):
+    """A file replaced by a FIFO between a stat and the open still blocked the open forever: what is refused is
+    what was opened (without blocking), whatever a stat said before. The swap is a race: here every stat of a
+    path says "a regular file", as the one before the swap did."""
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(LocalFileSystem, "info", lambda self, path, **kwargs: {"name": path, "type": "file", "size": 10})
+    _refused_promptly(fifo, lambda: read_media_bytes(str(fifo), 10**6))
+
+
+def test_a_socket_is_refused_as_no_regular_file(tmp_path):
+    """Opening a socket fails (ENXIO): it is no media (unsupported_media), as its stat said, not a failing store."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(tmp_path / "clip.mp4"))
+        with pytest.raises(UnsupportedMediaError, match="not a regular file"):
+            read_media_bytes(str(tmp_path / "clip.mp4"), 10**6)
 
 
 @pytest.mark.parametrize("deadline", [None, 30.0])

@@ -211,7 +211,9 @@ def _unprivileged() -> list[str] | None:
 
 def test_folders_and_files_the_kernel_refuses_are_counted_and_an_unreadable_source_fails(samples_dir):
     """The same with a real EACCES: a folder without permissions (chmod 000), a file in a folder that may be listed
-    but not entered (chmod 444: its name is seen, its size is not), a source without permissions."""
+    but not entered (chmod 444: its name is seen, its size is not), a source without permissions. Of the names seen
+    but not looked at, only those the filters keep are counted: a `notes.txt` or a `--exclude`d file there was
+    counted (a readable one is only skipped), an extension-less one when `--ext` admits any name is."""
     import json
     import subprocess
     import sys
@@ -227,25 +229,35 @@ def test_folders_and_files_the_kernel_refuses_are_counted_and_an_unreadable_sour
         for folder in ("locked", "listed_only"):
             (source / folder).mkdir(parents=True)
             shutil.copy(samples_dir / "coffee.jpg", source / folder / "c.jpg")
+        for name in ("notes.txt", "run.log", "skip.jpg", "README"):
+            (source / "listed_only" / name).write_text("not media")
         shutil.copy(samples_dir / "astronaut.jpg", source / "a.jpg")
         (source / "locked").chmod(0)
         (source / "listed_only").chmod(0o444)
         code = ("import json, sys\n"
                 "from jobs.scan.listing import list_objects\n"
                 "unlisted = []\n"
+                "filters = json.loads(sys.argv[2])\n"
                 "try:\n"
-                "    print(json.dumps([[e['uri'] for e in list_objects(sys.argv[1], {}, unlisted=unlisted)], unlisted]))\n"
+                "    listed = list_objects(sys.argv[1], {}, unlisted=unlisted, **filters)\n"
+                "    print(json.dumps([[e['uri'] for e in listed], unlisted]))\n"
                 "except Exception as exc:\n"
                 "    print(json.dumps([type(exc).__name__, exc.code, str(exc)]))\n")
         root = str(Path(__file__).resolve().parents[3])
 
-        def listing() -> list:
-            done = subprocess.run([*prefix, sys.executable, "-c", code, str(source)], capture_output=True, text=True,
-                                  cwd=root, env={**os.environ, "PYTHONPATH": root}, timeout=120)
+        def listing(**filters) -> list:
+            done = subprocess.run([*prefix, sys.executable, "-c", code, str(source), json.dumps(filters)],
+                                  capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": root},
+                                  timeout=120)
             assert done.returncode == 0, done.stderr
             return json.loads(done.stdout.splitlines()[-1])
 
-        assert listing() == [[str(source / "a.jpg")], [str(source / "listed_only" / "c.jpg"), str(source / "locked")]]
+        listed_only = source / "listed_only"
+        locked = str(source / "locked")
+        assert listing(exclude=["skip.*"]) == [[str(source / "a.jpg")], [str(listed_only / "c.jpg"), locked]]
+        assert listing(extensions=[".txt"]) == [[], [str(listed_only / "notes.txt"), locked]]
+        every = ("README", "c.jpg", "notes.txt", "run.log", "skip.jpg")
+        assert sorted(listing(extensions=[])[1]) == [str(listed_only / n) for n in every] + [locked]
         source.chmod(0)
         kind, code_, message = listing()
         assert (kind, code_) == ("ScanError", "scan_error") and "PermissionError" in message
@@ -282,11 +294,12 @@ def test_azure_uris_name_the_account_the_listing_connected_to():
 def test_two_azure_accounts_containers_of_one_name_are_two_sources(azurite, monkeypatch):
     """The same container and key in two accounts: each listing's URI names its account, and reading that URI as
     the scan's workers do (fsspec, the scan's storage options for az://: none; credentials from the environment)
-    gives that account's object."""
+    gives that account's object. An output in each is named with its account too (messages, the run record)."""
     import adlfs
     import fsspec
 
     from jobs.scan.listing import list_objects
+    from jobs.scan.output import OutputStore
 
     listed = {}
     for name, connection in azurite.items():
@@ -298,6 +311,8 @@ def test_two_azure_accounts_containers_of_one_name_are_two_sources(azurite, monk
         listed[name] = entry["uri"]
         with fsspec.open(entry["uri"], "rb") as handle:  # what a worker reads under that URI
             assert handle.read() == f"{name}'s bytes".encode()
+        output = OutputStore("az://media/out/", {"connection_string": connection})
+        assert output.display == f"abfs://media@{name}.dfs.core.windows.net/out"
     assert listed == {name: f"abfs://media@{name}.dfs.core.windows.net/uploads/a.jpg" for name in azurite}
 
 

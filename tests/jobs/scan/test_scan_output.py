@@ -196,3 +196,35 @@ def test_an_output_the_store_refuses_is_said_in_one_line(refusing_store, detecto
         run_scan(load_settings(), ScanConfig(source=str(tmp_path), output="unopenable://out", progress=False))
     assert str(unopened.value) == ("cannot open output unopenable://out: ValueError: unable to connect to account for "
                                    f"{refusing_store}")
+
+
+def test_an_azure_output_is_named_with_its_account():
+    """Two accounts' outputs of one container name were both `abfs://media/out` in the run record's `output` and the
+    CLI's messages: DEST is named as the listing names objects, with the account it connected to. A stand-in for
+    adlfs's file system (an optional extra; its protocols, and its account as adlfs keeps it), under a protocol of
+    this test's own; test_scan_listing.py checks adlfs itself against Azurite where they are installed."""
+    import fsspec
+    from fsspec.spec import AbstractFileSystem
+
+    from jobs.scan.output import OutputError
+
+    class Blob(AbstractFileSystem):
+        protocol = ("abfs", "az", "abfss", "azstandin")
+
+        def __init__(self, account_name=None, **kwargs):
+            super().__init__(**kwargs)
+            self.account_name = account_name
+
+        def exists(self, path, **kwargs):
+            raise PermissionError("refused")
+
+    fsspec.register_implementation("azstandin", Blob, clobber=True)  # left registered: this test's own protocol
+    stores = {name: OutputStore("azstandin://media/out/", {"account_name": name}) for name in ("acct1", "acct2")}
+    assert {name: store.display for name, store in stores.items()} == {
+        name: f"abfs://media@{name}.dfs.core.windows.net/out" for name in stores}
+    with pytest.raises(OutputError) as refused:
+        stores["acct1"].check_schema()
+    assert str(refused.value) == ("cannot read output abfs://media@acct1.dfs.core.windows.net/out: "
+                                  "PermissionError: refused")
+    assert OutputStore("azstandin://media/out").display == "abfs://media/out"  # no account known: fsspec's own
+    assert OutputStore("/srv/out/").display == "/srv/out"
