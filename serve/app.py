@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 HEALTH_ROOM = 2  # places on each model replica kept for the ready() calls of /v1/health
 DRAIN_POLL_S = 0.2  # how often stopping looks whether the requests in flight are answered
 DRAIN_SLACK_S = 5.0  # past drain_timeout_s, how long stopping waits for Serve to answer the drain at all
+CUT_OFF_WAIT_S = 2.0  # at the drain's end, how long the requests cut off have to send their 503 (within the slack)
 
 
 class ServeStartError(DeepfakeStreamError):
@@ -193,9 +194,10 @@ def start_ray(settings: Settings) -> None:
 def drain(settings: Settings) -> int:
     """Stop taking requests and let the admitted be answered while the proxy is still up: from now on every ingress
     replica answers ``POST /v1/score`` (and ``/v1/health``) 503 ``overloaded`` (Retry-After), and this waits up to
-    ``serve.drain_timeout_s`` for the requests they had admitted. Returns how many were still running (the shutdown
-    that follows cuts them off); a second Ctrl-C or SIGTERM stops waiting. The Serve calls run on a thread joined
-    with that bound: with the controller gone (Ray's OOM killer) they had blocked for a minute."""
+    ``serve.drain_timeout_s`` for the requests they had admitted. Those still running then are cut off (``Api.cut_off``:
+    answered 503 the same way, their stage calls cancelled, so Serve need not wait for their replicas); returns how
+    many. A second Ctrl-C or SIGTERM stops waiting. The Serve calls run on a thread joined with the bound plus
+    ``DRAIN_SLACK_S``: with the controller gone (Ray's OOM killer) they had blocked for a minute."""
     cfg = settings.serve
     left = [0]
     worker = threading.Thread(target=_drain, args=(cfg, left), name="dfs-drain", daemon=True)
@@ -207,7 +209,8 @@ def drain(settings: Settings) -> int:
     if worker.is_alive():
         log.warning("the API did not drain within %g s: stopping", cfg.drain_timeout_s + DRAIN_SLACK_S)
     if left[0]:
-        log.warning("%d request(s) still running are cut off (serve.drain_timeout_s: %g s)", left[0], cfg.drain_timeout_s)
+        log.warning("%d request(s) still running were cut off: answered 503 (serve.drain_timeout_s: %g s)", left[0],
+                    cfg.drain_timeout_s)
     return left[0]
 
 
@@ -219,9 +222,11 @@ def _drain(cfg, left: list[int]) -> None:
         while True:
             left[0] = sum(stats["admitted"] for stats in answers)
             if not left[0] or time.monotonic() >= until:
-                return
+                break
             time.sleep(DRAIN_POLL_S)
             answers = api.broadcast("stats").results(timeout_s=max(until - time.monotonic(), 1.0))
+        if left[0]:
+            api.broadcast("cut_off", CUT_OFF_WAIT_S).results(timeout_s=CUT_OFF_WAIT_S + 1.0)
     except Exception as exc:  # noqa: BLE001 - a dead or stuck ingress: stop without it
         log.warning("could not drain the API, stopping: %s", one_line(exc))
 

@@ -77,7 +77,8 @@ class ServeConfig(BaseModel):
     retry_after_s: int = Field(5, ge=1, le=DAY_S, description="Retry-After (s) sent with that 503")
     drain_timeout_s: float = Field(
         10.0, ge=0, le=DAY_S, description="on Ctrl-C/SIGTERM `deepfakestream serve` answers new requests 503 and waits "
-        "up to this long for the admitted ones before stopping; keep it under the orchestrator's grace period")
+        "up to this long for the admitted ones; those still running are then answered 503 too and stopping follows "
+        "(a few seconds); keep it under the orchestrator's grace period")
     max_ongoing_requests: int = Field(
         64, ge=2, description="Ray's limit of concurrent requests per ingress replica (all routes); must exceed "
         "max_inflight + max_queued so /v1/health always has room")

@@ -13,6 +13,7 @@ import functools
 import logging
 import math
 import os
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,7 +29,7 @@ from pipeline.graph import StageSpec, stage_specs
 from pipeline.heap import pin_mmap_threshold, release_heap
 from pipeline.logsafe import log_safe
 from pipeline.result import ScoreResult
-from pipeline.work import Deadline
+from pipeline.work import CANCEL_GRACE_S, Deadline
 from serve.guard import server_decode_config
 
 log = logging.getLogger("deepfakestream.serve")
@@ -103,16 +104,22 @@ class Decoder:
         return out
 
     async def decode(self, uri: str, data: bytes | None = None, explain: bool = False,
-                     timeout_s: float | None = None) -> Batch:
+                     timeout_s: float | None = None, expires_at: float | None = None) -> Batch:
         """``timeout_s``: what is left of the request's deadline. Past it, or once the call is cancelled (504, the
         client gone), the decode stops at its next frame: its thread would otherwise decode on, holding a place
-        of the pool after Ray has freed the call's slot."""
+        of the pool after Ray has freed the call's slot. ``expires_at``: the same deadline on the ingress's wall
+        clock (``time.time()``), only to say why a cancelled decode stopped."""
         deadline = Deadline(math.inf if timeout_s is None else timeout_s)
         # in this call's context: Serve's request context goes with it, so the decode's log lines carry the request id
         job = functools.partial(contextvars.copy_context().run, self.decode_row, uri, data, explain, deadline)
         try:
             return await asyncio.get_running_loop().run_in_executor(self.pool, job)
         except asyncio.CancelledError:
+            # A call that waited in this deployment's queue came with timeout_s counted from when it was sent, so
+            # its deadline here is late by that wait: cancelled at the request's deadline (the ingress's 504), it
+            # said "the request was cancelled", as for a client gone. The wall clock only names the reason.
+            if expires_at is not None and time.time() >= expires_at - CANCEL_GRACE_S:
+                deadline.at = time.monotonic()
             deadline.stop()
             raise
 

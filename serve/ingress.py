@@ -278,9 +278,15 @@ class Api:
 
     def drain(self) -> dict[str, int]:
         """Shutting down: every new ``POST /v1/score`` gets 503 ``overloaded`` (Retry-After) while the admitted are
-        answered; ``serve.app.stop`` waits for ``stats()["admitted"]`` to reach 0 before Serve goes down."""
+        answered; ``serve.app.drain`` waits up to ``serve.drain_timeout_s`` for ``stats()["admitted"]`` to reach 0."""
         self.admission.drain()
         return self.admission.stats()
+
+    async def cut_off(self, wait_s: float) -> int:
+        """The drain has ended: each request still admitted is answered 503 ``overloaded`` (shutting down, Retry-After)
+        and its stage calls are cancelled, within ``wait_s``. Before, Serve waited ~30 s for this replica and the
+        decoder's, killed them, and the client got no answer. Returns how many were cut off."""
+        return await self.admission.cut_off(wait_s)
 
     def outcomes_seen(self) -> dict[str, int]:
         """``POST /v1/score`` outcomes of this replica so far, as the requests metric counts them (tests read them)."""
@@ -322,11 +328,13 @@ class Api:
 
     async def _run_graph(self, uri: str, data: ray.ObjectRef | None, explain: bool = False,
                          timeout_s: float | None = None) -> dict[str, Any]:
-        """``timeout_s``: what is left of the request's deadline, past which the decoder stops decoding."""
+        """``timeout_s``: what is left of the request's deadline, past which the decoder stops decoding; it gets the
+        deadline on the wall clock too, to tell our 504 from a client gone after waiting in its queue."""
+        expires_at = None if timeout_s is None else time.time() + timeout_s
         responses = []
         try:
             # chained responses: each stage's output goes straight to the next replica
-            responses.append(self.decoder.decode.remote(uri, data, explain, timeout_s))
+            responses.append(self.decoder.decode.remote(uri, data, explain, timeout_s, expires_at))
             del data  # Ray holds the upload until the decoder is done with it, not until the answer
             responses.append(self.detector.detect.remote(responses[-1]))
             responses.append(self.classifier.score.remote(responses[-1]))

@@ -138,13 +138,17 @@ def test_a_decode_stops_at_the_request_s_deadline():
     decoder.pool.shutdown(wait=True)
 
 
-def test_a_cancelled_decode_stops_at_its_next_frame():
+@pytest.mark.parametrize("expires_in,why", [(60, "the request was cancelled"), (0.2, "the request's deadline passed")],
+                         ids=["client gone", "queued, then its deadline"])
+def test_a_cancelled_decode_stops_at_its_next_frame(expires_in, why):
     """A call cancelled by the ingress (its 504, the client gone) frees its Ray slot at once: its decode must end
-    too, or a few slow uploads hold every thread of the decoder's pool."""
+    too, or a few slow uploads hold every thread of the decoder's pool. What the log says: a client gone is not a
+    deadline, and a call that waited in the decoder's queue (sent with 60 s left, only ``expires_in`` of them left
+    when it started) and was cancelled at its deadline is a deadline, not a cancellation (it said cancelled)."""
     decoder, data, seen = _slow_decoder()
 
     async def main():
-        call = asyncio.ensure_future(decoder.decode("slow.mkv", data, False, 60))
+        call = asyncio.ensure_future(decoder.decode("slow.mkv", data, False, 60, time.time() + expires_in))
         await asyncio.sleep(0.3)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -153,7 +157,7 @@ def test_a_cancelled_decode_stops_at_its_next_frame():
     asyncio.run(main())
     decoder.pool.shutdown(wait=True)
     assert seen["code"] == "deadline_exceeded" and seen["seconds"] < 1.5, seen
-    assert seen["error"] == "decoding stopped: the request was cancelled"  # what the log says: not a deadline
+    assert seen["error"] == f"decoding stopped: {why}"
 
 
 def test_the_decoder_hands_freed_heap_back_after_a_big_decode():

@@ -348,8 +348,8 @@ def test_a_replica_killed_under_a_request_is_a_retryable_503(api, store, samples
 def test_draining_answers_the_admitted_and_refuses_the_new(api, samples_dir, settings):
     """SIGTERM closed the connections of the requests in flight, and the graph scored them on for nobody. Stopping
     drains first (serve.app.drain, which stop() runs before Serve goes down): the admitted are answered, a new request
-    gets 503 overloaded with Retry-After at once, and the drain returns when none is left. Last test of the module:
-    the replica takes nothing after it."""
+    gets 503 overloaded with Retry-After at once, and the drain returns when none is left. The replica takes nothing
+    after it: the next test deploys the app again."""
     from serve.app import drain
 
     video = {"file": ("v.mp4", (samples_dir / "pair_pan.mp4").read_bytes())}
@@ -377,3 +377,34 @@ def test_draining_answers_the_admitted_and_refuses_the_new(api, samples_dir, set
         left, returned = drained.result(timeout=60)
     assert left == 0 and returned >= max(answered) - 1.0  # it waited for them
     assert api.get("/v1/health").json()["detail"] == "the server is shutting down; retry later"  # the app still answers
+
+
+def test_a_request_running_past_the_drain_is_answered_503_and_the_stop_is_quick(api, store, settings):
+    """The review's stop took drain_timeout_s + about 35 s (56.7 s): a request still running when the drain ended was
+    not cancelled, so Serve waited for its replicas (the ingress's, then the decoder's, about 20 s each, then killed
+    them) and the client got no answer (its connection closed as the proxy went down). At the drain's end it is cut
+    off (Api.cut_off): answered 503 overloaded, shutting down, with Retry-After; its read is cancelled; and Serve goes
+    down in seconds. As `deepfakestream serve` stops (serve.app.stop), less Ray's own shutdown. Last of the module."""
+    from ray import serve
+
+    from serve.app import deploy, drain
+    from serve.problems import SHUTTING_DOWN
+
+    serve.delete(APP)  # the test before drained it
+    deploy(settings)
+    quick = settings.model_copy(update={"serve": settings.serve.model_copy(update={"drain_timeout_s": 1.0})})
+    reads = len(store.reads)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(api.post, "/v1/score", json=SLOW_URI)  # 5 minutes of bytes; a deadline of 60 s
+        _wait_for(lambda: len(store.reads) > reads, 30)  # the decoder is reading it
+        start = time.monotonic()
+        assert drain(quick) == 1
+        serve.shutdown()  # what stop() does next: the proxy goes too
+        stopped = time.monotonic() - start
+        print(f"drained and stopped in {stopped:.1f} s")
+        response = pending.result(timeout=10)
+    _assert_problem(response.status_code, response.headers["content-type"], response.json(), 503, "overloaded")
+    assert response.json()["detail"] == SHUTTING_DOWN and response.headers["retry-after"] == str(RETRY_AFTER_S)
+    (read,) = store.wait_ended(reads + 1, timeout_s=10)[reads:]
+    assert read.hung_up and read.ended - read.started < 15, read  # the decoder's read was cancelled, not sent on
+    assert stopped < 15, stopped  # was over 40 s: 1 s of drain, then Serve waited ~20 s for each replica

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 
 import pytest
 from ray import exceptions as ray_errors
@@ -154,8 +155,9 @@ def test_the_decoder_is_given_what_is_left_of_the_deadline():
     api = _ingress(lambda: asyncio.sleep(0, ANSWER), max_inflight=1, timeout_s=5)
     assert asyncio.run(api._score("s3://b/1.jpg", None, False, None)) == ANSWER  # noqa: SLF001
     assert asyncio.run(api._score("s3://b/2.jpg", None, False, 0.5)) == ANSWER  # noqa: SLF001 - the caller's own
-    (_, _, _, first), (_, _, _, second) = api.decoder.decode.args
+    (_, _, _, first, first_at), (_, _, _, second, _) = api.decoder.decode.args
     assert 4 < first <= 5 and 0 < second <= 0.5
+    assert abs(first_at - (time.time() + first)) < 1  # and when, on the wall clock (serve/deployments.py: why it stopped)
 
 
 def test_a_caller_cannot_raise_the_servers_deadline():
@@ -229,6 +231,45 @@ def test_a_client_that_disconnects_is_counted_as_cancelled_and_frees_its_place()
     assert api.outcomes_seen() == {"cancelled": 1}
     assert api.admission.stats()["admitted"] == 0
     assert api.classifier.score.sent[0].cancelled  # and the graph's calls were cancelled
+
+
+def test_a_request_still_running_when_the_drain_ends_is_answered_503_and_its_graph_cancelled():
+    """serve.app.drain's end (Api.cut_off): a request still admitted was left running, so Serve waited ~30 s for its
+    replicas and then killed them, its client getting no answer. It is answered 503 overloaded (shutting down, with
+    Retry-After) and its stage calls are cancelled; a client that goes away before that stays ``cancelled``.
+    Real Serve and a real stop: tests/serve/test_serve_hardening.py."""
+    from starlette.requests import Request
+
+    from serve.problems import SHUTTING_DOWN
+
+    api = _ingress(lambda: asyncio.sleep(30), timeout_s=20)
+    api.config = api.config.model_copy(update={"allowed_uri_prefixes": ["s3://b/in/"]})
+    api.requests, api.latency = _Recorder(), _Recorder()
+
+    async def receive():
+        return {"type": "http.request", "body": b'{"uri": "s3://b/in/x.mp4"}', "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/score", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")]}
+
+    async def main():
+        task = asyncio.create_task(api.score(Request(scope, receive), explain=False, timeout_s=None))
+        await asyncio.sleep(0.2)
+        assert len(api.classifier.score.sent) == 1  # in the graph
+        api.drain()
+        assert await asyncio.wait_for(api.cut_off(1.0), 2) == 1  # returns once it is answered
+        assert task.done()
+        with pytest.raises(ProblemError) as info:
+            await task
+        return info.value
+
+    problem = asyncio.run(main())
+    assert (problem.status, problem.code, problem.detail) == (503, "overloaded", SHUTTING_DOWN)
+    assert problem.headers == {"Retry-After": "4"}
+    assert api.outcomes_seen() == {"overloaded": 1} and api.requests.outcomes == ["overloaded"]
+    assert api.admission.stats()["admitted"] == 0
+    assert all(response.cancelled for method in (api.decoder.decode, api.detector.detect, api.classifier.score)
+               for response in method.sent)  # the stage calls are cancelled: their replicas are free to stop
 
 
 @pytest.mark.parametrize("gone", ["http.disconnect", "ray"])
