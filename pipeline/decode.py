@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 class DecodedMedia:
     """Sampled frames (N, H, W, 3 uint8 RGB) with where they sit in the source: ``timestamps`` in seconds from
     the stream's start, ``frame_indices`` among the frames a player shows. ``width``/``height`` are the first
-    sampled frame's; a stream that changes size later has its later frames rescaled to it (``pipeline/frames.py``).
-    A photo over ``max_pixels`` keeps its own size there, its one frame scaled down (``pipeline/images.py``)."""
+    sampled frame's; a stream that changes size later has its later frames (each within ``max_pixels``) rescaled
+    to it (``pipeline/frames.py``). A photo over ``max_pixels`` keeps its own size there, its one frame scaled down
+    (``pipeline/images.py``)."""
 
     frames: np.ndarray
     frame_indices: np.ndarray
@@ -133,7 +134,9 @@ def _decode_video_decord(data: bytes, mime: str, config: DecodeConfig, info: Vid
         frames = sampled.array
         timestamps = times[indices].astype(np.float32)
     height, width = frames.shape[1:3]
-    check_pixels(width, height, config)  # a stream may change size after its header
+    # The first frame's size, which the header may misstate. decord fits later frames to it unchecked, whatever their
+    # own size (it shows neither that nor FFmpeg's max_pixels): PyAV refuses one that grows past the limit.
+    check_pixels(width, height, config)
     sar, turned = stored_shape(data)  # decord turns frames for display but leaves anamorphic pixels as stored
     if sar != 1:
         frames = square_pixels(frames, sar, config, turned)
@@ -215,6 +218,23 @@ def _runs(targets: list[int], plan: list[int | None]) -> list[tuple[int | None, 
     return runs
 
 
+def _decoded(packet, context, config: DecodeConfig) -> list:
+    """The packet's frames. A frame the decoder refused as over its ``max_pixels`` is too large, not damage: FFmpeg
+    fails the packet (MJPEG: EINVAL, H.264: invalid data) with the size it refused in the context, or cleared."""
+    import av
+
+    try:
+        return packet.decode()
+    except av.error.FFmpegError:
+        pixels = context.width * context.height
+        if 0 < pixels <= config.max_pixels:
+            raise
+        if pixels:
+            check_pixels(context.width, context.height, config)
+        raise MediaTooLargeError(f"a frame is over the {config.max_pixels}-pixel limit, or of no valid size (the "
+                                 "decoder refused it)") from None
+
+
 def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts: list[int] | None,
                     keyframes: list[int] | None = None, work: DecodeWork | None = None,
                     reordered: bool = False) -> tuple[SampledFrames, int]:
@@ -233,7 +253,7 @@ def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts:
     plan = seek_plan(targets, pts, keyframes) if pts is not None and keyframes else [None] * len(targets)
     sampled = SampledFrames(len(keys))
     decoded = 0
-    # max_pixels: the decoder refuses a frame that grows past the limit mid-stream
+    # max_pixels: the stream probe inside av.open may run the decoder on the first packets (below: its own)
     with av.open(io.BytesIO(data), options={"max_pixels": str(config.max_pixels)}) as container:
         stream = main_video_stream(container)
         through = frames_decoded(targets, pts, plan) if pts is not None else (targets[-1] + 1 if targets else 0)
@@ -246,6 +266,10 @@ def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts:
         stream.thread_type = "SLICE" if threads == 1 else "FRAME"
         stream.thread_count = threads
         context = stream.codec_context
+        # A frame may grow past the header's size mid-stream (a 2 MB JPEG packet of 16000x16000 in a 64x64 MJPEG
+        # stream: 256 MB decoded, 768 MB as RGB). FFmpeg refuses to allocate one over twice the limit (it counts the
+        # padded width, so at the limit itself it would refuse frames within it); check_pixels refuses the rest
+        context.options = {"max_pixels": str(2 * config.max_pixels)}
         sar = sample_aspect(stream)
         start = stream.start_time  # times count from the stream's start (an MP4 may start at 10 s, MPEG-TS at 0.08)
         for jump, run in _runs(targets, plan):
@@ -256,7 +280,8 @@ def _sampled_frames(data: bytes, config: DecodeConfig, indices: np.ndarray, pts:
                 work.check_deadline()
                 if pts is not None:
                     context.skip_frame = "DEFAULT" if not packet.size or packet.pts in wanted else "NONREF"
-                for frame in packet.decode():
+                for frame in _decoded(packet, context, config):
+                    check_pixels(frame.width, frame.height, config)  # before its RGB copy, or fitting it to the first
                     work.spend(frame.width * frame.height)
                     start = frame.pts if start is None else start  # no start time: the first frame's
                     key = frame.pts if pts is not None else decoded

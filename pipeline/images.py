@@ -30,10 +30,17 @@ MAX_ANIMATION_FRAMES = 10_000
 MAX_JPEG_SCANS = 100
 # a JPEG marker: 0xFF followed by neither 0x00 (a 0xFF stuffed into entropy-coded data), a fill 0xFF nor a restart
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xff\xd0-\xd7]")
-# A still over ``decode.max_pixels`` by up to this factor (a 12-48 MP phone photo) is decoded scaled down to it
-# rather than refused: the detector sees 640 px and the classifier 224 px crops. Past it, or past PIL's
-# decompression-bomb limit, it is refused from its header, before a pixel decodes.
+# A still over ``decode.max_pixels`` (a 12-48 MP phone photo) is decoded scaled down to it rather than refused: the
+# detector sees 640 px and the classifier 224 px crops. A JPEG (or MPO) up to this factor over: libjpeg decodes it
+# at 1/2, 1/4 or 1/8, so the pixels it drops never decode.
 STILL_REDUCE_LIMIT = 16
+# Other formats up to this factor over: PNG, WebP, HEIC and AVIF have no reduced decode, so the whole picture
+# decodes before it is scaled, at 6-15 bytes a pixel (lossless WebP the most: a 3.5 KB 9400x9500 one took 1.4 GB).
+# 6 times the server's 8.3 MP is 49.8 MP: a 48 MP phone HEIC (8064x6048) still fits (6 times the scan's 16.8 MP
+# is past PIL's 89.5 MP, which bounds it there).
+STILL_WHOLE_LIMIT = 6
+# formats ``still_reduction`` drafts: decoded reduced
+DRAFTED = ("JPEG", "MPO")
 
 
 def jpeg_scans(data: bytes, stop_after: int) -> int:
@@ -72,23 +79,28 @@ def image_to_rgb(image) -> np.ndarray:
 
 def still_reduction(image, config: DecodeConfig) -> tuple[tuple[int, int], tuple[int, int]] | None:
     """(the size to scale it to, its size as shown) for a still over ``max_pixels`` by at most
-    ``STILL_REDUCE_LIMIT``; None for one within it and for animations (their frames are held to ``max_pixels``).
-    Refuses the rest from the header. A JPEG is drafted first: libjpeg's DCT scaling by 1/2, 1/4 or 1/8, never
-    below that size, so the pixels it drops are never decoded."""
+    ``STILL_REDUCE_LIMIT`` (JPEG) or ``STILL_WHOLE_LIMIT`` (the rest); None for one within it and for animations
+    (their frames are held to ``max_pixels``). Refuses the rest from the header. A JPEG is drafted first: libjpeg's
+    DCT scaling by 1/2, 1/4 or 1/8, never below that size, so the pixels it drops are never decoded."""
     from PIL import ExifTags, Image
 
     width, height = image.size
     if count_frames(image) > 1 or width * height <= config.max_pixels:
         check_pixels(width, height, config)
         return None
-    ceiling = min(STILL_REDUCE_LIMIT * config.max_pixels, Image.MAX_IMAGE_PIXELS or math.inf)
-    if width * height > ceiling:
-        raise MediaTooLargeError(f"resolution {width}x{height} is over the {ceiling}-pixel limit for photos "
-                                 f"(scaled down above the {config.max_pixels}-pixel limit)")
+    drafted = image.format in DRAFTED
+    times = STILL_REDUCE_LIMIT if drafted else STILL_WHOLE_LIMIT
+    bomb = Image.MAX_IMAGE_PIXELS or math.inf
+    if width * height > min(times * config.max_pixels, bomb):
+        limit = (f"PIL's decompression-bomb limit of {bomb} pixels" if bomb < times * config.max_pixels
+                 else f"the {times * config.max_pixels}-pixel limit for photos")
+        how = "a JPEG is decoded reduced, then" if drafted else f"a {image.format} is decoded whole, then"
+        raise MediaTooLargeError(f"resolution {width}x{height} is over {limit} ({how} scaled down to the "
+                                 f"{config.max_pixels}-pixel limit from at most {times} times it)")
     turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # as ImageOps.exif_transpose turns
     scale = math.sqrt(config.max_pixels / (width * height))
     size = (max(1, int(width * scale)), max(1, int(height * scale)))
-    if image.format in ("JPEG", "MPO"):
+    if drafted:
         image.draft(image.mode, size)
     return size, (height, width) if turned else (width, height)
 

@@ -105,8 +105,8 @@ def check_uri(uri: str, allowed: list[str]) -> str:
 
 def server_decode_config(settings: Settings) -> DecodeConfig:
     """``decode.*`` tightened by ``serve.*``: the server applies the stricter of each limit. ``max_pixels`` holds
-    video frames and animations; a photo over it by up to 16 times (``pipeline.images.STILL_REDUCE_LIMIT``) is
-    scaled down to it, as in ``score`` and ``scan``, not refused."""
+    video frames and animations; a photo over it by up to 16 times for a JPEG, 6 for any other format
+    (``pipeline.images.STILL_REDUCE_LIMIT``, ``STILL_WHOLE_LIMIT``) is scaled down to it, as in ``score`` and ``scan``, not refused."""
     decode, limits = settings.decode, settings.serve
     return decode.model_copy(update={
         "max_bytes": min(decode.max_bytes, limits.max_upload_bytes),

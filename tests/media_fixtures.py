@@ -90,6 +90,26 @@ def size_change_ts(sizes: list[tuple[int, int]], frames_each: int = 10, fps: int
     return buf.getvalue()
 
 
+def mjpeg_mkv(sizes: list[tuple[int, int]]) -> bytes:
+    """Matroska of one grey MJPEG frame per (width, height) in ``sizes``: the container states the first, each JPEG
+    its own (the security review's 6 MB file: 64x64, then two of 16000x16000)."""
+    import av
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as container:
+        stream = container.add_stream("mjpeg", rate=25)
+        stream.width, stream.height, stream.pix_fmt = *sizes[0], "yuvj420p"
+        for i, size in enumerate(sizes):
+            jpeg = io.BytesIO()
+            Image.new("L", size, 90).save(jpeg, "JPEG", quality=10)
+            packet = av.Packet(jpeg.getvalue())
+            packet.stream, packet.pts, packet.dts, packet.time_base = stream, i, i, Fraction(1, 25)
+            packet.is_keyframe = True
+            container.mux(packet)
+    return buf.getvalue()
+
+
 def trimmed_copy(mp4: bytes, frames: int) -> bytes:
     """``mp4`` cut by ``frames`` at the start without re-encoding (a stream copy from a mid-GOP point): every
     packet stays, shifted so the cut lands at 0; the muxer writes an edit list and FFmpeg marks the packets

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from media_fixtures import (audio_only_mp4, declare_size, encode_image as _encode_image, encode_video, one_face as _one_face,
-                            sparse_keyframes_mkv)
+from media_fixtures import (audio_only_mp4, declare_size, encode_image as _encode_image, encode_video, mjpeg_mkv,
+                            one_face as _one_face, size_change_ts, sparse_keyframes_mkv)
 from pipeline.batch import object_column
 from pipeline.config import DecodeConfig, DetectConfig
 from pipeline.aspect import stored_shape
@@ -88,6 +88,55 @@ print(json.dumps({"refused": refused, "peak_mib": (peak_kib() - before) / 1024})
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["refused"] == 2
     assert result["peak_mib"] < 64, result
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: mjpeg_mkv([(128, 64), (128, 96), (128, 96)]), "resolution 128x96 is over the 8192-pixel limit"),
+    (lambda: mjpeg_mkv([(128, 64), (512, 512), (512, 512)]), "over the 8192-pixel limit, or of no valid size"),
+    (lambda: size_change_ts([(128, 64), (128, 96)]), "resolution 128x96 is over the 8192-pixel limit"),
+    (lambda: size_change_ts([(128, 64), (512, 512)]), "resolution 512x512 is over the 8192-pixel limit"),
+], ids=["mjpeg under twice the limit", "mjpeg far over", "h264 under twice the limit", "h264 far over"])
+def test_a_frame_that_grows_past_the_limit_mid_stream_is_refused(make, message):
+    """The header states the first frame's size; later frames were fitted to it, so the pixel limit was never
+    checked on them: the review's 6 MB MJPEG of 64x64 then 16000x16000 frames was scored at 1.3 GB. Frames over
+    twice the limit the decoder refuses before allocating them (MJPEG says EINVAL, H.264 invalid data: both are
+    too large, not corrupt); the rest are refused before their RGB copy."""
+    data = make()
+    with pytest.raises(MediaTooLargeError, match=message) as caught:
+        decode_bytes(data, DecodeConfig(max_pixels=128 * 64))
+    assert caught.value.code == "media_too_large"
+    assert decode_bytes(data, DecodeConfig(max_pixels=512 * 512)).frames.shape[1:3] == (64, 128)  # fitted to the first
+
+
+def test_a_frame_grown_mid_stream_is_refused_without_allocating_it(tmp_path):
+    """In a fresh process (as above), the file made here: making it peaks higher than decoding it. Before the fix the
+    8000x8000 frame was decoded (61 MiB), made RGB (183 MiB) and fitted to 64x64: a 246 MiB peak; refused only as
+    it came out of the decoder, 62 MiB; now the decoder refuses it before allocating it."""
+    grown = tmp_path / "grown.mkv"
+    grown.write_bytes(mjpeg_mkv([(64, 64), (8000, 8000)]))  # 64 MP: over twice the 16.8 MP default
+    script = """
+import json, sys
+sys.path.insert(0, "tests")
+from media_fixtures import mjpeg_mkv
+from pipeline.config import DecodeConfig
+from pipeline.decode import decode_bytes
+from pipeline.errors import MediaTooLargeError
+decode_bytes(mjpeg_mkv([(64, 64), (64, 64)]), DecodeConfig())  # loads the decoders' libraries before the baseline
+data = open(sys.argv[1], "rb").read()
+def peak_kib():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+before = peak_kib()
+try:
+    decode_bytes(data, DecodeConfig())
+    refused = False
+except MediaTooLargeError:
+    refused = True
+print(json.dumps({"refused": refused, "peak_mib": (peak_kib() - before) / 1024}))
+"""
+    out = subprocess.run([sys.executable, "-c", script, str(grown)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["refused"] and result["peak_mib"] < 32, result
 
 
 def test_a_stream_whose_header_states_no_length_is_held_to_the_limits():

@@ -15,7 +15,7 @@ from pipeline.batch import object_column
 from pipeline.config import DecodeConfig
 from pipeline.decode import DecodeStage, decode_bytes
 from pipeline.errors import MediaError, MediaTooLargeError
-from pipeline.images import MAX_JPEG_SCANS, jpeg_scans
+from pipeline.images import MAX_JPEG_SCANS, STILL_REDUCE_LIMIT, STILL_WHOLE_LIMIT, jpeg_scans, still_reduction
 
 
 def test_16_bit_grey_png_is_scaled_not_clipped(astronaut, detector):
@@ -171,17 +171,39 @@ def test_the_scaled_down_photo_is_cut_and_boxed_as_the_full_one(astronaut):
     assert np.abs(a["crops"].astype(int) - b["crops"].astype(int)).mean() < 8
 
 
-def test_a_photo_far_over_the_limit_is_refused_from_its_header(astronaut):
-    """Past 16 times the limit (or PIL's decompression-bomb limit) a still is refused before a pixel decodes: here
-    only its header is left, which a decode would call corrupt."""
-    from pipeline.images import STILL_REDUCE_LIMIT
-
-    header = _encode_image(astronaut, "PNG")[:100]
-    with pytest.raises(MediaTooLargeError, match="over the 16000-pixel limit for photos"):
-        decode_bytes(header, DecodeConfig(max_pixels=1000))  # 262,144 pixels: 262 times over
-    assert STILL_REDUCE_LIMIT * 16_384 == 512 * 512
+@pytest.mark.parametrize("fmt, cut, times", [("PNG", 100, STILL_WHOLE_LIMIT), ("JPEG", 1000, STILL_REDUCE_LIMIT)])
+def test_a_photo_far_over_the_limit_is_refused_from_its_header(astronaut, fmt, cut, times):
+    """Past 16 times the limit for a JPEG, 6 times for the rest (or PIL's decompression-bomb limit) a still is
+    refused before a pixel decodes: here only its header is left, which a decode would call corrupt."""
+    header = _encode_image(astronaut, fmt)[:cut]
+    least = -(-512 * 512 // times)  # the lowest limit that lets 512x512 in
+    refused = f"over the {times * (least - 1)}-pixel limit for photos \\(a {fmt} is decoded"
+    with pytest.raises(MediaTooLargeError, match=refused):
+        decode_bytes(header, DecodeConfig(max_pixels=least - 1))
     with pytest.raises(MediaError, match="corrupt"):
-        decode_bytes(header, DecodeConfig(max_pixels=16_384))  # 16 times over, not more: it would decode
+        decode_bytes(header, DecodeConfig(max_pixels=least))  # within it: it would decode
+
+
+@pytest.mark.parametrize("bomb", [
+    lambda flat: _encode_image(flat, "WEBP", lossless=True),
+    lambda flat: _encode_image(flat.convert("P", palette=Image.Palette.ADAPTIVE, colors=2), "PNG", transparency=0),
+], ids=["lossless webp", "palette png with transparency"])
+def test_a_bomb_without_a_reduced_decode_is_refused_where_a_jpeg_scales_down(bomb):
+    """The security review's 3.5 KB lossless WebP of 9400x9500 was within 16 times the server's limit and PIL's
+    bomb limit, so it decoded whole before scaling: 1.4 GB (an 11 KB palette PNG: 1 GB). Only a JPEG decodes
+    reduced; the others are held to 6 times the limit. Here 10 times over, a few hundred bytes."""
+    flat = Image.new("RGB", (800, 800), (10, 20, 30))
+    config = DecodeConfig(max_pixels=64_000)
+    data = bomb(flat)
+    assert len(data) < 2000
+    refused = "800x800 is over the 384000-pixel limit for photos \\(a (WEBP|PNG) is decoded whole"
+    with pytest.raises(MediaTooLargeError, match=refused):
+        decode_bytes(data, config)
+    jpeg = _encode_image(flat, "JPEG")
+    with Image.open(io.BytesIO(jpeg)) as image:
+        assert still_reduction(image, config)[0] == (252, 252) and image.size == (400, 400)  # drafted: 1/2 decodes
+    media = decode_bytes(jpeg, config)
+    assert media.frames.shape == (1, 252, 252, 3) and (media.width, media.height) == (800, 800)
 
 
 def test_an_animation_over_the_pixel_limit_is_still_refused():
