@@ -9,14 +9,25 @@ from urllib.parse import unquote
 
 MASK = "REDACTED"
 # query parameters that carry a secret: pre-signed S3 URLs (X-Amz-*), GCS signed URLs (X-Goog-*), Azure SAS (sig),
-# OAuth and API tokens; compared case-insensitively, and any name ending in one of SECRET_ENDINGS
-SECRET_PARAMS = frozenset({"x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature",
-                           "x-goog-credential", "signature", "sig", "token", "access_token", "key"})
-SECRET_ENDINGS = ("signature", "token", "secret", "credential", "password", "apikey", "api_key")
+# Azure Functions keys (code), OAuth and API tokens, session ids, passwords; compared case-insensitively, and any name
+# ending in one of SECRET_ENDINGS (api-key, x-api-key, secret_key, access_key, private_key, client_secret…)
+SECRET_PARAMS = frozenset({"sig", "code", "pwd", "pass", "passwd", "auth", "authorization"})
+SECRET_ENDINGS = ("signature", "token", "secret", "credential", "password", "key", "sessionid", "sessid")
 # Azure's container@account is a location, not user-info
 KEEPS_USER_INFO = ("abfs://", "abfss://", "az://", "wasb://", "wasbs://")
 _AUTHORITY = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#\s]*)")
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,;:!?)\]]")  # not the sentence's punctuation
+# secrets a storage client's log line spells out of any URI: a request's headers as text (``x-amz-security-token:T``),
+# as a dict (``'X-Amz-Security-Token': b'T'``), a canonical query (``X-Amz-Credential=…``), an XML or JSON credential
+# (``<SessionToken>``, ``"SecretAccessKey": …``), botocore's ``Signature:\n<hex>``; Authorization's whole value.
+# A field is a name ending in one of these words, then a separator: the name's start does not matter
+_SECRET_FIELD = re.compile(r"""(?i)(token|secret|signature|credential|password|secret_?access_?key)"""
+                           r"""(['"]?\s*[:=>]\s*b?['"]?)[^\s'"&,;<]+""")
+_AUTHORIZATION = re.compile(r"""(?i)\b((?:proxy-)?authorization)(['"]?\s*[:=]\s*(?:b?(['"]))?)(?(3)[^'"\n]*|[^\n]*)""")
+_ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b")  # AWS's long-term (AKIA) and session (ASIA) key ids
+# what a line holds before any of the three can match: most lines hold none, and str's search is far cheaper than re's
+_HINTS = ("token", "secret", "signature", "credential", "password", "accesskey", "access_key", "authorization", "akia",
+          "asia")
 
 
 def _masked(query: str) -> str:
@@ -30,10 +41,17 @@ def _masked(query: str) -> str:
 
 def redact_uri(uri: str) -> str:
     """``uri`` as it may be stored, printed or logged: the user-info (``user:pass@``) removed and, in an http(s) URL,
-    the values of credential-like query parameters (``SECRET_PARAMS``) masked; an object store's key may hold ``?``
-    (``s3://b/clip?token=A.mp4`` is a key, not a query: masking it would make two objects one). Deterministic, so a
-    redacted URI is a stable key run to run; the raw one is only for reading the object. Plain paths (no scheme)
+    the values of credential-like query parameters (``SECRET_PARAMS``, ``SECRET_ENDINGS``) masked; an object store's
+    key may hold ``?`` (``s3://b/clip?token=A.mp4`` is a key, not a query: masking it would make two objects one).
+    Each link of a chained fsspec URL (``simplecache::https://u:p@host/x``) is redacted on its own. Deterministic, so
+    a redacted URI is a stable key run to run; the raw one is only for reading the object. Plain paths (no scheme)
     come back unchanged."""
+    if "::" in uri:
+        return "::".join(_redact_link(link) for link in uri.split("::"))
+    return _redact_link(uri)
+
+
+def _redact_link(uri: str) -> str:
     match = _AUTHORITY.match(uri)
     if not match:
         return uri
@@ -51,6 +69,29 @@ def redact_uri(uri: str) -> str:
 def redact_uris(text: str) -> str:
     """``text`` (an error message, a log line) with every URI in it passed through ``redact_uri``."""
     return _URI.sub(lambda m: redact_uri(m.group(0)), text)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` (a log line, a traceback) with its URIs redacted (``redact_uri``: an object key's ``?token=`` stays
+    whole) and, around them, the secrets a storage client logs outside URIs masked: header and field values
+    (``_AUTHORIZATION``, ``_SECRET_FIELD``) and AWS key ids. Every line a command logs passes here: cheap when
+    there is nothing to mask (``_HINTS``)."""
+    if "://" not in text:
+        return _fields(text)
+    parts, end = [], 0
+    for match in _URI.finditer(text):
+        parts += [_fields(text[end:match.start()]), redact_uri(match.group(0))]
+        end = match.end()
+    return "".join(parts) + _fields(text[end:])
+
+
+def _fields(plain: str) -> str:
+    lower = plain.lower()
+    if not any(hint in lower for hint in _HINTS):
+        return plain
+    plain = _AUTHORIZATION.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", plain)
+    plain = _SECRET_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", plain)
+    return _ACCESS_KEY_ID.sub(MASK, plain)
 
 
 def _escaped(text: str) -> str:

@@ -6,9 +6,13 @@ import logging
 import os
 import warnings
 
+from pipeline.logsafe import redact_secrets
+
 # storage clients log their own retries and failures (tracebacks, asyncio's "Task was destroyed" on gcsfs's
 # prefetcher) before raising; the command says what failed in one line, so they speak only under --verbose
 STORAGE_LOGGERS = ("botocore", "aiobotocore", "s3fs", "gcsfs", "adlfs", "azure", "fsspec", "asyncio")
+# botocore's DEBUG dumps every signed request (canonical request, headers, signature, STS responses): INFO even then
+SIGNING_LOGGERS = ("botocore", "aiobotocore")
 # what DFS_LOG_LEVEL may say, in any case: the named levels and Python's aliases (WARN, FATAL)
 LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
 
@@ -23,9 +27,28 @@ def log_level(verbose: bool = False) -> int:
     return logging.getLevelNamesMapping()[name]
 
 
+class Redacting(logging.Filter):
+    """Every record a handler writes with its credentials out (``pipeline.logsafe.redact_secrets``): storage clients
+    log URIs as given (``fsspec.http: Retrieve file size for http://user:pw@…``), headers and signatures. The message
+    is formatted and redacted once, then stands in for ``msg``/``args``; a traceback's text likewise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "redacted", False):  # one record, several handlers
+            return True
+        record.msg, record.args = redact_secrets(record.getMessage()), ()
+        if record.exc_info and not record.exc_text:  # the Formatter takes exc_text as it is
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_secrets(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_secrets(record.stack_info)
+        record.redacted = True
+        return True
+
+
 def setup_logging(verbose: bool = False, as_json: bool = False) -> None:
-    """Set the level (a bad ``DFS_LOG_LEVEL``: ``invalid_configuration``, exit 2, as any bad setting) and quieten the
-    chattiest libraries."""
+    """Set the level (a bad ``DFS_LOG_LEVEL``: ``invalid_configuration``, exit 2, as any bad setting), quieten the
+    chattiest libraries and redact every line the root handlers write (``Redacting``)."""
     try:
         level = log_level(verbose)
     except ValueError as exc:
@@ -33,9 +56,13 @@ def setup_logging(verbose: bool = False, as_json: bool = False) -> None:
 
         raise refuse("invalid_configuration", str(exc), as_json) from exc
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, Redacting) for f in handler.filters):
+            handler.addFilter(Redacting())
     for noisy in ("werkzeug", "urllib3"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     for storage in STORAGE_LOGGERS:
-        logging.getLogger(storage).setLevel(logging.DEBUG if verbose else logging.CRITICAL + 1)
+        shown = logging.INFO if storage in SIGNING_LOGGERS else logging.DEBUG
+        logging.getLogger(storage).setLevel(shown if verbose else logging.CRITICAL + 1)
     warnings.filterwarnings("ignore", category=FutureWarning)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.logsafe import printable
+from pipeline.logsafe import printable, redact_uris
 from jobs.scan.output import OutputStore
 from jobs.scan.schema import MANIFEST, PARTITION, SCHEMAS
 from jobs.scan.records import RUNS_DIR, read_records, runs_table
@@ -40,6 +40,12 @@ class QueryError(DeepfakeStreamError):
     """The output cannot be read or the SQL failed (the message is one line, for the operator)."""
 
     code = "query_failed"
+
+
+def _failure(message: str) -> QueryError:
+    """QueryError ``message`` as the operator sees it: no credentials in its URIs (the output as typed, a part's
+    URI), no control characters (a corrupt part's bytes end up in DuckDB's message)."""
+    return QueryError(printable(redact_uris(message)))
 
 
 def _sql_str(value: str) -> str:
@@ -57,7 +63,7 @@ def connect(output: str, storage_options: dict | None = None):
     except QueryError:
         raise
     except Exception as exc:  # noqa: BLE001 - botocore, fsspec, duckdb, pyarrow: all mean "cannot read"
-        raise QueryError(printable(f"cannot read scan output {output}: {one_line(exc)}")) from None
+        raise _failure(f"cannot read scan output {output}: {one_line(exc)}") from None
 
 
 def _history_view(con, store: OutputStore, table: str, parts: list[str]) -> None:
@@ -157,7 +163,7 @@ def read_failure(output: str, storage_options: dict | None, exc: Exception, mess
             named = ", ".join(f"{uri} ({why})" for uri, why in list(bad.items())[:3])
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
             message += f"; unreadable part{'s' if len(bad) > 1 else ''}: {named}{more}"
-    return QueryError(printable(message))  # a corrupt part's bytes end up in the message: no control characters
+    return _failure(message)
 
 
 def _connect(store: OutputStore):
@@ -181,7 +187,7 @@ def _connect(store: OutputStore):
     con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
     # a folder that merely exists (the parent of outputs, a file given as -o) is not an output with 0 objects
     if not found_any and not records and not any(store.fs.exists(f"{store.root}/{name}") for name in (MANIFEST, RUNS_DIR)):
-        raise QueryError(f"no scan output at {store.display}")
+        raise _failure(f"no scan output at {store.display}")
     _latest_views(con)
     return con
 
@@ -223,7 +229,7 @@ def _fails_without_data(sql: str) -> bool:
 
 
 def _sql_error(exc: Exception) -> QueryError:
-    return QueryError(printable(" ".join(str(exc).split())[:500]) or type(exc).__name__)
+    return _failure(" ".join(str(exc).split())[:500] or type(exc).__name__)
 
 
 READ_ONLY = "one read-only statement (SELECT, WITH … SELECT, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)"

@@ -18,13 +18,20 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
          "--host-resolver-rules=MAP * ~NOTFOUND"]  # any network fetch fails: the page must not need one
 
-# appended to a copy of the page: the browser writes what it rendered into the DOM it dumps
+# put into a copy of the page before its Content-Security-Policy (which forbids any script of the page's own): once
+# the page has loaded, the browser writes what it rendered, and what the policy blocked, into the DOM it dumps
 _PROBE = """<script>
-document.documentElement.setAttribute('data-images', document.images.length);
-document.documentElement.setAttribute('data-decoded',
-  [...document.images].filter(i => i.complete && i.naturalWidth > 0).length);
-document.documentElement.setAttribute('data-height', document.documentElement.scrollHeight);
+const root = document.documentElement;
+let violations = 0;  // reported in tasks of their own, some after load: counted until the DOM is dumped
+root.setAttribute('data-violations', 0);
+document.addEventListener('securitypolicyviolation', () => root.setAttribute('data-violations', ++violations));
+window.addEventListener('load', () => {
+  root.setAttribute('data-images', document.images.length);
+  root.setAttribute('data-decoded', [...document.images].filter(i => i.complete && i.naturalWidth > 0).length);
+  root.setAttribute('data-height', root.scrollHeight);
+});
 </script>"""
+_HEAD = '<meta charset="utf-8">'  # the page's first tag in <head>: the probe goes right after it
 
 
 class BrowserError(DeepfakeStreamError):
@@ -50,13 +57,13 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
 
 
 def probe(page: Path, timeout: float = 90) -> dict[str, int]:
-    """Images on the page, images Chromium decoded, page height in CSS px."""
+    """Images on the page, images Chromium decoded, page height in CSS px, loads the page's CSP blocked."""
     with tempfile.TemporaryDirectory(prefix="dfs-probe-") as tmp:
         copy = Path(tmp) / "page.html"
-        copy.write_text(page.read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>"), encoding="utf-8")
+        copy.write_text(page.read_text(encoding="utf-8").replace(_HEAD, _HEAD + _PROBE, 1), encoding="utf-8")
         dom = _run(["--virtual-time-budget=5000", "--dump-dom", copy.as_uri()], timeout).stdout
-    found = dict(re.findall(r'data-(images|decoded|height)="(\d+)"', dom))
-    if len(found) != 3:
+    found = dict(re.findall(r'data-(images|decoded|height|violations)="(\d+)"', dom))
+    if len(found) != 4:
         raise BrowserError("chromium rendered the page but the probe did not run")
     return {k: int(v) for k, v in found.items()}
 

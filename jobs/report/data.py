@@ -15,6 +15,7 @@ from typing import Any
 from jobs.report.drift import Drift, scan_drift
 from jobs.report.queries import ERRORS, TOTALS, days, dicts, score_days, suspects, top_prefixes, window_start
 from jobs.scan.schema import PARTITION
+from pipeline.logsafe import redact_uri
 from pipeline.thumbs import THUMB_COLUMN
 
 
@@ -34,7 +35,7 @@ class Suspect:
 
 @dataclass
 class ReportData:
-    output: str
+    output: str  # as the page names it: no credentials (pipeline.logsafe.redact_uri), whatever was typed
     runs: list[dict]
     days: list[dict]
     prefixes: list[dict]
@@ -66,7 +67,7 @@ def load(con, output: str, top: int = 8, thumbs_per_object: int = 4, trailing: i
     top_suspects = [Suspect(**row) for row in dicts(con, suspects(top))]
     _faces_of(con, top_suspects, thumbs_per_object)
     prefixes, more = top_prefixes(con, depth, since=None)  # current verdicts: whenever last scanned
-    return ReportData(output=output, runs=runs, days=dicts(con, days(since)), prefixes=prefixes,
+    return ReportData(output=redact_uri(output), runs=runs, days=dicts(con, days(since)), prefixes=prefixes,
                       score_days=dicts(con, score_days(since)), thresholds=thresholds, model_versions=models,
                       suspects=top_suspects, has_thumbs=any(s.thumbs for s in top_suspects),
                       drift=scan_drift(con, trailing=trailing), totals=totals, errors=dicts(con, ERRORS), since=since,

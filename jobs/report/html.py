@@ -45,7 +45,7 @@ def render(d: ReportData) -> str:
         from jobs.report import plots
     except ImportError as exc:
         raise ReportError(f"the HTML report needs matplotlib and jinja2: pip install 'deepfakestream[report]' ({exc})") from exc
-    from jobs.report.template import PAGE
+    from jobs.report.template import CSP, PAGE
 
     try:
         pictures = {
@@ -63,7 +63,7 @@ def render(d: ReportData) -> str:
         env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
         return env.from_string(PAGE).render(
             d=d, plots=pictures, suspects=suspects, pct=_pct, num=_num, version=package_version(), window=WINDOW_DAYS,
-            top_prefixes=TOP_PREFIXES,
+            top_prefixes=TOP_PREFIXES, csp=CSP,
             generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     except Exception as exc:  # noqa: BLE001 - matplotlib or jinja2 choking on some data: one line, not a trace
         raise ReportError(f"cannot draw the report: {one_line(exc)}") from None

@@ -1,7 +1,12 @@
 """The report page: one Jinja2 template, inline CSS, nothing fetched (images arrive as data: URIs)."""
 
+# what the page may load, as the browser enforces it: its inline <style> and data: images, nothing else (no script,
+# font or fetch: a key or error message that slipped past escaping could run or phone home with nothing)
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{{ csp|safe }}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="deepfakestream {{ version }}">
 <title>DeepfakeStream report — {{ d.output }}</title>

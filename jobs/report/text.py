@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from pipeline.logsafe import printable
+from pipeline.logsafe import printable, redact_uri
 from jobs.query.sql import jsonable
 from jobs.report.queries import (ERRORS, FAKE_RATE, LABEL_COUNTS, TOP_PREFIXES, days, dicts, read_report, suspects,
                                  top_prefixes, window_start)
@@ -48,7 +48,7 @@ def _report(con, output: str, storage_options: dict | None, top: int, depth: int
     since = window_start(con)
     by_prefix_day, more = top_prefixes(con, depth, per_day=True, since=since)
     return {
-        "output": OutputStore(output, storage_options or {}).display,
+        "output": redact_uri(OutputStore(output, storage_options or {}).display),  # as typed: user:pw@ and all
         **totals,
         "since": jsonable(since),
         "by_day": _jsonable_rows(con, days(since)),

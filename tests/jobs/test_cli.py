@@ -98,12 +98,13 @@ def test_a_mistyped_checkpoint_is_named_not_taken_for_no_model_installed(tmp_pat
 
 
 def test_score_reads_with_credentials_but_never_prints_or_logs_them(detector_env, samples_dir, tmp_path):
-    """user:pass@ and a token in the query: read with, shown without; a refused connection is storage_error."""
+    """user:pass@ and a token in the query: read with, shown without, even in -v's DEBUG lines (fsspec logged
+    `Retrieve file size for http://alice:hunter2pass@…?token=s3cret`); a refused connection is storage_error."""
     (tmp_path / "astronaut.jpg").write_bytes((samples_dir / "astronaut.jpg").read_bytes())
     secret = "http://alice:hunter2pass@"
     down = refused_url()
     with served(tmp_path) as base:
-        proc = run_cli("score", "--json", f"{base.replace('http://', secret)}/astronaut.jpg?token=s3cret",
+        proc = run_cli("score", "-v", "--json", f"{base.replace('http://', secret)}/astronaut.jpg?token=s3cret",
                        f"{down.replace('http://', secret)}/astronaut.jpg")
     assert proc.returncode == 0, proc.stderr
     read, refused = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -111,13 +112,15 @@ def test_score_reads_with_credentials_but_never_prints_or_logs_them(detector_env
     assert refused["uri"] == f"{down}/astronaut.jpg" and refused["error_code"] == "storage_error"
     assert refused["error"].startswith(f"could not read {down}/astronaut.jpg: ")
     assert f"decode failed for {down}/astronaut.jpg" in proc.stderr  # the WARNING log line, without them
+    assert f"DEBUG fsspec.http: Retrieve file size for {base}/astronaut.jpg?token=REDACTED" in proc.stderr
     assert "hunter2pass" not in proc.stdout + proc.stderr and "s3cret" not in proc.stdout + proc.stderr
 
 
 def test_score_reads_s3_where_the_scan_settings_point(detector_env, samples_dir, tmp_path, s3_server, s3_bucket,
                                                      monkeypatch):
     """scan.endpoint_url / anon (DFS_SCAN__*, --endpoint-url, --anon) take `score` to the store `scan`, `query` and
-    `report` read; S3's options go to s3:// inputs only, so an http:// one beside it is read as ever."""
+    `report` read; S3's options go to s3:// inputs only, so an http:// one beside it is read as ever; -v logs no
+    session token."""
     import boto3
 
     endpoint = s3_server["endpoint_url"]
@@ -128,9 +131,11 @@ def test_score_reads_s3_where_the_scan_settings_point(detector_env, samples_dir,
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # where the endpoint is ignored, fail fast at amazonaws.com
     (tmp_path / "astronaut.jpg").write_bytes((samples_dir / "astronaut.jpg").read_bytes())
-    with served(tmp_path) as base:
-        proc = run_cli("score", "--json", uri, f"{base}/astronaut.jpg", env_extra={"DFS_SCAN__ENDPOINT_URL": endpoint})
+    with served(tmp_path) as base:  # -v and a session token: botocore's DEBUG logged it in every signed request
+        proc = run_cli("score", "-v", "--json", uri, f"{base}/astronaut.jpg",
+                       env_extra={"DFS_SCAN__ENDPOINT_URL": endpoint, "AWS_SESSION_TOKEN": "SESSIONTOKENSECRET"})
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "SESSIONTOKENSECRET" not in proc.stderr and "DEBUG s3fs: CALL: get_object" in proc.stderr
     from_s3, from_http = [json.loads(line) for line in proc.stdout.splitlines()]
     assert from_s3["error"] is None and from_http["error"] is None, (from_s3["error"], from_http["error"])
     assert from_s3["uri"] == uri and from_s3["score"] == from_http["score"] is not None

@@ -1,10 +1,11 @@
-"""Credentials out of what is stored, printed and logged (pipeline/logsafe.py: redact_uri, redact_uris, log_safe)."""
+"""Credentials out of what is stored, printed and logged (pipeline/logsafe.py: redact_uri, redact_uris,
+redact_secrets, log_safe)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.logsafe import log_safe, redact_uri, redact_uris
+from pipeline.logsafe import log_safe, redact_secrets, redact_uri, redact_uris
 
 
 @pytest.mark.parametrize("uri, shown", [
@@ -23,6 +24,18 @@ from pipeline.logsafe import log_safe, redact_uri, redact_uris
     ("https://storage.googleapis.com/b/o.jpg?X-Goog-Algorithm=GOOG4&X-Goog-Credential=sa%40p&X-Goog-Signature=5e1f",
      "https://storage.googleapis.com/b/o.jpg?X-Goog-Algorithm=GOOG4&X-Goog-Credential=REDACTED&X-Goog-Signature=REDACTED"),
     ("https://h/p?client_secret=s&refresh_token=t&x-api_key=k&page=2", "https://h/p?client_secret=REDACTED&refresh_token=REDACTED&x-api_key=REDACTED&page=2"),
+    # API keys (any name ending in key), Azure Functions' code, session ids, passwords: kept before
+    ("https://h/f?api-key=1&x-api-key=2&code=3&secret_key=4&access_key=5&private_key=6&apikey=7&page=2",
+     "https://h/f?api-key=REDACTED&x-api-key=REDACTED&code=REDACTED&secret_key=REDACTED&access_key=REDACTED"
+     "&private_key=REDACTED&apikey=REDACTED&page=2"),
+    ("https://h/f?sessionid=1&JSESSIONID=2&PHPSESSID=3&pwd=4&pass=5&passwd=6&auth=7&Authorization=8&keys=9",
+     "https://h/f?sessionid=REDACTED&JSESSIONID=REDACTED&PHPSESSID=REDACTED&pwd=REDACTED&pass=REDACTED&passwd=REDACTED"
+     "&auth=REDACTED&Authorization=REDACTED&keys=9"),
+    ("s3://b/v/clip?api-key=A.mp4", "s3://b/v/clip?api-key=A.mp4"),  # still a key
+    # chained fsspec URLs: each link on its own (only a leading scheme was seen: the credentials were kept)
+    ("simplecache::http://alice:pw@host/x?token=T", "simplecache::http://host/x?token=REDACTED"),
+    ("zip://inner.mp4::https://u:p@h/a.zip?sig=1&v=2", "zip://inner.mp4::https://h/a.zip?sig=REDACTED&v=2"),
+    ("filecache::s3://b/v/clip?token=A.mp4", "filecache::s3://b/v/clip?token=A.mp4"),
     ("abfss://media@acct.dfs.core.windows.net/up/a.mp4", "abfss://media@acct.dfs.core.windows.net/up/a.mp4"),  # a container
     ("/media/user:pw@clip.mp4", "/media/user:pw@clip.mp4"),  # a plain path is a file name, kept as it is
     ("clip.mp4", "clip.mp4"),
@@ -36,6 +49,44 @@ def test_redact_uris_cleans_every_uri_in_a_message_and_keeps_its_punctuation():
     text = "could not read http://a:pw@h:1/x.jpg?token=abc: refused (see https://u:p@h/y?sig=1). s3://b/k.mp4, fine"
     assert redact_uris(text) == ("could not read http://h:1/x.jpg?token=REDACTED: refused (see https://h/y?sig=REDACTED). "
                                  "s3://b/k.mp4, fine")
+
+
+# what botocore and fsspec log at DEBUG (recorded from `score -v` on an s3:// object with AWS_SESSION_TOKEN set)
+SIGNED = ("DEBUG botocore.auth: CanonicalRequest:\nHEAD\n/b/k.jpg\n\nhost:127.0.0.1:9000\n"
+          "x-amz-security-token:TOKENSECRET\n\nhost;x-amz-date;x-amz-security-token\ne3b0c442\n"
+          "DEBUG botocore.auth: Signature:\nSIGNEDHEX\n"
+          "DEBUG botocore.endpoint: Sending http request: <AWSPreparedRequest method=HEAD, url=http://127.0.0.1:9000/b/k.jpg,"
+          " headers={'X-Amz-Date': b'20261207T200436Z', 'X-Amz-Security-Token': b'TOKENSECRET', 'Authorization': "
+          "b'AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261207/us-east-1/s3/aws4_request, "
+          "SignedHeaders=host;x-amz-date;x-amz-security-token, Signature=SIGNEDHEX'}>")
+
+
+def test_redact_secrets_masks_headers_fields_and_key_ids_around_uris():
+    assert redact_secrets(SIGNED) == (
+        "DEBUG botocore.auth: CanonicalRequest:\nHEAD\n/b/k.jpg\n\nhost:127.0.0.1:9000\n"
+        "x-amz-security-token:REDACTED\n\nhost;x-amz-date;x-amz-security-token\ne3b0c442\n"
+        "DEBUG botocore.auth: Signature:\nREDACTED\n"
+        "DEBUG botocore.endpoint: Sending http request: <AWSPreparedRequest method=HEAD, url=http://127.0.0.1:9000/b/k.jpg,"
+        " headers={'X-Amz-Date': b'20261207T200436Z', 'X-Amz-Security-Token': b'REDACTED', 'Authorization': b'REDACTED'}>")
+    assert redact_secrets("Authorization: Bearer abc.def\nnext") == "Authorization: REDACTED\nnext"
+    assert redact_secrets("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F1&X-Amz-Date=1") == (
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=REDACTED&X-Amz-Date=1")  # a canonical query, no URI
+    assert redact_secrets('{"AccessKeyId": "ASIAIOSFODNN7EXAMPLE", "SecretAccessKey": "s/k+", "Token": "t"}') == (
+        '{"AccessKeyId": "REDACTED", "SecretAccessKey": "REDACTED", "Token": "REDACTED"}')
+    assert redact_secrets("<SessionToken>t</SessionToken>") == "<SessionToken>REDACTED</SessionToken>"
+    assert redact_secrets("fsspec.http: Retrieve file size for http://a:pw@h/x?X-Amz-Signature=s&v=1") == (
+        "fsspec.http: Retrieve file size for http://h/x?X-Amz-Signature=REDACTED&v=1")
+
+
+@pytest.mark.parametrize("line", [
+    "Calculating signature using v4 auth.",
+    "scanned 3 objects of s3://b/in/clip?token=A.mp4 in 1.5 s (token bucket full)",  # a key's ? stays whole
+    "An error occurred (ExpiredToken) when calling the HeadObject operation: The provided token has expired.",
+    "CALL: head_object - ({},) - {'Bucket': 'uploads', 'Key': 'incoming/coffee.jpg'}",
+    "SignedHeaders=host;x-amz-date;x-amz-security-token",
+])
+def test_redact_secrets_leaves_everything_else_as_it_is(line):
+    assert redact_secrets(line) == line
 
 
 def test_log_safe_never_logs_a_credential():

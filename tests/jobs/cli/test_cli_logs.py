@@ -63,3 +63,41 @@ def test_storage_clients_tracebacks_reach_the_caller_only_under_verbose(name):
     setup_logging(verbose=True)
     assert logging.getLogger(name).isEnabledFor(logging.ERROR)
     setup_logging()
+
+
+# a fresh process: setup_logging installs its own handler there (pytest's own handlers are on this one's root)
+LOGGED = r'''
+import logging
+from jobs.cli.logs import setup_logging
+
+setup_logging(verbose=True)
+logging.getLogger("fsspec.http").debug("Retrieve file size for %s", "http://alice:S3cretPw@127.0.0.1:1/c.jpg?X-Amz-Signature=SIGSECRET&page=2")
+logging.getLogger("s3fs").debug("headers %s", {"X-Amz-Security-Token": b"TOKENSECRET", "Authorization": b"AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/x, Signature=SIGNEDHEX"})
+logging.getLogger("gcsfs").debug("CanonicalRequest:\nGET\nx-amz-security-token:TOKENSECRET\n")
+try:
+    raise OSError("cannot open simplecache::https://bob:HunterPw@h/x?api-key=KEYSECRET")
+except OSError:
+    logging.getLogger("deepfakestream.scan").exception("read failed for %s", "s3://b/k.mp4")
+logging.getLogger("botocore.auth").debug("StringToSign: BOTOCOREDEBUG")  # botocore's DEBUG: not even under -v
+logging.getLogger("botocore.credentials").info("Found credentials in environment variables.")
+logging.getLogger("deepfakestream.scan").warning("scanned %d objects of %s in %.1f s", 3, "s3://b/in/clip?token=A.mp4", 1.5)
+'''
+
+
+def test_every_line_the_handler_writes_is_redacted_and_the_rest_left_as_it_is():
+    """`score -v` logged fsspec's `Retrieve file size for http://alice:S3cretPw@…?X-Amz-Signature=…` and botocore's
+    signed requests (x-amz-security-token, Authorization, the access key id): setup_logging's handler masks them,
+    tracebacks included, and keeps botocore's DEBUG (every signed request) off even under -v."""
+    proc = subprocess.run([sys.executable, "-c", LOGGED], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for secret in ("S3cretPw", "SIGSECRET", "TOKENSECRET", "AKIAIOSFODNN7EXAMPLE", "SIGNEDHEX", "HunterPw", "KEYSECRET",
+                   "BOTOCOREDEBUG"):
+        assert secret not in proc.stderr, (secret, proc.stderr)
+    lines = proc.stderr
+    assert "DEBUG fsspec.http: Retrieve file size for http://127.0.0.1:1/c.jpg?X-Amz-Signature=REDACTED&page=2\n" in lines
+    assert "DEBUG s3fs: headers {'X-Amz-Security-Token': b'REDACTED', 'Authorization': b'REDACTED'}\n" in lines
+    assert "x-amz-security-token:REDACTED\n" in lines
+    assert "ERROR deepfakestream.scan: read failed for s3://b/k.mp4\nTraceback" in lines
+    assert "OSError: cannot open simplecache::https://h/x?api-key=REDACTED\n" in lines  # the traceback's text too
+    assert "INFO botocore.credentials: Found credentials in environment variables.\n" in lines
+    assert "WARNING deepfakestream.scan: scanned 3 objects of s3://b/in/clip?token=A.mp4 in 1.5 s\n" in lines

@@ -330,3 +330,38 @@ def test_a_folder_or_file_that_is_no_scan_output_is_said_to_be(tmp_path):
         result = CliRunner().invoke(_app(), ["report", str(path)])
         assert result.exit_code == 1 and "no scan output at" in result.output, result.output
     assert run_query(str(tmp_path / "out"), "SELECT count(*) FROM videos")[1] == [(1,)]
+
+
+def test_query_and_report_never_print_the_credentials_of_the_output_they_were_given(tmp_path):
+    """`report --json http://bob:HunterPw@…/scanout` printed `no scan output at http://bob:HunterPw@…` (query -o and
+    the text form too), and a report on an output it could read named it so in its header, JSON and page."""
+    from helpers import served
+
+    from jobs.query.sql import read_failure
+
+    _output(tmp_path)  # out: parts that http cannot list; fresh: a manifest only, an output of 0 objects
+    OutputStore(str(tmp_path / "fresh")).prepare()
+    runner = CliRunner()
+
+    def run(*args):
+        result = runner.invoke(_app(), list(args))
+        assert "HunterPw" not in result.output and "SIGSECRET" not in result.output, result.output
+        return result
+
+    with served(tmp_path) as base:
+        secret = base.replace("http://", "http://bob:HunterPw@")
+        for output, said in ((f"{secret}/out", f"query_failed: cannot read scan output {base}/out: "),
+                             (f"{secret}/nothere?sig=SIGSECRET", f"query_failed: no scan output at {base}/nothere?sig=REDACTED")):
+            for args in (["query", "SELECT 1", "-o", output], ["report", output], ["report", output, "--json"]):
+                result = run(*args)
+                assert result.exit_code == 1 and result.output.startswith(said), result.output
+            assert json.loads(result.stdout)["error"].startswith(said.removeprefix("query_failed: "))
+        fresh = f"{secret}/fresh?token=SIGSECRET"
+        assert run("query", "SELECT count(*) FROM videos", "-o", fresh).exit_code == 0
+        assert run("report", fresh).output.startswith(f"{base}/fresh?token=REDACTED: 0 objects")
+        assert json.loads(run("report", fresh, "--json").stdout)["output"] == f"{base}/fresh?token=REDACTED"
+        assert run("report", fresh, "--html", str(tmp_path / "r.html")).exit_code == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "HunterPw" not in page and f"<title>DeepfakeStream report — {base}/fresh?token=REDACTED</title>" in page
+    failure = read_failure(secret, None, ValueError("boom"), f"cannot report on {secret}/out?token=T: boom")
+    assert str(failure) == f"cannot report on {base}/out?token=REDACTED: boom"  # a read that broke half-way

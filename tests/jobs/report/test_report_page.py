@@ -1,16 +1,17 @@
 """The HTML page on hand-made outputs (no Ray): object keys matplotlib would misread, a scan still running, and a
-plot that fails to draw, each reported as it is or in one coded line."""
+plot that fails to draw, each reported as it is or in one coded line; the browser loads nothing else (its CSP)."""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
 
+import pytest
 from typer.testing import CliRunner
 
 from jobs.query.sql import connect
 from jobs.report.data import load
-from jobs.report.html import ReportError, html_report
+from jobs.report.html import ReportError, html_report, write_html_report
 from report_fixtures import face_row, video_row, write_scan
 
 AT = datetime(2026, 1, 1, 23, 30, tzinfo=timezone.utc)
@@ -75,3 +76,23 @@ def test_the_page_says_when_scans_are_too_small_to_judge(tmp_path):
     banner = html_report(str(tmp_path / "out")).split('id="drift-status"', 1)[1].split("</div>", 1)[0]
     assert 'data-status="insufficient"' in banner and 'class="flag"' not in banner
     assert "too few scored objects to judge scores (4 latest, 5 trailing; need 100 on each side)" in banner
+
+
+def test_the_browser_draws_the_whole_page_and_loads_nothing_else(tmp_path):
+    """Its Content-Security-Policy lets in the inline style and the data: images and nothing else: Chromium draws
+    every image under it without a blocked load, and blocks a script or a remote image a key could smuggle in."""
+    from jobs.report.browser import chromium, probe
+    from jobs.report.template import CSP
+
+    if not chromium():
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    write_scan(tmp_path / "out", SCAN, AT, [video_row(SCAN, "/a.mp4", "FAKE", 0.9, AT)], [face_row(SCAN, "/a.mp4", 0, 0.9, AT)])
+    page = write_html_report(str(tmp_path / "out"), tmp_path / "r.html")
+    text = page.read_text(encoding="utf-8")
+    assert f'<meta charset="utf-8">\n<meta http-equiv="Content-Security-Policy" content="{CSP}">' in text
+    seen = probe(page)
+    assert seen["violations"] == 0 and seen["decoded"] == seen["images"] > 0 and seen["height"] > 1500, seen
+    hostile = tmp_path / "hostile.html"
+    hostile.write_text(text.replace("</main>", '<img src="http://127.0.0.1:9/x.png"><script>document.title="ran"</script></main>'),
+                       encoding="utf-8")
+    assert probe(hostile)["violations"] == 2
