@@ -22,6 +22,10 @@ LIMITS = {"decode": ("max_duration_s", "max_pixels", "max_bytes", "max_frames", 
 # limits added after evaluation's caches were keyed: in no key, so those keys stay as they were written
 UNKEYED = {"decode": ("max_decoded_pixels",)}
 CARD = {"architecture", "normalisation", "threshold", "aggregation", "min_track_frames", "tta_flip"}
+# The scan's code revision: bump it with any change to decoding, detection, tracking, aggregation or classification
+# that moves a score or a verdict for the same weights and settings, so outputs scored by the old code rescan once
+# (the keys alone missed 6c69ca8's tracking fix: its outputs kept the old verdicts). 2: that fix.
+SCAN_REVISION = 2
 
 
 def weights_digest(data: bytes) -> str:
@@ -29,7 +33,7 @@ def weights_digest(data: bytes) -> str:
 
 
 def scoring_key(settings: Settings, weights: str, *, verdict: bool, engine: bool, tta_flip: bool | None = None,
-                card: ModelCard | None = None, shrink_frames: bool | None = None) -> str:
+                card: ModelCard | None = None, shrink_frames: bool | None = None, revision: int | None = None) -> str:
     """16 hex digits over ``weights`` (``weights_digest``) and the decode, detect and classify settings.
 
     ``verdict``: the threshold, aggregation and minimum track length count too (the scan's rows carry a verdict;
@@ -38,7 +42,7 @@ def scoring_key(settings: Settings, weights: str, *, verdict: bool, engine: bool
     must not rescore a bucket because one night ran on a GPU or allowed larger files). ``tta_flip``: the flip setting
     as resolved from the card. ``card``: the card fields that feed the graph or decide a verdict (a card re-fitted
     with the same weights changes the key). ``shrink_frames``: the scan's option (crops cut from shrunk frames).
-    Left out (None), a part of the key is not in the hash at all: evaluation's keys stay as they were written.
+    ``revision``: the code's (``SCAN_REVISION``). Left out (None), a part of the key is not in the hash at all: evaluation's keys stay as they were written.
     """
     graph = settings.model_dump(mode="json", include={"device", "decode", "detect", "classify"})
     for key in NEVER + (() if verdict else VERDICT):
@@ -57,7 +61,9 @@ def scoring_key(settings: Settings, weights: str, *, verdict: bool, engine: bool
         graph["card"] = card.model_dump(mode="json", include=CARD)
     if shrink_frames is not None:
         graph["scan"] = {"shrink_frames": shrink_frames}
+    if revision is not None:
+        graph["revision"] = revision
     return hashlib.sha256((weights + json.dumps(graph, sort_keys=True)).encode()).hexdigest()[:16]
 
 
-__all__ = ["scoring_key", "weights_digest", "VERDICT", "LIMITS"]
+__all__ = ["scoring_key", "weights_digest", "SCAN_REVISION", "VERDICT", "LIMITS"]

@@ -117,7 +117,7 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     from pipeline.card import pack_checkpoint
     from pipeline.checkpoint import check_card
     from pipeline.graph import stage_specs
-    from pipeline.scoring_key import scoring_key, weights_digest
+    from pipeline.scoring_key import SCAN_REVISION, scoring_key, weights_digest
 
     options = options or settings.scan
     if not options.source:
@@ -137,7 +137,7 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
     # what makes a score and a verdict (not the device, batches, threads or limits): a change rescans
     # (incremental.py). Shrunk frames count where the plan may be split (auto: known only once Ray is up)
     key = scoring_key(settings, weights_digest(packed[1]), verdict=True, engine=False, card=card,
-                      shrink_frames=options.shrink_frames and options.plan != "fused")
+                      shrink_frames=options.shrink_frames and options.plan != "fused", revision=SCAN_REVISION)
 
     # 2. The output's lease, before anything touches DEST (its clean-up must not race a running scan).
     output_options = options.storage_options(options.output)

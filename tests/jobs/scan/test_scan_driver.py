@@ -211,7 +211,7 @@ def test_what_a_failed_scan_says_it_left_behind():
     assert _then("refused", [summary]) == "refused. The run record _runs/x.json could not be written"
 
 
-def test_the_scans_key_counts_shrunk_frames_where_the_plan_may_split_and_no_limit(tmp_path, detector_env):
+def test_the_scans_key_counts_shrunk_frames_where_the_plan_may_split_and_no_limit(tmp_path, detector_env, monkeypatch):
     """Crops cut from shrunk frames score differently: --shrink-frames changes the key unless the plan is fused
     (where it does nothing). Raising a decode limit changes no score of what was taken: the key stays."""
     from jobs.scan.config import ScanConfig
@@ -228,6 +228,11 @@ def test_the_scans_key_counts_shrunk_frames_where_the_plan_may_split_and_no_limi
     assert key(load_settings(**{"decode.max_bytes": 2**40, "decode.max_pixels": 2**30, "decode.max_frames": 10**6})) == base
     assert key(shrink_frames=True) != base and key(shrink_frames=True, plan="split") == key(shrink_frames=True)
     assert key(shrink_frames=True, plan="fused") == base
+    # the code's revision counts: outputs scored by older code rescan once (pipeline/scoring_key.py)
+    import pipeline.scoring_key
+
+    monkeypatch.setattr(pipeline.scoring_key, "SCAN_REVISION", pipeline.scoring_key.SCAN_REVISION + 1)
+    assert key() != base
 
 
 def test_an_out_of_range_flag_is_invalid_configuration_in_json_as_any_bad_setting(tmp_path, samples_dir, detector_env):
