@@ -27,6 +27,7 @@ from ray import serve
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import DeepfakeStreamError, one_line
+from pipeline.local_ray import start_local_ray
 from serve.deployments import Classifier, Decoder, Detector
 from serve.ingress import Api
 
@@ -181,10 +182,10 @@ def start_ray(settings: Settings) -> None:
 
     extra = {"_metrics_export_port": settings.serve.metrics_port} if settings.serve.metrics_port else {}
     try:
-        # "local": a new instance even where `ray start` left a cluster on this machine or RAY_ADDRESS names one
-        # (plain ray.init() joins those), so that stopping takes down nobody else's Serve applications
-        ray.init(address="local", include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}, **extra)
+        # an instance of our own (never a `ray start` cluster's nor RAY_ADDRESS's), so that stopping takes down
+        # nobody else's Serve applications; on 127.0.0.1 only (Serve's proxy binds serve.host itself)
+        start_local_ray(log_to_driver=True,
+                        runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}, **extra)
     except Exception as exc:  # noqa: BLE001 - whatever Ray raises: one line, the trace in the debug log
         log.debug("ray.init failed", exc_info=True)
         ray.shutdown()  # whatever it had started

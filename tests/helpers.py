@@ -54,6 +54,49 @@ def memory_kib(pid: int) -> dict[str, int]:
     return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in lines if ":" in line) if k in fields}
 
 
+def listeners(pids: list[int]) -> list[tuple[int, str, int]] | None:
+    """``(pid, address, port)`` of each TCP socket these processes listen on, from ``/proc/net/tcp{,6}`` and their
+    fds; None where that cannot be read (not Linux, or processes of another user)."""
+    import ipaddress
+
+    sockets: dict[str, tuple[str, int]] = {}  # inode → (address, port) of the namespace's listening sockets
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as handle:
+                for row in handle.read().splitlines()[1:]:
+                    fields = row.split()
+                    if fields[3] != "0A":  # TCP_LISTEN
+                        continue
+                    hexaddr, hexport = fields[1].split(":")
+                    raw = b"".join(bytes.fromhex(hexaddr[i:i + 8])[::-1] for i in range(0, len(hexaddr), 8))
+                    sockets[fields[9]] = (str(ipaddress.ip_address(raw)), int(hexport, 16))
+    except OSError:
+        return None
+    found = []
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except FileNotFoundError:  # closed meanwhile
+                    continue
+                if link[8:-1] in sockets and link.startswith("socket:["):
+                    found.append((pid, *sockets[link[8:-1]]))
+        except FileNotFoundError:  # gone meanwhile
+            continue
+        except PermissionError:
+            return None
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1, or an IPv4-mapped 127.x (what a dual-stack socket bound to 127.0.0.1 shows)."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
 class PeakMemory:
     """Samples ``memory_kib(pid)`` in a thread until stopped; ``peak[field]`` is the highest value seen."""
 

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 from jobs.scan.config import ScanConfig
 from jobs.scan.errors import ScanError
 from pipeline.errors import DeviceUnavailableError
+from pipeline.local_ray import start_local_ray
 from pipeline.logsafe import redact_uri
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,8 @@ def plan_pools(cluster: dict[str, float], options: ScanConfig, device: str = "au
 
 
 def ensure_ray(options: ScanConfig) -> bool:
-    """Connect to RAY_ADDRESS / --ray-address, or start a local instance. True when we started it.
+    """Connect to RAY_ADDRESS / --ray-address, or start a local instance of our own, on 127.0.0.1 only
+    (``pipeline/local_ray.py``). True when we started it.
 
     ``ray.init`` puts in its own SIGTERM handler (``sys.exit(15)``) while it starts, about 10 s, and leaves it
     there: the process's own handler (the scan's graceful stop, ``jobs/scan/stop.py``) is put back however
@@ -168,7 +170,7 @@ def ensure_ray(options: ScanConfig) -> bool:
             if address:
                 ray.init(address=address, **common)
             else:
-                ray.init(num_cpus=options.num_cpus, num_gpus=options.num_gpus, include_dashboard=False, **common)
+                start_local_ray(num_cpus=options.num_cpus, num_gpus=options.num_gpus, **common)
         finally:
             _put_back(ours)
     except SystemExit as exc:  # Ray's handler ran: SIGTERM during start-up (ours is back: the finally above)

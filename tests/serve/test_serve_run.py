@@ -2,7 +2,8 @@
 own, and on Ctrl-C/SIGTERM (also while Ray starts) drains the app, then shuts down only what it started, never another
 Serve application. Ray's calls are
 stand-ins here (mocked: a GCS that fails to start or a deploy that fails cannot be caused on demand), so these tests
-check what `run` stops and says; a port in use is refused by the real command, before Ray (the last test)."""
+check what `run` stops and says; a port in use is refused by the real command, before Ray; the real command on
+0.0.0.0 answers there while its own Ray listens on 127.0.0.1 only."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import socket
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import ray
@@ -26,7 +28,8 @@ SIGNAL = signal.signal  # the real one: the fixture below replaces it
 @pytest.fixture
 def calls(monkeypatch):
     made: list[tuple] = []
-    monkeypatch.setattr(ray, "init", lambda **kwargs: made.append(("ray.init", kwargs)))
+    context = SimpleNamespace(address_info={"node_ip_address": "127.0.0.1"})  # what ray.init returns, the part read
+    monkeypatch.setattr(ray, "init", lambda **kwargs: made.append(("ray.init", kwargs)) or context)
     monkeypatch.setattr(ray, "shutdown", lambda: made.append(("ray.shutdown",)))
     monkeypatch.setattr(ray_serve, "shutdown", lambda: made.append(("serve.shutdown",)))
     monkeypatch.setattr(ray_serve, "delete", lambda name, **kwargs: made.append(("serve.delete", name)))
@@ -174,3 +177,72 @@ def test_a_drain_serve_does_not_answer_is_given_up_at_its_bound(monkeypatch):
     released.set()
     for thread in [t for t in threading.enumerate() if t.name == "dfs-drain"]:
         thread.join(5)  # its warning inside this test, not at exit
+
+
+def _own_address() -> str | None:
+    """This machine's address on its default route (a UDP connect sends nothing); None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_serve_on_every_interface_answers_there_while_its_ray_listens_on_loopback_only(detector_env, samples_dir,
+                                                                                       tmp_path):
+    """The security review: ``serve`` on 127.0.0.1 had its Ray (GCS, raylet, workers, the job API of the dashboard
+    agent) listening on every interface. Ray is on 127.0.0.1 now (pipeline/local_ray.py); ``--host 0.0.0.0`` still
+    puts the API on every interface: a real request through this machine's own address is scored. The one other
+    thing there is Ray Serve's own: each replica's inter-deployment gRPC server (bound to ``[::]`` in Ray 2.60, no
+    option), which refuses a call without Ray's token."""
+    import subprocess
+
+    import grpc
+    import httpx
+    from helpers import is_loopback, listeners, process_title, process_tree
+    from ray.serve.generated import serve_pb2, serve_pb2_grpc
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    host = _own_address() or "127.0.0.1"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    log = tmp_path / "serve.log"  # a file, not a pipe nobody reads while it serves: Ray's logs would fill it
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--host", "0.0.0.0", "--port", str(port)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, health = time.monotonic() + 400, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = httpx.get(f"http://{host}:{port}/v1/health", timeout=5)
+                if health.status_code == 200:
+                    break
+            except httpx.HTTPError:  # not up yet
+                pass
+            time.sleep(2)
+        assert proc.poll() is None and health is not None and health.status_code == 200, log.read_text()[-3000:]
+        scored = httpx.post(f"http://{host}:{port}/v1/score", timeout=120,
+                            files={"file": ("astronaut.jpg", (samples_dir / "astronaut.jpg").read_bytes())})
+        assert scored.status_code == 200 and scored.json()["label"] in ("REAL", "FAKE"), scored.text[:500]
+        found = listeners(process_tree(proc.pid))
+        if found is None:
+            pytest.skip("this machine's listening sockets cannot be read from /proc")
+        outside = {(process_title(pid)[:40], address, at) for pid, address, at in found if not is_loopback(address)}
+        replicas = {at for title, _, at in outside if title.startswith("ray::ServeReplica") and at != port}
+        assert {(address, at) for _, address, at in outside if at not in replicas} == {("0.0.0.0", port)}, outside
+        assert replicas, outside  # Ray 2.60's: if a later Ray binds them to the node's address, drop this part
+        for at in replicas:
+            with grpc.insecure_channel(f"{host}:{at}") as channel, pytest.raises(grpc.RpcError) as refused:
+                serve_pb2_grpc.ASGIServiceStub(channel).HandleRequest(serve_pb2.ASGIRequest(), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

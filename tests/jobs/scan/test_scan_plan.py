@@ -213,3 +213,57 @@ def test_a_gpu_share_or_device_the_cluster_cannot_give_is_device_unavailable(clu
     assert caught.value.code == "device_unavailable"
     plan = plan_pools({"CPU": 4.0, "GPU": 1.0}, ScanConfig(source="x", gpus_per_actor=0.5), device)  # one it has
     assert plan.detect_gpus == plan.classify_gpus == 0.5
+
+
+LOCAL_RAY = """
+import sys, ray
+from jobs.scan.config import ScanConfig
+from jobs.scan.plan import ensure_ray
+assert ensure_ray(ScanConfig(source="x", num_cpus=1))
+ray.get(ray.remote(lambda: 0).remote())  # a worker up: workers listen too
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()  # until the test is done
+"""
+
+
+@pytest.mark.slow
+def test_the_local_ray_a_scan_starts_listens_on_loopback_only_and_wants_its_token():
+    """The security review: the local Ray (GCS, raylet, workers, the dashboard agent's job API) listened on every
+    interface. Now only on 127.0.0.1 (pipeline/local_ray.py), and Ray's token authentication stays on: a call
+    without the token is refused. Watched for a while: the agents bind their servers after ray.init returns."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import grpc
+    from helpers import is_loopback, listeners, process_title, process_tree
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}  # Ray's defaults
+    child = subprocess.Popen([sys.executable, "-c", LOCAL_RAY], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, env=env, start_new_session=True)
+    try:
+        gcs = child.stdout.readline().strip()
+        assert gcs, "the local Ray did not start"
+        seen: set[tuple[str, str, int]] = set()
+        until = time.monotonic() + 12
+        while time.monotonic() < until:
+            found = listeners(process_tree(child.pid))
+            if found is None:
+                pytest.skip("this machine's listening sockets cannot be read from /proc")
+            seen |= {(process_title(pid)[:60], address, port) for pid, address, port in found}
+            time.sleep(1)
+        assert any("DashboardAgent" in title for title, _, _ in seen), seen  # Ray's servers were seen, not nothing
+        assert [s for s in seen if not is_loopback(s[1])] == []
+        with grpc.insecure_channel(gcs) as channel, pytest.raises(grpc.RpcError) as refused:
+            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(gcs_service_pb2.GetClusterIdRequest(),
+                                                                               timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        child.stdin.close()
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)

@@ -1,0 +1,49 @@
+"""The Ray instance of its own that ``deepfakestream serve`` and ``deepfakestream scan`` start on this machine: on
+127.0.0.1 only, with Ray's token authentication, without the dashboard. Here because both front ends import
+``pipeline`` and ``serve/`` must not import ``jobs/``.
+
+Left to itself, Ray 2.60's ``ray.init`` has the GCS, the raylet, every worker and the dashboard agent listen on all
+interfaces, and the agents' HTTP servers (the job API on 52365 among them) on the machine's address: a service
+started on 127.0.0.1 was reachable from the network. ``_node_ip_address="127.0.0.1"`` alone is turned back into
+the machine's address (``services.resolve_ip_for_localhost``) unless Ray is in its one-machine mode, its macOS and
+Windows default (``ray_constants.ENABLE_RAY_CLUSTER`` off; the environment variable that sets it is read at
+import, too late here): set for the start only. Every Ray server then binds 127.0.0.1 (but for Ray Serve's
+replicas, whose inter-deployment gRPC servers bind ``[::]`` whatever the node: docs/serve.md "What listens where");
+Serve's HTTP proxy still binds ``serve.host`` (its own option); no other machine can join, which a local instance
+never needed.
+
+Token authentication: Ray 2.60 turns it on for a new local instance (the token in ``~/.ray/auth_token``, made if
+missing) unless ``RAY_AUTH_MODE`` says otherwise. Without the token the GCS, raylet and workers answer
+UNAUTHENTICATED and the job API 401, so a process of another user on this machine needs the token too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+
+def start_local_ray(**options: Any):
+    """``ray.init(**options)`` for a new instance of our own (never one ``ray start`` left on this machine, nor
+    ``RAY_ADDRESS``'s: "local"), on loopback; returns Ray's context. ``options``: the caller's (CPUs, logging,
+    runtime env, metrics port)."""
+    import ray
+    from ray._private import ray_constants
+
+    cluster = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        context = ray.init(address="local", include_dashboard=False, _node_ip_address=LOOPBACK, **options)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster
+    if context.address_info.get("node_ip_address") != LOOPBACK:  # a Ray other than 2.60 may resolve it again
+        log.warning("the local Ray listens on %s, not only on %s: firewall its ports",
+                    context.address_info.get("node_ip_address"), LOOPBACK)
+    return context
+
+
+__all__ = ["LOOPBACK", "start_local_ray"]
