@@ -3,13 +3,11 @@ a trained detector's whole network, and optional layer-wise learning rates."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 from timm.optim import param_groups_layer_decay
 
 from jobs.training.config import TrainConfig
+from jobs.training.prepare import read_manifest
 from pipeline.card import ModelSpec
 from pipeline.checkpoint import load_checkpoint
 from pipeline.crop import DEFAULT_MARGIN
@@ -22,7 +20,7 @@ def crop_geometry(datasets: list) -> tuple[int, float]:
     """(crop size, margin) shared by every prepared dataset; the model is built for it and its card says so."""
     found = {}
     for dataset in datasets:
-        manifest = json.loads((Path(dataset) / "manifest.json").read_text())
+        manifest = read_manifest(dataset)
         found[str(dataset)] = (int(manifest["crop_size"]), float(manifest.get("margin", DEFAULT_MARGIN)))
     if len(set(found.values())) > 1:
         raise ValueError(f"prepared datasets differ in (crop size, margin): {found}; prepare them alike")

@@ -27,6 +27,7 @@ from pipeline.aggregate import STRATEGIES
 from pipeline.card import read_card
 from pipeline.config import Settings
 from pipeline.graph import ScoringPipeline, stage_specs
+from pipeline.result import shown_score
 from pipeline.scoring_key import scoring_key as pipeline_scoring_key, weights_digest
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,9 @@ def score_videos(videos: list[LabelledVideo], settings: Settings, cache: Path | 
     return records
 
 
-def _quantiles(values: np.ndarray) -> dict[str, float]:
+def _quantiles(values: np.ndarray, threshold: float) -> dict[str, float]:
     names = ("min", "p25", "median", "p75", "p95", "max")
-    return {n: round(float(q), 4) for n, q in zip(names, np.quantile(values, [0, 0.25, 0.5, 0.75, 0.95, 1]))}
+    return {n: shown_score(float(q), threshold, 4) for n, q in zip(names, np.quantile(values, [0, 0.25, 0.5, 0.75, 0.95, 1]))}
 
 
 def _at_card(overall: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def report(records: list[dict], threshold: float, strategy: str, min_track_frame
     for source in sorted({s for s, y in zip(sources, labels) if y == 0}):
         members = np.array([s == source and y == 0 for s, y in zip(sources, labels)])
         real_sources[source] = {"n": int(members.sum()), "false_positives": int((scores[members] >= threshold).sum()),
-                                "fpr": float((scores[members] >= threshold).mean()), "scores": _quantiles(scores[members])}
+                                "fpr": float((scores[members] >= threshold).mean()), "scores": _quantiles(scores[members], threshold)}
     result = {
         "aggregation": strategy, "threshold": threshold, "min_track_frames": min_track_frames,
         "videos": len(records), "scored": len(kept),
@@ -134,8 +135,9 @@ def report(records: list[dict], threshold: float, strategy: str, min_track_frame
                     "roc_auc_balanced": balanced_auc(labels, scores, sources)},
         "calibration": calibration(labels, scores),
         "per_method": per_method, "real_sources": real_sources,
+        # rounded as `score --json` shows it, never across the threshold: a real just under it must not read as on it
         "per_video": [{"path": r["path"], "label": r["label"], "method": r["method"], "source": r.get("source", ""),
-                       "score": round(float(s), 6)} for r, s in zip(kept, scores)],
+                       "score": shown_score(float(s), threshold)} for r, s in zip(kept, scores)],
     }
     if own.any() and own.sum() < len(own):
         result["own_sources"] = {"sources": fake_sources, **binary_metrics(labels[own], scores[own], threshold),

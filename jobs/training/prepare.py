@@ -10,6 +10,7 @@ and the files of videos no longer listed in a split are removed: the folder alwa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from jobs.training.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, split_by_group
+from jobs.training.datasets import DEFAULT_SPLIT, LabelledVideo, load_labelled_videos, read_json, split_by_group
 from pipeline.atomic import replacing, write_atomic
 from pipeline.batch import object_column
 from pipeline.config import Settings
@@ -168,12 +169,12 @@ def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_si
     out_dir = Path(out_dir)
     settings = pin_geometry(settings, crop_size)
     crop_size = settings.detect.crop_size
-    videos = load_labelled_videos(source)  # first: labels it refuses must leave no prepare.json behind
-    _same_settings(out_dir, {
+    videos = load_labelled_videos(source)  # first: labels it refuses (or splits it cannot make) leave no prepare.json
+    splits = split_by_group(videos, split_fractions or DEFAULT_SPLIT, seed)
+    fresh = _same_settings(out_dir, {
         "source": _source_key(source), "crop_size": crop_size,
         "seed": seed, "frames_real": frames_real, "frames_fake": frames_fake,
         "split_fractions": split_fractions or DEFAULT_SPLIT, "detect": settings.detect.model_dump(mode="json")})
-    splits = split_by_group(videos, split_fractions or DEFAULT_SPLIT, seed)
     # only once _same_settings passed (the crops are this source's); against every listed video, not --limit's
     # few: a smoke run keeps the other crops
     _remove_unlisted(out_dir, {(name, video_key(v.path)) for name, members in splits.items() for v in members})
@@ -196,12 +197,25 @@ def prepare(source: Path | str, out_dir: Path | str, settings: Settings, crop_si
     }
     if not manifest["faces"]:  # no manifest either: the folder holds no dataset, and a rerun must not think it does
         (out_dir / "manifest.json").unlink(missing_ok=True)
+        if fresh:  # nor, in a folder this run began, its settings: a corrected retry (another source, size) may run
+            _forget(out_dir)
         failed = manifest["failed"]
         example = f" (e.g. {failed[0]['video']}: {failed[0]['error']})" if failed else ""
         raise NothingCroppedError(f"no face cropped from the {len(results)} videos of {source}: {len(failed)} could not be "
                                   f"read{example}, {len(results) - len(failed)} held no face")
     write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str).encode())
     return manifest
+
+
+def _forget(out_dir: Path) -> None:
+    """Undo a first run that cropped no face: its crop files (each a video's none) and its ``prepare.json``."""
+    crops = out_dir / "crops"
+    for path in crops.glob("*/*.parquet"):
+        path.unlink()
+    for folder in [*crops.glob("*"), crops]:
+        with contextlib.suppress(OSError):  # only empty folders go
+            folder.rmdir()
+    (out_dir / PREPARED_WITH).unlink(missing_ok=True)
 
 
 def _remove_unlisted(out_dir: Path, listed: set[tuple[str, str]]) -> None:
@@ -234,30 +248,50 @@ def _manifest_settings(manifest: dict) -> dict:
     return said
 
 
-def _same_settings(out_dir: Path, wanted: dict) -> None:
+def _same_settings(out_dir: Path, wanted: dict) -> bool:
     """A rerun resumes (videos already cropped as they are listed now are skipped), so it must crop as the first run
     did: another crop size would mix sizes under one manifest, another seed would move whole identity groups between
     splits, another source would leave every crop unlisted (``_remove_unlisted`` deletes them). The first run's
     settings are kept in ``prepare.json``; a folder prepared before that file was written is held to what its
     ``manifest.json`` says, and one with crops but neither file is refused. A rerun with other settings is refused.
-    (Edits to the labels themselves are followed video by video: ``VideoCropper.process``, ``_remove_unlisted``.)"""
+    (Edits to the labels themselves are followed video by video: ``VideoCropper.process``, ``_remove_unlisted``.)
+    True when the folder held no dataset yet (its first run: what it writes is all this run's)."""
     path, manifest = out_dir / PREPARED_WITH, out_dir / "manifest.json"
+    fresh = False
     if path.exists():
-        first, now, where = json.loads(path.read_text()), wanted, path
+        first, now, where = _json_object(path), wanted, path
     elif manifest.exists():
-        first, where = _manifest_settings(json.loads(manifest.read_text())), manifest
+        first, where = _manifest_settings(read_manifest(out_dir)), manifest
         now = {k: wanted["detect"]["margin"] if k == "detect.margin" else wanted[k] for k in first}
     elif any((out_dir / "crops").glob("*/*.parquet")):
         raise ValueError(f"{out_dir} holds crops but neither {PREPARED_WITH} nor manifest.json says how they were "
                          "prepared: prepare into a new folder, or delete this one to start over")
     else:
-        first, now, where = wanted, wanted, path
+        first, now, where, fresh = wanted, wanted, path, True
     changed = sorted(k for k in now.keys() | first.keys() if first.get(k) != now.get(k))
     if changed:
         raise ValueError(f"{out_dir} was prepared with other settings ({', '.join(changed)} differ; see {where}): "
                          "prepare into a new folder, or delete this one to start over")
     if not path.exists():  # a first run, or the first since prepare.json was kept: from now on all of it counts
         write_atomic(path, (json.dumps(wanted, indent=2, sort_keys=True) + "\n").encode())
+    return fresh
+
+
+def _json_object(path: Path) -> dict:
+    """A JSON object file of ours; anything else a ``ValueError`` naming it (never a bare parser message)."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return value
+
+
+def read_manifest(dataset_dir: Path | str) -> dict:
+    """A prepared dataset's ``manifest.json``: a ``ValueError`` naming it when it is damaged or not a manifest."""
+    path = Path(dataset_dir) / "manifest.json"
+    manifest = _json_object(path)
+    if "crop_size" not in manifest:
+        raise ValueError(f"{path}: not a prepared dataset's manifest (no crop_size); prepare the dataset again")
+    return manifest
 
 
 def _prepare_on_ray(work, settings, crop_size, out_dir, frames_real, frames_fake) -> list[dict]:

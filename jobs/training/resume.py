@@ -1,5 +1,6 @@
 """A run's folder: ``--resume`` only with the settings the run was started with (what may differ, paths and
-threads, is listed), from a ``last.pt`` that reads whole; a new run never over another's checkpoints unless told."""
+threads, is listed) and on crops of its size and margin, from a ``last.pt`` that reads whole; a new run never over
+another's checkpoints unless told."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, Callable
 import torch
 
 from jobs.training.config import TrainConfig
+from pipeline.card import read_card
 from pipeline.errors import CheckpointError, DeepfakeStreamError, one_line
 
 
@@ -82,7 +84,11 @@ def _default(name: str) -> Any:
     return value if value is None or isinstance(value, (bool, int, float, str)) else _UNKNOWN
 
 
-def check_resume(saved: dict | None, config: TrainConfig, path: Path) -> None:
+def check_resume(last: dict, config: TrainConfig, path: Path, geometry: dict) -> None:
+    """``last`` (``read_last``'s) may be continued by ``config`` on crops of ``geometry`` (crop size and margin: the
+    datasets' ``manifest.json``; the dataset paths may change, the crops' size and margin may not)."""
+    _same_geometry(last, path, geometry)
+    saved = last.get("config")
     if saved is None:
         return
     now = config.model_dump(mode="json")
@@ -94,3 +100,18 @@ def check_resume(saved: dict | None, config: TrainConfig, path: Path) -> None:
         raise ResumeMismatchError(f"{path} was started with " + ", ".join(f"{k}={was[k]!r}" for k in changed)
                                   + "; resume with the same settings (here: " + ", ".join(f"{k}={now[k]!r}" for k in changed)
                                   + "), or start a new run in another folder")
+
+
+def _same_geometry(last: dict, path: Path, geometry: dict) -> None:
+    """Refuse crops of another size or margin than the run's: a run would go on training one network on two.
+    A ``last.pt`` saved before it recorded its crops' geometry is held to its run's card (``best.safetensors``
+    beside it, written from epoch 1 on), when there is one."""
+    was = last.get("crop_geometry")
+    best = path.parent / "best.safetensors"
+    if was is None and best.exists():
+        spec = read_card(best).architecture
+        was = {"crop_size": spec.input_size, "margin": spec.crop_margin}
+    if was is not None and was != geometry:
+        raise ResumeMismatchError(f"{path} was trained on crops of crop_size={was['crop_size']}, margin={was['margin']}; "
+                                  f"the prepared datasets here are crop_size={geometry['crop_size']}, margin={geometry['margin']}: "
+                                  "resume on datasets prepared as the run's were, or start a new run in another folder")

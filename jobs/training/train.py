@@ -31,13 +31,14 @@ from jobs.training.blendmap import BlendMapHead, blend_map_loss
 from jobs.training.build import build_model, build_optimizer, crop_geometry
 from jobs.training.config import TrainConfig
 from jobs.training.cropset import CropSet, collate, crop_rows, epoch_order, item_weights
+from jobs.training.prepare import read_manifest
 from jobs.training.resume import check_resume, claim_out_dir, read_last
 from jobs.training.sam import ascend, descend, frozen_norm_stats
 from jobs.training.validate import validate, validates
 from pipeline.atomic import replacing, write_atomic
 from pipeline.card import ModelCard, ModelSpec, read_card
 from pipeline.checkpoint import save_checkpoint
-from pipeline.errors import DeepfakeStreamError
+from pipeline.errors import DeepfakeStreamError, DeviceUnavailableError
 from pipeline.model import DeepfakeDetector
 from pipeline.preprocess import crops_to_tensor
 
@@ -68,13 +69,16 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
         rank, world = context.get_world_rank(), context.get_world_size()
         device = ray.train.torch.get_device()
     else:
-        device = torch.device("cuda" if config.use_gpu and torch.cuda.is_available() else "cpu")
+        if config.use_gpu and not torch.cuda.is_available():  # refused as `score --device cuda` is: never CPU unsaid
+            raise DeviceUnavailableError("--gpu asks for CUDA but no CUDA GPU is visible: leave out --gpu to train on the CPU")
+        device = torch.device("cuda" if config.use_gpu else "cpu")
     out_dir = Path(config.out_dir)
     # data-parallel: train() refused before starting the workers; here each finds what to remove, rank 0 removes it
     start_afresh = claim_out_dir(config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = json.loads((Path(config.dataset) / "manifest.json").read_text())
+    manifest = read_manifest(config.dataset)
     input_size, margin = crop_geometry([config.dataset, *config.extra_datasets])
+    geometry = {"crop_size": input_size, "margin": margin}  # last.pt keeps it: a resume must crop alike
 
     train_rows = crop_rows(config.dataset, "train", config.max_crops_per_video)
     for extra in config.extra_datasets:
@@ -109,7 +113,7 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
     last_path = out_dir / "last.pt"
     if config.resume and last_path.exists():
         saved = read_last(last_path)
-        check_resume(saved.get("config"), config, last_path)
+        check_resume(saved, config, last_path, geometry)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -196,7 +200,7 @@ def fit(config: TrainConfig, distributed: bool = False) -> dict[str, Any]:
                 torch.save({"model": _unwrap(model).state_dict(), "ema": ema.state_dict() if ema is not None else None,
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state,
                             "blend_map_head": _unwrap(head).state_dict() if head is not None else None,
-                            "config": config.model_dump(mode="json")}, tmp)
+                            "config": config.model_dump(mode="json"), "crop_geometry": geometry}, tmp)
             write_atomic(out_dir / "history.json", json.dumps(state["history"], indent=2).encode())  # read by others mid-run
         if distributed:
             ray.train.report(metrics)
@@ -244,7 +248,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     if not ray.is_initialized():
         ray.init()
-    cpus = float(ray.cluster_resources().get("CPU", 1))
+    resources = ray.cluster_resources()
+    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+    if config.use_gpu and gpus < config.num_workers:  # Ray would wait forever for the GPUs its workers ask for
+        raise DeviceUnavailableError(f"--gpu asks for a GPU for each of {config.num_workers} workers, and the Ray "
+                                     f"cluster has {gpus:g}: fewer --num-workers, or leave out --gpu")
     per_worker = 1.0 if config.use_gpu else max(0.25, min(1.0, (cpus - 0.5) / config.num_workers))
     # the workers run in Ray's session folder: a relative path (the default -o runs/train) would point there
     config = config.model_copy(update={

@@ -108,3 +108,22 @@ def test_a_refused_run_leaves_no_empty_output_folder_behind(tmp_path, command):
     kept = tmp_path / "kept"
     kept.mkdir()  # a folder that was there before stays, empty or not
     assert CliRunner().invoke(app, [command, *given[command], "-o", str(kept)]).exit_code == 2 and kept.is_dir()
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe\x00garbage\n", b'{"crop_size": 64,', b"[1, 2]", b'{"source": "x"}'])
+def test_a_damaged_labels_csv_or_manifest_is_invalid_input_naming_the_file(tmp_path, damage):
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(damage)
+    result = CliRunner().invoke(app, ["prepare", str(labels), "-o", str(tmp_path / "out")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and said.startswith(f"invalid_input: {labels}: ") and "Traceback" not in said, said
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    (crops / "manifest.json").write_bytes(damage)
+    for command in (["train", str(crops), "-o", str(tmp_path / "run"), "--epochs", "1"],  # train reads it first
+                    ["prepare", str(tmp_path / "elsewhere.csv"), "-o", str(crops)]):  # a rerun is held to it
+        if command[0] == "prepare":
+            (tmp_path / "elsewhere.csv").write_text("path,label\na.jpg,REAL\n")
+        result = CliRunner().invoke(app, command)
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and said.startswith(f"invalid_input: {crops / 'manifest.json'}: "), said

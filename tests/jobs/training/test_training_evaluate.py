@@ -166,3 +166,18 @@ def test_nothing_to_score_is_a_coded_refusal_naming_the_split_and_the_counts(tmp
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and f"nothing_scored: nothing to report on the {split} split of labels: {counts}" in said, said
     assert not (tmp_path / "ev" / f"report-{split}.md").exists()
+
+
+def test_per_video_scores_are_never_rounded_across_the_threshold():
+    """A fitted threshold sits just above the highest real: rounded to 6 decimals that real's score would land on it
+    and read FAKE while the report counts it a true negative. Shown as `score --json` shows it, it stays below."""
+    from jobs.training.evaluate import report
+
+    threshold = 0.562955
+    records = (score_records("r", "v", "REAL", [0.1, 0.56295496]) + score_records("f", "v", "FAKE", [0.56295501, 0.9]))
+    result = report(records, threshold, "mean")
+    shown = {r["path"]: r["score"] for r in result["per_video"]}
+    assert result["overall"]["confusion"] == {"tn": 2, "fp": 0, "fn": 0, "tp": 2}
+    assert shown["r1"] == 0.562954 < threshold <= shown["f0"] == 0.562955
+    assert shown["r0"] == 0.1 and shown["f1"] == 0.9
+    assert result["real_sources"]["v"]["scores"]["max"] == 0.5629 < threshold  # the reals' quantiles alike, at 4 decimals

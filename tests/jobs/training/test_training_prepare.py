@@ -141,6 +141,25 @@ def test_nothing_cropped_is_a_coded_failure_and_leaves_no_manifest(tmp_path, sam
     assert result.exit_code == 2 and "nothing_cropped: no face cropped from the 3 videos" in said, said
     assert "2 could not be read" in said and "1 held no face" in said
     assert not (tmp_path / "crops" / "manifest.json").exists()  # a script that skips prepared folders tries again
+    # nor its settings nor its crop files: the corrected retry, with other labels and another size, runs
+    assert not (tmp_path / "crops").exists()
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text(f"path,label,split\n{samples_dir / 'astronaut.jpg'},REAL,train\n")
+    assert prepare(fixed, tmp_path / "crops", load_settings(), crop_size=96, frames_real=1, frames_fake=1)["faces"] == 1
+
+
+def test_labels_split_as_no_split_is_refused_before_prepare_json_is_written(tmp_path, samples_dir, monkeypatch):
+    import jobs.training.prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "VideoCropper", _NoDetection)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"path,label,split\n{samples_dir / 'astronaut.jpg'},REAL,training\n")
+    with pytest.raises(ValueError, match="unknown split"):
+        prepare(labels, tmp_path / "crops", load_settings())
+    assert not (tmp_path / "crops" / "prepare.json").exists()
+    fixed = tmp_path / "fixed.csv"  # the corrected labels, in a file of their own: another source, not refused
+    fixed.write_text(f"path,label,split\n{samples_dir / 'astronaut.jpg'},REAL,train\n")
+    assert prepare(fixed, tmp_path / "crops", load_settings())["faces"] == 1
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import torch
 
 from jobs.training.train import fit
 
-from training_fixtures import fit_stop_after_one, toy_config
+from training_fixtures import fit_stop_after_one, toy_config, toy_dataset
 
 
 def test_resumed_run_continues_exactly(tmp_path):
@@ -35,6 +35,28 @@ def test_resume_refuses_other_settings_with_a_code(tmp_path):
         assert (tmp_path / "run" / "last.pt").read_bytes() == saved  # nothing trained, nothing overwritten
     resumed = fit(interrupted.model_copy(update={"resume": True, "threads": 1, "patience": 4, "version": "v2"}))
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]  # how this machine runs it may change
+
+
+def test_resume_refuses_crops_of_another_size_or_margin(tmp_path):
+    """The dataset's path may change on resume, its crops' geometry may not: one network trained on two sizes. A
+    last.pt saved before it recorded the geometry is held to its run's card."""
+    from jobs.training.resume import ResumeMismatchError
+
+    interrupted = toy_config(tmp_path, epochs=2)  # 32 px crops, margin 0.2
+    fit_stop_after_one(interrupted)
+    last = tmp_path / "run" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    assert state["crop_geometry"] == {"crop_size": 32, "margin": 0.2}
+    del state["crop_geometry"]  # as saved before last.pt kept it
+    torch.save(state, last)
+    saved = last.read_bytes()
+    for size, margin in ((48, 0.2), (32, 0.3)):
+        other = toy_dataset(tmp_path / f"toy{size}-{margin}", size=size, margin=margin)
+        with pytest.raises(ResumeMismatchError, match=f"crop_size=32, margin=0.2; .* crop_size={size}, margin={margin}") as caught:
+            fit(interrupted.model_copy(update={"resume": True, "dataset": other}))
+        assert caught.value.code == "resume_mismatch" and last.read_bytes() == saved
+    moved = toy_dataset(tmp_path / "moved")  # the same crops elsewhere: resumed
+    assert [h["epoch"] for h in fit(interrupted.model_copy(update={"resume": True, "dataset": moved}))["history"]] == [1, 2]
 
 
 def test_resume_of_a_run_older_than_a_setting_holds_it_to_its_default(tmp_path):

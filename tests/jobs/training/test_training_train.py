@@ -77,6 +77,37 @@ def test_label_smoothing_moves_targets_toward_a_half_and_reaches_the_loss(tmp_pa
     assert state["history"][-1]["val_video_auc"] == 1.0  # it still ranks: smoothing bounds confidence, not order
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible: --gpu trains on it")
+def test_gpu_without_cuda_is_device_unavailable_not_a_cpu_run(tmp_path):
+    """`train --gpu` on a machine without CUDA once trained on the CPU, its card saying CPU: refused as
+    `score --device cuda` is, before anything is written."""
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+    from pipeline.errors import DeviceUnavailableError
+
+    config = toy_config(tmp_path, epochs=1, use_gpu=True)
+    with pytest.raises(DeviceUnavailableError) as caught:
+        fit(config)
+    assert caught.value.code == "device_unavailable" and not config.out_dir.exists()
+    result = CliRunner().invoke(app, ["train", str(config.dataset), "-o", str(config.out_dir), "--epochs", "1", "--gpu"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and said.startswith("device_unavailable: ") and "no CUDA GPU" in said, said
+
+
+@pytest.mark.timeout(180, method="thread")  # unrefused, Ray Train waits for the GPUs forever
+@pytest.mark.slow
+def test_gpu_workers_on_a_ray_cluster_without_gpus_are_refused_not_left_waiting(tmp_path, ray_session):
+    from jobs.training.train import train
+    from pipeline.errors import DeviceUnavailableError
+
+    assert ray_session.cluster_resources().get("GPU", 0) == 0  # the test session's local Ray: CPUs only
+    config = toy_config(tmp_path, epochs=1, num_workers=2, use_gpu=True)
+    with pytest.raises(DeviceUnavailableError, match="each of 2 workers, and the Ray cluster has 0"):
+        train(config)
+    assert not (config.out_dir / "ray").exists()
+
+
 # A hang here sits in Ray's wait, out of reach of the signal the default method sends (2026-12-05: past 10 min);
 # the thread method dumps every stack and ends the run, so CI fails in minutes with the cause, not at its limit
 @pytest.mark.timeout(300, method="thread")
