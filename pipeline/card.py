@@ -18,6 +18,8 @@ from pipeline.preprocess import RGB_MEAN, RGB_STD, SRM_TRUNCATE
 class ModelSpec(BaseModel):
     """Everything needed to rebuild the network; stored in the model card and checked on load."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt key in a hand-edited card is refused, not ignored
+
     encoder: str = "tf_efficientnet_lite0"
     input_mode: Literal["srm", "rgb+srm", "rgb"] = "rgb+srm"
     input_size: int = Field(224, ge=32)
@@ -44,6 +46,8 @@ CARD_FORMAT = 1
 
 class ModelCard(BaseModel):
     """What a checkpoint is, how to feed it, how good it is and where it came from."""
+
+    model_config = ConfigDict(extra="forbid")  # `"treshold": 0.99` would leave the threshold as it was, silently
 
     format: int = CARD_FORMAT
     name: str = "deepfakestream-srm-effnet"

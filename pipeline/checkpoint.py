@@ -1,9 +1,11 @@
 """Checkpoints: fp16 safetensors weights + a JSON model card beside them (``X.safetensors`` + ``X.json``,
 ``pipeline.card``): saving, loading into the network, and the ImageNet-initialised stand-in.
 
-The weights' own metadata repeats the card's name, version and architecture (which network, which crops), and a
-load compares them: a card copied beside another run's weights would score them under its own threshold, crop size
-and margin, silently. Files written before the architecture was recorded hold name and version only.
+The weights' own metadata repeats the card's name, version, architecture (which network, which crops) and
+normalisation (how pixels become its input), and a load compares them: a card copied beside another run's weights, or
+an edited ``rgb_mean``, would score them under its own threshold, crop size, margin or inputs, silently. Files written
+before the architecture was recorded (the shipped v16 among them) hold name and version only; before the
+normalisation was (2026-12-07), name, version and architecture: what they do not say is not checked.
 
 torch and timm are imported where a network is built, not here: the scan's driver checks a card against its weights
 (``check_card``) without them (about 4.5 s of start-up on 2 cores)."""
@@ -19,7 +21,7 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 
 from pipeline.atomic import replacing, write_atomic
-from pipeline.card import ModelCard, ModelSpec, card_path, read_card, trained_card
+from pipeline.card import ModelCard, ModelSpec, Normalisation, card_path, read_card, trained_card
 from pipeline.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -28,9 +30,13 @@ if TYPE_CHECKING:
     from pipeline.model import DeepfakeDetector
 
 
+# what a weights file repeats of its card beyond name and version, each as its card's JSON
+RECORDED = {"architecture": ModelSpec, "normalisation": Normalisation}
+
+
 def weights_metadata(card: ModelCard) -> dict[str, str]:
     """What a weights file says of itself (safetensors metadata is text only)."""
-    return {"name": card.name, "version": card.version, "architecture": card.architecture.model_dump_json()}
+    return {"name": card.name, "version": card.version, **{k: getattr(card, k).model_dump_json() for k in RECORDED}}
 
 
 def _read_metadata(handle: BinaryIO) -> dict[str, str]:
@@ -43,13 +49,15 @@ def _card_differences(metadata: dict[str, str], card: ModelCard) -> list[str]:
     """Where the card disagrees with what the weights say they are (only what they say: older files say less)."""
     said = {k: v for k, v in metadata.items() if k in ("name", "version")}
     problems = [f"the weights are {k} {v!r}, the card says {getattr(card, k)!r}" for k, v in said.items() if v != getattr(card, k)]
-    if "architecture" in metadata:
+    for part in (p for p in RECORDED if p in metadata):  # older files say less
         try:
-            saved = ModelSpec.model_validate_json(metadata["architecture"])
+            saved = RECORDED[part].model_validate_json(metadata[part])
         except ValidationError as exc:
-            return [*problems, f"the weights' architecture metadata is unreadable ({exc.error_count()} errors)"]
-        problems += [f"the weights were saved for {k}={v!r}, the card says {getattr(card.architecture, k)!r}"
-                     for k, v in saved if getattr(card.architecture, k) != v]
+            problems.append(f"the weights' {part} metadata is unreadable ({exc.error_count()} errors)")
+            continue
+        ours = getattr(card, part)
+        problems += [f"the weights were saved for {k}={v!r}, the card says {getattr(ours, k)!r}"
+                     for k, v in saved if getattr(ours, k) != v]
     return problems
 
 

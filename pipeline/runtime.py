@@ -4,16 +4,19 @@ On CPU, ONNX Runtime ran the folded Lite0@224 network 1.4x faster than PyTorch e
 single thread and the same outputs (to 1e-6; docs/benchmarks.md). The ONNX graph is exported from the
 loaded checkpoint when the stage is built (about 3 s), so the safetensors file and its card stay the one
 shipped artefact; the exported graph is cached on disk under a hash of the weights (``classify.onnx_cache``),
-so later processes (scan actors, serve replicas, the next ``score``) load it instead. GPUs keep PyTorch. Grad-CAM (serve's explanations) always uses
+so later processes (scan actors, serve replicas, the next ``score``) load it instead; the ``CACHE_ENTRIES`` most
+recently used graphs are kept (~14 MB each, one per checkpoint scored). GPUs keep PyTorch. Grad-CAM (serve's explanations) always uses
 the PyTorch module, which the classifier keeps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import io
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -26,6 +29,7 @@ from pipeline.config import Runtime
 from pipeline.errors import RuntimeUnavailableError
 
 OPSET = 17
+CACHE_ENTRIES = 8  # graphs kept in the cache: every checkpoint evaluated or scored adds one
 log = logging.getLogger(__name__)
 
 
@@ -62,8 +66,10 @@ class OnnxNetwork:
             try:
                 self.session = onnxruntime.InferenceSession(cached.read_bytes(), options, providers=["CPUExecutionProvider"])
                 self.source = "cache"
+                with contextlib.suppress(OSError):  # used now: the last to be pruned (a read-only cache still serves)
+                    os.utime(cached)
                 return
-            except Exception as exc:  # noqa: BLE001 - a damaged cache entry is re-exported, never fatal
+            except Exception as exc:  # noqa: BLE001 - a damaged cache entry (or one pruned meanwhile) is re-exported
                 log.warning("ONNX cache entry %s unreadable (%s); exporting again", cached, type(exc).__name__)
         graph = export_onnx(module, input_size)
         self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
@@ -111,3 +117,18 @@ def _cache(path: Path, data: bytes) -> None:
         write_atomic(path, data)
     except OSError as exc:
         log.warning("cannot cache the ONNX graph in %s: %s", path.parent, exc)
+        return
+    _prune(path.parent, CACHE_ENTRIES)
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Remove all but the ``keep`` most recently used graphs (by mtime: written, or last loaded). Another process may
+    be pruning or reading too: an entry already gone is skipped, one that cannot be removed is left, and a reader
+    that opened a graph before it was removed reads it whole (one that finds it gone exports it again)."""
+    entries = []
+    for path in folder.glob("*.onnx"):  # not the writers' hidden temp files
+        with contextlib.suppress(FileNotFoundError):
+            entries.append((path.stat().st_mtime_ns, path))
+    for _, path in sorted(entries, reverse=True)[keep:]:
+        with contextlib.suppress(OSError):
+            path.unlink()

@@ -8,6 +8,9 @@
   EDTalk stays in train. Val and test sources were picked for variety (news, studio, film, crops).
 - ``faces.csv``: the facenet-pytorch / face_recognition media, training only (as in v2).
 
+A SHARED_DATA_DIR without one of the three folders, or with one that holds none of its files, is refused
+(``not_found``, exit 2) before any CSV is written: a header-only CSV would stop the training script later, silently.
+
 Usage: python scripts/real_sets.py SHARED_DATA_DIR OUT_DIR
 """
 
@@ -17,6 +20,8 @@ import csv
 import hashlib
 import sys
 from pathlib import Path
+
+from pipeline.errors import MediaNotFoundError
 
 TALKING_HEAD_SPLIT = {
     # held-out false-positive check (never trained or tuned on)
@@ -50,14 +55,20 @@ def write(path: Path, rows: list[tuple[str, str, str]]) -> None:
 
 
 def main(shared: Path, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     utk = sorted((shared / "utkface" / "images").glob("*.jpg"))
-    write(out / "utkface.csv", [(str(p.resolve()), f"utk-{p.stem}", utk_split(p.name)) for p in utk])
     heads = sorted((shared / "talking-heads").glob("*.mp4"))
-    write(out / "talking-heads.csv",
-          [(str(p.resolve()), "th-" + p.stem.split("_")[0], talking_head_split(p.stem)) for p in heads])
     faces = sorted(p for p in (shared / "faces").rglob("*")
                    if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".mp4") and "tracked" not in p.name)
+    sets = (("utkface/images", "*.jpg", utk), ("talking-heads", "*.mp4", heads), ("faces", "photos or .mp4", faces))
+    lacking = [f"{where} ({kind})" for where, kind, found in sets if not found]
+    if lacking:
+        print(f"{MediaNotFoundError.code}: SHARED_DATA_DIR {shared} has no {', no '.join(lacking)}; nothing written",
+              file=sys.stderr)
+        sys.exit(2)
+    out.mkdir(parents=True, exist_ok=True)
+    write(out / "utkface.csv", [(str(p.resolve()), f"utk-{p.stem}", utk_split(p.name)) for p in utk])
+    write(out / "talking-heads.csv",
+          [(str(p.resolve()), "th-" + p.stem.split("_")[0], talking_head_split(p.stem)) for p in heads])
     write(out / "faces.csv", [(str(p.resolve()), "faces-extra", "train") for p in faces])
     for name in ("utkface", "talking-heads", "faces"):
         rows = list(csv.DictReader((out / f"{name}.csv").open()))

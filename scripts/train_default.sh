@@ -10,7 +10,12 @@
 # v9, v12, v13, v16), EMA (weight moving-average decay, 0 = off), CROP, MARGIN (crop margin per side, a fraction of the face box; travels in
 # the card), ENCODER, VERSION, EPOCHS, PATIENCE, STEPS, THREADS, TARGET_FPR, REAL_FAKES (1: also train on the
 # FF++ train split's fakes, 0: self-blends only), CODEC (share of crops, any label, sent through the H.264 round trip; default 0.5), PAIRED (1: each real crop and its pseudo-fake in one batch), CAPTURE (share of crops given a camera's grain or softness before any blend; default 0), PARTS (share of crops with the eyes, nose or mouth blacked out; default 0), BALANCE (sqrt: each source's share of an epoch grows with the square root of its size, the default; none: with its size), LAYER_DECAY (for the CROSSES x SEEDS runs: encoder layers learn at lr x this**depth from the top; default 0 = one lr), BLEND_MAP (weight of the auxiliary loss that predicts where each pseudo-fake was blended; default 0 = off), DROP_PATH (stochastic depth: the deepest encoder blocks skipped at this rate in training; default 0 = off), INPUT_MODE (rgb+srm, the default; rgb: no SRM noise filters; srm), MESH (share of self-blends masked along the face's dense outline from MediaPipe's face mesh instead of MTCNN's 5 points; default 0 = off), LOCAL (share of self-blends confined to the mouth or the eyes; default 0 = off), SAM (sharpness-aware minimisation radius, e.g. 0.05; default 0 = off; 2x a step's cost), SMOOTH (label smoothing: targets moved this far toward 0.5; default 0 = off), MORE_SETS (more labelled sets to train and validate on, below), INIT (start every run from this trained detector instead of ImageNet, e.g. the shipped one: fine-tuning; default none), LR (peak learning rate; default 3e-4);
-# STOP_AFTER=prepare|train for partial runs.
+# STOP_AFTER=prepare|train for partial runs (any other value is refused: a typo would run on and install).
+# VERSION default: ffpp-utk-th-sbi-ENCODER-CROPmMARGIN[-ema][-soupN]-rebuild-YYYYMMDD, never the shipped name; the
+# card's data description is counted from the prepared crop sets (scripts/data_note.py). Runs at another CROP or
+# MARGIN than 224 px and 0.15 train in their own folders (train-xb0-s0-96m15; the default's keep their names, so
+# earlier runs resume). Every rerun runs each `prepare`: it skips what is cut as the labels say (16 s over the 8,201
+# UTKFace photos) and follows edited labels.
 # Steps: label CSVs for the extra real sets → crop datasets → one self-blended training run per share and seed
 # (resumable: rerun the script after an interruption) → their weight average → operating point on the
 # validation split → report on the held-out test split and real sets → install as pipeline/checkpoints/detector.*
@@ -18,11 +23,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${1:-../shared/data}
 WORK=${2:-runs/v16}
+case "${STOP_AFTER:-}" in
+  ""|prepare|train) ;;
+  *) echo "invalid_configuration: STOP_AFTER=$STOP_AFTER: use prepare, train or leave it unset (unset: train, then install over pipeline/checkpoints)" >&2; exit 2 ;;
+esac
+# before anything is written: the other sets' folders are checked by real_sets.py
+[ -d "$SHARED/ffpp-c23" ] || { echo "not_found: SHARED_DATA_DIR $SHARED has no ffpp-c23 folder; nothing written" >&2; exit 2; }
 CROP=${CROP:-224}                     # crop size = model input size
 MARGIN=${MARGIN:-0.15}
 export DFS_DETECT__MARGIN=$MARGIN
 SUF=$CROP; [ "$MARGIN" = 0.3 ] || SUF="${CROP}m${MARGIN#0.}"   # crops of another margin live beside, not over
-VERSION=${VERSION:-ffpp-utk-th-sbi-lite0-224m15-ema-soup5-v16}
+RUN_SUF=""; [ "$SUF" = 224m15 ] || RUN_SUF="-$SUF"   # so do runs; the default's keep their folder names
 CROSSES=${CROSSES:-0 0.5}
 SEEDS=${SEEDS:-${SEED:-0 1}}
 ENCODER=${ENCODER:-tf_efficientnet_lite0}
@@ -30,16 +41,16 @@ BIN=.venv/bin
 export HF_HUB_OFFLINE=1
 export DFS_TORCH_THREADS=${DFS_TORCH_THREADS:-1}   # per prepare process; training sets its own threads
 
-mkdir -p data-cache "$WORK"
 $BIN/python scripts/real_sets.py "$SHARED" data-cache
+mkdir -p "$WORK"
 for split in train val; do   # crops for training and validation only; the test slice is scored from the files
-  (head -1 data-cache/utkface.csv; grep -a ",$split" data-cache/utkface.csv) > "data-cache/utkface-$split.csv"
+  (head -1 data-cache/utkface.csv; grep -a ",$split" data-cache/utkface.csv || true) > "data-cache/utkface-$split.csv"
 done
 D=data-cache
-# skipped when already prepared; two single-threaded prepares at a time (one per core). One MTCNN pass
-# (first pass = the minimum face): the crops of every shipped detector were cut that way
-prep() { [ -f "$2/manifest.json" ] || DFS_DETECT__FIRST_PASS_MIN_FACE_PX=40 \
-    $BIN/deepfakestream prepare "$1" -o "$2" "${@:3}" --crop-size "$CROP"; }
+# always run: `prepare` resumes (what is cut as the labels say is skipped) and follows edited labels. Two
+# single-threaded prepares at a time (one per core). One MTCNN pass (first pass = the minimum face): the crops of
+# every shipped detector were cut that way
+prep() { DFS_DETECT__FIRST_PASS_MIN_FACE_PX=40 $BIN/deepfakestream prepare "$1" -o "$2" "${@:3}" --crop-size "$CROP"; }
 prep "$SHARED/ffpp-c23" $D/ffpp$SUF --frames-real 48 --frames-fake 16 & p1=$!
 { prep $D/talking-heads.csv $D/th$SUF --frames-real 32; prep $D/faces.csv $D/faces$SUF --frames-real 48; } & p2=$!
 wait $p1; wait $p2   # each wait returns its job's status, so set -e stops on a failed prepare
@@ -65,7 +76,7 @@ for src in ${MORE_SETS:-}; do
 done
 [ "${STOP_AFTER:-}" = prepare ] && exit 0
 
-DATA_NOTE="Research use only; none of it is redistributed. FaceForensics++ c23 subset (../shared/data/ffpp-c23: 30 original, 63 manipulated videos; identity-group split 50/25/25, train split used: reals as SBI sources + its Deepfakes/Face2Face/FaceSwap/NeuralTextures fakes); UTKFace aligned face photos (8,201 of 9,674 for training, 473 validation, 1,000 held out); 47 real talking-head clips from public face-animation repositories (30 training, 8 validation, 9 held out, split by source repository); 38 photos/clips of the facenet-pytorch and face_recognition example media (training)."
+DATA_NOTE=$($BIN/python scripts/data_note.py "$SHARED" $D "$SUF" "${REAL_FAKES:-1}")   # counted from the crop sets
 FAKES=--real-fakes; [ "${REAL_FAKES:-1}" = 0 ] && FAKES=--no-real-fakes
 [ -n "$MORE_NOTE" ] && DATA_NOTE="$DATA_NOTE More labelled sets (split by identity group 50/25/25 or their own split column, train split used):$MORE_NOTE"
 PAIRED_FLAG=--no-paired; [ "${PAIRED:-0}" = 1 ] && PAIRED_FLAG=--paired
@@ -73,13 +84,16 @@ INIT_FLAG=(); [ -n "${INIT:-}" ] && INIT_FLAG=(--init "$INIT")
 RUNS=()
 JOBS=(); for seed in $SEEDS; do for cross in $CROSSES; do JOBS+=("$cross $seed ${LAYER_DECAY:-0}"); done; done
 LLD_RUN=${LLD_RUN-0.85}; [ -n "$LLD_RUN" ] && JOBS+=("${CROSSES%% *} ${SEEDS%% *} $LLD_RUN")
+EMA_TAG=-ema; [ "${EMA:-0.997}" = 0 ] && EMA_TAG=""; SOUP=-soup${#JOBS[@]}; [ ${#JOBS[@]} = 1 ] && SOUP=""
+VERSION=${VERSION:-ffpp-utk-th-sbi-${ENCODER#tf_efficientnet_}-$SUF$EMA_TAG$SOUP-rebuild-$(date -u +%Y%m%d)}
 for job in "${JOBS[@]}"; do read -r cross seed lld <<< "$job"   # each run resumes from its own last.pt
-  OUT="$WORK/train-xb$cross-s$seed"; [ "$lld" = 0 ] || OUT="$OUT-lld$lld"; RUNS+=("$OUT/best.safetensors")
+  NAME="xb$cross-s$seed"; [ "$lld" = 0 ] || NAME="$NAME-lld$lld"; OUT="$WORK/train-$NAME$RUN_SUF"
+  RUNS+=("$OUT/best.safetensors")
   RESUME=""; [ -f "$OUT/last.pt" ] && RESUME="--resume"
   $BIN/deepfakestream train $D/ffpp$SUF --extra-dataset $D/th$SUF --extra-dataset $D/faces$SUF \
       --extra-dataset $D/utk$SUF --extra-dataset $D/utk${SUF}val "${MORE[@]}" --output "$OUT" \
       --encoder "$ENCODER" --input-mode "${INPUT_MODE:-rgb+srm}" --epochs "${EPOCHS:-6}" --patience "${PATIENCE:-3}" --max-steps-per-epoch "${STEPS:-250}" \
-      --codec-p "${CODEC:-0.5}" --capture-p "${CAPTURE:-0}" --parts-p "${PARTS:-0}" --source-balance "${BALANCE:-sqrt}" --layer-decay "$lld" --blend-map "${BLEND_MAP:-0}" --drop-path "${DROP_PATH:-0}" --mesh-p "${MESH:-0}" --local-p "${LOCAL:-0}" --sam-rho "${SAM:-0}" --label-smoothing "${SMOOTH:-0}" --lr "${LR:-3e-4}" "${INIT_FLAG[@]}" --cross-p "$cross" --ema-decay "${EMA:-0.997}" $FAKES $PAIRED_FLAG --threads "${THREADS:-2}" --seed "$seed" --version "$VERSION-${OUT##*/train-}" $RESUME \
+      --codec-p "${CODEC:-0.5}" --capture-p "${CAPTURE:-0}" --parts-p "${PARTS:-0}" --source-balance "${BALANCE:-sqrt}" --layer-decay "$lld" --blend-map "${BLEND_MAP:-0}" --drop-path "${DROP_PATH:-0}" --mesh-p "${MESH:-0}" --local-p "${LOCAL:-0}" --sam-rho "${SAM:-0}" --label-smoothing "${SMOOTH:-0}" --lr "${LR:-3e-4}" "${INIT_FLAG[@]}" --cross-p "$cross" --ema-decay "${EMA:-0.997}" $FAKES $PAIRED_FLAG --threads "${THREADS:-2}" --seed "$seed" --version "$VERSION-$NAME" $RESUME \
       --data-description "$DATA_NOTE"
 done
 [ "${STOP_AFTER:-}" = train ] && exit 0   # comparison runs: keep the shipped checkpoint

@@ -1,4 +1,5 @@
-"""Model cards (pipeline/card.py): a rewritten card appears whole or not at all."""
+"""Model cards (pipeline/card.py): a rewritten card appears whole or not at all; a hand-edited one is read as written or
+refused."""
 
 from __future__ import annotations
 
@@ -51,3 +52,26 @@ def test_a_threshold_outside_0_1_is_refused(tmp_path, detector_env):
     card_path(weights).write_text(json.dumps(card))
     with pytest.raises(CheckpointError):
         read_card(weights)
+
+
+@pytest.mark.parametrize("edit, misspelt", [({"treshold": 0.99}, "treshold"),
+                                            ({"architecture": {"input_sise": 160}}, "input_sise")])
+def test_a_misspelt_key_is_refused_not_ignored(tmp_path, detector_env, edit, misspelt):
+    """A hand-edited ``"treshold": 0.99`` would leave the fitted threshold in force, silently."""
+    import json
+
+    from pipeline.config import load_settings
+    from pipeline.errors import CheckpointError
+
+    shipped = Path(load_settings().classify.checkpoint)
+    weights = tmp_path / "detector.safetensors"
+    shutil.copy(shipped, weights)
+    card = json.loads(card_path(shipped).read_text())
+    card_path(weights).write_text(json.dumps(card))
+    assert read_card(weights).version == card["version"]  # the shipped card, as it is, still reads
+    for key, value in edit.items():
+        card[key] = {**card[key], **value} if isinstance(value, dict) else value
+    card_path(weights).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError) as refused:
+        read_card(weights)
+    assert refused.value.code == "checkpoint_error" and misspelt in str(refused.value)

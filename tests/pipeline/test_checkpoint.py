@@ -66,3 +66,29 @@ def test_weights_that_record_name_and_version_only_load_with_their_card(tmp_path
     card.version = "v2"
     write_card(card, path)
     assert "version 'v1', the card says 'v2'" in _refused(path)
+
+
+def test_an_edited_normalisation_is_refused_where_the_weights_record_theirs(tmp_path):
+    """The card's normalisation builds the network, so an edited ``rgb_mean`` would change every score silently."""
+    from pipeline.config import DEFAULT_CHECKPOINT
+
+    ours = _saved(tmp_path / "ours.safetensors", "run-a")
+    with safe_open(str(ours), "pt") as weights:
+        assert json.loads(weights.metadata()["normalisation"]) == read_card(ours).normalisation.model_dump(mode="json")
+    card = json.loads(card_path(ours).read_text())
+    card["normalisation"]["rgb_mean"] = [0.485, 0.456, 0.406]
+    card_path(ours).write_text(json.dumps(card))
+    said = _refused(ours)
+    assert "saved for rgb_mean=(0.5, 0.5, 0.5), the card says (0.485, 0.456, 0.406)" in said, said
+    with pytest.raises(CheckpointError, match="rgb_mean"):  # the scan's driver, from the header alone
+        check_card(ours, pack_checkpoint(ours))
+    # weights written before it say no normalisation and load with their card as it is: the shipped v16 ...
+    with safe_open(str(DEFAULT_CHECKPOINT), "pt") as weights:
+        assert "normalisation" not in weights.metadata()
+    assert load_checkpoint(DEFAULT_CHECKPOINT)[1].version == read_card(DEFAULT_CHECKPOINT).version
+    # ... and a run's that records its architecture only
+    with safe_open(str(ours), "pt") as weights:
+        tensors = {k: weights.get_tensor(k) for k in weights.keys()}
+        older = {k: v for k, v in weights.metadata().items() if k != "normalisation"}
+    ours.write_bytes(save(tensors, metadata=older))
+    assert load_checkpoint(ours)[1].normalisation.rgb_mean == (0.485, 0.456, 0.406)

@@ -156,14 +156,16 @@ def test_missing_or_untrained_checkpoints(tmp_path):
 def test_the_cards_normalisation_builds_the_network(tmp_path):
     """Preprocessing travels with the weights: a card whose normalisation differs loads a network that uses it
     (it had been shown and keyed but never read: the constants were built in whatever the card said)."""
-    from pipeline.card import Normalisation, read_card, write_card
+    from pipeline.card import Normalisation, read_card
     from pipeline.runtime import graph_key
 
     model, path = _saved(tmp_path)
     x = crops_to_tensor(np.random.default_rng(1).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8))
     plain, card = load_checkpoint(path)
     other = Normalisation(rgb_mean=(0.485, 0.456, 0.406), rgb_std=(0.229, 0.224, 0.225), srm_truncate=2.0)
-    write_card(card.model_copy(update={"normalisation": other}), path)
+    retrained = DeepfakeDetector(model.spec, other)  # the same weights, saved as trained on other inputs
+    retrained.load_state_dict(model.state_dict())
+    save_checkpoint(retrained, card.model_copy(update={"normalisation": other}), path)
     loaded, _ = load_checkpoint(path)
     assert loaded.normalisation == other and torch.allclose(loaded.rgb_std.flatten(), torch.tensor(other.rgb_std) * 255)
     assert loaded.srm.truncate == 2.0

@@ -103,3 +103,35 @@ def test_a_process_that_finds_its_graph_cached_never_imports_onnx(tmp_path):
     assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
     assert runs[1].stdout.split()[-2:] == ["cache", "False"]  # cached: no onnx import
     assert runs[0].stdout.split()[0] == "export"
+
+
+@needs_onnx
+def test_the_cache_keeps_the_most_recently_used_graphs_and_survives_other_processes(tmp_path, monkeypatch):
+    """One graph per checkpoint scored (~14 MB for Lite0) would fill the disk over many runs: the cache keeps the
+    ``CACHE_ENTRIES`` most recently written or loaded, and pruning never breaks a reader or a writer."""
+    import os
+
+    import onnxruntime
+
+    import pipeline.runtime
+    from pipeline.runtime import OnnxNetwork, graph_key
+
+    monkeypatch.setattr(pipeline.runtime, "CACHE_ENTRIES", 2)
+    nets = []
+    for seed in range(3):  # small real networks: three weights, three graphs
+        torch.manual_seed(seed)
+        nets.append(torch.nn.Conv2d(3, 1, 3))
+    a, b, c = (tmp_path / f"{graph_key(net, 8)}.onnx" for net in nets)
+    assert [OnnxNetwork(net, 8, tmp_path).source for net in nets[:2]] == ["export", "export"]
+    os.utime(a, (1, 1))  # a written long before b ...
+    os.utime(b, (2, 2))
+    assert OnnxNetwork(nets[0], 8, tmp_path).source == "cache"  # ... but loaded since: b is the least recently used
+    stuck = tmp_path / "stuck.onnx"  # older still, and cannot be removed (a directory)
+    stuck.mkdir()
+    os.utime(stuck, (0, 0))
+    with b.open("rb") as reader:  # another process has b open when it is pruned
+        assert OnnxNetwork(nets[2], 8, tmp_path).source == "export"
+        assert sorted(tmp_path.glob("*.onnx")) == sorted([a, c, stuck])  # b out; the stuck one left, the write done
+        onnxruntime.InferenceSession(reader.read(), providers=["CPUExecutionProvider"])  # the reader gets it whole
+    assert OnnxNetwork(nets[1], 8, tmp_path).source == "export"  # and b is exported again when next needed
+    assert sorted(tmp_path.glob("*.onnx")) == sorted([b, c, stuck])
