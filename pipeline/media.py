@@ -200,20 +200,29 @@ def _ranged(cat: Callable[[int, int], bytes], size: int) -> bytes:
 
 
 def _read_local(path: str, max_bytes: int, name: str | None = None) -> bytes:
-    """A local file (``name``: as messages call it), refused as ``unsupported_media`` unless what was opened is a
-    regular file: opening a FIFO waits for a writer (forever), /dev/zero never ends. It is opened without blocking
-    and told by its descriptor, not by a stat before the open: a file swapped for a FIFO after one is refused too."""
+    """A local file (``name``: as messages call it), refused as ``unsupported_media`` unless it is a regular file:
+    opening a FIFO waits for a writer (forever), /dev/zero never ends. Told by a stat first, so a FIFO or device is
+    never opened (opening one releases a writer waiting on it, runs a driver's open); then opened without blocking
+    and told again by its descriptor, so a file swapped for a FIFO after the stat is refused too. A regular file that
+    will not open without blocking (a lease or oplock held: Samba, NFS delegations) is opened again, waiting."""
     irregular = f"not a regular file: {redact_uri(name or path)}"
+    mode = os.stat(path).st_mode  # follows links, as the open does
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(mode):
+        raise UnsupportedMediaError(irregular)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # follows links, as a stat would
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        if exc.errno == errno.ENXIO:  # a socket, a device with nothing behind it: not regular files either
+        if exc.errno == errno.ENXIO:  # swapped for a socket or a device with nothing behind it since the stat
             raise UnsupportedMediaError(irregular) from exc
-        raise
+        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+            raise
+        fd = None  # a lease: the fstat below still tells what this blocking open opened
+    if fd is None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         opened = os.fstat(fd)
-        if stat.S_ISDIR(opened.st_mode):
-            raise IsADirectoryError(path)
         if not stat.S_ISREG(opened.st_mode):
             raise UnsupportedMediaError(irregular)
         _fits(opened.st_size, max_bytes)
@@ -248,7 +257,8 @@ def read_media_bytes(uri: str, max_bytes: int, storage_options: dict | None = No
     listing returned names its key exactly (S3 keys are literal: ``clip%41.mp4`` is not ``clipA.mp4``).
     ``deadline`` (the server's requests): the read stops when it passes or is stopped (``DeadlineExceededError``),
     however slowly the store answers; a scan has none. A local path that is not a regular file (a FIFO, a device, a
-    link to one) is refused once opened without blocking, before anything is read (``_read_local``). An object
+    link to one) is refused from its stat, never opened, and a file swapped for one after the stat from its
+    descriptor (``_read_local``). An object
     whose first bytes are no supported type is refused before the rest is read.
     """
     uri = uri if literal else normalize_uri(uri)

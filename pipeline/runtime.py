@@ -17,6 +17,7 @@ import importlib.util
 import io
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -121,12 +122,17 @@ def _cache(path: Path, data: bytes) -> None:
     _prune(path.parent, CACHE_ENTRIES)
 
 
+_GRAPH_NAME = re.compile(r"[0-9a-f]{32}\.onnx")  # graph_key's 32 hex digits: what this cache writes
+
+
 def _prune(folder: Path, keep: int) -> None:
     """Remove all but the ``keep`` most recently used graphs (by mtime: written, or last loaded). Another process may
     be pruning or reading too: an entry already gone is skipped, one that cannot be removed is left, and a reader
     that opened a graph before it was removed reads it whole (one that finds it gone exports it again)."""
     entries = []
     for path in folder.glob("*.onnx"):  # not the writers' hidden temp files
+        if not _GRAPH_NAME.fullmatch(path.name):  # the folder may be shared (classify.onnx_cache): only our graphs
+            continue
         with contextlib.suppress(FileNotFoundError):
             entries.append((path.stat().st_mtime_ns, path))
     for _, path in sorted(entries, reverse=True)[keep:]:

@@ -22,9 +22,10 @@ LIMITS = {"decode": ("max_duration_s", "max_pixels", "max_bytes", "max_frames", 
 # limits added after evaluation's caches were keyed: in no key, so those keys stay as they were written
 UNKEYED = {"decode": ("max_decoded_pixels",)}
 CARD = {"architecture", "normalisation", "threshold", "aggregation", "min_track_frames", "tta_flip"}
-# The scan's code revision: bump it with any change to decoding, detection, tracking, aggregation or classification
-# that moves a score or a verdict for the same weights and settings, so outputs scored by the old code rescan once
-# (the keys alone missed 6c69ca8's tracking fix: its outputs kept the old verdicts). 2: that fix.
+# The scoring code's revision: bump it with any change to decoding, detection, tracking, aggregation or
+# classification that moves a score or a verdict for the same weights and settings, so outputs scored by the old code
+# rescan once, and evaluation's cached records (jobs/training/evaluate.py) are scored again (the keys alone missed
+# 6c69ca8's tracking fix: its outputs and caches kept the old verdicts and tracks). 2: that fix.
 SCAN_REVISION = 2
 
 

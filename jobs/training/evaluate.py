@@ -28,7 +28,7 @@ from pipeline.card import read_card
 from pipeline.config import Settings
 from pipeline.graph import ScoringPipeline, stage_specs
 from pipeline.result import shown_score
-from pipeline.scoring_key import scoring_key as pipeline_scoring_key, weights_digest
+from pipeline.scoring_key import SCAN_REVISION, scoring_key as pipeline_scoring_key, weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ def _cached(cache: Path) -> dict[str, dict]:
 
 def score_videos(videos: list[LabelledVideo], settings: Settings, cache: Path | None = None, source: str = "") -> list[dict[str, Any]]:
     """Run the graph on every object; per-object face scores, tracks and frames (cached as JSON Lines, reused
-    only for the same weights and scoring settings)."""
+    only for the same weights, scoring settings and scoring code: ``SCAN_REVISION``, which the key leaves out so
+    that it stays the one old caches hold; a record of older code is scored again)."""
     from tqdm import tqdm
 
     done = _cached(cache) if cache and cache.exists() else {}
@@ -78,7 +79,8 @@ def score_videos(videos: list[LabelledVideo], settings: Settings, cache: Path | 
     key = scoring_key(settings, scorer.scorer.classifier.tta_flip)
     records = []
     for video in tqdm(videos, desc=f"evaluate {source}", unit="object"):
-        if video.path in done and done[video.path].get("scoring_key") == key:
+        cached = done.get(video.path, {})
+        if cached.get("scoring_key") == key and cached.get("revision") == SCAN_REVISION:  # same weights, settings, code
             # the scores are the weights'; what the object is, is the labels' as they read now
             records.append({**done[video.path], "label": video.label, "method": video.method, "group": video.group,
                             "source": source})
@@ -88,7 +90,8 @@ def score_videos(videos: list[LabelledVideo], settings: Settings, cache: Path | 
         result = scorer.score(video.path)
         faces = [(box.score, track.track, box.frame) for track in result.tracks for box in track.boxes]
         record = {"path": video.path, "label": video.label, "method": video.method, "group": video.group,
-                  "source": source, "model_version": version, "scoring_key": key, "error": result.error or "",
+                  "source": source, "model_version": version, "scoring_key": key, "revision": SCAN_REVISION,
+                  "error": result.error or "",
                   "frames_sampled": result.media.frames_sampled if result.media else 0,
                   "face_scores": [score for score, _, _ in faces], "face_track": [track for _, track, _ in faces],
                   "face_frame": [frame for _, _, frame in faces]}

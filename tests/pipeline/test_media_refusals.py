@@ -5,13 +5,16 @@ is access_denied (the serve 403), not storage_error (502)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import fsspec
 import pytest
-from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from pipeline.errors import MediaError, UnsupportedMediaError
@@ -57,15 +60,52 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
 
 
 def test_a_fifo_swapped_in_after_a_stat_is_refused_from_the_opened_file(tmp_path, monkeypatch):
-    """A file replaced by a FIFO between a stat and the open still blocked the open forever: what is refused is
-    what was opened (without blocking), whatever a stat said before. The swap is a race: here every stat of a
-    path says "a regular file", as the one before the swap did."""
-    fifo = tmp_path / "clip.mp4"
+    """A file replaced by a FIFO between the stat and the open still blocked the open forever: what is refused is
+    what was opened (without blocking) too. The swap is a race: here the stat of that path says "a regular file",
+    as the one before the swap did."""
+    fifo, regular = tmp_path / "clip.mp4", tmp_path / "regular.jpg"
     os.mkfifo(fifo)
-    monkeypatch.setattr(LocalFileSystem, "info", lambda self, path, **kwargs: {"name": path, "type": "file", "size": 10})
+    regular.write_bytes(b"x" * 10)
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: real_stat(regular if str(path) == str(fifo) else path, *a, **k))
     _refused_promptly(fifo, lambda: read_media_bytes(str(fifo), 10**6))
 
 
+def test_a_fifo_is_refused_without_opening_it(tmp_path):
+    """Opening a FIFO to look at it releases a writer blocked in its own open (which then dies of SIGPIPE): a stat
+    tells it first, so the writer waits on, unharmed."""
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: os.close(os.open(fifo, os.O_WRONLY)), daemon=True)
+    writer.start()
+    time.sleep(0.2)  # the writer is in its open (a reader released later lets it go whenever it got there)
+    with pytest.raises(UnsupportedMediaError, match="not a regular file"):
+        read_media_bytes(str(fifo), 10**6)
+    writer.join(0.5)
+    assert writer.is_alive(), "the refusal opened the FIFO: its writer was released"
+    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # let it go
+    writer.join(5)
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_SETLEASE"), reason="file leases are Linux's")
+def test_a_file_under_a_lease_is_read_once_the_lease_is_released(tmp_path):
+    """A lease (Samba's oplocks, NFS delegations) makes an open without blocking fail (EWOULDBLOCK) until it is
+    broken: the file is read after the holder lets go, not refused as a storage error."""
+    leased = tmp_path / "leased.jpg"
+    leased.write_bytes(b"\xff\xd8\xff" + b"x" * 100)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, signal, sys, time\n"
+        "signal.signal(signal.SIGIO, lambda *a: None)\n"  # a lease break's signal; released on our own time below
+        f"fd = os.open({str(leased)!r}, os.O_RDWR)\n"
+        "fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(1.0)\n"
+        "fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert read_media_bytes(str(leased), 10**6) == leased.read_bytes()
+    finally:
+        holder.wait(10)
 def test_a_socket_is_refused_as_no_regular_file(tmp_path):
     """Opening a socket fails (ENXIO): it is no media (unsupported_media), as its stat said, not a failing store."""
     import socket

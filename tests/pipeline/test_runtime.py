@@ -126,12 +126,15 @@ def test_the_cache_keeps_the_most_recently_used_graphs_and_survives_other_proces
     os.utime(a, (1, 1))  # a written long before b ...
     os.utime(b, (2, 2))
     assert OnnxNetwork(nets[0], 8, tmp_path).source == "cache"  # ... but loaded since: b is the least recently used
-    stuck = tmp_path / "stuck.onnx"  # older still, and cannot be removed (a directory)
+    stuck = tmp_path / f"{'0' * 32}.onnx"  # older still, and cannot be removed (a directory)
     stuck.mkdir()
     os.utime(stuck, (0, 0))
+    theirs = tmp_path / "my-exported-model.onnx"  # the folder may be shared: what the cache did not write stays
+    theirs.write_bytes(b"a user's graph")
+    os.utime(theirs, (0, 0))
     with b.open("rb") as reader:  # another process has b open when it is pruned
         assert OnnxNetwork(nets[2], 8, tmp_path).source == "export"
-        assert sorted(tmp_path.glob("*.onnx")) == sorted([a, c, stuck])  # b out; the stuck one left, the write done
+        assert sorted(tmp_path.glob("*.onnx")) == sorted([a, c, stuck, theirs])  # b out; the stuck one left, the write done
         onnxruntime.InferenceSession(reader.read(), providers=["CPUExecutionProvider"])  # the reader gets it whole
     assert OnnxNetwork(nets[1], 8, tmp_path).source == "export"  # and b is exported again when next needed
-    assert sorted(tmp_path.glob("*.onnx")) == sorted([b, c, stuck])
+    assert sorted(tmp_path.glob("*.onnx")) == sorted([b, c, stuck, theirs])

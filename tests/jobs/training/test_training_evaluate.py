@@ -143,6 +143,14 @@ def test_cached_scores_take_the_labels_as_they_read_now(tmp_path, samples_dir):
     after = {r["path"]: (r["label"], r["method"], r["score"]) for r in again["per_video"]}
     assert after == {str(photo): ("FAKE", "Swap", before[str(photo)][1]), str(pair): ("REAL", "original", before[str(pair)][1])}
     assert set(again["per_method"]) == {"Swap"} and again["overall"]["positives"] == 1
+    # records of older scoring code (no revision, or another: the tracking fix changed tracks under the same key) are
+    # scored again, once; the key itself stays the one old caches hold
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    cache.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "revision"}) + "\n" for r in rows))
+    evaluate(labels, "all", settings, tmp_path / "eval")
+    evaluate(labels, "all", settings, tmp_path / "eval")
+    rescored = [json.loads(line) for line in cache.read_text().splitlines()][2:]
+    assert len(rescored) == 2 and {r["scoring_key"] for r in rescored} == {rows[0]["scoring_key"]}
 
 
 @pytest.mark.parametrize("rows, split, counts", [
