@@ -92,7 +92,7 @@ def still_reduction(image, config: DecodeConfig) -> tuple[tuple[int, int], tuple
     times = STILL_REDUCE_LIMIT if drafted else STILL_WHOLE_LIMIT
     bomb = Image.MAX_IMAGE_PIXELS or math.inf
     if width * height > min(times * config.max_pixels, bomb):
-        limit = (f"PIL's decompression-bomb limit of {bomb} pixels" if bomb < times * config.max_pixels
+        limit = (f"the {bomb}-pixel decompression-bomb limit (PIL's)" if bomb < times * config.max_pixels
                  else f"the {times * config.max_pixels}-pixel limit for photos")
         how = "a JPEG is decoded reduced, then" if drafted else f"a {image.format} is decoded whole, then"
         raise MediaTooLargeError(f"resolution {width}x{height} is over {limit} ({how} scaled down to the "

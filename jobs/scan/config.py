@@ -55,6 +55,9 @@ class ScanConfig(BaseModel):
                                  "dispatch gap between batches; the passes that rescan lost objects always use 1, "
                                  "so a crashing object's batch is alone on its worker there")
     object_store_limit: int | None = Field(None, ge=1)
+    # Ray Data waits forever by default for a pool whose actors the cluster has no room for (held by Serve, say)
+    actor_start_timeout: int = Field(600, ge=1, le=DAY_S, description="seconds an actor pool may take to start (its "
+                                     "actors placed, their models loaded) before the scan stops with cluster_busy")
     # fault tolerance and commits
     max_task_retries: int = Field(2, ge=0)
     max_restarts: int = -1

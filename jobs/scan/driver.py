@@ -41,7 +41,7 @@ from jobs.scan.listing import list_objects
 from jobs.scan.output import CommitInfo, OutputError, OutputStore
 from jobs.scan.schema import FACES_SCHEMA
 from jobs.scan.rows import lost_rows, unnest
-from jobs.scan.plan import PoolPlan, build_dataset, check_device, data_context, ensure_ray, plan_pools
+from jobs.scan.plan import PoolPlan, build_dataset, check_device, data_context, ensure_ray, not_started, plan_pools
 from jobs.scan.records import (RUNS_DIR, RunRecord, close_all_unfinished, record_id, record_paths, settings_digest,
                                since_last_sweep, tally, write_record)
 from jobs.scan.stop import GracefulStop, Terminated
@@ -344,12 +344,12 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
     import ray
 
     try:
-        cluster = ray.cluster_resources()
-        plan = plan_pools(cluster, options, settings.device)
+        cluster, free = ray.cluster_resources(), ray.available_resources()
+        plan = plan_pools(cluster, options, settings.device, free)  # what is free: a cluster Serve shares
         if not options.torch_threads and settings.torch_threads:
             plan.torch_threads = settings.torch_threads  # the config file's torch_threads applies per actor
         summary.plan = asdict(plan)
-        log.info("%s (cluster %s)", plan.line(), cluster)
+        log.info("%s (cluster %s, free %s)", plan.line(), cluster, free)
         if on_plan:
             on_plan(plan)
         from pipeline.graph import stage_specs
@@ -425,7 +425,10 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
                 except (LeaseLost, OutputError):  # a commit that could not be made: not Ray Data's failure
                     raise
                 except Exception as exc:  # noqa: BLE001 - Ray Data gave up; keep what is done
-                    return exc
+                    busy = not_started(exc, plan.at_most(len(entries)), pass_options)  # no room for the actors
+                    if busy is not None and not returned:
+                        raise busy from exc
+                    return busy or exc
                 finally:
                     close = getattr(batches, "close", None)
                     if close is not None:  # stop the executor and its actors now, not when GC runs

@@ -20,6 +20,13 @@ class SourceNotFoundError(ScanError):
     code = "source_not_found"
 
 
+class ClusterBusyError(ScanError):
+    """The Ray cluster has no room for the scan's actors: too little CPU (or GPU) free for one when it starts, or its
+    pools' actors not started within ``scan.actor_start_timeout`` (others' actors and tasks hold the rest)."""
+
+    code = "cluster_busy"
+
+
 class ScanAborted(DeepfakeStreamError):
     """The scan started but Ray Data gave up (more failed batches than --max-failed-batches)."""
 

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import warnings
 from contextlib import contextmanager
@@ -24,12 +25,14 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 from jobs.scan.config import ScanConfig
-from jobs.scan.errors import ScanError
-from pipeline.errors import DeviceUnavailableError
+from jobs.scan.errors import ClusterBusyError, ScanError
+from pipeline.errors import DeviceUnavailableError, one_line
 from pipeline.local_ray import start_local_ray
 from pipeline.logsafe import redact_uri
 
 log = logging.getLogger(__name__)
+
+MIN_ACTOR_CPUS = 0.01  # the least CPU share an actor is given: less free than that for each is a busy cluster
 
 
 @dataclass
@@ -53,6 +56,13 @@ class PoolPlan:
         cap = max(1, objects)
         return replace(self, **{k: min(getattr(self, k), cap)
                                 for k in ("fused_actors", "decode_actors", "detect_actors", "classify_actors")})
+
+    def demand(self) -> str:
+        """What the pools ask Ray for, in words (a refusal names it)."""
+        actors = self.fused_actors + self.decode_actors + self.detect_actors + self.classify_actors
+        models = (self.fused_actors or self.detect_actors) + self.classify_actors
+        gpus = f" and {models} model actor(s) {self.detect_gpus:g} GPU each" if self.detect_gpus else ""
+        return f"{actors} actor(s) asking {self.cpus_per_actor:g} CPU each{gpus}"
 
     def line(self) -> str:
         """The one line the scan prints at start."""
@@ -105,14 +115,20 @@ def _ray_address(options: ScanConfig) -> str | None:
     return options.ray_address or os.environ.get("RAY_ADDRESS")
 
 
-def plan_pools(cluster: dict[str, float], options: ScanConfig, device: str = "auto") -> PoolPlan:
-    """The plan and its actor pools, sized from the cluster's resources.
+def plan_pools(cluster: dict[str, float], options: ScanConfig, device: str = "auto",
+               free: dict[str, float] | None = None) -> PoolPlan:
+    """The plan and its actor pools, sized from the cluster's resources: its CPUs, or where ``free`` is given
+    (``ray.available_resources()``) those free now, so a scan on a cluster that Serve shares asks only for what is
+    left. The plan and the GPU shares follow the cluster's GPUs; a model actor's share must be free too.
+    Less free than one actor's worth is refused at once (``cluster_busy``): its actors would wait forever.
 
     Actors together ask for at most (CPUs - 1), so Ray Data always has a CPU left for its own tasks
     (on a 2-core machine, actor pools that hold every CPU starve the pipeline and it deadlocks).
     With GPUs (and device not cpu), model actors share them, decode actors stay on CPU.
     """
     cpus = float(cluster.get("CPU", 1.0))
+    if free is not None:
+        cpus = min(cpus, float(free.get("CPU", 0.0)))
     check_gpus(cluster, options, device)
     gpus = float(cluster.get("GPU", 0.0)) if device != "cpu" else 0.0
     plan, why = choose_plan(cluster, options, device)
@@ -142,10 +158,26 @@ def plan_pools(cluster: dict[str, float], options: ScanConfig, device: str = "au
         detect_gpus = classify_gpus = options.gpus_per_actor or 0.0
     total = fused + decode + detect + classify
     budget = cpus - 1 if cpus >= 2 else cpus / 2
-    cpus_per_actor = max(0.01, min(1.0, budget / total))
+    if budget / total < MIN_ACTOR_CPUS:
+        raise ClusterBusyError(f"too little CPU free for the scan's {total} actor(s) (at least {MIN_ACTOR_CPUS:g} CPU each, "
+                               f"and some left for Ray Data's tasks): {_room(cluster, free)}")
+    if free is not None and detect_gpus > float(free.get("GPU", 0.0)) + 1e-9:
+        raise ClusterBusyError(f"too little GPU free for the scan's model actors ({detect_gpus:g} GPU each): "
+                               f"{_room(cluster, free)}")
+    cpus_per_actor = min(1.0, budget / total)
     threads = options.torch_threads or (1 if plan == "fused" else max(1, int(cpus_per_actor)))
     cpus_per_actor = math.floor(cpus_per_actor * 1e4) / 1e4  # round down: the sum must stay under budget
     return PoolPlan(plan, why, fused, decode, detect, classify, cpus_per_actor, detect_gpus, classify_gpus, threads)
+
+
+def _room(cluster: dict[str, float], free: dict[str, float] | None = None) -> str:
+    """What the cluster has free of its CPUs and GPUs, in words (``free`` None: all of it)."""
+    free = cluster if free is None else free
+    keys = [k for k in ("CPU", "GPU") if cluster.get(k)]
+    have = ", ".join(f"{float(free.get(k, 0.0)):g} of {float(cluster[k]):g} {k}" for k in keys) or "no CPU"
+    held = any(float(free.get(k, 0.0)) < float(cluster[k]) for k in keys)
+    return f"the Ray cluster has {have} free" + (", others' actors and tasks hold the rest (`ray status`): scan when "
+                                                 "they are done" if held else "")
 
 
 def ensure_ray(options: ScanConfig) -> bool:
@@ -168,6 +200,7 @@ def ensure_ray(options: ScanConfig) -> bool:
     try:
         try:
             if address:
+                _with_token(address)
                 ray.init(address=address, **common)
             else:
                 start_local_ray(num_cpus=options.num_cpus, num_gpus=options.num_gpus, **common)
@@ -182,8 +215,45 @@ def ensure_ray(options: ScanConfig) -> bool:
             _shut_down(ray)  # whatever start-up had launched
         raise
     except Exception as exc:  # noqa: BLE001
-        raise ScanError(f"cannot start or reach Ray ({redact_uri(address or 'local')}): {type(exc).__name__}: {exc}") from exc
+        said, mode = f"{type(exc).__name__}: {exc}", os.environ.get("RAY_AUTH_MODE")
+        if address and any("InvalidAuthToken" in str(e) or type(e).__name__ == "AuthenticationError" for e in _chain(exc)):
+            said = (f"authentication failed ({f'RAY_AUTH_MODE={mode}' if mode else 'no Ray token here'}): the cluster "
+                    "has Ray's token authentication on; give the scan its token (RAY_AUTH_TOKEN, a file named by "
+                    "RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token) with RAY_AUTH_MODE=token or unset")
+        raise ScanError(f"cannot start or reach Ray ({redact_uri(address or 'local')}): {said}") from exc
     return True
+
+
+def _with_token(address: str) -> None:
+    """Join ``address`` with the Ray token this machine has (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)
+    when RAY_AUTH_MODE is unset. Ray 2.60 does so only for a cluster it finds itself (``auto``), while ``ray start``
+    turns token authentication on wherever it finds a token (any local scan or serve makes ~/.ray/auth_token):
+    without it, joining fails after ~20 s of retries. The token goes to the cluster named: RAY_AUTH_MODE=disabled
+    keeps it here."""
+    try:  # Ray's own rule for "auto", in a private module of 2.60: revisit when upgrading Ray
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    except ImportError:
+        return
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    said = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = said.level
+    said.setLevel(logging.ERROR)  # its warning speaks of starting a cluster, not of joining one
+    try:
+        if maybe_enable_token_auth_if_token_available(warn_if_disabled=False):
+            log.info("joining the Ray cluster at %s with this machine's Ray token (RAY_AUTH_MODE=token; set it to "
+                     "disabled to join without)", redact_uri(address))
+    finally:
+        said.setLevel(level)
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, once each."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        yield exc
+        exc = exc.__cause__ or exc.__context__
 
 
 def _put_back(handler: Any) -> None:
@@ -209,24 +279,56 @@ def data_context(options: ScanConfig) -> Iterator[None]:
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     ctx = DataContext.get_current()
     saved = {"max_errored_blocks": ctx.max_errored_blocks, "enable_progress_bars": ctx.enable_progress_bars,
-             "print_on_execution_start": ctx.print_on_execution_start,
+             "print_on_execution_start": ctx.print_on_execution_start, "wait_for_min_actors_s": ctx.wait_for_min_actors_s,
              "resource_limits": ctx.execution_options.resource_limits,
              "issue_detectors": list(ctx.issue_detectors_config.detectors)}
     # a crash also fails the batches queued behind it on its actor: the budget counts crashing objects
     ctx.max_errored_blocks = options.max_failed_batches * options.tasks_per_actor
     ctx.enable_progress_bars = options.ray_progress
     ctx.print_on_execution_start = options.verbose
+    ctx.wait_for_min_actors_s = options.actor_start_timeout  # Ray Data's default, -1, waits forever
     if not options.verbose:  # its advice ("set memory= per worker") is about Ray's API, not the scan's options
         ctx.issue_detectors_config.detectors = []
     if options.object_store_limit:
         ctx.execution_options.resource_limits = ExecutionResources.for_limits(object_store_memory=options.object_store_limit)
+    said = logging.getLogger("ray.data.exceptions")
+    said.addFilter(_no_busy_trace)
     try:
         yield
     finally:
+        said.removeFilter(_no_busy_trace)
         ctx.execution_options.resource_limits = saved.pop("resource_limits")
         ctx.issue_detectors_config.detectors = saved.pop("issue_detectors")
         for key, value in saved.items():
             setattr(ctx, key, value)
+
+
+def _pools_timed_out(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is Ray Data giving up on a pool whose actors did not start within ``actor_start_timeout``."""
+    import ray
+
+    return any(isinstance(e, ray.exceptions.GetTimeoutError) and "starting actors" in str(e) for e in _chain(exc))
+
+
+def _no_busy_trace(record: logging.LogRecord) -> bool:
+    """Ray Data logs that timeout as its own fault ("open an issue", a page of trace) while raising it, which
+    ``not_started`` says in one line: dropped. Its first line carries no exception, hence ``sys.exc_info``."""
+    return not _pools_timed_out(record.exc_info[1] if record.exc_info else sys.exc_info()[1])
+
+
+def not_started(exc: BaseException, plan: PoolPlan, options: ScanConfig) -> ClusterBusyError | None:
+    """``cluster_busy`` when ``exc`` is Ray Data giving up on a pool whose actors did not start within
+    ``actor_start_timeout`` (``data_context``), naming what they ask for and what the cluster has free now."""
+    import ray
+
+    if not _pools_timed_out(exc):
+        return None
+    try:
+        now = _room(ray.cluster_resources(), ray.available_resources())
+    except Exception as error:  # noqa: BLE001 - the refusal matters more than the numbers
+        now = f"what the Ray cluster has free is unknown ({one_line(error)})"
+    return ClusterBusyError(f"the scan's actors did not start within {options.actor_start_timeout} s "
+                            f"(scan.actor_start_timeout): its pools ask for {plan.demand()}; {now}")
 
 
 def build_dataset(entries: list[dict[str, Any]], specs: list, plan: PoolPlan, options: ScanConfig, scan_id: str,

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_the_scan_driver_never_imports_torch(detector_checkpoint, tmp_path):
     """The fused plan's driver reads the card, plans and ships stage specs; only the actors import torch and
@@ -262,3 +264,97 @@ def test_a_mistyped_checkpoint_is_named_as_such(tmp_path, samples_dir, detector_
     summary = json.loads(result.stdout)
     assert result.exit_code == 2 and (summary["error_code"], summary["message"]) == ("checkpoint_error", f"checkpoint {typo} does not exist")
     assert not (tmp_path / "out").exists()
+
+
+def _holding(ray, cpus: float):
+    """An actor holding ``cpus`` of the session's Ray: another job on a cluster the scan shares (Serve, say)."""
+    @ray.remote
+    class Holder:
+        def ping(self) -> bool:
+            return True
+
+    holder = Holder.options(num_cpus=cpus).remote()
+    ray.get(holder.ping.remote(), timeout=60)
+    return holder
+
+
+def _release(ray, holder) -> None:
+    """Kill ``holder`` and wait until every CPU is free again, for the tests after (a refused scan's pending actor
+    starts once ``holder`` is gone, and stops when the last reference to its pool is collected)."""
+    import gc
+    import time
+
+    ray.kill(holder)
+    gc.collect()
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _busy_scan(tmp_path, samples_dir, **options):
+    """One image scanned into a new output, expected to be refused: (its code, its words, summary, record, seconds).
+    Not the exception: its traceback holds the scan's frames, and so its pool's actors."""
+    import shutil
+    import time
+
+    from jobs.scan.config import ScanConfig
+    from jobs.scan.driver import run_scan
+    from jobs.scan.errors import ClusterBusyError
+    from pipeline.config import load_settings
+    from scan_fixtures import _records
+
+    (tmp_path / "src").mkdir()
+    shutil.copy(samples_dir / "coffee.jpg", tmp_path / "src")
+    ended, on_plan = [], options.pop("on_plan", None)
+    started = time.monotonic()
+    with pytest.raises(ClusterBusyError) as refused:
+        run_scan(load_settings(), ScanConfig(source=str(tmp_path / "src"), output=str(tmp_path / "out"), progress=False,
+                                             **options), on_end=ended.append, on_plan=on_plan)
+    (record,) = _records(tmp_path / "out")
+    assert not (tmp_path / "out" / "_lease.json").exists()  # released: the next scan is not output_busy
+    return refused.value.code, str(refused.value), ended[0], record, time.monotonic() - started
+
+
+def test_a_scan_with_no_room_on_a_shared_cluster_is_refused_at_once(ray_session, tmp_path, samples_dir):
+    """With another job holding the cluster's CPUs the scan planned from its total (2 actors of 0.5 CPU) and waited
+    forever, silently, renewing its lease. Now the pools are sized from what is free and no room for one actor is
+    cluster_busy, exit 2, at once, with a run record."""
+    holder = _holding(ray_session, ray_session.cluster_resources()["CPU"])
+    try:
+        code, said, summary, record, took = _busy_scan(tmp_path, samples_dir, actor_start_timeout=60)
+    finally:
+        _release(ray_session, holder)
+    assert code == "cluster_busy" and "0 of 2 CPU free" in said and "did not start" not in said, said
+    assert took < 40, took  # not after actor_start_timeout
+    assert (summary.status, summary.exit_code, summary.error_code) == ("not_started", 2, "cluster_busy")
+    assert (record["status"], record["exit_code"], record["error_code"]) == ("not_started", 2, "cluster_busy")
+
+
+@pytest.mark.timeout(180)
+def test_a_pool_whose_actors_cannot_start_is_refused_after_actor_start_timeout(ray_session, tmp_path, samples_dir):
+    """CPUs taken between the plan and its actors (another job starting then): Ray Data's default waits forever for
+    them. scan.actor_start_timeout bounds it: cluster_busy, exit 2, naming what the pools ask and what is free, in
+    one line: without the page of trace Ray Data logs for it as its own fault ("open an issue")."""
+    import logging
+
+    taken, logged = [], []
+    handler = logging.Handler()
+    handler.emit = logged.append
+    logging.getLogger("ray.data.exceptions").addHandler(handler)
+
+    def take_what_is_free(plan) -> None:
+        taken.append(_holding(ray_session, ray_session.available_resources()["CPU"]))
+
+    try:
+        code, said, summary, record, took = _busy_scan(tmp_path, samples_dir, actor_start_timeout=2,
+                                                       on_plan=take_what_is_free)
+    finally:
+        logging.getLogger("ray.data.exceptions").removeHandler(handler)
+        for holder in taken:
+            _release(ray_session, holder)
+    assert [r.getMessage() for r in logged] == []
+    assert code == "cluster_busy" and "did not start within 2 s (scan.actor_start_timeout)" in said, said
+    assert "1 actor(s) asking 0.5 CPU each" in said and "0 of 2 CPU free" in said, said
+    assert (record["status"], record["exit_code"], record["error_code"]) == ("not_started", 2, "cluster_busy")
+    assert summary.message == record["message"] == said and took < 60, took
+    assert ray_session.available_resources()["CPU"] == 2  # nothing of the scan's left holding the CPUs

@@ -215,6 +215,40 @@ def test_a_gpu_share_or_device_the_cluster_cannot_give_is_device_unavailable(clu
     assert plan.detect_gpus == plan.classify_gpus == 0.5
 
 
+
+def test_pools_are_sized_from_the_free_cpus_and_a_cluster_without_room_for_one_actor_is_refused():
+    """On a cluster that Serve shares (1.7 of 2 CPUs held) the pools were sized from the cluster's total: two actors
+    of 0.5 CPU, pending forever. Now from what is free (at most the total); with no room for one actor, cluster_busy
+    at once; a model actor's GPU share must be free too."""
+    from jobs.scan.errors import ClusterBusyError
+
+    options = ScanConfig(source="x")
+    shared = plan_pools({"CPU": 2.0}, options, free={"CPU": 0.3})
+    assert (shared.fused_actors, shared.cpus_per_actor) == (1, 0.15) and _cpus_asked(shared) <= 0.3 / 2
+    assert plan_pools({"CPU": 2.0}, options, free={"CPU": 4.0}) == plan_pools({"CPU": 2.0}, options)  # capped
+    for cluster, free, said in [({"CPU": 2.0}, {}, "0 of 2 CPU free"),
+                                ({"CPU": 2.0}, {"CPU": 0.01}, "0.01 of 2 CPU free"),
+                                ({"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 0.2}, "8 of 8 CPU, 0.2 of 1 GPU free")]:
+        with pytest.raises(ClusterBusyError) as caught:
+            plan_pools(cluster, options, free=free)
+        assert caught.value.code == "cluster_busy" and said in str(caught.value), str(caught.value)
+    assert plan_pools({"CPU": 8.0, "GPU": 1.0}, options, free={"CPU": 8.0, "GPU": 0.5}).detect_gpus == 0.5
+
+
+def test_the_wait_for_a_pools_actors_is_bounded_for_the_scan_and_restored_after():
+    from ray.data import DataContext
+
+    from jobs.scan.plan import data_context
+
+    ctx = DataContext.get_current()
+    before = ctx.wait_for_min_actors_s
+    assert before <= 0  # Ray Data's default: wait forever for actors the cluster has no room for
+    with data_context(ScanConfig(source="x")):
+        assert ctx.wait_for_min_actors_s == ScanConfig.model_fields["actor_start_timeout"].default == 600
+    with data_context(ScanConfig(source="x", actor_start_timeout=3)):
+        assert ctx.wait_for_min_actors_s == 3
+    assert ctx.wait_for_min_actors_s == before
+
 LOCAL_RAY = """
 import sys, ray
 from jobs.scan.config import ScanConfig
@@ -267,3 +301,63 @@ def test_the_local_ray_a_scan_starts_listens_on_loopback_only_and_wants_its_toke
             child.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
+
+
+JOIN_RAY = """
+import json
+from jobs.scan.config import ScanConfig
+from jobs.scan.errors import ScanError
+from jobs.scan.plan import ensure_ray
+try:
+    ensure_ray(ScanConfig(source="x"))
+    import ray
+    print(json.dumps({"cpus": ray.cluster_resources().get("CPU")}))
+except ScanError as exc:
+    print(json.dumps({"refused": str(exc)}))
+"""
+
+
+@pytest.mark.slow
+def test_joining_a_cluster_with_token_authentication_sends_this_machines_token_or_says_why_it_cannot():
+    """`ray start` turns token authentication on wherever it finds ~/.ray/auth_token (any local scan or serve makes
+    one); Ray's ray.init sends that token only to a cluster it finds itself, so `--ray-address`/RAY_ADDRESS failed
+    after ~20 s of InvalidAuthToken lines with "ConnectionError: Failed to connect". Now the token goes with it, and
+    a token the cluster refuses is said to be an authentication failure."""
+    import json
+    import os
+    import re
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    home = Path(tempfile.mkdtemp(prefix="dfs-ray-", dir="/tmp"))  # short: Ray's socket paths live under it
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text("0123456789abcdef" * 2)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
+                                                              "RAY_AUTH_TOKEN_PATH")}
+    env.update(HOME=str(home), RAY_USAGE_STATS_ENABLED="0")
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus", "1",
+                             "--port", str(port), "--include-dashboard", "false", "--temp-dir", str(home / "rt")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        address = next(m.group(1) for line in head.stdout if (m := re.search(r"ray start --address='([^']+)'", line)))
+
+        def join(**extra: str) -> dict:
+            out = subprocess.run([sys.executable, "-c", JOIN_RAY], capture_output=True, text=True, timeout=120,
+                                 env={**env, "RAY_ADDRESS": address, "RAY_gcs_server_port_wait_time_s": "2", **extra})
+            return json.loads(out.stdout.strip().splitlines()[-1])
+
+        assert join() == {"cpus": 1.0}  # with ~/.ray/auth_token and RAY_AUTH_MODE unset
+        refused = join(RAY_AUTH_TOKEN="f" * 32)["refused"]
+        assert "authentication failed (RAY_AUTH_MODE=token)" in refused and "RAY_AUTH_TOKEN" in refused, refused
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)  # `ray start`'s processes are all in its session: no global `ray stop`
+        head.wait(timeout=30)
+        shutil.rmtree(home, ignore_errors=True)
