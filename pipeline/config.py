@@ -35,7 +35,7 @@ class DecodeConfig(BaseModel):
 
     num_frames: int = Field(32, ge=1, le=512, description="frames sampled evenly over the video")
     max_duration_s: float = Field(3600.0, gt=0, description="longer videos are refused")
-    max_pixels: int = Field(4096 * 4096, gt=0, description="video frames and animations larger than this are refused; a photo up to 16x larger (a JPEG; 6x any other format) is scaled down to it (pipeline/images.py)")
+    max_pixels: int = Field(4096 * 4096, gt=0, description="video frames and animations larger than this are refused; a photo up to 16x larger (a JPEG; 6x and at most 50 MP any other format) is scaled down to it (pipeline/images.py)")
     max_bytes: int = Field(4 * 1024**3, gt=0, description="larger objects are refused before reading")
     max_frames: int | None = Field(None, gt=0, description="videos with more frames are refused (from the header, else counted while demuxing); None = no limit")
     max_decoded_pixels: int | None = Field(

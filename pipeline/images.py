@@ -39,6 +39,10 @@ STILL_REDUCE_LIMIT = 16
 # 6 times the server's 8.3 MP is 49.8 MP: a 48 MP phone HEIC (8064x6048) still fits (6 times the scan's 16.8 MP
 # is past PIL's 89.5 MP, which bounds it there).
 STILL_WHOLE_LIMIT = 6
+# ... and never over this many pixels, whatever max_pixels: 6 times the scan's 16.8 MP is past PIL's 89.5 MP, where
+# the same 3.5 KB WebP of 89 MP still took 1.4 GB in `score` and `scan`. 50 MP holds a 48 MP phone HEIC (8064x6048)
+# at up to ~760 MiB (a lossless WebP; a PNG 300 MiB)
+STILL_WHOLE_MAX_PIXELS = 50_000_000
 # formats ``still_reduction`` drafts: decoded reduced
 DRAFTED = ("JPEG", "MPO")
 
@@ -91,9 +95,10 @@ def still_reduction(image, config: DecodeConfig) -> tuple[tuple[int, int], tuple
     drafted = image.format in DRAFTED
     times = STILL_REDUCE_LIMIT if drafted else STILL_WHOLE_LIMIT
     bomb = Image.MAX_IMAGE_PIXELS or math.inf
-    if width * height > min(times * config.max_pixels, bomb):
-        limit = (f"the {bomb}-pixel decompression-bomb limit (PIL's)" if bomb < times * config.max_pixels
-                 else f"the {times * config.max_pixels}-pixel limit for photos")
+    ceiling = times * config.max_pixels if drafted else min(times * config.max_pixels, STILL_WHOLE_MAX_PIXELS)
+    if width * height > min(ceiling, bomb):
+        limit = (f"the {bomb}-pixel decompression-bomb limit (PIL's)" if bomb < ceiling
+                 else f"the {ceiling}-pixel limit for photos")
         how = "a JPEG is decoded reduced, then" if drafted else f"a {image.format} is decoded whole, then"
         raise MediaTooLargeError(f"resolution {width}x{height} is over {limit} ({how} scaled down to the "
                                  f"{config.max_pixels}-pixel limit from at most {times} times it)")

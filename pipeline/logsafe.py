@@ -11,12 +11,17 @@ MASK = "REDACTED"
 # query parameters that carry a secret: pre-signed S3 URLs (X-Amz-*), GCS signed URLs (X-Goog-*), Azure SAS (sig),
 # Azure Functions keys (code), OAuth and API tokens, session ids, passwords; compared case-insensitively, and any name
 # ending in one of SECRET_ENDINGS (api-key, x-api-key, secret_key, access_key, private_key, client_secret…)
-SECRET_PARAMS = frozenset({"sig", "code", "pwd", "pass", "passwd", "auth", "authorization"})
-SECRET_ENDINGS = ("signature", "token", "secret", "credential", "password", "key", "sessionid", "sessid")
+SECRET_PARAMS = frozenset({"sig", "key", "code", "pwd", "pass", "passwd", "auth", "authorization"})
+SECRET_ENDINGS = ("signature", "token", "secret", "credential", "password", "apikey", "_key", "-key", "sessionid",
+                  "sessid")
 # Azure's container@account is a location, not user-info
+# fsspec chains links with "::" before a scheme (``simplecache::https://…``); an IPv6 host or a path may hold "::"
+_CHAIN = re.compile(r"::(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 KEEPS_USER_INFO = ("abfs://", "abfss://", "az://", "wasb://", "wasbs://")
 _AUTHORITY = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#\s]*)")
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,;:!?)\]]")  # not the sentence's punctuation
+# a scheme starts where no scheme character stands before it: without that, a long run of letters and digits
+# without "://" was tried from each of its positions (quadratic: 8 s for an 80,000-character line)
+_URI = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,;:!?)\]]")  # not the sentence's punctuation
 # secrets a storage client's log line spells out of any URI: a request's headers as text (``x-amz-security-token:T``),
 # as a dict (``'X-Amz-Security-Token': b'T'``), a canonical query (``X-Amz-Credential=…``), an XML or JSON credential
 # (``<SessionToken>``, ``"SecretAccessKey": …``), botocore's ``Signature:\n<hex>``; Authorization's whole value.
@@ -24,7 +29,8 @@ _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,;:!?)\]]")  
 _SECRET_FIELD = re.compile(r"""(?i)(token|secret|signature|credential|password|secret_?access_?key)"""
                            r"""(['"]?\s*[:=>]\s*b?['"]?)[^\s'"&,;<]+""")
 _AUTHORIZATION = re.compile(r"""(?i)\b((?:proxy-)?authorization)(['"]?\s*[:=]\s*(?:b?(['"]))?)(?(3)[^'"\n]*|[^\n]*)""")
-_ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b")  # AWS's long-term (AKIA) and session (ASIA) key ids
+# AWS's long-term (AKIA) and session (ASIA) key ids: 20 characters, digits among them (not ASIANFACES2024.mp4)
+_ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)(?=[A-Z]*[0-9])[A-Z0-9]{16}\b")
 # what a line holds before any of the three can match: most lines hold none, and str's search is far cheaper than re's
 _HINTS = ("token", "secret", "signature", "credential", "password", "accesskey", "access_key", "authorization", "akia",
           "asia")
@@ -46,9 +52,7 @@ def redact_uri(uri: str) -> str:
     Each link of a chained fsspec URL (``simplecache::https://u:p@host/x``) is redacted on its own. Deterministic, so
     a redacted URI is a stable key run to run; the raw one is only for reading the object. Plain paths (no scheme)
     come back unchanged."""
-    if "::" in uri:
-        return "::".join(_redact_link(link) for link in uri.split("::"))
-    return _redact_link(uri)
+    return "::".join(_redact_link(link) for link in _CHAIN.split(uri))
 
 
 def _redact_link(uri: str) -> str:

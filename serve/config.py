@@ -32,7 +32,7 @@ class ServeConfig(BaseModel):
     route_prefix: str = Field("/", description="URL prefix of the API (`deepfakestream serve`): Ray's rules, `/` or "
                               "`/path` without a trailing `/`, `{` or `}`")
     max_upload_bytes: int = Field(100 * 1024**2, gt=0, description="larger uploads/objects get 413")
-    max_pixels: int = Field(3840 * 2160, gt=0, description="larger video frames/animations get 413; a photo up to 16x larger (a JPEG; 6x any other format) is scaled down to it")
+    max_pixels: int = Field(3840 * 2160, gt=0, description="larger video frames/animations get 413; a photo up to 16x larger (a JPEG; 6x and at most 50 MP any other format) is scaled down to it")
     max_duration_s: float = Field(600.0, gt=0, description="longer videos get 413")
     max_frames: int = Field(36_000, gt=0, description="videos with more frames get 413")
     max_decoded_pixels: int = Field(

@@ -35,7 +35,11 @@ class Redacting(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "redacted", False):  # one record, several handlers
             return True
-        record.msg, record.args = redact_secrets(record.getMessage()), ()
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed call ("%d" of a str): logging never raises to its caller
+            message = f"{record.msg} (arguments: {record.args!r})"
+        record.msg, record.args = redact_secrets(message), ()
         if record.exc_info and not record.exc_text:  # the Formatter takes exc_text as it is
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

@@ -206,6 +206,19 @@ def test_a_bomb_without_a_reduced_decode_is_refused_where_a_jpeg_scales_down(bom
     assert media.frames.shape == (1, 252, 252, 3) and (media.width, media.height) == (800, 800)
 
 
+def test_a_whole_decoded_still_is_held_to_an_absolute_size_whatever_the_limit(monkeypatch):
+    """6 times the scan's 16.8 MP is past PIL's 89.5 MP, so the review's 89 MP WebP still took 1.4 GB in `scan`:
+    stills decoded whole are held to STILL_WHOLE_MAX_PIXELS too (50 MP; here 300,000), a JPEG is not."""
+    import pipeline.images
+
+    monkeypatch.setattr(pipeline.images, "STILL_WHOLE_MAX_PIXELS", 300_000)
+    config = DecodeConfig(max_pixels=64_000)  # 6 times: 384,000
+    with pytest.raises(MediaTooLargeError, match="640x640 is over the 300000-pixel limit for photos"):
+        decode_bytes(_encode_image(Image.new("RGB", (640, 640), (1, 2, 3)), "PNG"), config)
+    assert decode_bytes(_encode_image(Image.new("RGB", (500, 500), (1, 2, 3)), "PNG"), config).frames.shape[0] == 1
+    assert decode_bytes(_encode_image(Image.new("RGB", (640, 640), (1, 2, 3)), "JPEG"), config).frames.shape[0] == 1
+
+
 def test_an_animation_over_the_pixel_limit_is_still_refused():
     from media_fixtures import animated_image
 

@@ -81,6 +81,8 @@ except OSError:
 logging.getLogger("botocore.auth").debug("StringToSign: BOTOCOREDEBUG")  # botocore's DEBUG: not even under -v
 logging.getLogger("botocore.credentials").info("Found credentials in environment variables.")
 logging.getLogger("deepfakestream.scan").warning("scanned %d objects of %s in %.1f s", 3, "s3://b/in/clip?token=A.mp4", 1.5)
+logging.getLogger("somelib").warning("progress %d%% of %s", "half", "http://u:BADCALLPW@h/x")  # a malformed call
+print("carried on", flush=True)
 '''
 
 
@@ -89,9 +91,9 @@ def test_every_line_the_handler_writes_is_redacted_and_the_rest_left_as_it_is():
     signed requests (x-amz-security-token, Authorization, the access key id): setup_logging's handler masks them,
     tracebacks included, and keeps botocore's DEBUG (every signed request) off even under -v."""
     proc = subprocess.run([sys.executable, "-c", LOGGED], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0 and proc.stdout == "carried on\n", proc.stderr  # a bad call raised to its caller
     for secret in ("S3cretPw", "SIGSECRET", "TOKENSECRET", "AKIAIOSFODNN7EXAMPLE", "SIGNEDHEX", "HunterPw", "KEYSECRET",
-                   "BOTOCOREDEBUG"):
+                   "BOTOCOREDEBUG", "BADCALLPW"):
         assert secret not in proc.stderr, (secret, proc.stderr)
     lines = proc.stderr
     assert "DEBUG fsspec.http: Retrieve file size for http://127.0.0.1:1/c.jpg?X-Amz-Signature=REDACTED&page=2\n" in lines
@@ -101,3 +103,4 @@ def test_every_line_the_handler_writes_is_redacted_and_the_rest_left_as_it_is():
     assert "OSError: cannot open simplecache::https://h/x?api-key=REDACTED\n" in lines  # the traceback's text too
     assert "INFO botocore.credentials: Found credentials in environment variables.\n" in lines
     assert "WARNING deepfakestream.scan: scanned 3 objects of s3://b/in/clip?token=A.mp4 in 1.5 s\n" in lines
+    assert "WARNING somelib: progress %d%% of %s (arguments: ('half', 'http://h/x'))\n" in lines
