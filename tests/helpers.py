@@ -173,3 +173,18 @@ def refused_url() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def corrupt_column(path: str | Path, column: str) -> None:
+    """Overwrite the data of ``column`` (its first row group's pages) in the Parquet file at ``path`` with noise: the
+    footer still reads, so only what reads that column fails (DuckDB: ``TProtocolException: Invalid data``)."""
+    import random
+
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    (chunk,) = [meta.column(i) for i in range(meta.num_columns) if meta.column(i).path_in_schema == column]
+    start, size = chunk.dictionary_page_offset or chunk.data_page_offset, chunk.total_compressed_size
+    data = bytearray(Path(path).read_bytes())
+    data[start:start + size] = random.Random(3).randbytes(size)
+    Path(path).write_bytes(bytes(data))

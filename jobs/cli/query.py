@@ -40,14 +40,26 @@ class ReportFlags(BaseModel):
     trailing: int = Field(7, ge=1)
 
 
-def _flag_default(name: str):
-    return ReportFlags.model_fields[name].default  # one home for the flags' defaults, as for their bounds
+class QueryFlags(BaseModel):
+    """``query``'s bounds (as ``ReportFlags``)."""
+
+    model_config = ConfigDict(extra="forbid", title="query flags")
+
+    timeout: Optional[float] = Field(None, gt=0)  # none: an export of every row may take long; Ctrl-C stops any
+
+
+TABLE_ROWS = 1000  # the table format's rows: a terminal's worth; -f csv / json stream every row
+
+
+def _flag_default(name: str, flags: type[BaseModel] = ReportFlags):
+    return flags.model_fields[name].default  # one home for the flags' defaults, as for their bounds
 
 
 def query(
     sql: str = typer.Argument(..., help="SQL over the views `videos`, `faces` (latest verdicts), `videos_history`, `faces_history` and `runs` (one row per scan)"),
     output: Optional[str] = typer.Option(None, "--output", "-o", show_default=DEFAULT_OUTPUT, help=f"scan output to query (fsspec URI or folder){OUTPUT_HELP}"),
-    fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
+    fmt: str = typer.Option("table", "--format", "-f", help=f"table (the first {TABLE_ROWS} rows), csv or json (every row, written as read)"),
+    timeout: Optional[float] = typer.Option(_flag_default("timeout", QueryFlags), "--timeout", help="stop the query after this many seconds (query_failed, exit 1); Ctrl-C stops it too (exit 130, SIGTERM 143)"),
     endpoint_url: Optional[str] = EndpointOpt,
     anon: bool = AnonOpt,
     profile: Optional[str] = ProfileOpt,
@@ -55,27 +67,42 @@ def query(
 ) -> None:
     """Run DuckDB SQL over a scan's Parquet output and print the result."""
     setup_logging(False)
-    from jobs.query.sql import QueryError, format_rows, run_query
-    from pipeline.logsafe import printable
-    from jobs.report.text import cell, stdout_console
+    from jobs.query.sql import QueryError, QueryStopped, stream_query, write_rows
 
     if fmt not in ("table", "csv", "json"):
         raise refuse("invalid_configuration", f"unknown --format {fmt!r}: use table, csv or json")
+    flags = checked(QueryFlags, timeout=timeout)
     output, options = _output(config, output, endpoint_url, anon, profile)
     try:
-        columns, rows = run_query(output, sql, options)
+        with stream_query(output, sql, options, flags.timeout) as (columns, batches):
+            if fmt == "table":
+                rows = []
+                for batch in batches:  # the first TABLE_ROWS and one more, to tell; leaving stops the query
+                    rows += batch[:TABLE_ROWS + 1 - len(rows)]
+                    if len(rows) > TABLE_ROWS:
+                        break
+            else:  # a failure part-way leaves the rows written so far, and exits non-zero
+                write_rows(columns, batches, fmt, sys.stdout)
     except QueryError as exc:
-        raise refuse(exc.code, str(exc), status=1) from exc
+        raise refuse(exc.code, str(exc), status=exc.status if isinstance(exc, QueryStopped) else 1) from exc
     if fmt == "table":
-        from rich.table import Table
+        _print_table(columns, rows)
 
-        table = Table(*(escape(printable(c)) for c in columns), box=None, padding=(0, 2), header_style="bold")
-        for row in rows:  # cell: never read as markup, control characters written out (pipeline/logsafe.py)
-            table.add_row(*(cell(v) for v in row))
-        stdout_console().print(table)
-        console.print(f"{len(rows)} row(s)")
+
+def _print_table(columns: list[str], rows: list[tuple]) -> None:
+    from rich.table import Table
+
+    from pipeline.logsafe import printable
+    from jobs.report.text import cell, stdout_console
+
+    table = Table(*(escape(printable(c)) for c in columns), box=None, padding=(0, 2), header_style="bold")
+    for row in rows[:TABLE_ROWS]:  # cell: never read as markup, control characters written out (pipeline/logsafe.py)
+        table.add_row(*(cell(v) for v in row))
+    stdout_console().print(table)
+    if len(rows) > TABLE_ROWS:
+        console.print(f"the first {TABLE_ROWS} rows; more left out: -f csv or -f json writes every row")
     else:
-        sys.stdout.write(format_rows(columns, rows, fmt))
+        console.print(f"{len(rows)} row(s)")
 
 
 def report(

@@ -9,7 +9,9 @@ Only committed parts are read: a ``faces`` part without its ``videos`` twin (a c
 ``jobs/scan/output.py``) is left out. A folder with no manifest, no parts and no run records is no scan output.
 
 Remote output (s3://, gs://) is read through fsspec (``con.register_filesystem``): DuckDB's own httpfs
-extension would have to be downloaded, which offline machines cannot do.
+extension would have to be downloaded, which offline machines cannot do. The connection reads no file outside the
+output and loads no extension (``_duckdb``). Parts whose data cannot be decoded are left out and the read run again
+(``skip_unreadable``).
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ import json
 import logging
 import math
 import re
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterable, Iterator, TextIO
 
 import pyarrow as pa
 
 from pipeline.logsafe import printable, redact_uris
+from jobs.query.stop import QueryStop, Stopped, in_worker
 from jobs.scan.output import OutputStore
 from jobs.scan.schema import MANIFEST, PARTITION, SCHEMAS
 from jobs.scan.records import RUNS_DIR, read_records, runs_table
@@ -66,6 +70,20 @@ def connect(output: str, storage_options: dict | None = None):
         raise _failure(f"cannot read scan output {output}: {one_line(exc)}") from None
 
 
+_GLOB = re.compile(r"([*?\[])")
+
+
+def _duckdb_path(store: OutputStore, path: str) -> str:
+    """A part's path as DuckDB is given it. DuckDB globs every path, and a remote one through fsspec, which reads
+    ``s3://bucket/out[1]/…`` as a pattern that matches nothing: there glob characters are bracketed (``[[]``) to
+    stand for themselves. Local paths DuckDB finds as they are."""
+    uri = store.uri_of(path)
+    return uri if store.local else _GLOB.sub(r"[\1]", uri)
+
+
+SKIPPING = "skipping unreadable part %s (%s); the next scan quarantines it"  # readers may lack write access
+
+
 def _history_view(con, store: OutputStore, table: str, parts: list[str]) -> None:
     """``<table>_history`` over ``parts``; parts that cannot be read are left out with a warning (a scan
     quarantines them; readers may lack write access, so they only skip)."""
@@ -74,7 +92,7 @@ def _history_view(con, store: OutputStore, table: str, parts: list[str]) -> None
     from jobs.scan.quarantine import unreadable_parts
 
     def create(paths: list[str]) -> None:
-        files = ", ".join(_sql_str(store.uri_of(p)) for p in paths)
+        files = ", ".join(_sql_str(_duckdb_path(store, p)) for p in paths)
         source = f"read_parquet([{files}], hive_partitioning = true, union_by_name = true)"
         # columns that every part lacks (older schema versions: videos.error_code, faces.thumb_jpeg) read as
         # null of the column's own type, so the SQL that works on a new output works on an old one
@@ -92,7 +110,7 @@ def _history_view(con, store: OutputStore, table: str, parts: list[str]) -> None
         if not bad:
             raise
     for path, why in bad.items():
-        log.warning("skipping unreadable part %s (%s); the next scan quarantines it", store.uri_of(path), why)
+        log.warning(SKIPPING, store.uri_of(path), why)
     good = [p for p in parts if p not in bad]
     if good:
         create(good)
@@ -115,12 +133,14 @@ def _empty_view(con, table: str) -> None:
     con.execute(f"CREATE OR REPLACE VIEW {table}_history AS SELECT * FROM _{table}_empty")
 
 
-def _committed_parts(store: OutputStore) -> dict[str, list[str]]:
-    """table → its committed parts: a ``faces`` part counts only beside its ``videos`` twin (the commit record)."""
-    videos = store.list_parts("videos")
-    parts = {table: store.list_parts(table) if table != "videos" else videos for table in SCHEMAS}
-    parts["faces"] = {name: path for name, path in parts["faces"].items() if name in videos}
-    return {table: sorted(found.values()) for table, found in parts.items()}
+def _committed_parts(store: OutputStore, skip: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """table → its committed parts but those in ``skip`` (URIs): a ``faces`` part counts only beside its ``videos``
+    twin (the commit record), so a skipped ``videos`` part takes its twin, as a scan's quarantine does."""
+    skip = skip or {}
+    videos = {name: path for name, path in store.list_parts("videos").items() if store.uri_of(path) not in skip}
+    faces = {name: path for name, path in store.list_parts("faces").items()
+             if name in videos and store.uri_of(path) not in skip}
+    return {"videos": sorted(videos.values()), "faces": sorted(faces.values())}
 
 
 # DuckDB's errors for data it cannot decode: its message names no file ("Variable-length int over 10 bytes" is a
@@ -131,57 +151,98 @@ _DATA_ERRORS = ("Error", "InvalidInputException", "InternalException", "Serializ
 
 def unreadable_data(output: str, storage_options: dict | None = None) -> dict[str, str]:
     """part URI → why, for the committed parts whose data (not only the footer) cannot be read: each part is read
-    whole, once (``jobs.scan.quarantine.confirmed_read``); a storage failure stops the search (``StorageUnreadable``)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import pyarrow.parquet as pq
-
-    from jobs.scan.quarantine import confirmed_read
+    whole, once (``jobs.scan.quarantine.unreadable_parts``, as a scan checks them); a storage failure stops the search
+    (``StorageUnreadable``)."""
+    from jobs.scan.quarantine import unreadable_parts
 
     store = OutputStore(output, storage_options or {})
-    paths = [p for parts in _committed_parts(store).values() for p in parts]
-    pool = ThreadPoolExecutor(max_workers=4)  # a part in memory per thread
+    return {store.uri_of(path): why for table, paths in _committed_parts(store).items()
+            for path, why in unreadable_parts(store.fs, paths, table, whole=True).items()}
+
+
+def _unreadable_after(output: str, storage_options: dict | None, exc: Exception) -> dict[str, str]:
+    """``unreadable_data`` when ``exc`` is DuckDB failing to decode data, else none."""
+    import duckdb
+
+    if not (isinstance(exc, duckdb.Error) and type(exc).__name__ in _DATA_ERRORS):
+        return {}
     try:
-        whys = list(pool.map(lambda p: confirmed_read(store.fs, p, lambda f: pq.read_table(f).num_rows)[1], paths))
-    finally:
-        pool.shutdown(cancel_futures=True)
-    return {store.uri_of(p): why for p, why in zip(paths, whys) if why}
+        return unreadable_data(output, storage_options)
+    except Exception as again:  # noqa: BLE001 - the storage failing now: the first error stands
+        log.debug("cannot look for the unreadable part: %s", one_line(again))
+        return {}
+
+
+def _named(bad: dict[str, str]) -> str:
+    named = ", ".join(f"{uri} ({why})" for uri, why in list(bad.items())[:3])
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return f"unreadable part{'s' if len(bad) > 1 else ''}: {named}{more}"
 
 
 def read_failure(output: str, storage_options: dict | None, exc: Exception, message: str) -> QueryError:
     """QueryError ``message`` for a read that failed with ``exc``; when DuckDB could not decode some data, it also
     names the part(s) whose data is unreadable."""
+    bad = _unreadable_after(output, storage_options, exc)
+    return _failure(f"{message}; {_named(bad)}" if bad else message)
+
+
+def skip_unreadable(con, output: str, storage_options: dict | None, exc: Exception, message: str,
+                    skipped: dict[str, str]) -> None:
+    """After a read of ``con``'s views failed with ``exc``: leave out of its ``*_history`` views the parts whose data
+    cannot be decoded (``unreadable_data``: DuckDB's error names none), each named in a warning, so that the read can
+    run again and answer from the rest, as past a part whose footer is bad (``_history_view``). ``skipped``: the parts
+    left out by an earlier call, updated here. Raises QueryError ``message`` instead when there is no such part, or
+    when some were left out already: a read is retried once (every part was read looking for them)."""
+    if skipped:
+        raise _failure(f"{message} (after leaving out {_named(skipped)})") from None
+    bad = _unreadable_after(output, storage_options, exc)
+    if not bad:
+        raise _failure(message) from None
+    for uri, why in bad.items():
+        log.warning(SKIPPING, uri, why)
+    skipped.update(bad)
+    try:
+        _views(con, OutputStore(output, storage_options or {}), skip=skipped)
+    except Exception as again:  # noqa: BLE001 - the storage failing now: one line, as any read
+        raise _failure(f"{message}; {_named(bad)}; {one_line(again)}") from None
+
+
+def _duckdb(store: OutputStore | None = None):
+    """A DuckDB connection that reads files under ``store``'s root only (None: no file at all) and never installs or
+    loads an extension: ``query`` runs its user's SQL there, and DuckDB's table functions read any file
+    (``read_text('/etc/passwd')``, ``glob('/root/*')``) and download extensions into ~/.duckdb on first use. A remote
+    output is read through fsspec (``register_filesystem``). The order matters: DuckDB takes no
+    ``allowed_directories`` once external access is off."""
     import duckdb
 
-    if isinstance(exc, duckdb.Error) and type(exc).__name__ in _DATA_ERRORS:
-        try:
-            bad = unreadable_data(output, storage_options)
-        except Exception as again:  # noqa: BLE001 - the storage failing now: the first error stands
-            log.debug("cannot look for the unreadable part: %s", one_line(again))
-            bad = {}
-        if bad:
-            named = ", ".join(f"{uri} ({why})" for uri, why in list(bad.items())[:3])
-            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-            message += f"; unreadable part{'s' if len(bad) > 1 else ''}: {named}{more}"
-    return _failure(message)
-
-
-def _connect(store: OutputStore):
-    import duckdb
-
-    con = duckdb.connect()
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    if store is not None and not store.local:
+        con.register_filesystem(store.fs)
+    # the root as the views name its parts, and as DuckDB names what they match (its checks see both)
+    roots = {store.uri_of(store.root), _duckdb_path(store, store.root)} if store else set()
+    con.execute("SET allowed_directories = $1", [sorted(f"{root}/" for root in roots)])
+    con.execute("SET enable_external_access = false")
     # TIMESTAMPTZ values come back in the session's zone, which is the host's by default; every reader labels
     # times UTC
     con.execute("SET TimeZone = 'UTC'")
-    if not store.local:
-        con.register_filesystem(store.fs)
+    return con
+
+
+def _views(con, store: OutputStore, skip: dict[str, str] | None = None) -> bool:
+    """The ``*_history`` views over the committed parts but those in ``skip`` (URIs); whether there is any part."""
     found_any = False
-    for table, parts in _committed_parts(store).items():
+    for table, parts in _committed_parts(store, skip or {}).items():
         if parts:
             found_any = True
             _history_view(con, store, table, parts)
         else:
             _empty_view(con, table)
+    return found_any
+
+
+def _connect(store: OutputStore):
+    con = _duckdb(store)
+    found_any = _views(con, store)
     records = read_records(store.fs, store.root)
     con.register("_runs", runs_table(records))
     con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
@@ -213,12 +274,13 @@ def _fails_without_data(sql: str) -> bool:
     part is to blame for, so no part is read whole looking for one."""
     import duckdb
 
-    con = duckdb.connect()
+    con = _duckdb()  # no file: the user's SQL runs here too
     for table in SCHEMAS:
         _empty_view(con, table)
     con.register("_runs", runs_table([]))
     con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
     _latest_views(con)
+    con.execute("SET lock_configuration = true")  # as where it failed: enable_logging fails here too
     try:
         con.execute(sql).fetchall()
     except duckdb.Error:
@@ -271,32 +333,99 @@ def check_read_only(sql: str) -> None:
         raise QueryError(f"query takes {READ_ONLY}; got {kinds[0]}")
 
 
-def run_query(output: str, sql: str, storage_options: dict | None = None) -> tuple[list[str], list[tuple]]:
-    check_read_only(sql)  # before reading anything: refused SQL costs no listing
+BATCH_ROWS = 10_000  # rows fetched and written at a time: what an export holds in memory, whatever its size
+
+
+class QueryStopped(QueryError):
+    """The query was stopped before it ended (``jobs/query/stop.py``); ``status``: the exit status it calls for."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def _batches(output: str, sql: str, storage_options: dict | None, stop: QueryStop, batch_rows: int) -> Iterator[list]:
+    """The column names, then the rows of ``sql`` ``batch_rows`` at a time as DuckDB streams them (run in a worker:
+    ``stop`` interrupts the connection)."""
     con = connect(output, storage_options)
-    con.execute("SET lock_configuration = true")  # the views exist: nothing the user's SQL runs may change settings
     try:
-        result = con.execute(sql)
-        if result.description is None:
-            return [], []
-        columns = [d[0] for d in result.description]
-        return columns, result.fetchall()
-    except Exception as exc:  # noqa: BLE001 - duckdb.Error subclasses, storage errors while reading
-        if _fails_without_data(sql):
-            raise _sql_error(exc) from None
-        raise read_failure(output, storage_options, exc, str(_sql_error(exc))) from None
+        con.execute("SET enable_progress_bar = false")  # DuckDB draws it on stdout, into a CSV or JSON export
+        con.execute("SET lock_configuration = true")  # the views exist: nothing the user's SQL runs may change settings
+        stop.bind(con)
+        if stop.halted:  # stopped while the output was listed
+            return
+        skipped: dict[str, str] = {}  # parts whose data cannot be read, left out of the views (skip_unreadable)
+        columns, rows_out = None, False
+        while True:
+            try:
+                result = con.execute(sql)
+                if columns is None:
+                    columns = [d[0] for d in result.description or ()]
+                    yield columns
+                while result.description is not None and (rows := result.fetchmany(batch_rows)):
+                    rows_out = True
+                    yield rows
+                return
+            except Exception as exc:  # noqa: BLE001 - duckdb.Error subclasses, storage errors while reading
+                if stop.halted:  # DuckDB's "Interrupted!": the reader says why, or wants no more rows
+                    raise
+                if _fails_without_data(sql):
+                    raise _sql_error(exc) from None
+                if rows_out:  # rows are out already: too late to answer from the other parts
+                    raise read_failure(output, storage_options, exc, str(_sql_error(exc))) from None
+                skip_unreadable(con, output, storage_options, exc, str(_sql_error(exc)), skipped)
+    finally:
+        stop.bind(None)
+        con.close()
+
+
+@contextmanager
+def stream_query(output: str, sql: str, storage_options: dict | None = None, timeout: float | None = None,
+                 batch_rows: int = BATCH_ROWS) -> Iterator[tuple[list[str], Iterator[list[tuple]]]]:
+    """``(columns, batches)`` of ``sql`` over the output: lists of at most ``batch_rows`` rows, read as they are
+    consumed, so an export of millions of rows holds a batch or two. Ctrl-C, SIGTERM or ``timeout`` seconds (listing,
+    reading and the consumer's writing all count) stop it with ``QueryStopped``; any other failure is one
+    ``QueryError`` line."""
+    check_read_only(sql)  # before reading anything: refused SQL costs no listing
+    with QueryStop(timeout) as stop:
+        items = in_worker(lambda: _batches(output, sql, storage_options, stop, batch_rows), stop)
+
+        def batches() -> Iterator[list[tuple]]:
+            try:
+                yield from items
+            except Stopped as exc:
+                raise QueryStopped(str(exc), exc.status) from None
+
+        rows = batches()
+        try:
+            yield next(rows), rows
+        finally:
+            rows.close()
+            items.close()
+
+
+def run_query(output: str, sql: str, storage_options: dict | None = None,
+              timeout: float | None = None) -> tuple[list[str], list[tuple]]:
+    """The columns and every row of ``sql`` in memory (``stream_query`` for exports)."""
+    with stream_query(output, sql, storage_options, timeout) as (columns, batches):
+        return columns, [row for rows in batches for row in rows]
+
+
+_AS_IS = (str, int, bool)
 
 
 def jsonable(value: Any) -> Any:
     """A DuckDB value as JSON can hold it: times as ISO text, intervals as seconds, decimals as numbers,
-    bytes (thumbnails) as base64, anything else unknown as its text."""
+    NaN and ±infinity as null (JSON has none of them), bytes (thumbnails) as base64, anything else unknown as its text."""
+    if value is None or type(value) in _AS_IS:  # most values: an export calls this for every one
+        return value
     if isinstance(value, (datetime, date, time)):
         return value.isoformat()
     if isinstance(value, timedelta):  # `now() - max(ended_at)`: the age checks monitoring runs
         return value.total_seconds()
     if isinstance(value, Decimal):  # `SELECT 0.5` is a DECIMAL in DuckDB
         return float(value)
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
@@ -304,25 +433,44 @@ def jsonable(value: Any) -> Any:
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode()
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, (str, int, float, bool)):  # a finite float, a subclass
         return value
     return str(value)  # UUID, and whatever else a query can return
 
 
-def format_rows(columns: list[str], rows: list[tuple], fmt: str) -> str:
-    """CSV or JSON (a list of objects) text for query results."""
+def _csv_cell(value: Any) -> Any:
+    value = jsonable(value)
+    return "" if value is None else json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def write_rows(columns: list[str], batches: Iterable[list[tuple]], fmt: str, out: TextIO) -> int:
+    """Query results to ``out`` batch by batch as they come, CSV or JSON (a list of objects, as ``json.dumps(…,
+    indent=2)`` prints it); returns the rows written."""
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"unknown format {fmt!r} (table, csv or json)")
+    written = 0
     if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+        writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
-        for row in rows:
-            writer.writerow(["" if v is None else (json.dumps(jsonable(v)) if isinstance(v, (list, dict)) else jsonable(v))
-                             for v in row])
-        return buffer.getvalue()
+    for rows in batches:
+        if fmt == "csv":
+            writer.writerows([_csv_cell(v) for v in row] for row in rows)
+        else:  # an object per row, indented one level: JSON text holds no raw newline, so each of its lines moves
+            out.write("".join(("[\n  " if written + i == 0 else ",\n  ")
+                              + json.dumps(dict(zip(columns, map(jsonable, row))), indent=2).replace("\n", "\n  ")
+                              for i, row in enumerate(rows)))
+        written += len(rows)
     if fmt == "json":
-        return json.dumps([dict(zip(columns, (jsonable(v) for v in row))) for row in rows], indent=2) + "\n"
-    raise ValueError(f"unknown format {fmt!r} (table, csv or json)")
+        out.write("\n]\n" if written else "[]\n")
+    return written
 
 
-__all__ = ["connect", "run_query", "check_read_only", "format_rows", "QueryError", "jsonable", "read_failure",
-           "unreadable_data"]
+def format_rows(columns: list[str], rows: list[tuple], fmt: str) -> str:
+    """CSV or JSON (a list of objects) text for query results held in memory (``write_rows``)."""
+    buffer = io.StringIO()
+    write_rows(columns, [rows], fmt, buffer)
+    return buffer.getvalue()
+
+
+__all__ = ["connect", "run_query", "stream_query", "check_read_only", "format_rows", "write_rows", "QueryError",
+           "QueryStopped", "jsonable", "read_failure", "skip_unreadable", "unreadable_data"]

@@ -2,8 +2,9 @@
 
 Per day means per ``scan_date``: each object's last verdict of that day (``queries.daily``, ``days``, as in the
 text report), so the pictures show how nights differ; the suspects, prefixes and errors come from the ``videos`` view
-(each object's current verdict). Runs and days cover the report's window (``queries.WINDOW_DAYS``), prefixes the
-``queries.TOP_PREFIXES`` with the most fakes: the page's size follows neither the objects nor the months scanned.
+(each object's current verdict). Runs and days cover the report's window (``queries.WINDOW_DAYS``), runs at most the
+latest ``RUNS_SHOWN``, prefixes the ``queries.TOP_PREFIXES`` with the most fakes: the page's size follows neither the
+objects, the months scanned nor how often a scan was started.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from jobs.report.queries import ERRORS, TOTALS, days, dicts, score_days, suspect
 from jobs.scan.schema import PARTITION
 from pipeline.logsafe import redact_uri
 from pipeline.thumbs import THUMB_COLUMN
+
+# the page's runs (table and plot): the latest of the window. Thousands of runs (a cron that finds the lease held
+# every minute writes a `busy` record each time) made a 6 MB page and a plot of minutes; the runs card counts them all
+RUNS_SHOWN = 200
 
 
 @dataclass
@@ -49,6 +54,7 @@ class ReportData:
     errors: list[dict] = field(default_factory=list)  # ERROR verdicts per error_code, with an example message
     since: date | None = None  # the window's first day (runs and per-day data)
     more_prefixes: int = 0     # prefixes left out of ``prefixes``
+    more_runs: int = 0         # the window's earlier runs left out of ``runs``
 
 
 def load(con, output: str, top: int = 8, thumbs_per_object: int = 4, trailing: int = 7,
@@ -56,10 +62,12 @@ def load(con, output: str, top: int = 8, thumbs_per_object: int = 4, trailing: i
     """Everything the report draws, from a ``jobs.query.sql.connect`` connection; ``depth`` groups prefixes by the
     first N path levels instead of the parent folder (``report --depth``)."""
     since = window_start(con)
-    runs = dicts(con, """
+    in_window = "FROM runs WHERE ? IS NULL OR started_at::DATE >= ?"
+    runs = dicts(con, f"""
         SELECT scan_id, status, exit_code, started_at, ended_at, elapsed_s, scanned, skipped, fakes, reals, no_face,
                failed, error_rate, model_version, message
-        FROM runs WHERE ? IS NULL OR started_at::DATE >= ? ORDER BY started_at, scan_id""", [since, since])
+        {in_window} ORDER BY started_at DESC, scan_id DESC LIMIT {RUNS_SHOWN}""", [since, since])[::-1]
+    (more_runs,) = con.execute(f"SELECT count(*) - {len(runs)} {in_window}", [since, since]).fetchone()
     thresholds = [t for (t,) in con.execute(
         "SELECT DISTINCT threshold FROM videos_history WHERE threshold IS NOT NULL ORDER BY 1").fetchall()]
     models = [m for (m,) in con.execute("SELECT DISTINCT model_version FROM videos_history ORDER BY 1").fetchall()]
@@ -71,7 +79,7 @@ def load(con, output: str, top: int = 8, thumbs_per_object: int = 4, trailing: i
                       score_days=dicts(con, score_days(since)), thresholds=thresholds, model_versions=models,
                       suspects=top_suspects, has_thumbs=any(s.thumbs for s in top_suspects),
                       drift=scan_drift(con, trailing=trailing), totals=totals, errors=dicts(con, ERRORS), since=since,
-                      more_prefixes=more)
+                      more_prefixes=more, more_runs=more_runs)
 
 
 def _faces_of(con, suspects: list[Suspect], thumbs_per_object: int) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Callable, TypeVar
 
-from jobs.query.sql import connect, read_failure
+from jobs.query.sql import connect, skip_unreadable
 from pipeline.errors import one_line
 from jobs.scan.schema import PARTITION
 
@@ -113,9 +113,10 @@ ERRORS = """SELECT coalesce(error_code, 'error') AS error_code, count(*) AS obje
 
 
 def suspects(top: int) -> str:
-    """The ``top`` highest current scores (with the scan and day of each row: where its faces are)."""
+    """The ``top`` highest current scores (with the scan and day of each row: where its faces are); a NaN score is
+    no score (DuckDB sorts NaN above every number: it would top the list)."""
     return f"""SELECT uri, score, label, faces, tracks, model_version, scan_id, {PARTITION} AS day FROM videos
-        WHERE score IS NOT NULL ORDER BY score DESC, uri LIMIT {int(top)}"""
+        WHERE score IS NOT NULL AND NOT isnan(score) ORDER BY score DESC, uri LIMIT {int(top)}"""
 
 
 def dicts(con, sql: str, params: list | None = None) -> list[dict]:
@@ -127,10 +128,13 @@ def dicts(con, sql: str, params: list | None = None) -> list[dict]:
 
 def read_report(output: str, storage_options: dict | None, read: Callable[..., T], con=None) -> T:
     """``read(con)`` over the output's views (``con``: one already open, so ``report --html`` lists the output and
-    builds its views once for the text and the page); any failure (a part that breaks mid-read, a storage error) is
-    one ``QueryError`` line, as when the output cannot be opened at all."""
+    builds its views once for the text and the page). Parts whose data cannot be decoded are left out of the views,
+    with a warning naming each, and ``read`` runs once more (``skip_unreadable``); any other failure (a storage
+    error) is one ``QueryError`` line, as when the output cannot be opened at all."""
     con = con or connect(output, storage_options)
-    try:
-        return read(con)
-    except Exception as exc:  # noqa: BLE001 - duckdb, pyarrow, fsspec: all mean "cannot read"
-        raise read_failure(output, storage_options, exc, f"cannot report on {output}: {one_line(exc)}") from None
+    skipped: dict[str, str] = {}
+    while True:
+        try:
+            return read(con)
+        except Exception as exc:  # noqa: BLE001 - duckdb, pyarrow, fsspec: all mean "cannot read"
+            skip_unreadable(con, output, storage_options, exc, f"cannot report on {output}: {one_line(exc)}", skipped)

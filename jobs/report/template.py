@@ -46,7 +46,7 @@ img.plot{max-width:100%;background:#fff;border:1px solid #d8dee6;border-radius:4
  <div class="card"><b>{{ d.totals.reals }}</b><span>real</span></div>
  <div class="card"><b>{{ d.totals.no_face }}</b><span>no face</span></div>
  <div class="card"><b>{{ d.totals.errors }}</b><span>errors</span></div>
- <div class="card"><b>{{ d.runs|length }}</b><span>runs, {{ window }} days</span></div>
+ <div class="card"><b>{{ d.runs|length + d.more_runs }}</b><span>runs, {{ window }} days</span></div>
 </div>
 
 <div class="banner {{ d.drift.status }}" id="drift-status" data-status="{{ d.drift.status }}">
@@ -63,7 +63,9 @@ in the plots below; the <code>runs</code> view of <code>deepfakestream query</co
 <td>{{ r.started_at.strftime('%Y-%m-%d %H:%M:%S') if r.started_at }}</td><td class="n">{{ '%.0f s'|format(r.elapsed_s) if r.elapsed_s is not none }}</td>
 <td class="n">{{ r.scanned }}</td><td class="n">{{ r.skipped }}</td><td class="n">{{ r.fakes }}</td><td class="n">{{ r.reals }}</td>
 <td class="n">{{ r.no_face }}</td><td class="n">{{ r.failed }}</td><td class="n">{{ pct(r.error_rate) }}</td><td>{{ r.model_version }}</td></tr>
-{% else %}<tr><td colspan="13">no run records</td></tr>{% endfor %}</table>
+{% else %}<tr><td colspan="13">no run records</td></tr>{% endfor %}
+{% if d.more_runs %}<tr id="more-runs"><td colspan="13" class="note">the latest {{ d.runs|length }} runs here and in the plot;
+{{ d.more_runs }} earlier runs of these {{ window }} days left out: query the <code>runs</code> view</td></tr>{% endif %}</table>
 
 <h2>Fake rate per day and per prefix</h2>
 {% if plots.fake_rate %}<img class="plot" alt="fake rate per scan day" src="{{ plots.fake_rate }}">{% endif %}

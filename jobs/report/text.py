@@ -76,6 +76,10 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.3f}"  # None: a NaN score as JSON has it (jsonable)
+
+
 def print_report(data: dict) -> None:
     """Every value from the output is printed as text (``cell``): never read as markup, control characters written out."""
     from rich.markup import escape
@@ -107,7 +111,7 @@ def print_report(data: dict) -> None:
     table = Table("uri", "score", "label", "faces", "people", "day", title="most suspicious", box=None,
                   padding=(0, 2), header_style="bold")
     for row in data["top_suspicious"]:
-        table.add_row(cell(row["uri"]), f"{row['score']:.3f}", cell(row["label"]), str(row["faces"]), str(row["tracks"]),
+        table.add_row(cell(row["uri"]), _num(row["score"]), cell(row["label"]), str(row["faces"]), str(row["tracks"]),
                       str(row["day"]))
     out.print(table)
     if data["top_errors"]:

@@ -36,8 +36,9 @@ def _why(exc: BaseException) -> str:
     return one_line(exc, 200)
 
 
-def confirmed_read(fs: Any, path: str, read: Callable[[Any], T]) -> tuple[T | None, str | None]:
-    """``(read(file), None)``, or ``(None, why)`` when the part's own bytes cannot be read as ``read`` asks.
+def confirmed_read(fs: Any, path: str, read: Callable[[Any], T], whole: bool = False) -> tuple[T | None, str | None]:
+    """``(read(file), None)``, or ``(None, why)`` when the part's own bytes cannot be read as ``read`` asks
+    (``whole``: ``read`` reads all of it, so even the first try fetches the part in one request).
 
     A failed read is not yet a bad part: an S3 timeout fails it too. So the part's bytes are fetched whole
     and read again from memory; if the fetch fails, ``StorageUnreadable`` is raised and nothing is judged.
@@ -45,6 +46,8 @@ def confirmed_read(fs: Any, path: str, read: Callable[[Any], T]) -> tuple[T | No
     import pyarrow as pa
 
     try:
+        if whole:
+            return read(pa.BufferReader(fs.cat_file(path))), None
         with fs.open(path, "rb") as handle:
             return read(handle), None
     except Exception:  # noqa: BLE001 - storage or data: told apart below
@@ -59,24 +62,34 @@ def confirmed_read(fs: Any, path: str, read: Callable[[Any], T]) -> tuple[T | No
         return None, _why(exc)
 
 
-def part_problem(fs: Any, path: str, table: str) -> str | None:
-    """Why ``path`` is not a usable part of ``table`` (None when it is): reads the footer only (the whole
-    part only after a failed read, to tell a bad part from a storage hiccup)."""
+def part_problem(fs: Any, path: str, table: str, whole: bool = False) -> str | None:
+    """Why ``path`` is not a usable part of ``table`` (None when it is): reads the footer only, or with ``whole``
+    every column's data (a part whose footer reads but whose data does not breaks every read of that column); the
+    whole part is fetched again after a failed read, to tell a bad part from a storage hiccup."""
     import pyarrow.parquet as pq
 
-    names, why = confirmed_read(fs, path, lambda f: pq.ParquetFile(f).schema_arrow.names)
+    def read(f) -> list[str]:
+        # one thread: Arrow's own would drop the last reference to the part's bytes, a Python object, after the
+        # call returned, and one doing so as the interpreter exits aborts the process
+        return pq.ParquetFile(f).read(use_threads=False).schema.names if whole else pq.ParquetFile(f).schema_arrow.names
+
+    names, why = confirmed_read(fs, path, read, whole)
     if why:
         return why
     missing = [c for c in REQUIRED[table] if c not in names]
     return f"missing columns {', '.join(missing)}" if missing else None
 
 
-def unreadable_parts(fs: Any, paths: list[str], table: str) -> dict[str, str]:
-    """path → reason, for the parts of ``table`` that cannot be read (footers checked concurrently)."""
+def unreadable_parts(fs: Any, paths: list[str], table: str, whole: bool = False) -> dict[str, str]:
+    """path → reason, for the parts of ``table`` that cannot be read (``part_problem``, concurrently); a storage
+    failure (``StorageUnreadable``) stops the search."""
     if not paths:
         return {}
-    with ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
-        problems = pool.map(lambda p: part_problem(fs, p, table), paths)
+    pool = ThreadPoolExecutor(max_workers=min(4 if whole else 16, len(paths)))  # whole: a part in memory per thread
+    try:
+        problems = list(pool.map(lambda p: part_problem(fs, p, table, whole), paths))
+    finally:
+        pool.shutdown(cancel_futures=True)
     return {path: why for path, why in zip(paths, problems) if why}
 
 

@@ -42,3 +42,26 @@ def test_each_suspect_gets_its_latest_scans_faces_from_its_partitions_only(tmp_p
     assert (a.uri, a.scan_id, b.uri) == ("/a.mp4", SCAN2, "/b.mp4")
     assert a.timeline == [(0, 0.0, 0.5), (0, 1.0, 0.75)] and a.thumbs == [(0.75, b"a1")]  # best first, one kept
     assert b.timeline == [(0, 0.0, 0.25)] and b.thumbs == [(0.25, b"b0")] and d.has_thumbs
+
+
+def test_the_page_shows_the_latest_runs_and_counts_them_all(tmp_path):
+    """A cron that found the lease held every few minutes wrote 20,000 `busy` records: the page drew each one (178 s,
+    6 MB). It shows the latest RUNS_SHOWN of the window, says how many it left out, and its card counts them all."""
+    from jobs.report.data import RUNS_SHOWN
+    from jobs.report.html import render
+
+    dest, extra = tmp_path / "out", 7
+    write_scan(dest, SCAN1, DAY1, [video_row(SCAN1, "/a.mp4", "FAKE", 0.9, DAY1)])
+    busy = []
+    for i in range(RUNS_SHOWN + extra):
+        at = DAY2 + timedelta(minutes=5 * i)
+        busy.append(f"{at:%Y%m%dT%H%M%SZ}-{i:06x}")
+        write_scan(dest, busy[-1], at, [], status="busy", exit_code=3)
+
+    d = load(connect(str(dest)), str(dest))
+    assert [r["scan_id"] for r in d.runs] == busy[-RUNS_SHOWN:] and d.more_runs == extra + 1  # oldest first, as drawn
+    page = render(d)
+    table = page.split('id="runs"', 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr><td>") == RUNS_SHOWN and busy[-1] in table and busy[extra - 1] not in table
+    assert f"{extra + 1} earlier runs of these 30 days left out" in table
+    assert f"<b>{RUNS_SHOWN + extra + 1}</b><span>runs, 30 days</span>" in page

@@ -149,7 +149,9 @@ def test_a_scan_with_thumbnails_off_is_said_to_have_none(tmp_path):
     assert 'id="no-thumbs"' in page and "/m/a.mp4</h3>" in page and not _thumbnails(page)
 
 
-def test_a_faces_part_whose_data_breaks_mid_read_is_one_line_not_a_trace(tmp_path):
+def test_a_faces_part_whose_data_breaks_mid_read_is_left_out_with_a_warning(tmp_path, caplog):
+    import logging
+
     from typer.testing import CliRunner
 
     from jobs.cli import app
@@ -157,13 +159,13 @@ def test_a_faces_part_whose_data_breaks_mid_read_is_one_line_not_a_trace(tmp_pat
     store = one_fake_output(tmp_path / "out")
     (faces,) = store.list_parts("faces").values()
     data = bytearray(Path(faces).read_bytes())
-    data[4:200] = b"\xff" * 196  # the data pages: the footer still parses, so readers do not skip it
+    data[4:200] = b"\xff" * 196  # the data pages: the footer still parses, so the views take it
     Path(faces).write_bytes(bytes(data))
-    result = CliRunner().invoke(app, ["report", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")])
-    assert result.exit_code == 2 and "cannot write the HTML report" in result.output, result.output
-    assert f"unreadable part: {faces} (" in result.output  # DuckDB's own message names no file
+    with caplog.at_level(logging.WARNING):
+        result = CliRunner().invoke(app, ["report", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")])
+    assert result.exit_code == 0 and (tmp_path / "r.html").exists(), result.output  # from the other parts
+    assert f"skipping unreadable part {faces} (" in caplog.text  # DuckDB's own message names no file
     assert "Traceback" not in result.output
-    assert type(result.exception).__name__ == "SystemExit" and not (tmp_path / "r.html").exists()
 
 
 def test_the_scan_stores_thumbnails_of_each_objects_top_faces(sample_scan):

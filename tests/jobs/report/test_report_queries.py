@@ -112,3 +112,47 @@ def test_errors_are_counted_by_code_with_an_example_in_text_and_page(tmp_path):
     assert load(connect(output), output).errors == expected
     table = html_report(output).split('id="errors"', 1)[1].split("</table>", 1)[0]
     assert table.count("<tr>") == 3 and "<td>access_denied</td><td class=\"n\">30</td>" in table
+
+
+def test_a_part_whose_score_data_is_corrupt_is_left_out_of_the_report_with_a_warning(tmp_path, caplog):
+    """Night 2's videos part has a fine footer but noise for `score` pages: text, page and `report --json` failed with
+    `TProtocolException … unreadable part: …` on every run; they leave it (and its faces twin) out, name it in a
+    warning and report night 1's verdicts."""
+    import logging
+
+    from typer.testing import CliRunner
+
+    from helpers import corrupt_column
+    from jobs.cli import app
+
+    output = _rescanned(tmp_path / "out")
+    (bad,) = (tmp_path / "out" / "videos").glob(f"scan_date=2026-01-02/part-{SCAN2}-*.parquet")
+    corrupt_column(bad, "score")
+    with caplog.at_level(logging.WARNING):
+        text = report(output)
+        con = connect(output)
+        data = read_report(output, None, lambda con: load(con, output), con)
+    assert f"skipping unreadable part {bad} (" in caplog.text
+    assert (text["objects"], text["fakes"], text["reals"]) == (2, 1, 1)  # a.mp4: night 1's FAKE again
+    assert data.totals["objects"] == 2 and [s.uri for s in data.suspects] == ["s3://b/x/y/a.mp4", "s3://b/x/z/c.mp4"]
+    assert con.execute("SELECT count(*) FROM faces_history").fetchone() == (2,)  # night 2's face left out with its part
+    result = CliRunner().invoke(app, ["report", output, "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["objects"] == 2, result.output
+
+
+def test_a_read_that_fails_again_without_the_corrupt_parts_is_retried_once(tmp_path):
+    """Leaving the parts out is tried once: a read that still fails is one line naming what was left out."""
+    from helpers import corrupt_column
+
+    output = _rescanned(tmp_path / "out")
+    (bad,) = (tmp_path / "out" / "videos").glob(f"scan_date=2026-01-02/part-{SCAN2}-*.parquet")
+    corrupt_column(bad, "score")
+    reads = []
+
+    def read(con):  # fails as undecodable data does (InvalidInputException), whatever the views hold
+        reads.append(con.execute("SELECT count(*) FROM videos_history").fetchone()[0])
+        return con.execute("SELECT error('still broken')").fetchall()
+
+    with pytest.raises(QueryError, match=rf"still broken \(after leaving out unreadable part: {bad} \(") as caught:
+        read_report(output, None, read)
+    assert reads == [3, 2] and caught.value.code == "query_failed" and "\n" not in str(caught.value)

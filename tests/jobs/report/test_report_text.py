@@ -72,3 +72,24 @@ def test_tables_hold_the_top_prefixes_and_the_last_days_and_say_what_is_left_out
     assert table.count("<tr><td>") == TOP_PREFIXES and "5 more prefixes" in table and "u24/" not in table
     runs = page.split('id="runs"', 1)[1].split("</table>", 1)[0]
     assert runs.count("<tr><td>") == WINDOW_DAYS and scans[-1] in runs and scans[9] not in runs
+
+
+def test_a_nan_score_is_no_suspect_and_a_null_score_prints(tmp_path):
+    """DuckDB sorts NaN above every number: NaN-scored objects topped "most suspicious", and their score (null in JSON)
+    crashed the text report with a TypeError."""
+    from jobs.report.text import print_report
+
+    scan = f"{START:%Y%m%dT%H%M%SZ}-aaaaaa"
+    write_scan(tmp_path / "out", scan, START, [video_row(scan, f"s3://b/nan/{i}.mp4", "REAL", float("nan"), START)
+                                               for i in range(3)] + [video_row(scan, "s3://b/x/a.mp4", "FAKE", 0.9, START)])
+    output = str(tmp_path / "out")
+    for args in ([], ["--json"]):
+        result = CliRunner().invoke(_app(), ["report", output, *args])
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert [(s["uri"], s["score"]) for s in json.loads(result.stdout)["top_suspicious"]] == [("s3://b/x/a.mp4", 0.9)]
+    page = html_report(output)
+    assert "s3://b/x/a.mp4" in page and "s3://b/nan/" not in page.split("Most suspicious objects", 1)[1]
+
+    data = report(output)
+    data["top_suspicious"][0]["score"] = None  # as JSON holds a NaN score (jsonable)
+    print_report(data)

@@ -228,3 +228,45 @@ def test_an_azure_output_is_named_with_its_account():
                                   "PermissionError: refused")
     assert OutputStore("azstandin://media/out").display == "abfs://media/out"  # no account known: fsspec's own
     assert OutputStore("/srv/out/").display == "/srv/out"
+
+
+def test_reading_an_s3_output_sends_no_request_per_part_per_call(s3_server, s3_bucket):
+    """DuckDB globs and sizes every part it is given, several times a query, through the registered fsspec file system;
+    with fsspec's listing cache thrown away by each listing (and not filled by `find`), each call was a HEAD: 141,122
+    for one report. The listing (a LIST per partition folder, with details) answers them, and is still made afresh
+    each time: a part another client writes or deletes is seen."""
+    from collections import Counter
+
+    import boto3
+
+    from jobs.report.text import report
+
+    options = s3_server["storage_options"]
+    output = f"s3://{s3_bucket}/out"
+    store = OutputStore(output, options)
+    store.prepare()
+    at = datetime(2026, 1, 3, tzinfo=timezone.utc)
+    for k in range(30):  # 30 parts a table, over 3 scan days
+        scan, uri = f"s{k % 3}", f"/m/{k}.mp4"
+        store.commit(f"part-{scan}-{k:05d}", f"2026-01-0{1 + k % 3}",
+                     [{"schema_version": SCHEMA_VERSION, "scan_id": scan, "uri": uri, "fingerprint": "f",
+                       "label": "FAKE", "score": 0.9, "faces": 1, "model_version": "m", "scanned_at": at}],
+                     [{"schema_version": SCHEMA_VERSION, "scan_id": scan, "uri": uri, "face": 0, "frame": 0,
+                       "score": 0.9, "model_version": "m", "scanned_at": at}])
+    sent = Counter()  # the requests of the client every reader of this output shares (fsspec caches the instance)
+    store.fs.s3.meta.events.register("before-call.s3", lambda event_name, **_: sent.update([event_name.split(".")[-1]]))
+    assert run_query(output, "SELECT count(*) FROM videos JOIN faces USING (uri)", options)[1] == [(30,)]
+    assert sent["HeadObject"] <= 2 and sent["ListObjectsV2"] <= 10, sent  # 1 + 3 a table, the run records
+    sent.clear()
+    assert report(output, options)["objects"] == 30
+    assert sent["HeadObject"] <= 2, sent
+
+    s3 = boto3.client("s3", endpoint_url=s3_server["endpoint_url"])
+    key = "out/videos/scan_date=2026-01-01/part-s0-00000.parquet"
+    copy = key.replace("s0-00000", "s9-00000")
+    s3.copy_object(Bucket=s3_bucket, Key=copy, CopySource={"Bucket": s3_bucket, "Key": key})
+    assert run_query(output, "SELECT count(*) FROM videos_history", options)[1] == [(31,)]
+    s3.delete_object(Bucket=s3_bucket, Key=copy)
+    s3.delete_object(Bucket=s3_bucket, Key=key)
+    assert run_query(output, "SELECT count(*) FROM videos_history", options)[1] == [(29,)]
+    assert len(store.list_parts("videos")) == 29

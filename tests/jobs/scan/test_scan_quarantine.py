@@ -80,6 +80,7 @@ def test_a_failed_data_read_of_good_parts_moves_nothing(tmp_path, monkeypatch):
 
 
 def test_a_videos_part_with_bad_data_takes_its_faces_twin_and_no_face_rows_are_lost_to_cleanup(tmp_path):
+    """Found by the read of what was scanned (``latest``), as one that went bad after the scan's check would be."""
     store = _store(tmp_path / "out")
     good = Path(next(iter(store.list_parts("videos").values())))
     twin = Path(next(iter(store.list_parts("faces").values())))
@@ -88,7 +89,6 @@ def test_a_videos_part_with_bad_data_takes_its_faces_twin_and_no_face_rows_are_l
     data[4:200] = b"\xff" * 196  # the first data pages: the footer still parses, the data does not
     good.with_name(broken_name).write_bytes(bytes(data))
     twin.with_name(broken_name).write_bytes(twin.read_bytes())
-    assert store.quarantine_unreadable("s1") == []                  # its footer is fine
     assert latest_rows(store, "s2") == {("/media/a.mp4", "size:1:mtime:0", "m"): "FAKE"}
     aside = tmp_path / "out" / "_quarantine" / "s2"
     assert sorted(p.relative_to(aside).as_posix() for p in aside.rglob("*.parquet")) == [
@@ -182,3 +182,27 @@ def test_a_videos_part_without_a_fingerprint_is_a_problem(tmp_path):
     path = str(tmp_path / "p.parquet")
     pq.write_table(pa.table({"scan_id": ["s"], "uri": ["a"]}), path)
     assert "fingerprint" in part_problem(fsspec.filesystem("file"), path, "videos")
+
+
+def test_a_part_whose_score_data_alone_is_corrupt_is_quarantined_by_the_scan(tmp_path):
+    """A part whose footer reads and whose columns incremental scans read are fine, but whose `score` pages are noise:
+    footers and the skip rule's read pass it, so it stayed and every query and report of scores had to leave it out,
+    run after run. The scan's check reads every column: a videos part goes (with its faces twin), a faces part too."""
+    from helpers import corrupt_column
+
+    store = _store(tmp_path / "out")  # part-s0-00000: stays
+    now = datetime.now(timezone.utc)
+    for scan in ("s1", "s2"):
+        row = {**ROW, "scan_id": scan, "uri": f"/media/{scan}.mp4", "score": 0.9, "scanned_at": now}
+        store.commit(f"part-{scan}-00000", "2026-01-02", [row], [{**FACE, **row, "face": 0, "frame": 0}])
+    corrupt_column(store.list_parts("videos")["part-s1-00000.parquet"], "score")
+    corrupt_column(store.list_parts("faces")["part-s2-00000.parquet"], "score")
+    moved = store.quarantine_unreadable("s3")
+    aside = tmp_path / "out" / "_quarantine" / "s3"
+    assert sorted(Path(p).relative_to(tmp_path / "out").as_posix() for p in moved) == sorted(
+        p.relative_to(aside).as_posix() for p in aside.rglob("*.parquet")) == [
+        "faces/scan_date=2026-01-02/part-s1-00000.parquet", "faces/scan_date=2026-01-02/part-s2-00000.parquet",
+        "videos/scan_date=2026-01-02/part-s1-00000.parquet"]
+    assert sorted(store.list_parts("videos")) == ["part-s0-00000.parquet", "part-s2-00000.parquet"]
+    assert latest_rows(store, "s3") == {("/media/a.mp4", "size:1:mtime:0", "m"): "FAKE",
+                                        ("/media/s2.mp4", "size:1:mtime:0", "m"): "FAKE"}
