@@ -68,6 +68,11 @@ class _Stage:
         return _Broadcast(self._replicas)
 
 
+# an ASGI scope of `POST /v1/score` with a JSON body, as the proxy hands it to the ingress
+SCORE_SCOPE = {"type": "http", "method": "POST", "path": "/v1/score", "query_string": b"",
+               "headers": [(b"content-type", b"application/json")]}
+
+
 def _ingress(score, max_inflight: int = 1, timeout_s: float = 0.3):
     from pipeline.config import load_settings
     from serve.ingress import Api
@@ -215,8 +220,7 @@ def test_a_client_that_disconnects_is_counted_as_cancelled_and_frees_its_place()
         sent["body"] = True
         return {"type": "http.request", "body": b'{"uri": "s3://b/in/x.mp4"}', "more_body": False}
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/score", "query_string": b"",
-             "headers": [(b"content-type", b"application/json")]}
+    scope = dict(SCORE_SCOPE)  # a fresh one: Starlette keeps request state in it
 
     async def main():
         task = asyncio.create_task(api.score(Request(scope, receive), explain=False, timeout_s=None))
@@ -249,8 +253,7 @@ def test_a_request_still_running_when_the_drain_ends_is_answered_503_and_its_gra
     async def receive():
         return {"type": "http.request", "body": b'{"uri": "s3://b/in/x.mp4"}', "more_body": False}
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/score", "query_string": b"",
-             "headers": [(b"content-type", b"application/json")]}
+    scope = dict(SCORE_SCOPE)  # a fresh one: Starlette keeps request state in it
 
     async def main():
         task = asyncio.create_task(api.score(Request(scope, receive), explain=False, timeout_s=None))
