@@ -73,6 +73,16 @@ SCORE_SCOPE = {"type": "http", "method": "POST", "path": "/v1/score", "query_str
                "headers": [(b"content-type", b"application/json")]}
 
 
+async def _in_the_graph(api, receive) -> asyncio.Task:
+    """``POST /v1/score`` of ``receive``'s body as a task, once its graph call is sent."""
+    from starlette.requests import Request
+
+    task = asyncio.create_task(api.score(Request(dict(SCORE_SCOPE), receive), explain=False, timeout_s=None))
+    await asyncio.sleep(0.2)
+    assert len(api.classifier.score.sent) == 1  # in the graph
+    return task
+
+
 def _ingress(score, max_inflight: int = 1, timeout_s: float = 0.3):
     from pipeline.config import load_settings
     from serve.ingress import Api
@@ -207,8 +217,6 @@ class _Recorder:
 
 
 def test_a_client_that_disconnects_is_counted_as_cancelled_and_frees_its_place():
-    from starlette.requests import Request
-
     api = _ingress(lambda: asyncio.sleep(30), timeout_s=20)
     api.config = api.config.model_copy(update={"allowed_uri_prefixes": ["s3://b/in/"]})
     api.requests, api.latency = _Recorder(), _Recorder()
@@ -220,12 +228,8 @@ def test_a_client_that_disconnects_is_counted_as_cancelled_and_frees_its_place()
         sent["body"] = True
         return {"type": "http.request", "body": b'{"uri": "s3://b/in/x.mp4"}', "more_body": False}
 
-    scope = dict(SCORE_SCOPE)  # a fresh one: Starlette keeps request state in it
-
     async def main():
-        task = asyncio.create_task(api.score(Request(scope, receive), explain=False, timeout_s=None))
-        await asyncio.sleep(0.2)
-        assert len(api.classifier.score.sent) == 1  # in the graph
+        task = await _in_the_graph(api, receive)
         task.cancel()  # what Ray Serve does when the HTTP client disconnects
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -242,7 +246,6 @@ def test_a_request_still_running_when_the_drain_ends_is_answered_503_and_its_gra
     replicas and then killed them, its client getting no answer. It is answered 503 overloaded (shutting down, with
     Retry-After) and its stage calls are cancelled; a client that goes away before that stays ``cancelled``.
     Real Serve and a real stop: tests/serve/test_serve_hardening.py."""
-    from starlette.requests import Request
 
     from serve.problems import SHUTTING_DOWN
 
@@ -253,12 +256,8 @@ def test_a_request_still_running_when_the_drain_ends_is_answered_503_and_its_gra
     async def receive():
         return {"type": "http.request", "body": b'{"uri": "s3://b/in/x.mp4"}', "more_body": False}
 
-    scope = dict(SCORE_SCOPE)  # a fresh one: Starlette keeps request state in it
-
     async def main():
-        task = asyncio.create_task(api.score(Request(scope, receive), explain=False, timeout_s=None))
-        await asyncio.sleep(0.2)
-        assert len(api.classifier.score.sent) == 1  # in the graph
+        task = await _in_the_graph(api, receive)
         api.drain()
         assert await asyncio.wait_for(api.cut_off(1.0), 2) == 1  # returns once it is answered
         assert task.done()
