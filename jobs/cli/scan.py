@@ -61,6 +61,7 @@ def scan(
     lost_retries: Optional[int] = typer.Option(None, "--lost-retries", show_default=_default("lost_retries"), help="extra passes, with fresh actors, over objects whose batch failed on every retry (a lost node) before they get ERROR rows"),
     max_error_rate: Optional[float] = typer.Option(None, "--max-error-rate", show_default=_default("max_error_rate"), help="exit 4 (after committing everything) when more than this share of scanned objects got ERROR rows"),
     lease_seconds: Optional[float] = typer.Option(None, "--lease-seconds", show_default=_default("lease_seconds"), help="the output's lease lapses this long after its scan stops renewing it (a killed scan)"),
+    actor_start_timeout: Optional[int] = typer.Option(None, "--actor-start-timeout", show_default=_default("actor_start_timeout"), help="seconds the actor pools may take to start before the scan is cluster_busy (others' jobs holding the cluster)"),
     stop_timeout: Optional[float] = typer.Option(None, "--stop-timeout", show_default=_default("stop_timeout"), help="after SIGTERM, exit (143) within this many seconds even if the final commit hangs"),
     thumbnails: Optional[int] = typer.Option(None, "--thumbnails", show_default=_default("thumbnails"), help="face thumbnails kept per object for the report (its top-scoring faces; 0 = off)"),
     config: Optional[Path] = ConfigOpt,
@@ -91,7 +92,7 @@ def scan(
                  classify_batch=classify_batch, decode_batch=decode_batch, commit_every=commit_every,
                  commit_seconds=commit_seconds, max_task_retries=max_task_retries, max_failed_batches=max_failed_batches,
                  lost_retries=lost_retries, max_error_rate=max_error_rate, lease_seconds=lease_seconds,
-                 stop_timeout=stop_timeout, thumbnails=thumbnails, progress=progress, ray_progress=ray_progress or None, verbose=verbose or None)
+                 actor_start_timeout=actor_start_timeout, stop_timeout=stop_timeout, thumbnails=thumbnails, progress=progress, ray_progress=ray_progress or None, verbose=verbose or None)
     ended: list = []  # the summary, however the scan ends (none when it stopped before opening the output)
     failure = _failure_json(as_json, ended, source, output)
     try:

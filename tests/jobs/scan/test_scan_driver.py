@@ -246,7 +246,8 @@ def test_an_out_of_range_flag_is_invalid_configuration_in_json_as_any_bad_settin
     from jobs.cli import app
 
     for flag, value, field in (("--thumbnails", "33", "thumbnails"), ("--commit-every", "0", "commit_every"),
-                               ("--max-error-rate", "1.5", "max_error_rate")):
+                               ("--max-error-rate", "1.5", "max_error_rate"),
+                               ("--actor-start-timeout", "0", "actor_start_timeout")):
         result = _scan_cli(str(samples_dir), "-o", str(tmp_path / "out"), flag, value)
         summary = json.loads(result.stdout)
         assert result.exit_code == 2 and (summary["status"], summary["error_code"]) == ("not_started", "invalid_configuration")
