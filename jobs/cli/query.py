@@ -67,7 +67,9 @@ def query(
 ) -> None:
     """Run DuckDB SQL over a scan's Parquet output and print the result."""
     setup_logging(False)
-    from jobs.query.sql import QueryError, QueryStopped, stream_query, write_rows
+    from jobs.query.errors import QueryError, QueryStopped
+    from jobs.query.formats import write_rows
+    from jobs.query.sql import stream_query
 
     if fmt not in ("table", "csv", "json"):
         raise refuse("invalid_configuration", f"unknown --format {fmt!r}: use table, csv or json")
@@ -120,7 +122,8 @@ def report(
 ) -> None:
     """Summarise a scan's output: fake rate per prefix and day, the most suspicious objects, errors, recent runs."""
     setup_logging(False, as_json)
-    from jobs.query.sql import QueryError, connect
+    from jobs.query.errors import QueryError
+    from jobs.query.sql import connect
     from jobs.report.text import print_report, report as build_report
 
     checked(ReportFlags, as_json, top=top, depth=depth, runs=runs, trailing=trailing)  # out of range: refused

@@ -16,40 +16,22 @@ output and loads no extension (``_duckdb``). Parts whose data cannot be decoded 
 
 from __future__ import annotations
 
-import base64
-import csv
-import io
-import json
 import logging
-import math
 import re
 from contextlib import contextmanager
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
-from typing import Any, Iterable, Iterator, TextIO
+from typing import Iterator
 
 import pyarrow as pa
 
-from pipeline.logsafe import printable, redact_uris
+from jobs.query.errors import QueryError, QueryStopped, failure, sql_error
+from jobs.query.readonly import check_read_only
 from jobs.query.stop import QueryStop, Stopped, in_worker
 from jobs.scan.output import OutputStore
 from jobs.scan.schema import MANIFEST, PARTITION, SCHEMAS
 from jobs.scan.records import RUNS_DIR, read_records, runs_table
-from pipeline.errors import DeepfakeStreamError, one_line
+from pipeline.errors import one_line
 
 log = logging.getLogger(__name__)
-
-
-class QueryError(DeepfakeStreamError):
-    """The output cannot be read or the SQL failed (the message is one line, for the operator)."""
-
-    code = "query_failed"
-
-
-def _failure(message: str) -> QueryError:
-    """QueryError ``message`` as the operator sees it: no credentials in its URIs (the output as typed, a part's
-    URI), no control characters (a corrupt part's bytes end up in DuckDB's message)."""
-    return QueryError(printable(redact_uris(message)))
 
 
 def _sql_str(value: str) -> str:
@@ -67,7 +49,7 @@ def connect(output: str, storage_options: dict | None = None):
     except QueryError:
         raise
     except Exception as exc:  # noqa: BLE001 - botocore, fsspec, duckdb, pyarrow: all mean "cannot read"
-        raise _failure(f"cannot read scan output {output}: {one_line(exc)}") from None
+        raise failure(f"cannot read scan output {output}: {one_line(exc)}") from None
 
 
 _GLOB = re.compile(r"([*?\[])")
@@ -183,7 +165,7 @@ def read_failure(output: str, storage_options: dict | None, exc: Exception, mess
     """QueryError ``message`` for a read that failed with ``exc``; when DuckDB could not decode some data, it also
     names the part(s) whose data is unreadable."""
     bad = _unreadable_after(output, storage_options, exc)
-    return _failure(f"{message}; {_named(bad)}" if bad else message)
+    return failure(f"{message}; {_named(bad)}" if bad else message)
 
 
 def skip_unreadable(con, output: str, storage_options: dict | None, exc: Exception, message: str,
@@ -194,17 +176,17 @@ def skip_unreadable(con, output: str, storage_options: dict | None, exc: Excepti
     left out by an earlier call, updated here. Raises QueryError ``message`` instead when there is no such part, or
     when some were left out already: a read is retried once (every part was read looking for them)."""
     if skipped:
-        raise _failure(f"{message} (after leaving out {_named(skipped)})") from None
+        raise failure(f"{message} (after leaving out {_named(skipped)})") from None
     bad = _unreadable_after(output, storage_options, exc)
     if not bad:
-        raise _failure(message) from None
+        raise failure(message) from None
     for uri, why in bad.items():
         log.warning(SKIPPING, uri, why)
     skipped.update(bad)
     try:
         _views(con, OutputStore(output, storage_options or {}), skip=skipped)
     except Exception as again:  # noqa: BLE001 - the storage failing now: one line, as any read
-        raise _failure(f"{message}; {_named(bad)}; {one_line(again)}") from None
+        raise failure(f"{message}; {_named(bad)}; {one_line(again)}") from None
 
 
 def _duckdb(store: OutputStore | None = None):
@@ -248,7 +230,7 @@ def _connect(store: OutputStore):
     con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
     # a folder that merely exists (the parent of outputs, a file given as -o) is not an output with 0 objects
     if not found_any and not records and not any(store.fs.exists(f"{store.root}/{name}") for name in (MANIFEST, RUNS_DIR)):
-        raise _failure(f"no scan output at {store.display}")
+        raise failure(f"no scan output at {store.display}")
     _latest_views(con)
     return con
 
@@ -290,58 +272,7 @@ def _fails_without_data(sql: str) -> bool:
     return False
 
 
-def _sql_error(exc: Exception) -> QueryError:
-    return _failure(" ".join(str(exc).split())[:500] or type(exc).__name__)
-
-
-READ_ONLY = "one read-only statement (SELECT, WITH … SELECT, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)"
-
-
-def _keywords(sql: str) -> set[str]:
-    """The SQL keywords of ``sql`` as DuckDB's tokenizer reads them (comments and strings are other tokens)."""
-    import duckdb
-
-    tokens = duckdb.tokenize(sql)
-    ends = [start for start, _ in tokens[1:]] + [len(sql)]
-    return {sql[start:end].strip().upper() for (start, kind), end in zip(tokens, ends) if kind.name == "keyword"}
-
-
-def check_read_only(sql: str) -> None:
-    """QueryError unless ``sql`` is exactly one statement that only reads.
-
-    ``query`` and ``report`` only read (docs/scan.md), but DuckDB runs COPY … TO, CREATE, ATTACH, SET or several
-    statements as readily (a COPY into the output rewrote its verdicts). DuckDB types DESCRIBE, SHOW and SUMMARIZE
-    as SELECT; PRAGMA and CALL are refused (some write or change settings; ``SELECT * FROM pragma_version()``
-    reads the same), and EXPLAIN without ANALYZE (which runs what it explains; plain EXPLAIN only plans). The
-    keywords come from DuckDB's tokenizer, not a pattern: a comment must not hide one. ``run_query`` also locks
-    DuckDB's configuration, so a table function that changes it (``enable_logging`` writes files) is refused.
-    """
-    import duckdb
-
-    try:
-        statements = duckdb.extract_statements(sql)
-        kinds = [s.type.name for s in statements]
-        if kinds == ["EXPLAIN"]:
-            kinds = ["EXPLAIN ANALYZE" if _keywords(sql) & {"ANALYZE", "ANALYSE"} else "SELECT"]
-    except duckdb.Error as exc:  # a syntax error: the line executing it would give
-        raise _sql_error(exc) from None
-    if not kinds:
-        raise QueryError(f"no SQL to run: give {READ_ONLY}")
-    if len(kinds) > 1:
-        raise QueryError(f"query takes {READ_ONLY}; got {len(kinds)} statements")
-    if kinds != ["SELECT"]:
-        raise QueryError(f"query takes {READ_ONLY}; got {kinds[0]}")
-
-
 BATCH_ROWS = 10_000  # rows fetched and written at a time: what an export holds in memory, whatever its size
-
-
-class QueryStopped(QueryError):
-    """The query was stopped before it ended (``jobs/query/stop.py``); ``status``: the exit status it calls for."""
-
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
 
 
 def _batches(output: str, sql: str, storage_options: dict | None, stop: QueryStop, batch_rows: int) -> Iterator[list]:
@@ -370,10 +301,10 @@ def _batches(output: str, sql: str, storage_options: dict | None, stop: QuerySto
                 if stop.halted:  # DuckDB's "Interrupted!": the reader says why, or wants no more rows
                     raise
                 if _fails_without_data(sql):
-                    raise _sql_error(exc) from None
+                    raise sql_error(exc) from None
                 if rows_out:  # rows are out already: too late to answer from the other parts
-                    raise read_failure(output, storage_options, exc, str(_sql_error(exc))) from None
-                skip_unreadable(con, output, storage_options, exc, str(_sql_error(exc)), skipped)
+                    raise read_failure(output, storage_options, exc, str(sql_error(exc))) from None
+                skip_unreadable(con, output, storage_options, exc, str(sql_error(exc)), skipped)
     finally:
         stop.bind(None)
         con.close()
@@ -411,66 +342,4 @@ def run_query(output: str, sql: str, storage_options: dict | None = None,
         return columns, [row for rows in batches for row in rows]
 
 
-_AS_IS = (str, int, bool)
-
-
-def jsonable(value: Any) -> Any:
-    """A DuckDB value as JSON can hold it: times as ISO text, intervals as seconds, decimals as numbers,
-    NaN and ±infinity as null (JSON has none of them), bytes (thumbnails) as base64, anything else unknown as its text."""
-    if value is None or type(value) in _AS_IS:  # most values: an export calls this for every one
-        return value
-    if isinstance(value, (datetime, date, time)):
-        return value.isoformat()
-    if isinstance(value, timedelta):  # `now() - max(ended_at)`: the age checks monitoring runs
-        return value.total_seconds()
-    if isinstance(value, Decimal):  # `SELECT 0.5` is a DECIMAL in DuckDB
-        return float(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(value)).decode()
-    if isinstance(value, (str, int, float, bool)):  # a finite float, a subclass
-        return value
-    return str(value)  # UUID, and whatever else a query can return
-
-
-def _csv_cell(value: Any) -> Any:
-    value = jsonable(value)
-    return "" if value is None else json.dumps(value) if isinstance(value, (list, dict)) else value
-
-
-def write_rows(columns: list[str], batches: Iterable[list[tuple]], fmt: str, out: TextIO) -> int:
-    """Query results to ``out`` batch by batch as they come, CSV or JSON (a list of objects, as ``json.dumps(…,
-    indent=2)`` prints it); returns the rows written."""
-    if fmt not in ("csv", "json"):
-        raise ValueError(f"unknown format {fmt!r} (table, csv or json)")
-    written = 0
-    if fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
-    for rows in batches:
-        if fmt == "csv":
-            writer.writerows([_csv_cell(v) for v in row] for row in rows)
-        else:  # an object per row, indented one level: JSON text holds no raw newline, so each of its lines moves
-            out.write("".join(("[\n  " if written + i == 0 else ",\n  ")
-                              + json.dumps(dict(zip(columns, map(jsonable, row))), indent=2).replace("\n", "\n  ")
-                              for i, row in enumerate(rows)))
-        written += len(rows)
-    if fmt == "json":
-        out.write("\n]\n" if written else "[]\n")
-    return written
-
-
-def format_rows(columns: list[str], rows: list[tuple], fmt: str) -> str:
-    """CSV or JSON (a list of objects) text for query results held in memory (``write_rows``)."""
-    buffer = io.StringIO()
-    write_rows(columns, [rows], fmt, buffer)
-    return buffer.getvalue()
-
-
-__all__ = ["connect", "run_query", "stream_query", "check_read_only", "format_rows", "write_rows", "QueryError",
-           "QueryStopped", "jsonable", "read_failure", "skip_unreadable", "unreadable_data"]
+__all__ = ["connect", "run_query", "stream_query", "read_failure", "skip_unreadable", "unreadable_data"]

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from pipeline.logsafe import printable, redact_uri
-from jobs.query.sql import jsonable
+from jobs.query.formats import jsonable
 from jobs.report.queries import (ERRORS, FAKE_RATE, LABEL_COUNTS, TOP_PREFIXES, days, dicts, read_report, suspects,
                                  top_prefixes, window_start)
 from jobs.scan.output import OutputStore

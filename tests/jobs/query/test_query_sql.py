@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 
 from typer.testing import CliRunner
 
-from jobs.query.sql import format_rows, run_query
+from jobs.query.formats import format_rows
+from jobs.query.sql import run_query
 from jobs.scan.output import OutputStore
 
 
@@ -159,7 +160,7 @@ REFUSED = ["COPY (SELECT * REPLACE ('REAL' AS label) FROM videos_history) TO '{p
 
 def test_a_table_function_that_changes_settings_is_refused(tmp_path):
     """enable_logging passes as a SELECT but writes log files: the configuration is locked before the user's SQL."""
-    from jobs.query.sql import QueryError
+    from jobs.query.errors import QueryError
 
     output = _output(tmp_path)
     logs = tmp_path / "logs"
@@ -174,7 +175,7 @@ def test_a_table_function_that_changes_settings_is_refused(tmp_path):
 
 def test_query_refuses_anything_but_one_read_only_statement(tmp_path):
     """query and report only read (docs/scan.md): a COPY … TO into the output rewrote every verdict."""
-    from jobs.query.sql import QueryError
+    from jobs.query.errors import QueryError
 
     output = _output(tmp_path)
     (part,) = (tmp_path / "out" / "videos").rglob("part-*.parquet")
@@ -228,7 +229,8 @@ def test_query_and_reports_show_utc_whatever_the_host_time_zone(tmp_path):
     write_scan(tmp_path / "out", scan, at, [video_row(scan, "/a.mp4", "FAKE", 0.9, at)])
     code = f"""
 import json
-from jobs.query.sql import connect, format_rows, run_query
+from jobs.query.formats import format_rows
+from jobs.query.sql import connect, run_query
 from jobs.report.data import load
 from jobs.report.text import report
 out = {str(tmp_path / 'out')!r}
@@ -346,7 +348,7 @@ def test_query_reads_nothing_but_its_output_and_installs_no_extension(tmp_path, 
     and install extensions on first use; each probe is refused with query_failed and nothing is written under HOME."""
     import pytest
 
-    from jobs.query.sql import QueryError
+    from jobs.query.errors import QueryError
     from jobs.report.text import report
 
     home = tmp_path / "home"
@@ -393,7 +395,7 @@ def test_faces_of_an_uncommitted_part_are_not_read(tmp_path):
 
 def test_a_folder_or_file_that_is_no_scan_output_is_said_to_be(tmp_path):
     """The parent of an output, an empty folder or a file given as -o: no manifest, parts or run records."""
-    from jobs.query.sql import QueryError
+    from jobs.query.errors import QueryError
 
     _with_faces(tmp_path)
     (tmp_path / "empty").mkdir()
@@ -468,7 +470,7 @@ def _whole(columns, rows, fmt: str) -> str:
     import csv
     import io
 
-    from jobs.query.sql import jsonable
+    from jobs.query.formats import jsonable
 
     if fmt == "json":
         return json.dumps([dict(zip(columns, map(jsonable, row))) for row in rows], indent=2) + "\n"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.query.sql import QueryStopped, run_query
+from jobs.query.errors import QueryStopped
+from jobs.query.sql import run_query
 from jobs.scan.output import OutputStore
 
 ROOT = Path(__file__).resolve().parents[3]

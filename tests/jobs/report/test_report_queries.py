@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.query.sql import QueryError, connect, jsonable
+from jobs.query.errors import QueryError
+from jobs.query.formats import jsonable
+from jobs.query.sql import connect
 from jobs.report.data import load
 from jobs.report.queries import read_report
 from jobs.report.text import report
