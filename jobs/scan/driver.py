@@ -41,7 +41,8 @@ from jobs.scan.listing import list_objects
 from jobs.scan.output import CommitInfo, OutputError, OutputStore
 from jobs.scan.schema import FACES_SCHEMA
 from jobs.scan.rows import lost_rows, unnest
-from jobs.scan.plan import PoolPlan, build_dataset, check_device, data_context, ensure_ray, not_started, plan_pools
+from jobs.scan.plan import PoolPlan, build_dataset, check_device, data_context, not_started, plan_pools
+from jobs.scan.ray_session import ensure_ray
 from jobs.scan.records import (RUNS_DIR, RunRecord, close_all_unfinished, record_id, record_paths, settings_digest,
                                since_last_sweep, tally, write_record)
 from jobs.scan.stop import GracefulStop, Terminated
