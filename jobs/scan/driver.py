@@ -178,11 +178,14 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
             _scan(settings, options, store, summary, verdict, now.date().isoformat(), lease, stop, on_commit, on_plan)
         outcome = _outcome(summary, options)
         return summary
-    except Terminated:
-        outcome = ("terminated", ExitCode.TERMINATED, "stopped by SIGTERM; finished rows were committed", "terminated")
-        raise
-    except KeyboardInterrupt:
-        outcome = ("interrupted", ExitCode.INTERRUPTED, "interrupted; finished rows were committed", "interrupted")
+    except KeyboardInterrupt as exc:
+        # a SIGTERM that lands inside ray.get reaches here as a bare KeyboardInterrupt: Ray raises its own in its place
+        if isinstance(exc, Terminated) or stop.requested:
+            outcome = ("terminated", ExitCode.TERMINATED, "stopped by SIGTERM; finished rows were committed", "terminated")
+            if not isinstance(exc, Terminated):
+                raise Terminated("SIGTERM") from None
+        else:
+            outcome = ("interrupted", ExitCode.INTERRUPTED, "interrupted; finished rows were committed", "interrupted")
         raise
     except LeaseLost as exc:
         outcome = ("lease_lost", ExitCode.ABORTED, str(exc), exc.code)

@@ -105,3 +105,44 @@ def test_sigterm_while_ray_starts_is_a_stop_not_a_crash(detector_env, tmp_path, 
     (record,) = _records(out)
     assert (record["status"], record["exit_code"], record["scan_id"]) == ("terminated", 143, summary["scan_id"])
     assert not (out / "_lease.json").exists()
+
+
+def test_sigterm_that_lands_inside_ray_get_is_still_terminated(ray_session, tmp_path, samples_dir, monkeypatch):
+    """Ray's ray.get catches the KeyboardInterrupt our SIGTERM handler raises (``Terminated``) and raises a bare
+    KeyboardInterrupt in its place; most of a scan waits inside Ray, so a SIGTERM (`ray job stop`, a pod deleted)
+    ended it as `interrupted`, exit 130, not `terminated`, 143. Here the scan's work is one real ray.get."""
+    import shutil
+    import threading
+
+    import jobs.scan.driver as driver
+    from jobs.scan.config import ScanConfig
+    from jobs.scan.stop import Terminated
+    from pipeline.config import load_settings
+    from scan_fixtures import _records
+
+    @ray_session.remote
+    def slow() -> int:
+        time.sleep(30)
+        return 0
+
+    sent = []
+
+    def waits_in_ray(*_args, **_kwargs) -> None:
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        sent.append(slow.remote())
+        ray_session.get(sent[0])
+
+    monkeypatch.setattr(driver, "_scan", waits_in_ray)
+    (tmp_path / "src").mkdir()
+    shutil.copy(samples_dir / "coffee.jpg", tmp_path / "src")
+    ended = []
+    try:
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            driver.run_scan(load_settings(), ScanConfig(source=str(tmp_path / "src"), output=str(tmp_path / "out"),
+                                                        progress=False), on_end=ended.append)
+    finally:
+        for ref in sent:
+            ray_session.cancel(ref, force=True)  # its CPU back to the session's other tests
+    assert type(stopped.value) is Terminated  # what the command turns into exit 143 and `terminated: …`
+    (record,) = _records(tmp_path / "out")
+    assert (record["status"], record["exit_code"]) == (ended[0].status, ended[0].exit_code) == ("terminated", 143)
