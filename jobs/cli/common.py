@@ -96,9 +96,20 @@ def checked(model, as_json: bool = False, **values):
     try:
         return model(**values)
     except ValidationError as exc:  # each error named by its flag, as typer would: "--top: … (got 0)"
-        said = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']} (got {e['input']!r})"
-                         for e in exc.errors())
-        raise refuse("invalid_configuration", said, as_json) from exc
+        raise refuse("invalid_configuration", _one_line(exc, lambda loc: "--" + loc.replace("_", "-")), as_json) from exc
+
+
+def _one_line(exc, name=lambda loc: loc) -> str:
+    """A ValidationError as one line, each error ``name: message (got value)``; pydantic's own text spans lines, so
+    a log alert or scheduler reading the last line of stderr missed the code."""
+    return "; ".join(f"{name('.'.join(map(str, e['loc'])))}: {e['msg']} (got {e['input']!r})" for e in exc.errors())
+
+
+def setting_error(exc: BaseException) -> str:
+    """What ``invalid_configuration`` says of a settings failure, in one line (``settings_from_cli``)."""
+    from pydantic import ValidationError
+
+    return _one_line(exc) if isinstance(exc, ValidationError) else " ".join(str(exc).split())
 
 
 def settings_from_cli(config: Optional[Path], *, as_json: bool = False, **overrides):
@@ -110,7 +121,7 @@ def settings_from_cli(config: Optional[Path], *, as_json: bool = False, **overri
     try:
         return load_settings(config, **overrides)
     except (ValidationError, OSError, ValueError) as exc:
-        raise refuse("invalid_configuration", str(exc), as_json) from exc
+        raise refuse("invalid_configuration", setting_error(exc), as_json) from exc
 
 
 def given_checkpoint(path: Optional[Path]) -> None:

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from jobs.cli.common import (AnonOpt, CheckpointOpt, ConfigOpt, DeviceOpt, EndpointOpt, FramesOpt, ProfileOpt, console,
-                             given_checkpoint, refuse, settings_from_cli)
+                             given_checkpoint, refuse, setting_error, settings_from_cli)
 from jobs.cli.logs import setup_logging
 from jobs.scan.config import DEFAULT_OUTPUT, ScanConfig
 
@@ -101,7 +101,8 @@ def scan(
                                      "classify.threshold": threshold},
                                      **{f"scan.{k}": v for k, v in flags.items() if v is not None and v != []})
     except typer.Exit as exc:  # the settings' one line is printed; --json still gets its summary
-        failure(exc.__cause__ or exc, "not_started", ExitCode.NOT_STARTED, "invalid_configuration")
+        failure(exc.__cause__ or exc, "not_started", ExitCode.NOT_STARTED, "invalid_configuration",
+                exc.__cause__ and setting_error(exc.__cause__))
         raise
     failure = _failure_json(as_json, ended, source, settings.scan.output)
     try:  # each failure: its summary under --json, then `code: message` on stderr as every command says it (refuse)
@@ -159,7 +160,8 @@ def _then(message: str, ended: list) -> str:
 def _failure_json(as_json: bool, ended: list, source: str, output: str | None):
     """``failure(exc, status, exit_code[, error_code])``: with ``--json``, print the end summary of a scan that
     failed, one line on stdout: the run's own once it has one, else status, exit code, error code, message."""
-    def failure(exc: BaseException, status: str, code: int, error_code: str | None = None) -> None:
+    def failure(exc: BaseException, status: str, code: int, error_code: str | None = None,
+                said: str | None = None) -> None:
         if not as_json:
             return
         from jobs.scan.errors import CRASHED
@@ -169,7 +171,7 @@ def _failure_json(as_json: bool, ended: list, source: str, output: str | None):
         data = ended[-1].to_dict() if ended else {
             "source": redact_uri(source), "output": output and redact_uri(output), "status": status, "exit_code": int(code),
             "error_code": error_code or (exc.code if isinstance(exc, DeepfakeStreamError) else CRASHED),
-            "message": " ".join(redact_uris(str(exc)).split())[:300] or type(exc).__name__}
+            "message": " ".join(redact_uris(said or str(exc)).split())[:300] or type(exc).__name__}
         sys.stdout.write(json.dumps(data) + "\n")
 
     return failure

@@ -47,3 +47,19 @@ def test_the_entry_points_answer_usage_errors_in_json_too():
                               timeout=120, env={**os.environ, "DFS_LOG_LEVEL": ""})
         assert proc.returncode == 2, proc.stderr
         assert json.loads(proc.stdout)["error_code"] == "invalid_configuration" and "Usage:" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, env, named", [
+    (["score", "--json", "x.jpg"], {"DFS_CLASSIFY__THRESHOLD": "2"}, "classify.threshold"),
+    (["scan", "--json", "src", "--commit-every", "0", "--thumbnails", "40"], {}, "scan.commit_every"),
+    (["serve"], {"DFS_SERVE__HOST": ""}, "serve.host")])
+def test_a_bad_setting_is_one_line_naming_it_where_it_came_from_and_what_it_got(args, env, named, monkeypatch):
+    """pydantic's own text spans lines (`1 validation error for Settings`, the key, `[type=…, input_value=…]`): the
+    last line of stderr, which a scheduler or log alert reads, carried no code."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    (said,) = result.stderr.splitlines()
+    assert said.startswith(f"invalid_configuration: {named}: ") and "(got " in said and "[type=" not in said, said
+    assert ("environment variable" if env else "command-line flags") in said

@@ -251,7 +251,8 @@ def test_an_out_of_range_flag_is_invalid_configuration_in_json_as_any_bad_settin
         result = _scan_cli(str(samples_dir), "-o", str(tmp_path / "out"), flag, value)
         summary = json.loads(result.stdout)
         assert result.exit_code == 2 and (summary["status"], summary["error_code"]) == ("not_started", "invalid_configuration")
-        assert f"scan.{field}" in summary["message"] and not (tmp_path / "out").exists()
+        assert summary["message"].startswith(f"scan.{field}: ") and f"(got {value})" in summary["message"]
+        assert "[type=" not in summary["message"] and not (tmp_path / "out").exists()  # pydantic's dump, flattened
     bounded = [p.name for p in typer.main.get_command(app).commands["scan"].params
                if getattr(p, "min", None) is not None or getattr(p, "max", None) is not None]
     assert bounded == []
