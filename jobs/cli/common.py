@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,6 +123,27 @@ def settings_from_cli(config: Optional[Path], *, as_json: bool = False, **overri
         return load_settings(config, **overrides)
     except (ValidationError, OSError, ValueError) as exc:
         raise refuse("invalid_configuration", setting_error(exc), as_json) from exc
+
+
+@contextmanager
+def stdout_to_stderr(on: bool = True) -> Iterator[None]:
+    """File descriptor 1 onto stderr while ``on``: under ``--json`` stdout holds one JSON line, and Ray prints its
+    raylet's error messages (a worker killed, a task failed) on stdout whatever ``log_to_driver`` says."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1) if on else None
+    except OSError:  # no stdout to keep clean
+        saved = None
+    if saved is None:
+        yield
+        return
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def given_checkpoint(path: Optional[Path]) -> None:

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from jobs.cli.common import (AnonOpt, CheckpointOpt, ConfigOpt, DeviceOpt, EndpointOpt, FramesOpt, ProfileOpt, console,
-                             given_checkpoint, refuse, setting_error, settings_from_cli)
+                             given_checkpoint, refuse, setting_error, settings_from_cli, stdout_to_stderr)
 from jobs.cli.logs import setup_logging
 from jobs.scan.config import DEFAULT_OUTPUT, ScanConfig
 
@@ -107,8 +107,9 @@ def scan(
     failure = _failure_json(as_json, ended, source, settings.scan.output)
     try:  # each failure: its summary under --json, then `code: message` on stderr as every command says it (refuse)
         given_checkpoint(checkpoint)
-        summary = run_scan(settings, on_plan=lambda chosen: console.print(escape(chosen.line()), soft_wrap=True, highlight=False),
-                           on_end=ended.append)
+        with stdout_to_stderr(as_json):  # while Ray runs: its messages are no JSON
+            summary = run_scan(settings, on_end=ended.append,
+                               on_plan=lambda chosen: console.print(escape(chosen.line()), soft_wrap=True, highlight=False))
     except LeaseHeld as exc:
         failure(exc, "busy", ExitCode.BUSY)
         raise refuse(exc.code, redact_uris(str(exc)), status=ExitCode.BUSY) from None

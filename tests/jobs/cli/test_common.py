@@ -63,3 +63,24 @@ def test_a_bad_setting_is_one_line_naming_it_where_it_came_from_and_what_it_got(
     (said,) = result.stderr.splitlines()
     assert said.startswith(f"invalid_configuration: {named}: ") and "(got " in said and "[type=" not in said, said
     assert ("environment variable" if env else "command-line flags") in said
+
+
+RAY_SAYS = """
+import os, sys
+from jobs.cli.common import stdout_to_stderr
+print("before", flush=True)
+with stdout_to_stderr():
+    print("(raylet) A worker died or was killed while executing a task")  # Ray's print_to_stdstream: sys.stdout
+    os.write(1, b"(raylet) at the descriptor\\n")  # a child process or C code writing fd 1
+print('{"status": "succeeded"}')
+"""
+
+
+def test_while_ray_runs_under_json_stdout_holds_nothing_but_the_json():
+    """Ray prints its raylet's error messages (a worker killed, a task failed) on stdout whatever log_to_driver says:
+    `scan --json`'s stdout held them before its JSON line, and no longer parsed."""
+    done = subprocess.run([sys.executable, "-c", RAY_SAYS], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[3])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["before", '{"status": "succeeded"}']
+    assert "(raylet) A worker died" in done.stderr and "(raylet) at the descriptor" in done.stderr

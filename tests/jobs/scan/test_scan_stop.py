@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -46,7 +47,7 @@ def test_sigterm_commits_finished_rows_and_the_run_record(detector_env, tmp_path
         shutil.copy(samples_dir / ("astronaut.jpg" if i % 2 else "coffee.jpg"), source / f"img{i:02d}.jpg")
     env = {**os.environ, "DFS_DECODE__NUM_FRAMES": "2", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "scan", str(source), "-o", str(out), "--no-progress",
-                             "--num-cpus", "2", "--commit-every", "1", "--classify-batch", "1", "--stop-timeout", "30"],
+                             "--num-cpus", "2", "--commit-every", "1", "--classify-batch", "1", "--stop-timeout", "30", "--json"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
@@ -56,7 +57,7 @@ def test_sigterm_commits_finished_rows_and_the_run_record(detector_env, tmp_path
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
-        _stdout, stderr = proc.communicate(timeout=60)
+        stdout, stderr = proc.communicate(timeout=60)
         took = time.monotonic() - sent
     finally:
         if proc.poll() is None:
@@ -66,6 +67,8 @@ def test_sigterm_commits_finished_rows_and_the_run_record(detector_env, tmp_path
     assert "terminated: stopped (SIGTERM)" in stderr and "Traceback" not in stderr
     (record,) = _records(out)
     assert (record["status"], record["exit_code"]) == ("terminated", 143)
+    (line,) = stdout.splitlines()  # the summary alone: Ray's "(raylet) Task … failed" lines go to stderr
+    assert json.loads(line)["status"] == "terminated"
     rows = latest_rows(OutputStore(str(out)))
     assert 1 <= record["scanned"] == len(rows) < 12 and record["parts"] == len(list((out / "videos").rglob("*.parquet")))
     assert not (out / "_lease.json").exists()
