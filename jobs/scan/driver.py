@@ -349,7 +349,8 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
 
     try:
         cluster, free = ray.cluster_resources(), ray.available_resources()
-        plan = plan_pools(cluster, options, settings.device, free)  # what is free: a cluster Serve shares
+        # from what is free (a cluster Serve shares); no pool larger than its objects: the plan said is the one used
+        plan = plan_pools(cluster, options, settings.device, free).at_most(len(todo))
         if not options.torch_threads and settings.torch_threads:
             plan.torch_threads = settings.torch_threads  # the config file's torch_threads applies per actor
         summary.plan = asdict(plan)

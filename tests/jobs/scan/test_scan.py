@@ -195,6 +195,7 @@ def test_second_scan_skips_everything_and_full_rescans(first_scan, settings, s3_
                         _options(source, output, max_objects=1))
     assert stricter.scoring_key != summary.scoring_key
     assert (stricter.skipped, stricter.scanned, stricter.rescored, stricter.deferred, stricter.deferred_rescans) == (0, 1, 1, 8, 0)
+    assert stricter.plan["fused_actors"] == 1  # the plan it ran: one object, one actor (it said and recorded 2)
     (row,) = [r for r in read_table(store, "videos") if r["scan_id"] == stricter.scan_id]
     assert (row["threshold"], row["scoring_key"]) == (0.99, stricter.scoring_key)
     record = next(r for r in read_records(store.fs, store.root) if r.scan_id == stricter.scan_id)
