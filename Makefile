@@ -6,7 +6,6 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1
 OUTPUT ?= scan-output
 
 export HF_HUB_OFFLINE := 1
-export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: setup demo test browser bench lock clean

@@ -14,12 +14,16 @@ never needed.
 
 Token authentication: Ray 2.60 turns it on for a new local instance (the token in ``~/.ray/auth_token``, made if
 missing) unless ``RAY_AUTH_MODE`` says otherwise. Without the token the GCS, raylet and workers answer
-UNAUTHENTICATED and the job API 401, so a process of another user on this machine needs the token too.
+UNAUTHENTICATED and the job API 401, so a process of another user on this machine needs the token too. Ray
+writes that file with the umask (0644: any local user could read it): it is made private to its owner.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -40,10 +44,23 @@ def start_local_ray(**options: Any):
         context = ray.init(address="local", include_dashboard=False, _node_ip_address=LOOPBACK, **options)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster
+    private_token()
     if context.address_info.get("node_ip_address") != LOOPBACK:  # a Ray other than 2.60 may resolve it again
         log.warning("the local Ray listens on %s, not only on %s: firewall its ports",
                     context.address_info.get("node_ip_address"), LOOPBACK)
     return context
 
 
-__all__ = ["LOOPBACK", "start_local_ray"]
+def private_token() -> None:
+    """Ray's token file (RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token) readable by its owner alone."""
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        st = path.stat()
+        if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
+            path.chmod(stat.S_IMODE(st.st_mode) & 0o700)
+            log.info("made Ray's token file %s readable by its owner only", path)
+    except OSError:  # none (RAY_AUTH_MODE=disabled, a token in RAY_AUTH_TOKEN), or not ours to change
+        pass
+
+
+__all__ = ["LOOPBACK", "private_token", "start_local_ray"]

@@ -27,6 +27,8 @@ def test_the_local_ray_a_scan_starts_listens_on_loopback_only_and_wants_its_toke
     import sys
     import time
 
+    from pathlib import Path
+
     import grpc
     from helpers import is_loopback, listeners, process_title, process_tree
     from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
@@ -37,6 +39,8 @@ def test_the_local_ray_a_scan_starts_listens_on_loopback_only_and_wants_its_toke
     try:
         gcs = child.stdout.readline().strip()
         assert gcs, "the local Ray did not start"
+        token = Path(env.get("HOME", str(Path.home()))) / ".ray" / "auth_token"
+        assert oct(token.stat().st_mode & 0o777) == oct(0o600)  # Ray wrote it 0644: any local user read the token
         seen: set[tuple[str, str, int]] = set()
         until = time.monotonic() + 12
         while time.monotonic() < until:
