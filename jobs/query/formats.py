@@ -39,8 +39,10 @@ def jsonable(value: Any) -> Any:
 
 
 def _csv_cell(value: Any) -> Any:
+    """As JSON writes it: booleans ``true``/``false`` (csv.writer wrote Python's ``True``), null empty, lists and
+    structs as JSON text."""
     value = jsonable(value)
-    return "" if value is None else json.dumps(value) if isinstance(value, (list, dict)) else value
+    return "" if value is None else json.dumps(value) if isinstance(value, (list, dict, bool)) else value
 
 
 def write_rows(columns: list[str], batches: Iterable[list[tuple]], fmt: str, out: TextIO) -> int:

@@ -35,13 +35,14 @@ def _output(tmp_path) -> str:
 
 def test_intervals_decimals_times_uuids_and_bytes_print_as_json_and_csv(tmp_path):
     sql = ("SELECT now() - max(scanned_at) AS age, 0.5 AS share, TIME '10:00' AS at, "
-           "'6f1e0e52-1f4b-4f0e-9d8e-3a2b1c0d9e8f'::UUID AS id, 'jpeg'::BLOB AS thumb FROM videos")
+           "'6f1e0e52-1f4b-4f0e-9d8e-3a2b1c0d9e8f'::UUID AS id, 'jpeg'::BLOB AS thumb, true AS ok FROM videos")
     columns, rows = run_query(_output(tmp_path), sql)
     (got,) = json.loads(format_rows(columns, rows, "json"))
     assert 0 <= got["age"] < 600 and got["share"] == 0.5 and got["at"] == "10:00:00"
     assert got["id"] == "6f1e0e52-1f4b-4f0e-9d8e-3a2b1c0d9e8f" and base64.b64decode(got["thumb"]) == b"jpeg"
     header, line = format_rows(columns, rows, "csv").splitlines()
-    assert header == "age,share,at,id,thumb" and line.endswith(",0.5,10:00:00,6f1e0e52-1f4b-4f0e-9d8e-3a2b1c0d9e8f,anBlZw==")
+    assert got["ok"] is True and header == "age,share,at,id,thumb,ok"
+    assert line.endswith(",0.5,10:00:00,6f1e0e52-1f4b-4f0e-9d8e-3a2b1c0d9e8f,anBlZw==,true")  # as JSON, not Python's True
 
 
 def test_the_latest_row_is_the_latest_scan_whatever_the_workers_clocks_say(tmp_path):
