@@ -29,6 +29,7 @@ window.addEventListener('load', () => {
   root.setAttribute('data-images', document.images.length);
   root.setAttribute('data-decoded', [...document.images].filter(i => i.complete && i.naturalWidth > 0).length);
   root.setAttribute('data-height', root.scrollHeight);
+  root.setAttribute('data-overflow', Math.max(0, root.scrollWidth - root.clientWidth));  // px the page scrolls sideways
 });
 </script>"""
 _HEAD = '<meta charset="utf-8">'  # the page's first tag in <head>: the probe goes right after it
@@ -56,21 +57,23 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     return proc
 
 
-def probe(page: Path, timeout: float = 90) -> dict[str, int]:
-    """Images on the page, images Chromium decoded, page height in CSS px, loads the page's CSP blocked."""
+def probe(page: Path, timeout: float = 90, width: int | None = None) -> dict[str, int]:
+    """Images on the page, images Chromium decoded, page height and how far it scrolls sideways (``overflow``) in
+    CSS px, loads the page's CSP blocked; ``width``: the window's, in CSS px (500: a phone, or 200-400% zoom)."""
+    size = [f"--window-size={width},900"] if width else []
     with tempfile.TemporaryDirectory(prefix="dfs-probe-") as tmp:
         copy = Path(tmp) / "page.html"
         copy.write_text(page.read_text(encoding="utf-8").replace(_HEAD, _HEAD + _PROBE, 1), encoding="utf-8")
-        dom = _run(["--virtual-time-budget=5000", "--dump-dom", copy.as_uri()], timeout).stdout
-    found = dict(re.findall(r'data-(images|decoded|height|violations)="(\d+)"', dom))
-    if len(found) != 4:
+        dom = _run([*size, "--virtual-time-budget=5000", "--dump-dom", copy.as_uri()], timeout).stdout
+    found = dict(re.findall(r'data-(images|decoded|height|overflow|violations)="(\d+)"', dom))
+    if len(found) != 5:
         raise BrowserError("chromium rendered the page but the probe did not run")
     return {k: int(v) for k, v in found.items()}
 
 
 def screenshot(page: Path, png: Path, width: int = 1100, height: int | None = None, timeout: float = 90) -> Path:
     """A PNG of ``page`` as Chromium draws it; ``height`` None = the whole page."""
-    height = height or probe(page, timeout)["height"] + 16
+    height = height or probe(page, timeout, width)["height"] + 16
     png.parent.mkdir(parents=True, exist_ok=True)
     _run([f"--window-size={width},{height}", f"--screenshot={png}", "--virtual-time-budget=5000", page.as_uri()],
          timeout)

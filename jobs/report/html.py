@@ -29,25 +29,23 @@ def _png_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(png(fig)).decode("ascii")
 
 
-def _pct(value) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def render(d: ReportData) -> str:
     """The page for already-loaded report data."""
     try:
         import jinja2
 
-        from jobs.report import plots
+        from jobs.report import describe, plots
     except ImportError as exc:
         raise ReportError(f"the HTML report needs matplotlib and jinja2: pip install 'deepfakestream[report]' ({exc})") from exc
     from jobs.report.template import CSP, PAGE
 
     try:
+        words = {  # each plot's alt text (describe.py): what it shows for this output, not what kind of plot it is
+            "runs": describe.runs_alt(d.runs) if d.runs else None,
+            "fake_rate": describe.fake_rate_alt(d.days) if d.days else None,
+            "scores": describe.score_days_alt(d.score_days, d.thresholds) if d.score_days else None,
+            "drift": describe.drift_alt(d.drift),
+        }
         pictures = {
             "runs": _png_uri(plots.runs_plot(d.runs)) if d.runs else None,
             "fake_rate": _png_uri(plots.fake_rate_plot(d.days)) if d.days else None,
@@ -56,13 +54,16 @@ def render(d: ReportData) -> str:
         }
         suspects = [{
             **vars(s),
-            "thumbs": [(score, data_uri(jpeg)) for score, jpeg in s.thumbs],
+            "thumbs": [(describe.thumb_alt(score), score, data_uri(jpeg)) for score, jpeg in s.thumbs],
+            "alt": describe.timeline_alt(posixpath.basename(s.uri), s.timeline, d.thresholds) if s.timeline else None,
+            "people": describe.timeline_people(s.timeline, d.thresholds),
             "timeline": (_png_uri(plots.timeline_plot(s.timeline, d.thresholds, posixpath.basename(s.uri)))
                          if s.timeline else None),
         } for s in d.suspects]
         env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
         return env.from_string(PAGE).render(
-            d=d, plots=pictures, suspects=suspects, pct=_pct, num=_num, version=package_version(), window=WINDOW_DAYS,
+            d=d, plots=pictures, alts=words, drift_bins=describe.drift_bins(d.drift), suspects=suspects,
+            pct=describe.pct, num=describe.num, version=package_version(), window=WINDOW_DAYS,
             top_prefixes=TOP_PREFIXES, csp=CSP,
             generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     except Exception as exc:  # noqa: BLE001 - matplotlib or jinja2 choking on some data: one line, not a trace

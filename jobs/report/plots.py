@@ -3,7 +3,9 @@
 Every plot answers one question in its title, labels both axes, counts in integers and marks the
 decision threshold with a labelled line, drawn above the data. Days and runs stand at their dates (a missed night
 is a gap), and weeks of them stay legible: dated ticks and no per-bar numbers past a few dozen bars, a fixed sample of
-each day's scores as dots. Colours never encode the predicted label: that would only restate the threshold.
+each day's scores as dots. Colours never encode the predicted label (that would only restate the threshold), and no
+signal is colour alone: failed runs carry their status in words, the drift histogram's two sides and a suspect's
+people differ by line style, hatching or marker as well, each named in a legend.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from matplotlib import dates as mdates
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from jobs.report.drift import Drift
+from jobs.report.drift import Drift, histogram
 from jobs.report.queries import DOTS_PER_DAY
 
 INK, ACCENT, MUTED, ALERT = "#1f3b57", "#3b7dd8", "#9aa5b1", "#c0392b"
 TICKED = 15     # bars up to this many get a tick each; beyond, dated ticks as many as fit
 ANNOTATED = 30  # bars up to this many carry their numbers (turned upright past TICKED); beyond, only failed runs
+# a suspect's people told apart without colour: marker and line style per track, in turn (no plain dashes: the
+# threshold's)
+MARKERS, LINES = "osD^v<>p", ("-", ":", "-.", (0, (6, 2, 1, 2, 1, 2)))
 
 
 def plain(text: Any) -> str:
@@ -77,6 +82,16 @@ def _width(x: Sequence[float], most: float = 0.6) -> float:
     return float(np.clip(0.8 * gaps.min(), 1 / 48, most)) if gaps.size else most
 
 
+def failed(run: dict) -> bool:
+    """A run that ended otherwise than succeeded (a running one has not ended)."""
+    return run["status"] not in ("succeeded", "running")
+
+
+def still(timeline: list[tuple[int, float, float]]) -> bool:
+    """An image (or one sampled frame): no time axis, one dot per person."""
+    return len({s for _t, s, _v in timeline}) <= 1
+
+
 def _ended(run: dict) -> str:
     """The run's status, with its exit code once it has one (a running scan has none yet)."""
     return plain(run["status"] if run["exit_code"] is None else f"{run['status']} ({run['exit_code']})")
@@ -88,7 +103,7 @@ def runs_plot(runs: list[dict]) -> Figure:
     fig, ax = _figure()
     x = [_when(r["started_at"]) for r in runs]
     scanned = [r["scanned"] or 0 for r in runs]
-    bad = [r["status"] not in ("succeeded", "running") for r in runs]
+    bad = [failed(r) for r in runs]
     width = _width(x)
     ax.bar(x, scanned, width=width, color=ACCENT, edgecolor=[ALERT if b else ACCENT for b in bad], linewidth=2)
     for i, r in enumerate(runs):
@@ -150,13 +165,15 @@ def drift_plot(drift: Drift, thresholds: Sequence[float] = ()) -> Figure:
     """Share of objects per score bin: the latest scan against the trailing scans it is compared with."""
     fig, ax = _figure()
     edges = np.linspace(0, 1, drift.bins + 1)
-    for sample, name, colour, style in ((drift.reference, "trailing scans", MUTED, "-"),
-                                        (drift.latest, "latest scan", ALERT if drift.flagged else ACCENT, "-")):
+    # trailing: a hatched grey area under a dotted edge; latest: a bold solid line (told apart without colour)
+    for sample, name, colour, hatch, style, width in (
+            (drift.reference, "trailing scans", MUTED, "///", ":", 1.5),
+            (drift.latest, "latest scan", ALERT if drift.flagged else ACCENT, None, "-", 2.4)):
         if not sample.scores:
             continue
-        counts = np.histogram(np.clip(sample.scores, 0, 1), bins=edges)[0]
-        ax.stairs(counts / counts.sum(), edges, color=colour, linestyle=style, linewidth=2,
-                  label=f"{name} ({len(sample.scores)} objects)")
+        counts = histogram(sample.scores, drift.bins)
+        ax.stairs(counts / counts.sum(), edges, fill=bool(hatch), hatch=hatch, facecolor="none", edgecolor=colour,
+                  linestyle=style, linewidth=width, label=f"{name} ({len(sample.scores)} objects)")
     _threshold(ax, thresholds, vertical=True)
     psi = "n/a" if drift.psi is None else f"{drift.psi:.2f}"
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
@@ -168,23 +185,26 @@ def drift_plot(drift: Drift, thresholds: Sequence[float] = ()) -> Figure:
 
 
 def timeline_plot(timeline: list[tuple[int, float, float]], thresholds: Sequence[float], title: str = "") -> Figure:
-    """Face scores over the video, one line per person (track); an image gets one dot per person."""
+    """Face scores over the video, one line per person (track); an image gets one dot per person. People differ
+    in marker and line style as well as colour."""
     fig, ax = _figure(4.6, 2.3)
     tracks = sorted({t for t, _s, _v in timeline})
-    still = len({s for _t, s, _v in timeline}) <= 1  # an image (or one sampled frame): no time axis
+    image = still(timeline)
     for i, track in enumerate(tracks):
         xs, ys = zip(*[(s, v) for t, s, v in timeline if t == track])
-        if still:
-            ax.scatter([i] * len(ys), ys, s=30, label=f"person {track}", zorder=3)
+        marker = MARKERS[i % len(MARKERS)]
+        if image:
+            ax.scatter([i] * len(ys), ys, s=30, marker=marker, label=f"person {track}", zorder=3)
         else:
-            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=f"person {track}")
+            ax.plot(xs, ys, marker=marker, markersize=3.5, linestyle=LINES[i % len(LINES)], linewidth=1.2,
+                    label=f"person {track}")
     _threshold(ax, thresholds)
-    if still:
+    if image:
         ax.set_xticks(range(len(tracks)), [f"person {t}" for t in tracks])
         ax.set_xlim(-0.7, len(tracks) - 0.3)
     ax.set_ylim(0, 1)
     ax.set(title=plain(title) if title else "Face scores over time",
-           xlabel="person (image)" if still else "time in video (s)", ylabel="face score")
+           xlabel="person (image)" if image else "time in video (s)", ylabel="face score")
     ax.title.set_fontsize(9)
     if tracks:
         ax.legend(fontsize=6, loc="lower right")

@@ -36,7 +36,7 @@ def _self_contained(page: str) -> None:
 
 def _runs_rows(page: str) -> list[str]:
     table = page.split('id="runs"', 1)[1].split("</table>", 1)[0]
-    return re.findall(r"<tr><td>([^<]+)</td>", table)
+    return re.findall(r'<tr><th scope="row">([^<]+)</th>', table)
 
 
 def _thumbnails(page: str) -> list[bytes]:
@@ -44,11 +44,14 @@ def _thumbnails(page: str) -> list[bytes]:
 
 
 def _looked_at(page_path: Path, png: Path) -> Image.Image:
-    """Chromium decoded every image and drew a page that is not blank, the page's CSP blocking nothing it needs."""
+    """Chromium decoded every image and drew a page that is not blank, the page's CSP blocking nothing it needs; in a
+    500 px window (a phone, or a desktop zoomed to 200-400%) nothing makes the page scroll sideways: the suspects'
+    cards fold to one column and wide tables scroll inside their own box."""
     if not chromium():
         pytest.skip("chromium is not installed (apt-get install chromium)")
-    seen = probe(page_path)
+    seen = probe(page_path, width=500)
     assert seen["images"] > 0 and seen["decoded"] == seen["images"] and seen["violations"] == 0, seen
+    assert seen["overflow"] == 0, seen
     screenshot(page_path, png)
     image = Image.open(png).convert("L")
     assert image.width == 1100 and image.height > 1500  # the whole page, not a window's worth
@@ -66,7 +69,13 @@ def test_report_of_a_scan_has_runs_suspects_and_the_scans_thumbnails(sample_scan
     for name in SCORED:
         assert f"/{name}</h3>" in page
     assert "coffee.jpg</h3>" not in page  # no face, no score: not a suspect
-    assert page.count('alt="face scores over time"') == len(SCORED)
+    # each suspect's plot is described by its own faces: its name, people, faces, scores against the threshold
+    alts = {name: alt for alt, name in re.findall(r'alt="(Face scores of ([^ :"]+)[^"]*)"', page)}
+    assert set(alts) == {Path(n).name for n in SCORED}, alts
+    assert re.fullmatch(r"Face scores of astronauts_pair\.jpg: 2 people, 2 faces, scores 0\.\d\d to [01]\.\d\d(, \d "
+                        r"at or above the threshold [01]\.\d{3})\.", alts["astronauts_pair.jpg"])
+    assert " s of video: 2 people, " in alts["pair_pan.mp4"]
+    assert page.count("<li>person ") == 4  # the two people of pair_pan.mp4 and of astronauts_pair.jpg, each listed
     path = write_html_report(str(sample_scan), tmp_path / "report.html")
     _looked_at(path, tmp_path / "report.png")
 
@@ -82,6 +91,9 @@ def test_report_flags_a_shifted_run_and_shows_face_thumbnails(scan_copy, tmp_pat
     assert 'data-status="drift"' in banner and '<span class="flag">score_shift</span>' in banner
     drift = page.split('id="drift"', 1)[1].split("</table>", 1)[0]
     assert f"<td>{first}</td>" in drift and f"<td>{second}</td>" in drift  # trailing vs latest
+    # the histogram in words: its alt names the verdict, a table gives each bin's share on both sides
+    assert re.search(r'alt="Share of objects per score bin[^"]*: flagged as drift\.', page)
+    assert page.split('id="drift-bins"', 1)[1].split("</table>", 1)[0].count('<tr><th scope="row">') == 10
     thumbs = _thumbnails(page)
     assert len(thumbs) >= len(SCORED) and 'id="no-thumbs"' not in page
     for jpeg in thumbs:

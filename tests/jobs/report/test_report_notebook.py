@@ -4,6 +4,7 @@ plus a shifted later run, and shows what it promises: plots, the drift flag, fac
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def test_the_notebook_executes_against_a_scan(scan_copy, monkeypatch):
     assert "DRIFT: latest scan differs" in text and "flags: score_shift" in text
     assert "2 run(s)" in text and "PSI recomputed here" in text
     assert html.count("data:image/jpeg;base64,") >= 5  # the suspects' face thumbnails
+    assert len(re.findall(r'<img src="data:image/jpeg;base64,[^"]+" alt="face crop, score \d\.\d\d"', html)) \
+        == html.count("data:image/jpeg;base64,")  # each with its text alternative, as on the page
 
 
 def test_object_keys_are_shown_as_text_in_the_notebooks_html(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ plot that fails to draw, each reported as it is or in one coded line; the browse
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 from datetime import datetime, timezone
 
 import pytest
@@ -31,7 +32,10 @@ def test_a_key_with_dollar_signs_is_drawn_as_it_is(tmp_path):
     result = CliRunner().invoke(_app(), ["report", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
     page = (tmp_path / "r.html").read_text()
-    assert f"<h3>{DOLLARS}</h3>" in page and page.count('alt="face scores over time"') == 1
+    assert f"<h3>{DOLLARS}</h3>" in page
+    # the plot's alt says what it shows for this object (its name, its faces against the threshold)
+    assert ('alt="Face scores of cost_$100_$200.mp4 over 0.0 to 1.0 s of video: 1 person, 2 faces, scores 0.80 to '
+            '0.90, 2 at or above the threshold 0.500."') in page
 
 
 def test_a_plot_that_fails_to_draw_is_one_coded_line(tmp_path, monkeypatch):
@@ -59,7 +63,7 @@ def test_a_running_scan_shows_no_exit_code_yet(tmp_path):
 
     write_scan(tmp_path / "out", SCAN, AT, [video_row(SCAN, "/a.mp4", "FAKE", 0.9, AT)], status="running", exit_code=None)
     page = html_report(str(tmp_path / "out"))
-    row = page.split('id="runs"', 1)[1].split("</table>", 1)[0].split(f"<tr><td>{SCAN}</td>", 1)[1].split("</tr>", 1)[0]
+    row = page.split('id="runs"', 1)[1].split("</table>", 1)[0].split(f'<tr><th scope="row">{SCAN}</th>', 1)[1].split("</tr>", 1)[0]
     assert re.match(r'<td>running</td><td class="n">—</td>', row) and "None" not in row, row
     figure = plots.runs_plot(load(connect(str(tmp_path / "out")), str(tmp_path / "out")).runs)
     assert [t.get_text() for t in figure.axes[0].texts] == ["1 scanned\nrunning"]
@@ -96,3 +100,61 @@ def test_the_browser_draws_the_whole_page_and_loads_nothing_else(tmp_path):
     hostile.write_text(text.replace("</main>", '<img src="http://127.0.0.1:9/x.png"><script>document.title="ran"</script></main>'),
                        encoding="utf-8")
     assert probe(hostile)["violations"] == 2
+
+
+class _Tables(HTMLParser):
+    """Each table's caption, header cells (scope, text) and the first cell of each body row; each image's alt."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.alts, self.cell, self.part, self.row_start = [], [], None, None, False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.tables.append({"id": attrs.get("id"), "caption": "", "th": [], "row_heads": []})
+        elif tag in ("thead", "tbody", "caption"):
+            self.part = tag
+        elif tag == "tr":
+            self.row_start = True
+        elif tag in ("th", "td"):
+            if self.part == "tbody" and self.row_start and "colspan" not in attrs:
+                self.tables[-1]["row_heads"].append(f"{tag} {attrs.get('scope')}")
+            self.row_start = False
+            self.cell = [tag, attrs.get("scope"), ""]
+            if tag == "th":
+                self.tables[-1]["th"].append(self.cell)
+        elif tag == "img":
+            self.alts.append(attrs.get("alt") or "")
+
+    def handle_endtag(self, tag):
+        if tag in ("th", "td"):
+            self.cell = None
+        elif tag == "caption":
+            self.part = None
+
+    def handle_data(self, data):
+        if self.part == "caption":
+            self.tables[-1]["caption"] += data
+        if self.cell is not None:
+            self.cell[2] += data
+
+
+def test_every_table_has_a_caption_scoped_headers_and_row_headers(tmp_path):
+    """A screen reader names a cell by its headers: every <th> scoped, none empty (the drift table's corner was),
+    each body row led by its row header (the drift table's "trailing", "latest" were <td>); every table captioned."""
+    later = AT.replace(day=2)
+    second = "20260102T233000Z-bbbbbb"
+    write_scan(tmp_path / "out", SCAN, AT, [video_row(SCAN, "/a.mp4", "FAKE", 0.9, AT)], [face_row(SCAN, "/a.mp4", 0, 0.9, AT)])
+    write_scan(tmp_path / "out", second, later, [video_row(second, "/b.mp4", "REAL", 0.2, later),
+                                                 video_row(second, "/c.mp4", "ERROR", None, later, error="boom")])
+    parsed = _Tables()
+    parsed.feed(html_report(str(tmp_path / "out")))
+    assert [t["id"] for t in parsed.tables] == ["runs", "prefixes", "errors", "score-days", "drift-bins", "drift"]
+    for table in parsed.tables:
+        assert table["caption"].strip(), table
+        assert all(scope in ("col", "row") and text.strip() for _tag, scope, text in table["th"]), table
+        assert table["row_heads"] and set(table["row_heads"]) == {"th row"}, table
+    drift = parsed.tables[-1]
+    assert [text for _t, scope, text in drift["th"] if scope == "row"] == ["trailing", "latest"]
+    assert all(alt.strip() for alt in parsed.alts) and len(set(parsed.alts)) == len(parsed.alts), parsed.alts

@@ -54,3 +54,22 @@ def test_score_dots_are_a_fixed_bounded_sample_under_the_threshold(tmp_path):
     assert len(dots.get_offsets()) == DOTS_PER_DAY
     (threshold,) = [line for line in ax.get_lines() if line.get_label().startswith("threshold")]
     assert threshold.get_zorder() > dots.get_zorder()
+
+
+def test_the_drift_sides_and_a_suspects_people_differ_by_more_than_colour():
+    """Grey against red (or blue) alone is lost in greyscale and to a colour-blind reader: the sides differ in line
+    style and hatching, the people in marker and line style, each named in the legend."""
+    from jobs.report.drift import Drift, Sample
+
+    drift = Drift(status="drift", psi=1.0, reference=Sample(scores=[0.1, 0.2, 0.3]), latest=Sample(scores=[0.8, 0.9]))
+    ax = plots.drift_plot(drift, [0.5]).axes[0]
+    trailing, latest = ax.patches
+    assert trailing.get_hatch() and not latest.get_hatch()
+    assert trailing.get_linestyle() != latest.get_linestyle()
+    assert [t.get_text() for t in ax.get_legend().get_texts()][:2] == ["trailing scans (3 objects)",
+                                                                      "latest scan (2 objects)"]
+    timeline = [(0, 0.0, 0.2), (0, 1.0, 0.3), (1, 0.0, 0.6), (1, 1.0, 0.7)]
+    people = [line for line in plots.timeline_plot(timeline, [0.5]).axes[0].get_lines()
+              if line.get_label().startswith("person")]
+    assert len(people) == 2 and people[0].get_marker() != people[1].get_marker()
+    assert people[0].get_linestyle() != people[1].get_linestyle()

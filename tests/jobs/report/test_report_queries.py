@@ -96,7 +96,7 @@ def test_depth_groups_the_pages_prefixes_as_it_groups_the_texts(tmp_path):
     assert [(p["prefix"], p["objects"]) for p in data.prefixes] == [("s3://b/x/", 2)]
     page = html_report(output, depth=2)
     table = page.split('id="prefixes"', 1)[1].split("</table>", 1)[0]
-    assert "<td>s3://b/x/</td>" in table and "s3://b/x/y/" not in table
+    assert '<th scope="row">s3://b/x/</th>' in table and "s3://b/x/y/" not in table
     assert "s3://b/x/y/" in html_report(output).split('id="prefixes"', 1)[1].split("</table>", 1)[0]
 
 
@@ -113,7 +113,7 @@ def test_errors_are_counted_by_code_with_an_example_in_text_and_page(tmp_path):
     assert report(output)["top_errors"] == expected
     assert load(connect(output), output).errors == expected
     table = html_report(output).split('id="errors"', 1)[1].split("</table>", 1)[0]
-    assert table.count("<tr>") == 3 and "<td>access_denied</td><td class=\"n\">30</td>" in table
+    assert table.count("<tr>") == 3 and '<th scope="row">access_denied</th><td class="n">30</td>' in table
 
 
 def test_a_part_whose_score_data_is_corrupt_is_left_out_of_the_report_with_a_warning(tmp_path, caplog):

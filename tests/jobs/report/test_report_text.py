@@ -69,9 +69,9 @@ def test_tables_hold_the_top_prefixes_and_the_last_days_and_say_what_is_left_out
 
     page = html_report(output)
     table = page.split('id="prefixes"', 1)[1].split("</table>", 1)[0]
-    assert table.count("<tr><td>") == TOP_PREFIXES and "5 more prefixes" in table and "u24/" not in table
+    assert table.count('<tr><th scope="row">') == TOP_PREFIXES and "5 more prefixes" in table and "u24/" not in table
     runs = page.split('id="runs"', 1)[1].split("</table>", 1)[0]
-    assert runs.count("<tr><td>") == WINDOW_DAYS and scans[-1] in runs and scans[9] not in runs
+    assert runs.count('<tr><th scope="row">') == WINDOW_DAYS and scans[-1] in runs and scans[9] not in runs
 
 
 def test_a_nan_score_is_no_suspect_and_a_null_score_prints(tmp_path):
