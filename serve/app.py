@@ -28,6 +28,7 @@ from ray import serve
 from pipeline.config import Settings, load_settings
 from pipeline.errors import DeepfakeStreamError, one_line
 from pipeline.local_ray import start_local_ray
+from serve.config import ServeConfig
 from serve.deployments import Classifier, Decoder, Detector
 from serve.ingress import Api
 
@@ -37,6 +38,10 @@ HEALTH_ROOM = 2  # places on each model replica kept for the ready() calls of /v
 DRAIN_POLL_S = 0.2  # how often stopping looks whether the requests in flight are answered
 DRAIN_SLACK_S = 5.0  # past drain_timeout_s, how long stopping waits for Serve to answer the drain at all
 CUT_OFF_WAIT_S = 2.0  # at the drain's end, how long the requests cut off have to send their 503 (within the slack)
+# A replica Serve stops (an update of the app, the app deleted, Serve shut down) waits for its requests up to the
+# longest one can run, plus this for its answer (the 408/504 problem, the stage calls cancelled) to go out
+SHUTDOWN_MARGIN_S = 10.0
+SHUTDOWN_POLL_S = 1.0  # how often a stopping replica looks whether its requests are done (Serve's default: 2 s)
 
 
 class ServeStartError(DeepfakeStreamError):
@@ -83,8 +88,20 @@ def _cluster_has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def shutdown_options(cfg: ServeConfig) -> dict[str, float]:
+    """Serve's graceful shutdown, the same for every deployment: a replica being stopped gets no new requests and
+    waits for its own up to ``graceful_shutdown_timeout_s`` before Serve kills it. Serve's default (20 s) was under
+    ``request_timeout_s`` (60 s): an update or an app deleted under load killed the ingress (a plain-text 500 from
+    the proxy, or the connection dropped) or a stage replica under it (503 ``worker_lost``). Now the longest a
+    request can run, its body (``body_timeout_s``) then the graph (``request_timeout_s``), plus a margin: the API's
+    own answer, or its 408/504 problem, always comes first. Stage deployments too: an ingress request waits on them."""
+    return {"graceful_shutdown_timeout_s": cfg.body_timeout_s + cfg.request_timeout_s + SHUTDOWN_MARGIN_S,
+            "graceful_shutdown_wait_loop_s": SHUTDOWN_POLL_S}
+
+
 def build_app(settings: Settings):
-    """The Serve application for ``settings`` (replicas, CPUs/GPUs and batch sizes from ``settings.serve``)."""
+    """The Serve application for ``settings`` (replicas, CPUs/GPUs, batch sizes and how long a stopping replica
+    waits for its requests, all from ``settings.serve``)."""
     cfg = settings.serve
     payload = settings.model_dump(mode="json")
     if cfg.gpus is not None:
@@ -100,17 +117,19 @@ def build_app(settings: Settings):
         # the batch so @serve.batch fills, and HEALTH_ROOM so /v1/health's ready() never queues behind them
         return max(8, 2 * batch, cfg.ingress_replicas * cfg.max_inflight) + HEALTH_ROOM
 
+    stopping = shutdown_options(cfg)
     # decoded frames are the big memory: the replica's decode pool has the same size (serve/deployments.py)
     decoder = Decoder.options(num_replicas=cfg.decode_replicas, ray_actor_options=actor(cfg.decode_cpus),
-                              max_ongoing_requests=cfg.decode_max_ongoing_requests).bind(payload)
+                              max_ongoing_requests=cfg.decode_max_ongoing_requests, **stopping).bind(payload)
     detector = Detector.options(num_replicas=cfg.detect_replicas, ray_actor_options=actor(cfg.detect_cpus, gpus),
-                                max_ongoing_requests=model_slots(cfg.detect_max_batch_size)).bind(payload)
+                                max_ongoing_requests=model_slots(cfg.detect_max_batch_size), **stopping).bind(payload)
     classifier = Classifier.options(num_replicas=cfg.classify_replicas,
                                     ray_actor_options=actor(cfg.classify_cpus, gpus),
-                                    max_ongoing_requests=model_slots(cfg.classify_max_batch_size)).bind(payload)
+                                    max_ongoing_requests=model_slots(cfg.classify_max_batch_size), **stopping).bind(payload)
     # max_ongoing_requests > max_inflight + max_queued (ServeConfig checks it): scoring never fills the ingress
     return Api.options(num_replicas=cfg.ingress_replicas, ray_actor_options=actor(cfg.ingress_cpus),
-                       max_ongoing_requests=cfg.max_ongoing_requests).bind(payload, decoder, detector, classifier)
+                       max_ongoing_requests=cfg.max_ongoing_requests, **stopping).bind(payload, decoder, detector,
+                                                                                       classifier)
 
 
 def app_builder(args: dict[str, Any]):
@@ -123,9 +142,14 @@ def app_builder(args: dict[str, Any]):
     unknown = set(args) - {"config", "settings"}
     if unknown:
         raise ValueError(f"unknown application args {sorted(unknown)}; expected 'config' and/or 'settings'")
-    settings = load_settings(args.get("config"), overrides_from="the application's args.settings",
-                             tree=args.get("settings") or {})
-    return build_app(settings)
+    config, tree = args.get("config"), args.get("settings") or {}
+    if not isinstance(tree, dict):  # else an AttributeError or TypeError from deep inside, naming no arg
+        raise ValueError(f"the application's args.settings must be a mapping of settings (decode:, serve:, ...); "
+                         f"got {type(tree).__name__}")
+    if config is not None and not isinstance(config, (str, os.PathLike)):
+        raise ValueError(f"the application's args.config must be the path of a settings file (YAML/JSON/TOML) on "
+                         f"the nodes; got {type(config).__name__}")
+    return build_app(load_settings(config, overrides_from="the application's args.settings", tree=tree))
 
 
 def deploy(settings: Settings, *, blocking: bool = False):
@@ -164,7 +188,7 @@ def run(settings: Settings) -> None:
             raise ServeStartError(f"could not deploy the app: {one_line(exc)}") from exc
         host = f"[{settings.serve.host}]" if ":" in settings.serve.host else settings.serve.host
         url = f"http://{host}:{settings.serve.port}{settings.serve.route_prefix.rstrip('/')}"
-        print(f"DeepfakeStream API on {url}  (docs: {url}/docs; Ctrl-C stops)", flush=True)
+        print(f"DeepfakeStream API on {url}  (OpenAPI: {url}/openapi.json; Ctrl-C stops)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -251,4 +275,4 @@ def stop(settings: Settings, started_ray: bool, drain_first: bool = True) -> Non
 
 
 __all__ = ["PortInUseError", "RayStartError", "ServeStartError", "app_builder", "build_app", "check_port", "deploy",
-           "drain", "run", "start_ray", "stop"]
+           "drain", "run", "shutdown_options", "start_ray", "stop"]

@@ -220,8 +220,15 @@ class Classifier(_Replica):
         return answers
 
     def card(self) -> tuple[dict[str, Any] | None, str]:
-        """(the model card, "") or (None, why no model is loaded): both from this replica."""
-        return (None, self.error) if self.stage is None else (self.stage.card.model_dump(mode="json"), "")
+        """(the model card, "") or (None, why no model is loaded): both from this replica. The card as trained, and
+        beside it ``effective``: what this replica scores with, the card's values or ``classify.*``'s overrides (a
+        threshold of 0.3 in force while the card says 0.56 was shown only in the responses)."""
+        if self.stage is None:
+            return None, self.error
+        aggregate = self.stage.aggregate
+        effective = {"threshold": aggregate.threshold, "aggregation": aggregate.strategy,
+                     "min_track_frames": aggregate.min_track_frames, "tta_flip": self.stage.classifier.tta_flip}
+        return {**self.stage.card.model_dump(mode="json"), "effective": effective}, ""
 
     def _version(self) -> str:
         return self.stage.card.version

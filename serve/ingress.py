@@ -105,7 +105,10 @@ api = FastAPI(
     description="Face-swap deepfake scoring for one image or video per request. The API's errors are "
     "`application/problem+json` (RFC 9457); Ray Serve's HTTP proxy answers a few itself in plain text "
     "(before the application is deployed: 404; past its own request timeout: 408).",
-    docs_url="/docs",
+    # no Swagger UI or ReDoc: FastAPI's pages load their script from a CDN (blank offline, third-party code run on
+    # our origin) and no installed package ships them; /openapi.json is the contract (docs/serve.md "API")
+    docs_url=None,
+    redoc_url=None,
     openapi_url="/openapi.json",
 )
 add_problem_handlers(api)
@@ -256,7 +259,10 @@ class Api:
                 raise ProblemError(503, info)
         return Health(status="ready", model_version=classifiers[0][1])
 
-    @api.get("/v1/model", summary="The loaded model's card", responses=problem_responses(503))
+    @api.get("/v1/model", summary="The loaded model's card and the scoring settings in force",
+             description="The model card as trained, and `effective`: the `threshold`, `aggregation`, "
+             "`min_track_frames` and `tta_flip` this server scores with (the card's, or its `classify.*` overrides).",
+             responses=problem_responses(503))
     async def model(self):
         try:  # one call: the card, or why not, from the same replica
             card, info = await asyncio.wait_for(self.classifier.card.remote(), self.ready_timeout_s)

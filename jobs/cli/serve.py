@@ -22,7 +22,7 @@ def serve_command(
     frames: Optional[int] = FramesOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Run the HTTP scoring API (Ray Serve) locally until Ctrl-C; OpenAPI docs at /docs."""
+    """Run the HTTP scoring API (Ray Serve) locally until Ctrl-C; its OpenAPI contract at /openapi.json."""
     setup_logging(verbose)
     settings = settings_from_cli(config, device=device, **{"serve.host": host, "serve.port": port, "serve.metrics_port": metrics_port,
                                  "classify.checkpoint": checkpoint, "decode.num_frames": frames})

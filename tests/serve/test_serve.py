@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 
 from serve.guard import UriNotAllowedError, check_uri
+from slow_client import read_response, start_slow_upload
 
 pytestmark = pytest.mark.slow
 
 BUCKET = "dfs-serve-tests"
 PROBLEM = "application/problem+json"
+SHUTDOWN_BODY_TIMEOUT_S = 22
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -87,6 +89,11 @@ def app_settings(detector_env, s3_server):
         "serve.allowed_uri_prefixes": [f"s3://{BUCKET}/allowed/"],
         "serve.storage_options": s3_server["storage_options"],
         "serve.request_timeout_s": 60,
+        # past Serve's 20 s graceful shutdown, short of the 30 s default: test_app_shuts_down_cleanly's upload
+        "serve.body_timeout_s": SHUTDOWN_BODY_TIMEOUT_S,
+        # overrides of the card's (0.562955, mean): /v1/model's `effective` must say these
+        "classify.threshold": 0.3,
+        "classify.aggregation": "track_max",
     })
 
 
@@ -139,13 +146,23 @@ def _assert_same(result: dict, expected) -> None:
     assert set(result) == set(expected.model_dump())  # the same JSON schema as `score --json`
 
 
-def test_health_model_and_docs(server, detector_env):
+def test_health_model_and_docs(server, detector_env, samples_dir):
+    from pipeline.card import read_card
+
     health = server.get("/v1/health")
     assert health.status_code == 200 and health.json()["status"] == "ready"
     card = server.get("/v1/model").json()
     assert card["version"] == health.json()["model_version"]
-    assert "architecture" in card and "threshold" in card
-    assert server.get("/docs").status_code == 200
+    trained = read_card(detector_env)
+    assert "architecture" in card and card["threshold"] == trained.threshold  # the card as trained
+    # and what the responses are scored with: it said the card's 0.562955 while they carried 0.3
+    assert card["effective"] == {"threshold": 0.3, "aggregation": "track_max",
+                                 "min_track_frames": trained.min_track_frames, "tta_flip": trained.tta_flip}
+    scored = _upload(server, samples_dir / "astronaut.jpg").json()
+    assert (scored["threshold"], scored["aggregation"]) == (0.3, "track_max")
+    # no Swagger UI or ReDoc (their scripts came from a CDN): /openapi.json is the contract
+    _assert_problem(server.get("/docs"), 404)
+    _assert_problem(server.get("/redoc"), 404)
     spec = server.get("/openapi.json").json()
     body = spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)
@@ -311,11 +328,36 @@ def test_deadline_gives_504(server, samples_dir):
 
 
 def test_app_shuts_down_cleanly(server, app_settings):
-    """Last test of the module: delete the app, then stop Serve; the port stops answering."""
+    """Last test of the module: delete the app under a request, then stop Serve; the port stops answering.
+
+    Serve stops every replica of a deleted (or updated) app at once and killed each after its default 20 s, well
+    inside a request's time (body_timeout_s + request_timeout_s): the review's deletes and updates under load gave
+    plain-text 500s, 503 worker_lost and dropped connections. Each replica now waits for its requests
+    (serve.app.shutdown_options): an upload trickling in when the app is deleted still gets the API's own 408 at its
+    body deadline, past Serve's 20 s."""
+    import json
+    import threading
+    import time
+
     from ray import serve
 
-    serve.delete(app_settings.serve.app_name)
-    assert app_settings.serve.app_name not in serve.status().applications
+    app, port = app_settings.serve.app_name, app_settings.serve.port
+    sock = start_slow_upload(port, declared=300_000)  # under max_upload_bytes, which refuses at once
+    try:
+        api = serve.get_deployment_handle("Api", app)
+        deadline = time.monotonic() + 10
+        while api.stats.remote().result()["admitted"] != 1:  # the ingress is reading its body
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        deleting = threading.Thread(target=serve.delete, args=(app,))
+        deleting.start()
+        status, headers, body, waited = read_response(sock, SHUTDOWN_BODY_TIMEOUT_S + 15)
+    finally:
+        sock.close()
+    assert (status, headers["content-type"]) == (408, PROBLEM), (status, body)
+    assert json.loads(body)["code"] == "body_timeout" and waited > 20
+    deleting.join(timeout=30)
+    assert not deleting.is_alive() and app not in serve.status().applications
     serve.shutdown()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{server.base_url}/v1/health", timeout=5)
@@ -336,8 +378,19 @@ def test_deploy_config_builds_the_app(detector_env):
     assert spec.import_path == "serve.app:app_builder"
     app = app_builder(spec.args)
     assert type(app).__name__ == "Application"
+    # every replica waits for its requests when Serve stops it: body_timeout_s 30 + request_timeout_s 60 + 10 s
+    from ray.serve._private.build_app import build_app as serve_build  # what `serve deploy` makes of the app
+
+    stopping = {d.name: (d._deployment_config.graceful_shutdown_timeout_s, d._deployment_config.graceful_shutdown_wait_loop_s)
+                for d in serve_build(app, name="config").deployments}
+    assert stopping == dict.fromkeys(["Decoder", "Detector", "Classifier", "Api"], (100.0, 1.0)), stopping
     with pytest.raises(ValueError, match="unknown application args"):
         app_builder({"setings": {}})
+    # malformed args name the arg (an AttributeError and a TypeError from inside the settings loader before)
+    with pytest.raises(ValueError, match=r"args\.settings must be a mapping of settings .*; got list"):
+        app_builder({"settings": ["x"]})
+    with pytest.raises(ValueError, match=r"args\.config must be the path of a settings file .*; got int"):
+        app_builder({"config": 5})
     with pytest.raises(ValueError, match="scheme"):
         app_builder({"settings": {"serve": {"allowed_uri_prefixes": ["file:///tmp/"]}}})
 
