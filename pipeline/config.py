@@ -10,8 +10,11 @@ error naming the key and its source, never silently dropped; a bad value's error
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
+import sys
 import tomllib
 from pathlib import Path
 from types import UnionType
@@ -306,17 +309,43 @@ def check_keys(values: dict[str, Any], source: str) -> None:
             raise UnknownSettingError(f"unknown setting {bad!r} in {source}")
 
 
-def resolve_device(device: str) -> str:
-    """Turn ``auto`` into ``cuda`` when a GPU is visible, else ``cpu``."""
+def resolve_device(device: str, ray_gpus: list | None = None) -> str:
+    """Turn ``auto`` into ``cuda`` when a GPU is visible, else ``cpu``. A process that Ray gave a GPU (``ray_gpus``;
+    None: ``ray.get_gpu_ids()``) where torch sees none still runs, on the CPU, and says why in a warning."""
     import torch
 
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        granted = _ray_gpu_ids() if ray_gpus is None else ray_gpus
+        if granted:
+            _say_gpu_unseen(",".join(map(str, granted)), torch.version.cuda, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         from pipeline.errors import DeviceUnavailableError
 
         raise DeviceUnavailableError(f"device {device!r} requested but no CUDA GPU is visible (set device: cpu or auto)")
     return device
+
+
+def _ray_gpu_ids() -> list:
+    """The GPUs Ray gave this process (an actor or task that asked for a GPU share); [] outside a Ray worker."""
+    ray = sys.modules.get("ray")  # never imported here: a process Ray started has it loaded
+    if ray is None or not ray.is_initialized():
+        return []
+    try:
+        return list(ray.get_gpu_ids())
+    except Exception:  # noqa: BLE001 - only a warning depends on it
+        return []
+
+
+@functools.cache  # once per process: the detector and the classifier both resolve their device
+def _say_gpu_unseen(ids: str, cuda: str | None, visible: str | None) -> None:
+    logging.getLogger(__name__).warning(
+        "Ray gave this process GPU %s but torch sees no CUDA device (%s, CUDA_VISIBLE_DEVICES=%s): the models run "
+        "on the CPU, many times slower. Likely a CPU-only image in the GPU group, an NVIDIA driver older than torch's "
+        "CUDA, or a GPU declared that is not there (--num-gpus); device: cpu runs on the CPU on purpose",
+        ids, f"torch built for CUDA {cuda}" if cuda else "a CPU-only torch build", visible)
 
 
 def set_torch_threads(threads: int) -> None:

@@ -22,7 +22,8 @@ class SourceNotFoundError(ScanError):
 
 class ClusterBusyError(ScanError):
     """The Ray cluster has no room for the scan's actors: too little CPU (or GPU) free for one when it starts, or its
-    pools' actors not started within ``scan.actor_start_timeout`` (others' actors and tasks hold the rest)."""
+    pools' actors not started within ``scan.actor_start_timeout`` (others hold the rest, or the pools do not fit the
+    nodes that may host them)."""
 
     code = "cluster_busy"
 

@@ -8,6 +8,9 @@ Two plans, one graph:
 - ``split`` (GPUs): CPU decode actors send the sampled frames (shrunk to the detector's working size with
   ``shrink_frames``) to detect actors, whose crops go to score actors; the model actors ask for a GPU share.
 
+The pools are placed node by node (``jobs.scan.placement``): an actor asking a GPU share fits only a GPU node,
+and on a cluster with CPU-only nodes the decode actors keep off the GPU nodes, whose CPUs the model actors need.
+
 Either way the last actor builds the Parquet rows (``jobs.scan.rows.RowsStage``).
 """
 
@@ -18,11 +21,12 @@ import math
 import sys
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 from jobs.scan.config import ScanConfig
 from jobs.scan.errors import ClusterBusyError
+from jobs.scan.placement import NODE_ID_LABEL, Node, Pool, cpu_share, fit, gpu_share
 from jobs.scan.ray_session import error_chain, ray_address
 from pipeline.errors import DeviceUnavailableError, one_line
 
@@ -45,6 +49,7 @@ class PoolPlan:
     detect_gpus: float  # also a fused actor's share: it runs the models
     classify_gpus: float
     torch_threads: int
+    decode_off: list[str] = field(default_factory=list)  # GPU nodes' ids the decode actors keep off (none: anywhere)
 
     def at_most(self, objects: int) -> "PoolPlan":
         """No pool larger than the objects it will see: a spare actor still loads the models, holds its CPU or
@@ -53,19 +58,26 @@ class PoolPlan:
         return replace(self, **{k: min(getattr(self, k), cap)
                                 for k in ("fused_actors", "decode_actors", "detect_actors", "classify_actors")})
 
+    def asks(self) -> dict[str, float]:
+        """What the pools ask Ray for in all, by resource."""
+        actors = self.fused_actors + self.decode_actors + self.detect_actors + self.classify_actors
+        models = (self.fused_actors or self.detect_actors) + self.classify_actors
+        return {"CPU": actors * self.cpus_per_actor, "GPU": models * self.detect_gpus}
+
     def demand(self) -> str:
         """What the pools ask Ray for, in words (a refusal names it)."""
         actors = self.fused_actors + self.decode_actors + self.detect_actors + self.classify_actors
         models = (self.fused_actors or self.detect_actors) + self.classify_actors
         gpus = f" and {models} model actor(s) {self.detect_gpus:g} GPU each" if self.detect_gpus else ""
-        return f"{actors} actor(s) asking {self.cpus_per_actor:g} CPU each{gpus}"
+        return f"{actors} actor(s) asking {self.cpus_per_actor:g} CPU each{gpus} ({_amounts(self.asks())} in all)"
 
     def line(self) -> str:
         """The one line the scan prints at start."""
         if self.plan == "fused":
             pools = f"{self.fused_actors} actors decode→detect→score"
         else:
-            pools = f"{self.decode_actors} decode → {self.detect_actors} detect → {self.classify_actors} score actors"
+            off = " (off the GPU nodes)" if self.decode_off else ""
+            pools = f"{self.decode_actors} decode{off} → {self.detect_actors} detect → {self.classify_actors} score actors"
         gpus = f"; {self.detect_gpus:g} GPU per model actor" if self.detect_gpus else ""
         return (f"plan: {self.plan} ({self.why}): {pools}, {self.cpus_per_actor:g} CPU and "
                 f"{self.torch_threads} torch thread(s) each{gpus}")
@@ -108,68 +120,118 @@ def check_device(device: str, options: ScanConfig) -> None:
 
 
 def plan_pools(cluster: dict[str, float], options: ScanConfig, device: str = "auto",
-               free: dict[str, float] | None = None) -> PoolPlan:
+               free: dict[str, float] | None = None, nodes: list[Node] | None = None) -> PoolPlan:
     """The plan and its actor pools, sized from the cluster's resources: its CPUs, or where ``free`` is given
     (``ray.available_resources()``) those free now, so a scan on a cluster that Serve shares asks only for what is
-    left. The plan and the GPU shares follow the cluster's GPUs; a model actor's share must be free too.
+    left. The plan and the GPU shares follow the cluster's GPUs; the model actors' shares must be free too.
     Less free than one actor's worth is refused at once (``cluster_busy``): its actors would wait forever.
 
     Actors together ask for at most (CPUs - 1), so Ray Data always has a CPU left for its own tasks
     (on a 2-core machine, actor pools that hold every CPU starve the pipeline and it deadlocks).
     With GPUs (and device not cpu), model actors share them, decode actors stay on CPU.
+
+    ``nodes`` (``jobs.scan.placement.nodes_now()``; None: one node with all of it) places the pools node by node.
+    An actor asking a GPU share fits only a GPU node: the fused plan with GPUs is sized to the GPU nodes' CPUs,
+    the model actors' share to what each GPU node holds. Where CPU-only nodes have room for them, the split plan's
+    decode actors keep off the GPU nodes (``decode_off``), whose CPUs the model actors need. Every actor asks the
+    same CPU share: the largest, at most 1, with which each pool fits the nodes it may use.
     """
     cpus = float(cluster.get("CPU", 1.0))
     if free is not None:
         cpus = min(cpus, float(free.get("CPU", 0.0)))
     check_gpus(cluster, options, device)
     gpus = float(cluster.get("GPU", 0.0)) if device != "cpu" else 0.0
+    if nodes is None:
+        nodes = [Node(None, cpus, float((cluster if free is None else free).get("GPU", 0.0)), bool(cluster.get("GPU")))]
+    gpu_nodes = [n for n in nodes if n.gpu_node]
+    cpu_nodes = [n for n in nodes if not n.gpu_node and n.cpus > 0]
     plan, why = choose_plan(cluster, options, device)
     fused = decode = detect = classify = 0
+    share = options.gpus_per_actor or 0.0
     if plan == "fused":
         ignored = [f"--{name.replace('_', '-')}" for name in ("decode_actors", "detect_actors", "classify_actors")
                    if getattr(options, name) is not None] + (["--classify-batch"] if "classify_batch" in options.model_fields_set else [])
         if ignored:  # said, not silently dropped: they size the split plan's pools
             log.warning("%s: ignored by the fused plan (%s); --fused-actors sizes it, --plan split uses them",
                         ", ".join(ignored), why)
-        fused = options.fused_actors or max(1, int(cpus))  # one per core, one torch thread each
-        share = options.gpus_per_actor or (min(1.0, gpus / fused) if gpus >= 1 else 0.0)
-        detect_gpus = classify_gpus = round(share, 4)
-    elif gpus >= 1:
-        model_actors = max(1, int(gpus))
-        detect = options.detect_actors or model_actors
-        classify = options.classify_actors or model_actors
-        decode = options.decode_actors or max(1, min(int(cpus) - 1, 2 * (detect + classify)))
-        per_gpu = options.gpus_per_actor or min(1.0, gpus / (detect + classify))
-        detect_gpus = classify_gpus = round(per_gpu, 4)
+        on_gpus = bool(share) or gpus >= 1
+        hosts = gpu_nodes if on_gpus else nodes
+        fused = options.fused_actors or max(1, int(min(cpus, sum(n.cpus for n in hosts))))  # one per core, one torch thread each
+        share = share or (min(1.0, gpus / fused) if on_gpus else 0.0)
+        if on_gpus and cpu_nodes:
+            log.warning("the fused plan with GPUs runs on the GPU nodes only (each actor asks a GPU share): the CPU-only "
+                        "nodes' %g free CPUs stay idle; --plan split uses them, --device cpu runs it on every CPU",
+                        sum(n.cpus for n in cpu_nodes))
+        layouts = [[Pool("fused actors", fused, share, hosts)]]
     else:
-        # Detect and classify cost about the same on CPU (measured, 1 thread: 40/56% of a video's time with the
-        # 224 px classifier shipped since v4, 60/30% with v3's 160 px one; decode 4-10%): equal pools.
-        detect = options.detect_actors or max(1, round(0.45 * cpus))
-        classify = options.classify_actors or max(1, round(0.45 * cpus))
-        decode = options.decode_actors or max(1, int(cpus) // 8)
-        detect_gpus = classify_gpus = options.gpus_per_actor or 0.0
+        if gpus >= 1:
+            model_actors = max(1, int(gpus))
+            detect = options.detect_actors or model_actors
+            classify = options.classify_actors or model_actors
+            decode = options.decode_actors or max(1, min(int(cpus) - 1, 2 * (detect + classify)))
+            share = share or min(1.0, gpus / (detect + classify))
+        else:
+            # Detect and classify cost about the same on CPU (measured, 1 thread: 40/56% of a video's time with the
+            # 224 px classifier shipped since v4, 60/30% with v3's 160 px one; decode 4-10%): equal pools.
+            detect = options.detect_actors or max(1, round(0.45 * cpus))
+            classify = options.classify_actors or max(1, round(0.45 * cpus))
+            decode = options.decode_actors or max(1, int(cpus) // 8)
+        models = Pool("model actors", detect + classify, share, gpu_nodes if share else nodes)
+        # decode on the CPU-only nodes, or (second choice) wherever Ray Data spreads it
+        layouts = [[models, Pool("decode actors", decode, 0.0, hosts)]
+                   for hosts in ([cpu_nodes] if share and cpu_nodes else []) + [nodes]]
     total = fused + decode + detect + classify
     budget = cpus - 1 if cpus >= 2 else cpus / 2
     if budget / total < MIN_ACTOR_CPUS:
         raise ClusterBusyError(f"too little CPU free for the scan's {total} actor(s) (at least {MIN_ACTOR_CPUS:g} CPU each, "
                                f"and some left for Ray Data's tasks): {_room(cluster, free)}")
-    if free is not None and detect_gpus > float(free.get("GPU", 0.0)) + 1e-9:
-        raise ClusterBusyError(f"too little GPU free for the scan's model actors ({detect_gpus:g} GPU each): "
-                               f"{_room(cluster, free)}")
-    cpus_per_actor = min(1.0, budget / total)
-    threads = options.torch_threads or (1 if plan == "fused" else max(1, int(cpus_per_actor)))
-    cpus_per_actor = math.floor(cpus_per_actor * 1e4) / 1e4  # round down: the sum must stay under budget
-    return PoolPlan(plan, why, fused, decode, detect, classify, cpus_per_actor, detect_gpus, classify_gpus, threads)
+    if share:
+        models = layouts[0][0]
+        share = gpu_share(models, may_shrink=not options.gpus_per_actor)
+        if share is None:
+            raise ClusterBusyError(f"too little GPU free for the scan's {models.count} {models.what} ({models.gpus:g} GPU "
+                                   f"each): {_room(cluster, free)}")
+        layouts = [[replace(pool, gpus=share) if pool.gpus else pool for pool in layout] for layout in layouts]
+    # the first layout (decode off the GPU nodes) unless it costs every actor some of its CPU share
+    shares = [cpu_share(layout, min(1.0, budget / total)) for layout in layouts]
+    best = max((s for s in shares if s is not None), default=None)
+    if best is None or best < MIN_ACTOR_CPUS:
+        starved = next((p for p in layouts[-1] if fit(p.hosts, MIN_ACTOR_CPUS, p.gpus) < p.count), None)
+        where = (f"{starved.count} {starved.what} on the {len(starved.hosts)} node(s) that can host them "
+                 f"({sum(n.cpus for n in starved.hosts):g} CPU free there)" if starved else f"{total} actor(s) on its nodes")
+        raise ClusterBusyError(f"too little CPU free for the scan's {where}: {_room(cluster, free)}")
+    layout = layouts[shares.index(best)]
+    decode_off = [n.id for n in gpu_nodes if n.id] if layout[-1].hosts is cpu_nodes and len(layouts) > 1 else []
+    threads = options.torch_threads or (1 if plan == "fused" else max(1, int(best)))
+    cpus_per_actor = math.floor(best * 1e4) / 1e4  # round down: the sum must stay under budget
+    share = math.floor(share * 1e4 + 1e-6) / 1e4  # down too: 6 actors of 0.1667 GPU do not fit one GPU
+    return PoolPlan(plan, why, fused, decode, detect, classify, cpus_per_actor, share, share, threads, decode_off)
 
 
-def _room(cluster: dict[str, float], free: dict[str, float] | None = None) -> str:
-    """What the cluster has free of its CPUs and GPUs, in words (``free`` None: all of it)."""
+def _amounts(amounts: dict[str, float]) -> str:
+    """``{"CPU": 2, "GPU": 0.5}`` in words: "2 CPU, 0.5 GPU"."""
+    return ", ".join(f"{round(v, 4):g} {k}" for k, v in amounts.items() if v) or "nothing"
+
+
+def _room(cluster: dict[str, float], free: dict[str, float] | None = None, mine: dict[str, float] | None = None) -> str:
+    """What the cluster has free of its CPUs and GPUs, in words (``free`` None: all of it), and who holds the rest:
+    others' actors and tasks before the scan's pools start; once they have (``mine``: what the pools ask in all),
+    only what exceeds the pools' whole ask is surely others'."""
     free = cluster if free is None else free
     keys = [k for k in ("CPU", "GPU") if cluster.get(k)]
     have = ", ".join(f"{float(free.get(k, 0.0)):g} of {float(cluster[k]):g} {k}" for k in keys) or "no CPU"
-    held = any(float(free.get(k, 0.0)) < float(cluster[k]) for k in keys)
-    return f"the Ray cluster has {have} free" + (", others' actors and tasks hold the rest (`ray status`): scan when "
-                                                 "they are done" if held else "")
+    held = {k: float(cluster[k]) - float(free.get(k, 0.0)) for k in keys}
+    said = f"the Ray cluster has {have} free"
+    if not any(v > 1e-9 for v in held.values()):
+        return said
+    if mine is None:
+        return said + ", others' actors and tasks hold the rest (`ray status`): scan when they are done"
+    others = {k: v - mine.get(k, 0.0) for k, v in held.items() if v - mine.get(k, 0.0) > 1e-4}
+    if others:
+        return said + (f", others' actors and tasks hold at least {_amounts(others)} of it (`ray status`): scan when "
+                       "they are done")
+    return said + (", and what is taken may all be the scan's own started actors: its pools do not fit the nodes "
+                   "that can host them (`ray status` shows the rest pending)")
 
 
 @contextmanager
@@ -228,7 +290,7 @@ def not_started(exc: BaseException, plan: PoolPlan, options: ScanConfig) -> Clus
     if not _pools_timed_out(exc):
         return None
     try:
-        now = _room(ray.cluster_resources(), ray.available_resources())
+        now = _room(ray.cluster_resources(), ray.available_resources(), plan.asks())
     except Exception as error:  # noqa: BLE001 - the refusal matters more than the numbers
         now = f"what the Ray cluster has free is unknown ({one_line(error)})"
     return ClusterBusyError(f"the scan's actors did not start within {options.actor_start_timeout} s "
@@ -276,12 +338,15 @@ def map_plan(ds, specs: list, plan: PoolPlan, options: ScanConfig, scan_id: str,
 
     rows = StageSpec("rows", RowsStage, {"scan_id": scan_id, "scoring_key": scoring_key})
     if plan.plan == "fused":
-        pools = [(specs + [rows], plan.fused_actors, options.decode_batch, plan.detect_gpus)]
+        pools = [(specs + [rows], plan.fused_actors, options.decode_batch, plan.detect_gpus, None)]
     else:
         decode, detect, score = specs
-        pools = [([decode], plan.decode_actors, options.decode_batch, 0.0),
-                 ([detect], plan.detect_actors, options.decode_batch, plan.detect_gpus),
-                 ([score, rows], plan.classify_actors, options.classify_batch, plan.classify_gpus)]
+        # Ray Data spreads a pool's actors over the nodes (its default strategy, SPREAD): the node-id label
+        # keeps the decode actors off the GPU nodes, whose CPUs the model actors need
+        off = {NODE_ID_LABEL: f"!in({','.join(plan.decode_off)})"} if plan.decode_off else None
+        pools = [([decode], plan.decode_actors, options.decode_batch, 0.0, off),
+                 ([detect], plan.detect_actors, options.decode_batch, plan.detect_gpus, None),
+                 ([score, rows], plan.classify_actors, options.classify_batch, plan.classify_gpus, None)]
     # Ray 2.60 has no named map_batches parameter for actor restarts / task retries, only the
     # deprecated **ray_remote_args (removed in 2.64: revisit then). Ray Data's own defaults are
     # infinite restarts *and* infinite retries, so an object that crashes its worker every time would
@@ -289,9 +354,10 @@ def map_plan(ds, specs: list, plan: PoolPlan, options: ScanConfig, scan_id: str,
     fault = {"max_restarts": options.max_restarts, "max_task_retries": options.max_task_retries}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated", category=DeprecationWarning)
-        for stages, actors, batch, gpus in pools:
+        for stages, actors, batch, gpus, labels in pools:
             # every pool maps Graph over its stages: specs name their classes, so the driver never imports
             # torch, and each actor hands its freed frames back to the OS after every batch
             ds = ds.map_batches(Graph, fn_constructor_kwargs={"specs": stages}, batch_size=batch, compute=_pool(actors, options.tasks_per_actor),
-                                num_gpus=gpus or None, num_cpus=plan.cpus_per_actor, batch_format="numpy", **fault)
+                                num_gpus=gpus or None, num_cpus=plan.cpus_per_actor, label_selector=labels,
+                                batch_format="numpy", **fault)
     return ds

@@ -148,6 +148,47 @@ def test_every_scan_head_gives_a_stopped_scan_time_to_commit():
         assert float(env.get("RAY_JOB_STOP_WAIT_TIME_S", 3)) > stop_timeout, file
 
 
+def _ray_clusters() -> dict[str, dict]:
+    """The Ray cluster spec of every KubeRay manifest that starts one, by file."""
+    where = {"RayJob": "rayClusterSpec", "RayService": "rayClusterConfig", "RayCluster": None}
+    return {file: doc["spec"][where[doc["kind"]]] if where[doc["kind"]] else doc["spec"]
+            for file, doc in MANIFESTS if doc["kind"] in where}
+
+
+def test_every_ray_cluster_asks_for_ray_token_authentication():
+    """Without it any pod that reaches a head's 8265 could `ray job submit` code that reads the AWS keys from the
+    pods' environment. KubeRay (authOptions, validated above against v1.7.0's CRD) gives every Ray container the
+    token; the long-lived scan cluster names its Secret, so the nightly CronJob can send it."""
+    clusters = _ray_clusters()
+    assert set(clusters) == {"cluster/kuberay/rayjob-scan.yaml", "cluster/kuberay/raycluster-scan.yaml",
+                             "cluster/kuberay/rayservice.yaml"}
+    for file, spec in clusters.items():
+        assert spec.get("authOptions", {}).get("mode") == "token", file
+    secret = clusters["cluster/kuberay/raycluster-scan.yaml"]["authOptions"]["secretName"]
+    cron = next(doc for _file, doc in MANIFESTS if doc["kind"] == "CronJob")
+    (submit,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in submit["env"]}
+    assert env["RAY_AUTH_MODE"]["value"] == "token"
+    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "auth_token"}  # KubeRay's key
+    readme = (ROOT / "cluster" / "README.md").read_text()
+    assert f"kubectl create secret generic {secret}" in readme and "do not turn token authentication on" not in readme
+
+
+def test_only_the_scan_clusters_own_pods_and_the_nightly_submitter_reach_it():
+    """The NetworkPolicy selects every pod of the long-lived scan cluster (KubeRay's ray.io/cluster label), lets
+    them reach each other, and the CronJob's pods only the head's job API."""
+    policy = next(doc for _file, doc in MANIFESTS if doc["kind"] == "NetworkPolicy")
+    cluster = next(doc for file, doc in MANIFESTS if file.endswith("raycluster-scan.yaml"))
+    cron = next(doc for _file, doc in MANIFESTS if doc["kind"] == "CronJob")
+    ours = {"ray.io/cluster": cluster["metadata"]["name"]}
+    assert policy["spec"]["podSelector"]["matchLabels"] == ours and policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = {tuple(sorted(r["from"][0]["podSelector"]["matchLabels"].items())): r.get("ports") for r in policy["spec"]["ingress"]}
+    assert rules.pop(tuple(ours.items())) is None  # the nodes to each other, on every port
+    submitter = cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    (ports,) = [ports for labels, ports in rules.items() if set(labels) <= set(submitter.items())]
+    assert ports == [{"protocol": "TCP", "port": 8265}] and len(rules) == 1
+
+
 def test_the_kubernetes_strict_check_rejects_an_unknown_field():
     kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
     from kubernetes_validate.utils import latest_version

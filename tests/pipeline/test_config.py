@@ -197,3 +197,24 @@ def test_infinity_is_refused(clean_env, key):
     clean_env.setenv(f"DFS_{key.replace('.', '__').upper()}", "inf")
     with pytest.raises(ValidationError, match=key.split(".")[1]):
         load_settings()
+
+
+def test_a_gpu_ray_gave_that_torch_cannot_see_runs_on_the_cpu_and_says_so(caplog):
+    """A model actor granted a GPU by Ray (ray.get_gpu_ids() not empty) where torch sees none (a CPU-only image in the
+    GPU group, a driver too old) ran on the CPU without a word. It still runs there (a GPU declared with --num-gpus
+    on a machine without one is how the tests run the split plan), once per process with a warning naming why."""
+    import logging
+
+    import torch
+
+    from pipeline.config import _ray_gpu_ids, resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a GPU here")
+    with caplog.at_level(logging.WARNING, logger="pipeline.config"):
+        assert resolve_device("auto", ray_gpus=[]) == "cpu" and not caplog.records  # no GPU asked, none missed
+        assert resolve_device("auto") == "cpu" and _ray_gpu_ids() == [] and not caplog.records  # outside a Ray worker
+        assert [resolve_device("auto", ray_gpus=["7"]) for _ in range(2)] == ["cpu", "cpu"]  # detector and classifier
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith("Ray gave this process GPU 7 but torch sees no CUDA device (") and "models run on the CPU" in said
+    assert ("a CPU-only torch build" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}") in said

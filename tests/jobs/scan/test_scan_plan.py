@@ -232,7 +232,11 @@ def test_pools_are_sized_from_the_free_cpus_and_a_cluster_without_room_for_one_a
         with pytest.raises(ClusterBusyError) as caught:
             plan_pools(cluster, options, free=free)
         assert caught.value.code == "cluster_busy" and said in str(caught.value), str(caught.value)
-    assert plan_pools({"CPU": 8.0, "GPU": 1.0}, options, free={"CPU": 8.0, "GPU": 0.5}).detect_gpus == 0.5
+    # the model actors' shares together, not one actor's: two of 0.5 GPU with 0.5 free would have waited
+    # actor_start_timeout for the second
+    with pytest.raises(ClusterBusyError, match=r"too little GPU free for the scan's 2 model actors \(0.5 GPU each\)"):
+        plan_pools({"CPU": 8.0, "GPU": 1.0}, options, free={"CPU": 8.0, "GPU": 0.5})
+    assert plan_pools({"CPU": 8.0, "GPU": 1.0}, options, free={"CPU": 8.0, "GPU": 1.0}).detect_gpus == 0.5
 
 
 def test_the_wait_for_a_pools_actors_is_bounded_for_the_scan_and_restored_after():
@@ -248,3 +252,124 @@ def test_the_wait_for_a_pools_actors_is_bounded_for_the_scan_and_restored_after(
     with data_context(ScanConfig(source="x", actor_start_timeout=3)):
         assert ctx.wait_for_min_actors_s == 3
     assert ctx.wait_for_min_actors_s == before
+
+
+# A mixed cluster as KubeRay's groups make it: a 0-CPU head, CPU-only workers, a GPU worker with few CPUs.
+HEAD, CPU1, CPU2, GPU1 = "h" * 56, "c" * 56, "d" * 56, "e" * 56
+
+
+def _mixed(gpu_cpus: float = 8.0, cpu_workers: tuple[float, ...] = (16.0, 16.0)):
+    from jobs.scan.placement import Node
+
+    nodes = [Node(HEAD, 0.0), *(Node(i, c) for i, c in zip((CPU1, CPU2), cpu_workers)), Node(GPU1, gpu_cpus, 1.0, True)]
+    return {"CPU": sum(n.cpus for n in nodes), "GPU": 1.0}, nodes
+
+
+def _fits(plan, nodes) -> None:
+    """Every pool of ``plan`` has room on the nodes Ray may place it on (a GPU share: the GPU nodes only; decode
+    actors kept off the GPU nodes: the others), the model actors' CPUs on the GPU nodes included."""
+    gpu = [n for n in nodes if n.gpu_node]
+    models = plan.fused_actors + plan.detect_actors + plan.classify_actors if plan.detect_gpus else 0
+    on_gpu_nodes = models + (plan.decode_actors if not plan.decode_off else 0)
+    assert models * plan.detect_gpus <= sum(n.gpus for n in gpu) + 1e-9
+    assert models * plan.cpus_per_actor <= sum(n.cpus for n in gpu) + 1e-9, plan
+    if plan.decode_off:
+        assert set(plan.decode_off) == {n.id for n in gpu}
+        assert plan.decode_actors * plan.cpus_per_actor <= sum(n.cpus for n in nodes if not n.gpu_node) + 1e-9
+    assert on_gpu_nodes * plan.cpus_per_actor <= sum(n.cpus for n in gpu) + 1e-9 or not plan.detect_gpus
+
+
+def test_the_fused_plan_with_gpus_is_sized_to_the_gpu_nodes_it_alone_can_use(caplog):
+    """cluster/README.md's RayJob with its GPU group on (two 16-CPU workers, one 8-CPU worker with a GPU, a 0-CPU
+    head) and --plan fused: 39 actors each asked 1/39 GPU, so only the GPU node could host them, 8 started and the
+    rest waited actor_start_timeout (600 s) for cluster_busy. Now 8 actors, one per CPU of the GPU node, and a
+    warning that the CPU-only nodes stay idle."""
+    import logging
+
+    cluster, nodes = _mixed()
+    with caplog.at_level(logging.WARNING):
+        plan = plan_pools(cluster, ScanConfig(source="x", plan="fused"), free=cluster, nodes=nodes)
+    assert (plan.fused_actors, plan.cpus_per_actor, plan.detect_gpus, plan.decode_off) == (8, 1.0, 0.125, [])
+    _fits(plan, nodes)
+    assert "CPU-only nodes' 32 free CPUs stay idle; --plan split uses them" in caplog.text
+    # --device cpu: no GPU share, every CPU of the cluster
+    on_cpu = plan_pools(cluster, ScanConfig(source="x", plan="fused"), "cpu", free=cluster, nodes=nodes)
+    assert (on_cpu.fused_actors, on_cpu.detect_gpus) == (40, 0.0)
+    # a GPU node without a free CPU: refused at once, naming where
+    cluster, nodes = _mixed(gpu_cpus=0.0)
+    with pytest.raises(Exception, match=r"too little CPU free for the scan's 1 fused actors on the 1 node\(s\) that can "
+                                        r"host them \(0 CPU free there\)") as caught:
+        plan_pools(cluster, ScanConfig(source="x", plan="fused"), free=cluster, nodes=nodes)
+    assert caught.value.code == "cluster_busy"
+
+
+def test_the_split_plan_keeps_decode_off_the_gpu_nodes_where_cpu_nodes_can_take_it():
+    """A 0-CPU head, a 2-CPU worker, a 1-CPU worker with a GPU (the reviewer's local cluster): the decode actors,
+    spread by Ray Data, took the GPU node's CPU and a model actor never started. Now they keep off it (by its
+    node-id label) and the model actors' CPU share fits the GPU node's one CPU."""
+    from jobs.scan.plan import map_plan
+    from pipeline.graph import StageSpec
+
+    cluster, nodes = _mixed(gpu_cpus=1.0, cpu_workers=(2.0,))
+    plan = plan_pools(cluster, ScanConfig(source="x"), free=cluster, nodes=nodes)
+    assert (plan.plan, plan.decode_actors, plan.detect_actors, plan.classify_actors) == ("split", 2, 1, 1)
+    assert (plan.cpus_per_actor, plan.detect_gpus, plan.decode_off) == (0.5, 0.5, [GPU1])
+    _fits(plan, nodes)
+    assert "2 decode (off the GPU nodes) → 1 detect → 1 score actors" in plan.line()
+    specs = [StageSpec(name, object, {}) for name in ("decode", "detect", "score")]
+    calls = map_plan(_RecordingDataset(), specs, plan, ScanConfig(source="x"), "s").calls
+    assert [kw["label_selector"] for _, kw in calls] == [{"ray.io/node-id": f"!in({GPU1})"}, None, None]
+    # the README's cluster: 4 decode actors on the CPU workers, a whole CPU for each model actor on the GPU node
+    cluster, nodes = _mixed()
+    plan = plan_pools(cluster, ScanConfig(source="x"), free=cluster, nodes=nodes)
+    assert (plan.decode_actors, plan.detect_actors, plan.classify_actors, plan.cpus_per_actor, plan.decode_off) == (
+        4, 1, 1, 1.0, [GPU1])
+    _fits(plan, nodes)
+
+
+def test_decode_goes_anywhere_when_no_cpu_node_has_room_for_it():
+    """One GPU box (nothing else), or CPU-only nodes too small for the decode actors asked for: decode shares the
+    GPU nodes, as before, rather than every actor's CPU share shrinking to squeeze it onto them."""
+    from jobs.scan.placement import Node
+
+    box = [Node(GPU1, 16.0, 1.0, True)]
+    alone = plan_pools({"CPU": 16.0, "GPU": 1.0}, ScanConfig(source="x"), free={"CPU": 16.0, "GPU": 1.0}, nodes=box)
+    assert alone == plan_pools({"CPU": 16.0, "GPU": 1.0}, ScanConfig(source="x")) and alone.decode_off == []
+    small = [Node(HEAD, 1.0), *box]
+    plan = plan_pools({"CPU": 17.0, "GPU": 1.0}, ScanConfig(source="x", decode_actors=8), nodes=small)
+    assert (plan.decode_actors, plan.cpus_per_actor, plan.decode_off) == (8, 1.0, [])
+
+
+def test_gpu_shares_fit_each_gpu_node_and_never_add_up_to_more_than_a_gpu():
+    """Shares that only fit the GPUs' sum left actors pending: 3 model actors of 2/3 GPU on two 1-GPU nodes (one
+    each), or 7 fused actors of round(1/7, 4) = 0.1429 GPU on one GPU (7 x 0.1429 > 1, so Ray places 6)."""
+    from jobs.scan.placement import Node
+
+    two = [Node(CPU1, 8.0, 1.0, True), Node(CPU2, 8.0, 1.0, True)]
+    plan = plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x", detect_actors=2, classify_actors=1), nodes=two)
+    assert plan.detect_gpus == 0.5
+    _fits(plan, two)
+    seven = plan_pools({"CPU": 8.0, "GPU": 1.0}, ScanConfig(source="x", plan="fused", fused_actors=7))
+    assert seven.fused_actors * seven.detect_gpus <= 1.0 and seven.detect_gpus == 0.1428
+    with pytest.raises(Exception, match="too little GPU free") as caught:  # a share given is kept, or refused
+        plan_pools({"CPU": 16.0, "GPU": 2.0}, ScanConfig(source="x", detect_actors=2, classify_actors=1,
+                                                          gpus_per_actor=0.6), nodes=two)
+    assert caught.value.code == "cluster_busy"
+
+
+def test_a_busy_message_after_the_pools_started_does_not_blame_others_for_the_scans_own_actors():
+    """Once the pools have started, what is held may be the scan's own actors (8 of 39 fused actors placed, the
+    rest pending): the message said "others' actors and tasks hold the rest". Now only what exceeds the pools'
+    whole ask is others'."""
+    from jobs.scan.plan import PoolPlan, _room
+
+    plan = PoolPlan("fused", "chosen", 3, 0, 0, 0, 0.6666, 0.3333, 0.3333, 1)
+    assert plan.asks() == {"CPU": pytest.approx(1.9998), "GPU": pytest.approx(0.9999)}
+    assert "(1.9998 CPU, 0.9999 GPU in all)" in plan.demand()
+    own = _room({"CPU": 3.0, "GPU": 1.0}, {"CPU": 2.3333, "GPU": 0.6667}, plan.asks())
+    assert "others'" not in own and "what is taken may all be the scan's own started actors" in own, own
+    theirs = _room({"CPU": 2.0}, {"CPU": 0.0}, {"CPU": 0.5})
+    assert "0 of 2 CPU free, others' actors and tasks hold at least 1.5 CPU of it" in theirs, theirs
+    before = _room({"CPU": 2.0}, {"CPU": 0.5})  # at the plan, nothing of the scan's holds anything
+    assert "others' actors and tasks hold the rest" in before
+

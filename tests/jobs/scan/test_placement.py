@@ -1,0 +1,26 @@
+"""Where the scan's actors fit (jobs/scan/placement.py): the live nodes as Ray reports them, and the shares with
+which like actors fit them (their use in the plan: test_scan_plan.py)."""
+
+from __future__ import annotations
+
+from jobs.scan.placement import NODE_ID_LABEL, Node, Pool, cpu_share, fit, gpu_share, nodes_now
+
+
+def test_nodes_now_reads_each_live_node_and_its_id_is_the_label_decode_is_kept_off_by(ray_session):
+    (node,) = nodes_now()
+    (info,) = [n for n in ray_session.nodes() if n["Alive"]]
+    assert (node.id, node.gpu_node) == (info["NodeID"], False) and node.cpus == ray_session.available_resources()["CPU"]
+    assert info["Labels"][NODE_ID_LABEL] == node.id
+
+
+def test_shares_fit_each_node_not_only_the_sum():
+    """Actors are placed whole, on one node each: 2 actors of 0.75 CPU do not fit two nodes of 0.9 and 0.6 CPU
+    though 1.5 <= 1.5; the largest share that does is 0.6 (one on each)."""
+    nodes = [Node("a", 0.9), Node("b", 0.6)]
+    assert fit(nodes, 0.75) == 1 and fit(nodes, 0.6) == 2 and fit(nodes, 0.3, 0.5) == 0  # no GPU there
+    assert cpu_share([Pool("actors", 2, 0.0, nodes)], 1.0) == 0.6
+    assert cpu_share([Pool("actors", 2, 0.0, [Node("a", 0.0)])], 1.0) is None
+    gpus = [Node("g", 8.0, 1.0, True), Node("h", 8.0, 1.0, True)]
+    assert gpu_share(Pool("models", 3, 2 / 3, gpus), may_shrink=True) == 0.5
+    assert gpu_share(Pool("models", 3, 2 / 3, gpus), may_shrink=False) is None  # a share given is kept or refused
+    assert gpu_share(Pool("models", 3, 0.7, gpus), may_shrink=True) is None  # 2.1 GPU asked, 2 free
