@@ -80,6 +80,26 @@ DETECT_FAILED = "detect_failed"  # face detection crashed on decoded frames (a s
 WORKER_LOST = "worker_lost"  # the object's worker died: the scan's on every retry, a serve replica mid-request
 OUT_OF_MEMORY = "out_of_memory"  # decoding or detection ran out of memory: the server's limit, worth a retry
 
+# Every code a row's error may carry, and whether it can change while the object stays the same: True where the store,
+# the server, the worker or our code failed (``scan --retry-errors`` rescans these); False where the media itself did:
+# the same bytes fail alike every time, so only new content (a new fingerprint), another model or scoring key, or
+# ``--full`` rescans them (media_too_large also passes with a raised decode limit: rescan with ``--full``).
+ROW_CODES = {
+    MediaError.code: False, EmptyMediaError.code: False, UnsupportedMediaError.code: False,
+    NoVideoStreamError.code: False, MediaTooLargeError.code: False,
+    MediaNotFoundError.code: True,  # listed, then gone before it was read; still listed the next night, it is there
+    StorageError.code: True, AccessDeniedError.code: True,  # the store failed or refused: mended without the object
+    DeadlineExceededError.code: True, WORKER_LOST: True, OUT_OF_MEMORY: True,
+    DECODE_FAILED: True, DETECT_FAILED: True,  # a crash of ours or of the library, not a judgment on the bytes
+    DeepfakeStreamError.code: True,  # "error": a failure no other code names
+}
+
+
+def retryable(code: str | None) -> bool:
+    """Whether a row's error may pass on a retry of the same object (``ROW_CODES``); a row without a code (written
+    before codes existed) or with one this version does not know: yes."""
+    return ROW_CODES.get(code or DeepfakeStreamError.code, True)
+
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
     """``Type: first line of the message``, cut at ``limit``: what a log line or an operator's message quotes of an

@@ -190,6 +190,9 @@ def _print_scan_summary(summary) -> None:
         rescans = (f", {summary.deferred_rescans} of them rescans that only a run with --retry-errors / --full takes"
                    if summary.deferred_rescans else "")
         console.print(f"  {summary.deferred} objects left for the next run (--max-objects){rescans}")
+    if summary.deleted:
+        console.print(f"  {summary.deleted} objects gone from the source since their last row (deleted or renamed): "
+                      "marked DELETED, out of the current verdicts")
     if summary.rescored:
         console.print(f"  {summary.rescored} objects scored again: the scoring settings or weights changed "
                       f"(scoring key {summary.scoring_key})")

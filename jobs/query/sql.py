@@ -1,8 +1,9 @@
 """DuckDB over a scan's output: the views ``query`` (one read-only statement) and ``report`` read.
 
 Views on the connection:
-- ``videos_history`` / ``faces_history``: every row every scan wrote (``--full`` rescans add rows).
-- ``videos``: the latest row of each object (its current verdict).
+- ``videos_history`` / ``faces_history``: every row every scan wrote (``--full`` rescans add rows, tombstones too).
+- ``videos``: the latest row of each object (its current verdict), objects whose latest row is a tombstone (label
+  ``DELETED``: gone from the source) left out.
 - ``faces``: the faces of those latest rows.
 
 Only committed parts are read: a ``faces`` part without its ``videos`` twin (a crash or a commit in flight,
@@ -27,7 +28,7 @@ from jobs.query.errors import QueryError, QueryStopped, failure, sql_error
 from jobs.query.readonly import check_read_only
 from jobs.query.stop import QueryStop, Stopped, in_worker
 from jobs.scan.output import OutputStore
-from jobs.scan.schema import MANIFEST, PARTITION, SCHEMAS
+from jobs.scan.schema import DELETED, MANIFEST, PARTITION, SCHEMAS
 from jobs.scan.records import RUNS_DIR, read_records, runs_table
 from pipeline.errors import one_line
 
@@ -238,13 +239,14 @@ def _connect(store: OutputStore):
 def _latest_views(con) -> None:
     """``videos`` and ``faces``, the latest verdicts, over the ``*_history`` views."""
     # latest as the scan's skip rule has it (jobs/scan/incremental.py): scan_id starts with the driver's clock,
-    # scanned_at is each worker's own
-    con.execute("""
+    # scanned_at is each worker's own; an object whose latest row is a tombstone is gone (after the ranking: the
+    # tombstone hides its older rows)
+    con.execute(f"""
         CREATE VIEW videos AS
         SELECT * EXCLUDE (_rank) FROM (
             SELECT *, row_number() OVER (PARTITION BY uri ORDER BY scan_id DESC, scanned_at DESC) AS _rank
             FROM videos_history)
-        WHERE _rank = 1""")
+        WHERE _rank = 1 AND label <> '{DELETED}'""")
     con.execute("""
         CREATE VIEW faces AS
         SELECT f.* FROM faces_history f

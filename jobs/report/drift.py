@@ -19,6 +19,8 @@ from typing import Literal, Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
+from jobs.scan.schema import DELETED
+
 BINS = 10                 # equal-width over [0, 1]: scores are probabilities, so the bins never move
 PSI_THRESHOLD = 0.25
 FACE_RATIO = 0.5          # faces per object moving by more than half (either way) is flagged
@@ -201,15 +203,17 @@ def _records(con) -> dict[str, dict]:
                 "SELECT scan_id, status, options, deferred FROM runs").fetchall()}
 
 
+# every row a scan scored or failed: its tombstones (label DELETED, an object gone from the source) are no sample
+SCORED = f"(SELECT * FROM videos_history WHERE label <> '{DELETED}')"
 # ``retry``: the row rescans an object whose previous row was ERROR (what --retry-errors rescans)
 RETRY = "coalesce(lag(label) OVER (PARTITION BY uri ORDER BY scan_id, scanned_at) = 'ERROR', false) AS retry"
 # every scan that wrote rows, in the videos view's order, with its rows that are not such retries
-SCANS = f"""SELECT scan_id, count(*) FILTER (NOT retry) FROM (SELECT scan_id, {RETRY} FROM videos_history)
+SCANS = f"""SELECT scan_id, count(*) FILTER (NOT retry) FROM (SELECT scan_id, {RETRY} FROM {SCORED})
     GROUP BY scan_id ORDER BY scan_id"""
 # the rows of the scans $scans, with ``retry``
 RETRIES = f"""(SELECT * FROM (
-    SELECT *, {RETRY} FROM videos_history
-    WHERE uri IN (SELECT uri FROM videos_history WHERE list_contains($scans, scan_id)))
+    SELECT *, {RETRY} FROM {SCORED}
+    WHERE uri IN (SELECT uri FROM {SCORED} WHERE list_contains($scans, scan_id)))
     WHERE list_contains($scans, scan_id))"""
 
 
@@ -254,7 +258,7 @@ def _sample(con, scan_ids: list[str], retried: list[str] = ()) -> Sample:
     """The rows of ``scan_ids``, less those that retried an ERROR object in the ``retried`` scans."""
     if not scan_ids:
         return Sample()
-    source = RETRIES if set(scan_ids) & set(retried) else "(SELECT *, false AS retry FROM videos_history)"
+    source = RETRIES if set(scan_ids) & set(retried) else f"(SELECT *, false AS retry FROM {SCORED})"
     rows = con.execute(f"""
         SELECT score, faces, label, model_version FROM {source}
         WHERE list_contains($scans, scan_id) AND NOT (retry AND list_contains($retried, scan_id))""",

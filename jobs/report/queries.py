@@ -9,7 +9,7 @@ from typing import Callable, TypeVar
 
 from jobs.query.sql import connect, skip_unreadable
 from pipeline.errors import one_line
-from jobs.scan.schema import PARTITION
+from jobs.scan.schema import DELETED, PARTITION
 
 T = TypeVar("T")
 
@@ -51,8 +51,10 @@ def _since(since: date | None) -> str:
 
 def daily(since: date | None = None) -> str:
     """Each object's last verdict of each scan day from ``since`` on (a --retry-errors rerun the same day must not count
-    it twice); "last" as the videos view has it: by scan_id, the driver's clock. The day filter prunes partitions."""
-    return f"""(SELECT * FROM videos_history WHERE {_since(since)} QUALIFY row_number() OVER (
+    it twice); "last" as the videos view has it: by scan_id, the driver's clock. A tombstone (``DELETED``: gone from
+    the source) is no verdict: an object scanned, then found gone the same day, counts with its verdict. The day filter
+    prunes partitions."""
+    return f"""(SELECT * FROM videos_history WHERE {_since(since)} AND label <> '{DELETED}' QUALIFY row_number() OVER (
     PARTITION BY uri, {PARTITION} ORDER BY scan_id DESC, scanned_at DESC) = 1)"""
 
 

@@ -35,13 +35,14 @@ from jobs.scan.config import ScanConfig
 from jobs.scan.errors import CRASHED, ScanAborted, ScanError
 from jobs.scan.exit_codes import ExitCode
 from jobs.scan.ids import after, id_time, new_scan_id, part_scan_id
-from jobs.scan.incremental import RESCANS, SETTINGS, uri_prefix, work
+from jobs.scan.incremental import RESCANS, SETTINGS, gone, tombstones, uri_prefix, work
 from jobs.scan.lease import LeaseHeld, LeaseLost, OutputLease
-from jobs.scan.listing import list_objects
+from jobs.scan.listing import Coverage, list_objects
 from jobs.scan.output import CommitInfo, OutputError, OutputStore
-from jobs.scan.schema import FACES_SCHEMA
+from jobs.scan.schema import DELETED, FACES_SCHEMA
 from jobs.scan.rows import lost_rows, unnest
 from jobs.scan.plan import PoolPlan, build_dataset, check_device, data_context, not_started, plan_pools
+from jobs.scan.placement import nodes_now
 from jobs.scan.ray_session import ensure_ray
 from jobs.scan.records import (RUNS_DIR, RunRecord, close_all_unfinished, record_id, record_paths, settings_digest,
                                since_last_sweep, tally, write_record)
@@ -67,6 +68,7 @@ class ScanSummary:
     seen: int = 0
     unlisted: int = 0  # left out of the listing, each warned: a folder it cannot read, a name that is not UTF-8
     skipped: int = 0
+    deleted: int = 0  # gone from the source since their last row (deleted, renamed): tombstones committed (DELETED)
     deferred: int = 0
     deferred_rescans: int = 0  # of the deferred, rescans that only another --retry-errors / --full run takes
     rescored: int = 0  # scanned again because the scoring key changed (settings, weights, card)
@@ -175,7 +177,18 @@ def run_scan(settings: Settings, options: ScanConfig | None = None,
             lapsed = lease.lapsed and (lease.lapsed.scan_id, lease.lapsed.heartbeat_at)
             record.swept = close_all_unfinished(store, since_last_sweep(store.fs, paths, lapsed and lapsed[0]), scan_id,
                                                 lapsed)  # in its final record: later scans read back to it
-            _scan(settings, options, store, summary, verdict, now.date().isoformat(), lease, stop, on_commit, on_plan)
+
+            def listed() -> None:  # the listing's counts in the `running` record: a scan killed later still tells them
+                _count(record, summary)
+                lease.check()
+                try:
+                    write_record(store, record)
+                except OutputError as exc:  # only a help: the final record says it all, or says why it cannot
+                    log.warning("could not update the run record %s/%s/%s.json: %s", summary.output, RUNS_DIR,
+                                record.scan_id, log_safe(exc))
+
+            _scan(settings, options, store, summary, verdict, now.date().isoformat(), lease, stop, on_commit, on_plan,
+                  listed)
         outcome = _outcome(summary, options)
         return summary
     except KeyboardInterrupt as exc:
@@ -273,16 +286,7 @@ def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, outcome
     record.status, record.exit_code, record.error_code, record.message = status, int(code), summary.error_code, message
     record.ended_at = datetime.now(timezone.utc)
     record.elapsed_s = summary.elapsed_s
-    record.plan = summary.plan
-    record.listed, record.unlisted, record.skipped, record.deferred = (summary.seen, summary.unlisted, summary.skipped,
-                                                                       summary.deferred)
-    record.rescored = summary.rescored
-    record.scanned, record.lost, record.parts = summary.scanned, summary.lost, summary.parts
-    record.labels = {k: v for k, v in (("FAKE", summary.fakes), ("REAL", summary.reals),
-                                       ("NO_FACE", summary.no_face), ("ERROR", summary.failed)) if v}
-    record.errors = dict(summary.errors)
-    record.error_rate = summary.error_rate
-    record.quarantined = summary.quarantined
+    _count(record, summary)
     try:
         write_record(store, record)
         summary.record_written = True
@@ -296,14 +300,34 @@ def _finish(store: OutputStore, record: RunRecord, summary: ScanSummary, outcome
             summary.message = f"{redact_uris(said)}; the scan's rows were committed, its run record was not"
 
 
+def _count(record: RunRecord, summary: ScanSummary) -> None:
+    """The summary's counts (so far) into the run record."""
+    record.plan = summary.plan
+    record.listed, record.unlisted, record.skipped, record.deferred = (summary.seen, summary.unlisted, summary.skipped,
+                                                                       summary.deferred)
+    record.rescored, record.deleted = summary.rescored, summary.deleted
+    record.scanned, record.lost, record.parts = summary.scanned, summary.lost, summary.parts
+    record.labels = {k: v for k, v in (("FAKE", summary.fakes), ("REAL", summary.reals),
+                                       ("NO_FACE", summary.no_face), ("ERROR", summary.failed)) if v}
+    record.errors = dict(summary.errors)
+    record.error_rate = summary.error_rate
+    record.quarantined = list(summary.quarantined)
+
+
 def _work(store: OutputStore, entries: list[dict], scan_id: str, model_version: str, key: str,
-          options: ScanConfig) -> list[tuple[dict, str]]:
-    """(entry, why) for the entries to scan, new ones first (``jobs.scan.incremental.work``). The rows hold each
-    object's URI redacted (``jobs.scan.rows``): entries are matched to them by theirs, and come back as listed."""
+          options: ScanConfig, coverage: Coverage | None = None) -> tuple[list[tuple[dict, str]], pa.Table | None]:
+    """(entry, why) for the entries to scan, new ones first (``jobs.scan.incremental.work``), and the latest rows of
+    the objects gone from the source (``incremental.gone``: what ``coverage`` vouches for that was not listed; none
+    without one). The rows hold each object's URI redacted (``jobs.scan.rows``): entries are matched to them by
+    theirs, and come back as listed."""
     shown = [_shown(entry) for entry in entries]
     listed = {id(s): entry for s, entry in zip(shown, entries)}
-    latest = store.latest(scan_id, prefix=uri_prefix(shown)) if entries else None
-    return [(listed[id(s)], why) for s, why in work(shown, latest, model_version, key, options.retry_errors, options.full)]
+    vouched = coverage is not None and not coverage.single
+    if not entries and not vouched:
+        return [], None
+    latest = store.latest(scan_id, prefix=f"{coverage.root.rstrip('/')}/" if vouched else uri_prefix(shown))
+    chosen = [(listed[id(s)], why) for s, why in work(shown, latest, model_version, key, options.retry_errors, options.full)]
+    return chosen, gone(latest, [s["uri"] for s in shown], coverage.covers) if vouched else None
 
 
 def _shown(entry: dict) -> dict:
@@ -314,18 +338,22 @@ def _shown(entry: dict) -> dict:
 
 def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: ScanSummary, verdict: dict[str, Any],
           scan_date: str, lease: OutputLease, stop: GracefulStop,
-          on_commit: Callable[[CommitInfo], None] | None, on_plan: Callable[[PoolPlan], None] | None) -> None:
-    """List, skip what is done, run the Ray Data graph, commit parts; fills ``summary``."""
+          on_commit: Callable[[CommitInfo], None] | None, on_plan: Callable[[PoolPlan], None] | None,
+          listed: Callable[[], None] = lambda: None) -> None:
+    """List, skip what is done, mark what is gone, run the Ray Data graph, commit parts; fills ``summary``.
+    ``listed`` hears when the listing's counts are in it."""
     scan_id = summary.scan_id
     source_options = options.storage_options(options.source)
     unlisted: list[str] = []  # what the listing had to leave out (it warns about each)
+    coverage = Coverage()  # what the listing vouches for: under it, an object not listed is gone
     entries = list_objects(options.source, source_options, options.extensions, options.include, options.exclude,
-                           unlisted=unlisted)
+                           unlisted=unlisted, coverage=coverage)
     summary.unlisted = len(unlisted)
     store.prepare()
     store.quarantine_unreadable(scan_id)
+    summary.quarantined = list(store.quarantined)
     summary.seen = len(entries)
-    chosen = _work(store, entries, scan_id, summary.model_version, summary.scoring_key, options)
+    chosen, missing = _work(store, entries, scan_id, summary.model_version, summary.scoring_key, options, coverage)
     summary.skipped = len(entries) - len(chosen)
     if options.max_objects is not None:  # after skipping, so successive capped runs walk the whole bucket
         later, chosen = chosen[options.max_objects:], chosen[: options.max_objects]
@@ -334,23 +362,69 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
     todo = [entry for entry, _why in chosen]
     summary.rescored = sum(why == SETTINGS for _entry, why in chosen)
     reasons = Counter(why for _entry, why in chosen)
-    log.info("%d objects listed, %d already scanned, %d to scan%s%s", len(entries), summary.skipped, len(todo),
+    gone_n = missing.num_rows if missing is not None else 0
+    log.info("%d objects listed, %d already scanned, %d to scan%s%s%s", len(entries), summary.skipped, len(todo),
              f" ({', '.join(f'{n} {why}' for why, n in reasons.items())})" if todo else "",
-             f", {summary.deferred} left for later (--max-objects)" if summary.deferred else "")
+             f", {summary.deferred} left for later (--max-objects)" if summary.deferred else "",
+             f", {gone_n} gone from the source since their last row (marked {DELETED})" if gone_n else "")
     if summary.rescored:
         log.warning("%d objects will be scored again: the scoring settings, card or weights changed since their "
                     "last row (scoring key now %s)", summary.rescored, summary.scoring_key)
+    listed()
+
+    pending_videos: list[pa.Table] = []
+    pending_faces: list[pa.Table] = []
+    last_commit = time.monotonic()
+
+    def waiting() -> int:
+        return sum(t.num_rows for t in pending_videos)
+
+    def commit() -> None:
+        nonlocal pending_videos, pending_faces, last_commit
+        if not waiting():
+            return
+        part = f"part-{scan_id}-{summary.parts:05d}"
+        with stop.critical():
+            videos, faces = pa.concat_tables(pending_videos), pa.concat_tables(pending_faces)
+            # the lease is checked before each file: never write into an output that may be another scan's
+            store.commit(part, scan_date, videos, faces, check=lease.check)
+            summary.parts += 1
+            count(videos)  # what was committed: a part the output refused is not counted
+            info = CommitInfo(part=part, videos=videos.num_rows, faces=faces.num_rows, total_videos=summary.scanned)
+            log.info("committed %s (%d videos, %d faces)", part, info.videos, info.faces)
+            pending_videos, pending_faces = [], []
+            last_commit = time.monotonic()
+        if on_commit:
+            on_commit(info)
+
+    def count(videos: pa.Table) -> None:
+        labels, errors = tally(videos)  # errors by the stable code, never by the message's wording
+        summary.deleted += labels.get(DELETED, 0)  # tombstones: no object scanned
+        summary.scanned += videos.num_rows - labels.get(DELETED, 0)
+        summary.failed += labels.get("ERROR", 0)
+        summary.no_face += labels.get("NO_FACE", 0)
+        summary.fakes += labels.get("FAKE", 0)
+        summary.reals += labels.get("REAL", 0)
+        for kind, n in errors.items():
+            summary.errors[kind] = summary.errors.get(kind, 0) + n
+        summary.error_rate = round(summary.failed / summary.scanned, 4) if summary.scanned else 0.0
+
+    if gone_n:  # committed with the first part: a scan stopped before that marks none, and the next scan does
+        pending_videos.append(tombstones(missing, scan_id, datetime.now(timezone.utc)))
+        pending_faces.append(FACES_SCHEMA.empty_table())
     if not todo:
+        commit()
         return
 
     # 3. Ray Data.
     started_ray = ensure_ray(options)  # with the SIGTERM handler put back: ray.init replaces it
     import ray
 
+    scan_start: float | None = None
     try:
         cluster, free = ray.cluster_resources(), ray.available_resources()
         # from what is free (a cluster Serve shares); no pool larger than its objects: the plan said is the one used
-        plan = plan_pools(cluster, options, settings.device, free).at_most(len(todo))
+        plan = plan_pools(cluster, options, settings.device, free, nodes_now()).at_most(len(todo))
         if not options.torch_threads and settings.torch_threads:
             plan.torch_threads = settings.torch_threads  # the config file's torch_threads applies per actor
         summary.plan = asdict(plan)
@@ -365,43 +439,9 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
             settings, storage_options=source_options, torch_threads=plan.torch_threads, packed=verdict["packed"],
             shrink_frames=plan.plan == "split" and options.shrink_frames, thumbnails=options.thumbnails,
             thumbnail_px=options.thumbnail_px, listed=True)
-        scan_start = time.perf_counter()
-        pending_videos: list[pa.Table] = []
-        pending_faces: list[pa.Table] = []
+        scan_start = time.perf_counter()  # scan_s: from here (Ray up, the plan made) however the scan ends
         returned: set[str] = set()
         last_commit = time.monotonic()
-
-        def waiting() -> int:
-            return sum(t.num_rows for t in pending_videos)
-
-        def commit() -> None:
-            nonlocal pending_videos, pending_faces, last_commit
-            if not waiting():
-                return
-            part = f"part-{scan_id}-{summary.parts:05d}"
-            with stop.critical():
-                videos, faces = pa.concat_tables(pending_videos), pa.concat_tables(pending_faces)
-                # the lease is checked before each file: never write into an output that may be another scan's
-                store.commit(part, scan_date, videos, faces, check=lease.check)
-                summary.parts += 1
-                count(videos)  # what was committed: a part the output refused is not counted
-                info = CommitInfo(part=part, videos=videos.num_rows, faces=faces.num_rows, total_videos=summary.scanned)
-                log.info("committed %s (%d videos, %d faces)", part, info.videos, info.faces)
-                pending_videos, pending_faces = [], []
-                last_commit = time.monotonic()
-            if on_commit:
-                on_commit(info)
-
-        def count(videos: pa.Table) -> None:
-            labels, errors = tally(videos)  # errors by the stable code, never by the message's wording
-            summary.scanned += videos.num_rows
-            summary.failed += labels.get("ERROR", 0)
-            summary.no_face += labels.get("NO_FACE", 0)
-            summary.fakes += labels.get("FAKE", 0)
-            summary.reals += labels.get("REAL", 0)
-            for kind, n in errors.items():
-                summary.errors[kind] = summary.errors.get(kind, 0) + n
-            summary.error_rate = round(summary.failed / summary.scanned, 4) if summary.scanned else 0.0
 
         def stream(entries: list[dict], bar: Any, pass_options: ScanConfig) -> Exception | None:
             """One Ray Data pass over ``entries``; returns what made Ray Data give up, if it did."""
@@ -460,7 +500,6 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
             bar.close()
         commit()
         if aborted is not None:
-            summary.scan_s = round(time.perf_counter() - scan_start, 3)
             raise ScanAborted(
                 f"the scan stopped after {summary.scanned} of {len(todo)} objects: "
                 f"{one_line(aborted)}. Committed results are kept; "
@@ -476,9 +515,10 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
             pending_faces.append(FACES_SCHEMA.empty_table())
             commit()
             summary.lost = rows.num_rows
-        summary.scan_s = round(time.perf_counter() - scan_start, 3)
-        summary.videos_per_s = round(summary.scanned / summary.scan_s, 3) if summary.scan_s else 0.0
     finally:
+        if scan_start is not None:  # a scan stopped part-way (SIGTERM, Ctrl-C, aborted) scanned for that long too
+            summary.scan_s = round(time.perf_counter() - scan_start, 3)
+            summary.videos_per_s = round(summary.scanned / summary.scan_s, 3) if summary.scan_s else 0.0
         if started_ray:
             ray.shutdown()
 

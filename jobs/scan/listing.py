@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import stat
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Callable
@@ -17,7 +18,7 @@ import fsspec
 
 from jobs.scan.errors import ScanError, SourceNotFoundError
 from pipeline.errors import one_line
-from pipeline.logsafe import log_safe
+from pipeline.logsafe import log_safe, redact_uri
 from pipeline.media import MEDIA_EXTENSIONS, normalize_uri
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,26 @@ def _printable(path: str) -> str:
     return log_safe(path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
 
+@dataclass
+class Coverage:
+    """What a listing vouches for (``list_objects`` fills it): an object it did not return is not there if it is under
+    the source folder or prefix ``root`` (a URI as rows hold it), kept by the filters (``wanted``) and in no folder or
+    file the listing could not read (``blocked``). It vouches for nothing until the listing has ended, nor for a
+    single-object source (that object gone, the source is not found: the scan stops)."""
+
+    root: str = ""
+    single: bool = True
+    blocked: list[str] = field(default_factory=list)  # paths of what could not be read, as URIs
+    wanted: Callable[[str], bool] = lambda _uri: False
+
+    def covers(self, uri: str) -> bool:
+        if self.single or not uri.startswith(f"{self.root.rstrip('/')}/"):  # rstrip: a source of "/"
+            return False
+        if any(uri == b or uri.startswith(f"{b}/") for b in self.blocked):
+            return False
+        return self.wanted(uri)
+
+
 def _unlisted(unlisted: list[str], what: str, why: str) -> None:
     """One thing under the source that cannot be listed: warned (the first few by name) and counted."""
     unlisted.append(what)
@@ -134,13 +155,15 @@ def _wanted(root: str, suffixes: tuple[str, ...], include: tuple[str, ...], excl
     return not (exclude and any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in exclude))
 
 
-def _local_files(root: str, unlisted: list[str], wanted: Callable[[str], bool]) -> dict[str, dict[str, Any]]:
+def _local_files(root: str, unlisted: list[str], wanted: Callable[[str], bool],
+                 blocked: list[str]) -> dict[str, dict[str, Any]]:
     """Path → info of every file under a local folder, symlinks followed as ``score`` follows them: to files, and
     into folders (fsspec's walk lists a link as "other" and goes no further). Each real folder is walked once, under
     the first path that reaches it, its own before any link's: a link loop, or a link to a folder already walked (a
     parent included), adds nothing. A folder under ``root`` that cannot be read, and a file that cannot be looked at
     but that the filters (``wanted``) would keep, go to ``unlisted`` (fsspec's walk left them out without a word): a
-    `notes.txt` seen but not looked at is no more missed than a readable one. ``root`` itself unreadable raises."""
+    `notes.txt` seen but not looked at is no more missed than a readable one; their paths to ``blocked``. ``root``
+    itself unreadable raises."""
     files: dict[str, dict[str, Any]] = {}
     walked: set[str] = set()
 
@@ -150,6 +173,7 @@ def _local_files(root: str, unlisted: list[str], wanted: Callable[[str], bool]) 
         if exc.filename == root:
             raise exc  # the source itself unreadable: not a quiet night with nothing in it
         _unlisted(unlisted, _printable(str(exc.filename)), f"cannot read the folder: {exc.strerror}")
+        blocked.append(str(exc.filename))
 
     tops = [root]  # the folder, then the links to folders found under it, breadth first
     while tops:
@@ -174,6 +198,7 @@ def _local_files(root: str, unlisted: list[str], wanted: Callable[[str], bool]) 
                 except OSError as exc:
                     if wanted(path):
                         _unlisted(unlisted, _printable(path), f"cannot look at the file: {exc.strerror}")
+                        blocked.append(path)
                     continue
                 if target is not None:
                     files[path] = {"name": path, **target}
@@ -198,15 +223,17 @@ def object_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
 
 def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple[str, ...] = MEDIA_EXTENSIONS,
                  include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
-                 unlisted: list[str] | None = None) -> list[dict[str, Any]]:
+                 unlisted: list[str] | None = None, coverage: Coverage | None = None) -> list[dict[str, Any]]:
     """Every media object under ``source`` (a prefix, folder or single object), sorted by URI.
 
     What under it cannot be listed is left out, warned about and added to ``unlisted`` (as a message may quote it),
     so that one such thing does not stop the scan of the others: a folder that cannot be read, and a media file
     whose name is not UTF-8 (a URI is read as it is stored, and Parquet's strings, so the rows' URIs, must be
-    UTF-8). A source that cannot be read at all is a ``ScanError``.
+    UTF-8). A source that cannot be read at all is a ``ScanError``. ``coverage``, when given, is filled with what the
+    listing vouches for once it has ended (``Coverage``: what a scan may mark deleted).
     """
     unlisted = [] if unlisted is None else unlisted
+    blocked: list[str] = []
     source = normalize_uri(source)  # `S3://b/x` and `s3://b/x` are one source (fsspec knows only the latter)
     try:
         fs, root = fsspec.core.url_to_fs(source, **storage_options)
@@ -214,14 +241,15 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
         raise ScanError(f"cannot open source {source}: {one_line(exc)}") from exc
     local = is_local(fs)
     root = os.path.abspath(root) if local else root.rstrip("/")
-    wanted = partial(_wanted, root, tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions),
-                   include, exclude)
+    suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+    wanted = partial(_wanted, root, suffixes, include, exclude)
     fs.invalidate_cache()  # a long-lived process must see tonight's objects, not a cached listing
     try:
-        if fs.isfile(root):
+        single = fs.isfile(root)
+        if single:
             infos = {root: fs.info(root)}  # a link to a file: its target's type, size and mtime
         else:
-            infos = _local_files(root, unlisted, wanted) if local else fs.find(root, detail=True, withdirs=False)
+            infos = _local_files(root, unlisted, wanted, blocked) if local else fs.find(root, detail=True, withdirs=False)
             # an object store has no empty prefixes, only keys: nothing under a prefix that is not even a
             # folder marker (`prefix/`) is a mistyped or removed source, not a quiet night
             if not infos and not fs.exists(root):
@@ -243,4 +271,9 @@ def list_objects(source: str, storage_options: dict[str, Any], extensions: tuple
             _unlisted(unlisted, _printable(uri), "its name is not valid UTF-8: rename it to scan it")
             continue
         entries.append(object_entry(uri, info))
+    if coverage is not None:  # URIs as the rows hold them (the listing's paths, redacted), matched by the same filters
+        top = redact_uri(object_uri(fs, root))
+        coverage.root, coverage.single = top, single
+        coverage.blocked = [redact_uri(object_uri(fs, path)) for path in blocked]
+        coverage.wanted = partial(_wanted, top, suffixes, include, exclude)
     return entries

@@ -61,6 +61,7 @@ class RunRecord(BaseModel):
     skipped: int = 0
     deferred: int = 0
     rescored: int = 0
+    deleted: int = 0  # objects gone from the source that it marked with a tombstone row (label DELETED)
     scanned: int = 0
     lost: int = 0
     parts: int = 0
@@ -134,7 +135,8 @@ def read_record_files(fs: Any, paths: list[str]) -> list[RunRecord]:
 
 
 def tally(videos: Any) -> tuple[dict[str, int], dict[str, int]]:
-    """(rows by label, ``ERROR`` rows by ``error_code``) of a ``videos`` table: what a run record counts."""
+    """(rows by label, ``ERROR`` rows by ``error_code``) of a ``videos`` table: what a run record counts (its
+    ``DELETED`` rows are tombstones: ``deleted``, not ``scanned`` nor ``labels``)."""
     import pyarrow.compute as pc
 
     def counts(column: Any) -> dict[str, int]:
@@ -144,35 +146,52 @@ def tally(videos: Any) -> tuple[dict[str, int], dict[str, int]]:
     return counts(videos.column("label")), {k or "error": n for k, n in counts(errors).items()}
 
 
-def committed_counts(store: Any, scan_id: str) -> dict[str, Any]:
+def committed(store: Any, scan_id: str) -> tuple[dict[str, Any], datetime | None]:
     """A run record's counts of what scan ``scan_id`` committed, read from its ``videos`` parts (``parts`` alone
-    when they cannot be read: the next scan quarantines such a part)."""
+    when they cannot be read: the next scan quarantines such a part), and the last time those show it at work: its
+    parts' latest modification, its rows' latest ``scanned_at`` (None without parts)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.dataset as pads
+
+    from jobs.scan.schema import DELETED, TS
 
     paths = [p for name, p in sorted(store.list_parts("videos").items()) if name.startswith(f"part-{scan_id}-")]
     if not paths:
-        return {"parts": 0}
-    schema = pa.schema([("label", pa.string()), ("error_code", pa.string())])  # error_code: null in version-1 parts
+        return {"parts": 0}, None
+    times = []
+    for path in paths:
+        try:
+            times.append(store.fs.modified(path))  # answered from the listing on object stores
+        except Exception as exc:  # noqa: BLE001 - a store that keeps no times: the rows' own tell
+            log.debug("no modification time for %s: %s", path, one_line(exc, 200))
+    schema = pa.schema([("label", pa.string()), ("error_code", pa.string()),  # error_code: null in version-1 parts
+                        ("scanned_at", TS)])
     try:
         videos = pads.dataset(paths, schema=schema, filesystem=store.fs, format="parquet").to_table()
     except Exception as exc:  # noqa: BLE001 - the record is ended all the same; its counts are only a help
         log.warning("could not count the rows of scan %s: %s", scan_id, one_line(exc, 200))
-        return {"parts": len(paths)}
+        return {"parts": len(paths)}, max(times, default=None)
+    times.append(pc.max(videos.column("scanned_at")).as_py())
     labels, errors = tally(videos)
-    return {"parts": len(paths), "scanned": videos.num_rows, "labels": labels, "errors": errors,
-            "lost": errors.get(WORKER_LOST, 0), "error_rate": round(labels.get("ERROR", 0) / videos.num_rows, 4)}
+    deleted = labels.pop(DELETED, 0)
+    scanned = videos.num_rows - deleted
+    rate = round(labels.get("ERROR", 0) / scanned, 4) if scanned else 0.0
+    return ({"parts": len(paths), "scanned": scanned, "deleted": deleted, "labels": labels, "errors": errors,
+             "lost": errors.get(WORKER_LOST, 0), "error_rate": rate}, max((t for t in times if t is not None), default=None))
 
 
 def close_unfinished(store: Any, scan_id: str, by: str, heartbeat_at: datetime | None = None) -> RunRecord | None:
     """End the record of scan ``scan_id`` if it still says ``running``: scan ``by`` holds DEST's lease, so that scan
-    is not running and will never end it. ``killed``, ended at ``heartbeat_at`` when ``by`` took over its lapsed
-    lease (SIGKILL, out of memory, a lost node); without one (its final record was refused, e.g. a full disk, or
-    its lease lapsed unseen) its end is unknown: null. Its counts are what it committed (``committed_counts``).
+    is not running and will never end it. ``killed``, ended at its last sign of life when ``by`` took over its
+    lapsed lease (SIGKILL, out of memory, a lost node): the latest of ``heartbeat_at`` (the lease's), its committed
+    parts' times and rows' ``scanned_at`` (``committed``; a lease is renewed only every quarter of its term); without
+    a heartbeat (its final record was refused, e.g. a full disk, or its lease lapsed unseen) its end is unknown:
+    null. Its counts are what it committed; what it listed, skipped and deferred, its ``running`` record's.
     Only if the record is still what was read: a scan that was slow, not killed, may end its own record meanwhile,
     and its word stands. Returns the record written, if any."""
     path = f"{store.root}/{RUNS_DIR}/{scan_id}.json"
-    counts = committed_counts(store, scan_id)
+    counts, last = committed(store, scan_id)
     with locked(store.fs, store.root):
         data, etag = read_tagged(store.fs, path)
         if data is None:
@@ -184,7 +203,8 @@ def close_unfinished(store: Any, scan_id: str, by: str, heartbeat_at: datetime |
                if heartbeat_at is not None else
                f"(killed, or its output refused its final record: a full disk); scan {by}, holding the output's "
                "lease, found it still running")
-        ended = max(heartbeat_at, record.started_at) if heartbeat_at is not None else None
+        ended = (max(t for t in (heartbeat_at, record.started_at, last) if t is not None)
+                 if heartbeat_at is not None else None)
         record = record.model_copy(update={
             "status": "killed", "exit_code": None, "error_code": "killed", "ended_at": ended,
             "elapsed_s": round((ended - record.started_at).total_seconds(), 3) if ended else None,
@@ -247,7 +267,7 @@ def runs_table(records: list[RunRecord]):
         ("ended_at", ts), ("elapsed_s", pa.float64()), ("model_version", pa.string()),
         ("settings_digest", pa.string()), ("scoring_key", pa.string()), ("listed", pa.int64()), ("unlisted", pa.int64()),
         ("skipped", pa.int64()),
-        ("deferred", pa.int64()), ("rescored", pa.int64()), ("scanned", pa.int64()), ("lost", pa.int64()), ("parts", pa.int64()), ("fakes", pa.int64()),
+        ("deferred", pa.int64()), ("rescored", pa.int64()), ("deleted", pa.int64()), ("scanned", pa.int64()), ("lost", pa.int64()), ("parts", pa.int64()), ("fakes", pa.int64()),
         ("reals", pa.int64()), ("no_face", pa.int64()), ("failed", pa.int64()), ("error_rate", pa.float64()),
         ("errors", pa.string()), ("quarantined", pa.list_(pa.string())), ("swept", pa.bool_()), ("plan", pa.string()), ("options", pa.string()),
     ])
@@ -255,7 +275,7 @@ def runs_table(records: list[RunRecord]):
     for r in records:
         row = r.model_dump(include={"scan_id", "status", "exit_code", "error_code", "message", "source", "output", "host", "pid",
                                     "started_at", "ended_at", "elapsed_s", "model_version", "settings_digest",
-                                    "scoring_key", "listed", "unlisted", "skipped", "deferred", "rescored", "scanned", "lost", "parts", "error_rate",
+                                    "scoring_key", "listed", "unlisted", "skipped", "deferred", "rescored", "deleted", "scanned", "lost", "parts", "error_rate",
                                     "quarantined", "swept"})
         row.update(fakes=r.labels.get("FAKE", 0), reals=r.labels.get("REAL", 0), no_face=r.labels.get("NO_FACE", 0),
                    failed=r.labels.get("ERROR", 0), errors=json.dumps(r.errors), plan=json.dumps(r.plan),
@@ -265,4 +285,4 @@ def runs_table(records: list[RunRecord]):
 
 
 __all__ = ["RunRecord", "RUNS_DIR", "record_paths", "record_id", "read_record_files", "since_last_sweep", "settings_digest", "record_bytes", "write_record", "read_records", "tally",
-           "committed_counts", "close_unfinished", "close_all_unfinished", "runs_table"]
+           "committed", "close_unfinished", "close_all_unfinished", "runs_table"]

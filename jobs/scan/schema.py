@@ -7,11 +7,15 @@ from __future__ import annotations
 import pyarrow as pa
 
 MANIFEST = "_deepfakestream.json"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # older versions whose parts this scanner reads and appends to (2 added `videos.error_code`, 3
-# `faces.thumb_jpeg`, 4 `videos.scoring_key`, 5 `faces.counted`): the manifest is raised to SCHEMA_VERSION, old
-# parts keep their columns and read the new ones as null
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+# `faces.thumb_jpeg`, 4 `videos.scoring_key`, 5 `faces.counted`, 6 the `DELETED` label): the manifest is raised to
+# SCHEMA_VERSION, old parts keep their columns and read the new ones as null. A new label is a new version too: a
+# scanner of version 5 would read a tombstone as a verdict (and skip the object when it comes back), so it refuses
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+# the label of a tombstone: the object was no longer under the source when scan ``scan_id`` listed it (deleted or
+# renamed). The row ends the object's current state (the ``videos`` view leaves it out); history keeps it
+DELETED = "DELETED"
 PARTITION = "scan_date"
 TABLES = ("videos", "faces")
 
@@ -41,7 +45,9 @@ VIDEOS_SCHEMA = pa.schema([
     _field("faces", pa.int32(), "face crops found over the sampled frames (rows in `faces`)"),
     _field("tracks", pa.int32(), "distinct people (face tracks)"),
     _field("score", pa.float64(), "fake probability of the object (aggregated); null for NO_FACE and ERROR"),
-    _field("label", pa.string(), "FAKE, REAL, NO_FACE or ERROR", False),
+    _field("label", pa.string(), "FAKE, REAL, NO_FACE or ERROR; DELETED for a tombstone: the object was gone from the "
+           "source when this scan listed it (its fingerprint, model_version and scoring_key repeat its last row's, the "
+           "other columns are null)", False),
     _field("threshold", pa.float64(), "decision threshold: score >= threshold is FAKE"),
     _field("aggregation", pa.string(), "how face scores became the object score (mean, confident, track_max)"),
     _field("model_version", pa.string(), "detector checkpoint version (model card)", False),

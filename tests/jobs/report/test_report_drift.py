@@ -256,3 +256,16 @@ def test_a_capped_run_that_left_work_for_later_is_not_judged(tmp_path):
     drift = scan_drift(connect(str(dest)))
     assert drift.latest.scan_ids == [scans[-1]] and drift.flags == []
     assert drift.skipped == {capped: "was capped by --max-objects (5000 objects left for later)"}
+
+
+def test_a_night_that_only_found_objects_gone_is_no_sample(tmp_path):
+    """Tombstones (label DELETED: objects gone from the source) are no verdicts: a night whose only rows are tombstones
+    is not the latest sample (it was, with no score and 0 faces an object), and none of them counts in a night's."""
+    dest = tmp_path / "out"
+    scans, _errors = _nights(dest, n=4)
+    at = datetime(2026, 3, 4, 6, tzinfo=timezone.utc)
+    quiet = f"{at:%Y%m%dT%H%M%SZ}-gone"
+    write_scan(dest, quiet, at, [video_row(quiet, f"s3://b/up/1/{k}.mp4", "DELETED", None, at) for k in range(150)])
+    drift = scan_drift(connect(str(dest)))
+    assert drift.latest.scan_ids == [scans[-1]] and quiet not in drift.reference.scan_ids, drift.message
+    assert drift.status == "ok" and drift.flags == [], drift.message

@@ -60,8 +60,10 @@ def test_a_scan_with_nothing_new_still_writes_its_run_record(detector_env, tmp_p
 
 def test_the_scan_that_takes_a_lapsed_lease_ends_the_killed_scans_record(detector_env, tmp_path):
     """A SIGKILLed scan leaves its record `running` and its lease to lapse: the next scan takes the lease over
-    and ends that record as `killed` at its last heartbeat, so "a running record older than the deadline"
-    fires once, not forever. A record that had ended is left alone."""
+    and ends that record as `killed` at its last sign of life, so "a running record older than the deadline"
+    fires once, not forever. That is the latest of its last heartbeat, its committed rows' `scanned_at` and its parts'
+    times (a lease is renewed every quarter of its term: a scan killed 16 s in ended at its start heartbeat, 0.012 s),
+    and what it listed and skipped is what its `running` record said. A record that had ended is left alone."""
     from datetime import datetime, timedelta, timezone
 
     import fsspec
@@ -79,26 +81,36 @@ def test_the_scan_that_takes_a_lapsed_lease_ends_the_killed_scans_record(detecto
     store = OutputStore(str(out))
     store.prepare()
     started = datetime.now(timezone.utc) - timedelta(hours=3)
-    for scan_id, status in (("ended-one", "succeeded"), ("killed-one", "running")):  # each holds the lease in turn,
-        # writes its record and is killed: its lease lapses
+    ends = {}
+    # each holds the lease in turn, writes its record and a part, and is killed: its lease lapses. The rows of one
+    # were scanned 30 s after its last heartbeat, the part of the other written 45 s after it
+    for scan_id, status, row_s, part_s in (("ended-one", "succeeded", None, None), ("killed-rows", "running", 30, None),
+                                           ("killed-part", "running", None, 45)):
         OutputLease(fsspec.filesystem("file"), str(out), str(out), scan_id, ttl_s=0.05).acquire()
+        beat = datetime.fromisoformat(json.loads((out / "_lease.json").read_text())["heartbeat_at"].replace("Z", "+00:00"))
         store.put(f"_runs/{scan_id}.json", record_bytes(RunRecord(scan_id=scan_id, status=status, source=str(source),
                                                                   output=str(out), started_at=started, model_version="m",
-                                                                  settings_digest="d")))
+                                                                  settings_digest="d", listed=16, skipped=11)))
         store.commit(f"part-{scan_id}-00000", "2026-01-02", [{"schema_version": 4, "scan_id": scan_id, "uri": "/m/a.jpg",
                                                              "fingerprint": "f", "label": "REAL", "model_version": "m",
-                                                             "scanned_at": started}], [])
-        heartbeat = json.loads((out / "_lease.json").read_text())["heartbeat_at"]
+                                                             "scanned_at": beat + timedelta(seconds=row_s or -60)}], [])
+        part = out / "videos" / "scan_date=2026-01-02" / f"part-{scan_id}-00000.parquet"
+        os.utime(part, (at := (beat + timedelta(seconds=part_s or -60)).timestamp(), at))
+        ends[scan_id] = beat + timedelta(seconds=row_s or part_s or 0)
         time.sleep(0.1)
         summary = run_scan(load_settings(), ScanConfig(source=str(source), output=str(out), progress=False))
     records = {r["scan_id"]: r for r in _records(out)}
-    killed = records["killed-one"]
-    assert (killed["status"], killed["exit_code"], killed["error_code"], killed["ended_at"]) == ("killed", None, "killed", heartbeat)
-    assert summary.scan_id in killed["message"] and killed["elapsed_s"] > 3 * 3600 - 60
-    assert (killed["parts"], killed["scanned"], killed["labels"]) == (1, 1, {"REAL": 1})  # what it committed
+    for scan_id in ("killed-rows", "killed-part"):
+        killed = records[scan_id]
+        assert (killed["status"], killed["exit_code"], killed["error_code"]) == ("killed", None, "killed")
+        assert datetime.fromisoformat(killed["ended_at"].replace("Z", "+00:00")) == ends[scan_id], scan_id
+        assert killed["elapsed_s"] == pytest.approx((ends[scan_id] - started).total_seconds(), abs=0.01)
+        assert (killed["parts"], killed["scanned"], killed["labels"]) == (1, 1, {"REAL": 1})  # what it committed
+        assert (killed["listed"], killed["skipped"]) == (16, 11)  # what its running record said
+    assert summary.scan_id in records["killed-part"]["message"]
     assert records["ended-one"]["status"] == "succeeded" and records["ended-one"]["ended_at"] is None
-    _columns, rows = run_query(str(out), "SELECT status FROM runs WHERE scan_id = 'killed-one'")
-    assert rows == [("killed",)]
+    _columns, rows = run_query(str(out), "SELECT status FROM runs WHERE scan_id LIKE 'killed-%'")
+    assert rows == [("killed",), ("killed",)]
 
 
 def test_a_final_run_record_the_output_refuses_fails_the_scan_and_the_next_scan_ends_it(detector_env, tmp_path,
@@ -210,3 +222,94 @@ def test_the_lease_is_kept_alive_through_the_start_up_reads(detector_env, tmp_pa
     monkeypatch.setattr(jobs.scan.driver, "record_paths", slow_store)
     summary = run_scan(load_settings(), ScanConfig(source=str(source), output=str(out), progress=False, lease_seconds=1))
     assert tries == ["busy"] and summary.status == "succeeded"
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_objects_gone_from_the_source_get_a_tombstone_and_leave_the_current_state(where, detector_env, tmp_path,
+                                                                                 s3_server, s3_bucket, monkeypatch):
+    """A deleted file, a renamed one (its old name) and a `not_found` ERROR for one deleted kept their last rows in
+    the `videos` view for ever (the report said 32 objects where the bucket held 27; --retry-errors could not clear
+    the error: it was no longer listed). Now a scan whose listing vouches for them writes a tombstone each (label
+    DELETED), counted in `deleted`; the views leave them out, the history keeps them. Not marked: what the filters
+    leave out, what is beside the source (`inbox/` beside `in`), what is under a folder the listing could not read; a
+    second scan, SOURCE with a trailing slash, marks nothing more. The `running` record says what was listed first."""
+    import boto3
+
+    import jobs.scan.driver
+    import jobs.scan.records
+    from jobs.query.sql import run_query
+    from jobs.report.text import report
+    from jobs.scan.config import ScanConfig
+    from jobs.scan.driver import run_scan
+    from jobs.scan.listing import list_objects, storage_options_for
+    from jobs.scan.output import OutputStore
+    from pipeline.card import pack_checkpoint
+    from pipeline.config import load_settings
+
+    out = tmp_path / "out"
+    present = {"in/a.jpg": b"\xff\xd8\xff a", "in/sub/b.jpg": b"\xff\xd8\xff b", "in/locked/c.jpg": b"\xff\xd8\xff c"}
+    if where == "local":
+        for key, data in present.items():
+            (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / key).write_bytes(data)
+        base = str(tmp_path)
+        real_scandir = os.scandir
+
+        def scandir(path="."):  # in/locked cannot be read (as root too): the listing leaves it out and counts it
+            if os.fspath(path) == f"{base}/in/locked":
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(os, "scandir", scandir)
+    else:
+        client = boto3.client("s3", endpoint_url=s3_server["endpoint_url"])
+        for key, data in present.items():
+            client.put_object(Bucket=s3_bucket, Key=key, Body=data)
+        base = f"s3://{s3_bucket}"
+    listing = {e["uri"]: e["fingerprint"] for e in list_objects(f"{base}/in", storage_options_for(base))}
+    model = pack_checkpoint(load_settings().classify.checkpoint)[0].version
+    now = datetime.now(timezone.utc)
+    rows = [(uri, fp, "REAL", None) for uri, fp in listing.items()] + [
+        (f"{base}/in/gone.jpg", "f1", "REAL", None), (f"{base}/in/old-name.jpg", "f2", "FAKE", None),
+        (f"{base}/in/err.jpg", "f3", "ERROR", "not_found"),  # listed, then deleted before it was read
+        (f"{base}/in/gone.png", "f4", "REAL", None),  # --ext .jpg: not this scan's
+        (f"{base}/inbox/x.jpg", "f5", "REAL", None)]  # beside the source, not under it
+    if where == "local":  # under a folder the listing could not read
+        rows.append((f"{base}/in/locked/c.jpg", "f6", "REAL", None))
+    store = OutputStore(str(out))
+    store.prepare()
+    store.commit("part-20260101T000000Z-aaaaaa-00000", "2026-01-01", [
+        {"schema_version": 5, "scan_id": "20260101T000000Z-aaaaaa", "uri": uri, "fingerprint": fp, "label": label,
+         "error_code": code, "error": code, "model_version": model, "scanned_at": now} for uri, fp, label, code in rows],
+        [{"schema_version": 5, "scan_id": "20260101T000000Z-aaaaaa", "uri": f"{base}/in/gone.jpg", "face": 0, "frame": 0,
+          "model_version": model, "scanned_at": now}])
+    written, real_write = [], jobs.scan.records.write_record
+
+    def write_record(store, record):
+        written.append((record.status, record.listed, record.skipped))
+        real_write(store, record)
+
+    monkeypatch.setattr(jobs.scan.driver, "write_record", write_record)
+    summary = run_scan(load_settings(), ScanConfig(source=f"{base}/in", output=str(out), progress=False,
+                                                   extensions=(".jpg",)))
+    listed = 2 if where == "local" else 3
+    assert (summary.status, summary.seen, summary.skipped, summary.scanned, summary.deleted, summary.parts) == (
+        "succeeded", listed, listed, 0, 3, 1)
+    assert summary.unlisted == (1 if where == "local" else 0)
+    assert written == [("running", 0, 0), ("running", listed, listed), ("succeeded", listed, listed)]
+    (record,) = [r for r in _records(out) if r["scan_id"] == summary.scan_id]
+    assert (record["deleted"], record["scanned"], record["labels"]) == (3, 0, {})
+    current = [uri for (uri,) in run_query(str(out), "SELECT uri FROM videos ORDER BY uri")[1]]
+    assert current == sorted({*listing, f"{base}/in/gone.png", f"{base}/in/locked/c.jpg", f"{base}/inbox/x.jpg"})
+    tombs = run_query(str(out), "SELECT uri, fingerprint, model_version, scan_id, size, score FROM videos_history "
+                                "WHERE label = 'DELETED' ORDER BY uri")[1]
+    assert tombs == [(f"{base}/in/{name}", fp, model, summary.scan_id, None, None)
+                     for name, fp in (("err.jpg", "f3"), ("gone.jpg", "f1"), ("old-name.jpg", "f2"))]
+    assert run_query(str(out), "SELECT count(*) FROM faces")[1] == [(0,)]  # gone.jpg's face went with it
+    assert run_query(str(out), f"SELECT deleted FROM runs WHERE scan_id = '{summary.scan_id}'")[1] == [(3,)]
+    data = report(str(out))
+    assert (data["objects"], data["errors"], data["fakes"]) == (len(current), 0, 0)  # the not_found error is gone
+
+    again = run_scan(load_settings(), ScanConfig(source=f"{base}/in/", output=str(out), progress=False,
+                                                 extensions=(".jpg",)))
+    assert (again.status, again.deleted, again.parts) == ("succeeded", 0, 0)

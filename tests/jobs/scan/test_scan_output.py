@@ -60,7 +60,7 @@ def test_a_schema_1_output_is_read_and_appended_to(tmp_path):
     assert rows == [("/a.jpg", "file is empty (0 bytes)", None)]
 
     OutputStore(str(tmp_path)).prepare()  # a new scan into the old output raises its version
-    assert json.loads((tmp_path / MANIFEST).read_text())["schema_version"] == SCHEMA_VERSION == 5
+    assert json.loads((tmp_path / MANIFEST).read_text())["schema_version"] == SCHEMA_VERSION == 6
     new = {**row, "schema_version": SCHEMA_VERSION, "scan_id": "new", "uri": "/b.jpg", "error_code": "media_empty",
            "scoring_key": "K"}
     store.commit("part-new-00000", "2026-01-02", [new], [])

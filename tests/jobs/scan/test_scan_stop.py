@@ -68,9 +68,13 @@ def test_sigterm_commits_finished_rows_and_the_run_record(detector_env, tmp_path
     (record,) = _records(out)
     assert (record["status"], record["exit_code"]) == ("terminated", 143)
     (line,) = stdout.splitlines()  # the summary alone: Ray's "(raylet) Task … failed" lines go to stderr
-    assert json.loads(line)["status"] == "terminated"
+    summary = json.loads(line)
+    assert summary["status"] == "terminated"
     rows = latest_rows(OutputStore(str(out)))
     assert 1 <= record["scanned"] == len(rows) < 12 and record["parts"] == len(list((out / "videos").rglob("*.parquet")))
+    # the time it scanned, and its rate over it (they said 0.0 after 36 s of scanning)
+    assert 0 < summary["scan_s"] < summary["elapsed_s"] and summary["scanned"] == record["scanned"]
+    assert summary["videos_per_s"] == round(summary["scanned"] / summary["scan_s"], 3) > 0
     assert not (out / "_lease.json").exists()
 
 
