@@ -33,13 +33,19 @@ def test_the_local_ray_a_scan_starts_listens_on_loopback_only_and_wants_its_toke
     from helpers import is_loopback, listeners, process_title, process_tree
     from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
 
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}  # Ray's defaults
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="dfs-home-", dir="/tmp"))  # no token yet: the start makes one
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}  # Ray's defaults
+    env["HOME"] = str(home)
     child = subprocess.Popen([sys.executable, "-c", LOCAL_RAY], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True, env=env, start_new_session=True)
     try:
         gcs = child.stdout.readline().strip()
         assert gcs, "the local Ray did not start"
-        token = Path(env.get("HOME", str(Path.home()))) / ".ray" / "auth_token"
+        token = home / ".ray" / "auth_token"
         assert oct(token.stat().st_mode & 0o777) == oct(0o600)  # Ray wrote it 0644: any local user read the token
         seen: set[tuple[str, str, int]] = set()
         until = time.monotonic() + 12
@@ -61,6 +67,7 @@ def test_the_local_ray_a_scan_starts_listens_on_loopback_only_and_wants_its_toke
             child.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 JOIN_RAY = """
