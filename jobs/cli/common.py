@@ -129,19 +129,26 @@ def settings_from_cli(config: Optional[Path], *, as_json: bool = False, **overri
 def stdout_to_stderr(on: bool = True) -> Iterator[None]:
     """File descriptor 1 onto stderr while ``on``: under ``--json`` stdout holds one JSON line, and Ray prints its
     raylet's error messages (a worker killed, a task failed) on stdout whatever ``log_to_driver`` says."""
-    try:
-        sys.stdout.flush()
-        saved = os.dup(1) if on else None
-    except OSError:  # no stdout to keep clean
-        saved = None
+    saved = None
+    if on and sys.stdout is not None:  # None: started with fd 1 closed, nothing to keep clean
+        try:
+            sys.stdout.flush()
+            saved = os.dup(1)
+            os.dup2(2, 1)
+        except (OSError, ValueError):  # fd 1 or 2 closed, stdout a closed file: run as it is
+            if saved is not None:
+                os.close(saved)
+            saved = None
     if saved is None:
         yield
         return
-    os.dup2(2, 1)
     try:
         yield
     finally:
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
         os.dup2(saved, 1)
         os.close(saved)
 

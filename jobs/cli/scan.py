@@ -37,6 +37,7 @@ def scan(
     include: Optional[list[str]] = typer.Option(None, "--include", help="only paths matching this glob (repeatable)"),
     exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="skip paths matching this glob (repeatable)"),
     max_objects: Optional[int] = typer.Option(None, "--max-objects", help="scan at most this many objects this run, after skipping scanned ones: new first, then changed, then rescans (--retry-errors, --full) oldest first"),
+    max_deleted_share: Optional[float] = typer.Option(None, "--max-deleted-share", show_default=_default("max_deleted_share"), help="the largest share of the source's current objects one scan marks DELETED (gone from the source); past it none are marked, in case the listing lost them (1: no limit)"),
     endpoint_url: Optional[str] = EndpointOpt,
     anon: bool = AnonOpt,
     profile: Optional[str] = ProfileOpt,
@@ -86,7 +87,7 @@ def scan(
 
     # flags override the `scan:` section of the file and DFS_SCAN__* only when given (on/off flags when on)
     flags = dict(source=source, output=output, full=full or None, retry_errors=retry_errors or None, extensions=ext, include=include,
-                 exclude=exclude, max_objects=max_objects, endpoint_url=endpoint_url, anon=anon or None, profile=profile,
+                 exclude=exclude, max_objects=max_objects, max_deleted_share=max_deleted_share, endpoint_url=endpoint_url, anon=anon or None, profile=profile,
                  ray_address=ray_address, num_cpus=num_cpus, num_gpus=num_gpus, plan=plan, fused_actors=fused_actors, shrink_frames=shrink_frames, decode_actors=decode_actors, detect_actors=detect_actors,
                  classify_actors=classify_actors, gpus_per_actor=gpus_per_actor, torch_threads=torch_threads,
                  classify_batch=classify_batch, decode_batch=decode_batch, commit_every=commit_every,
@@ -193,6 +194,9 @@ def _print_scan_summary(summary) -> None:
     if summary.deleted:
         console.print(f"  {summary.deleted} objects gone from the source since their last row (deleted or renamed): "
                       "marked DELETED, out of the current verdicts")
+    if summary.deletions_held:
+        console.print(f"  [yellow]{summary.deletions_held} objects not listed but not marked deleted[/yellow]: more "
+                      "than --max-deleted-share of the source at once (the warning above says why)")
     if summary.rescored:
         console.print(f"  {summary.rescored} objects scored again: the scoring settings or weights changed "
                       f"(scoring key {summary.scoring_key})")

@@ -28,6 +28,10 @@ class ScanConfig(BaseModel):
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     max_objects: int | None = Field(None, ge=1)
+    # an empty folder where a volume should be mounted, a half-done sync: a listing that lost most of the source
+    # must not end their current verdicts
+    max_deleted_share: float = Field(0.5, ge=0, le=1, description="the largest share of the source's current objects "
+                                     "one scan marks DELETED; past it none are marked (held) and it warns")
     # storage
     endpoint_url: str | None = None
     anon: bool = False

@@ -69,6 +69,7 @@ class ScanSummary:
     unlisted: int = 0  # left out of the listing, each warned: a folder it cannot read, a name that is not UTF-8
     skipped: int = 0
     deleted: int = 0  # gone from the source since their last row (deleted, renamed): tombstones committed (DELETED)
+    deletions_held: int = 0  # gone too, but past scan.max_deleted_share of the source's objects: not marked
     deferred: int = 0
     deferred_rescans: int = 0  # of the deferred, rescans that only another --retry-errors / --full run takes
     rescored: int = 0  # scanned again because the scoring key changed (settings, weights, card)
@@ -315,19 +316,34 @@ def _count(record: RunRecord, summary: ScanSummary) -> None:
 
 
 def _work(store: OutputStore, entries: list[dict], scan_id: str, model_version: str, key: str,
-          options: ScanConfig, coverage: Coverage | None = None) -> tuple[list[tuple[dict, str]], pa.Table | None]:
+          options: ScanConfig, coverage: Coverage | None = None) -> tuple[list[tuple[dict, str]], pa.Table | None, int]:
     """(entry, why) for the entries to scan, new ones first (``jobs.scan.incremental.work``), and the latest rows of
     the objects gone from the source (``incremental.gone``: what ``coverage`` vouches for that was not listed; none
-    without one). The rows hold each object's URI redacted (``jobs.scan.rows``): entries are matched to them by
-    theirs, and come back as listed."""
+    without one), and how many gone objects were held back: past ``scan.max_deleted_share`` of the source's current
+    objects none is marked. The rows hold each object's URI redacted (``jobs.scan.rows``): entries are matched to them
+    by theirs, and come back as listed."""
     shown = [_shown(entry) for entry in entries]
     listed = {id(s): entry for s, entry in zip(shown, entries)}
     vouched = coverage is not None and not coverage.single
+    root = f"{coverage.root.rstrip('/')}/" if vouched else ""
+    if vouched and not all(s["uri"].startswith(root) for s in shown):  # s3://b//v lists s3://b/v/…: another spelling
+        log.warning("the listing's objects are not all under %s as spelled: none is marked deleted this time",
+                    redact_uri(coverage.root))
+        vouched = False
     if not entries and not vouched:
-        return [], None
-    latest = store.latest(scan_id, prefix=f"{coverage.root.rstrip('/')}/" if vouched else uri_prefix(shown))
+        return [], None, 0
+    latest = store.latest(scan_id, prefix=root if vouched else uri_prefix(shown))
     chosen = [(listed[id(s)], why) for s, why in work(shown, latest, model_version, key, options.retry_errors, options.full)]
-    return chosen, gone(latest, [s["uri"] for s in shown], coverage.covers) if vouched else None
+    if not vouched:
+        return chosen, None, 0
+    missing = gone(latest, [s["uri"] for s in shown], coverage.covers)
+    if missing.num_rows > options.max_deleted_share * latest.num_rows:  # most of the source gone at once: held
+        log.warning("%d of the %d objects under %s were not listed this time: more than scan.max_deleted_share (%g), "
+                    "so none is marked deleted (an unmounted volume, a half-done sync would look the same); if they "
+                    "were deleted, scan once with --max-deleted-share 1", missing.num_rows, latest.num_rows,
+                    redact_uri(coverage.root), options.max_deleted_share)
+        return chosen, None, missing.num_rows
+    return chosen, missing, 0
 
 
 def _shown(entry: dict) -> dict:
@@ -353,7 +369,8 @@ def _scan(settings: Settings, options: ScanConfig, store: OutputStore, summary: 
     store.quarantine_unreadable(scan_id)
     summary.quarantined = list(store.quarantined)
     summary.seen = len(entries)
-    chosen, missing = _work(store, entries, scan_id, summary.model_version, summary.scoring_key, options, coverage)
+    chosen, missing, summary.deletions_held = _work(store, entries, scan_id, summary.model_version, summary.scoring_key,
+                                                    options, coverage)
     summary.skipped = len(entries) - len(chosen)
     if options.max_objects is not None:  # after skipping, so successive capped runs walk the whole bucket
         later, chosen = chosen[options.max_objects:], chosen[: options.max_objects]

@@ -162,8 +162,8 @@ def _local_files(root: str, unlisted: list[str], wanted: Callable[[str], bool],
     the first path that reaches it, its own before any link's: a link loop, or a link to a folder already walked (a
     parent included), adds nothing. A folder under ``root`` that cannot be read, and a file that cannot be looked at
     but that the filters (``wanted``) would keep, go to ``unlisted`` (fsspec's walk left them out without a word): a
-    `notes.txt` seen but not looked at is no more missed than a readable one; their paths to ``blocked``. ``root``
-    itself unreadable raises."""
+    `notes.txt` seen but not looked at is no more missed than a readable one; their paths to ``blocked``, and a
+    dangling link's (what was under it is not known to be gone). ``root`` itself unreadable raises."""
     files: dict[str, dict[str, Any]] = {}
     walked: set[str] = set()
 
@@ -202,6 +202,8 @@ def _local_files(root: str, unlisted: list[str], wanted: Callable[[str], bool],
                     continue
                 if target is not None:
                     files[path] = {"name": path, **target}
+                elif os.path.islink(path):  # dangling: an unmounted volume, a sync half done; nothing under it is gone
+                    blocked.append(path)
     return files
 
 

@@ -84,3 +84,14 @@ def test_while_ray_runs_under_json_stdout_holds_nothing_but_the_json():
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["before", '{"status": "succeeded"}']
     assert "(raylet) A worker died" in done.stderr and "(raylet) at the descriptor" in done.stderr
+
+
+def test_with_stdout_closed_the_redirection_stands_aside():
+    """`scan … >&-`: Python starts with sys.stdout None; the redirection crashed every scan (scan_crashed) before it
+    began, with --json or without."""
+    code = ("import sys\nfrom jobs.cli.common import stdout_to_stderr\n"
+            "for on in (False, True):\n    with stdout_to_stderr(on):\n        print('ran', on, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[3], pass_fds=(), close_fds=True,
+                          preexec_fn=lambda: os.close(1))
+    assert done.returncode == 0 and done.stderr.splitlines() == ["ran False", "ran True"], done.stderr

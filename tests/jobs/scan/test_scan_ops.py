@@ -313,3 +313,52 @@ def test_objects_gone_from_the_source_get_a_tombstone_and_leave_the_current_stat
     again = run_scan(load_settings(), ScanConfig(source=f"{base}/in/", output=str(out), progress=False,
                                                  extensions=(".jpg",)))
     assert (again.status, again.deleted, again.parts) == ("succeeded", 0, 0)
+    if where == "s3":  # s3fs lists `//in` as `in/`: another spelling of the root vouches for nothing, skips as before
+        other = run_scan(load_settings(), ScanConfig(source=f"{base}//in", output=str(out), progress=False,
+                                                     extensions=(".jpg",)))
+        assert (other.status, other.seen, other.skipped, other.scanned, other.deleted) == ("succeeded", 3, 3, 0, 0)
+
+
+def test_a_source_that_lost_most_of_its_objects_or_a_dangling_link_marks_none_deleted(detector_env, tmp_path):
+    """An unmounted volume (an empty folder, a link that dangles), a half-done sync: such a listing marked every
+    object under it DELETED and their verdicts left the current state, exit 0. Now nothing under a dangling link is
+    gone, and past scan.max_deleted_share of the source's objects none is marked (held, said); --max-deleted-share 1
+    marks them."""
+    from jobs.query.sql import run_query
+    from jobs.scan.config import ScanConfig
+    from jobs.scan.driver import run_scan
+    from jobs.scan.listing import list_objects
+    from jobs.scan.output import OutputStore
+    from pipeline.card import pack_checkpoint
+    from pipeline.config import load_settings
+
+    source, out = tmp_path / "in", tmp_path / "out"
+    (source / "kept").mkdir(parents=True)
+    (source / "kept" / "a.jpg").write_bytes(b"\xff\xd8\xff a")
+    (source / "mnt").symlink_to(tmp_path / "volume")  # the volume is not mounted: the link dangles
+    listing = {e["uri"]: e["fingerprint"] for e in list_objects(str(source), {})}
+    model = pack_checkpoint(load_settings().classify.checkpoint)[0].version
+    store = OutputStore(str(out))
+    store.prepare()
+
+    def rows(scan_id: str, named: dict[str, str]) -> None:  # an earlier scan's REAL verdicts
+        store.commit(f"part-{scan_id}-00000", "2026-01-01", [
+            {"schema_version": 6, "scan_id": scan_id, "uri": uri, "fingerprint": fp, "label": "REAL",
+             "model_version": model, "scanned_at": datetime.now(timezone.utc)} for uri, fp in named.items()], [])
+
+    def scan(**options):
+        return run_scan(load_settings(), ScanConfig(source=str(source), output=str(out), progress=False, **options))
+
+    under_link = {f"{source}/mnt/x{i}.jpg": f"m{i}" for i in range(3)}
+    rows("20260101T000000Z-aaaaaa", {**listing, **under_link, **{f"{source}/kept/gone{i}.jpg": f"g{i}" for i in range(2)}})
+    first = scan()  # 2 gone of 6 current: marked; the dangling link's 3 are not known to be gone
+    assert (first.status, first.deleted, first.deletions_held) == ("succeeded", 2, 0)
+    assert [u for (u,) in run_query(str(out), "SELECT uri FROM videos ORDER BY uri")[1]] == sorted({*listing, *under_link})
+
+    rows("20260102T000000Z-bbbbbb", {f"{source}/kept/more{i}.jpg": f"n{i}" for i in range(5)})
+    held = scan()  # 5 gone of 9 current, over the default 0.5: none marked, said
+    assert (held.status, held.deleted, held.deletions_held, held.exit_code) == ("succeeded", 0, 5, 0)
+    assert run_query(str(out), "SELECT count(*) FROM videos")[1] == [(9,)]
+    marked = scan(max_deleted_share=1.0)
+    assert (marked.deleted, marked.deletions_held) == (5, 0)
+    assert run_query(str(out), "SELECT count(*) FROM videos")[1] == [(4,)]
