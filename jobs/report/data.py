@@ -64,8 +64,8 @@ def load(con, output: str, top: int = 8, thumbs_per_object: int = 4, trailing: i
     since = window_start(con)
     in_window = "FROM runs WHERE ? IS NULL OR started_at::DATE >= ?"
     runs = dicts(con, f"""
-        SELECT scan_id, status, exit_code, started_at, ended_at, elapsed_s, scanned, skipped, fakes, reals, no_face,
-               failed, error_rate, model_version, message
+        SELECT scan_id, status, exit_code, started_at, ended_at, elapsed_s, scanned, skipped, deleted, fakes, reals,
+               no_face, failed, error_rate, model_version, message
         {in_window} ORDER BY started_at DESC, scan_id DESC LIMIT {RUNS_SHOWN}""", [since, since])[::-1]
     (more_runs,) = con.execute(f"SELECT count(*) - {len(runs)} {in_window}", [since, since]).fetchone()
     thresholds = [t for (t,) in con.execute(

@@ -45,7 +45,9 @@ def _span(first, last, unit: str = "") -> str:
 
 def _range(values: Sequence[float], word: str = "scores") -> str:
     low, high = min(values), max(values)
-    return f"score {low:.2f}" if len(values) == 1 else f"{word} {low:.2f} to {high:.2f}"
+    if len(values) == 1:
+        return f"score {low:.2f}"
+    return f"{word} all {low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{word} {low:.2f} to {high:.2f}"
 
 
 def thumb_alt(score: float) -> str:
@@ -80,7 +82,8 @@ def runs_alt(runs: list[dict]) -> str:
     bad = [f"{r['scan_id']} {r['status']}" for r in runs if failed(r)]
     at = [f"{r['started_at']:%Y-%m-%d %H:%M}" for r in (runs[0], runs[-1])]
     return (f"Objects scanned per run: {_n(len(runs), 'run')}, {_span(*at, ' UTC')}, "
-            f"{_span(min(scanned), max(scanned))} objects {'each' if len(runs) > 1 else 'scanned'}; "
+            f"{_span(min(scanned), max(scanned))} {'object' if max(scanned) == 1 else 'objects'} "
+            f"{'each' if len(runs) > 1 else 'scanned'}; "
             + (f"{_n(len(bad), 'run')} did not succeed ({', '.join(bad[:5])}{', …' if len(bad) > 5 else ''})"
                if bad else "none failed") + ". The runs table lists each run.")
 
@@ -92,8 +95,9 @@ def fake_rate_alt(days: list[dict]) -> str:
     if len(rated) > 1:
         low, high = min(rated, key=lambda d: d["fake_rate"]), max(rated, key=lambda d: d["fake_rate"])
         spread = f"lowest {pct(low['fake_rate'])} on {low['day']}, highest {pct(high['fake_rate'])} on {high['day']}; "
+    latest = f"{last['day']}: " if len(days) > 1 else ""  # one day: named once
     return (f"Fake rate per scan day, {_n(len(days), 'day')}, {_span(days[0]['day'], last['day'])}: {spread}"
-            f"{last['day']}: {pct(last['fake_rate'])}, {last['fakes']} fake of {last['fakes'] + last['reals']} scored.")
+            f"{latest}{pct(last['fake_rate'])}, {last['fakes']} fake of {last['fakes'] + last['reals']} scored.")
 
 
 def score_days_alt(score_days: list[dict], thresholds: Sequence[float]) -> str:

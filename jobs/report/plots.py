@@ -26,8 +26,8 @@ INK, ACCENT, MUTED, ALERT = "#1f3b57", "#3b7dd8", "#9aa5b1", "#c0392b"
 TICKED = 15     # bars up to this many get a tick each; beyond, dated ticks as many as fit
 ANNOTATED = 30  # bars up to this many carry their numbers (turned upright past TICKED); beyond, only failed runs
 # a suspect's people told apart without colour: marker and line style per track, in turn (no plain dashes: the
-# threshold's)
-MARKERS, LINES = "osD^v<>p", ("-", ":", "-.", (0, (6, 2, 1, 2, 1, 2)))
+# threshold's); 8 markers and 3 styles pair differently for the first 24 people
+MARKERS, LINES = "osD^v<>p", ("-", ":", "-.")
 
 
 def plain(text: Any) -> str:

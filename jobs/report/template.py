@@ -66,14 +66,15 @@ in the plots below; the <code>runs</code> view of <code>deepfakestream query</co
 <div class="scroll" role="region" tabindex="0" aria-labelledby="runs-caption"><table id="runs">
 <caption id="runs-caption">Runs of the last {{ window }} days, newest first</caption>
 <thead><tr><th scope="col">scan</th><th scope="col">status</th><th scope="col">exit</th><th scope="col">started (UTC)</th>
-<th scope="col">took</th><th scope="col">scanned</th><th scope="col">skipped</th><th scope="col">fake</th><th scope="col">real</th>
+<th scope="col">took</th><th scope="col">scanned</th><th scope="col">skipped</th><th scope="col">deleted</th>
+<th scope="col">fake</th><th scope="col">real</th>
 <th scope="col">no face</th><th scope="col">errors</th><th scope="col">error rate</th><th scope="col">model</th></tr></thead><tbody>
 {% for r in d.runs|reverse %}<tr><th scope="row">{{ r.scan_id }}</th><td>{{ r.status }}</td><td class="n">{{ '—' if r.exit_code is none else r.exit_code }}</td>
 <td>{{ r.started_at.strftime('%Y-%m-%d %H:%M:%S') if r.started_at }}</td><td class="n">{{ '%.0f s'|format(r.elapsed_s) if r.elapsed_s is not none }}</td>
-<td class="n">{{ r.scanned }}</td><td class="n">{{ r.skipped }}</td><td class="n">{{ r.fakes }}</td><td class="n">{{ r.reals }}</td>
+<td class="n">{{ r.scanned }}</td><td class="n">{{ r.skipped }}</td><td class="n">{{ r.deleted }}</td><td class="n">{{ r.fakes }}</td><td class="n">{{ r.reals }}</td>
 <td class="n">{{ r.no_face }}</td><td class="n">{{ r.failed }}</td><td class="n">{{ pct(r.error_rate) }}</td><td>{{ r.model_version }}</td></tr>
-{% else %}<tr><td colspan="13">no run records</td></tr>{% endfor %}
-{% if d.more_runs %}<tr id="more-runs"><td colspan="13" class="note">the latest {{ d.runs|length }} runs here and in the plot;
+{% else %}<tr><td colspan="14">no run records</td></tr>{% endfor %}
+{% if d.more_runs %}<tr id="more-runs"><td colspan="14" class="note">the latest {{ d.runs|length }} runs here and in the plot;
 {{ d.more_runs }} earlier runs of these {{ window }} days left out: query the <code>runs</code> view</td></tr>{% endif %}
 </tbody></table></div>
 
@@ -84,7 +85,8 @@ in the plots below; the <code>runs</code> view of <code>deepfakestream query</co
 <thead><tr><th scope="col">prefix</th><th scope="col">objects</th><th scope="col">fake</th><th scope="col">real</th>
 <th scope="col">no face / error</th><th scope="col">fake rate</th></tr></thead><tbody>
 {% for p in d.prefixes %}<tr><th scope="row">{{ p.prefix }}</th><td class="n">{{ p.objects }}</td><td class="n">{{ p.fakes }}</td>
-<td class="n">{{ p.reals }}</td><td class="n">{{ p.no_face + p.errors }}</td><td class="n">{{ pct(p.fake_rate) }}</td></tr>{% endfor %}
+<td class="n">{{ p.reals }}</td><td class="n">{{ p.no_face + p.errors }}</td><td class="n">{{ pct(p.fake_rate) }}</td></tr>
+{% else %}<tr><td colspan="6">no current verdicts</td></tr>{% endfor %}
 {% if d.more_prefixes %}<tr id="more-prefixes"><td colspan="6" class="note">{{ d.more_prefixes }} more prefixes: use
 <code>deepfakestream query</code> (docs/report.md)</td></tr>{% endif %}
 </tbody></table></div>

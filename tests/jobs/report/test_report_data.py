@@ -64,4 +64,5 @@ def test_the_page_shows_the_latest_runs_and_counts_them_all(tmp_path):
     table = page.split('id="runs"', 1)[1].split("</table>", 1)[0]
     assert table.count('<tr><th scope="row">') == RUNS_SHOWN and busy[-1] in table and busy[extra - 1] not in table
     assert f"{extra + 1} earlier runs of these 30 days left out" in table
+    assert '<th scope="col">deleted</th>' in table  # the runs' tombstones (objects found gone), beside skipped
     assert f"<b>{RUNS_SHOWN + extra + 1}</b><span>runs, 30 days</span>" in page

@@ -62,3 +62,13 @@ def test_the_drift_histogram_is_described_side_by_side_and_bin_by_bin():
     first = Drift(status="insufficient", latest=Sample(scores=[0.5]), reference=Sample())
     assert "trailing scans: none. PSI not computed: drift not judged." in describe.drift_alt(first)
     assert describe.drift_bins(first)[5] == ("0.50 to 0.60", "—", "100.0%")
+
+
+def test_one_of_a_kind_reads_as_one():
+    """A review read "1 objects scanned", a one-day report's date twice, and "scores 0.80 to 0.80"."""
+    at = datetime(2026, 1, 1, 2, tzinfo=timezone.utc)
+    one = [{"scan_id": "s1", "started_at": at, "scanned": 1, "status": "succeeded", "exit_code": 0}]
+    assert "1 object scanned; none failed" in describe.runs_alt(one)
+    day = [{"day": date(2026, 1, 1), "fake_rate": 1.0, "fakes": 1, "reals": 0}]
+    assert describe.fake_rate_alt(day) == "Fake rate per scan day, 1 day, 2026-01-01: 100.0%, 1 fake of 1 scored."
+    assert "2 faces, scores all 0.80" in describe.timeline_alt("a.mp4", [(0, 0.0, 0.8), (0, 1.0, 0.8)], [0.5])

@@ -152,6 +152,8 @@ def test_an_empty_output_reports_without_plots(tmp_path):
     page = html_report(str(tmp_path / "out"))
     assert "no run records" in page and "no scored objects" in page and 'data-status="insufficient"' in page
     assert "<img" not in page
+    prefixes = page.split('id="prefixes"', 1)[1].split("</table>", 1)[0]
+    assert '<td colspan="6">no current verdicts</td>' in prefixes  # an empty body said, as the other tables say it
 
 
 def test_a_scan_with_thumbnails_off_is_said_to_have_none(tmp_path):
