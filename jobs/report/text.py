@@ -28,7 +28,7 @@ def report(output: str, storage_options: dict | None = None, top: int = 10, dept
 
 
 _RUN_COLUMNS = ("scan_id", "status", "exit_code", "started_at", "ended_at", "listed", "skipped", "scanned",
-                "failed", "error_rate", "quarantined", "message")
+                "deleted", "failed", "error_rate", "quarantined", "message")
 
 
 def _jsonable_rows(con, sql: str) -> list[dict]:
@@ -37,8 +37,8 @@ def _jsonable_rows(con, sql: str) -> list[dict]:
 
 def _report(con, output: str, storage_options: dict | None, top: int, depth: int | None, runs: int) -> dict[str, Any]:
     recent = con.execute(f"""
-        SELECT scan_id, status, exit_code, started_at, ended_at, listed, skipped, scanned, failed, error_rate,
-               len(quarantined), message
+        SELECT scan_id, status, exit_code, started_at, ended_at, listed, skipped, scanned, deleted, failed,
+               error_rate, len(quarantined), message
         FROM runs ORDER BY started_at DESC, scan_id DESC LIMIT {int(runs)}""").fetchall()
     last_success = con.execute("SELECT max(ended_at) FROM runs WHERE status = 'succeeded'").fetchone()[0]
     (totals,) = _jsonable_rows(con, f"""
@@ -121,13 +121,14 @@ def print_report(data: dict) -> None:
             table.add_row(cell(row["error_code"]), str(row["objects"]), cell(row["example"]))
         out.print(table)
     if data["runs"]:
-        table = Table("scan", "status", "exit", "started (UTC)", "listed", "skipped", "scanned", "failed", "quarantined",
+        table = Table("scan", "status", "exit", "started (UTC)", "listed", "skipped", "scanned", "deleted", "failed",
+                      "quarantined",
                       title="recent runs (query the `runs` view for more)", box=None, padding=(0, 2), header_style="bold")
         for row in data["runs"]:
             colour = "green" if row["status"] == "succeeded" else "yellow" if row["status"] == "running" else "red"
             table.add_row(cell(row["scan_id"]), Text(printable(row["status"]), style=colour),
                           str(row["exit_code"] if row["exit_code"] is not None else "-"),
                           str(row["started_at"])[:19], str(row["listed"]), str(row["skipped"]), str(row["scanned"]),
-                          str(row["failed"]), str(row["quarantined"]))
+                          str(row["deleted"]), str(row["failed"]), str(row["quarantined"]))
         out.print(table)
         out.print(f"last successful run ended {data['last_success'] or 'never'}")

@@ -309,6 +309,7 @@ def test_objects_gone_from_the_source_get_a_tombstone_and_leave_the_current_stat
     assert run_query(str(out), f"SELECT deleted FROM runs WHERE scan_id = '{summary.scan_id}'")[1] == [(3,)]
     data = report(str(out))
     assert (data["objects"], data["errors"], data["fakes"]) == (len(current), 0, 0)  # the not_found error is gone
+    assert next(r for r in data["runs"] if r["scan_id"] == summary.scan_id)["deleted"] == 3  # its recent-runs row
 
     again = run_scan(load_settings(), ScanConfig(source=f"{base}/in/", output=str(out), progress=False,
                                                  extensions=(".jpg",)))
