@@ -306,7 +306,7 @@ def _count(record: RunRecord, summary: ScanSummary) -> None:
     record.plan = summary.plan
     record.listed, record.unlisted, record.skipped, record.deferred = (summary.seen, summary.unlisted, summary.skipped,
                                                                        summary.deferred)
-    record.rescored, record.deleted = summary.rescored, summary.deleted
+    record.rescored, record.deleted, record.deletions_held = summary.rescored, summary.deleted, summary.deletions_held
     record.scanned, record.lost, record.parts = summary.scanned, summary.lost, summary.parts
     record.labels = {k: v for k, v in (("FAKE", summary.fakes), ("REAL", summary.reals),
                                        ("NO_FACE", summary.no_face), ("ERROR", summary.failed)) if v}

@@ -62,6 +62,7 @@ class RunRecord(BaseModel):
     deferred: int = 0
     rescored: int = 0
     deleted: int = 0  # objects gone from the source that it marked with a tombstone row (label DELETED)
+    deletions_held: int = 0  # gone too, but not marked: past scan.max_deleted_share of the source at once
     scanned: int = 0
     lost: int = 0
     parts: int = 0
@@ -267,7 +268,8 @@ def runs_table(records: list[RunRecord]):
         ("ended_at", ts), ("elapsed_s", pa.float64()), ("model_version", pa.string()),
         ("settings_digest", pa.string()), ("scoring_key", pa.string()), ("listed", pa.int64()), ("unlisted", pa.int64()),
         ("skipped", pa.int64()),
-        ("deferred", pa.int64()), ("rescored", pa.int64()), ("deleted", pa.int64()), ("scanned", pa.int64()), ("lost", pa.int64()), ("parts", pa.int64()), ("fakes", pa.int64()),
+        ("deferred", pa.int64()), ("rescored", pa.int64()), ("deleted", pa.int64()),
+        ("deletions_held", pa.int64()), ("scanned", pa.int64()), ("lost", pa.int64()), ("parts", pa.int64()), ("fakes", pa.int64()),
         ("reals", pa.int64()), ("no_face", pa.int64()), ("failed", pa.int64()), ("error_rate", pa.float64()),
         ("errors", pa.string()), ("quarantined", pa.list_(pa.string())), ("swept", pa.bool_()), ("plan", pa.string()), ("options", pa.string()),
     ])
@@ -275,7 +277,7 @@ def runs_table(records: list[RunRecord]):
     for r in records:
         row = r.model_dump(include={"scan_id", "status", "exit_code", "error_code", "message", "source", "output", "host", "pid",
                                     "started_at", "ended_at", "elapsed_s", "model_version", "settings_digest",
-                                    "scoring_key", "listed", "unlisted", "skipped", "deferred", "rescored", "deleted", "scanned", "lost", "parts", "error_rate",
+                                    "scoring_key", "listed", "unlisted", "skipped", "deferred", "rescored", "deleted", "deletions_held", "scanned", "lost", "parts", "error_rate",
                                     "quarantined", "swept"})
         row.update(fakes=r.labels.get("FAKE", 0), reals=r.labels.get("REAL", 0), no_face=r.labels.get("NO_FACE", 0),
                    failed=r.labels.get("ERROR", 0), errors=json.dumps(r.errors), plan=json.dumps(r.plan),

@@ -359,6 +359,7 @@ def test_a_source_that_lost_most_of_its_objects_or_a_dangling_link_marks_none_de
     rows("20260102T000000Z-bbbbbb", {f"{source}/kept/more{i}.jpg": f"n{i}" for i in range(5)})
     held = scan()  # 5 gone of 9 current, over the default 0.5: none marked, said
     assert (held.status, held.deleted, held.deletions_held, held.exit_code) == ("succeeded", 0, 5, 0)
+    assert run_query(str(out), f"SELECT deleted, deletions_held FROM runs WHERE scan_id = '{held.scan_id}'")[1] == [(0, 5)]
     assert run_query(str(out), "SELECT count(*) FROM videos")[1] == [(9,)]
     marked = scan(max_deleted_share=1.0)
     assert (marked.deleted, marked.deletions_held) == (5, 0)
