@@ -5,9 +5,12 @@ actor asking a GPU share fits only a GPU node."""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable
+
+log = logging.getLogger(__name__)
 
 NODE_ID_LABEL = "ray.io/node-id"  # the label Ray gives every node: its id
 
@@ -33,14 +36,18 @@ class Pool:
     hosts: list[Node]
 
 
-def nodes_now() -> list[Node]:
-    """Every live node of the Ray cluster with what is free on it now."""
-    # Ray's DeveloperAPI (ray.util.tpu reads it so): ray.available_resources() per node, by hex node id
-    from ray._private.state import available_resources_per_node, total_resources_per_node
+def nodes_now() -> list[Node] | None:
+    """Every live node of the Ray cluster with what is free on it now; None (the plan then takes the cluster as one
+    node, as before) where Ray cannot say."""
+    try:  # Ray's DeveloperAPI (ray.util.tpu reads it so): ray.available_resources() per node, by hex node id
+        from ray._private.state import available_resources_per_node, total_resources_per_node
 
-    free = available_resources_per_node()
-    return [Node(node, float(free.get(node, {}).get("CPU", 0.0)), float(free.get(node, {}).get("GPU", 0.0)),
-                 float(total.get("GPU", 0.0)) > 0) for node, total in sorted(total_resources_per_node().items())]
+        free = available_resources_per_node()
+        return [Node(node, float(free.get(node, {}).get("CPU", 0.0)), float(free.get(node, {}).get("GPU", 0.0)),
+                     float(total.get("GPU", 0.0)) > 0) for node, total in sorted(total_resources_per_node().items())]
+    except Exception as exc:  # noqa: BLE001 - a private module that a Ray upgrade may move: plan as before
+        log.warning("cannot read the Ray cluster node by node (%s): its pools are planned on its totals", exc)
+        return None
 
 
 def fit(hosts: list[Node], cpus: float, gpus: float = 0.0) -> int:

@@ -24,3 +24,14 @@ def test_shares_fit_each_node_not_only_the_sum():
     assert gpu_share(Pool("models", 3, 2 / 3, gpus), may_shrink=True) == 0.5
     assert gpu_share(Pool("models", 3, 2 / 3, gpus), may_shrink=False) is None  # a share given is kept or refused
     assert gpu_share(Pool("models", 3, 0.7, gpus), may_shrink=True) is None  # 2.1 GPU asked, 2 free
+
+
+def test_a_ray_that_cannot_say_its_nodes_plans_on_its_totals(monkeypatch, caplog):
+    """nodes_now reads a private Ray module: where an upgrade moved it, the scan plans as before, and says so."""
+    import ray._private.state
+
+    def moved():
+        raise AttributeError("module 'ray._private.state' has no attribute 'available_resources_per_node'")
+
+    monkeypatch.setattr(ray._private.state, "available_resources_per_node", moved)
+    assert nodes_now() is None and "planned on its totals" in caplog.text
