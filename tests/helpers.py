@@ -28,6 +28,18 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
+def stop_group(proc, timeout: float) -> None:
+    """Ctrl-C to ``proc``'s process group (started with ``start_new_session``), SIGKILL past ``timeout`` seconds."""
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def process_title(pid: int) -> str:
     """The process's command line (Ray sets its workers' to ``ray::<actor>.<method>``); '' once it is gone."""
     try:

@@ -58,16 +58,19 @@ class PoolPlan:
         return replace(self, **{k: min(getattr(self, k), cap)
                                 for k in ("fused_actors", "decode_actors", "detect_actors", "classify_actors")})
 
+    def counts(self) -> tuple[int, int]:
+        """(actors in all, model actors: those asking a GPU share)."""
+        actors = self.fused_actors + self.decode_actors + self.detect_actors + self.classify_actors
+        return actors, (self.fused_actors or self.detect_actors) + self.classify_actors
+
     def asks(self) -> dict[str, float]:
         """What the pools ask Ray for in all, by resource."""
-        actors = self.fused_actors + self.decode_actors + self.detect_actors + self.classify_actors
-        models = (self.fused_actors or self.detect_actors) + self.classify_actors
+        actors, models = self.counts()
         return {"CPU": actors * self.cpus_per_actor, "GPU": models * self.detect_gpus}
 
     def demand(self) -> str:
         """What the pools ask Ray for, in words (a refusal names it)."""
-        actors = self.fused_actors + self.decode_actors + self.detect_actors + self.classify_actors
-        models = (self.fused_actors or self.detect_actors) + self.classify_actors
+        actors, models = self.counts()
         gpus = f" and {models} model actor(s) {self.detect_gpus:g} GPU each" if self.detect_gpus else ""
         return f"{actors} actor(s) asking {self.cpus_per_actor:g} CPU each{gpus} ({_amounts(self.asks())} in all)"
 

@@ -2,7 +2,6 @@
 
 import http.client
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import time
 import urllib.request
 
 import pytest
+from helpers import stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +42,4 @@ def test_metrics_port_flag_exports_prometheus_metrics(detector_env):
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         assert "ray_" in body, "no Ray metrics on the requested port"
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc, 60)

@@ -203,7 +203,7 @@ def test_serve_on_every_interface_answers_there_while_its_ray_listens_on_loopbac
 
     import grpc
     import httpx
-    from helpers import is_loopback, listeners, process_title, process_tree
+    from helpers import is_loopback, listeners, process_title, process_tree, stop_group
     from ray.serve.generated import serve_pb2, serve_pb2_grpc
 
     with socket.socket() as sock:
@@ -241,8 +241,4 @@ def test_serve_on_every_interface_answers_there_while_its_ray_listens_on_loopbac
                 serve_pb2_grpc.ASGIServiceStub(channel).HandleRequest(serve_pb2.ASGIRequest(), timeout=10)
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc, 90)
