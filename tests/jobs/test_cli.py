@@ -189,9 +189,17 @@ def test_train_names_a_missing_dataset_not_found(tmp_path):
     said = missing.stdout + missing.stderr
     assert missing.returncode == 2 and "not_found:" in said and "no-such-crops" in said and "Traceback" not in said
     (tmp_path / "crops").mkdir()
+    (tmp_path / "crops" / "manifest.json").write_text("{}")
     bad = run_cli("train", str(tmp_path / "crops"), "--output", str(tmp_path / "run"), "--epochs", "0")
     said = bad.stdout + bad.stderr
-    assert bad.returncode == 2 and "invalid_configuration:" in said and "epochs" in said and "Traceback" not in said
+    assert bad.returncode == 2 and "invalid_configuration: epochs: Input should be" in said and "Traceback" not in said
+    assert len(said.strip().splitlines()) == 1, said  # one line: pydantic's own text spans four
+    # an --extra-dataset typo is said before the training stack loads, not after its imports
+    extra = run_cli("train", str(tmp_path / "crops"), "--output", str(tmp_path / "run"), "--extra-dataset",
+                    str(tmp_path / "no-such-extra"))
+    said = extra.stdout + extra.stderr
+    assert extra.returncode == 2 and "not_found:" in said and "no-such-extra" in said and "Traceback" not in said
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_scan_that_crashes_on_an_unexpected_error_says_so_in_one_line(detector_env, tmp_path, monkeypatch):

@@ -22,6 +22,10 @@ def trained_with(monkeypatch):
 
     def run(*args: str) -> TrainConfig:
         seen = []
+        datasets = [args[0], *(args[i + 1] for i, arg in enumerate(args) if arg == "--extra-dataset")]
+        for folder in map(Path, datasets):  # the command checks each is prepared before it imports the training
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "manifest.json").touch()
         monkeypatch.setattr(train_module, "train", lambda cfg: seen.append(cfg) or {"history": []})
         result = CliRunner().invoke(app, ["train", *args])
         assert result.exit_code == 0, result.output
@@ -75,6 +79,8 @@ def test_train_into_another_runs_folder_says_run_exists_unless_overwrite(tmp_pat
     run = tmp_path / "run"
     run.mkdir()
     (run / "best.safetensors").write_bytes(b"another run's weights")
+    (tmp_path / "crops").mkdir()
+    (tmp_path / "crops" / "manifest.json").touch()  # a prepared dataset, as far as the command's first check sees
     result = CliRunner().invoke(app, ["train", str(tmp_path / "crops"), "-o", str(run), "--epochs", "1"])
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and "run_exists:" in said and "--overwrite" in said, said
@@ -89,6 +95,8 @@ def test_an_output_that_cannot_be_a_folder_is_output_error_not_a_traceback(tmp_p
     labels.write_text(f"path,label\n{samples_dir / 'astronaut.jpg'},REAL\n")
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
+    (tmp_path / "crops").mkdir()
+    (tmp_path / "crops" / "manifest.json").touch()
     given = {"prepare": [str(labels)], "train": [str(tmp_path / "crops"), "--epochs", "1"], "evaluate": [str(labels)]}
     result = CliRunner().invoke(app, [command, *given[command], "-o", str(a_file / "out")])
     said = " ".join(result.output.split())
