@@ -48,12 +48,16 @@ def test_the_local_ray_a_scan_starts_listens_on_loopback_only_and_wants_its_toke
         token = home / ".ray" / "auth_token"
         assert oct(token.stat().st_mode & 0o777) == oct(0o600)  # Ray wrote it 0644: any local user read the token
         seen: set[tuple[str, str, int]] = set()
-        until = time.monotonic() + 12
-        while time.monotonic() < until:
+        until, quiet = time.monotonic() + 12, 0
+        # until the dashboard agent (the last to bind) is seen and 4 s pass with no new server, at most 12 s
+        while time.monotonic() < until and quiet < 4:
             found = listeners(process_tree(child.pid))
             if found is None:
                 pytest.skip("this machine's listening sockets cannot be read from /proc")
-            seen |= {(process_title(pid)[:60], address, port) for pid, address, port in found}
+            now = seen | {(process_title(pid)[:60], address, port) for pid, address, port in found}
+            agent = any("DashboardAgent" in title for title, _, _ in now)
+            quiet = quiet + 1 if agent and now == seen else 0
+            seen = now
             time.sleep(1)
         assert any("DashboardAgent" in title for title, _, _ in seen), seen  # Ray's servers were seen, not nothing
         assert [s for s in seen if not is_loopback(s[1])] == []
