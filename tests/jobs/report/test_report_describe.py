@@ -19,6 +19,8 @@ def test_a_suspects_timeline_is_described_by_its_own_faces():
     assert describe.timeline_people(VIDEO, [0.5]) == [
         "person 0: 3 faces, scores 0.40 to 0.90, 2 at or above the threshold, 0.0 to 2.0 s",
         "person 1: 2 faces, scores 0.20 to 0.30, 0 at or above the threshold, 0.5 to 1.5 s"]
+    assert describe.timeline_people([(0, 0.0, 0.5)], [0.5]) == [  # a score at the threshold is at or above it
+        "person 0: 1 face, score 0.50, 1 at or above the threshold"]
     # an image: no time span; several thresholds: named, no count (which one judged a face is not known)
     assert describe.timeline_alt("a.jpg", [(0, 0.0, 0.8)], [0.5, 0.6]) == (
         "Face scores of a.jpg: 1 person, 1 face, score 0.80 (thresholds 0.500, 0.600).")
@@ -28,6 +30,8 @@ def test_a_crowd_is_listed_up_to_a_bound():
     crowd = [(t, 0.0, 0.1) for t in range(describe.PEOPLE_LISTED + 3)]
     lines = describe.timeline_people(crowd, [0.5])
     assert len(lines) == describe.PEOPLE_LISTED + 1 and lines[-1] == "and 3 more people"
+    exactly = describe.timeline_people(crowd[:describe.PEOPLE_LISTED], [0.5])  # no "and 0 more people"
+    assert len(exactly) == describe.PEOPLE_LISTED and exactly[-1].startswith(f"person {describe.PEOPLE_LISTED - 1}:")
 
 
 def test_the_page_plots_are_described_by_their_data():
@@ -43,6 +47,11 @@ def test_the_page_plots_are_described_by_their_data():
     assert describe.fake_rate_alt(days) == (
         "Fake rate per scan day, 2 days, 2026-01-01 to 2026-01-02: lowest 10.0% on 2026-01-01, highest 75.0% on "
         "2026-01-02; 2026-01-02: 75.0%, 3 fake of 4 scored.")
+    unrated = [{**d, "fakes": 0, "reals": 0, "fake_rate": None} for d in days]  # nothing scored: no lowest, highest
+    assert describe.fake_rate_alt(unrated) == (
+        "Fake rate per scan day, 2 days, 2026-01-01 to 2026-01-02: 2026-01-02: —, 0 fake of 0 scored.")
+    failed = [{"scan_id": f"s{i}", "started_at": at, "scanned": 1, "status": "failed", "exit_code": 1} for i in range(6)]
+    assert "6 runs did not succeed (s0 failed, s1 failed, s2 failed, s3 failed, s4 failed, …)." in describe.runs_alt(failed)
     score_days = [{"day": date(2026, 1, 1), "n": 40, "q1": 0.1, "med": 0.2, "q3": 0.3}]
     assert describe.score_days_alt(score_days, [0.5]) == (
         "Object scores per scan day, 1 day, 2026-01-01, with the threshold 0.500: 2026-01-01: 40 objects, median "

@@ -162,22 +162,24 @@ def test_a_read_that_fails_again_without_the_corrupt_parts_is_retried_once(tmp_p
 
 def test_an_object_gone_from_the_source_leaves_the_current_verdicts_and_no_day(tmp_path):
     """Night 2 found c.mp4 gone (a tombstone, label DELETED): it leaves the totals, prefixes and suspects (the current
-    verdicts), and night 2's per-day counts (no verdict); night 1 still counts what it found. The history keeps it."""
+    verdicts), and night 2's per-day counts (no verdict); night 1 still counts what it found. f.mp4, scanned on night
+    2 and found gone later that night, counts with its verdict that day. The history keeps them."""
     from jobs.report.queries import ERRORS
 
     output = _rescanned(tmp_path / "out")
-    gone = "20260102T235900Z-dddddd"
-    write_scan(tmp_path / "out", gone, DAY2, [video_row(gone, "s3://b/x/z/c.mp4", "DELETED", None, DAY2),
-                                              video_row(gone, "s3://b/x/z/e.mp4", "DELETED", None, DAY2)])
+    gone, early = "20260102T235900Z-dddddd", "20260102T234500Z-ffffff"
+    write_scan(tmp_path / "out", early, DAY2, [video_row(early, "s3://b/x/z/f.mp4", "REAL", 0.1, DAY2)])
+    write_scan(tmp_path / "out", gone, DAY2, [video_row(gone, f"s3://b/x/z/{name}.mp4", "DELETED", None, DAY2)
+                                              for name in ("c", "e", "f")])
     write_scan(tmp_path / "out", "20260101T233100Z-eeeeee", DAY1,  # an error, before its object was deleted
                [video_row("20260101T233100Z-eeeeee", "s3://b/x/z/e.mp4", "ERROR", None, DAY1, error_code="not_found")])
     text = report(output)
     per_day = [(str(d["day"]), d["objects"], d["fakes"], d["reals"]) for d in text["by_day"]]
-    assert per_day == [("2026-01-01", 3, 1, 1), ("2026-01-02", 1, 0, 1)]
+    assert per_day == [("2026-01-01", 3, 1, 1), ("2026-01-02", 2, 0, 2)]
     assert (text["objects"], text["reals"], text["errors"]) == (1, 1, 0)
     data = load(connect(output), output)
     assert data.totals["objects"] == 1 and [p["prefix"] for p in data.prefixes] == ["s3://b/x/y/"]
     assert [s.uri for s in data.suspects] == ["s3://b/x/y/a.mp4"] and data.errors == []
     con = connect(output)
     assert con.execute(ERRORS).fetchall() == []
-    assert con.execute("SELECT count(*) FROM videos_history WHERE label = 'DELETED'").fetchone() == (2,)
+    assert con.execute("SELECT count(*) FROM videos_history WHERE label = 'DELETED'").fetchone() == (3,)

@@ -76,16 +76,20 @@ def test_tables_hold_the_top_prefixes_and_the_last_days_and_say_what_is_left_out
 
 def test_a_nan_score_is_no_suspect_and_a_null_score_prints(tmp_path):
     """DuckDB sorts NaN above every number: NaN-scored objects topped "most suspicious", and their score (null in JSON)
-    crashed the text report with a TypeError."""
+    crashed the text report with a TypeError. (The run also marked 3 objects deleted: its row says so.)"""
     from jobs.report.text import print_report
 
     scan = f"{START:%Y%m%dT%H%M%SZ}-aaaaaa"
     write_scan(tmp_path / "out", scan, START, [video_row(scan, f"s3://b/nan/{i}.mp4", "REAL", float("nan"), START)
-                                               for i in range(3)] + [video_row(scan, "s3://b/x/a.mp4", "FAKE", 0.9, START)])
+                                               for i in range(3)] + [video_row(scan, "s3://b/x/a.mp4", "FAKE", 0.9, START)],
+               deleted=3)
     output = str(tmp_path / "out")
     for args in ([], ["--json"]):
         result = CliRunner().invoke(_app(), ["report", output, *args])
         assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+        if not args:  # recent runs: listed, skipped, scanned, deleted, failed, quarantined
+            (run,) = [line.split() for line in result.output.splitlines() if line.strip().startswith(scan)]
+            assert run[-6:] == ["0", "0", "4", "3", "0", "0"], run
     assert [(s["uri"], s["score"]) for s in json.loads(result.stdout)["top_suspicious"]] == [("s3://b/x/a.mp4", 0.9)]
     page = html_report(output)
     assert "s3://b/x/a.mp4" in page and "s3://b/nan/" not in page.split("Most suspicious objects", 1)[1]

@@ -24,6 +24,21 @@ def test_shares_fit_each_node_not_only_the_sum():
     assert gpu_share(Pool("models", 3, 2 / 3, gpus), may_shrink=True) == 0.5
     assert gpu_share(Pool("models", 3, 2 / 3, gpus), may_shrink=False) is None  # a share given is kept or refused
     assert gpu_share(Pool("models", 3, 0.7, gpus), may_shrink=True) is None  # 2.1 GPU asked, 2 free
+    # one node split `count` ways: 3 actors on 2 CPUs get 2/3 each (the plan rounds it down)
+    assert cpu_share([Pool("fused", 3, 0.0, [Node("g", 2.0, 1.0, True)])], 1.0) == 2 / 3
+    # free GPUs whose float sum falls just short of the ask (0.7 + 0.2 + 0.1 < 10 * 0.1): they fit all the same
+    free = [Node("a", 4.0, 0.7, True), Node("b", 4.0, 0.2, True), Node("c", 4.0, 0.1, True)]
+    assert gpu_share(Pool("models", 10, 0.1, free), may_shrink=False) == 0.1
+
+
+def test_a_node_whose_gpus_others_hold_is_still_a_gpu_node(monkeypatch):
+    """A GPU node by its total GPUs, not its free ones: one whose GPUs are all taken is no CPU-only node."""
+    import ray._private.state
+
+    monkeypatch.setattr(ray._private.state, "total_resources_per_node",
+                        lambda: {"g": {"CPU": 8.0, "GPU": 1.0}, "c": {"CPU": 4.0}})
+    monkeypatch.setattr(ray._private.state, "available_resources_per_node", lambda: {"g": {"CPU": 8.0}, "c": {"CPU": 4.0}})
+    assert nodes_now() == [Node("c", 4.0, 0.0, False), Node("g", 8.0, 0.0, True)]
 
 
 def test_a_ray_that_cannot_say_its_nodes_plans_on_its_totals(monkeypatch, caplog):

@@ -116,7 +116,7 @@ def test_an_object_that_comes_back_after_its_tombstone_is_new(store):
     the same key (same content even), is scanned as new, and nothing marks it gone twice."""
     from jobs.scan.incremental import gone, tombstones
 
-    _commit(store, 1, [("/m/a.jpg", "f", "v1", "FAKE"), ("/m/b.jpg", "f", "v1", "REAL")])
+    _commit(store, 1, [("/m/a.jpg", "f", "v1", "FAKE"), ("/m/b.jpg", "f", "v1", "REAL")], key="K")
     latest = store.latest("now")
     missing = gone(latest, ["/m/b.jpg"], lambda uri: uri.startswith("/m/"))
     assert missing.column("uri").to_pylist() == ["/m/a.jpg"]
@@ -127,8 +127,32 @@ def test_an_object_that_comes_back_after_its_tombstone_is_new(store):
     assert gone(store.latest("now"), ["/m/b.jpg"], lambda uri: True).num_rows == 0
     assert _why(store, {"/m/a.jpg": "f", "/m/b.jpg": "f"}) == [("/m/a.jpg", "new")]
     (row,) = [r for r in read_table(store, "videos") if r["scan_id"] == night]
-    assert (row["label"], row["fingerprint"], row["model_version"], row["size"], row["score"]) == (
-        "DELETED", "f", "v1", None, None)
+    assert (row["label"], row["fingerprint"], row["model_version"], row["scoring_key"], row["size"], row["score"]) == (
+        "DELETED", "f", "v1", "K", None, None)
+
+
+def test_objects_gone_past_max_deleted_share_are_held_and_a_share_of_one_marks_them_all(store, tmp_path):
+    """An existing folder now empty (an unmounted volume looks so) and one that lost half its objects, listed for
+    real: past scan.max_deleted_share of the source's objects none is marked (held, counted), up to it they are, and
+    a share of 1 marks even a source gone whole. An empty listing is looked at too: it is the likeliest to be held."""
+    from jobs.scan.listing import Coverage, list_objects
+
+    source = tmp_path / "in"
+    source.mkdir()
+    _commit(store, 1, [(f"{source}/{i}.jpg", "f", "v1", "REAL") for i in range(4)])
+
+    def gone_and_held(share: float = 0.5) -> tuple[int, int]:
+        coverage = Coverage()
+        entries = list_objects(str(source), {}, coverage=coverage)
+        _chosen, missing, held = _work(store, entries, "now", "v1", "K", ScanConfig(source="x", max_deleted_share=share),
+                                       coverage)
+        return (0 if missing is None else missing.num_rows), held
+
+    assert gone_and_held() == (0, 4)
+    assert gone_and_held(1.0) == (4, 0)
+    for i in range(2):
+        (source / f"{i}.jpg").write_bytes(b"\xff\xd8\xff")
+    assert gone_and_held() == (2, 0)  # 2 of 4: not more than half
 
 
 def test_history_is_reduced_to_one_row_per_uri_under_the_prefix(store, monkeypatch):
@@ -168,6 +192,9 @@ def test_a_changed_scoring_key_rescans_and_a_row_without_one_does_not(store):
     listing = {"/m/old.jpg": "f", "/m/a.jpg": "f", "/m/b.jpg": "f"}
     assert _todo(store, listing, key="K") == []
     assert _why(store, listing, key="K2") == [("/m/a.jpg", "settings"), ("/m/b.jpg", "settings")]
+    # with --full too, a changed key is what they are rescanned for (counted as rescored), and ranked before rescans
+    assert _why(store, listing, key="K2", full=True) == [("/m/a.jpg", "settings"), ("/m/b.jpg", "settings"),
+                                                         ("/m/old.jpg", "full")]
     assert _todo(store, listing, model="v2", key="K") == ["/m/a.jpg", "/m/b.jpg", "/m/old.jpg"]  # a new model: all
 
 

@@ -194,6 +194,35 @@ def test_a_source_that_cannot_be_read_fails_and_a_folder_under_it_is_counted(tmp
         list_objects(str(tmp_path / "gone"), {})
 
 
+def test_the_listing_vouches_only_for_what_it_could_see_and_its_filters_keep(tmp_path, monkeypatch):
+    """What a scan marks deleted is what its listing's ``Coverage`` covers and did not return. Not covered, so never
+    a tombstone: a dangling link to a file (an unmounted volume's clip), a file whose stat was refused (EACCES, as a
+    folder listed but not entered gives), what --include or --exclude leave out, what is beside the source."""
+    from jobs.scan.listing import Coverage, list_objects
+
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("a.jpg", "refused.jpg"):
+        (source / name).write_bytes(b"\xff\xd8\xff")
+    (source / "dangling.jpg").symlink_to(tmp_path / "volume" / "dangling.jpg")
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if os.fspath(path) == str(source / "refused.jpg"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    coverage, unlisted = Coverage(), []
+    listed = list_objects(str(source), {}, include=("*.jpg",), exclude=("skip*",), unlisted=unlisted, coverage=coverage)
+    assert [e["uri"] for e in listed] == [str(source / "a.jpg")] and unlisted == [str(source / "refused.jpg")]
+    covered = {name: coverage.covers(f"{source}/{name}")
+               for name in ("gone.jpg", "sub/gone.jpg", "dangling.jpg", "refused.jpg", "clip.mp4", "skip.jpg")}
+    assert covered == {"gone.jpg": True, "sub/gone.jpg": True, "dangling.jpg": False, "refused.jpg": False,
+                       "clip.mp4": False, "skip.jpg": False}
+    assert not coverage.covers(f"{tmp_path}/inbox/x.jpg")  # beside `in`, not under it
+
+
 def _unprivileged() -> list[str] | None:
     """How to run a command that the kernel's permission checks apply to: as it is when not root, else in a user
     namespace of its own (`unshare -U`: root's files are then another user's); None when neither can be had."""

@@ -66,6 +66,8 @@ def test_model_actors_share_gpus_when_the_cluster_has_them():
     assert (on_cpu.plan, on_cpu.detect_gpus) == ("fused", 0)
     fused = plan_pools({"CPU": 4.0, "GPU": 1.0}, ScanConfig(source="x", plan="fused"))
     assert (fused.plan, fused.why, fused.fused_actors, fused.detect_gpus) == ("fused", "chosen", 4, 0.25)
+    few = plan_pools({"CPU": 16.0, "GPU": 3.0}, ScanConfig(source="x", detect_actors=1, classify_actors=1))
+    assert few.detect_gpus == few.classify_gpus == 1.0  # more GPUs than model actors: one each, never 1.5
 
 
 class _RecordingDataset:

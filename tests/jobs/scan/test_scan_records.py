@@ -140,3 +140,20 @@ def test_a_scan_reads_the_records_back_to_the_last_sweep_not_every_one(tmp_path)
     assert "20260101T000041Z-x" in [r.scan_id for r in found] and len(found) == 24  # 6 batches of 4, not 62
     found = since_last_sweep(fs, record_paths(fs, str(tmp_path)), also="20260101T000003Z-x", batch=4)
     assert found[-1].scan_id == "20260101T000003Z-x"  # the scan whose lapsed lease was taken: always looked at
+
+
+def test_a_killed_scans_counts_leave_its_tombstones_out_of_scanned_and_its_error_rate(tmp_path):
+    """What a killed scan committed, as its record is ended with: a tombstone (DELETED) is no object scanned, so it is
+    counted in `deleted` alone, and the error rate is over the objects scanned."""
+    from jobs.scan.records import committed
+
+    store = OutputStore(str(tmp_path / "out"))
+    store.prepare()
+    at = datetime.now(timezone.utc)
+    store.commit("part-killed-00000", "2026-01-02", [
+        {"schema_version": 6, "scan_id": "killed", "uri": f"/m/{i}.jpg", "fingerprint": "f", "label": label,
+         "error_code": "worker_lost" if label == "ERROR" else None, "model_version": "m", "scanned_at": at}
+        for i, label in enumerate(("REAL", "ERROR", "DELETED", "DELETED"))], [])
+    counts, _last = committed(store, "killed")
+    assert (counts["scanned"], counts["deleted"], counts["labels"], counts["error_rate"]) == (
+        2, 2, {"REAL": 1, "ERROR": 1}, 0.5)

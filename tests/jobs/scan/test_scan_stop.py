@@ -35,6 +35,38 @@ def test_sigterm_is_held_during_a_commit_and_raised_after_it():
     assert signal.getsignal(signal.SIGTERM) is not stop._handle
 
 
+def test_a_second_sigterm_and_one_in_the_last_step_raise_nothing_more(monkeypatch):
+    """After the first SIGTERM's ``Terminated`` the clean-up runs: a second SIGTERM must not cut it (the watchdog
+    bounds it). One inside ``critical(then_stop=False)`` (the scan's last step) is not raised after it either."""
+    from jobs.scan.stop import GracefulStop, Terminated
+
+    monkeypatch.setattr(GracefulStop, "_expire", lambda self: None)  # a watchdog left over must not end pytest
+    stop = GracefulStop(grace_s=30)
+    stop.install()
+    try:
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+        try:  # a KeyboardInterrupt let out would end the whole session, not fail this test
+            os.kill(os.getpid(), signal.SIGTERM)  # during the clean-up
+            time.sleep(0.1)
+        except Terminated:
+            pytest.fail("a second SIGTERM cut the clean-up short")
+    finally:
+        stop.restore()
+    last = GracefulStop(grace_s=30)
+    last.install()
+    try:
+        with last.critical(then_stop=False):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+        assert last.requested
+    except Terminated:
+        pytest.fail("a SIGTERM in the scan's last step was raised after it")
+    finally:
+        last.restore()
+
+
 @pytest.mark.slow
 def test_sigterm_commits_finished_rows_and_the_run_record(detector_env, tmp_path, samples_dir):
     """A real `deepfakestream scan` process (its own Ray) gets SIGTERM after its first commit: it commits
