@@ -22,6 +22,12 @@ def test_a_typed_error_gives_its_code_anything_else_the_default():
     assert code_of(KeyError("k")) == DECODE_FAILED and code_of(KeyError("k"), "other") == "other"
 
 
+def test_an_error_row_of_no_code_or_one_this_version_does_not_know_is_retried():
+    """--retry-errors rescans a row a newer scanner wrote with a code this one does not know, or one without a code."""
+    assert errors.retryable("some_future_code") and errors.retryable(None)
+    assert errors.retryable(errors.DeadlineExceededError.code) and not errors.retryable(MediaTooLargeError.code)
+
+
 def test_media_errors_wraps_a_decoders_failure_as_corrupt_media_in_one_line():
     with pytest.raises(MediaError) as caught:
         with media_errors("video"):
