@@ -233,3 +233,72 @@ def test_the_rayservice_serves_serve_config_yaml_but_for_torch_threads():
     settings["serve"].pop("torch_threads")
     local["applications"][0]["args"]["settings"]["serve"].pop("torch_threads")
     assert cluster == local
+
+
+def _pod_specs(node, where=""):
+    """(where, pod spec) for every pod template under a manifest: any object with `containers` is one (each Ray
+    group, KubeRay's submitter, the CronJob's pod), so a new group or manifest cannot slip past the checks."""
+    if isinstance(node, dict):
+        if isinstance(node.get("containers"), list):
+            yield where, node
+        for key, value in node.items():
+            yield from _pod_specs(value, f"{where}.{key}" if where else key)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _pod_specs(value, f"{where}[{i}]")
+
+
+PODS = [(f"{file}:{where}", spec) for file, doc in MANIFESTS for where, spec in _pod_specs(doc)]
+
+
+def test_every_workload_and_every_submitter_has_a_pod_template_here():
+    """KubeRay makes a submitter pod for a RayJob (and each RayCronJob tick) from the RayJob's submitterPodTemplate,
+    else from a default with no securityContext: so each names one."""
+    where = {w for w, _spec in PODS}
+    assert any(w.endswith("cronjob-scan.yaml:spec.jobTemplate.spec.template.spec") for w in where)
+    assert any(w.endswith("rayjob-scan.yaml:spec.submitterPodTemplate.spec") for w in where)
+    assert any(w.endswith("raycronjob-scan.yaml:spec.jobTemplate.submitterPodTemplate.spec") for w in where)
+    ray_groups = sum(1 + len(spec["workerGroupSpecs"]) for spec in _ray_clusters().values())
+    assert len(PODS) == ray_groups + 3  # + the CronJob's and the two submitters: the walk found every pod
+
+
+@pytest.mark.parametrize("where,spec", PODS, ids=[w for w, _s in PODS])
+def test_every_pod_meets_the_restricted_pod_security_standard(where, spec):
+    """Kubernetes' Pod Security Standards "restricted" (a namespace labelled pod-security.kubernetes.io/enforce:
+    restricted admits nothing less), plus a read-only root filesystem with /tmp an emptyDir: the image runs as the
+    numeric USER 1000, so the kubelet can check runAsNonRoot."""
+    pod = spec.get("securityContext", {})
+    assert pod.get("runAsNonRoot") is True, where
+    assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+    assert not any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")), where
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    assert not any("hostPath" in v for v in volumes.values()), where
+    for container in spec["containers"] + spec.get("initContainers", []):
+        name = f"{where}: {container['name']}"
+        ctx = container.get("securityContext", {})
+        assert ctx.get("allowPrivilegeEscalation") is False, name
+        assert ctx.get("capabilities", {}).get("drop") == ["ALL"] and not ctx["capabilities"].get("add"), name
+        assert not ctx.get("privileged") and ctx.get("runAsNonRoot", True) is True and ctx.get("runAsUser", 1) != 0, name
+        assert ctx.get("readOnlyRootFilesystem") is True, name
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        assert "emptyDir" in volumes[mounts["/tmp"]], f"{name}: /tmp must be a writable emptyDir"
+
+
+def test_the_image_user_is_numeric_so_run_as_non_root_can_be_checked():
+    """The kubelet refuses runAsNonRoot for a named USER it cannot resolve to a uid without /etc/passwd."""
+    users = [line.split()[1] for line in (ROOT / "cluster" / "Dockerfile").read_text().splitlines()
+             if line.startswith("USER ")]
+    assert users and users[-1].isdigit() and int(users[-1]) != 0
+
+
+def test_every_ray_container_has_a_writable_onnx_cache_under_the_images_home():
+    """With the root read-only, ~/.cache (classify.onnx_cache's default) is an emptyDir in each Ray pod, so its
+    actors and replicas export the ONNX graph once, not each (cluster/README.md, "Pod security")."""
+    dockerfile = (ROOT / "cluster" / "Dockerfile").read_text()
+    assert "useradd --create-home --uid 1000 ray" in dockerfile  # HOME is /home/ray
+    for file, spec in _ray_clusters().items():
+        for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+            pod = group["template"]["spec"]
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/home/ray/.cache"]], file
