@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline.batch import Batch, batch_size, codes_of, errors_of, object_column
-from pipeline.config import DetectConfig, resolve_device, set_torch_threads
-from pipeline.crop import DEFAULT_CROP_SIZE, DEFAULT_MARGIN, crop_face
-from pipeline.errors import DETECT_FAILED, row_failure
+from pipeline.card import ModelCard
+from pipeline.config import DEFAULT_CHECKPOINT, DetectConfig, resolve_device, set_torch_threads
+from pipeline.crop import crop_face
+from pipeline.errors import DETECT_FAILED, InvalidInputError, row_failure
+from pipeline.graph import card_or_none, crop_geometry
 from pipeline.keyframes import carry_faces, disputed_midpoints, first_seen_order, keyframe_indices
 from pipeline.resize import shrink, working_size
 from pipeline.tracking import link_tracks
@@ -32,8 +35,21 @@ class ChannelsLast(torch.nn.Module):
         return self.net(x.contiguous(memory_format=torch.channels_last))
 
 
+def checked_frames(frames) -> np.ndarray:
+    """``frames`` as the (N, H, W, 3) uint8 RGB array the detector reads, or InvalidInputError naming what came:
+    a cast would turn 0..1 floats into black frames and a grey or RGBA frame crashes inside MTCNN."""
+    array = np.asarray(frames)
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[3] != 3 or 0 in array.shape[1:3]:
+        raise InvalidInputError(f"frames must be an (N, H, W, 3) uint8 RGB array with H, W >= 1; "
+                                f"got shape {array.shape} dtype {array.dtype}")
+    return array
+
+
 class FaceDetector:
-    """Batched MTCNN (weights ship inside facenet-pytorch) on downscaled frames, boxes in original pixels."""
+    """Batched MTCNN (weights ship inside facenet-pytorch) on downscaled frames, boxes in original pixels.
+
+    Safe to call from several threads: each call passes its own minimum face size to facenet-pytorch's
+    ``detect_face`` (``MTCNN.detect`` reads it from the shared object, which a concurrent call would change)."""
 
     def __init__(self, config: DetectConfig | None = None, device: str = "auto"):
         from facenet_pytorch import MTCNN
@@ -54,6 +70,7 @@ class FaceDetector:
         Two passes when ``first_pass_min_face_px`` is set: large faces first, then the frames where none was
         found down to ``min_face_px``. So a frame with only small faces is searched as fully as before; small
         faces *beside* a large one are not looked for."""
+        frames = checked_frames(frames)
         if len(frames) == 0:
             return []
         first = max(self.config.min_face_px, self.config.first_pass_min_face_px or 0)
@@ -67,18 +84,21 @@ class FaceDetector:
     def _detect(self, frames: np.ndarray, source_size: tuple[int, int] | None, min_face_px: int):
         width, height = source_size or (frames.shape[2], frames.shape[1])
         scale, small_size = working_size(width, height, self.config.detect_max_side)
-        self.mtcnn.min_face_size = max(12, int(min_face_px * scale))
-        if min(small_size) < self.mtcnn.min_face_size:
+        min_size = max(12, int(min_face_px * scale))
+        if min(small_size) < min_size:
             # smaller than the smallest face MTCNN looks for: its image pyramid is empty and it crashes
             # (torch.cat of an empty list); no face can be found here, and none would be kept
             return [self._filter(None, None, None, scale) for _ in range(len(frames))]
-        results = []
+        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        m, results = self.mtcnn, []
         for start in range(0, len(frames), self.config.batch_size):  # frames of one video share a size: one MTCNN batch
             chunk = shrink(frames[start:start + self.config.batch_size], small_size)
             with torch.inference_mode():
-                boxes, probs, points = self.mtcnn.detect(chunk, landmarks=True)
-            for b, p, lm in zip(boxes, probs, points):
-                results.append(self._filter(b, p, lm, scale))
+                boxes, points = detect_face(chunk, min_size, m.pnet, m.rnet, m.onet, m.thresholds, m.factor, m.device)
+            for b, lm in zip(boxes, points):  # per frame: (k, 5) boxes with their probability last, (k, 5, 2)
+                b = np.asarray(b, np.float32).reshape(-1, 5)
+                results.append(self._filter(b[:, :4], b[:, 4], lm, scale))
         return results
 
     def _filter(self, boxes, probs, landmarks, scale: float):
@@ -97,15 +117,19 @@ class FaceDetector:
 class DetectStage:
     """Batch stage: ``frames`` → per-row face ``crops`` with box, landmarks, probability, frame and track.
 
-    The decoded frames are dropped from the output: only crops travel further down the graph.
+    The decoded frames are dropped from the output: only crops travel further down the graph. Crop size and
+    margin not given (here or in ``config``) come from ``card``, else ``checkpoint``'s card: the classifier's
+    weights were trained on crops of that margin, and score others worse (``pipeline.graph.crop_geometry``).
     """
 
     def __init__(self, config: DetectConfig | None = None, device: str = "auto", crop_size: int | None = None,
-                 torch_threads: int = 0):
+                 torch_threads: int = 0, card: ModelCard | None = None, checkpoint: Path | str = DEFAULT_CHECKPOINT):
         set_torch_threads(torch_threads)
         self.config = config or DetectConfig()
-        self.crop_size = crop_size or self.config.crop_size or DEFAULT_CROP_SIZE
-        self.margin = DEFAULT_MARGIN if self.config.margin is None else self.config.margin
+        crop_size = crop_size or self.config.crop_size
+        if card is None and (crop_size is None or self.config.margin is None):
+            card = card_or_none(checkpoint)  # the crops the weights were trained on (timm's rule), as the graph's
+        self.crop_size, self.margin = crop_geometry(crop_size, self.config.margin, card)
         self.detector = FaceDetector(self.config, device)
 
     def faces_of(self, frames: np.ndarray, source_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
@@ -114,6 +138,7 @@ class DetectStage:
         With ``detect_every`` k > 1 MTCNN runs on every k-th frame (and the last), and, bisecting, between
         two detected frames that disagree on the tracks they see; the other frames get their faces carried
         along the tracks (``pipeline.keyframes``)."""
+        frames = checked_frames(frames)
         every, iou, gap = self.config.detect_every, self.config.track_iou, self.config.track_max_gap
         if every > 1 and len(frames) > 2:
             keys = keyframe_indices(len(frames), every)
@@ -167,7 +192,7 @@ class DetectStage:
             else:
                 try:
                     source = (int(batch["width"][i]), int(batch["height"][i])) if "width" in batch else None
-                    per_row.append(self.faces_of(np.asarray(frames, np.uint8), source if source and source[0] > 0 else None))
+                    per_row.append(self.faces_of(frames, source if source and source[0] > 0 else None))
                 except Exception as exc:  # noqa: BLE001 - one bad video never stops the batch
                     errors[i], codes[i] = row_failure(exc, DETECT_FAILED, "face detection", batch["uri"][i], log)
                     per_row.append(no_faces(self.crop_size))

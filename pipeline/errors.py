@@ -154,6 +154,13 @@ def row_failure(exc: Exception, default_code: str, what: str, uri: Any, log: log
     return f"{what} failed: {one_line(exc, 200)}", default_code
 
 
+class InvalidInputError(DeepfakeStreamError, ValueError):
+    """A caller handed a stage data outside its contract (frames not (N, H, W, 3) uint8): a bug of the caller's,
+    never of media the decoder read, so no row of a scan carries it (not in ``ROW_CODES``)."""
+
+    code = "invalid_input"
+
+
 class CheckpointError(DeepfakeStreamError):
     """A checkpoint is missing, malformed, or does not match the architecture."""
 

@@ -11,12 +11,16 @@ choose how to run the list, never re-wire it:
 
 ``upto`` runs a prefix of the graph (dataset preparation stops after ``detect``). Reading the card does not
 load the network; only building ``ScoreStage`` does.
+
+``crop_geometry`` and ``verdict_rule`` are the one rule for what the card supplies; a stage built by hand with
+those arguments unset (``DetectStage()``, ``ScoreStage(checkpoint)``) applies the same rule to its card.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.batch import Batch, object_column
@@ -29,6 +33,7 @@ from pipeline.result import ScoreResult
 from pipeline.thumbs import MAX_PX
 
 if TYPE_CHECKING:
+    from pipeline.aggregate import Strategy
     from pipeline.classify import FaceClassifier
     from pipeline.score import ScoreStage
 
@@ -56,6 +61,28 @@ class StageSpec:
         return self.resolve()(**self.kwargs)
 
 
+def card_or_none(checkpoint: Path | str) -> ModelCard | None:
+    """The checkpoint's card, or None where there is no model (crops then take the defaults)."""
+    try:
+        return read_card(checkpoint)
+    except CheckpointError:
+        return None
+
+
+def crop_geometry(crop_size: int | None, margin: float | None, card: ModelCard | None) -> tuple[int, float]:
+    """(crop size, margin) of the face crops: the ones given, else the card's (the crops its weights were trained
+    on: a fake cropped otherwise can score REAL), else the card's defaults where there is no model."""
+    size = crop_size or (card.architecture.input_size if card else DEFAULT_CROP_SIZE)
+    return size, margin if margin is not None else (card.architecture.crop_margin if card else DEFAULT_MARGIN)
+
+
+def verdict_rule(card: ModelCard, threshold: float | None = None, aggregation: Strategy | None = None,
+                 min_track_frames: int | None = None) -> tuple[float, Strategy, int]:
+    """(threshold, aggregation, min_track_frames): the ones given, else the card's (calibrated with its weights)."""
+    return (card.threshold if threshold is None else threshold, aggregation or card.aggregation,
+            min_track_frames or card.min_track_frames)
+
+
 def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | None = None,
                 storage_options: dict | None = None, torch_threads: int | None = None,
                 packed: tuple[ModelCard, bytes] | None = None,
@@ -79,12 +106,10 @@ def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | No
             if "score" in names:
                 raise
     threads = settings.torch_threads if torch_threads is None else torch_threads
-    crop = settings.detect.crop_size or (card.architecture.input_size if card else DEFAULT_CROP_SIZE)
+    crop, margin = crop_geometry(settings.detect.crop_size, settings.detect.margin, card)
     if "score" in names and crop != card.architecture.input_size:  # else every face fails later, one by one
         raise CheckpointError(f"detect.crop_size {crop} does not match the detector's input size "
                               f"{card.architecture.input_size} (its model card): unset it, or use a detector trained at {crop} px")
-    margin = settings.detect.margin if settings.detect.margin is not None else (
-        card.architecture.crop_margin if card else DEFAULT_MARGIN)
     cls = settings.classify
     specs = {
         "decode": lambda: StageSpec("decode", "pipeline.decode:DecodeStage", {
@@ -98,9 +123,8 @@ def stage_specs(settings: Settings, upto: str = "score", *, card: ModelCard | No
             "checkpoint": cls.checkpoint, "device": settings.device, "batch_size": cls.batch_size,
             "tta_flip": cls.tta_flip, "runtime": cls.runtime, "onnx_cache": cls.onnx_cache, "torch_threads": threads, "packed": packed,
             "classifier": classifier,
-            "threshold": card.threshold if cls.threshold is None else cls.threshold,
-            "aggregation": cls.aggregation or card.aggregation,
-            "min_track_frames": cls.min_track_frames or card.min_track_frames,
+            **dict(zip(("threshold", "aggregation", "min_track_frames"),
+                       verdict_rule(card, cls.threshold, cls.aggregation, cls.min_track_frames))),
             "thumbnails": thumbnails, "thumbnail_px": thumbnail_px,
         }),
     }
@@ -150,4 +174,5 @@ class ScoringPipeline:
         return ScoreResult.failed(uri, message, self.scorer.aggregate.threshold, self.card.version)
 
 
-__all__ = ["STAGES", "StageSpec", "stage_specs", "Graph", "ScoringPipeline"]
+__all__ = ["STAGES", "StageSpec", "stage_specs", "card_or_none", "crop_geometry", "verdict_rule", "Graph",
+           "ScoringPipeline"]

@@ -13,6 +13,7 @@ from pipeline.batch import Batch, object_column
 from pipeline.card import ModelCard
 from pipeline.classify import ClassifyStage, FaceClassifier
 from pipeline.config import set_torch_threads
+from pipeline.graph import verdict_rule
 from pipeline.runtime import Runtime
 from pipeline.thumbs import MAX_PX, top_face_thumbnails
 
@@ -23,10 +24,12 @@ class ScoreStage:
     The network comes from ``classifier`` when given (training, tests), else from ``checkpoint`` (or its
     ``packed`` card and bytes, so a Ray worker needs no copy of the file). With ``thumbnails`` > 0 it also
     keeps ``face_thumbs``: JPEGs of each object's top-scoring faces (None for the others), made here
-    because this is the last place the crops exist.
+    because this is the last place the crops exist. ``threshold``, ``aggregation`` and ``min_track_frames``
+    left unset are the card's (``pipeline.graph.verdict_rule``).
     """
 
-    def __init__(self, checkpoint: Path, threshold: float, aggregation: Strategy, min_track_frames: int,
+    def __init__(self, checkpoint: Path, threshold: float | None = None, aggregation: Strategy | None = None,
+                 min_track_frames: int | None = None,
                  device: str = "auto", batch_size: int = 32, tta_flip: bool | None = None, torch_threads: int = 0,
                  packed: tuple[ModelCard, bytes] | None = None, classifier: FaceClassifier | None = None,
                  thumbnails: int = 0, thumbnail_px: int = MAX_PX, runtime: Runtime = "auto",
@@ -35,6 +38,8 @@ class ScoreStage:
         classifier = classifier or FaceClassifier.from_checkpoint(checkpoint, device, batch_size, tta_flip, packed, runtime,
                                                                    onnx_cache)
         self.classify = ClassifyStage(classifier)
+        threshold, aggregation, min_track_frames = verdict_rule(classifier.card, threshold, aggregation,
+                                                                min_track_frames)
         self.aggregate = AggregateStage(threshold, aggregation, classifier.card.version, min_track_frames)
         self.thumbnails, self.thumbnail_px = thumbnails, thumbnail_px
 

@@ -283,3 +283,87 @@ def test_a_detector_crash_leaves_one_line_on_the_row(detect_stage, samples_dir, 
     assert out["error"][0] == "face detection failed: RuntimeError: kernel failed"
     assert out["error_code"][0] == "detect_failed" and out["crops"][0].shape == (0, 160, 160, 3)
     assert any(r.exc_info and "astronaut.jpg" in r.getMessage() for r in caplog.records)
+
+
+def test_one_detector_called_from_threads_gives_each_call_its_own_face_size(samples_dir, monkeypatch):
+    """A ScoringPipeline may be shared by threads: one call must not change what another searches for. Frames of two
+    sizes search from two minimum face sizes; the calls are interleaved so the small frame's call starts while the
+    large one's is about to search (the order in which, with the size set on the shared MTCNN, the large frame's
+    22 px face was searched for from 40 px and lost)."""
+    import threading
+
+    import pipeline.detect as detect
+
+    photo = _frame(samples_dir / "astronaut.jpg")
+    small = np.ascontiguousarray(photo[:, :256, 96:352])  # 256 px, not shrunk: faces from 40 px
+    large = np.zeros((1, 1024, 1024, 3), np.uint8)
+    large[:, :512, :512] = photo[0]  # shrunk to 256 px its face is ≈ 22 px: searched from 12 px
+    detector = FaceDetector(DetectConfig(first_pass_min_face_px=None, detect_max_side=256), "cpu")
+    alone = {"small": detector.detect(small)[0], "large": detector.detect(large)[0]}
+    assert len(alone["small"][0]) == len(alone["large"][0]) == 1
+    large_searching, small_started = threading.Event(), threading.Event()
+    working_size, shrink = detect.working_size, detect.shrink
+
+    def sized(width, height, max_side):
+        if width == 256:
+            large_searching.wait(10)
+        return working_size(width, height, max_side)
+
+    def shrunk(frames, size):
+        if frames.shape[2] == 1024:
+            large_searching.set()
+            small_started.wait(10)
+        else:
+            small_started.set()
+        return shrink(frames, size)
+
+    monkeypatch.setattr(detect, "working_size", sized)
+    monkeypatch.setattr(detect, "shrink", shrunk)
+    together = {}
+    threads = [threading.Thread(target=lambda k=k, f=f: together.update({k: detector.detect(f)[0]}))
+               for k, f in (("large", large), ("small", small))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for key, (boxes, probs, _) in alone.items():
+        assert len(together[key][0]) == len(boxes), key
+        np.testing.assert_allclose(together[key][0], boxes, atol=1e-3)
+        np.testing.assert_allclose(together[key][1], probs, atol=1e-5)
+
+
+@pytest.mark.parametrize("frames", [
+    np.zeros((1, 0, 0, 3), np.uint8), np.zeros((1, 8, 8), np.uint8), np.zeros((1, 8, 8, 1), np.uint8),
+    np.zeros((1, 8, 8, 4), np.uint8), np.zeros((8, 8, 3), np.uint8), np.zeros((1, 3, 8, 8), np.uint8),
+    np.zeros((1, 8, 8, 3), np.float32)], ids=["0x0", "gray", "gray1", "rgba", "one frame", "chw", "float"])
+def test_frames_outside_the_contract_are_invalid_input_naming_them(detect_stage, detector, frames):
+    """Not (N, H, W, 3) uint8: refused with a stable code naming what came, never cast (0..1 → black) or crashed."""
+    from pipeline.errors import InvalidInputError
+
+    out = detect_stage({"uri": object_column(["given"]), "frames": object_column([frames])})
+    assert out["error_code"][0] == "invalid_input" and f"shape {frames.shape} dtype {frames.dtype}" in out["error"][0]
+    assert out["crops"][0].shape[0] == 0
+    with pytest.raises(InvalidInputError, match="uint8"):
+        detector.detect(frames)
+
+
+def test_a_stage_built_by_hand_crops_as_the_card_says(detector_checkpoint, tmp_path):
+    """DetectStage() with no margin or crop size takes the checkpoint's (the crops its weights were trained on): the
+    shipped card's 0.15, not the 0.3 default, or its fake scores REAL."""
+    import shutil
+
+    from pipeline.card import read_card
+    from pipeline.config import DEFAULT_CHECKPOINT
+    from pipeline.graph import card_or_none, crop_geometry
+
+    stage = DetectStage(device="cpu")
+    assert (stage.crop_size, stage.margin) == crop_geometry(None, None, card_or_none(DEFAULT_CHECKPOINT))  # shipped
+    card = read_card(detector_checkpoint)
+    weights = shutil.copy(detector_checkpoint, tmp_path / "m.safetensors")
+    card.architecture.crop_margin, card.architecture.input_size = 0.15, 192
+    (tmp_path / "m.json").write_text(card.model_dump_json())
+    stage = DetectStage(DetectConfig(), "cpu", checkpoint=weights)
+    assert (stage.crop_size, stage.margin) == (192, 0.15)
+    stage = DetectStage(DetectConfig(margin=0.5), "cpu", crop_size=96, checkpoint=weights)
+    assert (stage.crop_size, stage.margin) == (96, 0.5)  # what is given wins
+    assert DetectStage(device="cpu", checkpoint=tmp_path / "none.safetensors").margin == 0.3  # no model: the default

@@ -111,3 +111,57 @@ def test_score_keeps_thumbnails_of_each_objects_top_faces(detector_checkpoint, s
         for i in kept:
             image = Image.open(io.BytesIO(thumbs[i]))
             assert image.format == "JPEG" and max(image.size) <= 48
+
+
+def test_a_score_stage_built_by_hand_takes_its_verdict_rule_from_the_card(detector_checkpoint):
+    """ScoreStage(checkpoint) alone judges as the graph does: threshold, aggregation and minimum track of its card."""
+    from types import SimpleNamespace
+
+    from pipeline.score import ScoreStage
+
+    card = read_card(detector_checkpoint).model_copy(update={"threshold": 0.37, "aggregation": "confident",
+                                                              "min_track_frames": 3})
+    stage = ScoreStage(detector_checkpoint, classifier=SimpleNamespace(card=card))  # the network is not needed here
+    rule = stage.aggregate
+    assert (rule.threshold, rule.strategy, rule.min_track_frames) == (0.37, "confident", 3)
+    rule = ScoreStage(detector_checkpoint, 0.9, "mean", 1, classifier=SimpleNamespace(card=card)).aggregate
+    assert (rule.threshold, rule.strategy, rule.min_track_frames) == (0.9, "mean", 1)
+
+
+def _python_blocks(section: str) -> list[str]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in body.split("```python\n")[1:]]
+
+
+def test_the_documented_library_use_runs(detector_env, samples_dir, monkeypatch):
+    """docs/architecture.md "Using it from Python": the in-process snippet scores the samples; the Ray Data one hands
+    map_batches what Graph takes (checked against a stand-in dataset: no Ray started here)."""
+    import inspect
+    import sys
+    from types import SimpleNamespace
+
+    scoring, on_ray = _python_blocks("Using it from Python")
+    monkeypatch.chdir(samples_dir.parents[1])
+    scope: dict = {}
+    exec(scoring, scope)  # noqa: S102 - the docs' own example
+    assert scope["result"].label in ("REAL", "FAKE") and scope["upload"].score == scope["result"].score
+    calls = []
+
+    class Dataset:
+        def map_batches(self, fn, **kwargs):
+            inspect.signature(fn).bind(**kwargs["fn_constructor_kwargs"])
+            calls.append((fn, kwargs))
+            return self
+
+        def take_all(self):
+            return []
+
+    data = SimpleNamespace(from_items=lambda items: Dataset(), ActorPoolStrategy=lambda size: ("actors", size))
+    monkeypatch.setitem(sys.modules, "ray", SimpleNamespace(data=data))
+    exec(on_ray, {"paths": [str(samples_dir / "astronaut.jpg")]})  # noqa: S102
+    (fn, kwargs), = calls
+    assert fn is Graph and [s.name for s in kwargs["fn_constructor_kwargs"]["specs"]] == list(STAGES)
+    assert kwargs["batch_format"] == "numpy"
