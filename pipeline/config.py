@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 from types import UnionType
@@ -30,7 +31,28 @@ from serve.config import ServeConfig
 
 Runtime = Literal["auto", "torch", "onnx"]  # the classifier's engine (pipeline/runtime.py)
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "detector.safetensors"
-DEFAULT_ONNX_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deepfakestream" / "onnx"
+
+
+def temp_onnx_cache() -> Path:
+    """This user's ONNX cache under the temp dir: where there is no home, or the configured cache cannot be
+    written. Used only once ``pipeline/runtime.py`` has found its parent this user's alone."""
+    return Path(tempfile.gettempdir()) / f"deepfakestream-{os.geteuid()}" / "onnx"
+
+
+def default_onnx_cache() -> Path | None:
+    """XDG_CACHE_HOME, else ~/.cache, else (HOME unset and a uid without a passwd entry: a container's) the temp dir's
+    ``temp_onnx_cache``, else (no writable temp dir either) None, no cache. Resolved when settings are built, not at
+    import, and never fails: ``query`` and ``report`` never need it."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = Path.home() / ".cache"
+        except RuntimeError:  # "Could not determine home directory"
+            try:
+                return temp_onnx_cache()
+            except OSError:  # gettempdir: "No usable temporary directory found"
+                return None
+    return Path(base) / "deepfakestream" / "onnx"
 
 
 class DecodeConfig(BaseModel):
@@ -91,9 +113,10 @@ class ClassifyConfig(BaseModel):
     runtime: Runtime = Field(
         "auto", description="classifier engine: onnx (ONNX Runtime, CPU only), torch, or auto (onnx on CPU when installed)")
     onnx_cache: Path | None = Field(
-        DEFAULT_ONNX_CACHE, description="folder of exported ONNX graphs, keyed by a hash of the weights, so a new "
-                                        "process skips the ~3 s export; None (also \"\" or \"none\", as the "
-                                        "environment can only say it) = export every time")
+        default_factory=default_onnx_cache,
+        description="folder of exported ONNX graphs, keyed by a hash of the weights, so a new process skips the ~3 s "
+                    "export (default: $XDG_CACHE_HOME or ~/.cache, then deepfakestream/onnx; no home: under the temp "
+                    "dir); None (also \"\" or \"none\", as the environment can only say it) = export every time")
 
     @field_validator("checkpoint", mode="before")
     @classmethod
@@ -119,7 +142,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, description="0 = leave torch's default")
     decode: DecodeConfig = DecodeConfig()
     detect: DetectConfig = DetectConfig()
-    classify: ClassifyConfig = ClassifyConfig()
+    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)  # its onnx_cache: resolved when built
     serve: ServeConfig = ServeConfig()
     scan: ScanConfig = ScanConfig()
 

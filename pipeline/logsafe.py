@@ -25,9 +25,10 @@ _URI = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s
 # secrets a storage client's log line spells out of any URI: a request's headers as text (``x-amz-security-token:T``),
 # as a dict (``'X-Amz-Security-Token': b'T'``), a canonical query (``X-Amz-Credential=…``), an XML or JSON credential
 # (``<SessionToken>``, ``"SecretAccessKey": …``), botocore's ``Signature:\n<hex>``; Authorization's whole value.
-# A field is a name ending in one of these words, then a separator: the name's start does not matter
+# A field is a name ending in one of these words, then a separator: the name's start does not matter. An OSError
+# after a path ending in one (``…/.ray/auth_token: [Errno 30] …``) is no value
 _SECRET_FIELD = re.compile(r"""(?i)(token|secret|signature|credential|password|secret_?access_?key)"""
-                           r"""(['"]?\s*[:=>]\s*b?['"]?)[^\s'"&,;<]+""")
+                           r"""(['"]?\s*[:=>]\s*b?['"]?)(?!\[Errno\s\d)[^\s'"&,;<]+""")
 _AUTHORIZATION = re.compile(r"""(?i)\b((?:proxy-)?authorization)(['"]?\s*[:=]\s*(?:b?(['"]))?)(?(3)[^'"\n]*|[^\n]*)""")
 # AWS's long-term (AKIA) and session (ASIA) key ids: 20 characters, digits among them (not ASIANFACES2024.mp4)
 _ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)(?=[A-Z]*[0-9])[A-Z0-9]{16}\b")

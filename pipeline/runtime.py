@@ -5,7 +5,9 @@ single thread and the same outputs (to 1e-6; docs/benchmarks.md). The ONNX graph
 loaded checkpoint when the stage is built (about 3 s), so the safetensors file and its card stay the one
 shipped artefact; the exported graph is cached on disk under a hash of the weights (``classify.onnx_cache``),
 so later processes (scan actors, serve replicas, the next ``score``) load it instead; the ``CACHE_ENTRIES`` most
-recently used graphs are kept (~14 MB each, one per checkpoint scored). GPUs keep PyTorch. Grad-CAM (serve's explanations) always uses
+recently used graphs are kept (~14 MB each, one per checkpoint scored). Where that folder cannot be written (a
+read-only home), graphs go to this user's folder under the temp dir (``config.temp_onnx_cache``), used only while it
+is this user's alone: another user could otherwise plant a graph there. GPUs keep PyTorch. Grad-CAM (serve's explanations) always uses
 the PyTorch module, which the classifier keeps.
 """
 
@@ -18,6 +20,7 @@ import io
 import logging
 import os
 import re
+import stat
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 
 from pipeline.atomic import write_atomic
-from pipeline.config import Runtime
+from pipeline.config import Runtime, temp_onnx_cache
 from pipeline.errors import RuntimeUnavailableError
 
 OPSET = 17
@@ -62,8 +65,10 @@ class OnnxNetwork:
         options.intra_op_num_threads = torch.get_num_threads()  # the process's torch setting
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        cached = Path(cache_dir) / f"{graph_key(module, input_size)}.onnx" if cache_dir else None
-        if cached is not None and cached.is_file():
+        key = graph_key(module, input_size) if cache_dir else ""
+        for cached in _entries(Path(cache_dir), key) if cache_dir else ():
+            if not cached.is_file():
+                continue
             try:
                 self.session = onnxruntime.InferenceSession(cached.read_bytes(), options, providers=["CPUExecutionProvider"])
                 self.source = "cache"
@@ -75,8 +80,8 @@ class OnnxNetwork:
         graph = export_onnx(module, input_size)
         self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.source = "export"
-        if cached is not None:
-            _cache(cached, graph)
+        if cache_dir:
+            _cache(Path(cache_dir) / f"{key}.onnx", graph)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(pixels.cpu().numpy(), np.float32)
@@ -111,13 +116,68 @@ def export_onnx(module: torch.nn.Module, input_size: int) -> bytes:
     return buffer.getvalue()
 
 
-def _cache(path: Path, data: bytes) -> None:
-    """Temp file + rename: actors starting together never read half a graph. A cache that cannot be written
-    (read-only home) only costs the next process its export."""
+SETTING = "classify.onnx_cache (DFS_CLASSIFY__ONNX_CACHE) or XDG_CACHE_HOME"  # what a warning tells to set
+
+
+def _entries(folder: Path, key: str) -> list[Path]:
+    """Where the graph ``key`` may be cached, in order: ``folder``, then, where ``folder`` cannot be written (a
+    read-only home), the temp dir's fallback, where an earlier process would have cached it. The fallback only while
+    it is this user's alone (``_private``)."""
+    fallback = _fallback()
+    if folder == fallback:  # no home: the default
+        return [folder / f"{key}.onnx"] if _private(fallback.parent) else []
+    if fallback is None or _writable(folder) or not _private(fallback.parent, make=False):
+        return [folder / f"{key}.onnx"]
+    return [folder / f"{key}.onnx", fallback / f"{key}.onnx"]
+
+
+def _fallback() -> Path | None:
     try:
+        return temp_onnx_cache()
+    except OSError:  # no writable temp dir
+        return None
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _private(top: Path, make: bool = True) -> bool:
+    """``top`` (the temp dir's ``deepfakestream-<uid>``) made (``make``) or found a folder of this user's that no one
+    else may enter: not a link, ours, mode 0700 or narrower. Anything else there is never read: it could hold a
+    graph another user planted."""
+    try:
+        if make:
+            top.mkdir(mode=0o700, exist_ok=True)
+        info = top.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o077
+
+
+def _cache(path: Path, data: bytes) -> None:
+    """Temp file + rename: actors starting together never read half a graph. Where ``path``'s folder cannot be
+    written (read-only home), the temp dir's fallback (this user's alone) takes it, so only this process pays the
+    export; where that fails too, every process does."""
+    fallback = _fallback()
+    try:
+        if path.parent == fallback and not _private(fallback.parent):
+            raise PermissionError(f"{fallback.parent} is not a folder of this user's alone")
         write_atomic(path, data)
     except OSError as exc:
-        log.warning("cannot cache the ONNX graph in %s: %s", path.parent, exc)
+        if fallback is not None and path.parent != fallback and _private(fallback.parent):
+            with contextlib.suppress(OSError):
+                write_atomic(fallback / path.name, data)
+                log.warning("cannot cache the ONNX graph in %s (%s): cached in %s instead; set %s to a writable folder",
+                            path.parent, exc, fallback, SETTING)
+                _prune(fallback, CACHE_ENTRIES)
+                return
+        log.warning("cannot cache the ONNX graph in %s (%s): every process exports it again (~3 s); set %s to a "
+                    "writable folder", path.parent, exc, SETTING)
         return
     _prune(path.parent, CACHE_ENTRIES)
 

@@ -27,7 +27,7 @@ from ray import serve
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import DeepfakeStreamError, one_line
-from pipeline.local_ray import start_local_ray
+from pipeline.local_ray import advice, start_local_ray
 from serve.config import ServeConfig
 from serve.deployments import Classifier, Decoder, Detector
 from serve.ingress import Api
@@ -213,7 +213,7 @@ def start_ray(settings: Settings) -> None:
     except Exception as exc:  # noqa: BLE001 - whatever Ray raises: one line, the trace in the debug log
         log.debug("ray.init failed", exc_info=True)
         ray.shutdown()  # whatever it had started
-        raise RayStartError(f"could not start Ray: {one_line(exc)}") from exc
+        raise RayStartError(f"could not start Ray: {one_line(exc)}{advice(exc)}") from exc
 
 
 def drain(settings: Settings) -> int:

@@ -29,11 +29,24 @@ def _usage_as_json(as_json: bool) -> Iterator[None]:
         raise refuse("invalid_configuration", exc.format_message(), as_json=True) from exc
 
 
+def tolerant_streams() -> None:
+    """stdout and stderr write what their encoding cannot hold (日本 under LC_ALL=de_DE.ISO-8859-1) as escapes
+    (``\\u65e5``), as Python's stderr does by default, instead of raising UnicodeEncodeError part-way through a table,
+    a report or a CSV export."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (OSError, ValueError):  # closed, or not a real TextIOWrapper: left as it is
+                pass
+
+
 class _App(TyperGroup):
     """The command group: a usage error with ``--json`` among the arguments answers as ``refuse`` does. Here, not
     in a ``main()``, so the console script (``jobs.cli:app``), ``python -m jobs.cli`` and CliRunner all get it."""
 
     def make_context(self, info_name, args, parent=None, **extra):
+        tolerant_streams()
         as_json = JSON_FLAG in args  # before parsing, which consumes ``args``
         with _usage_as_json(as_json):
             ctx = super().make_context(info_name, args, parent, **extra)

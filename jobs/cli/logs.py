@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 
 from pipeline.logsafe import redact_secrets
@@ -25,6 +26,15 @@ def log_level(verbose: bool = False) -> int:
     if name not in LEVELS:  # getattr(logging, name) would take BASIC_FORMAT, and a typo silently meant WARNING
         raise ValueError(f"DFS_LOG_LEVEL must be one of {', '.join(LEVELS)}, not {os.environ['DFS_LOG_LEVEL']!r}")
     return logging.getLevelNamesMapping()[name]
+
+
+# ISO 8601 in UTC, as every other time the commands write (records, reports, --json): 2026-12-08T15:39:09.037Z
+FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s"
+DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+class UtcFormatter(logging.Formatter):
+    converter = time.gmtime  # logging's default is the local time, with no zone said
 
 
 class Redacting(logging.Filter):
@@ -59,7 +69,9 @@ def setup_logging(verbose: bool = False, as_json: bool = False) -> None:
         from jobs.cli.common import refuse
 
         raise refuse("invalid_configuration", str(exc), as_json) from exc
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stderr = logging.StreamHandler()
+    stderr.setFormatter(UtcFormatter(FORMAT, DATE_FORMAT))
+    logging.basicConfig(level=level, handlers=[stderr])  # as ever, nothing where the root has handlers already
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, Redacting) for f in handler.filters):
             handler.addFilter(Redacting())

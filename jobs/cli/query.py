@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import sys
 from pathlib import Path
@@ -84,11 +85,22 @@ def query(
                     if len(rows) > TABLE_ROWS:
                         break
             else:  # a failure part-way leaves the rows written so far, and exits non-zero
-                write_rows(columns, batches, fmt, sys.stdout)
+                write_rows(columns, batches, fmt, _data_out())
     except QueryError as exc:
         raise refuse(exc.code, str(exc), status=exc.status if isinstance(exc, QueryStopped) else 1) from exc
     if fmt == "table":
         _print_table(columns, rows)
+
+
+def _data_out():
+    """stdout for -f csv / json: UTF-8 when it is a file or a pipe, whatever the locale says (a program reads it; the
+    locale's encoding lost 日本 to escapes, and ISO-8859-1 is no CSV reader's default); on a terminal, the terminal's
+    encoding (what it cannot show escaped: ``common.tolerant_streams``). JSON is ASCII either way."""
+    out = sys.stdout
+    if not out.isatty() and hasattr(out, "reconfigure") and codecs.lookup(out.encoding or "ascii").name != "utf-8":
+        out.flush()
+        out.reconfigure(encoding="utf-8", errors="backslashreplace")
+    return out
 
 
 def _print_table(columns: list[str], rows: list[tuple]) -> None:

@@ -18,7 +18,11 @@ output and loads no extension (``_duckdb``). Parts whose data cannot be decoded 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
+import tempfile
+import weakref
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -199,6 +203,7 @@ def _duckdb(store: OutputStore | None = None):
     import duckdb
 
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con.execute("SET temp_directory = $1", [_spill_folder(con)])
     if store is not None and not store.local:
         con.register_filesystem(store.fs)
     # the root as the views name its parts, and as DuckDB names what they match (its checks see both)
@@ -209,6 +214,19 @@ def _duckdb(store: OutputStore | None = None):
     # times UTC
     con.execute("SET TimeZone = 'UTC'")
     return con
+
+
+def _spill_folder(con) -> str:
+    """Where DuckDB spills what does not fit in memory: ``spill`` in a new 0700 folder under the temp dir, removed with
+    the connection (DuckDB makes and removes ``spill`` itself). Its default, ``.tmp`` in the current directory,
+    fails where that is read-only and leaves the output's rows wherever the command ran. "": no temp dir to write,
+    no spilling (a query larger than memory fails)."""
+    try:
+        folder = tempfile.mkdtemp(prefix="deepfakestream-duckdb-")
+    except OSError:
+        return ""
+    weakref.finalize(con, shutil.rmtree, folder, True)
+    return os.path.join(folder, "spill")
 
 
 def _views(con, store: OutputStore, skip: dict[str, str] | None = None) -> bool:

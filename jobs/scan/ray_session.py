@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from jobs.scan.config import ScanConfig
 from jobs.scan.errors import ScanError
-from pipeline.local_ray import start_local_ray
+from pipeline.local_ray import advice, start_local_ray
 from pipeline.logsafe import redact_uri
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ def ensure_ray(options: ScanConfig) -> bool:
             said = (f"authentication failed ({f'RAY_AUTH_MODE={mode}' if mode else 'no Ray token here'}): the cluster "
                     "has Ray's token authentication on; give the scan its token (RAY_AUTH_TOKEN, a file named by "
                     "RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token) with RAY_AUTH_MODE=token or unset")
+        elif not address:
+            said += advice(exc)
         raise ScanError(f"cannot start or reach Ray ({redact_uri(address or 'local')}): {said}") from exc
     return True
 

@@ -188,6 +188,35 @@ def test_a_blank_onnx_cache_means_no_cache_not_the_current_directory(clean_env, 
     assert str(load_settings().classify.onnx_cache) == "/tmp/graphs"
 
 
+def test_the_onnx_cache_default_needs_no_home(clean_env, tmp_path):
+    """HOME unset and a uid without a passwd entry (a container's): Path.home() raised at import, so every command
+    died, `query` and `report` too. Now XDG_CACHE_HOME, else ~/.cache, else this user's folder under the temp dir."""
+    import tempfile
+    from pathlib import Path
+
+    from pipeline.config import temp_onnx_cache
+
+    clean_env.delenv("XDG_CACHE_HOME", raising=False)
+    clean_env.setenv("HOME", str(tmp_path))
+    assert load_settings().classify.onnx_cache == tmp_path / ".cache" / "deepfakestream" / "onnx"
+    clean_env.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert load_settings().classify.onnx_cache == tmp_path / "xdg" / "deepfakestream" / "onnx"
+    clean_env.delenv("XDG_CACHE_HOME")
+    clean_env.delenv("HOME")
+
+    def home():
+        raise RuntimeError("Could not determine home directory.")
+
+    clean_env.setattr(Path, "home", staticmethod(home))
+    assert load_settings().classify.onnx_cache == temp_onnx_cache()
+
+    def no_temp_dir():
+        raise FileNotFoundError("No usable temporary directory found")
+
+    clean_env.setattr(tempfile, "gettempdir", no_temp_dir)
+    assert load_settings().classify.onnx_cache is None  # no cache: settings never fail for it
+
+
 @pytest.mark.parametrize("key", ["decode.max_duration_s", "serve.gpus", "serve.request_timeout_s", "scan.lease_seconds"])
 def test_infinity_is_refused(clean_env, key):
     from pydantic import ValidationError

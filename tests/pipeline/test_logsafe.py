@@ -89,6 +89,8 @@ def test_redact_secrets_masks_headers_fields_and_key_ids_around_uris():
     "CALL: head_object - ({},) - {'Bucket': 'uploads', 'Key': 'incoming/coffee.jpg'}",
     "SignedHeaders=host;x-amz-date;x-amz-security-token",
     "decode failed for /data/ASIANFACES20240001.mp4 and AKIAPROJECTNOTES.txt",  # no key ids: 16 characters, a digit
+    # a path ending in a secret's name, then an OSError: no value (its "[Errno" was masked)
+    "could not make Ray's token file /x/.ray/auth_token: [Errno 30] Read-only file system: '/x'",
 ])
 def test_redact_secrets_leaves_everything_else_as_it_is(line):
     assert redact_secrets(line) == line

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +83,8 @@ def test_the_exported_graph_is_cached_and_a_damaged_entry_is_exported_again(tmp_
 
 
 @needs_onnx
-def test_an_unwritable_cache_only_costs_the_export(tmp_path):
+def test_an_unwritable_cache_only_costs_the_export(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # its fallback (test below) here, not in /tmp
     model, card = load_checkpoint(ROOT / "pipeline" / "checkpoints" / "detector.safetensors")
     blocked = tmp_path / "file"
     blocked.write_text("a file where the cache folder would be")
@@ -138,3 +142,50 @@ def test_the_cache_keeps_the_most_recently_used_graphs_and_survives_other_proces
         onnxruntime.InferenceSession(reader.read(), providers=["CPUExecutionProvider"])  # the reader gets it whole
     assert OnnxNetwork(nets[1], 8, tmp_path).source == "export"  # and b is exported again when next needed
     assert sorted(tmp_path.glob("*.onnx")) == sorted([b, c, stuck, theirs])
+
+
+GRAPH = "0123456789abcdef0123456789abcdef.onnx"  # a graph_key's name; the bytes need not be a graph here
+
+
+@pytest.fixture
+def temp_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_a_cache_that_cannot_be_written_falls_back_to_this_users_folder_under_the_temp_dir(tmp_path, temp_dir, caplog):
+    """A read-only home: the warning named no setting, and every process (each scan actor) exported again."""
+    from pipeline.config import temp_onnx_cache
+    from pipeline.runtime import _cache, _entries
+
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would be")
+    with caplog.at_level(logging.WARNING, logger="pipeline.runtime"):
+        _cache(blocked / "onnx" / GRAPH, b"graph")
+    fallback = temp_onnx_cache()
+    assert fallback.parent == temp_dir / f"deepfakestream-{os.geteuid()}" and (fallback / GRAPH).read_bytes() == b"graph"
+    assert fallback.parent.stat().st_mode & 0o777 == 0o700
+    assert "DFS_CLASSIFY__ONNX_CACHE" in caplog.text and str(fallback) in caplog.text
+    assert _entries(blocked / "onnx", GRAPH[:-5]) == [blocked / "onnx" / GRAPH, fallback / GRAPH]  # the next process's
+    assert _entries(tmp_path / "writable", GRAPH[:-5]) == [tmp_path / "writable" / GRAPH]  # only where it must
+
+
+def test_a_temp_dir_folder_that_is_not_this_users_alone_is_never_read_nor_written(tmp_path, temp_dir, caplog):
+    """Another user could make /tmp/deepfakestream-<uid> first and plant a graph there."""
+    from pipeline.config import temp_onnx_cache
+    from pipeline.runtime import _cache, _entries
+
+    fallback = temp_onnx_cache()
+    fallback.mkdir(parents=True)
+    fallback.parent.chmod(0o777)
+    (fallback / GRAPH).write_bytes(b"planted")
+    assert _entries(fallback, GRAPH[:-5]) == []  # the default where there is no home
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    assert _entries(blocked / "onnx", GRAPH[:-5]) == [blocked / "onnx" / GRAPH]
+    with caplog.at_level(logging.WARNING, logger="pipeline.runtime"):
+        _cache(fallback / "0123456789abcdef0123456789abcde0.onnx", b"graph")
+    assert (fallback / GRAPH).read_bytes() == b"planted" and len(list(fallback.iterdir())) == 1
+    assert "every process exports it again" in caplog.text and "DFS_CLASSIFY__ONNX_CACHE" in caplog.text

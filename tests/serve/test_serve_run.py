@@ -137,6 +137,17 @@ def test_ray_that_will_not_start_is_one_line_and_nothing_is_left_running(monkeyp
     assert caught.value.code == "ray_start_failed" and [c[0] for c in calls] == ["ray.init", "ray.shutdown"]
 
 
+def test_a_temp_dir_too_long_for_ray_s_sockets_is_said_with_its_fix(monkeypatch, calls):
+    """A long TMPDIR failed with Ray's bare "AF_UNIX path length cannot exceed 107 bytes"."""
+    def failing_init(**kwargs):
+        raise OSError("validate_socket_filename failed: AF_UNIX path length cannot exceed 107 bytes: /t/ray/s/plasma")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", failing_init)
+    with pytest.raises(app.RayStartError, match="107 bytes: /t/ray/s/plasma; .* set RAY_TMPDIR .* short writable folder"):
+        app.run(load_settings())
+
+
 def test_a_failed_deploy_is_one_line_and_stops_what_run_started(monkeypatch, calls):
     def deploy(settings):
         calls.append(("deploy",))

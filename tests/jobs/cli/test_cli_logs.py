@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -90,12 +92,18 @@ def test_every_line_the_handler_writes_is_redacted_and_the_rest_left_as_it_is():
     """`score -v` logged fsspec's `Retrieve file size for http://alice:S3cretPw@…?X-Amz-Signature=…` and botocore's
     signed requests (x-amz-security-token, Authorization, the access key id): setup_logging's handler masks them,
     tracebacks included, and keeps botocore's DEBUG (every signed request) off even under -v."""
-    proc = subprocess.run([sys.executable, "-c", LOGGED], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", LOGGED], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TZ": "Pacific/Chatham"})  # +12:45 or +13:45: never UTC
     assert proc.returncode == 0 and proc.stdout == "carried on\n", proc.stderr  # a bad call raised to its caller
     for secret in ("S3cretPw", "SIGSECRET", "TOKENSECRET", "AKIAIOSFODNN7EXAMPLE", "SIGNEDHEX", "HunterPw", "KEYSECRET",
                    "BOTOCOREDEBUG", "BADCALLPW"):
         assert secret not in proc.stderr, (secret, proc.stderr)
     lines = proc.stderr
+    # UTC with its Z, as every other time the commands write (it was the local time, no zone said)
+    stamp = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z DEBUG fsspec.http: ", lines)
+    assert stamp, lines
+    logged = datetime.strptime(stamp.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc)
+    assert abs(datetime.now(timezone.utc) - logged) < timedelta(minutes=5)
     assert "DEBUG fsspec.http: Retrieve file size for http://127.0.0.1:1/c.jpg?X-Amz-Signature=REDACTED&page=2\n" in lines
     assert "DEBUG s3fs: headers {'X-Amz-Security-Token': b'REDACTED', 'Authorization': b'REDACTED'}\n" in lines
     assert "x-amz-security-token:REDACTED\n" in lines

@@ -29,3 +29,50 @@ def test_reports_flags_carry_no_typer_bounds():
     bounded = [p.name for p in typer.main.get_command(app).commands["report"].params
                if getattr(p, "min", None) is not None or getattr(p, "max", None) is not None]
     assert bounded == []
+
+
+JAPAN = "/media/日本/clip.mp4"
+
+
+def _japanese_output(tmp_path) -> str:
+    from datetime import datetime, timezone
+
+    from jobs.scan.output import OutputStore
+
+    store = OutputStore(str(tmp_path / "out"))
+    store.prepare()
+    row = {"schema_version": 1, "scan_id": "s0", "uri": JAPAN, "fingerprint": "size:1:mtime:0", "label": "FAKE",
+           "score": 0.9, "faces": 3, "tracks": 1, "model_version": "m", "scanned_at": datetime.now(timezone.utc)}
+    store.commit("part-s0-00000", "2026-01-02", [row], [])
+    return str(tmp_path / "out")
+
+
+def test_a_terminal_that_cannot_show_a_character_gets_it_escaped_and_a_csv_export_is_utf8(tmp_path):
+    """LC_ALL=de_DE.ISO-8859-1: the table and `report` (its em dash) died with UnicodeEncodeError, and the CSV export
+    died part-way, its file cut short."""
+    output = _japanese_output(tmp_path)
+    runner = CliRunner(charset="latin-1")  # stdout encoded as such a terminal's, strict as Python's stdout is
+    table = runner.invoke(app, ["query", "-o", output, "SELECT uri FROM videos"])
+    assert table.exit_code == 0, table.output
+    assert "/media/\\u65e5\\u672c/clip.mp4" in table.stdout
+    report = runner.invoke(app, ["report", output])
+    assert report.exit_code == 0 and "\\u2014" in report.stdout, report.output
+    export = runner.invoke(app, ["query", "-o", output, "-f", "csv", "SELECT uri, label FROM videos"])
+    assert export.exit_code == 0 and export.stdout_bytes.decode("utf-8") == f"uri,label\n{JAPAN},FAKE\n"
+
+
+def test_query_needs_no_home(tmp_path):
+    """A container's uid without a passwd entry and HOME unset: every command died at import (the ONNX cache's default
+    was ~/.cache, resolved then)."""
+    import os
+    import subprocess
+    import sys
+
+    no_home = ("import pathlib, runpy\n"
+               "def home():\n    raise RuntimeError('Could not determine home directory.')\n"
+               "pathlib.Path.home = staticmethod(home)\n"
+               "runpy.run_module('jobs.cli', run_name='__main__')\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("HOME", "XDG_CACHE_HOME")}
+    proc = subprocess.run([sys.executable, "-c", no_home, "query", "-o", _japanese_output(tmp_path), "-f", "json",
+                           "SELECT label FROM videos"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and json.loads(proc.stdout) == [{"label": "FAKE"}], proc.stderr

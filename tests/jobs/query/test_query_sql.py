@@ -528,3 +528,23 @@ def test_the_table_shows_its_first_rows_and_says_the_rest_are_left_out(tmp_path)
     assert said.stderr.strip() == f"the first {TABLE_ROWS} rows; more left out: -f csv or -f json writes every row"
     said = CliRunner().invoke(_app(), ["query", f"SELECT range AS n FROM range({TABLE_ROWS})", "-o", output])
     assert said.exit_code == 0 and said.stderr.strip() == f"{TABLE_ROWS} row(s)", said.output
+
+
+def test_duckdb_spills_under_the_temp_dir_not_the_current_directory(tmp_path, monkeypatch):
+    """DuckDB's default spill folder, `.tmp` in the current directory, failed where that was read-only (a container's
+    /) and left the output's rows wherever the command ran."""
+    import gc
+    import os
+    import tempfile
+
+    from jobs.query.sql import _duckdb
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    con = _duckdb()
+    (spill,) = con.execute("SELECT current_setting('temp_directory')").fetchone()
+    (folder,) = tmp_path.iterdir()
+    assert spill == str(folder / "spill") and folder.stat().st_mode & 0o777 == 0o700
+    con.close()
+    del con
+    gc.collect()
+    assert not os.listdir(tmp_path)  # removed with the connection

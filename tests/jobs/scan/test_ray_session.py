@@ -132,3 +132,18 @@ def test_joining_a_cluster_with_token_authentication_sends_this_machines_token_o
         os.killpg(head.pid, signal.SIGKILL)  # `ray start`'s processes are all in its session: no global `ray stop`
         head.wait(timeout=30)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_temp_dir_too_long_for_ray_s_sockets_is_said_with_its_fix(monkeypatch):
+    """A long TMPDIR failed with Ray's bare "AF_UNIX path length cannot exceed 107 bytes"."""
+    import jobs.scan.ray_session as session
+    from jobs.scan.config import ScanConfig
+    from jobs.scan.errors import ScanError
+
+    def too_long(**options):
+        raise OSError("validate_socket_filename failed: AF_UNIX path length cannot exceed 107 bytes: /t/ray/s/plasma")
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(session, "start_local_ray", too_long)
+    with pytest.raises(ScanError, match="AF_UNIX path length .* set RAY_TMPDIR .* to a short writable folder"):
+        session.ensure_ray(ScanConfig(source="x", num_cpus=1))
