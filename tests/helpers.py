@@ -200,3 +200,17 @@ def corrupt_column(path: str | Path, column: str) -> None:
     data = bytearray(Path(path).read_bytes())
     data[start:start + size] = random.Random(3).randbytes(size)
     Path(path).write_bytes(bytes(data))
+
+
+def one_row_output(folder: Path, uri: str) -> str:
+    """A scan output under ``folder`` holding one FAKE ``videos`` row for ``uri`` (query and CLI tests)."""
+    from datetime import datetime, timezone
+
+    from jobs.scan.output import OutputStore
+
+    store = OutputStore(str(folder / "out"))
+    store.prepare()
+    row = {"schema_version": 1, "scan_id": "s0", "uri": uri, "fingerprint": "size:1:mtime:0", "label": "FAKE",
+           "score": 0.9, "faces": 3, "tracks": 1, "model_version": "m", "scanned_at": datetime.now(timezone.utc)}
+    store.commit("part-s0-00000", "2026-01-02", [row], [])
+    return str(folder / "out")

@@ -35,16 +35,9 @@ JAPAN = "/media/日本/clip.mp4"
 
 
 def _japanese_output(tmp_path) -> str:
-    from datetime import datetime, timezone
+    from helpers import one_row_output
 
-    from jobs.scan.output import OutputStore
-
-    store = OutputStore(str(tmp_path / "out"))
-    store.prepare()
-    row = {"schema_version": 1, "scan_id": "s0", "uri": JAPAN, "fingerprint": "size:1:mtime:0", "label": "FAKE",
-           "score": 0.9, "faces": 3, "tracks": 1, "model_version": "m", "scanned_at": datetime.now(timezone.utc)}
-    store.commit("part-s0-00000", "2026-01-02", [row], [])
-    return str(tmp_path / "out")
+    return one_row_output(tmp_path, JAPAN)
 
 
 def test_a_terminal_that_cannot_show_a_character_gets_it_escaped_and_a_csv_export_is_utf8(tmp_path):

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from jobs.query.formats import format_rows
 from jobs.query.sql import run_query
 from jobs.scan.output import OutputStore
+from helpers import one_row_output
 
 
 ODD = "/media/clip [final] v2 [/b].mp4"  # a legal object key that is also rich markup
@@ -25,12 +26,7 @@ def _app():
 
 
 def _output(tmp_path) -> str:
-    store = OutputStore(str(tmp_path / "out"))
-    store.prepare()
-    row = {"schema_version": 1, "scan_id": "s0", "uri": ODD, "fingerprint": "size:1:mtime:0", "label": "FAKE",
-           "score": 0.9, "faces": 3, "tracks": 1, "model_version": "m", "scanned_at": datetime.now(timezone.utc)}
-    store.commit("part-s0-00000", "2026-01-02", [row], [])
-    return str(tmp_path / "out")
+    return one_row_output(tmp_path, ODD)
 
 
 def test_intervals_decimals_times_uuids_and_bytes_print_as_json_and_csv(tmp_path):
