@@ -145,5 +145,6 @@ def test_a_temp_dir_too_long_for_ray_s_sockets_is_said_with_its_fix(monkeypatch)
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(session, "start_local_ray", too_long)
+    monkeypatch.setattr("ray.is_initialized", lambda: False)  # the suite's own Ray may be up: this start is the test's
     with pytest.raises(ScanError, match="AF_UNIX path length .* set RAY_TMPDIR .* to a short writable folder"):
         session.ensure_ray(ScanConfig(source="x", num_cpus=1))
